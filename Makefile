@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS='-x -k schedules'` (CI adds a junit report).
+PYTEST_ARGS ?=
 
 .PHONY: run test lint bench openapi clean
 
@@ -24,7 +26,7 @@ run: $(VENV)/.installed
 	$(BIN)/ordo serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
