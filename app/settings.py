@@ -1,0 +1,66 @@
+"""Service configuration: one pydantic-settings class read from ``ORDO_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (prefix ``ORDO_``).
+
+    Tests build their own instance and pass it to ``create_app``; nothing else reads the
+    environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ORDO_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///./ordo.sqlite",
+        description="SQLAlchemy URL: a SQLite file (default, in the working directory) or "
+        "postgresql+psycopg://user@host:port/db.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Global admin token. When unset, `ordo serve` generates one at first start, "
+        "stores it hashed and prints it once.",
+    )
+    max_body_bytes: int = Field(default=MIB, gt=0, description="Request body limit (bytes).")
+    solver_time_limit_s: float = Field(default=30.0, gt=0)
+    solver_workers: int = Field(default=1, ge=1, le=64)
+
+    # SQLite: FULL keeps acknowledged reports across power loss (reliability.md §1.7).
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    # PostgreSQL connection pool and per-connection timeouts (reliability.md §1.6, §1.8).
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)
+    db_connect_timeout_s: int = Field(default=5, ge=1)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    db_lock_timeout_ms: int = Field(default=5_000, ge=0)
+
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After sent with 503 answers.")
+    lease_seconds: float = Field(default=60.0, gt=0, description="Run lease length (seconds).")
+    heartbeat_grace_s: float = Field(default=120.0, gt=0)
+
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host header allow-list (TrustedHostMiddleware); unset means no check.",
+    )
+    docs_enabled: bool = True
+    log_level: str = "info"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

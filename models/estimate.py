@@ -1,0 +1,76 @@
+"""Effect estimates (additive sufficient statistics) and the raw observations behind them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Double, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigIntPK, UTCDateTime, utcnow
+
+EFFECTS = ("F", "B", "L", "G", "D")
+PAIR_EFFECTS = ("F", "B")
+TASK_EFFECTS = ("L", "G", "D")
+_EFFECT_CHECK = "effect IN ('F', 'B', 'L', 'G', 'D')"
+
+
+class Estimate(Base):
+    """Sufficient statistics ``(count, sum_x, sum_x2)`` and prior of one effect cell.
+
+    ``F`` and ``B`` cells are ordered pairs ``src != dst``; ``L``, ``G`` and ``D`` are per task
+    with ``src_task_id == dst_task_id``. The statistics only grow by ``x = x + delta`` so that
+    concurrent reports lose nothing. A NULL prior means "use the project default".
+    """
+
+    __tablename__ = "ordo_estimates"
+    __table_args__ = (
+        CheckConstraint(_EFFECT_CHECK, name="effect"),
+        CheckConstraint(
+            "prior_source IN ('imported', 'empirical', 'default')", name="prior_source"
+        ),
+        CheckConstraint("prior_var IS NULL OR prior_var > 0", name="prior_var_positive"),
+        CheckConstraint("noise_var IS NULL OR noise_var > 0", name="noise_var_positive"),
+    )
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("ordo_projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    effect: Mapped[str] = mapped_column(String(1), primary_key=True)
+    src_task_id: Mapped[str] = mapped_column(
+        ForeignKey("ordo_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    dst_task_id: Mapped[str] = mapped_column(
+        ForeignKey("ordo_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    sum_x: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_x2: Mapped[float] = mapped_column(Double, default=0.0)
+    prior_mean: Mapped[float | None] = mapped_column(Double)
+    prior_var: Mapped[float | None] = mapped_column(Double)
+    prior_source: Mapped[str] = mapped_column(String(16), default="default")
+    noise_var: Mapped[float | None] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Observation(Base):
+    """One raw measurement of an effect, append-only: estimates can always be recomputed."""
+
+    __tablename__ = "ordo_observations"
+    __table_args__ = (CheckConstraint(_EFFECT_CHECK, name="effect"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("ordo_projects.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ordo_runs.id", ondelete="CASCADE"), index=True
+    )
+    report_id: Mapped[str | None] = mapped_column(
+        ForeignKey("ordo_stage_reports.id", ondelete="CASCADE"), index=True
+    )
+    effect: Mapped[str] = mapped_column(String(1))
+    src_task_id: Mapped[str] = mapped_column(ForeignKey("ordo_tasks.id", ondelete="CASCADE"))
+    dst_task_id: Mapped[str] = mapped_column(ForeignKey("ordo_tasks.id", ondelete="CASCADE"))
+    value: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
