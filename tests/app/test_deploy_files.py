@@ -1,0 +1,301 @@
+"""The deployment files agree with each other and with the code they deploy.
+
+There is no Docker engine to run them here, so these tests read ``docker-compose.yml``,
+``Dockerfile`` and ``.dockerignore`` and check what would otherwise only break at deploy time:
+service ordering, health checks, credentials that match between services, ports, the image's
+contents, and that the commands they run exist in the real ``ordo`` CLI.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import tomllib
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from app.db import VERSION_TABLE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ORDO_CLI = Path(sys.executable).with_name("ordo")
+COMPOSE_SERVICES = {"db", "migrate", "api"}
+CONTAINER_PORT = 8000
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs, with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    pairs = []
+    for line in joined.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            instruction, _, arguments = stripped.partition(" ")
+            pairs.append((instruction.upper(), arguments.strip()))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return _instructions((REPO_ROOT / "Dockerfile").read_text())
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_compose_defines_db_migrate_and_api(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == COMPOSE_SERVICES
+
+
+def test_db_is_postgres_15_with_a_pg_isready_healthcheck_on_its_own_database(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    db = services["db"]
+    env = db["environment"]
+    check = db["healthcheck"]["test"]
+
+    assert db["image"] == "postgres:15"
+    assert check[0] == "CMD-SHELL"
+    assert check[1] == f"pg_isready -U {env['POSTGRES_USER']} -d {env['POSTGRES_DB']}"
+    assert db["healthcheck"]["retries"] >= 1
+
+
+def test_migrate_runs_ordo_db_upgrade_once_db_is_healthy(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    migrate = services["migrate"]
+
+    assert migrate["command"] == ["ordo", "db", "upgrade"]
+    assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
+    # A one-shot job: restarting it would loop after success.
+    assert migrate["restart"] == "no"
+
+
+def test_api_starts_only_after_a_successful_migration(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    depends_on = services["api"]["depends_on"]
+
+    assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
+    assert depends_on["db"] == {"condition": "service_healthy"}
+
+
+@pytest.mark.parametrize("service", ["migrate", "api"])
+def test_database_url_points_at_the_db_service_with_its_credentials(
+    services: dict[str, dict[str, Any]], service: str
+) -> None:
+    url = make_url(services[service]["environment"]["ORDO_DATABASE_URL"])
+    db_env = services["db"]["environment"]
+
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.host, url.port) == ("db", 5432)
+    assert url.username == db_env["POSTGRES_USER"]
+    assert url.password == db_env["POSTGRES_PASSWORD"]
+    assert url.database == db_env["POSTGRES_DB"]
+
+
+def test_admin_token_is_passed_through_from_the_environment_not_hardcoded(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # A key with no value makes compose copy it from the shell (or leave it unset).
+    environment = services["api"]["environment"]
+
+    assert "ORDO_ADMIN_TOKEN" in environment
+    assert environment["ORDO_ADMIN_TOKEN"] is None
+
+
+def test_api_serves_on_the_published_port_and_healthchecks_healthz(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    api = services["api"]
+    command = api["command"]
+    check = api["healthcheck"]["test"]
+
+    assert command[:2] == ["ordo", "serve"]
+    assert _option(command, "--host") == "0.0.0.0"
+    assert int(_option(command, "--port")) == CONTAINER_PORT
+    assert api["ports"] == [f"{CONTAINER_PORT}:{CONTAINER_PORT}"]
+    assert check[0] == "CMD"
+    assert f"http://127.0.0.1:{CONTAINER_PORT}/healthz" in check[-1]
+
+
+def test_services_running_ordo_build_the_repository_image(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    images = {services[name]["image"] for name in ("migrate", "api")}
+
+    assert services["migrate"]["build"] == services["api"]["build"] == "."
+    assert len(images) == 1
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    """Answers ``/healthz`` with the status code the server was built with."""
+
+    server: _HealthServer
+
+    def do_GET(self) -> None:
+        self.send_response(self.server.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+
+class _HealthServer(ThreadingHTTPServer):
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _HealthHandler)
+        self.status = status
+
+
+def _run_healthcheck(services: dict[str, dict[str, Any]], *, port: int) -> int:
+    check = services["api"]["healthcheck"]["test"]
+    assert check[1:3] == ["python", "-c"]
+    code = check[3].replace(f":{CONTAINER_PORT}/", f":{port}/")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_api_healthcheck_passes_only_on_a_2xx_healthz(
+    services: dict[str, dict[str, Any]], status: int, healthy: bool
+) -> None:
+    """Run the healthcheck's one-liner for real against a stand-in server on loopback."""
+    server = _HealthServer(status)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        returncode = _run_healthcheck(services, port=server.server_address[1])
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    assert (returncode == 0) is healthy
+
+
+def test_api_healthcheck_fails_when_nothing_listens(services: dict[str, dict[str, Any]]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port: int = sock.getsockname()[1]
+
+    assert _run_healthcheck(services, port=closed_port) != 0
+
+
+def test_dockerfile_uses_python_311_slim(dockerfile: list[tuple[str, str]]) -> None:
+    assert dockerfile[0] == ("FROM", "python:3.11-slim")
+
+
+def test_dockerfile_installs_client_and_service(dockerfile: list[tuple[str, str]]) -> None:
+    runs = [arguments for instruction, arguments in dockerfile if instruction == "RUN"]
+
+    assert any(re.search(r"pip install \./client\b", run) for run in runs)
+    assert any(re.search(r"pip install \.(\s|$)", run) for run in runs)
+
+
+def _copied_sources(dockerfile: list[tuple[str, str]]) -> set[str]:
+    sources: set[str] = set()
+    for instruction, arguments in dockerfile:
+        if instruction == "COPY":
+            sources.update(part.rstrip("/") for part in arguments.split()[:-1])
+    return sources
+
+
+def _dockerignored(path: str) -> bool:
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return any(fnmatch.fnmatch(path, pattern) for pattern in patterns)
+
+
+def test_image_gets_every_package_the_build_needs(dockerfile: list[tuple[str, str]]) -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    needed = {pattern.rstrip("*") for pattern in includes}
+    needed |= {"client", "pyproject.toml", pyproject["project"]["readme"]}
+
+    copied = _copied_sources(dockerfile)
+
+    assert needed <= copied
+    assert [path for path in needed if _dockerignored(path)] == []
+    assert all((REPO_ROOT / path).exists() for path in copied)
+
+
+def test_image_runs_as_a_non_root_user(dockerfile: list[tuple[str, str]]) -> None:
+    users = [arguments for instruction, arguments in dockerfile if instruction == "USER"]
+    cmd_index = max(i for i, (instruction, _) in enumerate(dockerfile) if instruction == "CMD")
+    last_user_index = max(
+        i for i, (instruction, _) in enumerate(dockerfile) if instruction == "USER"
+    )
+
+    assert users
+    assert users[-1] not in {"root", "0"}
+    assert last_user_index < cmd_index
+
+
+def test_image_serves_ordo_on_all_interfaces(dockerfile: list[tuple[str, str]]) -> None:
+    cmd = json.loads(
+        next(arguments for instruction, arguments in dockerfile if instruction == "CMD")
+    )
+    exposed = {arguments for instruction, arguments in dockerfile if instruction == "EXPOSE"}
+
+    assert cmd[:2] == ["ordo", "serve"]
+    assert _option(cmd, "--host") == "0.0.0.0"
+    assert exposed == {_option(cmd, "--port")}
+
+
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDO_")}
+    env["ORDO_DATABASE_URL"] = f"sqlite:///{tmp_path / 'ordo.sqlite'}"
+    return env
+
+
+def test_compose_migrate_command_migrates_a_real_database(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The exact argv of the migrate service, run against SQLite instead of the db service."""
+    _, *arguments = services["migrate"]["command"]
+
+    result = subprocess.run(
+        [ORDO_CLI, *arguments], env=_cli_env(tmp_path), capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    with closing(sqlite3.connect(tmp_path / "ordo.sqlite")) as connection:
+        versions = connection.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
+    assert len(versions) == 1
+
+
+def test_serve_accepts_the_options_compose_and_the_image_pass(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [ORDO_CLI, "serve", "--help"], env=_cli_env(tmp_path), capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "--host" in result.stdout
+    assert "--port" in result.stdout
