@@ -1,0 +1,100 @@
+"""Tests of the LOP heuristics against brute force on small instances."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from solver.heuristics import (
+    becker_order,
+    insertion_local_search,
+    lop_value,
+    memetic_lop,
+)
+from solver.types import FloatMatrix, Order
+
+
+def random_weights(n: int, seed: int, *, integral: bool = True) -> FloatMatrix:
+    """Random LOP matrix with a nonzero diagonal (which must be ignored)."""
+    rng = np.random.default_rng(seed)
+    if integral:
+        return rng.integers(-20, 50, size=(n, n)).astype(np.float64)
+    return rng.normal(size=(n, n))
+
+
+def brute_force(weights: FloatMatrix) -> tuple[Order, float]:
+    n = weights.shape[0]
+    best: tuple[Order, float] = ((), -np.inf)
+    for perm in itertools.permutations(range(n)):
+        value = sum(weights[perm[k], perm[m]] for k in range(n) for m in range(k + 1, n))
+        if value > best[1]:
+            best = (perm, float(value))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lop_value_matches_the_definition(seed: int) -> None:
+    weights = random_weights(7, seed, integral=False)
+    order = tuple(int(x) for x in np.random.default_rng(seed).permutation(7))
+    expected = sum(weights[order[k], order[m]] for k in range(7) for m in range(k + 1, 7))
+    assert lop_value(weights, order) == pytest.approx(expected, rel=1e-12)
+
+
+def test_lop_value_ignores_the_diagonal() -> None:
+    weights = np.array([[100.0, 2.0], [3.0, -50.0]])
+    assert lop_value(weights, (0, 1)) == 2.0
+    assert lop_value(weights, (1, 0)) == 3.0
+
+
+def test_becker_order_is_a_permutation_and_handles_zero_columns() -> None:
+    weights = np.array([[0.0, 5.0, 1.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    order = becker_order(weights)
+    assert sorted(order) == [0, 1, 2]
+    assert order[0] == 0  # column sum 0: quotient infinite, goes first
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_local_search_never_worsens_and_reaches_a_local_optimum(seed: int) -> None:
+    n = 12
+    weights = random_weights(n, seed, integral=seed % 2 == 0)
+    start = tuple(int(x) for x in np.random.default_rng(seed).permutation(n))
+    result = insertion_local_search(weights, start)
+    assert sorted(result) == list(range(n))
+    value = lop_value(weights, result)
+    assert value >= lop_value(weights, start) - 1e-9
+    for source in range(n):
+        for target in range(n):
+            moved = list(result)
+            moved.insert(target, moved.pop(source))
+            assert lop_value(weights, tuple(moved)) <= value + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_memetic_finds_the_brute_force_optimum_on_small_instances(seed: int) -> None:
+    weights = random_weights(7, seed, integral=seed % 2 == 0)
+    _, optimum = brute_force(weights)
+    order, value = memetic_lop(weights, seed=seed, time_limit_s=5.0, max_generations=20)
+    assert sorted(order) == list(range(7))
+    assert value == pytest.approx(lop_value(weights, order), rel=1e-12)
+    assert value == pytest.approx(optimum, rel=1e-12)
+
+
+def test_memetic_is_deterministic_for_a_seed() -> None:
+    weights = random_weights(30, 3)
+    first = memetic_lop(weights, seed=11, time_limit_s=60.0, max_generations=5)
+    second = memetic_lop(weights, seed=11, time_limit_s=60.0, max_generations=5)
+    assert first == second
+
+
+def test_memetic_is_never_worse_than_its_initial_order() -> None:
+    weights = random_weights(25, 4)
+    initial = becker_order(weights)
+    _, value = memetic_lop(weights, seed=0, time_limit_s=0.0, initial=initial)
+    assert value >= lop_value(weights, initial)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_memetic_handles_trivial_sizes(n: int) -> None:
+    assert memetic_lop(np.zeros((n, n)), seed=0, time_limit_s=1.0) == (tuple(range(n)), 0.0)

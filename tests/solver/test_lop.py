@@ -1,0 +1,114 @@
+"""Tests of the LOP engine: exactness on small instances, proven bounds, a LOLIB instance."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from solver.errors import InvalidProblemError
+from solver.heuristics import lop_value
+from solver.lop import solve_lop
+from solver.lp_bound import cutting_plane_bound
+from solver.types import FloatMatrix
+
+LOLIB_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "lop"
+
+
+def random_weights(n: int, seed: int, *, integral: bool) -> FloatMatrix:
+    rng = np.random.default_rng(seed)
+    if integral:
+        return rng.integers(0, 100, size=(n, n)).astype(np.float64)
+    return rng.normal(size=(n, n))
+
+
+def brute_force_value(weights: FloatMatrix) -> float:
+    n = weights.shape[0]
+    return float(
+        max(
+            sum(weights[p[k], p[m]] for k in range(n) for m in range(k + 1, n))
+            for p in itertools.permutations(range(n))
+        )
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_small_instances_are_solved_exactly_and_proven(seed: int) -> None:
+    n = 3 + seed % 6  # 3..8
+    weights = random_weights(n, seed, integral=seed % 2 == 0)
+    result = solve_lop(weights, time_limit_s=5.0, seed=seed, num_workers=1)
+    assert sorted(result.order) == list(range(n))
+    assert result.value == pytest.approx(brute_force_value(weights), rel=1e-12)
+    assert result.value == pytest.approx(lop_value(weights, result.order), rel=1e-12)
+    assert result.proven_optimal
+    assert result.bound >= result.value
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_medium_instances_have_a_valid_bound(seed: int) -> None:
+    weights = random_weights(16, seed, integral=seed % 2 == 0)
+    result = solve_lop(weights, time_limit_s=3.0, seed=seed, num_workers=1)
+    assert sorted(result.order) == list(range(16))
+    assert result.bound >= result.value
+    assert result.value == pytest.approx(lop_value(weights, result.order), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lp_bound_is_at_least_the_brute_force_optimum(seed: int) -> None:
+    weights = random_weights(8, 100 + seed, integral=False)
+    lp = cutting_plane_bound(weights, time_limit_s=10.0)
+    assert lp.complete
+    assert lp.bound >= brute_force_value(weights) - 1e-9
+
+
+def test_the_diagonal_is_ignored() -> None:
+    weights = random_weights(12, 5, integral=True)
+    noisy = weights.copy()
+    np.fill_diagonal(noisy, 1e6)
+    plain = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=1)
+    with_diagonal = solve_lop(noisy, time_limit_s=3.0, seed=0, num_workers=1)
+    assert plain.value == with_diagonal.value
+
+
+@pytest.mark.parametrize(
+    ("weights", "field"),
+    [
+        (np.zeros((2, 3)), "weights"),
+        (np.array([[0.0, np.nan], [1.0, 0.0]]), "weights"),
+        (np.array([[0.0, np.inf], [1.0, 0.0]]), "weights"),
+    ],
+)
+def test_invalid_weights_are_rejected(weights: FloatMatrix, field: str) -> None:
+    with pytest.raises(InvalidProblemError) as error:
+        solve_lop(weights, time_limit_s=1.0, seed=0, num_workers=1)
+    assert error.value.field == field
+
+
+def test_initial_order_must_be_a_permutation() -> None:
+    with pytest.raises(InvalidProblemError):
+        solve_lop(
+            np.zeros((3, 3)), time_limit_s=1.0, seed=0, num_workers=1, initial_order=(0, 0, 1)
+        )
+
+
+def read_lolib(path: Path) -> FloatMatrix:
+    tokens = path.read_text().split()
+    n = int(tokens[0])
+    return np.array(tokens[1 : 1 + n * n], dtype=np.float64).reshape(n, n)
+
+
+@pytest.mark.skipif(
+    not (LOLIB_DIR / "best_known.csv").exists(),
+    reason="the shared LOLIB benchmark folder ../shared/benchmarks/lop is not checked out here",
+)
+def test_smallest_io_instance_is_solved_and_proven() -> None:
+    with (LOLIB_DIR / "best_known.csv").open() as handle:
+        best_known = {row["instance"]: float(row["best_known"]) for row in csv.DictReader(handle)}
+    weights = read_lolib(LOLIB_DIR / "N-t59b11xx")  # n = 44, has a nonzero diagonal
+    result = solve_lop(weights, time_limit_s=20.0, seed=0, num_workers=2)
+    assert result.value == best_known["N-t59b11xx"]
+    assert result.proven_optimal
+    assert result.bound == result.value
