@@ -1,0 +1,1 @@
+"""HTTP routes: thin, they parse, call one service function and return."""

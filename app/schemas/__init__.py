@@ -1,0 +1,1 @@
+"""Pydantic request (``XCreate``, ``XUpdate``) and response (``XRead``) models of API v1."""

@@ -1,0 +1,94 @@
+"""FastAPI dependencies: the per-request session, the caller, the project they act on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.db import Database
+from app.services.auth import Principal, ProjectContext, authenticate, authorize_project
+from app.settings import Settings
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An Ordo API key: `Authorization: Bearer ordo_<key_id>_<secret>`.",
+)
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    """The database opened in the lifespan (or the one a test put in its place)."""
+    database: Database = request.app.state.database
+    return database
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One unit of work per request: commit on success, roll back on error.
+
+    Reads get a read-only session (a deferred BEGIN on SQLite), everything else a writing one
+    (BEGIN IMMEDIATE on SQLite).
+    """
+    database = get_database(request)
+    factory = database.read_sessions if request.method in READ_METHODS else database.sessions
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# "function" scope: the commit happens before the response is sent, so a failed commit becomes
+# an error response instead of a 200 for data that was never stored.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Principal:
+    """The authenticated caller (401 otherwise)."""
+    token = credentials.credentials if credentials is not None else None
+    return authenticate(
+        session,
+        token,
+        admin_token=settings.admin_token,
+        touch=request.method not in READ_METHODS,
+    )
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ProjectIdPath = Annotated[str, Path(max_length=64, description="The project's id.")]
+
+
+def project_reader(
+    project_id: ProjectIdPath, principal: PrincipalDep, session: SessionDep
+) -> ProjectContext:
+    """The project, for any key of it (trainer or admin)."""
+    return authorize_project(session, principal, project_id, admin=False)
+
+
+def project_admin(
+    project_id: ProjectIdPath, principal: PrincipalDep, session: SessionDep
+) -> ProjectContext:
+    """The project, for an admin key of it only (403 for trainers)."""
+    return authorize_project(session, principal, project_id, admin=True)
+
+
+ProjectReader = Annotated[ProjectContext, Depends(project_reader)]
+ProjectAdmin = Annotated[ProjectContext, Depends(project_admin)]

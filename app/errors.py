@@ -1,0 +1,285 @@
+"""Domain errors and their RFC 9457 ``application/problem+json`` rendering.
+
+Services raise ``ServiceError`` subclasses; routes never raise ``HTTPException``. One table maps
+solver errors to statuses. Every handler below answers problem+json, so clients see one error
+shape for unknown routes, bad input, auth failures, conflicts and an unreachable database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from solver.errors import InfeasibleError, InvalidProblemError, NoSolutionError, SolverError
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+# --- the problem document --------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    """One rejected input: where it is and why."""
+
+    field: str = Field(description="Path of the offending input, e.g. `tasks[2].key`.")
+    reason: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; ``code`` is a stable machine-readable error code."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+# --- domain errors ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldIssue:
+    """A field and a reason, as services report them."""
+
+    field: str
+    reason: str
+
+
+class ServiceError(Exception):
+    """Base of every error a service raises; ``status`` is the HTTP status it maps to."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldIssue] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = tuple(errors)
+        self.headers = dict(headers or {})
+
+
+class NotFoundError(ServiceError):
+    """The object does not exist, or belongs to another project (indistinguishable)."""
+
+    status = 404
+    code = "not_found"
+
+
+class UnauthorizedError(ServiceError):
+    """No credentials, or credentials that are malformed, unknown, revoked or expired."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str = "Missing or invalid API key.") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="ordo"'})
+
+
+class ForbiddenError(ServiceError):
+    """The key is valid but its role does not allow the action."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ConflictError(ServiceError):
+    """The request conflicts with the current state (duplicate key, different replay...)."""
+
+    status = 409
+    code = "conflict"
+
+
+class InvalidInputError(ServiceError):
+    """Well-formed JSON whose content is wrong: unknown task keys, shapes, duplicates."""
+
+    status = 422
+    code = "validation_failed"
+
+
+class UnavailableError(ServiceError):
+    """A dependency (the database, the solver) cannot answer now; retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
+SOLVER_ERROR_STATUS: Mapping[type[SolverError], type[ServiceError]] = {
+    InvalidProblemError: InvalidInputError,
+    InfeasibleError: InvalidInputError,
+    NoSolutionError: UnavailableError,
+}
+
+
+def service_error_from_solver(error: SolverError) -> ServiceError:
+    """The service error a solver error becomes (the table above; most specific class wins)."""
+    for error_type in type(error).__mro__:
+        mapped = SOLVER_ERROR_STATUS.get(error_type)
+        if mapped is not None:
+            issues: tuple[FieldIssue, ...] = ()
+            field = getattr(error, "field", None)
+            if field:
+                issues = (FieldIssue(field=str(field), reason=str(error)),)
+            return mapped(str(error), errors=issues)
+    return ServiceError(str(error))
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    code: str,
+    errors: Sequence[FieldIssue] = (),
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """A problem+json response; ``title`` is the standard reason phrase of ``status``."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "reason": e.reason} for e in errors]
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """``("body", "tasks", 2, "key")`` -> ``tasks[2].key``; query and path keep their prefix."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    # Tagged unions put the tag into the location; it is not a field the client wrote.
+    parts = [p for p in parts if not (isinstance(p, str) and p.startswith("<"))]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _validation_issues(exc: RequestValidationError) -> list[FieldIssue]:
+    issues = []
+    for error in exc.errors():
+        reason = str(error.get("msg", "invalid"))
+        if error.get("type") == "missing":
+            reason = "Field required"
+        issues.append(FieldIssue(field=field_path(error.get("loc", ())), reason=reason))
+    return issues
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
+    """Register the problem+json handlers on ``app``."""
+
+    async def on_service_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        headers = dict(exc.headers)
+        if exc.status == 503:
+            headers.setdefault("Retry-After", str(retry_after_s))
+        return problem_response(
+            exc.status, exc.detail, code=exc.code, errors=exc.errors, headers=headers
+        )
+
+    async def on_solver_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SolverError)
+        return await on_service_error(request, service_error_from_solver(exc))
+
+    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        issues = _validation_issues(exc)
+        return problem_response(
+            422,
+            "The request is invalid; see `errors`.",
+            code="validation_failed",
+            errors=issues,
+        )
+
+    async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+        if status == 404:
+            detail = "No such resource."
+        code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+        return problem_response(status, detail, code=code, headers=exc.headers)
+
+    async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The message may carry host names or SQL: log it, never send it.
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__
+        )
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.db_unavailable.inc()
+        return problem_response(
+            503,
+            "The database is unavailable; retry later.",
+            code="database_unavailable",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "Internal server error.", code="internal_error")
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(SolverError, on_solver_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for error_type in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_type, on_database_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+# --- OpenAPI -----------------------------------------------------------------------------------
+
+ERROR_DESCRIPTIONS: Mapping[int, str] = {
+    401: "Missing, malformed, unknown, revoked or expired API key.",
+    403: "The key's role does not allow this action.",
+    404: "No such object in the key's project (other projects' objects look the same).",
+    409: "Conflicts with the current state.",
+    413: "The request body is over the size limit.",
+    422: "Invalid input; `errors` lists each field and reason.",
+    503: "The database is unavailable; retry after `Retry-After` seconds.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the given error statuses (content filled in by the spec)."""
+    return {status: {"description": ERROR_DESCRIPTIONS[status]} for status in statuses}

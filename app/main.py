@@ -1,0 +1,106 @@
+"""The FastAPI application factory: ``create_app(settings)``; the engine opens in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from app.db import build_engine, make_database
+from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
+from app.metrics import install_metrics
+from app.middleware import BodyLimitMiddleware
+from app.routes import estimates, health, projects, tasks
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+API_TITLE = "Ordo"
+API_VERSION = "1.0.0"
+API_DESCRIPTION = (
+    "Curriculum scheduling optimizer: in which order should a training job train its tasks? "
+    "Authenticate with `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."
+)
+OPENAPI_TAGS = [
+    {"name": "projects", "description": "Projects: a set of tasks with its own estimates."},
+    {"name": "keys", "description": "API keys: admin (manage) or trainer (read and report)."},
+    {"name": "tasks", "description": "Tasks: the items a schedule orders."},
+    {"name": "estimates", "description": "Priors in, posterior effect estimates out."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+ROUTERS = (health.router, projects.router, tasks.router, estimates.router)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the database for the app's lifetime (connections are made lazily)."""
+    settings: Settings = app.state.settings
+    engine = build_engine(settings)
+    app.state.database = make_database(engine)
+    logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))
+    try:
+        yield
+    finally:
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects to the database until the first request."""
+    settings = settings or get_settings()
+    docs = {} if settings.docs_enabled else {"docs_url": None, "redoc_url": None}
+    app = FastAPIOffline(
+        title=API_TITLE,
+        version=API_VERSION,
+        description=API_DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+        **docs,
+    )
+    app.state.settings = settings
+    for router in ROUTERS:
+        app.include_router(router)
+    install_error_handlers(app, retry_after_s=settings.retry_after_s)
+    app.state.metrics = install_metrics(app)
+    if settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    # Added last, so outermost: oversized bodies never reach routing or auth.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The spec, with every error response as problem+json (FastAPI's 422 schema replaced)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem_schema.pop("$defs", {}))
+    schemas["Problem"] = problem_schema
+    problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            for code, response in operation.get("responses", {}).items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = problem_content
+                    if code == "422":
+                        response["description"] = (
+                            "Invalid input; `errors` lists each field and reason."
+                        )
+    app.openapi_schema = spec
+    return spec

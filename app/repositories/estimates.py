@@ -1,0 +1,178 @@
+"""SQL for estimates (additive sufficient statistics) and raw observations.
+
+Both writes are single upserts, ``INSERT ... ON CONFLICT DO UPDATE``, the same statement on
+PostgreSQL and SQLite (>= 3.24): concurrent writers never lose an increment (reliability.md §1.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models import Estimate, Observation
+from models.base import utcnow
+
+_ESTIMATE_KEY = ["project_id", "effect", "src_task_id", "dst_task_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateStats:
+    """One effect cell as stored: statistics and prior (``None`` = project default)."""
+
+    effect: str
+    src_task_id: str
+    dst_task_id: str
+    count: int
+    sum_x: float
+    sum_x2: float
+    prior_mean: float | None
+    prior_var: float | None
+    prior_source: str
+    noise_var: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PriorCell:
+    """An imported prior for one effect cell."""
+
+    effect: str
+    src_task_id: str
+    dst_task_id: str
+    mean: float
+    var: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatIncrement:
+    """Statistics to add to one effect cell: ``count``, ``sum x`` and ``sum x^2`` deltas."""
+
+    effect: str
+    src_task_id: str
+    dst_task_id: str
+    count: int
+    sum_x: float
+    sum_x2: float
+
+
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Estimate)
+
+
+def list_estimates(session: Session, project_id: str) -> list[EstimateStats]:
+    """Every stored effect cell of the project."""
+    rows = session.scalars(select(Estimate).where(Estimate.project_id == project_id)).all()
+    return [
+        EstimateStats(
+            effect=row.effect,
+            src_task_id=row.src_task_id,
+            dst_task_id=row.dst_task_id,
+            count=row.count,
+            sum_x=row.sum_x,
+            sum_x2=row.sum_x2,
+            prior_mean=row.prior_mean,
+            prior_var=row.prior_var,
+            prior_source=row.prior_source,
+            noise_var=row.noise_var,
+        )
+        for row in rows
+    ]
+
+
+def set_priors(session: Session, project_id: str, priors: Sequence[PriorCell]) -> None:
+    """Write imported priors, creating cells that do not exist yet; statistics are kept."""
+    if not priors:
+        return
+    now = utcnow()
+    values = [
+        {
+            "project_id": project_id,
+            "effect": p.effect,
+            "src_task_id": p.src_task_id,
+            "dst_task_id": p.dst_task_id,
+            "count": 0,
+            "sum_x": 0.0,
+            "sum_x2": 0.0,
+            "prior_mean": p.mean,
+            "prior_var": p.var,
+            "prior_source": "imported",
+            "updated_at": now,
+        }
+        for p in priors
+    ]
+    insert = _insert(session)
+    statement: Insert = insert.on_conflict_do_update(
+        index_elements=_ESTIMATE_KEY,
+        set_={
+            "prior_mean": insert.excluded.prior_mean,
+            "prior_var": insert.excluded.prior_var,
+            "prior_source": insert.excluded.prior_source,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
+    session.execute(statement, values)
+
+
+def add_statistics(
+    session: Session, project_id: str, increments: Sequence[StatIncrement], *, at: datetime
+) -> None:
+    """Add to the statistics of effect cells with ``x = x + delta`` (creating missing cells)."""
+    if not increments:
+        return
+    values = [
+        {
+            "project_id": project_id,
+            "effect": i.effect,
+            "src_task_id": i.src_task_id,
+            "dst_task_id": i.dst_task_id,
+            "count": i.count,
+            "sum_x": i.sum_x,
+            "sum_x2": i.sum_x2,
+            "prior_source": "default",
+            "updated_at": at,
+        }
+        for i in increments
+    ]
+    insert = _insert(session)
+    statement: Insert = insert.on_conflict_do_update(
+        index_elements=_ESTIMATE_KEY,
+        set_={
+            "count": Estimate.count + insert.excluded.count,
+            "sum_x": Estimate.sum_x + insert.excluded.sum_x,
+            "sum_x2": Estimate.sum_x2 + insert.excluded.sum_x2,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
+    session.execute(statement, values)
+
+
+def add_observations(
+    session: Session,
+    project_id: str,
+    observations: Sequence[tuple[str, str, str, float]],
+    *,
+    run_id: str | None = None,
+    report_id: str | None = None,
+    at: datetime,
+) -> None:
+    """Append raw observations ``(effect, src_task_id, dst_task_id, value)``."""
+    session.add_all(
+        Observation(
+            project_id=project_id,
+            run_id=run_id,
+            report_id=report_id,
+            effect=effect,
+            src_task_id=src,
+            dst_task_id=dst,
+            value=value,
+            created_at=at,
+        )
+        for effect, src, dst, value in observations
+    )
+    session.flush()

@@ -1,0 +1,84 @@
+"""SQL for API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models import ApiKey
+
+
+def add_key(
+    session: Session,
+    *,
+    project_id: str | None,
+    key_id: str,
+    secret_hash: str,
+    prefix: str,
+    role: str,
+    name: str,
+    expires_at: datetime | None,
+) -> ApiKey:
+    """Insert a key (its secret only as a hash) and flush it."""
+    key = ApiKey(
+        project_id=project_id,
+        key_id=key_id,
+        secret_hash=secret_hash,
+        prefix=prefix,
+        role=role,
+        name=name,
+        expires_at=expires_at,
+    )
+    session.add(key)
+    session.flush()
+    return key
+
+
+def find_key(session: Session, key_id: str) -> ApiKey | None:
+    """The key with this public id, in any project."""
+    return session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+
+
+def list_keys(session: Session, project_id: str) -> Sequence[ApiKey]:
+    """The project's keys, oldest first, revoked ones included."""
+    query = (
+        select(ApiKey)
+        .where(ApiKey.project_id == project_id)
+        .order_by(ApiKey.created_at, ApiKey.key_id)
+    )
+    return session.scalars(query).all()
+
+
+def get_project_key(session: Session, project_id: str, key_id: str) -> ApiKey | None:
+    """The project's key with this id, or ``None`` (also for another project's key)."""
+    query = select(ApiKey).where(ApiKey.project_id == project_id, ApiKey.key_id == key_id)
+    return session.scalar(query)
+
+
+def revoke_key(session: Session, project_id: str, key_id: str, at: datetime) -> None:
+    """Mark the key revoked unless it already is (revoking twice keeps the first time)."""
+    session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.project_id == project_id,
+            ApiKey.key_id == key_id,
+            ApiKey.revoked_at.is_(None),
+        )
+        .values(revoked_at=at)
+    )
+
+
+def touch_key(session: Session, key_pk: str, at: datetime) -> None:
+    """Record a use of the key."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_pk).values(last_used_at=at))
+
+
+def has_global_admin(session: Session) -> bool:
+    """Whether an unrevoked global (project-less) admin key exists."""
+    query = select(ApiKey.id).where(
+        ApiKey.project_id.is_(None), ApiKey.role == "admin", ApiKey.revoked_at.is_(None)
+    )
+    return session.scalar(query.limit(1)) is not None

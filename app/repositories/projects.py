@@ -1,0 +1,57 @@
+"""SQL for projects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models import Project
+
+
+def add_project(
+    session: Session, *, name: str, description: str, settings: dict[str, Any]
+) -> Project:
+    """Insert a project and flush it (raises IntegrityError on a duplicate name)."""
+    project = Project(name=name, description=description, settings=settings, estimates_version=0)
+    session.add(project)
+    session.flush()
+    return project
+
+
+def get_project(session: Session, project_id: str) -> Project | None:
+    """The project with this id, or ``None``."""
+    return session.get(Project, project_id)
+
+
+def project_name_taken(session: Session, name: str) -> bool:
+    """Whether a project already has this name."""
+    return session.scalar(select(func.count()).where(Project.name == name)) != 0
+
+
+def list_projects(
+    session: Session, *, only_id: str | None, limit: int, offset: int
+) -> Sequence[Project]:
+    """Projects by creation time; ``only_id`` restricts to one project (a project-scoped key)."""
+    query = select(Project).order_by(Project.created_at, Project.id).limit(limit).offset(offset)
+    if only_id is not None:
+        query = query.where(Project.id == only_id)
+    return session.scalars(query).all()
+
+
+def bump_estimates_version(session: Session, project_id: str) -> int:
+    """Atomically increment the project's estimates version and return the new value."""
+    result = session.execute(
+        update(Project)
+        .where(Project.id == project_id)
+        .values(estimates_version=Project.estimates_version + 1)
+        .returning(Project.estimates_version)
+    )
+    return int(result.scalar_one())
+
+
+def lock_project(session: Session, project_id: str) -> None:
+    """Lock the project row until commit (PostgreSQL; SQLite's BEGIN IMMEDIATE already did)."""
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())

@@ -1,0 +1,53 @@
+"""Routes of priors and estimates."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Response
+
+from app.deps import ProjectAdmin, ProjectReader, SessionDep
+from app.errors import error_responses
+from app.schemas.estimate import EstimatesRead, PriorsImport, PriorsImported
+from app.services import estimates as estimate_service
+
+router = APIRouter(prefix="/v1/projects/{project_id}", tags=["estimates"])
+AUTH_ERRORS = (401, 404, 503)
+
+_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON (default) or, with `format=csv`, CSV with the header "
+        "`effect,src,dst,mean,std,count`.",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/priors",
+    operation_id="import_priors",
+    responses=error_responses(*AUTH_ERRORS, 403, 413, 422),
+)
+def import_priors(
+    body: Annotated[PriorsImport, Body()], project: ProjectAdmin, session: SessionDep
+) -> PriorsImported:
+    """Import priors by task key, in long form (a list) or wide form (a matrix)."""
+    return estimate_service.import_priors(session, project, body)
+
+
+@router.get(
+    "/estimates",
+    operation_id="get_estimates",
+    response_model=EstimatesRead,
+    responses={**_CSV_RESPONSE, **error_responses(*AUTH_ERRORS, 422)},
+)
+def get_estimates(
+    project: ProjectReader,
+    session: SessionDep,
+    format: Annotated[Literal["json", "csv"], Query(description="Response format.")] = "json",
+) -> Any:
+    """Get the current posterior mean, std and count of every effect."""
+    if format == "csv":
+        text = estimate_service.estimates_csv(session, project)
+        return Response(content=text, media_type="text/csv")
+    return estimate_service.get_estimates(session, project)

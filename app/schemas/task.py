@@ -1,0 +1,106 @@
+"""Task request and response models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, JsonValue, StringConstraints
+
+from app.schemas.common import MAX_BATCH, InputModel, OutputModel
+
+TaskKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.\-]*$")
+]
+
+
+class TaskKind(StrEnum):
+    """Domain of the task; drives the entropy dynamics (DESIGN §1)."""
+
+    STRUCTURED = "structured"
+    OPEN_ENDED = "open_ended"
+    OTHER = "other"
+
+
+class RewardKind(StrEnum):
+    """How the task is rewarded."""
+
+    VERIFIABLE = "verifiable"
+    PREFERENCE = "preference"
+    OTHER = "other"
+
+
+class Goal(StrEnum):
+    """Whether higher or lower reported values are better."""
+
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+Metadata = Annotated[dict[str, Any], Field(max_length=100)]
+
+_TASK_EXAMPLE: dict[str, JsonValue] = {
+    "key": "math",
+    "name": "Competition math",
+    "kind": "structured",
+    "reward": "verifiable",
+    "goal": "maximize",
+    "scale": 1.0,
+    "weight": 1.0,
+    "metadata": {"benchmark": "MATH-500"},
+}
+
+
+class TaskCreate(InputModel):
+    """A task to add; its index is the next free one."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_TASK_EXAMPLE]})
+
+    key: TaskKey
+    name: str = Field(default="", max_length=200)
+    kind: TaskKind = TaskKind.OTHER
+    reward: RewardKind = RewardKind.OTHER
+    goal: Goal = Goal.MAXIMIZE
+    scale: float = Field(default=1.0, gt=0, description="Reported values are divided by this.")
+    weight: float = Field(default=1.0, ge=0, description="Weight in the objective.")
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TaskBatchCreate(InputModel):
+    """Tasks to add in one request (all or none)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tasks": [_TASK_EXAMPLE]}]})
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TaskUpdate(InputModel):
+    """Fields to change; omitted fields keep their value."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"weight": 2.0, "scale": 100.0}]})
+
+    key: TaskKey | None = None
+    name: str | None = Field(default=None, max_length=200)
+    kind: TaskKind | None = None
+    reward: RewardKind | None = None
+    goal: Goal | None = None
+    scale: float | None = Field(default=None, gt=0)
+    weight: float | None = Field(default=None, ge=0)
+    metadata: Metadata | None = None
+
+
+class TaskRead(OutputModel):
+    """A task as the API shows it; ``index`` is its row/column in every matrix."""
+
+    key: str
+    index: int
+    name: str
+    kind: TaskKind
+    reward: RewardKind
+    goal: Goal
+    scale: float
+    weight: float
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,107 @@
+"""Authentication (who is calling) and authorization (may they touch this project)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from sqlalchemy.orm import Session
+
+from app.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from app.repositories import keys as key_repo
+from app.repositories import projects as project_repo
+from app.schemas.project import ProjectSettings
+from app.security import Role, generate_key, parse_key, secret_matches, token_matches
+from models.base import utcnow
+
+ENV_ADMIN_KEY_ID = "env-admin"
+# Hash compared against when the key id is unknown, so that both paths cost the same.
+_DUMMY_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller; ``project_id`` is ``None`` for a global admin."""
+
+    key_id: str
+    role: Role
+    project_id: str | None
+
+    @property
+    def is_global_admin(self) -> bool:
+        """A project-less admin: the operator, who may create and see every project."""
+        return self.project_id is None and self.role is Role.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectContext:
+    """The project a request acts on, after the caller was authorized for it."""
+
+    id: str
+    settings: ProjectSettings
+    principal: Principal
+
+
+def authenticate(
+    session: Session, token: str | None, *, admin_token: SecretStr | None, touch: bool
+) -> Principal:
+    """Resolve a bearer token to a principal, or raise 401."""
+    if not token:
+        raise UnauthorizedError()
+    if admin_token is not None and token_matches(token, admin_token.get_secret_value()):
+        return Principal(key_id=ENV_ADMIN_KEY_ID, role=Role.ADMIN, project_id=None)
+    parsed = parse_key(token)
+    if parsed is None:
+        raise UnauthorizedError()
+    key = key_repo.find_key(session, parsed.key_id)
+    matches = secret_matches(parsed.secret, key.secret_hash if key else _DUMMY_HASH)
+    now = utcnow()
+    if key is None or not matches or key.revoked_at is not None:
+        raise UnauthorizedError()
+    if key.expires_at is not None and key.expires_at <= now:
+        raise UnauthorizedError()
+    if touch:
+        key_repo.touch_key(session, key.id, now)
+    return Principal(key_id=key.key_id, role=Role(key.role), project_id=key.project_id)
+
+
+def authorize_project(
+    session: Session, principal: Principal, project_id: str, *, admin: bool
+) -> ProjectContext:
+    """The project if the caller may act on it: 404 for other projects, then 403 for roles.
+
+    Another project's id answers exactly like an id that does not exist.
+    """
+    if principal.project_id is not None and principal.project_id != project_id:
+        raise NotFoundError("Project not found.")
+    project = project_repo.get_project(session, project_id)
+    if project is None:
+        raise NotFoundError("Project not found.")
+    if admin and principal.role is not Role.ADMIN:
+        raise ForbiddenError("This action needs an admin key.")
+    settings = ProjectSettings.model_validate(project.settings)
+    return ProjectContext(id=project.id, settings=settings, principal=principal)
+
+
+def require_global_admin(principal: Principal) -> None:
+    """Raise 403 unless the caller is a global admin."""
+    if not principal.is_global_admin:
+        raise ForbiddenError("This action needs the global admin token.")
+
+
+def ensure_global_admin(session: Session) -> str | None:
+    """Create a global admin key if none exists; return its token (to show once) or ``None``."""
+    if key_repo.has_global_admin(session):
+        return None
+    issued = generate_key()
+    key_repo.add_key(
+        session,
+        project_id=None,
+        key_id=issued.key_id,
+        secret_hash=issued.secret_hash,
+        prefix=issued.prefix,
+        role=Role.ADMIN.value,
+        name="global admin (generated at first start)",
+        expires_at=None,
+    )
+    return issued.token

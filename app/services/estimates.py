@@ -1,0 +1,308 @@
+"""Use cases of priors and estimates: import priors, read posteriors as matrices or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session
+
+from app.errors import FieldIssue, InvalidInputError
+from app.repositories import estimates as estimate_repo
+from app.repositories import projects as project_repo
+from app.repositories import tasks as task_repo
+from app.repositories.estimates import EstimateStats, PriorCell
+from app.schemas.estimate import (
+    PAIR_EFFECTS,
+    Effect,
+    EstimatesRead,
+    MatrixEstimate,
+    PriorEntry,
+    PriorMatrix,
+    PriorsImported,
+    VectorEstimate,
+)
+from app.services.auth import ProjectContext
+from models import Task
+from solver.estimation import gaussian_posterior
+from solver.types import FloatMatrix
+
+CSV_HEADER = ("effect", "src", "dst", "mean", "std", "count")
+
+
+# --- priors ------------------------------------------------------------------------------------
+
+
+def import_priors(
+    session: Session, context: ProjectContext, body: Sequence[PriorEntry] | PriorMatrix
+) -> PriorsImported:
+    """Write imported priors (long or wide form) and bump the estimates version."""
+    tasks = {task.key: task for task in task_repo.list_tasks(session, context.id)}
+    if isinstance(body, PriorMatrix):
+        cells = _cells_from_matrix(body, tasks)
+    else:
+        cells = _cells_from_entries(body, tasks)
+    estimate_repo.set_priors(session, context.id, cells)
+    version = project_repo.bump_estimates_version(session, context.id)
+    return PriorsImported(imported=len(cells), estimates_version=version)
+
+
+def _unknown_keys_error(issues: list[FieldIssue], unknown: set[str]) -> InvalidInputError:
+    names = ", ".join(sorted(unknown))
+    return InvalidInputError(f"Unknown task keys: {names}.", errors=issues)
+
+
+def _cells_from_entries(entries: Sequence[PriorEntry], tasks: dict[str, Task]) -> list[PriorCell]:
+    issues: list[FieldIssue] = []
+    unknown: set[str] = set()
+    seen: set[tuple[str, str, str]] = set()
+    cells: list[PriorCell] = []
+    for i, entry in enumerate(entries):
+        src_key = _entry_source(entry, i, issues)
+        for field, key in (("src", src_key), ("dst", entry.dst)):
+            if key is not None and key not in tasks:
+                unknown.add(key)
+                issues.append(FieldIssue(f"[{i}].{field}", f"Unknown task key {key!r}"))
+        if src_key is None or src_key not in tasks or entry.dst not in tasks:
+            continue
+        identity = (entry.effect.value, src_key, entry.dst)
+        if identity in seen:
+            issues.append(FieldIssue(f"[{i}]", f"Duplicate prior for {'/'.join(identity)}"))
+            continue
+        seen.add(identity)
+        cells.append(
+            PriorCell(
+                effect=entry.effect.value,
+                src_task_id=tasks[src_key].id,
+                dst_task_id=tasks[entry.dst].id,
+                mean=entry.mean,
+                var=entry.std**2,
+            )
+        )
+    if unknown:
+        raise _unknown_keys_error(issues, unknown)
+    if issues:
+        raise InvalidInputError("The priors are invalid; see `errors`.", errors=issues)
+    return cells
+
+
+def _entry_source(entry: PriorEntry, i: int, issues: list[FieldIssue]) -> str | None:
+    """The source task key of an entry: its own for pairs, the target for per-task effects."""
+    if entry.effect in PAIR_EFFECTS:
+        if entry.src is None:
+            issues.append(FieldIssue(f"[{i}].src", f"Required for effect {entry.effect.value}"))
+        elif entry.src == entry.dst:
+            issues.append(FieldIssue(f"[{i}].dst", "Must differ from src"))
+            return None
+        return entry.src
+    if entry.src is not None and entry.src != entry.dst:
+        issues.append(FieldIssue(f"[{i}].src", f"Omit src for effect {entry.effect.value}"))
+        return None
+    return entry.dst
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Expected shape of a wide-form array: ``n`` rows, and ``n`` columns when a matrix."""
+
+    n: int
+    matrix: bool
+
+    def check(self, field: str, value: object, issues: list[FieldIssue]) -> bool:
+        if not isinstance(value, list):
+            return False
+        is_matrix = bool(value) and isinstance(value[0], list)
+        what = f"an {self.n}x{self.n} matrix" if self.matrix else f"a vector of {self.n} values"
+        if is_matrix != self.matrix:
+            issues.append(FieldIssue(field, f"Expected {what}"))
+            return False
+        if len(value) != self.n:
+            issues.append(FieldIssue(field, f"Expected {self.n} rows, got {len(value)}"))
+            return False
+        ok = True
+        for i, row in enumerate(value if self.matrix else []):
+            if not isinstance(row, list) or len(row) != self.n:
+                got = len(row) if isinstance(row, list) else "a number"
+                issues.append(FieldIssue(f"{field}[{i}]", f"Expected {self.n} columns, got {got}"))
+                ok = False
+        return ok
+
+
+def _cells_from_matrix(body: PriorMatrix, tasks: dict[str, Task]) -> list[PriorCell]:
+    issues: list[FieldIssue] = []
+    seen: set[str] = set()
+    unknown: set[str] = set()
+    for i, key in enumerate(body.tasks):
+        if key in seen:
+            issues.append(FieldIssue(f"tasks[{i}]", f"Duplicate key {key!r}"))
+        elif key not in tasks:
+            unknown.add(key)
+            issues.append(FieldIssue(f"tasks[{i}]", f"Unknown task key {key!r}"))
+        seen.add(key)
+    if unknown:
+        raise _unknown_keys_error(issues, unknown)
+    shape = _Shape(n=len(body.tasks), matrix=body.effect in PAIR_EFFECTS)
+    mean_ok = shape.check("mean", body.mean, issues)
+    std_ok = not isinstance(body.std, list) or shape.check("std", body.std, issues)
+    if issues or not (mean_ok and std_ok):
+        raise InvalidInputError("The prior matrix is invalid; see `errors`.", errors=issues)
+    ids = [tasks[key].id for key in body.tasks]
+    cells = []
+    for src, dst, field in _cell_positions(shape):
+        mean = _cell(body.mean, src, dst, shape.matrix)
+        if mean is None:
+            continue
+        std = (
+            body.std if not isinstance(body.std, list) else _cell(body.std, src, dst, shape.matrix)
+        )
+        if std is None:
+            issues.append(FieldIssue(f"std{field}", "Missing std for a given mean"))
+            continue
+        cells.append(
+            PriorCell(
+                effect=body.effect.value,
+                src_task_id=ids[src],
+                dst_task_id=ids[dst],
+                mean=mean,
+                var=float(std) ** 2,
+            )
+        )
+    if issues:
+        raise InvalidInputError("The prior matrix is invalid; see `errors`.", errors=issues)
+    return cells
+
+
+def _cell_positions(shape: _Shape) -> list[tuple[int, int, str]]:
+    if shape.matrix:
+        return [(i, j, f"[{i}][{j}]") for i in range(shape.n) for j in range(shape.n) if i != j]
+    return [(j, j, f"[{j}]") for j in range(shape.n)]
+
+
+def _cell(
+    values: list[list[float | None]] | list[float | None], i: int, j: int, matrix: bool
+) -> float | None:
+    if matrix:
+        row = values[i]
+        assert isinstance(row, list)
+        return row[j]
+    cell = values[j]
+    assert not isinstance(cell, list)
+    return cell
+
+
+# --- estimates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _EffectPosterior:
+    """Posterior of one effect over all cells: ``(n, n)`` arrays (vectors use the diagonal)."""
+
+    mean: FloatMatrix
+    std: FloatMatrix
+    count: npt.NDArray[np.int64]
+
+
+def _posteriors(
+    stats: Sequence[EstimateStats], index: dict[str, int], context: ProjectContext
+) -> dict[Effect, _EffectPosterior]:
+    n = len(index)
+    prior_var_default = context.settings.default_prior_std**2
+    noise_var_default = context.settings.default_noise_std**2
+    result = {}
+    for effect in Effect:
+        prior_mean = np.zeros((n, n))
+        prior_var = np.full((n, n), prior_var_default)
+        noise_var = np.full((n, n), noise_var_default)
+        count = np.zeros((n, n), dtype=np.int64)
+        total = np.zeros((n, n))
+        for cell in stats:
+            if cell.effect != effect.value:
+                continue
+            i, j = index[cell.src_task_id], index[cell.dst_task_id]
+            if cell.prior_mean is not None and cell.prior_var is not None:
+                prior_mean[i, j], prior_var[i, j] = cell.prior_mean, cell.prior_var
+            if cell.noise_var is not None:
+                noise_var[i, j] = cell.noise_var
+            count[i, j], total[i, j] = cell.count, cell.sum_x
+        posterior = gaussian_posterior(prior_mean, prior_var, noise_var, count, total)
+        result[effect] = _EffectPosterior(mean=posterior.mean, std=posterior.std, count=count)
+    return result
+
+
+def _load(
+    session: Session, context: ProjectContext
+) -> tuple[list[str], dict[Effect, _EffectPosterior]]:
+    tasks = task_repo.list_tasks(session, context.id)
+    index = {task.id: position for position, task in enumerate(tasks)}
+    stats = estimate_repo.list_estimates(session, context.id)
+    return [task.key for task in tasks], _posteriors(stats, index, context)
+
+
+def _matrix(p: _EffectPosterior) -> MatrixEstimate:
+    n = p.mean.shape[0]
+
+    def off_diagonal(values: npt.NDArray[np.generic]) -> list[list[Any]]:
+        rows: list[list[Any]] = values.tolist()
+        for i in range(n):
+            rows[i][i] = None
+        return rows
+
+    return MatrixEstimate(
+        mean=off_diagonal(p.mean), std=off_diagonal(p.std), count=off_diagonal(p.count)
+    )
+
+
+def _vector(p: _EffectPosterior) -> VectorEstimate:
+    return VectorEstimate(
+        mean=np.diagonal(p.mean).tolist(),
+        std=np.diagonal(p.std).tolist(),
+        count=np.diagonal(p.count).tolist(),
+    )
+
+
+def get_estimates(session: Session, context: ProjectContext) -> EstimatesRead:
+    """Posterior mean, std and count of every effect, with the estimates version."""
+    keys, posteriors = _load(session, context)
+    project = project_repo.get_project(session, context.id)
+    assert project is not None
+    return EstimatesRead(
+        version=project.estimates_version,
+        tasks=keys,
+        F=_matrix(posteriors[Effect.F]),
+        B=_matrix(posteriors[Effect.B]),
+        L=_vector(posteriors[Effect.L]),
+        G=_vector(posteriors[Effect.G]),
+        D=_vector(posteriors[Effect.D]),
+    )
+
+
+def estimates_csv(session: Session, context: ProjectContext) -> str:
+    """The estimates in long form: ``effect,src,dst,mean,std,count`` (src empty per task)."""
+    keys, posteriors = _load(session, context)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    n = len(keys)
+    for effect in Effect:
+        p = posteriors[effect]
+        pair = effect in PAIR_EFFECTS
+        for i in range(n):
+            for j in range(n) if pair else [i]:
+                if pair and i == j:
+                    continue
+                src = keys[i] if pair else ""
+                row = (
+                    effect.value,
+                    src,
+                    keys[j],
+                    repr(float(p.mean[i, j])),
+                    repr(float(p.std[i, j])),
+                    int(p.count[i, j]),
+                )
+                writer.writerow(row)
+    return out.getvalue()

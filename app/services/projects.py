@@ -1,0 +1,45 @@
+"""Use cases of projects."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.errors import ConflictError
+from app.repositories import projects as project_repo
+from app.schemas.project import ProjectCreate, ProjectRead
+from app.services.auth import Principal, ProjectContext, require_global_admin
+from models import Project
+
+
+def _read(project: Project) -> ProjectRead:
+    return ProjectRead.model_validate(project)
+
+
+def create_project(session: Session, principal: Principal, body: ProjectCreate) -> ProjectRead:
+    """Create a project (global admin only); names are unique."""
+    require_global_admin(principal)
+    if project_repo.project_name_taken(session, body.name):
+        raise ConflictError(f"A project named {body.name!r} already exists.")
+    project = project_repo.add_project(
+        session,
+        name=body.name,
+        description=body.description,
+        settings=body.settings.model_dump(mode="json"),
+    )
+    return _read(project)
+
+
+def list_projects(
+    session: Session, principal: Principal, *, limit: int, offset: int
+) -> list[ProjectRead]:
+    """Projects the caller can see: all for a global admin, else the key's own project."""
+    only_id = None if principal.project_id is None else principal.project_id
+    rows = project_repo.list_projects(session, only_id=only_id, limit=limit, offset=offset)
+    return [_read(row) for row in rows]
+
+
+def get_project(session: Session, context: ProjectContext) -> ProjectRead:
+    """The authorized project."""
+    project = project_repo.get_project(session, context.id)
+    assert project is not None  # authorize_project found it in this transaction
+    return _read(project)
