@@ -1,0 +1,131 @@
+"""The ``ordo`` command line: ``ordo serve``, ``ordo db upgrade``, ``ordo db current``.
+
+``cli`` is the typer app; other modules may add commands or sub-apps to it
+(``cli.add_typer(...)``) before ``main`` runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+from alembic import command
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db import (
+    alembic_config,
+    build_engine,
+    is_sqlite,
+    make_database,
+    schema_status,
+    session_scope,
+)
+from app.services.auth import ensure_global_admin
+from app.settings import Settings, get_settings
+
+cli = typer.Typer(
+    name="ordo",
+    help="Ordo: curriculum scheduling optimizer service.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _check_schema(settings: Settings) -> None:
+    engine = build_engine(settings)
+    try:
+        status = schema_status(engine)
+    except SQLAlchemyError as exc:
+        raise _fail(f"Cannot reach the database: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+    if not status.at_head:
+        current = ", ".join(status.current) or "empty (never migrated)"
+        raise _fail(
+            f"The database schema is behind (at {current}; head is {', '.join(status.head)}). "
+            "Run `ordo db upgrade` first."
+        )
+
+
+def _bootstrap_admin(settings: Settings) -> None:
+    """At first start with no configured token, make one, store it hashed and show it once."""
+    if settings.admin_token is not None:
+        return
+    engine = build_engine(settings)
+    try:
+        with session_scope(make_database(engine)) as session:
+            token = ensure_global_admin(session)
+    finally:
+        engine.dispose()
+    if token is not None:
+        typer.secho("Generated the global admin token (shown once, stored hashed):", bold=True)
+        typer.echo(f"    {token}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default ORDO_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default ORDO_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API (refuses to start when the schema is behind)."""
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    if workers > 1 and is_sqlite(settings.database_url):
+        raise _fail("SQLite allows one writer: run one worker, or use PostgreSQL.")
+    _check_schema(settings)
+    _bootstrap_admin(settings)
+    typer.echo(f"Ordo API docs: http://{host}:{port}/docs")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply the migrations up to a revision (default: head)."""
+    settings = get_settings()
+    command.upgrade(alembic_config(settings.database_url), revision)
+    _print_current(settings)
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the database's revision and whether it is at head."""
+    _print_current(get_settings())
+
+
+def _print_current(settings: Settings) -> None:
+    engine = build_engine(settings)
+    try:
+        status = schema_status(engine)
+    finally:
+        engine.dispose()
+    current = ", ".join(status.current) or "empty"
+    state = "at head" if status.at_head else f"behind head {', '.join(status.head)}"
+    typer.echo(f"Database revision: {current} ({state})")
+
+
+def main() -> None:
+    """Entry point of the ``ordo`` script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), the app, its client, live servers.
+
+Database fixtures
+    ``database_url`` is parametrized over ``sqlite`` and ``postgresql``. Each pytest session
+    (each xdist worker) migrates its own SQLite file and its own PostgreSQL database
+    ``ordo_test_<random>`` with ``alembic upgrade head``, and drops it at the end, so parallel
+    sessions never share tables. ``connection`` wraps each test in one transaction that is rolled
+    back; the app's commits become savepoints inside it.
+
+PostgreSQL comes from ``ORDO_TEST_DATABASE_URL``. When it is unset or unreachable the
+``postgresql`` cases are skipped (one line in the terminal summary says why), except under ``CI``
+where they fail.
+
+Live servers
+    ``live_server`` (SQLite) and ``live_server_pg`` start ``uvicorn`` in a subprocess on a free
+    port against a freshly migrated database and yield a ``LiveServer``; ``run_live_server`` does
+    the same for tests that need their own settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic import command
+from fastapi import FastAPI
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import StarletteDeprecationWarning
+
+from app.db import Database, alembic_config, build_engine
+from app.main import create_app
+from app.settings import Settings
+from tests.factories import ProjectKeys, bearer, create_key, create_project_with_keys
+
+with warnings.catch_warnings():
+    # Starlette 1.10 asks for the `httpx2` fork; httpx still works. Importing here, once, keeps
+    # `filterwarnings = error` from failing every module that imports the TestClient.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PG_URL_ENV = "ORDO_TEST_DATABASE_URL"
+ADMIN_TOKEN = "test-admin-token-" + secrets.token_hex(16)
+SERVER_START_TIMEOUT_S = 30.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Switch off pytest-alembic's auto-collected tests.
+
+    pytest-alembic 0.13.1 cannot build its collector under pytest 9 (``_nodeid`` is gone) and
+    would error the whole session; tests/migrations drives Alembic's own API instead.
+    """
+    plugin = config.pluginmanager.get_plugin("pytest_alembic")
+    if plugin is not None:
+        config.pluginmanager.unregister(plugin)
+
+
+# --- PostgreSQL availability -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresAvailability:
+    """The admin URL of the test server, or why there is none."""
+
+    url: str | None
+    reason: str
+
+
+def _probe_postgres() -> PostgresAvailability:
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        return PostgresAvailability(None, f"{PG_URL_ENV} is not set")
+    engine = create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not reachable"; the reason is reported
+        return PostgresAvailability(None, f"PostgreSQL at {PG_URL_ENV} is unreachable: {exc}")
+    finally:
+        engine.dispose()
+    return PostgresAvailability(url, "available")
+
+
+_postgres: PostgresAvailability | None = None
+
+
+def postgres_availability() -> PostgresAvailability:
+    """Probe once per session."""
+    global _postgres
+    if _postgres is None:
+        _postgres = _probe_postgres()
+    return _postgres
+
+
+def require_postgres() -> str:
+    """The admin URL, or skip (fail under CI) with the reason."""
+    availability = postgres_availability()
+    if availability.url is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL: {availability.reason}")
+        pytest.skip(f"PostgreSQL not available: {availability.reason}")
+    return availability.url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly when the PostgreSQL cases were skipped."""
+    if _postgres is not None and _postgres.url is None:
+        terminalreporter.write_line(
+            f"NOTE: PostgreSQL tests were skipped: {_postgres.reason}", yellow=True
+        )
+
+
+@contextmanager
+def postgres_database(admin_url: str, *, migrate: bool = True) -> Iterator[str]:
+    """A new, uniquely named database on the test server (dropped afterwards)."""
+    name = f"ordo_test_{secrets.token_hex(6)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        if migrate:
+            command.upgrade(alembic_config(url), "head")
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{path}"
+
+
+def migrated_sqlite_url(path: Path) -> str:
+    """A SQLite file at ``path`` upgraded to head."""
+    url = sqlite_url(path)
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This session's migrated SQLite file."""
+    return migrated_sqlite_url(tmp_path_factory.mktemp("sqlite") / "ordo.sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url() -> Iterator[str]:
+    """This session's migrated PostgreSQL database."""
+    with postgres_database(require_postgres()) as url:
+        yield url
+
+
+@pytest.fixture(
+    scope="session",
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database: once SQLite, once PostgreSQL."""
+    name = "sqlite_database_url" if request.param == "sqlite" else "postgres_database_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """The engine of ``database_url``, configured as the app configures it."""
+    engine = build_engine(Settings(database_url=database_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    """One connection in one transaction, rolled back after the test."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture
+def database(connection: Connection) -> Database:
+    """Session factories bound to the test transaction: commits become savepoints."""
+    factory = sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    return Database(engine=connection.engine, sessions=factory, read_sessions=factory)
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    """A session inside the test transaction, for setting up data."""
+    with database.sessions() as session:
+        yield session
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings pointing at the test database, with a known global admin token."""
+    return Settings(database_url=database_url, admin_token=ADMIN_TOKEN)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    """A fresh app."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI, database: Database) -> Iterator[TestClient]:
+    """A TestClient whose requests run inside the test transaction."""
+    with TestClient(app) as test_client:
+        app.state.database = database
+        yield test_client
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    """Headers of the configured global admin token."""
+    return bearer(ADMIN_TOKEN)
+
+
+@pytest.fixture
+def project(session: Session) -> ProjectKeys:
+    """A project with admin, trainer and revoked keys and no tasks."""
+    keys = create_project_with_keys(session)
+    session.commit()
+    return keys
+
+
+@pytest.fixture
+def other_project(session: Session) -> ProjectKeys:
+    """A second project, to check isolation."""
+    keys = create_project_with_keys(session)
+    session.commit()
+    return keys
+
+
+@pytest.fixture
+def global_admin_key(session: Session) -> str:
+    """A stored global admin key (as generated at first start)."""
+    token = create_key(session, None)
+    session.commit()
+    return token
+
+
+# --- live servers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveServer:
+    """A uvicorn subprocess serving the app."""
+
+    base_url: str
+    admin_token: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Headers of the server's global admin token."""
+        return bearer(self.admin_token)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def run_live_server(
+    database_url: str, *, env: dict[str, str] | None = None, workers: int = 1
+) -> Iterator[LiveServer]:
+    """Serve the app with uvicorn in a subprocess until the block ends."""
+    port = free_port()
+    server_env = {
+        **os.environ,
+        "ORDO_DATABASE_URL": database_url,
+        "ORDO_ADMIN_TOKEN": ADMIN_TOKEN,
+        **(env or {}),
+    }
+    args = [
+        sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        args, cwd=REPO_ROOT, env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base_url, process)
+        yield LiveServer(base_url, server_env["ORDO_ADMIN_TOKEN"], database_url, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _wait_until_up(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"uvicorn did not answer on {base_url} within {SERVER_START_TIMEOUT_S}s")
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real server process on a fresh, migrated SQLite file."""
+    url = migrated_sqlite_url(tmp_path_factory.mktemp("live") / "ordo.sqlite")
+    with run_live_server(url) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def live_server_pg() -> Iterator[LiveServer]:
+    """A real server process on a fresh, migrated PostgreSQL database."""
+    with postgres_database(require_postgres()) as url, run_live_server(url) as server:
+        yield server
