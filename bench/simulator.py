@@ -86,19 +86,18 @@ def draw_world(n: int, seed: int) -> WorldParams:
         raise ValueError("n must be between 4 and 14")
     rng = np.random.default_rng(seed)
     n_structured = int(np.clip(rng.integers(n // 2 - 1, n // 2 + 2), 2, n - 2))
-    kinds = (TaskKind.STRUCTURED,) * n_structured + (TaskKind.OPEN_ENDED,) * (n - n_structured)
-    structured_names = list(rng.permutation(_STRUCTURED_NAMES))
-    open_names = list(rng.permutation(_OPEN_NAMES))
-    names = tuple(
-        str(structured_names[j]) if j < n_structured else str(open_names[j - n_structured])
-        for j in range(n)
-    )
+    # Kinds in a random index order, so no solver tie-break can favour one kind by accident.
+    is_open = rng.permutation(np.arange(n) >= n_structured)
+    kinds = tuple(TaskKind.OPEN_ENDED if flag else TaskKind.STRUCTURED for flag in is_open)
+    structured_names = iter(rng.permutation(_STRUCTURED_NAMES))
+    open_names = iter(rng.permutation(_OPEN_NAMES))
+    names = tuple(str(next(open_names if flag else structured_names)) for flag in is_open)
     m = n + 3
     reasoning, expression, general = n, n + 1, n + 2
     loadings = np.zeros((n, m))
     for j in range(n):
         loadings[j, j] = rng.uniform(0.4, 0.7)
-        loadings[j, reasoning if j < n_structured else expression] = rng.uniform(0.1, 0.3)
+        loadings[j, expression if is_open[j] else reasoning] = rng.uniform(0.1, 0.3)
         loadings[j, general] = rng.uniform(0.05, 0.15)
         if rng.random() < 0.5:
             other = int(rng.choice([t for t in range(n) if t != j]))
@@ -106,7 +105,6 @@ def draw_world(n: int, seed: int) -> WorldParams:
     loadings /= loadings.sum(axis=1, keepdims=True)
     conflict = np.where(rng.random((m, m)) < 0.2, rng.uniform(0.1, 0.5, (m, m)), 0.0)
     np.fill_diagonal(conflict, 0.0)
-    is_open = np.arange(n) >= n_structured
     return WorldParams(
         names=names,
         kinds=kinds,

@@ -25,14 +25,15 @@ with ``x = x + delta``. Conjugate normal update with known noise::
 
 Noise variance rule (per task ``j``, evaluation noise ``sigma_j^2`` in squared utility units):
 a difference observation (F, B, G) has variance ``2 sigma_j^2``, a level observation (L)
-``sigma_j^2``. ``sigma_j^2`` is the pooled within-cell residual variance of the F, B and L cells
-whose target is ``j`` (differences halved; G is left out: it varies with the context by
-definition), shrunk towards the default with ``noise_prior_dof`` pseudo-degrees of freedom::
+``sigma_j^2``. ``sigma_j^2`` is the pooled within-cell residual variance of the F and B cells
+whose target is ``j`` (differences, so halved), shrunk towards the default with
+``noise_prior_dof`` pseudo-degrees of freedom::
 
-    sigma_j^2 = (nu0 * s0^2 + sum_cells SSR_c / f_c) / (nu0 + sum_cells (n_c - 1))
+    sigma_j^2 = (nu0 * s0^2 + sum_cells SSR_c / 2) / (nu0 + sum_cells (n_c - 1))
 
 so the default rules while few cells have repeated observations and the data take over as
-residual degrees of freedom accumulate (``f_c = 2`` for differences, ``1`` for levels). Residuals
+residual degrees of freedom accumulate. L and G cells are left out: a level, and so a gain,
+depends on the state the stage starts from by definition, so their spread is not noise. Residuals
 include context effects a pairwise model cannot explain, which keeps intervals honest in a
 non-additive world. Entropy drift uses one pooled noise variance over all tasks, same rule.
 
@@ -41,10 +42,18 @@ raw cell means over the *other* observed cells of the same effect and kind group
 (``F``/``B``: the pair ``(kind_i, kind_j)``, ``L``/``G``/``D``: ``kind_j``), the spread shrunk
 towards the default variance (see ``_priors``); the default.
 
-Entropy-aware levels: every ``L`` observation also carries ``entropy_shift`` = mean entropy
-before the stage minus the run's baseline mean entropy. Per task the regression statistics of
-``L`` on that shift are additive too (:class:`RegressionStats`); one slope per kind group is
-estimated from the within-task variation (tasks keep their own intercept).
+State-aware levels: the level a stage reaches depends on the state it starts from. Every ``L``
+observation also carries two covariates: ``uplift`` = the task's utility before the stage minus
+its baseline utility in the run (what earlier stages gave it), and ``entropy_shift`` = mean
+policy entropy before the stage minus the run's baseline mean entropy. Per task the statistics
+of the regression of ``L`` on them are additive too (:class:`LevelRegressionStats`). One pair of
+slopes per kind group is estimated from the within-task variation (each task keeps its own
+intercept), by a conjugate Gaussian regression with known noise ``sigma_j^2``:
+
+    L = a_j + rho_kind * uplift + c_kind * entropy_shift + noise
+
+``EffectEstimates.level_entropy`` fits the entropy slope alone (``rho = 0``, the paper's reset
+assumption); ``EffectEstimates.level_state`` fits both.
 """
 
 from __future__ import annotations
@@ -133,8 +142,6 @@ class TaskKind(StrEnum):
 EffectKey = tuple[EffectKind, int, int]
 """``(kind, source, target)``: ``(kind, i, j)`` for F and B, ``(kind, j, j)`` for L, G, D."""
 
-_DIFFERENCE_KINDS = frozenset({EffectKind.FORWARD, EffectKind.BACKWARD, EffectKind.GAIN})
-
 
 @dataclass(frozen=True, slots=True)
 class Observation:
@@ -152,6 +159,8 @@ class Observation:
         1-based stage that produced it.
     entropy_shift : float or None
         ``L`` only: mean entropy before the stage minus the run's baseline mean entropy.
+    uplift : float or None
+        ``L`` only: the task's utility before the stage minus its baseline utility in the run.
     """
 
     kind: EffectKind
@@ -160,6 +169,7 @@ class Observation:
     value: float
     stage: int
     entropy_shift: float | None = None
+    uplift: float | None = None
 
     @property
     def key(self) -> EffectKey:
@@ -181,6 +191,7 @@ def stage_observations(
     trained: Sequence[int],
     before: Mapping[int, float],
     after: Mapping[int, float],
+    baseline: Mapping[int, float] | None = None,
     entropy_before: Mapping[int, float] | None = None,
     entropy_after: Mapping[int, float] | None = None,
     entropy_baseline: Mapping[int, float] | None = None,
@@ -195,6 +206,8 @@ def stage_observations(
         Tasks trained so far, at least ``k`` of them: ``trained[k - 1]`` is ``t_k``.
     before, after : mapping task -> utility
         Evaluations at stages ``k - 1`` and ``k``; missing tasks yield no observation.
+    baseline : mapping task -> utility, optional
+        The run's stage-0 evaluation (for the ``uplift`` of ``L`` observations).
     entropy_before, entropy_after, entropy_baseline : mapping task -> entropy, optional
         Policy entropies reported at ``k - 1``, ``k`` and ``0``.
 
@@ -220,7 +233,11 @@ def stage_observations(
             if u_before is not None:
                 gain = u_after - float(u_before)
                 observations.append(Observation(EffectKind.GAIN, j, j, gain, stage))
-            observations.append(Observation(EffectKind.LEVEL, j, j, u_after, stage, shift))
+            uplift = None
+            if baseline is not None and u_before is not None and j in baseline:
+                uplift = float(u_before) - float(baseline[j])
+            level = Observation(EffectKind.LEVEL, j, j, u_after, stage, shift, uplift)
+            observations.append(level)
         elif u_before is not None:
             kind = EffectKind.BACKWARD if j in earlier else EffectKind.FORWARD
             observations.append(Observation(kind, current, j, u_after - float(u_before), stage))
@@ -270,6 +287,7 @@ def extract_observations(
             trained=trained,
             before=utilities[k - 1],
             after=utilities[k],
+            baseline=utilities[0],
             entropy_before=entropy_at(k - 1),
             entropy_after=entropy_at(k),
             entropy_baseline=entropy_at(0),
@@ -318,45 +336,58 @@ class SufficientStats:
         return max(self.sum_x2 - self.sum_x * self.sum_x / self.count, 0.0)
 
 
+Pair = tuple[float, float]
+Triple = tuple[float, float, float]
+
+
 @dataclass(frozen=True, slots=True)
-class RegressionStats:
-    """Additive statistics of pairs ``(x, y)`` for a simple regression of ``y`` on ``x``."""
+class LevelRegressionStats:
+    """Additive statistics of ``L`` observations ``y`` against ``x = (uplift, entropy_shift)``.
+
+    ``sum_xx`` holds ``(sum u^2, sum u h, sum h^2)``; everything else is what its name says.
+    """
 
     count: int = 0
-    sum_x: float = 0.0
-    sum_x2: float = 0.0
+    sum_x: Pair = (0.0, 0.0)
+    sum_xx: Triple = (0.0, 0.0, 0.0)
     sum_y: float = 0.0
-    sum_xy: float = 0.0
+    sum_xy: Pair = (0.0, 0.0)
     sum_y2: float = 0.0
 
     @classmethod
-    def of_pair(cls, x: float, y: float) -> RegressionStats:
-        """Statistics of one pair."""
-        return cls(1, x, x * x, y, x * y, y * y)
+    def of(cls, uplift: float, entropy_shift: float, y: float) -> LevelRegressionStats:
+        """Statistics of one observation."""
+        u, h = uplift, entropy_shift
+        return cls(1, (u, h), (u * u, u * h, h * h), y, (u * y, h * y), y * y)
 
-    def merge(self, other: RegressionStats) -> RegressionStats:
+    def merge(self, other: LevelRegressionStats) -> LevelRegressionStats:
         """Statistics of the union of both samples."""
-        return RegressionStats(
+        return LevelRegressionStats(
             self.count + other.count,
-            self.sum_x + other.sum_x,
-            self.sum_x2 + other.sum_x2,
+            (self.sum_x[0] + other.sum_x[0], self.sum_x[1] + other.sum_x[1]),
+            (
+                self.sum_xx[0] + other.sum_xx[0],
+                self.sum_xx[1] + other.sum_xx[1],
+                self.sum_xx[2] + other.sum_xx[2],
+            ),
             self.sum_y + other.sum_y,
-            self.sum_xy + other.sum_xy,
+            (self.sum_xy[0] + other.sum_xy[0], self.sum_xy[1] + other.sum_xy[1]),
             self.sum_y2 + other.sum_y2,
         )
 
-    def __add__(self, other: RegressionStats) -> RegressionStats:
+    def __add__(self, other: LevelRegressionStats) -> LevelRegressionStats:
         return self.merge(other)
 
-    @property
-    def centered_xx(self) -> float:
-        """``sum (x - mean x)^2`` (0 when empty)."""
-        return max(self.sum_x2 - self.sum_x**2 / self.count, 0.0) if self.count else 0.0
-
-    @property
-    def centered_xy(self) -> float:
-        """``sum (x - mean x)(y - mean y)`` (0 when empty)."""
-        return self.sum_xy - self.sum_x * self.sum_y / self.count if self.count else 0.0
+    def centered(self) -> tuple[FloatMatrix, FloatMatrix]:
+        """``sum (x - mean x)(x - mean x)^T`` (2, 2) and ``sum (x - mean x)(y - mean y)`` (2,)."""
+        if self.count == 0:
+            return np.zeros((2, 2)), np.zeros(2)
+        mx = np.array(self.sum_x) / self.count
+        xx = np.array(
+            [[self.sum_xx[0], self.sum_xx[1]], [self.sum_xx[1], self.sum_xx[2]]]
+        ) - self.count * np.outer(mx, mx)
+        xy = np.array(self.sum_xy) - mx * self.sum_y
+        return xx, xy
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,22 +398,22 @@ class StatsTable:
     ----------
     cells : mapping EffectKey -> SufficientStats
         One entry per observed cell.
-    level_entropy : mapping task -> RegressionStats
-        ``L`` observations of task ``j`` (``y``, utility) against their entropy shift (``x``).
+    levels : mapping task -> LevelRegressionStats
+        ``L`` observations of task ``j`` that carry both covariates (uplift, entropy shift).
     """
 
     cells: Mapping[EffectKey, SufficientStats] = field(default_factory=dict)
-    level_entropy: Mapping[int, RegressionStats] = field(default_factory=dict)
+    levels: Mapping[int, LevelRegressionStats] = field(default_factory=dict)
 
     def merge(self, other: StatsTable) -> StatsTable:
         """Cell-wise sum: what atomic ``x = x + delta`` increments produce."""
         cells = dict(self.cells)
         for key, stats in other.cells.items():
             cells[key] = cells.get(key, SufficientStats()) + stats
-        level_entropy = dict(self.level_entropy)
-        for task, reg in other.level_entropy.items():
-            level_entropy[task] = level_entropy.get(task, RegressionStats()) + reg
-        return StatsTable(cells, level_entropy)
+        levels = dict(self.levels)
+        for task, reg in other.levels.items():
+            levels[task] = levels.get(task, LevelRegressionStats()) + reg
+        return StatsTable(cells, levels)
 
     def __add__(self, other: StatsTable) -> StatsTable:
         return self.merge(other)
@@ -404,13 +435,17 @@ def recompute(observations: Iterable[Observation]) -> StatsTable:
     (floating-point addition in the same order); in another order they agree to rounding.
     """
     cells: dict[EffectKey, SufficientStats] = {}
-    level_entropy: dict[int, RegressionStats] = {}
+    levels: dict[int, LevelRegressionStats] = {}
     for obs in observations:
         cells[obs.key] = cells.get(obs.key, SufficientStats()) + SufficientStats.of([obs.value])
-        if obs.kind is EffectKind.LEVEL and obs.entropy_shift is not None:
-            pair = RegressionStats.of_pair(obs.entropy_shift, obs.value)
-            level_entropy[obs.target] = level_entropy.get(obs.target, RegressionStats()) + pair
-    return StatsTable(cells, level_entropy)
+        if (
+            obs.kind is EffectKind.LEVEL
+            and obs.entropy_shift is not None
+            and obs.uplift is not None
+        ):
+            one = LevelRegressionStats.of(obs.uplift, obs.entropy_shift, obs.value)
+            levels[obs.target] = levels.get(obs.target, LevelRegressionStats()) + one
+    return StatsTable(cells, levels)
 
 
 # --- priors and posteriors -----------------------------------------------------------------------
@@ -442,8 +477,11 @@ class EstimationConfig:
         Floor of an empirical-Bayes spread (std; it can be estimated as ~0).
     eb_prior_dof : float
         Pseudo-degrees of freedom of the default variance in an empirical-Bayes prior.
-    slope_prior : PriorSpec
-        Prior of the entropy slope of a level (utility per entropy unit).
+    uplift_slope_prior : PriorSpec
+        Prior of ``rho_kind``: share of a task's pre-stage uplift its level keeps (unitless;
+        centred on 0, the paper's reset assumption).
+    entropy_slope_prior : PriorSpec
+        Prior of ``c_kind``: change of a level per entropy unit of shift (utility per entropy).
     classify_z : float
         ``z`` of :func:`classify_kind`.
     """
@@ -462,12 +500,26 @@ class EstimationConfig:
     drift_noise_sd: float = 0.1
     eb_min_std: float = 0.01
     eb_prior_dof: float = 2.0
-    slope_prior: PriorSpec = field(default_factory=lambda: PriorSpec(0.0, 0.5))
+    uplift_slope_prior: PriorSpec = field(default_factory=lambda: PriorSpec(0.0, 0.5))
+    entropy_slope_prior: PriorSpec = field(default_factory=lambda: PriorSpec(0.0, 0.5))
     classify_z: float = 1.96
 
 
 ImportedPriors = Mapping[EffectKey, PriorSpec]
 """Priors the user imported, by cell."""
+
+
+@dataclass(frozen=True, slots=True)
+class LevelModel:
+    """``L[j] = intercept[j] + uplift_slope[j] * uplift + entropy_slope[j] * entropy_shift``.
+
+    All three are posteriors of shape (n,); slopes are shared within a kind group. A slope that
+    the model leaves out has mean 0 and variance 0.
+    """
+
+    intercept: Posterior
+    uplift_slope: Posterior
+    entropy_slope: Posterior
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,11 +534,10 @@ class EffectEstimates:
         ``L[j]``, ``G[j]`` (utility units).
     drift : Posterior, shape (n,)
         ``D[j]`` (entropy units).
-    level_slope : Posterior, shape (n,)
-        ``c_j``: change of ``L[j]`` per entropy unit of shift before j is trained (shared by
-        the tasks of one kind group).
-    level_at_baseline : Posterior, shape (n,)
-        ``L[j]`` at zero entropy shift: ``L`` observations adjusted by ``c_j * shift``.
+    level_entropy : LevelModel
+        Levels regressed on the entropy shift alone.
+    level_state : LevelModel
+        Levels regressed on the uplift and the entropy shift.
     counts : mapping EffectKind -> FloatMatrix
         Observation counts, shapes as the posteriors.
     noise_var : FloatMatrix, shape (n,)
@@ -500,8 +551,8 @@ class EffectEstimates:
     level: Posterior
     gain: Posterior
     drift: Posterior
-    level_slope: Posterior
-    level_at_baseline: Posterior
+    level_entropy: LevelModel
+    level_state: LevelModel
     counts: Mapping[EffectKind, FloatMatrix]
     noise_var: FloatMatrix
     kinds: tuple[TaskKind | None, ...]
@@ -535,15 +586,13 @@ def _noise_variances(
     drift_ss = nu0 * config.drift_noise_sd**2
     drift_dof = nu0
     for (kind, _, target), stats in table.cells.items():
-        # A gain is the level minus whatever the context left: its spread is not noise.
-        if stats.count < 2 or kind is EffectKind.GAIN:
+        if stats.count < 2 or kind in (EffectKind.LEVEL, EffectKind.GAIN):
             continue
         if kind is EffectKind.DRIFT:
             drift_ss += stats.residual_ss
             drift_dof += stats.count - 1
             continue
-        factor = 2.0 if kind in _DIFFERENCE_KINDS else 1.0
-        ss[target] += stats.residual_ss / factor
+        ss[target] += stats.residual_ss / 2.0
         dof[target] += stats.count - 1
     return np.asarray(ss / dof, dtype=np.float64), drift_ss / drift_dof
 
@@ -681,27 +730,72 @@ def _level_slopes(
     noise_var: FloatMatrix,
     kinds: Sequence[TaskKind | None],
     config: EstimationConfig,
-) -> Posterior:
-    """Entropy slope of the level, one per kind group, from within-task variation.
+    use: tuple[bool, bool],
+) -> tuple[Posterior, Posterior]:
+    """Uplift and entropy slopes of the level, one pair per kind group.
 
-    With per-task intercepts, the slope's likelihood uses the centered sums
-    ``Sxx_j``, ``Sxy_j`` of each task weighted by ``1 / sigma_j^2``.
+    With per-task intercepts the likelihood uses each task's centered sums ``Cxx_j``, ``Cxy_j``
+    weighted by ``1 / sigma_j^2``: precision ``P0 + sum_j Cxx_j / sigma_j^2``, mean
+    ``P^-1 (P0 m0 + sum_j Cxy_j / sigma_j^2)``. ``use`` selects the covariates; a left-out
+    slope is exactly 0.
     """
     n = len(kinds)
-    prior = config.slope_prior
-    mean = np.full(n, prior.mean)
-    var = np.full(n, prior.std**2)
+    selected = [k for k in range(2) if use[k]]
+    priors = (config.uplift_slope_prior, config.entropy_slope_prior)
+    m0 = np.array([priors[k].mean for k in selected])
+    p0 = np.diag([1.0 / priors[k].std ** 2 for k in selected])
+    means = np.zeros((2, n))
+    variances = np.zeros((2, n))
     for group in set(kinds):
         members = [j for j in range(n) if kinds[j] == group]
-        precision = 1.0 / prior.std**2
-        weighted = prior.mean / prior.std**2
+        precision = p0.copy()
+        weighted = p0 @ m0
         for j in members:
-            reg = table.level_entropy.get(j, RegressionStats())
-            precision += reg.centered_xx / noise_var[j]
-            weighted += reg.centered_xy / noise_var[j]
-        mean[members] = weighted / precision
-        var[members] = 1.0 / precision
-    return Posterior(mean=mean, var=var)
+            xx, xy = table.levels.get(j, LevelRegressionStats()).centered()
+            precision += xx[np.ix_(selected, selected)] / noise_var[j]
+            weighted += xy[selected] / noise_var[j]
+        cov = np.linalg.inv(precision)
+        for row, k in enumerate(selected):
+            means[k, members] = (cov @ weighted)[row]
+            variances[k, members] = cov[row, row]
+    return (
+        Posterior(mean=means[0], var=variances[0]),
+        Posterior(mean=means[1], var=variances[1]),
+    )
+
+
+def _level_model(
+    table: StatsTable,
+    *,
+    sigma2: FloatMatrix,
+    kinds: Sequence[TaskKind | None],
+    imported: ImportedPriors,
+    config: EstimationConfig,
+    use: tuple[bool, bool],
+) -> LevelModel:
+    """Slopes, then intercepts: ``L`` observations minus the slopes times their covariates.
+
+    Observations without covariates enter the intercept unadjusted; the slopes' own
+    uncertainty is not propagated into the intercept (small next to it after a few runs).
+    """
+    uplift, entropy = _level_slopes(table, noise_var=sigma2, kinds=kinds, config=config, use=use)
+    cells: dict[EffectKey, SufficientStats] = {}
+    for key, stats in table.cells.items():
+        if key[0] is not EffectKind.LEVEL:
+            continue
+        j = key[2]
+        reg = table.levels.get(j, LevelRegressionStats())
+        shift = uplift.mean[j] * reg.sum_x[0] + entropy.mean[j] * reg.sum_x[1]
+        cells[key] = replace(stats, sum_x=stats.sum_x - float(shift))
+    intercept, _ = _posterior_of(
+        EffectKind.LEVEL,
+        StatsTable(cells),
+        obs_var=sigma2,
+        kinds=kinds,
+        imported=imported,
+        config=config,
+    )
+    return LevelModel(intercept=intercept, uplift_slope=uplift, entropy_slope=entropy)
 
 
 def estimate_effects(
@@ -750,16 +844,20 @@ def estimate_effects(
     level, n_l = posterior(EffectKind.LEVEL, sigma2)
     gain, n_g = posterior(EffectKind.GAIN, 2.0 * sigma2)
     drift, n_d = posterior(EffectKind.DRIFT, np.full(n, drift_var))
-    slope = _level_slopes(table, noise_var=sigma2, kinds=resolved, config=config)
-    adjusted = _adjusted_levels(table, slope, sigma2, resolved, imported, config)
+
+    def level_model(use: tuple[bool, bool]) -> LevelModel:
+        return _level_model(
+            table, sigma2=sigma2, kinds=resolved, imported=imported, config=config, use=use
+        )
+
     return EffectEstimates(
         forward=forward,
         backward=backward,
         level=level,
         gain=gain,
         drift=drift,
-        level_slope=slope,
-        level_at_baseline=adjusted,
+        level_entropy=level_model((False, True)),
+        level_state=level_model((True, True)),
         counts={
             EffectKind.FORWARD: n_f,
             EffectKind.BACKWARD: n_b,
@@ -770,35 +868,3 @@ def estimate_effects(
         noise_var=sigma2,
         kinds=resolved,
     )
-
-
-def _adjusted_levels(
-    table: StatsTable,
-    slope: Posterior,
-    sigma2: FloatMatrix,
-    kinds: Sequence[TaskKind | None],
-    imported: ImportedPriors,
-    config: EstimationConfig,
-) -> Posterior:
-    """``L[j]`` at zero entropy shift: each ``L`` observation minus ``c_j * shift``.
-
-    Only observations that carry a shift are adjusted; the slope's own uncertainty is not
-    propagated (it is small next to the level's once a few runs are in).
-    """
-    cells: dict[EffectKey, SufficientStats] = {}
-    for key, stats in table.cells.items():
-        if key[0] is not EffectKind.LEVEL:
-            continue
-        reg = table.level_entropy.get(key[2], RegressionStats())
-        shifted = float(slope.mean[key[2]]) * reg.sum_x
-        cells[key] = replace(stats, sum_x=stats.sum_x - shifted)
-    adjusted_table = StatsTable(cells)
-    posterior, _ = _posterior_of(
-        EffectKind.LEVEL,
-        adjusted_table,
-        obs_var=sigma2,
-        kinds=kinds,
-        imported=imported,
-        config=config,
-    )
-    return posterior

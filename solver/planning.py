@@ -1,28 +1,35 @@
 """From effect posteriors to the solver's inputs: mean models, Thompson samples, problems.
 
-Two outcome models, both Linear Ordering Problems (DESIGN §2):
+Three level models, all Linear Ordering Problems (DESIGN §2):
 
-- *pairwise*: ``S_j = L[j] + rho * sum_{i before j} F[i, j] + sum_{i after j} B[i, j]``;
-- *entropy-aware*: the level of ``j`` depends on the policy entropy when ``j`` is trained, and
-  that entropy is the baseline plus the drifts ``D[i]`` of the stages before::
+- ``constant`` (pairwise): ``S_j = L[j] + rho * sum_{i before j} F[i, j]
+  + sum_{i after j} B[i, j]``;
+- ``entropy``: the level of ``j`` depends on the policy entropy when ``j`` is trained, and that
+  entropy is the baseline plus the drifts ``D[i]`` of the stages before::
 
-      S_j = L0[j] + c_j * sum_{i before j} D[i] + rho * sum_{i before j} F[i, j]
+      S_j = a_j + c_j * sum_{i before j} D[i] + rho * sum_{i before j} F[i, j]
             + sum_{i after j} B[i, j]
 
-  with ``L0[j]`` the level at zero entropy shift and ``c_j`` its entropy slope. The new term
-  ``c_j * D[i]`` is again one weight per ordered pair, so it folds into the forward matrix:
-  the model carries ``F'[i, j] = rho * F[i, j] + c_j * D[i]`` and the problem uses ``rho = 1``.
-  :func:`ordering_problem` does that bookkeeping; build problems through it.
+- ``state``: the level also keeps a share ``rho_j`` (estimated, replacing ``rho``) of the uplift
+  that earlier stages gave ``j``, predicted as ``sum_{i before j} F[i, j]``::
+
+      S_j = a_j + sum_{i before j} (rho_j F[i, j] + c_j D[i]) + sum_{i after j} B[i, j]
+
+``a_j``, ``rho_j``, ``c_j`` come from ``EffectEstimates.level_entropy`` / ``level_state``. The
+extra terms are one weight per ordered pair, so they fold into the forward matrix: the model
+carries ``F'[i, j]`` = the bracket and the problem uses ``rho = 1``. :func:`ordering_problem`
+does that bookkeeping; build problems through it.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from solver.estimation import EffectEstimates, Posterior
+from solver.estimation import EffectEstimates, LevelModel, Posterior
 from solver.types import (
     Constraint,
     EffectModel,
@@ -32,6 +39,8 @@ from solver.types import (
     OrderingProblem,
 )
 
+LevelModelName = Literal["constant", "entropy", "state"]
+
 
 def _off_diagonal(matrix: FloatMatrix) -> FloatMatrix:
     """A copy with a zero diagonal (a task has no effect on itself)."""
@@ -40,12 +49,19 @@ def _off_diagonal(matrix: FloatMatrix) -> FloatMatrix:
     return out
 
 
+def _product_var(
+    a_mean: FloatMatrix, a_var: FloatMatrix, b_mean: FloatMatrix, b_var: FloatMatrix
+) -> FloatMatrix:
+    """Variance of a product of independent factors (broadcast)."""
+    return np.asarray(a_var * b_mean**2 + a_mean**2 * b_var + a_var * b_var, dtype=np.float64)
+
+
 def effect_model(
     estimates: EffectEstimates,
     weights: npt.ArrayLike,
     *,
     rho: float = 0.0,
-    entropy_aware: bool = False,
+    level_model: LevelModelName = "constant",
 ) -> EffectModel:
     """The posterior-mean effect model to solve.
 
@@ -56,17 +72,17 @@ def effect_model(
     weights : array_like, shape (n,)
         Non-negative task weights.
     rho : float
-        Forward-transfer retention in ``[0, 1]``.
-    entropy_aware : bool
-        Use the entropy-aware level model (module docstring).
+        Forward-transfer retention in ``[0, 1]`` (``state`` estimates its own and ignores it).
+    level_model : {"constant", "entropy", "state"}
+        Module docstring.
 
     Returns
     -------
     EffectModel
-        Pairwise: ``rho`` is *not* applied (the problem applies it). Entropy-aware: the forward
-        matrix already holds ``rho * F + c_j * D[i]``; solve it with ``rho = 1``.
-        Variances treat the factors as independent:
-        ``Var(c D) = c^2 Var(D) + D^2 Var(c) + Var(c) Var(D)``.
+        ``constant``: ``rho`` is *not* applied (the problem applies it). ``entropy`` and
+        ``state``: the forward matrix already holds the folded terms; solve with ``rho = 1``.
+        Variances treat factors as independent: ``Var(xy) = x^2 Var(y) + y^2 Var(x) +
+        Var(x) Var(y)``.
     """
     w = np.asarray(weights, dtype=np.float64)
     n = estimates.n
@@ -74,25 +90,37 @@ def effect_model(
         raise ValueError(f"weights must be {n} finite non-negative numbers")
     backward_mean = _off_diagonal(estimates.backward.mean)
     backward_var = _off_diagonal(estimates.backward.var)
-    if not entropy_aware:
+    f_mean, f_var = estimates.forward.mean, estimates.forward.var
+    if level_model == "constant":
         return EffectModel(
             level_mean=estimates.level.mean.copy(),
             level_var=estimates.level.var.copy(),
-            forward_mean=_off_diagonal(estimates.forward.mean),
-            forward_var=_off_diagonal(estimates.forward.var),
+            forward_mean=_off_diagonal(f_mean),
+            forward_var=_off_diagonal(f_var),
             backward_mean=backward_mean,
             backward_var=backward_var,
             weights=w.copy(),
         )
-    d_mean, d_var = estimates.drift.mean, estimates.drift.var
-    c_mean, c_var = estimates.level_slope.mean, estimates.level_slope.var
-    entropy_mean = np.outer(d_mean, c_mean)
-    entropy_var = np.outer(d_var, c_mean**2) + np.outer(d_mean**2, c_var) + np.outer(d_var, c_var)
+    levels: LevelModel = (
+        estimates.level_entropy if level_model == "entropy" else estimates.level_state
+    )
+    d_mean, d_var = estimates.drift.mean[:, None], estimates.drift.var[:, None]
+    c_mean, c_var = levels.entropy_slope.mean[None, :], levels.entropy_slope.var[None, :]
+    forward_mean = c_mean * d_mean
+    forward_var = _product_var(c_mean, c_var, d_mean, d_var)
+    if level_model == "entropy":
+        forward_mean = forward_mean + rho * f_mean
+        forward_var = forward_var + rho**2 * f_var
+    else:
+        r_mean = levels.uplift_slope.mean[None, :]
+        r_var = levels.uplift_slope.var[None, :]
+        forward_mean = forward_mean + r_mean * f_mean
+        forward_var = forward_var + _product_var(r_mean, r_var, f_mean, f_var)
     return EffectModel(
-        level_mean=estimates.level_at_baseline.mean.copy(),
-        level_var=estimates.level_at_baseline.var.copy(),
-        forward_mean=_off_diagonal(rho * estimates.forward.mean + entropy_mean),
-        forward_var=_off_diagonal(rho**2 * estimates.forward.var + entropy_var),
+        level_mean=levels.intercept.mean.copy(),
+        level_var=levels.intercept.var.copy(),
+        forward_mean=_off_diagonal(forward_mean),
+        forward_var=_off_diagonal(forward_var),
         backward_mean=backward_mean,
         backward_var=backward_var,
         weights=w.copy(),
@@ -104,7 +132,7 @@ def ordering_problem(
     weights: npt.ArrayLike,
     *,
     rho: float = 0.0,
-    entropy_aware: bool = False,
+    level_model: LevelModelName = "constant",
     objective: Objective = Objective.EXPECTED,
     kappa: float = 0.0,
     constraints: tuple[Constraint, ...] = (),
@@ -114,11 +142,11 @@ def ordering_problem(
 
     ``prefix`` is the trained prefix of a run being re-planned.
     """
-    model = effect_model(estimates, weights, rho=rho, entropy_aware=entropy_aware)
+    model = effect_model(estimates, weights, rho=rho, level_model=level_model)
     return OrderingProblem(
         model=model,
         objective=objective,
-        rho=1.0 if entropy_aware else rho,
+        rho=rho if level_model == "constant" else 1.0,
         kappa=kappa,
         constraints=constraints,
         prefix=prefix,
@@ -145,8 +173,17 @@ def sample_estimates(estimates: EffectEstimates, *, seed: int) -> EffectEstimate
         level=_draw(estimates.level, rng),
         gain=_draw(estimates.gain, rng),
         drift=_draw(estimates.drift, rng),
-        level_slope=_draw(estimates.level_slope, rng),
-        level_at_baseline=_draw(estimates.level_at_baseline, rng),
+        level_entropy=_draw_levels(estimates.level_entropy, rng),
+        level_state=_draw_levels(estimates.level_state, rng),
+    )
+
+
+def _draw_levels(levels: LevelModel, rng: np.random.Generator) -> LevelModel:
+    """A sample of a level model (slopes drawn per task: a slight over-dispersion, harmless)."""
+    return LevelModel(
+        intercept=_draw(levels.intercept, rng),
+        uplift_slope=_draw(levels.uplift_slope, rng),
+        entropy_slope=_draw(levels.entropy_slope, rng),
     )
 
 

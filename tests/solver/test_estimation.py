@@ -12,9 +12,9 @@ import pytest
 from solver.estimation import (
     EffectKind,
     EstimationConfig,
+    LevelRegressionStats,
     Observation,
     PriorSpec,
-    RegressionStats,
     StatsTable,
     SufficientStats,
     TaskKind,
@@ -86,10 +86,11 @@ def test_extract_observations_entropy_drift_and_shift() -> None:
     drifts = [(o.source, round(o.value, 12)) for o in observations if o.kind is D]
     # Stage 1: mean of (-0.2, -0.3); stage 2: only task 0 is reported at both stages.
     assert drifts == [(0, -0.25), (1, 0.2)]
-    shifts = [(o.target, o.entropy_shift) for o in observations if o.kind is L]
-    assert shifts[0] == (0, 0.0)
-    assert shifts[1][0] == 1
-    assert shifts[1][1] == pytest.approx(-0.25)
+    levels = [(o.target, o.entropy_shift, o.uplift) for o in observations if o.kind is L]
+    assert levels[0] == (0, 0.0, 0.0)
+    assert levels[1][0] == 1
+    assert levels[1][1] == pytest.approx(-0.25)
+    assert levels[1][2] == pytest.approx(0.1)  # task 1 went from 0.1 to 0.2 before its stage
 
 
 def test_extract_observations_rejects_bad_runs() -> None:
@@ -109,9 +110,10 @@ def test_sufficient_stats_add_up() -> None:
     assert (a + b).mean == pytest.approx(7 / 3)
     assert (a + b).residual_ss == pytest.approx(21 - 49 / 3)
     assert math.isnan(SufficientStats().mean)
-    reg = RegressionStats.of_pair(1.0, 2.0) + RegressionStats.of_pair(3.0, 6.0)
-    assert reg.centered_xx == pytest.approx(2.0)
-    assert reg.centered_xy == pytest.approx(4.0)
+    reg = LevelRegressionStats.of(1.0, 0.0, 2.0) + LevelRegressionStats.of(3.0, 1.0, 6.0)
+    xx, xy = reg.centered()
+    assert xx == pytest.approx(np.array([[2.0, 1.0], [1.0, 0.5]]))
+    assert xy == pytest.approx(np.array([4.0, 2.0]))
 
 
 def _random_run(rng: random.Random, n: int) -> tuple[list[int], list[dict[int, float]]]:
@@ -198,11 +200,21 @@ def test_imported_prior_wins_over_empirical_bayes() -> None:
 
 def test_noise_variance_pools_within_cell_residuals() -> None:
     # Task 1 has a forward cell with residual SS 0.02 over 2 dof (difference: halved -> 0.01)
-    # and a level cell with residual SS 0.005 over 1 dof.
-    table = _table([(F, 0, 1, 0.0), (F, 0, 1, 0.1), (F, 0, 1, 0.2), (L, 1, 1, 0.5), (L, 1, 1, 0.6)])
+    # and a backward cell with residual SS 0.005 over 1 dof; its level cell does not count.
+    table = _table(
+        [
+            (F, 0, 1, 0.0),
+            (F, 0, 1, 0.1),
+            (F, 0, 1, 0.2),
+            (B, 2, 1, 0.5),
+            (B, 2, 1, 0.6),
+            (L, 1, 1, 0.1),
+            (L, 1, 1, 0.9),
+        ]
+    )
     config = EstimationConfig(noise_sd=0.05, noise_prior_dof=4.0)
-    est = estimate_effects(table, kinds=(S, S), config=config)
-    expected = (4 * 0.05**2 + 0.02 / 2 + 0.005) / (4 + 2 + 1)
+    est = estimate_effects(table, kinds=(S, S, S), config=config)
+    expected = (4 * 0.05**2 + 0.02 / 2 + 0.005 / 2) / (4 + 2 + 1)
     assert est.noise_var[1] == pytest.approx(expected)
     assert est.noise_var[0] == pytest.approx(0.05**2)
 
@@ -213,21 +225,32 @@ def test_unknown_kind_is_classified_from_entropy_drift() -> None:
     assert est.kinds == (S, OE, None)
 
 
-def test_level_entropy_slope_is_recovered() -> None:
+def test_level_slopes_are_recovered() -> None:
     rng = np.random.default_rng(3)
     observations = []
-    slope = {S: 0.0, OE: 0.4}
+    uplift_slope = {S: 0.5, OE: 0.2}
+    entropy_slope = {S: 0.0, OE: 0.4}
     intercept = [0.6, 0.5, 0.4, 0.3]
     kinds = (S, S, OE, OE)
-    for stage in range(200):
+    for stage in range(400):
         j = stage % 4
-        shift = float(rng.uniform(-1, 1))
-        value = intercept[j] + slope[kinds[j]] * shift + float(rng.normal(0, 0.02))
-        observations.append(Observation(L, j, j, value, 1, shift))
+        uplift, shift = (float(x) for x in rng.uniform(-0.5, 0.5, 2))
+        mean = intercept[j] + uplift_slope[kinds[j]] * uplift + entropy_slope[kinds[j]] * shift
+        value = mean + float(rng.normal(0, 0.02))
+        observations.append(Observation(L, j, j, value, 1, shift, uplift))
     est = estimate_effects(recompute(observations), kinds=kinds)
-    assert est.level_slope.mean[2] == pytest.approx(0.4, abs=3 * est.level_slope.std[2])
-    assert est.level_slope.mean[0] == pytest.approx(0.0, abs=3 * est.level_slope.std[0])
-    assert np.allclose(est.level_at_baseline.mean, intercept, atol=0.01)
+    state = est.level_state
+    for j in (0, 2):
+        for post, truth in (
+            (state.uplift_slope, uplift_slope),
+            (state.entropy_slope, entropy_slope),
+        ):
+            assert post.mean[j] == pytest.approx(truth[kinds[j]], abs=3 * post.std[j])
+            assert post.std[j] < 0.02
+    assert np.allclose(state.intercept.mean, intercept, atol=0.01)
+    # The entropy-only model has no uplift term at all.
+    assert np.all(est.level_entropy.uplift_slope.mean == 0.0)
+    assert np.all(est.level_entropy.uplift_slope.var == 0.0)
 
 
 def test_additive_truth_is_recovered_within_posterior_intervals() -> None:

@@ -64,21 +64,33 @@ def test_entropy_aware_model_folds_the_drift_term_into_forward() -> None:
     for stage in range(300):
         j = stage % 3
         observations.append(Observation(EffectKind.DRIFT, j, j, float(drift[j]), 1))
-        shift = float(rng.uniform(-1, 1))
-        value = 0.5 + (0.5 * shift if j == POETRY else 0.0)
-        observations.append(Observation(EffectKind.LEVEL, j, j, value, 1, shift))
+        shift, uplift = (float(x) for x in rng.uniform(-1, 1, 2))
+        value = 0.5 + (0.5 * shift if j == POETRY else 0.0) + 0.3 * uplift
+        observations.append(Observation(EffectKind.LEVEL, j, j, value, 1, shift, uplift))
+        observations.append(Observation(EffectKind.FORWARD, j, (j + 1) % 3, 0.1, 1))
     est = estimate_effects(recompute(observations), kinds=(S, S, OE))
-    model = effect_model(est, np.ones(3), entropy_aware=True)
-    c = est.level_slope.mean
+    model = effect_model(est, np.ones(3), level_model="entropy", rho=0.5)
+    c = est.level_entropy.entropy_slope.mean
     d = est.drift.mean
+    f = est.forward.mean
     for i, j in itertools.permutations(range(3), 2):
-        assert model.forward_mean[i, j] == pytest.approx(c[j] * d[i])
-    problem = ordering_problem(est, np.ones(3), entropy_aware=True)
+        assert model.forward_mean[i, j] == pytest.approx(c[j] * d[i] + 0.5 * f[i, j])
+    state = effect_model(est, np.ones(3), level_model="state", rho=0.5)
+    c = est.level_state.entropy_slope.mean
+    r = est.level_state.uplift_slope.mean
+    assert r == pytest.approx([0.3, 0.3, 0.3], abs=0.02)
+    for i, j in itertools.permutations(range(3), 2):
+        assert state.forward_mean[i, j] == pytest.approx(c[j] * d[i] + r[j] * f[i, j])
+    problem = ordering_problem(est, np.ones(3), level_model="entropy")
     assert problem.rho == 1.0
-    # Poetry after both structured tasks: its level falls by about 0.5 * (0.4 + 0.2).
+    # Poetry after both structured tasks: its level falls by c * (0.4 + 0.2), c about 0.5.
     late = predicted_utilities(problem.model, (MATH, CODE, POETRY), rho=problem.rho)
     early = predicted_utilities(problem.model, (POETRY, MATH, CODE), rho=problem.rho)
-    assert early[POETRY] - late[POETRY] == pytest.approx(0.3, abs=0.02)
+    slope = est.level_entropy.entropy_slope
+    assert early[POETRY] - late[POETRY] == pytest.approx(-slope.mean[POETRY] * (d[0] + d[1]))
+    assert d[:2] == pytest.approx([-0.4, -0.2], abs=0.01)
+    # The omitted uplift term is extra noise for this model: a loose check.
+    assert slope.mean[POETRY] == pytest.approx(0.5, abs=0.1)
 
 
 def test_pairwise_model_keeps_rho_in_the_problem() -> None:

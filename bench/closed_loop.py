@@ -1,0 +1,425 @@
+"""Closed-loop benchmark: Ordo learning task order from the reports of simulated training runs.
+
+Run ``python -m bench.closed_loop [--n 6 8] [--seeds 10] [--runs 8]``. For every world (see
+``bench/simulator.py``; hidden truth not additive) it prints the regret — the oracle's final mean
+utility minus the achieved one, also in % of the oracle's — of:
+
+- Ordo after 1, 2, 4 and 8 runs (each run: baseline evaluation, ``n`` stages each followed by an
+  evaluation of every task, estimates updated from every report, re-planned after each stage
+  with the trained prefix fixed), for several outcome models and strategies;
+- a random order (exact expectation over all ``n!`` orders);
+- structured-first (exact expectation over the orders that train every structured task first);
+- the paper's protocol (``n`` single-task runs, ``n(n-1)`` two-stage runs, sort by
+  forgettability), and the same measurements handed to an exact LOP solver;
+- the best least-squares pairwise (LOP) fit to all ``n!`` noise-free outcomes: how far a
+  purely pairwise model falls short even with perfect knowledge of the average effects.
+
+Ordo is reached through :class:`OrdoTransport`; :class:`InProcessOrdo` calls the estimation and
+the solver directly. An HTTP transport (runs and reports endpoints) can replace it without
+touching the trainer loop (:func:`train_one_run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.simulator import (
+    Evaluation,
+    OracleResult,
+    Simulator,
+    WorldParams,
+    draw_world,
+    final_scores,
+    oracle,
+)
+from solver.estimation import (
+    EffectEstimates,
+    Observation,
+    StatsTable,
+    TaskKind,
+    estimate_effects,
+    increments,
+    stage_observations,
+)
+from solver.planning import LevelModelName, ordering_problem, sample_estimates
+from solver.types import Order, OrderingProblem
+
+Strategy = Literal["exploit", "thompson"]
+CHECKPOINTS = (1, 2, 4, 8)
+
+
+# --- the solver ---
+
+
+@cache
+def _before_tensor(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """All orders of ``n`` tasks and their "a before b" indicators, shape (n!, n * n)."""
+    orders = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    position = np.argsort(orders, axis=1)
+    before = position[:, :, None] < position[:, None, :]
+    return orders, before.reshape(len(orders), n * n).astype(np.float64)
+
+
+def brute_force_solve(problem: OrderingProblem) -> Order:
+    """TEMPORARY stand-in for ``solver.solve_ordering`` until it lands (``n <= 8``).
+
+    Maximizes the expected objective ``sum_{a before b} W[a, b]`` with
+    ``W[a, b] = w_a B[b, a] + rho w_b F[a, b]`` over every order extending ``problem.prefix``;
+    constraints other than the prefix are not supported (the benchmark uses none).
+    """
+    model = problem.model
+    w = model.weights
+    weights = w[:, None] * model.backward_mean.T + problem.rho * w[None, :] * model.forward_mean
+    orders, before = _before_tensor(model.n)
+    prefix = np.array(problem.prefix, dtype=np.int64)
+    feasible = np.all(orders[:, : len(prefix)] == prefix, axis=1)
+    scores = np.where(feasible, before @ weights.ravel(), -np.inf)
+    return tuple(int(t) for t in orders[int(np.argmax(scores))])
+
+
+def solve(problem: OrderingProblem) -> Order:
+    """The solver the benchmark uses: ``solver.solve_ordering`` once it exists."""
+    try:
+        from solver import solve as solver_solve  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return brute_force_solve(problem)
+    from solver.types import SolveParams
+
+    result = solver_solve.solve_ordering(problem, SolveParams(time_limit_s=5.0, num_workers=1))
+    return tuple(int(t) for t in result.order)
+
+
+# --- transport ---
+
+
+class OrdoTransport(Protocol):
+    """What a trainer needs from Ordo; in-process now, HTTP later (same calls, same meaning)."""
+
+    def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
+        """Start a run; returns its id."""
+
+    def next_stage(self, run_id: str) -> int | None:
+        """The task to train at the next stage, ``None`` when the run has trained every task."""
+
+    def report(self, run_id: str, stage: int, evaluation: Evaluation) -> None:
+        """Stage ``stage``'s evaluations (``0``: the baseline before training)."""
+
+    def complete(self, run_id: str) -> None:
+        """End the run."""
+
+
+@dataclass
+class _Run:
+    """Server-side state of one run."""
+
+    adaptive: bool
+    strategy: Strategy
+    seed: int
+    plan: Order
+    trained: list[int] = field(default_factory=list)
+    utilities: list[dict[int, float]] = field(default_factory=list)
+    entropies: list[dict[int, float]] = field(default_factory=list)
+    done: bool = False
+
+
+class InProcessOrdo:
+    """Ordo's closed loop without HTTP: estimation and solver called directly.
+
+    Parameters
+    ----------
+    kinds : sequence of TaskKind or None
+        Declared task kinds.
+    level_model : {"constant", "entropy", "state"}
+        The outcome model solved (``solver.planning``); ``constant`` is purely pairwise.
+    rho : float
+        Forward-transfer retention of the model.
+    """
+
+    def __init__(
+        self,
+        kinds: Sequence[TaskKind | None],
+        *,
+        level_model: LevelModelName = "constant",
+        rho: float = 0.0,
+    ) -> None:
+        self.kinds = tuple(kinds)
+        self.weights = np.full(len(kinds), 1.0 / len(kinds))
+        self.level_model = level_model
+        self.rho = rho
+        self.stats = StatsTable()
+        self.observations: list[Observation] = []
+        self.runs: dict[str, _Run] = {}
+
+    def estimates(self) -> EffectEstimates:
+        """Current posteriors."""
+        return estimate_effects(self.stats, kinds=self.kinds)
+
+    def _plan(self, run: _Run) -> Order:
+        estimates = self.estimates()
+        if run.strategy == "thompson":
+            estimates = sample_estimates(estimates, seed=run.seed * 1000 + len(run.trained))
+        problem = ordering_problem(
+            estimates,
+            self.weights,
+            rho=self.rho,
+            level_model=self.level_model,
+            prefix=tuple(run.trained),
+        )
+        return solve(problem)
+
+    def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
+        """Start a run planned from the current estimates."""
+        run_id = f"run-{len(self.runs) + 1}"
+        run = _Run(adaptive=adaptive, strategy=strategy, seed=len(self.runs) + 1, plan=())
+        run.plan = self._plan(run)
+        self.runs[run_id] = run
+        return run_id
+
+    def next_stage(self, run_id: str) -> int | None:
+        """The next task of the run's current plan."""
+        run = self.runs[run_id]
+        if run.done or len(run.utilities) == 0 or len(run.trained) == len(run.plan):
+            return None
+        task = run.plan[len(run.trained)]
+        run.trained.append(task)
+        return task
+
+    def report(self, run_id: str, stage: int, evaluation: Evaluation) -> None:
+        """Store a stage's evaluations, update the statistics, re-plan if adaptive."""
+        run = self.runs[run_id]
+        if stage != len(run.utilities) or stage != len(run.trained):
+            raise ValueError(f"expected stage {len(run.utilities)}, got {stage}")
+        run.utilities.append(dict(evaluation.values))
+        run.entropies.append(dict(evaluation.entropies))
+        if stage == 0:
+            return
+        report = stage_observations(
+            stage=stage,
+            trained=run.trained,
+            before=run.utilities[stage - 1],
+            after=run.utilities[stage],
+            baseline=run.utilities[0],
+            entropy_before=run.entropies[stage - 1],
+            entropy_after=run.entropies[stage],
+            entropy_baseline=run.entropies[0],
+        )
+        self.observations += report
+        self.stats = self.stats + increments(report)
+        if run.adaptive and stage < len(run.plan):
+            run.plan = self._plan(run)
+
+    def complete(self, run_id: str) -> None:
+        """End the run."""
+        self.runs[run_id].done = True
+
+
+def train_one_run(
+    ordo: OrdoTransport, world: WorldParams, *, seed: int, adaptive: bool, strategy: Strategy
+) -> tuple[int, ...]:
+    """A simulated trainer: follows Ordo's stages, reports every evaluation; the trained order."""
+    simulator = Simulator(world, seed=seed)
+    run_id = ordo.create_run(adaptive=adaptive, strategy=strategy)
+    ordo.report(run_id, 0, simulator.evaluate())
+    stage = 0
+    while (task := ordo.next_stage(run_id)) is not None:
+        simulator.train(task)
+        stage += 1
+        ordo.report(run_id, stage, simulator.evaluate())
+    ordo.complete(run_id)
+    return tuple(simulator.trained)
+
+
+# --- baselines ---
+
+
+def true_mean_utility(world: WorldParams, order: Sequence[int]) -> float:
+    """Noise-free final mean utility of one order."""
+    return float(final_scores(world, np.array([order], dtype=np.int64)).mean())
+
+
+def paper_protocol(world: WorldParams, *, seed: int) -> tuple[Order, Order, int]:
+    """Omni-Thinker's measurement protocol (paper.md §1.3-1.5) on noisy evaluations.
+
+    ``n`` single-task runs give ``a*_i``; ``n(n-1)`` two-stage runs ``(i, j)`` give
+    ``Delta_{j->i} = acc_i(after i, j) - acc_i(after i)`` (both evaluations from the same run).
+
+    Returns
+    -------
+    sorted_order, lop_order, stages
+        Tasks sorted from least to most forgettable (mean ``Delta`` received, descending); the
+        exact LOP optimum of the predictor ``sum_i a*_i + sum_{i before j} Delta_{j->i}`` on the
+        same data; the number of training stages the measurements used.
+    """
+    n = world.n
+    rng = np.random.default_rng(seed)
+    stages = 0
+    level = np.zeros(n)
+    for i in range(n):
+        simulator = Simulator(world, seed=int(rng.integers(2**31)))
+        simulator.train(i)
+        stages += 1
+        level[i] = simulator.evaluate().values[i]
+    delta = np.zeros((n, n))  # delta[j, i]: effect of training j after i on task i
+    for i, j in itertools.permutations(range(n), 2):
+        simulator = Simulator(world, seed=int(rng.integers(2**31)))
+        simulator.train(i)
+        after_i = simulator.evaluate().values[i]
+        simulator.train(j)
+        stages += 2
+        delta[j, i] = simulator.evaluate().values[i] - after_i
+    forgettability = delta.sum(axis=0) / (n - 1)
+    sorted_order = tuple(int(t) for t in np.argsort(-forgettability, kind="stable"))
+    orders, before = _before_tensor(n)
+    lop_scores = before @ delta.T.ravel()
+    lop_order = tuple(int(t) for t in orders[int(np.argmax(lop_scores))])
+    return sorted_order, lop_order, stages
+
+
+def pairwise_ceiling(world: WorldParams, truth: OracleResult) -> Order:
+    """Argmax of the least-squares LOP fit to every order's noise-free outcome."""
+    _, before = _before_tensor(world.n)
+    design = np.hstack([before, np.ones((len(before), 1))])
+    coef, *_ = np.linalg.lstsq(design, truth.utilities, rcond=None)
+    best = int(np.argmax(design @ coef))
+    return tuple(int(t) for t in truth.orders[best])
+
+
+def structured_first_mean(world: WorldParams, truth: OracleResult) -> float:
+    """Exact expected utility of a random order that trains every structured task first."""
+    structured = ~world.open_ended
+    n_structured = int(structured.sum())
+    first = structured[truth.orders[:, :n_structured]].all(axis=1)
+    return float(truth.utilities[first].mean())
+
+
+# --- the benchmark ---
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One configuration of Ordo."""
+
+    name: str
+    level_model: LevelModelName
+    strategy: Strategy
+    rho: float = 0.0
+
+
+VARIANTS = (
+    Variant("pairwise", "constant", "exploit"),
+    Variant("pairwise-thompson", "constant", "thompson"),
+    Variant("entropy", "entropy", "exploit"),
+    Variant("state", "state", "exploit"),
+    Variant("state-thompson", "state", "thompson"),
+)
+
+
+def ordo_utilities(world: WorldParams, variant: Variant, *, runs: int, seed: int) -> list[float]:
+    """Noise-free final mean utility of each of ``runs`` successive adaptive Ordo runs."""
+    ordo = InProcessOrdo(world.kinds, level_model=variant.level_model, rho=variant.rho)
+    achieved = []
+    for r in range(runs):
+        order = train_one_run(
+            ordo, world, seed=seed * 7919 + r, adaptive=True, strategy=variant.strategy
+        )
+        achieved.append(true_mean_utility(world, order))
+    return achieved
+
+
+@dataclass
+class WorldResult:
+    """Regrets (utility units) of everything on one world."""
+
+    oracle_utility: float
+    regret: dict[str, float]
+    ordo_regret: dict[str, list[float]]
+    protocol_stages: int
+
+
+def evaluate_world(n: int, seed: int, *, runs: int, variants: Sequence[Variant]) -> WorldResult:
+    """Every method on the world of ``(n, seed)``."""
+    world = draw_world(n, seed)
+    truth = oracle(world)
+    best = truth.best_utility
+    sorted_order, lop_order, stages = paper_protocol(world, seed=seed)
+    regret = {
+        "random order": best - float(truth.utilities.mean()),
+        "structured-first": best - structured_first_mean(world, truth),
+        "paper protocol (sort)": best - true_mean_utility(world, sorted_order),
+        "paper protocol + exact LOP": best - true_mean_utility(world, lop_order),
+        "pairwise ceiling (LS fit)": best
+        - true_mean_utility(world, pairwise_ceiling(world, truth)),
+    }
+    ordo_regret = {
+        v.name: [best - u for u in ordo_utilities(world, v, runs=runs, seed=seed)] for v in variants
+    }
+    return WorldResult(best, regret, ordo_regret, stages)
+
+
+def _row(label: str, regrets: npt.NDArray[np.float64], relative: npt.NDArray[np.float64]) -> str:
+    return (
+        f"  {label:<34} {regrets.mean():8.4f} {np.median(regrets):8.4f} "
+        f"{100 * relative.mean():7.2f}% {100 * np.median(relative):7.2f}% "
+        f"{100 * np.mean(relative <= 0.01):6.0f}%"
+    )
+
+
+def report(n: int, results: Sequence[WorldResult], runs: int) -> None:
+    """Print the figures of one ``n``."""
+    best = np.array([r.oracle_utility for r in results])
+    print(f"\nn = {n}: {len(results)} worlds, oracle mean utility {best.mean():.4f}")
+    print(
+        f"  {'method (stages)':<34} {'mean':>8} {'median':>8} {'mean %':>8} {'med %':>8} "
+        f"{'<=1%':>7}"
+    )
+    stages = results[0].protocol_stages
+    labels = {
+        "random order": f"random order ({n})",
+        "structured-first": f"structured-first ({n})",
+        "paper protocol (sort)": f"paper protocol, sort ({stages}+{n})",
+        "paper protocol + exact LOP": f"paper protocol + LOP ({stages}+{n})",
+        "pairwise ceiling (LS fit)": "pairwise ceiling (knows all n!)",
+    }
+    for key, label in labels.items():
+        regrets = np.array([r.regret[key] for r in results])
+        print(_row(label, regrets, regrets / best))
+    for name in results[0].ordo_regret:
+        for r in (c for c in CHECKPOINTS if c <= runs):
+            regrets = np.array([res.ordo_regret[name][r - 1] for res in results])
+            print(_row(f"Ordo {name}, run {r} ({r * n})", regrets, regrets / best))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, nargs="+", default=[6, 8], help="task counts (<= 8)")
+    parser.add_argument("--seeds", type=int, default=10, help="worlds per task count")
+    parser.add_argument("--runs", type=int, default=8, help="successive Ordo runs per world")
+    parser.add_argument(
+        "--variants", nargs="+", default=[v.name for v in VARIANTS], help="Ordo variants"
+    )
+    args = parser.parse_args(argv)
+    variants = [v for v in VARIANTS if v.name in args.variants]
+    print("Regret = oracle's final mean utility - achieved (noise-free), utility units and % of")
+    print("the oracle's; '<=1%' = share of worlds within 1 % of the oracle. Stages in brackets:")
+    print("training stages used up to that point (protocol: measurements + the final run).")
+    for n in args.n:
+        started = time.perf_counter()
+        results = [
+            evaluate_world(n, seed, runs=args.runs, variants=variants) for seed in range(args.seeds)
+        ]
+        report(n, results, args.runs)
+        print(f"  ({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
