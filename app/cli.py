@@ -13,6 +13,7 @@ import uvicorn
 from alembic import command
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.cli_client import register_client_commands
 from app.db import (
     alembic_config,
     build_engine,
@@ -32,6 +33,7 @@ cli = typer.Typer(
 )
 db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+register_client_commands(cli)
 
 
 def _fail(message: str) -> typer.Exit:
