@@ -64,7 +64,10 @@ def _cells_from_entries(entries: Sequence[PriorEntry], tasks: dict[str, Task]) -
     cells: list[PriorCell] = []
     for i, entry in enumerate(entries):
         src_key = _entry_source(entry, i, issues)
-        for field, key in (("src", src_key), ("dst", entry.dst)):
+        named = [("src", entry.src), ("dst", entry.dst)]
+        if entry.effect not in PAIR_EFFECTS:
+            named = named[1:]
+        for field, key in named:
             if key is not None and key not in tasks:
                 unknown.add(key)
                 issues.append(FieldIssue(f"[{i}].{field}", f"Unknown task key {key!r}"))
@@ -117,7 +120,11 @@ class _Shape:
         if not isinstance(value, list):
             return False
         is_matrix = bool(value) and isinstance(value[0], list)
-        what = f"an {self.n}x{self.n} matrix" if self.matrix else f"a vector of {self.n} values"
+        what = (
+            f"a matrix of shape ({self.n}, {self.n})"
+            if self.matrix
+            else f"a vector of {self.n} values"
+        )
         if is_matrix != self.matrix:
             issues.append(FieldIssue(field, f"Expected {what}"))
             return False
@@ -230,7 +237,11 @@ def _posteriors(
                 noise_var[i, j] = cell.noise_var
             count[i, j], total[i, j] = cell.count, cell.sum_x
         posterior = gaussian_posterior(prior_mean, prior_var, noise_var, count, total)
-        result[effect] = _EffectPosterior(mean=posterior.mean, std=posterior.std, count=count)
+        # Without observations the posterior is the prior, exactly (no rounding through 1/v).
+        unobserved = count == 0
+        mean = np.where(unobserved, prior_mean, posterior.mean)
+        std = np.where(unobserved, np.sqrt(prior_var), posterior.std)
+        result[effect] = _EffectPosterior(mean=mean, std=std, count=count)
     return result
 
 

@@ -1,0 +1,114 @@
+"""API keys: create (shown once), list (prefix only), revoke; secrets never stored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models import ApiKey
+from tests.factories import ProjectKeys, bearer
+
+
+def _create(client: TestClient, project: ProjectKeys, **body: object) -> dict[str, object]:
+    response = client.post(f"/v1/projects/{project.id}/keys", json=body, headers=project.admin)
+    assert response.status_code == 201, response.text
+    created: dict[str, object] = response.json()
+    return created
+
+
+def test_created_key_works_and_is_listed_by_prefix_only(
+    client: TestClient, project: ProjectKeys
+) -> None:
+    created = _create(client, project, name="cluster-a", role="trainer")
+    token = str(created["key"])
+    assert token.startswith(f"ordo_{created['key_id']}_")
+    assert client.get(f"/v1/projects/{project.id}", headers=bearer(token)).status_code == 200
+    listed = client.get(f"/v1/projects/{project.id}/keys", headers=project.admin)
+    assert listed.status_code == 200
+    assert len(listed.json()) == 4  # admin, trainer, revoked (fixture) + the new one
+    assert token not in listed.text
+    mine = [k for k in listed.json() if k["key_id"] == created["key_id"]]
+    assert mine[0]["prefix"] == str(created["prefix"])
+    assert token.startswith(mine[0]["prefix"])
+    assert len(mine[0]["prefix"]) < len(token) - 32
+
+
+def test_no_secret_is_stored(client: TestClient, project: ProjectKeys, session: Session) -> None:
+    token = str(_create(client, project, role="admin")["key"])
+    secret = token.split("_", 2)[2]
+    for row in session.scalars(select(ApiKey)).all():
+        for column in ApiKey.__table__.columns:
+            assert secret not in str(getattr(row, column.key))
+
+
+def test_revoked_key_answers_401(client: TestClient, project: ProjectKeys) -> None:
+    created = _create(client, project, role="trainer")
+    path = f"/v1/projects/{project.id}/keys/{created['key_id']}"
+    assert client.delete(path, headers=project.admin).status_code == 204
+    assert client.delete(path, headers=project.admin).status_code == 204  # idempotent
+    response = client.get(f"/v1/projects/{project.id}", headers=bearer(str(created["key"])))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    listed = client.get(f"/v1/projects/{project.id}/keys", headers=project.admin).json()
+    assert [k["revoked_at"] is not None for k in listed if k["key_id"] == created["key_id"]] == [
+        True
+    ]
+
+
+def test_revoking_another_projects_key_is_404(
+    client: TestClient, project: ProjectKeys, other_project: ProjectKeys
+) -> None:
+    other_key_id = other_project.trainer_token.split("_")[1]
+    path = f"/v1/projects/{project.id}/keys/{other_key_id}"
+    response = client.delete(path, headers=project.admin)
+    assert response.status_code == 404
+    unknown = client.delete(
+        f"/v1/projects/{project.id}/keys/0000000000000000", headers=project.admin
+    )
+    assert response.content == unknown.content
+    assert (
+        client.get(f"/v1/projects/{other_project.id}", headers=other_project.trainer).status_code
+        == 200
+    )
+
+
+def test_expired_key_answers_401(
+    client: TestClient, project: ProjectKeys, session: Session
+) -> None:
+    created = _create(client, project, role="trainer")
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.key_id == created["key_id"])
+        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    )
+    session.commit()
+    response = client.get(f"/v1/projects/{project.id}", headers=bearer(str(created["key"])))
+    assert response.status_code == 401
+
+
+def test_expiry_in_the_past_is_422(client: TestClient, project: ProjectKeys) -> None:
+    body = {"role": "trainer", "expires_at": "2001-01-01T00:00:00Z"}
+    response = client.post(f"/v1/projects/{project.id}/keys", json=body, headers=project.admin)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "expires_at", "reason": "Must be in the future"}]
+
+
+def test_unknown_role_is_422(client: TestClient, project: ProjectKeys) -> None:
+    response = client.post(
+        f"/v1/projects/{project.id}/keys", json={"role": "root"}, headers=project.admin
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "role"
+
+
+def test_use_of_a_key_is_recorded_on_writes(
+    client: TestClient, project: ProjectKeys, session: Session
+) -> None:
+    _create(client, project, role="trainer")
+    admin_key_id = project.admin_token.split("_")[1]
+    session.expire_all()
+    used = session.scalar(select(ApiKey.last_used_at).where(ApiKey.key_id == admin_key_id))
+    assert used is not None

@@ -1,0 +1,114 @@
+"""Tasks: batch create, list, get, patch; validation with field and reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.factories import ProjectKeys
+
+
+def _tasks_url(project: ProjectKeys) -> str:
+    return f"/v1/projects/{project.id}/tasks"
+
+
+def _create(client: TestClient, project: ProjectKeys, tasks: list[dict[str, Any]]) -> Any:
+    return client.post(_tasks_url(project), json={"tasks": tasks}, headers=project.admin)
+
+
+def test_batch_create_assigns_consecutive_indexes(client: TestClient, project: ProjectKeys) -> None:
+    first = _create(client, project, [{"key": "math", "kind": "structured"}, {"key": "code"}])
+    assert first.status_code == 201
+    assert [(t["key"], t["index"]) for t in first.json()] == [("math", 0), ("code", 1)]
+    second = _create(client, project, [{"key": "poetry", "kind": "open_ended", "goal": "minimize"}])
+    assert [(t["key"], t["index"]) for t in second.json()] == [("poetry", 2)]
+    listed = client.get(_tasks_url(project), headers=project.trainer).json()
+    assert [t["key"] for t in listed] == ["math", "code", "poetry"]
+    assert listed[0]["kind"] == "structured"
+    assert listed[2]["goal"] == "minimize"
+
+
+def test_get_and_patch_a_task(client: TestClient, project: ProjectKeys) -> None:
+    _create(client, project, [{"key": "math", "metadata": {"suite": "MATH"}}])
+    url = f"{_tasks_url(project)}/math"
+    got = client.get(url, headers=project.trainer).json()
+    assert got["metadata"] == {"suite": "MATH"}
+    assert got["weight"] == 1.0
+    patched = client.patch(url, json={"weight": 2.5, "scale": 100}, headers=project.admin)
+    assert patched.status_code == 200
+    assert (patched.json()["weight"], patched.json()["scale"], patched.json()["index"]) == (
+        2.5,
+        100.0,
+        0,
+    )
+    renamed = client.patch(url, json={"key": "algebra"}, headers=project.admin)
+    assert renamed.json()["key"] == "algebra"
+    assert client.get(url, headers=project.trainer).status_code == 404
+    assert client.get(f"{_tasks_url(project)}/algebra", headers=project.trainer).status_code == 200
+
+
+def test_patch_to_a_taken_key_is_409(client: TestClient, project: ProjectKeys) -> None:
+    _create(client, project, [{"key": "a"}, {"key": "b"}])
+    response = client.patch(f"{_tasks_url(project)}/a", json={"key": "b"}, headers=project.admin)
+    assert response.status_code == 409
+
+
+def test_patch_null_and_unknown_fields_are_422(client: TestClient, project: ProjectKeys) -> None:
+    _create(client, project, [{"key": "a"}])
+    url = f"{_tasks_url(project)}/a"
+    null = client.patch(url, json={"weight": None}, headers=project.admin)
+    assert null.status_code == 422
+    assert null.json()["errors"] == [{"field": "weight", "reason": "May not be null"}]
+    unknown = client.patch(url, json={"index": 5}, headers=project.admin)
+    assert unknown.json()["errors"] == [
+        {"field": "index", "reason": "Extra inputs are not permitted"}
+    ]
+
+
+def test_duplicate_keys_in_a_batch_are_422(client: TestClient, project: ProjectKeys) -> None:
+    response = _create(client, project, [{"key": "a"}, {"key": "b"}, {"key": "a"}])
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "tasks[2].key", "reason": "Duplicate key 'a' in this request"}
+    ]
+    assert client.get(_tasks_url(project), headers=project.admin).json() == []
+
+
+def test_existing_key_is_409_and_nothing_is_added(client: TestClient, project: ProjectKeys) -> None:
+    _create(client, project, [{"key": "a"}])
+    response = _create(client, project, [{"key": "b"}, {"key": "a"}])
+    assert response.status_code == 409
+    assert "a" in response.json()["detail"]
+    assert len(client.get(_tasks_url(project), headers=project.admin).json()) == 1
+
+
+def test_invalid_task_fields_are_named(client: TestClient, project: ProjectKeys) -> None:
+    body = (
+        b'{"tasks": [{"key": "ok", "scale": 0}, {"key": "bad key", "weight": NaN},'
+        b' {"key": "c", "kind": "poem", "extra": 1}]}'
+    )
+    response = client.post(
+        _tasks_url(project),
+        content=body,
+        headers={**project.admin, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    errors = {e["field"]: e["reason"] for e in response.json()["errors"]}
+    assert set(errors) == {
+        "tasks[0].scale",
+        "tasks[1].key",
+        "tasks[1].weight",
+        "tasks[2].kind",
+        "tasks[2].extra",
+    }
+    assert errors["tasks[1].weight"] == "Input should be a finite number"
+    assert errors["tasks[0].scale"] == "Input should be greater than 0"
+
+
+def test_empty_and_oversized_batches_are_422(client: TestClient, project: ProjectKeys) -> None:
+    assert _create(client, project, []).status_code == 422
+    many = [{"key": f"t{i}"} for i in range(1001)]
+    response = _create(client, project, many)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "tasks"
