@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.db import build_engine, make_database
+from app.docs import STATIC_URL, install_redoc
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware
@@ -53,15 +54,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects to the database until the first request."""
     settings = settings or get_settings()
-    docs = {} if settings.docs_enabled else {"docs_url": None, "redoc_url": None}
     app = FastAPIOffline(
         title=API_TITLE,
         version=API_VERSION,
         description=API_DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
-        **docs,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url=None,
+        static_url=STATIC_URL,
+        # Swagger UI would send the spec to validator.swagger.io otherwise.
+        swagger_ui_parameters={"validatorUrl": None},
     )
+    if settings.docs_enabled:
+        install_redoc(app)
     app.state.settings = settings
     for router in ROUTERS:
         app.include_router(router)
