@@ -73,4 +73,36 @@ class Observation(Base):
     src_task_id: Mapped[str] = mapped_column(ForeignKey("ordo_tasks.id", ondelete="CASCADE"))
     dst_task_id: Mapped[str] = mapped_column(ForeignKey("ordo_tasks.id", ondelete="CASCADE"))
     value: Mapped[float] = mapped_column(Double)
+    # Covariates of an ``L`` observation (solver.estimation.Observation); NULL otherwise.
+    uplift: Mapped[float | None] = mapped_column(Double)
+    entropy_shift: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LevelStats(Base):
+    """Additive statistics of one task's ``L`` observations against their covariates.
+
+    ``y`` is the level, ``u`` the uplift and ``h`` the entropy shift of each observation that
+    carries both covariates (``solver.estimation.LevelRegressionStats``); like ``Estimate`` they
+    only grow by ``x = x + delta``.
+    """
+
+    __tablename__ = "ordo_level_stats"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("ordo_projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[str] = mapped_column(
+        ForeignKey("ordo_tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    sum_u: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_h: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_uu: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_uh: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_hh: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_y: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_uy: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_hy: Mapped[float] = mapped_column(Double, default=0.0)
+    sum_y2: Mapped[float] = mapped_column(Double, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

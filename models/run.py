@@ -45,6 +45,7 @@ class Run(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fail_reason: Mapped[str | None] = mapped_column(String(2000))
 
 
 class StageReport(Base):
@@ -77,9 +78,7 @@ class StageEvaluation(Base):
     __table_args__ = (UniqueConstraint("report_id", "task_id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    report_id: Mapped[str] = mapped_column(
-        ForeignKey("ordo_stage_reports.id", ondelete="CASCADE")
-    )
+    report_id: Mapped[str] = mapped_column(ForeignKey("ordo_stage_reports.id", ondelete="CASCADE"))
     task_id: Mapped[str] = mapped_column(ForeignKey("ordo_tasks.id", ondelete="CASCADE"))
     value: Mapped[float] = mapped_column(Double)
     utility: Mapped[float] = mapped_column(Double)
