@@ -1,0 +1,104 @@
+"""Sample requests for every API route, for the auth isolation matrix (test_auth_matrix.py).
+
+Every route under ``/v1`` needs one entry here, keyed by ``(method, path template)``; the matrix
+test fails for a route without one. Add an entry when you add a route.
+
+``Subject`` is the project under test ("A", with tasks ``math`` and ``code``); ``path`` and
+``body`` build the request for it. ``admin`` routes answer 403 to A's trainer key; the others
+answer 2xx to it. ``scope="global"`` marks routes outside any project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tests.factories import ProjectKeys
+
+SUBJECT_TASKS = ("math", "code")
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a sample request may refer to: project A's ids and one of its keys' ids."""
+
+    project: ProjectKeys
+    trainer_key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCase:
+    """How to call one route as project A, and what its own admin key gets back."""
+
+    path: Callable[[Subject], str]
+    body: Callable[[Subject], Any] | None = None
+    admin: bool = False
+    success: int = 200
+    scope: Literal["project", "global"] = "project"
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def _project(s: Subject) -> str:
+    return f"/v1/projects/{s.project.id}"
+
+
+ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
+    ("POST", "/v1/projects"): RouteCase(
+        path=lambda s: "/v1/projects",
+        body=lambda s: {"name": "matrix-new"},
+        admin=True,
+        success=201,
+        scope="global",
+    ),
+    ("GET", "/v1/projects"): RouteCase(path=lambda s: "/v1/projects", scope="global"),
+    ("GET", "/v1/projects/{project_id}"): RouteCase(path=_project),
+    ("POST", "/v1/projects/{project_id}/keys"): RouteCase(
+        path=lambda s: f"{_project(s)}/keys",
+        body=lambda s: {"role": "trainer"},
+        admin=True,
+        success=201,
+    ),
+    ("GET", "/v1/projects/{project_id}/keys"): RouteCase(
+        path=lambda s: f"{_project(s)}/keys", admin=True
+    ),
+    ("DELETE", "/v1/projects/{project_id}/keys/{key_id}"): RouteCase(
+        path=lambda s: f"{_project(s)}/keys/{s.trainer_key_id}", admin=True, success=204
+    ),
+    ("POST", "/v1/projects/{project_id}/tasks"): RouteCase(
+        path=lambda s: f"{_project(s)}/tasks",
+        body=lambda s: {"tasks": [{"key": "poetry"}]},
+        admin=True,
+        success=201,
+    ),
+    ("GET", "/v1/projects/{project_id}/tasks"): RouteCase(path=lambda s: f"{_project(s)}/tasks"),
+    ("GET", "/v1/projects/{project_id}/tasks/{task_key}"): RouteCase(
+        path=lambda s: f"{_project(s)}/tasks/math"
+    ),
+    ("PATCH", "/v1/projects/{project_id}/tasks/{task_key}"): RouteCase(
+        path=lambda s: f"{_project(s)}/tasks/math", body=lambda s: {"weight": 2}, admin=True
+    ),
+    ("POST", "/v1/projects/{project_id}/priors"): RouteCase(
+        path=lambda s: f"{_project(s)}/priors",
+        body=lambda s: [{"effect": "L", "dst": "math", "mean": 0.5, "std": 0.1}],
+        admin=True,
+    ),
+    ("GET", "/v1/projects/{project_id}/estimates"): RouteCase(
+        path=lambda s: f"{_project(s)}/estimates"
+    ),
+}
+
+# Routes that need no key at all; anything else outside /v1 must be listed here too.
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/docs-assets/redoc.standalone.js",
+        "/static-offline-docs",
+    }
+)
