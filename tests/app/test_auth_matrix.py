@@ -27,7 +27,7 @@ MALFORMED = ("Bearer not-a-key", "Bearer ordo_zz_short", "Basic dXNlcjpwYXNz", "
 
 def _paths(app: FastAPI) -> set[tuple[str, str]]:
     """``(method, path)`` of every route, included routers flattened (methods ``*`` for mounts)."""
-    found = set()
+    found: set[tuple[str, str]] = set()
     for context in iter_route_contexts(app.routes):
         path = context.path or ""
         found.update((method, path) for method in (context.methods or {"*"}))
