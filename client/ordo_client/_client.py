@@ -1,0 +1,287 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from ordo_client import _api
+from ordo_client._calls import Call
+from ordo_client._retry import RetryPolicy, is_retryable_error, is_retryable_status
+from ordo_client._version import __version__
+from ordo_client.errors import OrdoConnectionError, error_from_response
+from ordo_client.models import (
+    ApiKey,
+    ApiKeyCreated,
+    EffectName,
+    Estimates,
+    Health,
+    PriorsImported,
+    Project,
+    ProjectSettings,
+    Readiness,
+    Task,
+)
+
+T = TypeVar("T")
+logger = logging.getLogger("ordo_client")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "ORDO_URL"
+TOKEN_ENV = "ORDO_TOKEN"
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+PAGE_SIZE = 100
+
+
+def resolve_url(url: str | None) -> str:
+    """The argument, else ``ORDO_URL``, else the local default; without a trailing slash."""
+    return (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The argument, else ``ORDO_TOKEN``, else no token."""
+    return token or os.environ.get(TOKEN_ENV) or None
+
+
+def client_headers(token: str | None) -> dict[str, str]:
+    """Default headers: JSON, a user agent and the bearer token when there is one."""
+    headers = {"Accept": "application/json", "User-Agent": f"ordo-client/{__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def http_timeout(timeout_s: float, connect_timeout_s: float) -> httpx.Timeout:
+    """One timeout for reads, writes and the pool; a shorter one to connect."""
+    return httpx.Timeout(timeout_s, connect=connect_timeout_s)
+
+
+class Client:
+    """Synchronous client of an Ordo server.
+
+    Parameters
+    ----------
+    url : str, optional
+        Server base URL; default ``ORDO_URL``, else ``http://127.0.0.1:8000``.
+    token : str, optional
+        API key; default ``ORDO_TOKEN``.
+    timeout_s : float
+        Read/write timeout of one attempt (seconds); solving a schedule may take longer and has
+        its own, ``solve_timeout_s``.
+    connect_timeout_s : float
+        Time to establish a connection (seconds).
+    retry : RetryPolicy
+        Attempts and backoff for calls that are safe to repeat.
+    transport : httpx.BaseTransport, optional
+        Replaces the network transport (for proxies or in-process servers).
+
+    Use it as a context manager, or call :meth:`close`, to release its connections.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        solve_timeout_s: float = 300.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = resolve_url(url)
+        self.token = resolve_token(token)
+        self.retry = retry or RetryPolicy()
+        self.solve_timeout_s = solve_timeout_s
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=client_headers(self.token),
+            timeout=http_timeout(timeout_s, connect_timeout_s),
+            transport=transport,
+        )
+
+    # --- plumbing ---
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def execute(self, call: Call[T]) -> T:
+        """Send ``call``, repeating it when it is safe and the failure is transient."""
+        timeout = httpx.USE_CLIENT_DEFAULT if call.timeout_s is None else call.timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            can_retry = call.retry_safe and attempt < self.retry.max_attempts
+            try:
+                response = self._http.request(
+                    call.method,
+                    call.path,
+                    json=call.json,
+                    params=call.params or None,
+                    timeout=timeout,
+                )
+            except httpx.TransportError as exc:
+                if can_retry and is_retryable_error(exc):
+                    self._wait(call, attempt, reason=type(exc).__name__, retry_after_s=None)
+                    continue
+                raise OrdoConnectionError(
+                    f"{call.method} {self.url}{call.path} failed after {attempt} attempt(s): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if response.is_success:
+                return call.parse(response)
+            error = error_from_response(response)
+            if can_retry and is_retryable_status(response.status_code):
+                self._wait(
+                    call,
+                    attempt,
+                    reason=str(response.status_code),
+                    retry_after_s=error.retry_after_s,
+                )
+                continue
+            raise error
+
+    def _wait(
+        self, call: Call[Any], attempt: int, *, reason: str, retry_after_s: float | None
+    ) -> None:
+        delay_s = self.retry.delay_s(attempt, retry_after_s=retry_after_s)
+        logger.warning(
+            "%s %s: %s on attempt %d/%d; retrying in %.2fs",
+            call.method,
+            call.path,
+            reason,
+            attempt,
+            self.retry.max_attempts,
+            delay_s,
+        )
+        time.sleep(delay_s)
+
+    # --- health ---
+
+    def health(self) -> Health:
+        """Liveness of the server process."""
+        return self.execute(_api.health())
+
+    def ready(self) -> Readiness:
+        """Readiness: the database answers and its schema is at head (retried while not)."""
+        return self.execute(_api.ready())
+
+    # --- projects and keys ---
+
+    def create_project(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        settings: ProjectSettings | Mapping[str, Any] | None = None,
+    ) -> Project:
+        """Create a project (global admin token only)."""
+        return self.execute(_api.create_project(name, description=description, settings=settings))
+
+    def list_projects(self, *, limit: int = PAGE_SIZE, offset: int = 0) -> list[Project]:
+        """One page of the projects the token can see."""
+        return self.execute(_api.list_projects(limit=limit, offset=offset))
+
+    def iter_projects(self, *, page_size: int = PAGE_SIZE) -> Iterator[Project]:
+        """Every project the token can see, fetched page by page."""
+        offset = 0
+        while True:
+            page = self.list_projects(limit=page_size, offset=offset)
+            yield from page
+            if len(page) < page_size:
+                return
+            offset += len(page)
+
+    def get_project(self, project: str) -> Project:
+        """One project by id."""
+        return self.execute(_api.get_project(project))
+
+    def create_api_key(
+        self,
+        project: str,
+        *,
+        name: str = "",
+        role: str = "trainer",
+        expires_at: datetime | None = None,
+    ) -> ApiKeyCreated:
+        """Create a key of the project; ``.key`` holds the full token, shown only now."""
+        return self.execute(
+            _api.create_api_key(project, name=name, role=role, expires_at=expires_at)
+        )
+
+    def list_api_keys(self, project: str) -> list[ApiKey]:
+        """The project's keys (display prefixes only)."""
+        return self.execute(_api.list_api_keys(project))
+
+    def revoke_api_key(self, project: str, key_id: str) -> None:
+        """Revoke a key; it answers 401 from then on."""
+        self.execute(_api.revoke_api_key(project, key_id))
+
+    # --- tasks ---
+
+    def create_tasks(self, project: str, tasks: Sequence[_api.TaskInput]) -> list[Task]:
+        """Add tasks in one batch (all or none); each gets the next free index."""
+        return self.execute(_api.create_tasks(project, tasks))
+
+    def list_tasks(self, project: str) -> list[Task]:
+        """The project's tasks in index order."""
+        return self.execute(_api.list_tasks(project))
+
+    def get_task(self, project: str, key: str) -> Task:
+        """One task by key."""
+        return self.execute(_api.get_task(project, key))
+
+    def update_task(self, project: str, key: str, **changes: Any) -> Task:
+        """Change fields of a task (``weight=2.0``, ``scale=100.0``, ``key="new"``...)."""
+        return self.execute(_api.update_task(project, key, changes))
+
+    # --- priors and estimates ---
+
+    def import_priors(self, project: str, priors: Sequence[_api.PriorInput]) -> PriorsImported:
+        """Import priors in long form: ``{"effect", "src", "dst", "mean", "std"}`` each."""
+        return self.execute(_api.import_priors(project, priors))
+
+    def import_prior_matrix(
+        self,
+        project: str,
+        *,
+        effect: EffectName,
+        tasks: Sequence[str],
+        mean: Sequence[Sequence[float | None]] | Sequence[float | None],
+        std: float | Sequence[Sequence[float | None]] | Sequence[float | None],
+    ) -> PriorsImported:
+        """Import priors in wide form: an n x n matrix (F, B) or an n-vector (L, G, D)."""
+        return self.execute(
+            _api.import_prior_matrix(project, effect=effect, tasks=tasks, mean=mean, std=std)
+        )
+
+    def get_estimates(self, project: str) -> Estimates:
+        """Current posterior mean, std and count of every effect."""
+        return self.execute(_api.get_estimates(project))
+
+    def get_estimates_csv(self, project: str) -> str:
+        """The estimates as CSV: ``effect,src,dst,mean,std,count``."""
+        return self.execute(_api.get_estimates_csv(project))
