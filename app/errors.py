@@ -119,6 +119,12 @@ class InvalidInputError(ServiceError):
     code = "validation_failed"
 
 
+class ConstraintConflictError(InvalidInputError):
+    """The constraints admit no order; ``errors`` names the conflicting ones (or the cycle)."""
+
+    code = "infeasible"
+
+
 class UnavailableError(ServiceError):
     """A dependency (the database, the solver) cannot answer now; retry later."""
 
@@ -128,7 +134,7 @@ class UnavailableError(ServiceError):
 
 SOLVER_ERROR_STATUS: Mapping[type[SolverError], type[ServiceError]] = {
     InvalidProblemError: InvalidInputError,
-    InfeasibleError: InvalidInputError,
+    InfeasibleError: ConstraintConflictError,
     NoSolutionError: UnavailableError,
 }
 
