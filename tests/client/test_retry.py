@@ -1,0 +1,140 @@
+"""Retries against real servers: one not up yet, and one whose database is down (503)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from alembic import command
+from ordo_client import NO_RETRY, Client, OrdoConnectionError, RetryPolicy, UnavailableError
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.db import alembic_config
+from tests.conftest import (
+    REPO_ROOT,
+    free_port,
+    postgres_database,
+    require_postgres,
+    run_live_server,
+    sqlite_url,
+)
+
+FAST_RETRY = RetryPolicy(max_attempts=40, backoff_base_s=0.1, backoff_max_s=0.5)
+RETRY_ENV = {"ORDO_RETRY_AFTER_S": "1"}
+
+
+def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The client's 'retrying' log lines."""
+    return [r.getMessage() for r in caplog.records if r.name == "ordo_client"]
+
+
+@contextmanager
+def later(delay_s: float, action: Callable[[], object]) -> Iterator[threading.Thread]:
+    """Run ``action()`` in a thread after ``delay_s``; joined when the block ends."""
+    timer = threading.Timer(delay_s, action)
+    timer.start()
+    try:
+        yield timer
+    finally:
+        timer.join()
+
+
+def test_reads_wait_for_a_server_that_is_not_up_yet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sqlite_url(tmp_path / "ordo.sqlite")
+    command.upgrade(alembic_config(url), "head")
+    port = free_port()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        args = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+        env = {**os.environ, "ORDO_DATABASE_URL": url}
+        processes.append(subprocess.Popen(args, cwd=REPO_ROOT, env=env))
+
+    caplog.set_level(logging.WARNING, logger="ordo_client")
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        with Client(base_url, "t", retry=NO_RETRY) as client, pytest.raises(OrdoConnectionError):
+            client.health()
+        with later(0.5, start), Client(base_url, "t", retry=FAST_RETRY) as client:
+            assert client.ready().status == "ok"
+        assert any("ConnectError" in line for line in retry_warnings(caplog))
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_plain_posts_are_never_repeated(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="ordo_client")
+    base_url = f"http://127.0.0.1:{free_port()}"
+    with (
+        Client(base_url, "t", retry=FAST_RETRY) as client,
+        pytest.raises(OrdoConnectionError, match=r"after 1 attempt\(s\)"),
+    ):
+        client.create_project("nobody-listens")
+    assert retry_warnings(caplog) == []
+
+
+def migrate_later(url: str, make_ready: Callable[[], object]) -> None:
+    """Bring the database up (``make_ready()``), then migrate it."""
+    make_ready()
+    command.upgrade(alembic_config(url), "head")
+
+
+def check_database_down_then_up(
+    url: str, make_ready: Callable[[], object], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ordo_client")
+    with run_live_server(url, env=RETRY_ENV) as server:
+        with (
+            Client(server.base_url, server.admin_token, retry=NO_RETRY) as client,
+            pytest.raises(UnavailableError) as caught,
+        ):
+            client.list_projects()
+        assert caught.value.status == 503
+        assert caught.value.code == "database_unavailable"
+        assert caught.value.retry_after_s == 1.0
+        with (
+            later(0.3, lambda: migrate_later(url, make_ready)),
+            Client(server.base_url, server.admin_token, retry=FAST_RETRY) as client,
+        ):
+            assert client.list_projects() == []
+    assert any(" 503 on attempt " in line for line in retry_warnings(caplog))
+
+
+def test_reads_ride_out_a_sqlite_database_that_is_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "not-mounted-yet"
+    url = sqlite_url(folder / "ordo.sqlite")
+    check_database_down_then_up(url, lambda: folder.mkdir(), caplog)
+
+
+@pytest.mark.postgres
+def test_reads_ride_out_a_postgres_database_that_is_down(caplog: pytest.LogCaptureFixture) -> None:
+    admin_url = require_postgres()
+    with postgres_database(admin_url, migrate=False) as url:
+        name = make_url(url).database
+        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}"'))
+
+        def create() -> None:
+            with engine.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+        try:
+            check_database_down_then_up(url, create, caplog)
+        finally:
+            engine.dispose()
