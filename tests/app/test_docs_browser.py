@@ -1,19 +1,16 @@
 """The API docs render in a real browser with no network beyond the server itself.
 
 A headless Debian Chromium (never a downloaded one) opens ``/docs`` (Swagger UI) and ``/redoc``
-served by a real ``ordo serve`` process. Every request to a host other than loopback is aborted
-and recorded, so a CDN reference anywhere in the docs (HTML, scripts, images, fonts) fails the
-test, as it would break the docs on an air-gapped cluster.
+served by a real server process (``live_server``: uvicorn over a migrated SQLite file). Every
+request to a host other than loopback is aborted and recorded, so a CDN reference anywhere in
+the docs (HTML, scripts, images, fonts) fails the test, as it would break the docs on an
+air-gapped cluster.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +22,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Playwright, Request, Route, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 
@@ -47,9 +46,6 @@ RENDER_TIMEOUT_MS = 30_000
 # Operations the design names; the docs must show them whatever else exists.
 KNOWN_OPERATIONS = frozenset({("get", "/v1/projects"), ("post", "/v1/projects")})
 REDOC_OPERATION_ID = re.compile(r"(?:^|/)operation/(?P<operation_id>.+)$")
-SERVER_START_TIMEOUT_S = 30.0
-SERVER_STOP_TIMEOUT_S = 10.0
-ORDO_CLI = Path(sys.executable).with_name("ordo")
 
 
 def _running_in_ci() -> bool:
@@ -67,7 +63,7 @@ def _require_chromium() -> None:
 
 @dataclass
 class NetworkLog:
-    """What the page asked for: requests aborted for leaving loopback, and failed local ones."""
+    """Requests aborted for leaving loopback, local requests that failed, uncaught JS errors."""
 
     blocked: list[str] = field(default_factory=list)
     local_failures: list[str] = field(default_factory=list)
@@ -93,79 +89,19 @@ def _record_failure(request: Request, log: NetworkLog) -> None:
         log.local_failures.append(f"{request.url}: {request.failure}")
 
 
-@dataclass(frozen=True)
-class LiveServer:
-    """An ``ordo serve`` process listening on loopback."""
-
-    base_url: str
-    process: subprocess.Popen[bytes]
+def _record_local_error_status(url: str, status: int, log: NetworkLog) -> None:
+    if status >= 400 and _is_local(url):
+        log.local_failures.append(f"{url}: HTTP {status}")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _server_env(database_path: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORDO_")}
-    env["ORDO_DATABASE_URL"] = f"sqlite:///{database_path}"
-    # A configured token keeps the server from generating and printing one.
-    env["ORDO_ADMIN_TOKEN"] = "docs-browser-test-admin-token"
-    return env
-
-
-def _wait_until_healthy(server: LiveServer, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"ordo serve exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"ordo serve not healthy after {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@pytest.fixture(scope="module")
-def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real server on a free loopback port, over a fresh SQLite file migrated by the CLI."""
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_present() -> None:
+    """Skip or fail before anything (a server, a driver) is started for nothing."""
     _require_chromium()
-    work_dir = tmp_path_factory.mktemp("docs-server")
-    env = _server_env(work_dir / "ordo.sqlite")
-    subprocess.run([ORDO_CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
-    port = _free_port()
-    log_path = work_dir / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [ORDO_CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        server = LiveServer(base_url=f"http://127.0.0.1:{port}", process=process)
-        try:
-            _wait_until_healthy(server, log_path)
-            yield server
-        finally:
-            _stop(process)
 
 
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    _require_chromium()
     with sync_playwright() as driver:
         yield driver
 
@@ -196,11 +132,6 @@ def browser_page(playwright: Playwright, tmp_path: Path) -> Iterator[tuple[Page,
         context.close()
 
 
-def _record_local_error_status(url: str, status: int, log: NetworkLog) -> None:
-    if status >= 400 and _is_local(url):
-        log.local_failures.append(f"{url}: HTTP {status}")
-
-
 def _spec_operations(spec: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (method, path)
@@ -220,8 +151,8 @@ def _spec_operation_ids(spec: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def openapi_spec(docs_server: LiveServer) -> dict[str, Any]:
-    response = httpx.get(f"{docs_server.base_url}/openapi.json", timeout=10)
+def openapi_spec(live_server: LiveServer) -> dict[str, Any]:
+    response = httpx.get(f"{live_server.base_url}/openapi.json", timeout=10)
     response.raise_for_status()
     spec: dict[str, Any] = response.json()
     assert KNOWN_OPERATIONS.issubset(_spec_operations(spec))
@@ -245,14 +176,14 @@ def _explained_render_timeout(log: NetworkLog) -> Iterator[None]:
 
 
 def test_swagger_ui_renders_every_operation_offline(
-    docs_server: LiveServer,
+    live_server: LiveServer,
     openapi_spec: dict[str, Any],
     browser_page: tuple[Page, NetworkLog],
 ) -> None:
     page, log = browser_page
     expected = _spec_operations(openapi_spec)
 
-    page.goto(f"{docs_server.base_url}/docs", wait_until="networkidle")
+    page.goto(f"{live_server.base_url}/docs", wait_until="networkidle")
     with _explained_render_timeout(log):
         page.wait_for_function(
             "n => document.querySelectorAll('.opblock').length >= n",
@@ -273,14 +204,14 @@ def test_swagger_ui_renders_every_operation_offline(
 
 
 def test_redoc_renders_every_operation_offline(
-    docs_server: LiveServer,
+    live_server: LiveServer,
     openapi_spec: dict[str, Any],
     browser_page: tuple[Page, NetworkLog],
 ) -> None:
     page, log = browser_page
     expected_ids = _spec_operation_ids(openapi_spec)
 
-    page.goto(f"{docs_server.base_url}/redoc", wait_until="networkidle")
+    page.goto(f"{live_server.base_url}/redoc", wait_until="networkidle")
     with _explained_render_timeout(log):
         page.wait_for_selector("[data-section-id*='operation/']", timeout=RENDER_TIMEOUT_MS)
     section_ids: list[str] = page.eval_on_selector_all(
