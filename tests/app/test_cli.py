@@ -1,0 +1,73 @@
+"""The `ordo` CLI: db upgrade/current, serve refusing a schema that is behind, admin bootstrap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.db import build_engine, make_database, session_scope
+from app.services.auth import authenticate, ensure_global_admin
+from app.settings import Settings, get_settings
+from tests.conftest import migrated_sqlite_url, sqlite_url
+
+
+@pytest.fixture
+def runner_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = sqlite_url(tmp_path / "cli.sqlite")
+    monkeypatch.setenv("ORDO_DATABASE_URL", url)
+    monkeypatch.delenv("ORDO_ADMIN_TOKEN", raising=False)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def test_serve_refuses_a_database_that_is_behind(runner_env: str) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--port", "1"])
+    assert result.exit_code == 1
+    assert "ordo db upgrade" in result.output
+    assert "behind" in result.output
+
+
+def test_db_upgrade_then_current(runner_env: str) -> None:
+    runner = CliRunner()
+    before = runner.invoke(cli, ["db", "current"])
+    assert "empty" in before.output
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "(at head)" in upgraded.output
+    assert "(at head)" in runner.invoke(cli, ["db", "current"]).output
+
+
+def test_serve_refuses_many_workers_on_sqlite(runner_env: str) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--workers", "2"])
+    assert result.exit_code == 1
+    assert "one writer" in result.output
+
+
+def test_first_start_generates_one_admin_key(tmp_path: Path) -> None:
+    url = migrated_sqlite_url(tmp_path / "boot.sqlite")
+    database = make_database(build_engine(Settings(database_url=url)))
+    try:
+        with session_scope(database) as session:
+            token = ensure_global_admin(session)
+        with session_scope(database) as session:
+            assert ensure_global_admin(session) is None  # only at first start
+        assert token is not None
+        with database.sessions() as session:
+            principal = authenticate(session, token, admin_token=None, touch=False)
+            assert principal.is_global_admin
+            _assert_token_not_stored(session, token)
+    finally:
+        database.engine.dispose()
+
+
+def _assert_token_not_stored(session: Session, token: str) -> None:
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
+    dump = "\n".join(connection.iterdump())
+    assert token.split("_", 2)[2] not in dump

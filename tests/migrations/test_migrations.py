@@ -1,0 +1,85 @@
+"""Migrations: one head; base -> head -> base -> head; no drift from models/ (both dialects)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+from app.db import VERSION_TABLE, alembic_config, build_engine, head_revisions, schema_status
+from app.settings import Settings
+from models import Base
+from tests.conftest import postgres_database, require_postgres, sqlite_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "migrate.sqlite")
+        return
+    with postgres_database(require_postgres(), migrate=False) as url:
+        yield url
+
+
+def test_single_head() -> None:
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def _tables(url: str) -> set[str]:
+    engine = build_engine(Settings(database_url=url))
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _drift(url: str) -> list[object]:
+    engine = build_engine(Settings(database_url=url))
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
+            )
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_without_drift(empty_database_url: str) -> None:
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "head")
+    assert _tables(empty_database_url) == {*Base.metadata.tables, VERSION_TABLE}
+    assert _drift(empty_database_url) == []
+    command.downgrade(config, "base")
+    assert _tables(empty_database_url) == {VERSION_TABLE}
+    command.upgrade(config, "head")
+    assert _drift(empty_database_url) == []
+    engine = build_engine(Settings(database_url=empty_database_url))
+    try:
+        assert schema_status(engine).current == head_revisions()
+    finally:
+        engine.dispose()
+
+
+def test_tables_and_constraints_follow_the_naming_convention(empty_database_url: str) -> None:
+    command.upgrade(alembic_config(empty_database_url), "head")
+    engine = build_engine(Settings(database_url=empty_database_url))
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            for table in inspector.get_table_names():
+                assert table.startswith("ordo_")
+                for fk in inspector.get_foreign_keys(table):
+                    assert fk["name"] is None or fk["name"].startswith(f"fk_{table}_")
+                for unique in inspector.get_unique_constraints(table):
+                    assert unique["name"] is None or unique["name"].startswith(f"uq_{table}_")
+    finally:
+        engine.dispose()
