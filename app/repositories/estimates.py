@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, select
+from sqlalchemy import Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -176,3 +176,44 @@ def add_observations(
         for effect, src, dst, value in observations
     )
     session.flush()
+
+
+def replace_statistics(
+    session: Session, project_id: str, cells: Sequence[StatIncrement], *, at: datetime
+) -> None:
+    """Overwrite the project's statistics with ``cells`` (a recomputation); priors are kept.
+
+    Every cell is first reset to zero, so a cell absent from ``cells`` ends with no data.
+    """
+    session.execute(
+        update(Estimate)
+        .where(Estimate.project_id == project_id)
+        .values(count=0, sum_x=0.0, sum_x2=0.0, updated_at=at)
+    )
+    if not cells:
+        return
+    values = [
+        {
+            "project_id": project_id,
+            "effect": c.effect,
+            "src_task_id": c.src_task_id,
+            "dst_task_id": c.dst_task_id,
+            "count": c.count,
+            "sum_x": c.sum_x,
+            "sum_x2": c.sum_x2,
+            "prior_source": "default",
+            "updated_at": at,
+        }
+        for c in cells
+    ]
+    insert = _insert(session)
+    statement: Insert = insert.on_conflict_do_update(
+        index_elements=_ESTIMATE_KEY,
+        set_={
+            "count": insert.excluded.count,
+            "sum_x": insert.excluded.sum_x,
+            "sum_x2": insert.excluded.sum_x2,
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
+    session.execute(statement, values)

@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session
 
 from app.errors import FieldIssue, InvalidInputError
 from app.repositories import estimates as estimate_repo
+from app.repositories import observations as observation_repo
 from app.repositories import projects as project_repo
 from app.repositories import tasks as task_repo
 from app.repositories.estimates import EstimateStats, PriorCell
+from app.repositories.observations import LevelSums
 from app.schemas.estimate import (
     PAIR_EFFECTS,
     Effect,
@@ -27,9 +29,22 @@ from app.schemas.estimate import (
     PriorsImported,
     VectorEstimate,
 )
+from app.schemas.project import ProjectSettings
 from app.services.auth import ProjectContext
 from models import Task
-from solver.estimation import gaussian_posterior
+from solver.estimation import (
+    EffectEstimates,
+    EffectKey,
+    EffectKind,
+    EstimationConfig,
+    LevelRegressionStats,
+    Posterior,
+    PriorSpec,
+    StatsTable,
+    SufficientStats,
+    TaskKind,
+    estimate_effects,
+)
 from solver.types import FloatMatrix
 
 CSV_HEADER = ("effect", "src", "dst", "mean", "std", "count")
@@ -214,44 +229,118 @@ class _EffectPosterior:
     count: npt.NDArray[np.int64]
 
 
-def _posteriors(
-    stats: Sequence[EstimateStats], index: dict[str, int], context: ProjectContext
-) -> dict[Effect, _EffectPosterior]:
-    n = len(index)
-    prior_var_default = context.settings.default_prior_std**2
-    noise_var_default = context.settings.default_noise_std**2
-    result = {}
-    for effect in Effect:
-        prior_mean = np.zeros((n, n))
-        prior_var = np.full((n, n), prior_var_default)
-        noise_var = np.full((n, n), noise_var_default)
-        count = np.zeros((n, n), dtype=np.int64)
-        total = np.zeros((n, n))
-        for cell in stats:
-            if cell.effect != effect.value:
-                continue
-            i, j = index[cell.src_task_id], index[cell.dst_task_id]
-            if cell.prior_mean is not None and cell.prior_var is not None:
-                prior_mean[i, j], prior_var[i, j] = cell.prior_mean, cell.prior_var
-            if cell.noise_var is not None:
-                noise_var[i, j] = cell.noise_var
-            count[i, j], total[i, j] = cell.count, cell.sum_x
-        posterior = gaussian_posterior(prior_mean, prior_var, noise_var, count, total)
-        # Without observations the posterior is the prior, exactly (no rounding through 1/v).
-        unobserved = count == 0
-        mean = np.where(unobserved, prior_mean, posterior.mean)
-        std = np.where(unobserved, np.sqrt(prior_var), posterior.std)
-        result[effect] = _EffectPosterior(mean=mean, std=std, count=count)
-    return result
+@dataclass(frozen=True, slots=True)
+class ProjectEstimates:
+    """The project's tasks in index order and the posteriors of every effect over them."""
+
+    task_ids: tuple[str, ...]
+    keys: tuple[str, ...]
+    weights: FloatMatrix
+    estimates: EffectEstimates
+    imported: dict[EffectKey, PriorSpec]
+
+
+_TASK_KINDS = {"structured": TaskKind.STRUCTURED, "open_ended": TaskKind.OPEN_ENDED}
+
+
+def estimation_config(settings: ProjectSettings) -> EstimationConfig:
+    """The estimation rules with the project's defaults: every effect ``N(0, prior_std^2)``."""
+    prior = PriorSpec(0.0, settings.default_prior_std)
+    return EstimationConfig(
+        default_priors=dict.fromkeys(EffectKind, prior), noise_sd=settings.default_noise_std
+    )
+
+
+def stats_table(
+    cells: Sequence[EstimateStats], levels: Sequence[LevelSums], index: dict[str, int]
+) -> StatsTable:
+    """The stored statistics as the estimation core's table (tasks by index)."""
+    table_cells: dict[EffectKey, SufficientStats] = {}
+    for cell in cells:
+        if cell.count > 0:
+            key = (EffectKind(cell.effect), index[cell.src_task_id], index[cell.dst_task_id])
+            table_cells[key] = SufficientStats(cell.count, cell.sum_x, cell.sum_x2)
+    table_levels = {
+        index[level.task_id]: level_regression_stats(level) for level in levels if level.count
+    }
+    return StatsTable(table_cells, table_levels)
+
+
+def level_regression_stats(level: LevelSums) -> LevelRegressionStats:
+    """Stored level sums (LEVEL_SUMS order) as the estimation core's statistics."""
+    u, h, uu, uh, hh, y, uy, hy, y2 = level.sums
+    return LevelRegressionStats(level.count, (u, h), (uu, uh, hh), y, (uy, hy), y2)
+
+
+def _imported(cells: Sequence[EstimateStats], index: dict[str, int]) -> dict[EffectKey, PriorSpec]:
+    return {
+        (EffectKind(c.effect), index[c.src_task_id], index[c.dst_task_id]): PriorSpec(
+            c.prior_mean, float(np.sqrt(c.prior_var))
+        )
+        for c in cells
+        if c.prior_source == "imported" and c.prior_mean is not None and c.prior_var is not None
+    }
+
+
+def project_estimates(session: Session, context: ProjectContext) -> ProjectEstimates:
+    """Posteriors of every effect from the stored statistics (solver.estimation rules).
+
+    Priors: imported, then empirical Bayes by kind pair, then the project default; tasks of
+    kind ``other`` are classified from their entropy drift.
+    """
+    tasks = task_repo.list_tasks(session, context.id)
+    index = {task.id: position for position, task in enumerate(tasks)}
+    cells = estimate_repo.list_estimates(session, context.id)
+    levels = observation_repo.list_level_stats(session, context.id)
+    imported = _imported(cells, index)
+    estimates = estimate_effects(
+        stats_table(cells, levels, index),
+        kinds=[_TASK_KINDS.get(task.kind) for task in tasks],
+        imported=imported,
+        config=estimation_config(context.settings),
+    )
+    return ProjectEstimates(
+        task_ids=tuple(task.id for task in tasks),
+        keys=tuple(task.key for task in tasks),
+        weights=np.array([task.weight for task in tasks], dtype=np.float64),
+        estimates=estimates,
+        imported=imported,
+    )
+
+
+def _as_cells(posterior: Posterior, count: FloatMatrix) -> _EffectPosterior:
+    """A posterior as ``(n, n)`` arrays; per-task effects go on the diagonal."""
+    if posterior.mean.ndim == 1:
+        return _EffectPosterior(
+            mean=np.diag(posterior.mean),
+            std=np.diag(posterior.std),
+            count=np.diag(count).astype(np.int64),
+        )
+    return _EffectPosterior(mean=posterior.mean, std=posterior.std, count=count.astype(np.int64))
 
 
 def _load(
     session: Session, context: ProjectContext
 ) -> tuple[list[str], dict[Effect, _EffectPosterior]]:
-    tasks = task_repo.list_tasks(session, context.id)
-    index = {task.id: position for position, task in enumerate(tasks)}
-    stats = estimate_repo.list_estimates(session, context.id)
-    return [task.key for task in tasks], _posteriors(stats, index, context)
+    current = project_estimates(session, context)
+    e = current.estimates
+    posteriors = {
+        Effect.F: (e.forward, EffectKind.FORWARD),
+        Effect.B: (e.backward, EffectKind.BACKWARD),
+        Effect.L: (e.level, EffectKind.LEVEL),
+        Effect.G: (e.gain, EffectKind.GAIN),
+        Effect.D: (e.drift, EffectKind.DRIFT),
+    }
+    cells = {
+        effect: _as_cells(posterior, e.counts[kind])
+        for effect, (posterior, kind) in posteriors.items()
+    }
+    # Without observations the posterior is the imported prior, exactly (no rounding via 1/v).
+    for (kind, i, j), prior in current.imported.items():
+        cell = cells[Effect(kind.value)]
+        if cell.count[i, j] == 0:
+            cell.mean[i, j], cell.std[i, j] = prior.mean, prior.std
+    return list(current.keys), cells
 
 
 def _matrix(p: _EffectPosterior) -> MatrixEstimate:

@@ -114,7 +114,9 @@ def test_statistics_update_the_posterior(
     assert cell.count == 4
     assert (cell.sum_x, cell.sum_x2) == pytest.approx((0.4, 0.05))
     body = _estimates(client, tasked)
-    prior_var, noise_var = 0.1**2, 0.05**2
+    # solver.estimation's rules: a difference has variance 2 sigma^2, sigma^2 of the target
+    # pooled from the cell's residuals with 4 pseudo-dof of the default 0.05^2 (SSR = 0.01).
+    prior_var, noise_var = 0.1**2, 2 * (4 * 0.05**2 + 0.01 / 2) / (4 + 3)
     var = 1 / (1 / prior_var + 4 / noise_var)
     assert body["B"]["count"][0][1] == 4
     assert body["B"]["mean"][0][1] == pytest.approx(var * 0.4 / noise_var)

@@ -1,0 +1,117 @@
+"""SQL for runs, their lease clock and the schedules they followed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, or_, select, text
+from sqlalchemy.orm import Session
+
+from models import Run, Schedule
+
+_SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+_POSTGRES_NOW = text("SELECT now()")
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock, timezone-aware UTC: every lease uses it, never the app's."""
+    if session.get_bind().dialect.name == "sqlite":
+        stamp = str(session.scalar(_SQLITE_NOW))
+        return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+    value = session.scalar(_POSTGRES_NOW)
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC)
+
+
+def add_run(session: Session, run: Run) -> Run:
+    """Insert a run and flush it."""
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(
+    session: Session, project_id: str, run_id: str, *, for_update: bool = False
+) -> Run | None:
+    """The project's run with this id, or ``None``; ``for_update`` locks its row until commit.
+
+    The lock serializes everything that changes one run (reports, heartbeats, completion), so a
+    stage is never stored twice and a resent report waits for the first and replays it.
+    """
+    query = select(Run).where(Run.project_id == project_id, Run.id == run_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def find_run_by_client(
+    session: Session, project_id: str, client_id: str, *, for_update: bool = False
+) -> Run | None:
+    """The project's run created with ``client_id``, or ``None``."""
+    query = select(Run).where(Run.project_id == project_id, Run.client_id == client_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def list_runs(
+    session: Session,
+    project_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+    status: str | None = None,
+) -> Sequence[Run]:
+    """Up to ``limit`` runs, newest first, strictly after the cursor ``(created_at, id)``."""
+    query = select(Run).where(Run.project_id == project_id)
+    if after is not None:
+        created_at, run_id = after
+        query = query.where(
+            or_(Run.created_at < created_at, and_(Run.created_at == created_at, Run.id < run_id))
+        )
+    if status is not None:
+        query = query.where(Run.status == status)
+    return session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)).all()
+
+
+def finished_runs(session: Session, project_id: str, *, limit: int) -> Sequence[Run]:
+    """The most recently finished completed runs."""
+    query = (
+        select(Run)
+        .where(Run.project_id == project_id, Run.status == "completed")
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def get_schedule(session: Session, project_id: str, schedule_id: str) -> Schedule | None:
+    """The project's schedule with this id, or ``None``."""
+    query = select(Schedule).where(Schedule.project_id == project_id, Schedule.id == schedule_id)
+    return session.scalar(query)
+
+
+def schedule_chain(
+    session: Session, project_id: str, run_id: str, current_id: str
+) -> list[Schedule]:
+    """The schedules a run followed, oldest first: its first plan, then every re-plan.
+
+    Walks ``parent_id`` back from the current plan while the schedule was made for this run;
+    the first plan is the one reached last (a stored schedule the run started from, or the
+    run's own first solve, which has no parent).
+    """
+    made_for_run = session.scalars(
+        select(Schedule).where(Schedule.project_id == project_id, Schedule.run_id == run_id)
+    ).all()
+    by_id = {schedule.id: schedule for schedule in made_for_run}
+    chain: list[Schedule] = []
+    schedule = by_id.get(current_id) or get_schedule(session, project_id, current_id)
+    while schedule is not None:
+        chain.append(schedule)
+        if schedule.run_id != run_id or schedule.parent_id is None:
+            break
+        parent_id = schedule.parent_id
+        schedule = by_id.get(parent_id) or get_schedule(session, project_id, parent_id)
+    chain.reverse()
+    return chain

@@ -1,0 +1,98 @@
+"""Stage report request and response models (``PUT .../runs/{run}/reports/{stage}``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
+
+from app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from app.schemas.task import TaskKey
+
+# Reported values are scores; anything beyond this is a unit mistake, and it keeps sums of
+# squares far from overflow.
+MAX_ABS_VALUE = 1e12
+MAX_COUNTER = 2**62
+
+Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+
+
+class EvaluationCreate(InputModel):
+    """One task's evaluation after the stage: the raw value in the task's own units."""
+
+    task: TaskKey
+    value: Value
+    stderr: float | None = Field(default=None, ge=0, le=MAX_ABS_VALUE)
+    entropy: float | None = Field(
+        default=None, ge=0, le=MAX_ABS_VALUE, description="Mean policy entropy on this task."
+    )
+
+
+class ReportCreate(InputModel):
+    """Evaluations after stage ``k`` (``k = 0``: the baseline, before any training)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "evaluations": [
+                        {"task": "math", "value": 0.61, "stderr": 0.01, "entropy": 0.42},
+                        {"task": "code", "value": 0.38, "entropy": 0.40},
+                        {"task": "poetry", "value": 0.52, "entropy": 0.95},
+                    ],
+                    "steps": 2000,
+                    "tokens": 120000000,
+                    "wall_time_s": 5400.0,
+                }
+            ]
+        }
+    )
+
+    evaluations: list[EvaluationCreate] = Field(min_length=1, max_length=MAX_BATCH)
+    steps: int | None = Field(default=None, ge=0, le=MAX_COUNTER)
+    tokens: int | None = Field(default=None, ge=0, le=MAX_COUNTER)
+    wall_time_s: float | None = Field(default=None, ge=0, le=MAX_ABS_VALUE)
+
+
+class EvaluationRead(OutputModel):
+    """A stored evaluation; ``utility`` = sign * value / scale (higher is better)."""
+
+    task: str
+    value: float
+    utility: float
+    stderr: float | None
+    entropy: float | None
+
+
+class ReportRead(OutputModel):
+    """A stored stage report."""
+
+    stage: int
+    task: str | None = Field(description="The task trained in this stage (null for stage 0).")
+    late: bool = Field(description="Arrived after the run had turned stale.")
+    steps: int | None
+    tokens: int | None
+    wall_time_s: float | None
+    evaluations: list[EvaluationRead]
+    created_at: datetime
+
+
+class StageAssignment(OutputModel):
+    """The stage to report next and the task to train in it (``done``: none left)."""
+
+    done: bool
+    stage: int | None
+    task: str | None
+
+
+class ReportAccepted(OutputModel):
+    """The answer to a report; sending the same body again returns it unchanged."""
+
+    run_id: str
+    report: ReportRead
+    observations: int = Field(description="Raw effect observations this report added.")
+    estimates_version: int = Field(description="The project's estimates version after it.")
+    schedule_id: str | None = Field(description="The run's plan after this report.")
+    replanned: bool = Field(description="Whether this report produced a new plan.")
+    next: StageAssignment

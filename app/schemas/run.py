@@ -1,0 +1,163 @@
+"""Run request and response models: start a run, follow its stages, keep its lease."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from app.schemas.common import InputModel, OutputModel
+from app.schemas.report import ReportRead
+from app.schemas.schedule import ScheduleCreate
+
+ClientId = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.:\-]*$")
+]
+
+
+class RunStrategy(StrEnum):
+    """How a run's plans are solved.
+
+    ``exploit`` solves the request's objective on the posterior means; ``thompson`` solves on
+    one posterior sample per plan, seeded by (run, stage); ``mean_variance`` penalizes the
+    variance of the plan (risk-averse, ``kappa`` of the request).
+    """
+
+    EXPLOIT = "exploit"
+    THOMPSON = "thompson"
+    MEAN_VARIANCE = "mean_variance"
+
+
+class RunStatus(StrEnum):
+    """``active`` while the lease is kept; ``stale`` once silent past the grace period."""
+
+    ACTIVE = "active"
+    STALE = "stale"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RunCreate(InputModel):
+    """Start a run from a stored schedule (``schedule_id``) or by solving now (``schedule``).
+
+    With neither, the run solves with the default options. The same ``client_id`` again returns
+    the run it created (200 instead of 201), so creation can be retried safely.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "schedule": {"objective": "expected", "time_limit_s": 5.0},
+                    "adaptive": True,
+                    "strategy": "thompson",
+                    "client_id": "job-2026-11-27-a",
+                }
+            ]
+        }
+    )
+
+    schedule_id: str | None = Field(default=None, max_length=64)
+    schedule: ScheduleCreate | None = Field(
+        default=None, description="Solve options, as for `POST .../schedules`."
+    )
+    adaptive: bool = Field(
+        default=False, description="Re-plan the remaining stages after each report."
+    )
+    strategy: RunStrategy = RunStrategy.EXPLOIT
+    client_id: ClientId | None = Field(
+        default=None, description="The caller's id for this run: makes creation idempotent."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunCreate:
+        if self.schedule_id is not None and self.schedule is not None:
+            raise ValueError("Give `schedule_id` or `schedule`, not both")
+        return self
+
+
+class Lease(OutputModel):
+    """The run's lease: heartbeat before ``expires_at`` (DB clock) or the run turns stale.
+
+    ``token`` grows whenever a new holder claims the run (``client_id`` again after it went
+    stale); a heartbeat with an older token is refused (fencing).
+    """
+
+    token: int
+    expires_at: datetime | None
+    heartbeat_interval_s: float = Field(description="Advised heartbeat period (seconds).")
+
+
+class StageRead(OutputModel):
+    """One training stage of the run's current plan (1-based)."""
+
+    index: int
+    task: str
+    status: Literal["reported", "next", "planned"]
+
+
+class ScheduleVersion(OutputModel):
+    """A schedule the run followed: its first plan and every re-plan."""
+
+    id: str
+    version: int
+    parent_id: str | None
+    created_at: datetime
+
+
+class NextStage(OutputModel):
+    """What the trainer does now: evaluate (stage 0, the baseline), train a task, or stop."""
+
+    done: bool = Field(description="No stage left: the run is finished or fully reported.")
+    stage: int | None = Field(description="The stage to report next (0: baseline).")
+    task: str | None = Field(description="The task to train in this stage (null for stage 0).")
+    status: RunStatus
+    lease: Lease | None = None
+
+
+class RunSummary(OutputModel):
+    """A run as listed."""
+
+    id: str
+    client_id: str | None
+    status: RunStatus
+    adaptive: bool
+    strategy: RunStrategy
+    schedule_id: str | None = Field(description="The current plan.")
+    next_stage: int = Field(description="The stage to report next (0: baseline).")
+    stage_count: int
+    created_at: datetime
+    finished_at: datetime | None
+    fail_reason: str | None
+
+
+class RunRead(RunSummary):
+    """One run: its stages, the schedule versions it followed, its reports and lease."""
+
+    stages: list[StageRead]
+    schedules: list[ScheduleVersion] = Field(description="Oldest first; the last is current.")
+    reports: list[ReportRead]
+    lease: Lease
+
+
+class RunList(OutputModel):
+    """One page of runs, newest first."""
+
+    items: list[RunSummary]
+    next_page_token: str | None = Field(description="Pass as `page_token` for the next page.")
+
+
+class HeartbeatCreate(InputModel):
+    """A heartbeat; give the lease token to be fenced off when another holder took over."""
+
+    lease_token: int | None = Field(default=None, ge=0)
+
+
+class RunFail(InputModel):
+    """Why the run failed."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "CUDA OOM at stage 3"}]})
+
+    reason: str = Field(min_length=1, max_length=2000)
