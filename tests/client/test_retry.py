@@ -86,12 +86,6 @@ def test_plain_posts_are_never_repeated(caplog: pytest.LogCaptureFixture) -> Non
     assert retry_warnings(caplog) == []
 
 
-def migrate_later(url: str, make_ready: Callable[[], object]) -> None:
-    """Bring the database up (``make_ready()``), then migrate it."""
-    make_ready()
-    command.upgrade(alembic_config(url), "head")
-
-
 def check_database_down_then_up(
     url: str, make_ready: Callable[[], object], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -106,7 +100,7 @@ def check_database_down_then_up(
         assert caught.value.code == "database_unavailable"
         assert caught.value.retry_after_s == 1.0
         with (
-            later(0.3, lambda: migrate_later(url, make_ready)),
+            later(0.3, make_ready),
             Client(server.base_url, server.admin_token, retry=FAST_RETRY) as client,
         ):
             assert client.list_projects() == []
@@ -117,24 +111,28 @@ def test_reads_ride_out_a_sqlite_database_that_is_down(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "not-mounted-yet"
-    url = sqlite_url(folder / "ordo.sqlite")
-    check_database_down_then_up(url, lambda: folder.mkdir(), caplog)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    command.upgrade(alembic_config(sqlite_url(staging / "ordo.sqlite")), "head")
+    # The migrated file appears at once (a rename), as when a volume is mounted.
+    check_database_down_then_up(
+        sqlite_url(folder / "ordo.sqlite"), lambda: staging.rename(folder), caplog
+    )
 
 
 @pytest.mark.postgres
 def test_reads_ride_out_a_postgres_database_that_is_down(caplog: pytest.LogCaptureFixture) -> None:
     admin_url = require_postgres()
-    with postgres_database(admin_url, migrate=False) as url:
+    with postgres_database(admin_url) as url:
         name = make_url(url).database
         engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}"'))
 
-        def create() -> None:
+        def allow_connections(allowed: bool) -> None:
             with engine.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {allowed}'))
 
+        allow_connections(False)
         try:
-            check_database_down_then_up(url, create, caplog)
+            check_database_down_then_up(url, lambda: allow_connections(True), caplog)
         finally:
             engine.dispose()
