@@ -1,18 +1,22 @@
 """Python client of the Ordo curriculum scheduling service (needs only httpx and pydantic).
 
 >>> from ordo_client import Client
->>> with Client() as ordo:  # ORDO_URL, ORDO_TOKEN
-...     run = ordo.start_run(project_id, client_id="job-42")
+>>> with Client() as ordo:  # ORDO_URL and ORDO_TOKEN
+...     run = ordo.start_run(project_id, adaptive=True, client_id="job-42")
 ...     with ordo.lease(run):
-...         while (stage := run.next()) is not None:
-...             train(stage.task)
-...             run.report(stage.stage, evaluate_all_tasks())
+...         for stage in run.stages():  # stage 0 first: the baseline evaluation
+...             if stage.task is not None:
+...                 train(stage.task)
+...             run.report(stage.stage, evaluate_every_task())
+...     run.complete()
 """
 
 from __future__ import annotations
 
 from ordo_client._client import Client
+from ordo_client._lease import LeaseKeeper
 from ordo_client._retry import NO_RETRY, RetryPolicy
+from ordo_client._run import Run
 from ordo_client._version import __version__
 from ordo_client.errors import (
     AuthenticationError,
@@ -36,6 +40,7 @@ __all__ = [
     "Client",
     "ConflictError",
     "FieldError",
+    "LeaseKeeper",
     "LeaseLostError",
     "NotFoundError",
     "OrdoConnectionError",
@@ -43,6 +48,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitedError",
     "RetryPolicy",
+    "Run",
     "ServerError",
     "UnavailableError",
     "__version__",

@@ -23,18 +23,28 @@ from ordo_client.models import (
     EffectName,
     Estimates,
     Health,
+    Lease,
+    NextStage,
+    Predictions,
     PriorEntry,
     PriorMatrix,
     PriorsImported,
     Project,
     ProjectSettings,
     Readiness,
+    ReportAccepted,
+    RunInfo,
+    RunPage,
+    Schedule,
+    SchedulePage,
+    ScheduleRequest,
     Task,
     TaskSpec,
 )
 
 TaskInput = TaskSpec | Mapping[str, Any]
 PriorInput = PriorEntry | Mapping[str, Any]
+ScheduleInput = ScheduleRequest | Mapping[str, Any]
 
 
 def project_path(project: str, *rest: str) -> str:
@@ -157,4 +167,129 @@ def get_estimates_csv(project: str) -> Call[str]:
         text_parser,
         params={"format": "csv"},
         retry_safe=True,
+    )
+
+
+# --- schedules and predictions ---
+
+
+def create_schedule(project: str, request: ScheduleInput, *, timeout_s: float) -> Call[Schedule]:
+    return Call(
+        "POST",
+        project_path(project, "schedules"),
+        model_parser(Schedule),
+        json=dump(request),
+        timeout_s=timeout_s,
+    )
+
+
+def list_schedules(
+    project: str, *, page_size: int, page_token: str | None, run_id: str | None
+) -> Call[SchedulePage]:
+    return Call(
+        "GET",
+        project_path(project, "schedules"),
+        model_parser(SchedulePage),
+        params=params(page_size=page_size, page_token=page_token, run_id=run_id),
+        retry_safe=True,
+    )
+
+
+def get_schedule(project: str, schedule_id: str) -> Call[Schedule]:
+    return Call(
+        "GET",
+        project_path(project, "schedules", schedule_id),
+        model_parser(Schedule),
+        retry_safe=True,
+    )
+
+
+def predict(project: str, body: Mapping[str, Any]) -> Call[Predictions]:
+    # A POST only because orders do not fit a query string: it changes nothing on the server,
+    # so repeating it is as safe as a GET.
+    return Call(
+        "POST",
+        project_path(project, "predictions"),
+        model_parser(Predictions),
+        json=dict(body),
+        retry_safe=True,
+    )
+
+
+# --- runs and reports ---
+
+
+def create_run(project: str, body: Mapping[str, Any], *, timeout_s: float) -> Call[RunInfo]:
+    # The server returns the existing run for a known client_id: safe to repeat only with one.
+    return Call(
+        "POST",
+        project_path(project, "runs"),
+        model_parser(RunInfo),
+        json=dict(body),
+        retry_safe=body.get("client_id") is not None,
+        timeout_s=timeout_s,
+    )
+
+
+def list_runs(
+    project: str, *, page_size: int, page_token: str | None, status: str | None
+) -> Call[RunPage]:
+    return Call(
+        "GET",
+        project_path(project, "runs"),
+        model_parser(RunPage),
+        params=params(page_size=page_size, page_token=page_token, status=status),
+        retry_safe=True,
+    )
+
+
+def get_run(project: str, run_id: str) -> Call[RunInfo]:
+    return Call(
+        "GET", project_path(project, "runs", run_id), model_parser(RunInfo), retry_safe=True
+    )
+
+
+def next_stage(project: str, run_id: str) -> Call[NextStage]:
+    return Call(
+        "GET",
+        project_path(project, "runs", run_id, "next"),
+        model_parser(NextStage),
+        retry_safe=True,
+    )
+
+
+def put_report(
+    project: str, run_id: str, stage: int, body: Mapping[str, Any], *, timeout_s: float
+) -> Call[ReportAccepted]:
+    # Idempotent: the same body for the same stage returns the stored answer.
+    return Call(
+        "PUT",
+        project_path(project, "runs", run_id, "reports", str(stage)),
+        model_parser(ReportAccepted),
+        json=dict(body),
+        retry_safe=True,
+        timeout_s=timeout_s,
+    )
+
+
+def heartbeat(project: str, run_id: str, lease_token: int | None) -> Call[Lease]:
+    # Not retried here: the lease thread beats again on its own schedule.
+    return Call(
+        "POST",
+        project_path(project, "runs", run_id, "heartbeat"),
+        model_parser(Lease),
+        json={"lease_token": lease_token},
+    )
+
+
+def complete_run(project: str, run_id: str) -> Call[RunInfo]:
+    return Call("POST", project_path(project, "runs", run_id, "complete"), model_parser(RunInfo))
+
+
+def fail_run(project: str, run_id: str, reason: str) -> Call[RunInfo]:
+    return Call(
+        "POST",
+        project_path(project, "runs", run_id, "fail"),
+        model_parser(RunInfo),
+        json={"reason": reason},
     )

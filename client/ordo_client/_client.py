@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -13,20 +14,30 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from ordo_client import _api
-from ordo_client._calls import Call
+from ordo_client._calls import Call, dump
+from ordo_client._lease import LeaseKeeper
 from ordo_client._retry import RetryPolicy, is_retryable_error, is_retryable_status
+from ordo_client._run import Run
 from ordo_client._version import __version__
-from ordo_client.errors import OrdoConnectionError, error_from_response
+from ordo_client.errors import LeaseLostError, OrdoConnectionError, error_from_response
 from ordo_client.models import (
     ApiKey,
     ApiKeyCreated,
     EffectName,
     Estimates,
     Health,
+    Objective,
+    Predictions,
     PriorsImported,
     Project,
     ProjectSettings,
     Readiness,
+    RunInfo,
+    RunPage,
+    Schedule,
+    SchedulePage,
+    ScheduleRequest,
+    Strategy,
     Task,
 )
 
@@ -285,3 +296,142 @@ class Client:
     def get_estimates_csv(self, project: str) -> str:
         """The estimates as CSV: ``effect,src,dst,mean,std,count``."""
         return self.execute(_api.get_estimates_csv(project))
+
+    # --- schedules and predictions ---
+
+    def solve_schedule(
+        self,
+        project: str,
+        request: ScheduleRequest | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Schedule:
+        """Solve for the best order over the current estimates; stored as a new schedule.
+
+        Give a ``ScheduleRequest`` (or dict), or its fields as keywords:
+        ``solve_schedule(pid, objective="maximin", constraints=[...], time_limit_s=5)``.
+        Not retried (each solve stores a schedule); waits up to ``solve_timeout_s``.
+        """
+        body = dump(request) if request is not None else {}
+        body.update(options)
+        return self.execute(
+            _api.create_schedule(project, ScheduleRequest(**body), timeout_s=self.solve_timeout_s)
+        )
+
+    def list_schedules(
+        self,
+        project: str,
+        *,
+        page_size: int = 50,
+        page_token: str | None = None,
+        run_id: str | None = None,
+    ) -> SchedulePage:
+        """One page of the schedule history, newest first (``next_page_token`` for more)."""
+        return self.execute(
+            _api.list_schedules(project, page_size=page_size, page_token=page_token, run_id=run_id)
+        )
+
+    def iter_schedules(
+        self, project: str, *, page_size: int = 50, run_id: str | None = None
+    ) -> Iterator[Schedule]:
+        """Every schedule of the history, newest first, fetched page by page."""
+        token: str | None = None
+        while True:
+            page = self.list_schedules(
+                project, page_size=page_size, page_token=token, run_id=run_id
+            )
+            yield from page.items
+            if page.next_page_token is None:
+                return
+            token = page.next_page_token
+
+    def get_schedule(self, project: str, schedule_id: str) -> Schedule:
+        """One schedule, with the estimates version it used."""
+        return self.execute(_api.get_schedule(project, schedule_id))
+
+    def predict(
+        self,
+        project: str,
+        orders: Sequence[Sequence[str]],
+        *,
+        tasks: Sequence[str] | None = None,
+        rho: float | None = None,
+        objective: Objective = "expected",
+        kappa: float = 0.0,
+    ) -> Predictions:
+        """Predicted final utilities of given orders (and of a random order); changes nothing."""
+        body: dict[str, Any] = {
+            "orders": [list(order) for order in orders],
+            "objective": objective,
+            "kappa": kappa,
+        }
+        if tasks is not None:
+            body["tasks"] = list(tasks)
+        if rho is not None:
+            body["rho"] = rho
+        return self.execute(_api.predict(project, body))
+
+    # --- runs ---
+
+    def start_run(
+        self,
+        project: str,
+        *,
+        adaptive: bool = False,
+        strategy: Strategy = "exploit",
+        schedule_id: str | None = None,
+        schedule: ScheduleRequest | Mapping[str, Any] | None = None,
+        client_id: str | None = None,
+    ) -> Run:
+        """Start a run from a stored schedule, or by solving now with ``schedule``'s options.
+
+        ``client_id`` makes creation idempotent: the same id returns the same run, so a trainer
+        that restarts gets its run back. Without one the client makes a unique id, so that
+        creation can still be retried safely after a lost answer.
+        """
+        body: dict[str, Any] = {
+            "adaptive": adaptive,
+            "strategy": strategy,
+            "client_id": client_id or f"ordo-client-{uuid.uuid4().hex}",
+        }
+        if schedule_id is not None:
+            body["schedule_id"] = schedule_id
+        if schedule is not None:
+            body["schedule"] = dump(schedule)
+        info = self.execute(_api.create_run(project, body, timeout_s=self.solve_timeout_s))
+        return Run(self, project, info)
+
+    def run(self, project: str, run_id: str) -> Run:
+        """Attach to an existing run (after a restart, for instance)."""
+        return Run(self, project, self.get_run(project, run_id))
+
+    def get_run(self, project: str, run_id: str) -> RunInfo:
+        """One run: stages, schedules followed, reports and lease."""
+        return self.execute(_api.get_run(project, run_id))
+
+    def list_runs(
+        self,
+        project: str,
+        *,
+        page_size: int = 50,
+        page_token: str | None = None,
+        status: str | None = None,
+    ) -> RunPage:
+        """One page of the project's runs, newest first."""
+        return self.execute(
+            _api.list_runs(project, page_size=page_size, page_token=page_token, status=status)
+        )
+
+    def lease(
+        self,
+        run: Run,
+        *,
+        interval_s: float | None = None,
+        lost_after_s: float | None = None,
+        on_lost: Callable[[LeaseLostError], None] | None = None,
+    ) -> LeaseKeeper:
+        """``with client.lease(run):`` heartbeats from a daemon thread until the block ends.
+
+        A lost lease is surfaced: ``keeper.lost``/``keeper.check()``, the ``on_lost`` callback
+        and ``LeaseLostError`` when the block ends.
+        """
+        return LeaseKeeper(run, interval_s=interval_s, lost_after_s=lost_after_s, on_lost=on_lost)

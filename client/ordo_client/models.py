@@ -169,6 +169,221 @@ class Estimates(OrdoModel):
         return matrix.mean[i][j], matrix.std[i][j]
 
 
+# --- schedules and predictions ------------------------------------------------------------------
+
+Objective = Literal["expected", "maximin", "mean_variance", "thompson"]
+Strategy = Literal["exploit", "thompson", "mean_variance"]
+
+
+class ScheduleRequest(InputSpec):
+    """What to solve. Constraints are dicts as the API documents them, for example
+    ``{"type": "precedence", "before": "math", "after": "poetry"}`` or
+    ``{"type": "kind_order", "earlier": "structured", "later": "open_ended"}``.
+    """
+
+    objective: Objective = "expected"
+    rho: float | None = None
+    kappa: float = 0.0
+    constraints: list[dict[str, Any]] = Field(default_factory=list)
+    tasks: list[str] | None = None
+    time_limit_s: float | None = None
+    seed: int = 0
+    label: str = ""
+
+
+class TaskPrediction(OrdoModel):
+    """Predicted final utility of one task: posterior mean, std and a 95 % interval."""
+
+    task: str
+    mean: float
+    std: float
+    lower: float
+    upper: float
+
+
+class ObjectivePrediction(OrdoModel):
+    """Predicted objective (weighted sum of final utilities)."""
+
+    mean: float
+    std: float
+
+
+class SchedulePrediction(OrdoModel):
+    """Predicted final utilities of a schedule's order (tasks in stage order)."""
+
+    tasks: list[TaskPrediction]
+    objective: ObjectivePrediction
+
+
+class Schedule(OrdoModel):
+    """One immutable schedule: stage ``k`` (1-based) trains ``order[k-1]``."""
+
+    id: str
+    version: int
+    parent_id: str | None = None
+    run_id: str | None = None
+    estimates_version: int
+    label: str = ""
+    request: dict[str, Any] = Field(default_factory=dict)
+    order: list[str]
+    objective: float
+    bound: float | None = None
+    gap: float | None = None
+    status: str
+    method: str = ""
+    wall_time_s: float = 0.0
+    predicted: SchedulePrediction
+    created_at: datetime
+
+
+class SchedulePage(OrdoModel):
+    """One page of the schedule history, newest first."""
+
+    items: list[Schedule]
+    next_page_token: str | None = None
+
+
+class OrderPrediction(OrdoModel):
+    """Predicted final utilities of one given order."""
+
+    order: list[str]
+    tasks: list[TaskPrediction]
+    objective: ObjectivePrediction
+    score: float
+
+
+class RandomOrderPrediction(OrdoModel):
+    """The same figures for a uniformly random order (tasks in index order)."""
+
+    tasks: list[TaskPrediction]
+    objective: ObjectivePrediction
+    score: float
+
+
+class Predictions(OrdoModel):
+    """Predictions of each given order and of a random order."""
+
+    estimates_version: int
+    rho: float
+    objective: str
+    tasks: list[str]
+    orders: list[OrderPrediction]
+    random_order: RandomOrderPrediction
+
+
+# --- runs and reports --------------------------------------------------------------------------
+
+
+class Lease(OrdoModel):
+    """A run's lease: heartbeat before ``expires_at``; ``token`` fences off older holders."""
+
+    token: int
+    expires_at: datetime | None = None
+    heartbeat_interval_s: float
+
+
+class StageInfo(OrdoModel):
+    """One stage of a run's current plan (1-based)."""
+
+    index: int
+    task: str
+    status: str
+
+
+class ScheduleVersion(OrdoModel):
+    """A schedule a run followed."""
+
+    id: str
+    version: int
+    parent_id: str | None = None
+    created_at: datetime
+
+
+class NextStage(OrdoModel):
+    """What to do now: evaluate (stage 0, the baseline), train ``task``, or stop (``done``)."""
+
+    done: bool
+    stage: int | None = None
+    task: str | None = None
+    status: str = "active"
+    lease: Lease | None = None
+
+
+class EvaluationRecord(OrdoModel):
+    """A stored evaluation; ``utility`` is the value converted to higher-is-better."""
+
+    task: str
+    value: float
+    utility: float
+    stderr: float | None = None
+    entropy: float | None = None
+
+
+class ReportRecord(OrdoModel):
+    """A stored stage report."""
+
+    stage: int
+    task: str | None = None
+    late: bool = False
+    steps: int | None = None
+    tokens: int | None = None
+    wall_time_s: float | None = None
+    evaluations: list[EvaluationRecord]
+    created_at: datetime
+
+
+class StageAssignment(OrdoModel):
+    """The stage to report next and its task (``done``: none left)."""
+
+    done: bool
+    stage: int | None = None
+    task: str | None = None
+
+
+class ReportAccepted(OrdoModel):
+    """The answer to a report (the same body again returns it unchanged)."""
+
+    run_id: str
+    report: ReportRecord
+    observations: int
+    estimates_version: int
+    schedule_id: str | None = None
+    replanned: bool = False
+    next: StageAssignment
+
+
+class RunSummary(OrdoModel):
+    """A run as listed."""
+
+    id: str
+    client_id: str | None = None
+    status: str
+    adaptive: bool
+    strategy: str
+    schedule_id: str | None = None
+    next_stage: int
+    stage_count: int
+    created_at: datetime
+    finished_at: datetime | None = None
+    fail_reason: str | None = None
+
+
+class RunInfo(RunSummary):
+    """One run in full: stages, the schedules it followed, its reports and its lease."""
+
+    stages: list[StageInfo] = Field(default_factory=list)
+    schedules: list[ScheduleVersion] = Field(default_factory=list)
+    reports: list[ReportRecord] = Field(default_factory=list)
+    lease: Lease | None = None
+
+
+class RunPage(OrdoModel):
+    """One page of runs, newest first."""
+
+    items: list[RunSummary]
+    next_page_token: str | None = None
+
+
 # --- health ------------------------------------------------------------------------------------
 
 

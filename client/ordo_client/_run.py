@@ -1,0 +1,161 @@
+"""``Run``: a training run as the trainer drives it (next stage, report, heartbeat, finish)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ordo_client import _api
+from ordo_client.models import Lease, NextStage, ReportAccepted, RunInfo
+
+if TYPE_CHECKING:
+    from ordo_client._client import Client
+
+
+def report_body(
+    values: Mapping[str, float],
+    *,
+    entropy: Mapping[str, float] | None,
+    stderr: Mapping[str, float] | None,
+    steps: int | None,
+    tokens: int | None,
+    wall_time_s: float | None,
+) -> dict[str, Any]:
+    """The body of a stage report: one evaluation per task of ``values``.
+
+    ``entropy`` and ``stderr`` are optional per-task mappings; a task missing from them is sent
+    without that field. Tasks in them but not in ``values`` are a mistake in the caller's code.
+    """
+    extra = (set(entropy or {}) | set(stderr or {})) - set(values)
+    if extra:
+        raise ValueError(f"entropy/stderr given for tasks without a value: {sorted(extra)}")
+    evaluations = []
+    for task, value in values.items():
+        evaluation: dict[str, Any] = {"task": task, "value": float(value)}
+        if stderr is not None and task in stderr:
+            evaluation["stderr"] = float(stderr[task])
+        if entropy is not None and task in entropy:
+            evaluation["entropy"] = float(entropy[task])
+        evaluations.append(evaluation)
+    body: dict[str, Any] = {"evaluations": evaluations}
+    for name, counter in (("steps", steps), ("tokens", tokens), ("wall_time_s", wall_time_s)):
+        if counter is not None:
+            body[name] = counter
+    return body
+
+
+class Run:
+    """A run of a project, bound to the client that started or attached to it.
+
+    The loop of a trainer::
+
+        for stage in run.stages():          # stage 0 first: the baseline evaluation
+            if stage.task is not None:
+                train(stage.task)
+            run.report(stage.stage, evaluate_all_tasks())
+        run.complete()
+
+    Attributes
+    ----------
+    project : str
+        The project's id.
+    id : str
+        The run's id.
+    info : RunInfo
+        The run as last fetched (``refresh()`` fetches it again).
+    lease_token : int or None
+        Fencing token of this holder's lease, sent with every heartbeat.
+    """
+
+    def __init__(self, client: Client, project: str, info: RunInfo) -> None:
+        self._client = client
+        self.project = project
+        self.id = info.id
+        self.info = info
+        self.lease_token: int | None = info.lease.token if info.lease is not None else None
+        self.last_report: ReportAccepted | None = None
+
+    def __repr__(self) -> str:
+        return f"Run(project={self.project!r}, id={self.id!r}, status={self.info.status!r})"
+
+    @property
+    def heartbeat_interval_s(self) -> float | None:
+        """The server's advised heartbeat period (seconds), if it sent one."""
+        lease = self.info.lease
+        return lease.heartbeat_interval_s if lease is not None else None
+
+    def refresh(self) -> RunInfo:
+        """Fetch the run again (status, stages, schedules, reports, lease)."""
+        self.info = self._client.execute(_api.get_run(self.project, self.id))
+        return self.info
+
+    def next(self) -> NextStage:
+        """The stage to report next and the task to train in it (``done`` when none is left)."""
+        stage = self._client.execute(_api.next_stage(self.project, self.id))
+        if stage.lease is not None:
+            self.lease_token = stage.lease.token
+        return stage
+
+    def stages(self) -> Iterator[NextStage]:
+        """Yield the next stage until the run is done; report each before asking again.
+
+        Raises
+        ------
+        RuntimeError
+            When the same stage comes back twice: it was not reported in the loop body.
+        """
+        previous: int | None = None
+        while not (stage := self.next()).done:
+            if stage.stage == previous:
+                raise RuntimeError(f"stage {stage.stage} was not reported; call run.report(...)")
+            previous = stage.stage
+            yield stage
+
+    def report(
+        self,
+        stage: int,
+        values: Mapping[str, float],
+        *,
+        entropy: Mapping[str, float] | None = None,
+        stderr: Mapping[str, float] | None = None,
+        steps: int | None = None,
+        tokens: int | None = None,
+        wall_time_s: float | None = None,
+    ) -> ReportAccepted:
+        """Report stage ``stage``'s evaluations: raw values by task key, in each task's units.
+
+        Safe to repeat (the server stores the first body and answers a replay with it), so it
+        is retried on transient failures; a different body for the same stage is a
+        ``ConflictError``.
+        """
+        body = report_body(
+            values,
+            entropy=entropy,
+            stderr=stderr,
+            steps=steps,
+            tokens=tokens,
+            wall_time_s=wall_time_s,
+        )
+        accepted = self._client.execute(
+            _api.put_report(
+                self.project, self.id, stage, body, timeout_s=self._client.solve_timeout_s
+            )
+        )
+        self.last_report = accepted
+        return accepted
+
+    def heartbeat(self) -> Lease:
+        """Extend the lease; refused (``ConflictError``/``NotFoundError``) when it was lost."""
+        lease = self._client.execute(_api.heartbeat(self.project, self.id, self.lease_token))
+        self.lease_token = lease.token
+        return lease
+
+    def complete(self) -> RunInfo:
+        """Declare the run finished."""
+        self.info = self._client.execute(_api.complete_run(self.project, self.id))
+        return self.info
+
+    def fail(self, reason: str) -> RunInfo:
+        """Declare the run failed, with the reason (kept with the run)."""
+        self.info = self._client.execute(_api.fail_run(self.project, self.id, reason))
+        return self.info
