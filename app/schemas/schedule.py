@@ -48,12 +48,23 @@ class PrecedenceSpec(InputModel):
     after: TaskKey
 
 
+def _position_tag(value: Any) -> str:
+    return "<name>" if isinstance(value, str) else "<stage>"
+
+
+# Tagged so that a bad position is one error at ``position``, not one per union member.
+Position = Annotated[
+    Annotated[Literal["first", "last"], Tag("<name>")] | Annotated[Stage, Tag("<stage>")],
+    Discriminator(_position_tag),
+]
+
+
 class PinnedSpec(InputModel):
     """Task ``task`` is trained at ``position``: ``first``, ``last`` or a 1-based stage."""
 
     type: Literal["pinned"]
     task: TaskKey
-    position: Literal["first", "last"] | Stage
+    position: Position
 
 
 class WindowSpec(InputModel):
@@ -82,7 +93,7 @@ class RequiredAdjacencySpec(InputModel):
 
 
 class KindOrderSpec(InputModel):
-    """Every scheduled task of kind ``earlier`` is trained before every one of kind ``later``."""
+    """Every scheduled task declared ``earlier`` is trained before every one declared ``later``."""
 
     type: Literal["kind_order"]
     earlier: TaskKind

@@ -1,0 +1,50 @@
+"""SQL for schedules: an append-only, per-project versioned history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Schedule
+
+
+def next_version(session: Session, project_id: str) -> int:
+    """The next free schedule version of the project (lock the project row first)."""
+    query = select(func.coalesce(func.max(Schedule.version), 0)).where(
+        Schedule.project_id == project_id
+    )
+    return int(session.scalar(query) or 0) + 1
+
+
+def add_schedule(session: Session, project_id: str, values: dict[str, Any]) -> Schedule:
+    """Insert a schedule (``values`` holds the column values) and flush it."""
+    schedule = Schedule(project_id=project_id, **values)
+    session.add(schedule)
+    session.flush()
+    return schedule
+
+
+def get_schedule(session: Session, project_id: str, schedule_id: str) -> Schedule | None:
+    """The project's schedule with this id, or ``None`` (also for another project's id)."""
+    query = select(Schedule).where(Schedule.project_id == project_id, Schedule.id == schedule_id)
+    return session.scalar(query)
+
+
+def list_schedules(
+    session: Session,
+    project_id: str,
+    *,
+    limit: int,
+    before_version: int | None = None,
+    run_id: str | None = None,
+) -> Sequence[Schedule]:
+    """Up to ``limit`` schedules, newest (highest version) first, below ``before_version``."""
+    query = select(Schedule).where(Schedule.project_id == project_id)
+    if before_version is not None:
+        query = query.where(Schedule.version < before_version)
+    if run_id is not None:
+        query = query.where(Schedule.run_id == run_id)
+    return session.scalars(query.order_by(Schedule.version.desc()).limit(limit)).all()
