@@ -17,7 +17,7 @@ from app.docs import STATIC_URL, install_redoc
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware
-from app.routes import estimates, health, projects, tasks
+from app.routes import calibration, estimates, health, projects, runs, tasks
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,17 @@ OPENAPI_TAGS = [
     {"name": "keys", "description": "API keys: admin (manage) or trainer (read and report)."},
     {"name": "tasks", "description": "Tasks: the items a schedule orders."},
     {"name": "estimates", "description": "Priors in, posterior effect estimates out."},
+    {"name": "runs", "description": "Training runs: stages, leases, reports, calibration."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
-ROUTERS = (health.router, projects.router, tasks.router, estimates.router)
+ROUTERS = (
+    health.router,
+    projects.router,
+    tasks.router,
+    estimates.router,
+    runs.router,
+    calibration.router,
+)
 
 
 @asynccontextmanager

@@ -1,0 +1,101 @@
+"""Use case of calibration: how well did the plans predict the final utilities runs reached?"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.repositories import reports as report_repo
+from app.repositories import runs as run_repo
+from app.repositories import tasks as task_repo
+from app.schemas.calibration import CalibrationRead, RunCalibration, TaskCalibration
+from app.services.auth import ProjectContext
+from models import Run, Schedule
+
+
+def predicted_means(schedule: Schedule | None) -> dict[str, float]:
+    """Predicted final utility per task key from a stored schedule (empty if it has none)."""
+    if schedule is None:
+        return {}
+    tasks: Any = (schedule.predicted or {}).get("tasks", [])
+    means: dict[str, float] = {}
+    for entry in tasks if isinstance(tasks, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("mean"), int | float):
+            means[str(entry["task"])] = float(entry["mean"])
+    return means
+
+
+def _mae(errors: Sequence[float]) -> float | None:
+    return sum(errors) / len(errors) if errors else None
+
+
+def _run_calibration(session: Session, context: ProjectContext, run: Run) -> RunCalibration:
+    chain = (
+        run_repo.schedule_chain(session, context.id, run.id, run.schedule_id)
+        if run.schedule_id
+        else []
+    )
+    first = chain[0] if chain else None
+    last = chain[-1] if chain else None
+    keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
+    reports = report_repo.list_reports(session, run.id)
+    final_stage = reports[-1].stage if reports else None
+    observed = (
+        {
+            keys[row.task_id]: row.utility
+            for row in report_repo.evaluations(session, run.id, [final_stage])
+            if row.task_id in keys
+        }
+        if final_stage is not None
+        else {}
+    )
+    initial, final = predicted_means(first), predicted_means(last)
+    tasks = [
+        TaskCalibration(
+            task=key,
+            observed=value,
+            predicted_initial=initial.get(key),
+            predicted_final=final.get(key),
+        )
+        for key, value in observed.items()
+    ]
+    return RunCalibration(
+        run_id=run.id,
+        initial_schedule_id=first.id if first else None,
+        final_schedule_id=last.id if last else None,
+        stages_reported=max(run.next_stage - 1, 0),
+        tasks=tasks,
+        mae_initial=_mae(_errors(tasks, initial=True)),
+        mae_final=_mae(_errors(tasks, initial=False)),
+    )
+
+
+def _errors(tasks: Sequence[TaskCalibration], *, initial: bool) -> list[float]:
+    errors = []
+    for task in tasks:
+        predicted = task.predicted_initial if initial else task.predicted_final
+        if predicted is not None:
+            errors.append(abs(predicted - task.observed))
+    return errors
+
+
+def calibration(session: Session, context: ProjectContext, *, limit: int) -> CalibrationRead:
+    """Predicted (first and last plan) against observed final utilities of completed runs.
+
+    Observed: the utilities of each run's last report. The mean absolute errors are over every
+    task with both figures, per run and over the ``limit`` most recently completed runs.
+    """
+    runs = [
+        _run_calibration(session, context, run)
+        for run in run_repo.finished_runs(session, context.id, limit=limit)
+    ]
+    tasks = [task for run in runs for task in run.tasks]
+    initial = _errors(tasks, initial=True)
+    return CalibrationRead(
+        runs=runs,
+        count=len(initial),
+        mae_initial=_mae(initial),
+        mae_final=_mae(_errors(tasks, initial=False)),
+    )

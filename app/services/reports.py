@@ -1,0 +1,450 @@
+"""Use case of stage reports: store, observe, update the statistics, re-plan; idempotently.
+
+One report is one transaction (Brandur's "claim the key and do the work in the same
+transaction"): the run row is locked first, so a resent report waits for the first and replays
+its stored response; then the report, its evaluations, the raw observations and the atomic
+``x = x + delta`` increments of the statistics are written together, and an adaptive run's next
+plan is solved and stored. Nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from app.errors import ConflictError, FieldIssue, InvalidInputError, ServiceError
+from app.repositories import estimates as estimate_repo
+from app.repositories import observations as observation_repo
+from app.repositories import projects as project_repo
+from app.repositories import reports as report_repo
+from app.repositories import runs as run_repo
+from app.repositories import tasks as task_repo
+from app.repositories.estimates import StatIncrement
+from app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
+from app.schemas.calibration import RecomputeRead
+from app.schemas.report import ReportAccepted, ReportCreate, ReportRead
+from app.schemas.run import RunStatus, RunStrategy
+from app.schemas.schedule import ScheduleCreate
+from app.services import runs as run_service
+from app.services.auth import ProjectContext
+from app.services.schedules import solve_and_store
+from app.settings import Settings
+from models import Run, Schedule, StageReport, Task
+from solver.errors import SolverError
+from solver.estimation import (
+    EffectKind,
+    LevelRegressionStats,
+    Observation,
+    StatsTable,
+    increments,
+    recompute,
+    stage_observations,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ReportMismatchError(ConflictError):
+    """This stage was already reported with a different body."""
+
+    code = "report_mismatch"
+
+
+class StageOutOfTurnError(ConflictError):
+    """The stage is not the one the run expects next."""
+
+    code = "stage_out_of_turn"
+
+
+# --- conversions between stored rows (task ids) and the estimation core (task indexes) -----------
+
+
+def body_digest(body: ReportCreate) -> str:
+    """SHA-256 of the canonical JSON of the validated body: equal bodies, equal digests."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def utility(task: Task, value: float) -> float:
+    """``u = sign * v / scale``: higher is better whatever the task's goal."""
+    sign = -1.0 if task.goal == "minimize" else 1.0
+    return sign * value / task.scale
+
+
+def observation_rows(
+    observations: Sequence[Observation], task_ids: Sequence[str]
+) -> list[ObservationRow]:
+    """Solver observations (task indexes) as rows to store (task ids)."""
+    return [
+        ObservationRow(
+            effect=obs.kind.value,
+            src_task_id=task_ids[obs.source],
+            dst_task_id=task_ids[obs.target],
+            value=obs.value,
+            uplift=obs.uplift,
+            entropy_shift=obs.entropy_shift,
+        )
+        for obs in observations
+    ]
+
+
+def solver_observations(
+    rows: Sequence[ObservationRow], index: Mapping[str, int]
+) -> list[Observation]:
+    """Stored rows as solver observations (the stage is not stored and not needed)."""
+    return [
+        Observation(
+            EffectKind(row.effect),
+            index[row.src_task_id],
+            index[row.dst_task_id],
+            row.value,
+            0,
+            row.entropy_shift,
+            row.uplift,
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStats:
+    """A statistics table as rows to store: effect cells and level sums, in key order."""
+
+    cells: list[StatIncrement]
+    levels: list[LevelSums]
+
+
+def _level_sums(task_id: str, reg: LevelRegressionStats) -> LevelSums:
+    sums = (*reg.sum_x, *reg.sum_xx, reg.sum_y, *reg.sum_xy, reg.sum_y2)
+    assert len(sums) == len(LEVEL_SUMS)
+    return LevelSums(task_id=task_id, count=reg.count, sums=tuple(float(x) for x in sums))
+
+
+def stored_stats(table: StatsTable, task_ids: Sequence[str]) -> StoredStats:
+    """Rows of ``table``, sorted by key so that concurrent writers lock cells in one order."""
+    cells = [
+        StatIncrement(
+            effect=kind.value,
+            src_task_id=task_ids[i],
+            dst_task_id=task_ids[j],
+            count=stats.count,
+            sum_x=stats.sum_x,
+            sum_x2=stats.sum_x2,
+        )
+        for (kind, i, j), stats in table.cells.items()
+    ]
+    cells.sort(key=lambda c: (c.effect, c.src_task_id, c.dst_task_id))
+    levels = [_level_sums(task_ids[j], reg) for j, reg in table.levels.items()]
+    levels.sort(key=lambda level: level.task_id)
+    return StoredStats(cells=cells, levels=levels)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def _check_turn(run: Run, stage: int, order: Sequence[str]) -> None:
+    if run.status in run_service.FINISHED:
+        raise run_service.RunFinishedError(f"The run is {run.status}; it takes no more reports.")
+    expected = run.next_stage
+    if stage == expected and stage <= len(order):
+        return
+    if expected > len(order):
+        detail = f"All {len(order)} stages were reported; complete the run."
+        issue = FieldIssue("stage", "No stage left")
+    else:
+        detail = f"Stage {stage} is out of turn: the run expects stage {expected}."
+        issue = FieldIssue("stage", f"Expected stage {expected}")
+    raise StageOutOfTurnError(detail, errors=[issue])
+
+
+def _tasks_of(body: ReportCreate, tasks: Mapping[str, Task]) -> list[Task]:
+    """The task of each evaluation; 422 naming unknown and repeated keys."""
+    issues: list[FieldIssue] = []
+    unknown: list[str] = []
+    seen: set[str] = set()
+    for i, evaluation in enumerate(body.evaluations):
+        key = evaluation.task
+        if key not in tasks:
+            unknown.append(key)
+            issues.append(FieldIssue(f"evaluations[{i}].task", f"Unknown task key {key!r}"))
+        elif key in seen:
+            issues.append(FieldIssue(f"evaluations[{i}].task", f"Duplicate key {key!r}"))
+        seen.add(key)
+    if unknown:
+        names = ", ".join(sorted(set(unknown)))
+        raise InvalidInputError(f"Unknown task keys: {names}.", errors=issues)
+    if issues:
+        raise InvalidInputError("Each task may be evaluated once per report.", errors=issues)
+    return [tasks[evaluation.task] for evaluation in body.evaluations]
+
+
+def _observe(
+    session: Session,
+    run: Run,
+    stage: int,
+    current: Mapping[int, tuple[float, float | None]],
+    trained_now: int,
+    index: Mapping[str, int],
+) -> list[Observation]:
+    """The observations of stage ``stage`` >= 1 (solver.estimation.stage_observations)."""
+    stored: dict[int, dict[int, tuple[float, float | None]]] = {0: {}, stage - 1: {}}
+    for row in report_repo.evaluations(session, run.id, stages={0, stage - 1}):
+        stored[row.stage][index[row.task_id]] = (row.utility, row.entropy)
+
+    def utilities(evals: Mapping[int, tuple[float, float | None]]) -> dict[int, float]:
+        return {t: u for t, (u, _) in evals.items()}
+
+    def entropies(evals: Mapping[int, tuple[float, float | None]]) -> dict[int, float]:
+        return {t: h for t, (_, h) in evals.items() if h is not None}
+
+    trained = [index[t] for t in report_repo.trained_task_ids(session, run.id)] + [trained_now]
+    return stage_observations(
+        stage=stage,
+        trained=trained,
+        before=utilities(stored[stage - 1]),
+        after=utilities(current),
+        baseline=utilities(stored[0]),
+        entropy_before=entropies(stored[stage - 1]),
+        entropy_after=entropies(current),
+        entropy_baseline=entropies(stored[0]),
+    )
+
+
+def put_report(
+    session: Session,
+    context: ProjectContext,
+    run_id: str,
+    stage: int,
+    body: ReportCreate,
+    *,
+    settings: Settings,
+) -> ReportAccepted:
+    """Store stage ``stage``'s evaluations once; the same body again replays the answer.
+
+    Raises 409 for a different body of a stored stage, a stage out of turn (naming the
+    expected one) or a finished run; 422 for unknown or repeated task keys.
+    """
+    run = run_service.get_run_row(session, context, run_id, for_update=True)
+    digest = body_digest(body)
+    existing = report_repo.get_report(session, run.id, stage)
+    if existing is not None:
+        if existing.body_hash != digest:
+            raise ReportMismatchError(
+                f"Stage {stage} was already reported with a different body.",
+                errors=[FieldIssue("body", "Differs from the stored report of this stage")],
+            )
+        return ReportAccepted.model_validate(existing.response)
+    schedule = run_service.current_schedule(session, run)
+    order = list(schedule.order) if schedule is not None else []
+    _check_turn(run, stage, order)
+    all_tasks = task_repo.list_tasks(session, context.id)
+    by_key = {task.key: task for task in all_tasks}
+    evaluated = _tasks_of(body, by_key)
+    now = run_repo.db_now(session)
+    late = run_service.effective_status(run, now) is RunStatus.STALE
+    version = project_repo.bump_estimates_version(session, context.id)
+    trained = by_key[order[stage - 1]] if stage >= 1 else None
+    report = report_repo.add_report(
+        session,
+        StageReport(
+            project_id=context.id,
+            run_id=run.id,
+            stage=stage,
+            task_id=trained.id if trained else None,
+            body_hash=digest,
+            body=body.model_dump(mode="json"),
+            response={},
+            late=late,
+            steps=body.steps,
+            tokens=body.tokens,
+            wall_time_s=body.wall_time_s,
+            created_at=now,
+        ),
+    )
+    rows = [
+        {
+            "task_id": task.id,
+            "value": evaluation.value,
+            "utility": utility(task, evaluation.value),
+            "stderr": evaluation.stderr,
+            "entropy": evaluation.entropy,
+        }
+        for task, evaluation in zip(evaluated, body.evaluations, strict=True)
+    ]
+    report_repo.add_evaluations(session, report.id, rows)
+    observations: list[Observation] = []
+    if trained is not None:
+        index = {task.id: position for position, task in enumerate(all_tasks)}
+        current = {
+            index[task.id]: (utility(task, evaluation.value), evaluation.entropy)
+            for task, evaluation in zip(evaluated, body.evaluations, strict=True)
+        }
+        observations = _observe(session, run, stage, current, index[trained.id], index)
+        _apply(session, context.id, run, report, observations, all_tasks, now=now)
+    run.next_stage = stage + 1
+    run_service.renew_lease(run, now, settings)
+    replanned = False
+    if schedule is not None and _should_replan(run, stage, order):
+        schedule, replanned = _replan(session, context, run, schedule, stage, settings=settings)
+        order = list(schedule.order)
+    keys = {task.id: task.key for task in all_tasks}
+    [report_read] = run_service.report_reads(session, run, [report], keys)
+    response = ReportAccepted(
+        run_id=run.id,
+        report=report_read,
+        observations=len(observations),
+        estimates_version=version,
+        schedule_id=run.schedule_id,
+        replanned=replanned,
+        next=run_service.stage_assignment(order, run.next_stage, finished=False),
+    )
+    report.response = response.model_dump(mode="json")
+    session.flush()
+    return response
+
+
+def _apply(
+    session: Session,
+    project_id: str,
+    run: Run,
+    report: StageReport,
+    observations: Sequence[Observation],
+    tasks: Sequence[Task],
+    *,
+    now: datetime,
+) -> None:
+    """Append the raw observations and add their statistics (``x = x + delta``)."""
+    task_ids = [task.id for task in tasks]
+    observation_repo.add_observations(
+        session,
+        project_id,
+        observation_rows(observations, task_ids),
+        run_id=run.id,
+        report_id=report.id,
+        at=now,
+    )
+    delta = stored_stats(increments(observations), task_ids)
+    estimate_repo.add_statistics(session, project_id, delta.cells, at=now)
+    observation_repo.add_level_stats(session, project_id, delta.levels, at=now)
+
+
+# --- adaptive re-planning ------------------------------------------------------------------------
+
+
+def _should_replan(run: Run, stage: int, order: Sequence[str]) -> bool:
+    """Adaptive runs re-plan after every training stage that leaves a choice (>= 2 stages)."""
+    return run.adaptive and stage >= 1 and len(order) - stage >= 2
+
+
+def base_request(schedule: Schedule) -> ScheduleCreate:
+    """The solve options a schedule was made with, over exactly its tasks."""
+    fields = {k: v for k, v in schedule.request.items() if k in ScheduleCreate.model_fields}
+    fields["tasks"] = list(schedule.order)
+    return ScheduleCreate.model_validate(fields)
+
+
+def _replan(
+    session: Session,
+    context: ProjectContext,
+    run: Run,
+    schedule: Schedule,
+    stage: int,
+    *,
+    settings: Settings,
+) -> tuple[Schedule, bool]:
+    """Solve the remaining stages with the trained prefix fixed; the new plan becomes current.
+
+    If the solver cannot answer (no solution within the time limit, a constraint set the
+    prefix made infeasible), the run keeps its plan: a report is never lost to a re-plan.
+    """
+    request = run_service.plan_request(
+        base_request(schedule), RunStrategy(run.strategy), run_id=run.id, stage=stage
+    ).model_copy(update={"label": f"run {run.id} after stage {stage}"})
+    prefix = list(schedule.order[:stage])
+    try:
+        with session.begin_nested():
+            solved = solve_and_store(
+                session,
+                context,
+                request,
+                run_id=run.id,
+                parent_id=schedule.id,
+                prefix=prefix,
+                settings=settings,
+            )
+    except (ServiceError, SolverError) as error:
+        logger.warning("run %s keeps its plan after stage %d: %s", run.id, stage, error)
+        return schedule, False
+    run.schedule_id = solved.id
+    replanned = run_repo.get_schedule(session, context.id, solved.id)
+    assert replanned is not None
+    return replanned, True
+
+
+def get_report(
+    session: Session, context: ProjectContext, run_id: str, stage: int
+) -> ReportRead | None:
+    """One stored report of a run, or ``None``."""
+    run = run_service.get_run_row(session, context, run_id)
+    report = report_repo.get_report(session, run.id, stage)
+    if report is None:
+        return None
+    keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
+    [read] = run_service.report_reads(session, run, [report], keys)
+    return read
+
+
+# --- recomputation -------------------------------------------------------------------------------
+
+
+def recompute_statistics(session: Session, project_id: str) -> RecomputeRead:
+    """Rebuild every statistic of the project from its raw observations.
+
+    Takes the project row lock first: reports take it before they add increments, so none is
+    half-way while the statistics are rebuilt, and none is lost afterwards. The result equals
+    the incremental statistics (counts exactly, sums to rounding).
+    """
+    project_repo.lock_project(session, project_id)
+    tasks = task_repo.list_tasks(session, project_id)
+    task_ids = [task.id for task in tasks]
+    index = {task_id: position for position, task_id in enumerate(task_ids)}
+    rows = list(observation_repo.iter_observations(session, project_id))
+    table = recompute(solver_observations(rows, index))
+    fresh = stored_stats(table, task_ids)
+    before = {
+        (c.effect, c.src_task_id, c.dst_task_id): (c.count, c.sum_x, c.sum_x2)
+        for c in estimate_repo.list_estimates(session, project_id)
+        if c.count
+    }
+    after = {
+        (c.effect, c.src_task_id, c.dst_task_id): (c.count, c.sum_x, c.sum_x2) for c in fresh.cells
+    }
+    changed = sum(
+        1 for key in before.keys() | after.keys() if not _same(before.get(key), after.get(key))
+    )
+    now = run_repo.db_now(session)
+    estimate_repo.replace_statistics(session, project_id, fresh.cells, at=now)
+    observation_repo.replace_level_stats(session, project_id, fresh.levels, at=now)
+    version = project_repo.bump_estimates_version(session, project_id)
+    return RecomputeRead(
+        observations=len(rows),
+        cells=len(fresh.cells),
+        changed_cells=changed,
+        estimates_version=version,
+    )
+
+
+def _same(a: tuple[int, float, float] | None, b: tuple[int, float, float] | None) -> bool:
+    """Equal counts and sums equal to rounding (relative 1e-9)."""
+    if a is None or b is None:
+        return a is b
+    return a[0] == b[0] and all(
+        math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(a[1:], b[1:], strict=True)
+    )

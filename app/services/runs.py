@@ -1,0 +1,434 @@
+"""Use cases of runs: start, follow, keep the lease, re-plan, end.
+
+Lease model (DB clock throughout): a run holds a lease that every heartbeat and every report
+renews until ``now + heartbeat_grace_s``; a run silent past it is ``stale``. Staleness is
+evaluated lazily: reads show it, writes store it. A stale run that reports or heartbeats again is
+active again (its reports meanwhile are flagged ``late``). ``lease_token`` is a fencing token: it
+grows when a new holder re-claims a stale run with its ``client_id``, and a heartbeat carrying an
+older token is refused with 409.
+
+Lock order, the same in every write path so PostgreSQL never deadlocks: the API key row (auth),
+then the run row, then the project row, then statistics cells in key order. Creating a run locks
+the project row but no existing run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from app.errors import ConflictError, FieldIssue, InvalidInputError, NotFoundError
+from app.repositories import projects as project_repo
+from app.repositories import reports as report_repo
+from app.repositories import runs as run_repo
+from app.repositories import tasks as task_repo
+from app.schemas.report import EvaluationRead, ReportRead, StageAssignment
+from app.schemas.run import (
+    HeartbeatCreate,
+    Lease,
+    NextStage,
+    RunCreate,
+    RunFail,
+    RunList,
+    RunRead,
+    RunStatus,
+    RunStrategy,
+    RunSummary,
+    ScheduleVersion,
+    StageRead,
+)
+from app.schemas.schedule import ScheduleCreate, ScheduleObjective
+from app.services.auth import ProjectContext
+from app.services.schedules import solve_and_store
+from app.settings import Settings
+from models import Run, Schedule, StageReport
+
+FINISHED = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value})
+MAX_SEED = 2**31 - 1
+
+
+class RunFinishedError(ConflictError):
+    """The run is completed or failed: it takes no more stages or heartbeats."""
+
+    code = "run_finished"
+
+
+class LeaseSupersededError(ConflictError):
+    """The caller's lease token is older than the run's: another holder took the run over."""
+
+    code = "lease_superseded"
+
+
+# --- small rules ---------------------------------------------------------------------------------
+
+
+def effective_status(run: Run, now: datetime) -> RunStatus:
+    """The run's status at ``now``: an active run past its lease is stale."""
+    status = RunStatus(run.status)
+    expired = run.lease_expires_at is not None and now > run.lease_expires_at
+    if status is RunStatus.ACTIVE and expired:
+        return RunStatus.STALE
+    return status
+
+
+def renew_lease(run: Run, now: datetime, settings: Settings) -> None:
+    """Proof of life: the run is active until ``now + heartbeat_grace_s``."""
+    run.status = RunStatus.ACTIVE.value
+    run.last_heartbeat_at = now
+    run.lease_expires_at = now + timedelta(seconds=settings.heartbeat_grace_s)
+
+
+def lease_of(run: Run, settings: Settings) -> Lease:
+    """The run's lease as the API shows it."""
+    return Lease(
+        token=run.lease_token,
+        expires_at=run.lease_expires_at,
+        heartbeat_interval_s=settings.lease_seconds,
+    )
+
+
+def plan_seed(run_id: str, stage: int) -> int:
+    """The sampling seed of the plan a run makes after ``stage``: a function of both alone."""
+    digest = hashlib.sha256(f"{run_id}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % MAX_SEED
+
+
+def plan_request(
+    base: ScheduleCreate, strategy: RunStrategy, *, run_id: str, stage: int
+) -> ScheduleCreate:
+    """The solve request of a run's plan: the run's options with its strategy applied."""
+    if strategy is RunStrategy.THOMPSON:
+        return base.model_copy(
+            update={"objective": ScheduleObjective.THOMPSON, "seed": plan_seed(run_id, stage)}
+        )
+    if strategy is RunStrategy.MEAN_VARIANCE:
+        return base.model_copy(update={"objective": ScheduleObjective.MEAN_VARIANCE})
+    return base
+
+
+def stage_assignment(order: Sequence[str], next_stage: int, *, finished: bool) -> StageAssignment:
+    """What to report next: stage 0 is the baseline, stage k trains ``order[k - 1]``."""
+    if finished or next_stage > len(order):
+        return StageAssignment(done=True, stage=None, task=None)
+    task = order[next_stage - 1] if next_stage >= 1 else None
+    return StageAssignment(done=False, stage=next_stage, task=task)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def get_run_row(
+    session: Session, context: ProjectContext, run_id: str, *, for_update: bool = False
+) -> Run:
+    """The project's run, or 404 (also for another project's run)."""
+    run = run_repo.get_run(session, context.id, run_id, for_update=for_update)
+    if run is None:
+        raise NotFoundError("Run not found.")
+    return run
+
+
+def current_schedule(session: Session, run: Run) -> Schedule | None:
+    """The plan the run follows now."""
+    if run.schedule_id is None:
+        return None
+    return run_repo.get_schedule(session, run.project_id, run.schedule_id)
+
+
+def current_order(session: Session, run: Run) -> list[str]:
+    """Task keys of the run's current plan (empty if its schedule is gone)."""
+    schedule = current_schedule(session, run)
+    return list(schedule.order) if schedule is not None else []
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+
+def create_run(
+    session: Session, context: ProjectContext, body: RunCreate, *, settings: Settings
+) -> tuple[RunRead, bool]:
+    """Start a run, or return the one ``client_id`` already made; ``True`` when created."""
+    if body.client_id is not None:
+        existing = _claim_existing(session, context, body.client_id, settings=settings)
+        if existing is not None:
+            return existing, False
+        # Serialize creation per project so one client_id never makes two runs.
+        project_repo.lock_project(session, context.id)
+        created = run_repo.find_run_by_client(session, context.id, body.client_id)
+        if created is not None:
+            # Made by a concurrent request just now, so not stale: no lock needed (and taking
+            # a run lock after the project lock would invert the lock order).
+            return read_run(session, context, created, settings=settings), False
+    now = run_repo.db_now(session)
+    run = Run(
+        project_id=context.id,
+        client_id=body.client_id,
+        adaptive=body.adaptive,
+        strategy=body.strategy.value,
+        status=RunStatus.ACTIVE.value,
+        next_stage=0,
+        lease_token=1,
+        created_at=now,
+    )
+    renew_lease(run, now, settings)
+    if body.schedule_id is not None:
+        schedule = run_repo.get_schedule(session, context.id, body.schedule_id)
+        if schedule is None:
+            raise NotFoundError("Schedule not found.")
+        run.schedule_id = schedule.id
+        run_repo.add_run(session, run)
+    else:
+        run_repo.add_run(session, run)
+        request = plan_request(
+            body.schedule or ScheduleCreate(), body.strategy, run_id=run.id, stage=0
+        )
+        solved = solve_and_store(session, context, request, run_id=run.id, settings=settings)
+        run.schedule_id = solved.id
+    session.flush()
+    return read_run(session, context, run, settings=settings), True
+
+
+def _claim_existing(
+    session: Session, context: ProjectContext, client_id: str, *, settings: Settings
+) -> RunRead | None:
+    """The run of ``client_id``; a stale one is re-claimed: new holder, new fencing token."""
+    run = run_repo.find_run_by_client(session, context.id, client_id, for_update=True)
+    if run is None:
+        return None
+    now = run_repo.db_now(session)
+    if effective_status(run, now) is RunStatus.STALE:
+        run.lease_token += 1
+        renew_lease(run, now, settings)
+        session.flush()
+    return read_run(session, context, run, settings=settings, now=now)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def _summary_fields(run: Run, order: Sequence[str], now: datetime) -> dict[str, object]:
+    return {
+        "id": run.id,
+        "client_id": run.client_id,
+        "status": effective_status(run, now),
+        "adaptive": run.adaptive,
+        "strategy": RunStrategy(run.strategy),
+        "schedule_id": run.schedule_id,
+        "next_stage": run.next_stage,
+        "stage_count": len(order),
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "fail_reason": run.fail_reason,
+    }
+
+
+def report_reads(
+    session: Session, run: Run, reports: Sequence[StageReport], keys: dict[str, str]
+) -> list[ReportRead]:
+    """The run's reports with their evaluations (task ids shown as keys)."""
+    by_stage: dict[int, list[EvaluationRead]] = {}
+    stages = {report.stage for report in reports}
+    for row in report_repo.evaluations(session, run.id, stages):
+        by_stage.setdefault(row.stage, []).append(
+            EvaluationRead(
+                task=keys.get(row.task_id, row.task_id),
+                value=row.value,
+                utility=row.utility,
+                stderr=row.stderr,
+                entropy=row.entropy,
+            )
+        )
+    return [
+        ReportRead(
+            stage=report.stage,
+            task=keys.get(report.task_id) if report.task_id else None,
+            late=report.late,
+            steps=report.steps,
+            tokens=report.tokens,
+            wall_time_s=report.wall_time_s,
+            evaluations=by_stage.get(report.stage, []),
+            created_at=report.created_at,
+        )
+        for report in reports
+    ]
+
+
+def _stages(order: Sequence[str], next_stage: int) -> list[StageRead]:
+    stages = []
+    for index, task in enumerate(order, start=1):
+        status = "reported" if index < next_stage else "next" if index == next_stage else "planned"
+        stages.append(StageRead(index=index, task=task, status=status))
+    return stages
+
+
+def read_run(
+    session: Session,
+    context: ProjectContext,
+    run: Run,
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+) -> RunRead:
+    """The full view of a run."""
+    now = now or run_repo.db_now(session)
+    order = current_order(session, run)
+    keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
+    chain = (
+        run_repo.schedule_chain(session, context.id, run.id, run.schedule_id)
+        if run.schedule_id
+        else []
+    )
+    reports = report_repo.list_reports(session, run.id)
+    return RunRead.model_validate(
+        {
+            **_summary_fields(run, order, now),
+            "stages": _stages(order, run.next_stage),
+            "schedules": [
+                ScheduleVersion(
+                    id=s.id, version=s.version, parent_id=s.parent_id, created_at=s.created_at
+                )
+                for s in chain
+            ],
+            "reports": report_reads(session, run, reports, keys),
+            "lease": lease_of(run, settings),
+        }
+    )
+
+
+def get_run(
+    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
+) -> RunRead:
+    """One run with its stages, schedule versions, reports and lease."""
+    return read_run(session, context, get_run_row(session, context, run_id), settings=settings)
+
+
+def encode_page_token(run: Run) -> str:
+    """An opaque cursor after ``run`` (newest-first order)."""
+    raw = json.dumps([run.created_at.isoformat(), run.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    """The cursor in ``token``; 422 when it was not made by :func:`encode_page_token`."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created_at, run_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(run_id)
+    except (binascii.Error, ValueError, TypeError) as error:
+        issue = FieldIssue("page_token", "Not a page token from this endpoint")
+        raise InvalidInputError("Invalid page token.", errors=[issue]) from error
+
+
+def list_runs(
+    session: Session,
+    context: ProjectContext,
+    *,
+    page_size: int,
+    page_token: str | None,
+    status: RunStatus | None,
+) -> RunList:
+    """One page of the project's runs, newest first (``status`` filters the stored status)."""
+    after = decode_page_token(page_token) if page_token else None
+    rows = run_repo.list_runs(
+        session,
+        context.id,
+        limit=page_size + 1,
+        after=after,
+        status=status.value if status else None,
+    )
+    now = run_repo.db_now(session)
+    page = rows[:page_size]
+    items = [
+        RunSummary.model_validate(_summary_fields(run, current_order(session, run), now))
+        for run in page
+    ]
+    token = encode_page_token(page[-1]) if len(rows) > page_size else None
+    return RunList(items=items, next_page_token=token)
+
+
+def next_stage(
+    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
+) -> NextStage:
+    """The stage to report now (0: the baseline), the task to train and the lease; or done."""
+    run = get_run_row(session, context, run_id)
+    now = run_repo.db_now(session)
+    status = effective_status(run, now)
+    order = current_order(session, run)
+    assignment = stage_assignment(order, run.next_stage, finished=run.status in FINISHED)
+    return NextStage(
+        done=assignment.done,
+        stage=assignment.stage,
+        task=assignment.task,
+        status=status,
+        lease=None if run.status in FINISHED else lease_of(run, settings),
+    )
+
+
+# --- lease and end -------------------------------------------------------------------------------
+
+
+def heartbeat(
+    session: Session,
+    context: ProjectContext,
+    run_id: str,
+    body: HeartbeatCreate,
+    *,
+    settings: Settings,
+) -> Lease:
+    """Renew the lease (DB clock); a stale run becomes active again."""
+    run = get_run_row(session, context, run_id, for_update=True)
+    if run.status in FINISHED:
+        raise RunFinishedError(f"The run is {run.status}; it keeps no lease.")
+    if body.lease_token is not None and body.lease_token != run.lease_token:
+        raise LeaseSupersededError(
+            f"Lease token {body.lease_token} was superseded by {run.lease_token}: "
+            "the run was re-claimed.",
+            errors=[FieldIssue("lease_token", f"Current token is {run.lease_token}")],
+        )
+    renew_lease(run, run_repo.db_now(session), settings)
+    session.flush()
+    return lease_of(run, settings)
+
+
+def _finish(
+    session: Session,
+    context: ProjectContext,
+    run_id: str,
+    status: RunStatus,
+    *,
+    settings: Settings,
+    reason: str | None = None,
+) -> RunRead:
+    run = get_run_row(session, context, run_id, for_update=True)
+    if run.status == status.value:
+        # Idempotent: ending a run the same way again changes nothing.
+        return read_run(session, context, run, settings=settings)
+    if run.status in FINISHED:
+        raise RunFinishedError(f"The run already {run.status}.")
+    now = run_repo.db_now(session)
+    run.status = status.value
+    run.finished_at = now
+    run.fail_reason = reason
+    session.flush()
+    return read_run(session, context, run, settings=settings, now=now)
+
+
+def complete_run(
+    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
+) -> RunRead:
+    """End the run as completed (again: no change; after ``fail``: 409)."""
+    return _finish(session, context, run_id, RunStatus.COMPLETED, settings=settings)
+
+
+def fail_run(
+    session: Session, context: ProjectContext, run_id: str, body: RunFail, *, settings: Settings
+) -> RunRead:
+    """End the run as failed with a reason (again: no change; after ``complete``: 409)."""
+    return _finish(
+        session, context, run_id, RunStatus.FAILED, settings=settings, reason=body.reason
+    )
