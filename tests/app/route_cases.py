@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sqlalchemy.orm import Session
+
+from models import Run
 from tests.factories import ProjectKeys
 
 SUBJECT_TASKS = ("math", "code")
@@ -25,6 +28,7 @@ class Subject:
 
     project: ProjectKeys
     trainer_key_id: str
+    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,21 @@ class RouteCase:
 
 def _project(s: Subject) -> str:
     return f"/v1/projects/{s.project.id}"
+
+
+def create_subject_run(session: Session, project_id: str) -> str:
+    """An active run of the project with no plan (enough for every run route); its id."""
+    run = Run(project_id=project_id, adaptive=False, strategy="exploit", status="active")
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def _run(s: Subject) -> str:
+    return f"{_project(s)}/runs/{s.run_id}"
+
+
+_BASELINE = {"evaluations": [{"task": "math", "value": 0.5}, {"task": "code", "value": 0.4}]}
 
 
 ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
@@ -85,6 +104,51 @@ ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
     ),
     ("GET", "/v1/projects/{project_id}/estimates"): RouteCase(
         path=lambda s: f"{_project(s)}/estimates"
+    ),
+    ("POST", "/v1/projects/{project_id}/estimates/recompute"): RouteCase(
+        path=lambda s: f"{_project(s)}/estimates/recompute", admin=True
+    ),
+    ("POST", "/v1/projects/{project_id}/runs"): RouteCase(
+        path=lambda s: f"{_project(s)}/runs", body=lambda s: {}, success=201
+    ),
+    ("GET", "/v1/projects/{project_id}/runs"): RouteCase(path=lambda s: f"{_project(s)}/runs"),
+    ("GET", "/v1/projects/{project_id}/runs/{run_id}"): RouteCase(path=_run),
+    ("GET", "/v1/projects/{project_id}/runs/{run_id}/next"): RouteCase(
+        path=lambda s: f"{_run(s)}/next"
+    ),
+    ("POST", "/v1/projects/{project_id}/runs/{run_id}/heartbeat"): RouteCase(
+        path=lambda s: f"{_run(s)}/heartbeat", body=lambda s: {}
+    ),
+    ("POST", "/v1/projects/{project_id}/runs/{run_id}/complete"): RouteCase(
+        path=lambda s: f"{_run(s)}/complete"
+    ),
+    ("POST", "/v1/projects/{project_id}/runs/{run_id}/fail"): RouteCase(
+        path=lambda s: f"{_run(s)}/fail", body=lambda s: {"reason": "matrix"}
+    ),
+    ("PUT", "/v1/projects/{project_id}/runs/{run_id}/reports/{stage}"): RouteCase(
+        path=lambda s: f"{_run(s)}/reports/0", body=lambda s: _BASELINE
+    ),
+    ("GET", "/v1/projects/{project_id}/calibration"): RouteCase(
+        path=lambda s: f"{_project(s)}/calibration"
+    ),
+    ("POST", "/v1/projects/{project_id}/schedules"): RouteCase(
+        path=lambda s: f"{_project(s)}/schedules",
+        body=lambda s: {"constraints": [{"type": "pinned", "task": "code", "position": "first"}]},
+        admin=True,
+        success=201,
+    ),
+    ("GET", "/v1/projects/{project_id}/schedules"): RouteCase(
+        path=lambda s: f"{_project(s)}/schedules", query={"page_size": "10"}
+    ),
+    # A fresh subject has no schedule, so its own keys get the schedule's 404 here: the matrix
+    # still checks 401s and the other project's 404; test_schedules.py checks the 200.
+    ("GET", "/v1/projects/{project_id}/schedules/{schedule_id}"): RouteCase(
+        path=lambda s: f"{_project(s)}/schedules/00000000-0000-4000-8000-000000000000",
+        success=404,
+    ),
+    ("POST", "/v1/projects/{project_id}/predictions"): RouteCase(
+        path=lambda s: f"{_project(s)}/predictions",
+        body=lambda s: {"orders": [["math", "code"], ["code", "math"]]},
     ),
 }
 

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.route_cases import PUBLIC_PATHS, ROUTE_CASES, SUBJECT_TASKS, RouteCase, Subject
+from tests.app.route_cases import (
+    PUBLIC_PATHS,
+    ROUTE_CASES,
+    SUBJECT_TASKS,
+    RouteCase,
+    Subject,
+    create_subject_run,
+)
 from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
 MALFORMED = ("Bearer not-a-key", "Bearer ordo_zz_short", "Basic dXNlcjpwYXNz", "Bearer ")
@@ -72,8 +79,9 @@ def test_isolation_matrix(
     case = ROUTE_CASES[(method, path)]
     a = create_project_with_keys(session, task_keys=SUBJECT_TASKS)
     b = create_project_with_keys(session, task_keys=SUBJECT_TASKS)
+    run_id = create_subject_run(session, a.id)
     session.commit()
-    subject = Subject(project=a, trainer_key_id=a.trainer_token.split("_")[1])
+    subject = Subject(project=a, trainer_key_id=a.trainer_token.split("_")[1], run_id=run_id)
 
     # Failing credentials first: none of them may change anything.
     assert _call(client, method, case, subject, None).status_code == 401
