@@ -17,7 +17,16 @@ from app.docs import STATIC_URL, install_redoc
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware
-from app.routes import calibration, estimates, health, projects, runs, tasks
+from app.routes import (
+    calibration,
+    estimates,
+    health,
+    predictions,
+    projects,
+    runs,
+    schedules,
+    tasks,
+)
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -33,6 +42,8 @@ OPENAPI_TAGS = [
     {"name": "keys", "description": "API keys: admin (manage) or trainer (read and report)."},
     {"name": "tasks", "description": "Tasks: the items a schedule orders."},
     {"name": "estimates", "description": "Priors in, posterior effect estimates out."},
+    {"name": "schedules", "description": "Solved orders: an immutable, versioned history."},
+    {"name": "predictions", "description": "What-if: predicted utilities of given orders."},
     {"name": "runs", "description": "Training runs: stages, leases, reports, calibration."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
@@ -41,6 +52,8 @@ ROUTERS = (
     projects.router,
     tasks.router,
     estimates.router,
+    schedules.router,
+    predictions.router,
     runs.router,
     calibration.router,
 )

@@ -1,0 +1,24 @@
+"""Routes of /v1/projects/{project_id}/predictions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import ProjectReader, SessionDep
+from app.errors import error_responses
+from app.schemas.prediction import PredictionCreate, PredictionRead
+from app.services import predictions as prediction_service
+
+router = APIRouter(prefix="/v1/projects/{project_id}/predictions", tags=["predictions"])
+
+
+@router.post(
+    "",
+    operation_id="create_predictions",
+    responses=error_responses(401, 404, 413, 422, 503),
+)
+def create_predictions(
+    body: PredictionCreate, project: ProjectReader, session: SessionDep
+) -> PredictionRead:
+    """Predict the final utilities of given orders and of a random order (changes nothing)."""
+    return prediction_service.predict(session, project, body)

@@ -1,0 +1,62 @@
+"""Routes of /v1/projects/{project_id}/schedules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, status
+
+from app.deps import ProjectAdmin, ProjectReader, SessionDep, SettingsDep
+from app.errors import error_responses
+from app.schemas.common import MAX_LIST_LIMIT
+from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
+from app.services import schedules as schedule_service
+
+router = APIRouter(prefix="/v1/projects/{project_id}/schedules", tags=["schedules"])
+AUTH_ERRORS = (401, 404, 503)
+SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "No order was found within the time limit, or the database is "
+        "unavailable; retry after `Retry-After` seconds."
+    }
+}
+ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's id.")]
+
+
+@router.post(
+    "",
+    operation_id="create_schedule",
+    status_code=status.HTTP_201_CREATED,
+    responses={**error_responses(*AUTH_ERRORS, 403, 413, 422), **SOLVE_UNAVAILABLE},
+)
+def create_schedule(
+    body: ScheduleCreate, project: ProjectAdmin, session: SessionDep, settings: SettingsDep
+) -> ScheduleRead:
+    """Solve for the best order over the current estimates and store it as a new schedule."""
+    return schedule_service.solve_and_store(session, project, body, settings=settings)
+
+
+@router.get("", operation_id="list_schedules", responses=error_responses(*AUTH_ERRORS, 422))
+def list_schedules(
+    project: ProjectReader,
+    session: SessionDep,
+    page_size: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
+    page_token: Annotated[
+        str | None, Query(max_length=100, description="`next_page_token` of the previous page.")
+    ] = None,
+    run_id: Annotated[
+        str | None, Query(max_length=64, description="Only the schedules of this run.")
+    ] = None,
+) -> ScheduleList:
+    """List the schedule history, newest first, one page at a time."""
+    return schedule_service.list_schedules(
+        session, project, page_size=page_size, page_token=page_token, run_id=run_id
+    )
+
+
+@router.get("/{schedule_id}", operation_id="get_schedule", responses=error_responses(*AUTH_ERRORS))
+def get_schedule(
+    project: ProjectReader, session: SessionDep, schedule_id: ScheduleIdPath
+) -> ScheduleRead:
+    """Get one schedule with its request, figures, predictions and estimates version."""
+    return schedule_service.get_schedule(session, project, schedule_id)

@@ -1,0 +1,616 @@
+"""Use cases of schedules: solve over the current estimates, store, read the history.
+
+:func:`solve_and_store` is also the entry point of runs and adaptive re-planning: a re-plan
+passes the run, the parent schedule and the trained prefix, and gets a new immutable schedule.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.errors import ConstraintConflictError, FieldIssue, InvalidInputError, NotFoundError
+from app.repositories import projects as project_repo
+from app.repositories import schedules as schedule_repo
+from app.repositories import tasks as task_repo
+from app.schemas.schedule import (
+    ConstraintSpec,
+    ContiguousSpec,
+    ForbiddenAdjacencySpec,
+    KindOrderSpec,
+    ObjectivePrediction,
+    PinnedSpec,
+    PrecedenceSpec,
+    RequiredAdjacencySpec,
+    ScheduleCreate,
+    ScheduleList,
+    ScheduleObjective,
+    SchedulePrediction,
+    ScheduleRead,
+    TaskPrediction,
+    WindowSpec,
+)
+from app.services import estimates as estimate_service
+from app.services.auth import ProjectContext
+from app.settings import Settings, get_settings
+from models import Schedule
+from solver import solve_ordering
+from solver.errors import InfeasibleError
+from solver.estimation import EffectEstimates
+from solver.planning import effect_model, sample_estimates
+from solver.predict import Prediction, predict_order
+from solver.types import (
+    Constraint,
+    ContiguousGroup,
+    EffectModel,
+    FloatMatrix,
+    ForbiddenAdjacency,
+    KindOrder,
+    Objective,
+    OrderingProblem,
+    OrderingResult,
+    PinnedPosition,
+    PositionWindow,
+    Precedence,
+    RequiredAdjacency,
+    SolveParams,
+)
+
+Z_95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
+_PAGE_TOKEN = re.compile(r"^v([1-9][0-9]{0,17})$")
+
+
+# --- the effect model of the scheduled tasks ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanningInputs:
+    """The scheduled tasks and their effect model (index ``i`` is task ``keys[i]``).
+
+    ``model`` holds the posterior means and variances; ``estimates`` the posteriors it came
+    from (``None`` when the caller supplied the model), restricted to ``indexes`` on use.
+    """
+
+    keys: tuple[str, ...]
+    kinds: tuple[str, ...]
+    indexes: tuple[int, ...]
+    model: EffectModel
+    estimates: EffectEstimates | None
+    weights: FloatMatrix
+    estimates_version: int
+    project_keys: frozenset[str]
+
+
+def _submodel(model: EffectModel, indexes: Sequence[int]) -> EffectModel:
+    """The model restricted to the tasks at ``indexes`` (in that order)."""
+    idx = np.asarray(indexes, dtype=np.int64)
+    grid = np.ix_(idx, idx)
+
+    def pair(matrix: FloatMatrix | None) -> FloatMatrix | None:
+        return None if matrix is None else matrix[grid]
+
+    return EffectModel(
+        level_mean=model.level_mean[idx],
+        level_var=model.level_var[idx],
+        forward_mean=model.forward_mean[grid],
+        forward_var=model.forward_var[grid],
+        backward_mean=model.backward_mean[grid],
+        backward_var=model.backward_var[grid],
+        weights=model.weights[idx],
+        adjacency_mean=pair(model.adjacency_mean),
+        adjacency_var=pair(model.adjacency_var),
+    )
+
+
+def _selected_indexes(
+    all_keys: Sequence[str], selection: Sequence[str] | None, *, field: str
+) -> list[int]:
+    """Indexes of the selected task keys (all by default); 422 on unknown or repeated keys."""
+    if not all_keys:
+        raise InvalidInputError(
+            "The project has no tasks to schedule.",
+            errors=[FieldIssue(field, "The project has no tasks")],
+        )
+    if selection is None:
+        return list(range(len(all_keys)))
+    position = {key: i for i, key in enumerate(all_keys)}
+    issues: list[FieldIssue] = []
+    seen: set[str] = set()
+    for i, key in enumerate(selection):
+        if key not in position:
+            issues.append(FieldIssue(f"{field}[{i}]", f"Unknown task key {key!r}"))
+        elif key in seen:
+            issues.append(FieldIssue(f"{field}[{i}]", f"Duplicate key {key!r}"))
+        seen.add(key)
+    if issues:
+        raise InvalidInputError(f"Invalid `{field}`; see `errors`.", errors=issues)
+    return [position[key] for key in selection]
+
+
+def load_planning_inputs(
+    session: Session,
+    context: ProjectContext,
+    selection: Sequence[str] | None,
+    *,
+    field: str = "tasks",
+    model_override: EffectModel | None = None,
+) -> PlanningInputs:
+    """The selected tasks (all by default) with the current posterior means and variances.
+
+    The model is the estimates service's posteriors through ``solver.planning.effect_model``
+    (constant levels). ``model_override`` replaces it; it must cover every task of the project
+    in index order. The estimates version is the project's current one either way.
+    """
+    current = estimate_service.project_estimates(session, context)
+    indexes = _selected_indexes(current.keys, selection, field=field)
+    if model_override is None:
+        model = effect_model(current.estimates, current.weights)
+    elif model_override.n != len(current.keys):
+        raise ValueError(f"model_override covers {model_override.n} tasks, not {len(current.keys)}")
+    else:
+        model = model_override
+    project = project_repo.get_project(session, context.id)
+    assert project is not None  # authorized in this transaction
+    kinds = {task.key: task.kind for task in task_repo.list_tasks(session, context.id)}
+    return PlanningInputs(
+        keys=tuple(current.keys[i] for i in indexes),
+        kinds=tuple(kinds[current.keys[i]] for i in indexes),
+        indexes=tuple(indexes),
+        model=_submodel(model, indexes),
+        estimates=None if model_override is not None else current.estimates,
+        weights=current.weights,
+        estimates_version=project.estimates_version,
+        project_keys=frozenset(current.keys),
+    )
+
+
+def thompson_model(inputs: PlanningInputs, *, seed: int) -> EffectModel:
+    """The model of one posterior sample (``solver.planning.sample_estimates``), deterministic.
+
+    The whole project is sampled and then restricted, so a task subset sees the same draw of
+    its effects as the full project would with the same seed.
+    """
+    if inputs.estimates is None:
+        raise ValueError("thompson needs the estimates; pass a sampled model_override instead")
+    sample = sample_estimates(inputs.estimates, seed=seed)
+    return _submodel(effect_model(sample, inputs.weights), inputs.indexes)
+
+
+# --- constraints by key -> solver constraints ---------------------------------------------------
+
+
+@dataclass(slots=True)
+class _ConstraintConverter:
+    """Converts request constraints (task keys, 1-based stages) to solver constraints."""
+
+    index: dict[str, int]
+    project_keys: frozenset[str]
+    kinds: tuple[str, ...]
+    issues: list[FieldIssue]
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+    def task(self, key: str, field: str) -> int:
+        """The scheduled index of ``key``, or ``-1`` after recording why it has none."""
+        found = self.index.get(key)
+        if found is not None:
+            return found
+        if key in self.project_keys:
+            self.issues.append(FieldIssue(field, f"Task {key!r} is not among the scheduled tasks"))
+        else:
+            self.issues.append(FieldIssue(field, f"Unknown task key {key!r}"))
+        return -1
+
+    def distinct(self, a: int, b: int, field: str) -> bool:
+        if a >= 0 and a == b:
+            self.issues.append(FieldIssue(field, "Must name a different task"))
+            return False
+        return a >= 0 and b >= 0
+
+    def stage(self, stage: int, field: str) -> int:
+        if stage > self.n:
+            self.issues.append(
+                FieldIssue(field, f"Stage {stage} does not exist: {self.n} tasks are scheduled")
+            )
+            return -1
+        return stage - 1
+
+    def convert(self, spec: ConstraintSpec, at: str) -> Constraint | None:
+        """The solver constraint of ``spec`` (``None``: invalid, recorded, or vacuous)."""
+        match spec:
+            case PrecedenceSpec(before=before, after=after):
+                a, b = self.task(before, f"{at}.before"), self.task(after, f"{at}.after")
+                return Precedence(a, b) if self.distinct(a, b, f"{at}.after") else None
+            case ForbiddenAdjacencySpec(first=first, second=second):
+                a, b = self.task(first, f"{at}.first"), self.task(second, f"{at}.second")
+                return ForbiddenAdjacency(a, b) if self.distinct(a, b, f"{at}.second") else None
+            case RequiredAdjacencySpec(first=first, second=second):
+                a, b = self.task(first, f"{at}.first"), self.task(second, f"{at}.second")
+                return RequiredAdjacency(a, b) if self.distinct(a, b, f"{at}.second") else None
+            case PinnedSpec():
+                return self._pinned(spec, at)
+            case WindowSpec():
+                return self._window(spec, at)
+            case KindOrderSpec():
+                return self._kind_order(spec, at)
+            case ContiguousSpec():
+                return self._contiguous(spec, at)
+        raise TypeError(f"unknown constraint {spec!r}")
+
+    def _pinned(self, spec: PinnedSpec, at: str) -> Constraint | None:
+        task = self.task(spec.task, f"{at}.task")
+        if spec.position == "first":
+            position = 0
+        elif spec.position == "last":
+            position = -1
+        else:
+            position = self.stage(spec.position, f"{at}.position")
+            if position < 0:
+                return None
+        return PinnedPosition(task, position) if task >= 0 else None
+
+    def _window(self, spec: WindowSpec, at: str) -> Constraint | None:
+        task = self.task(spec.task, f"{at}.task")
+        if spec.earliest > spec.latest:
+            self.issues.append(FieldIssue(f"{at}.latest", "Must be at least `earliest`"))
+            return None
+        earliest = self.stage(spec.earliest, f"{at}.earliest")
+        # A window reaching past the last stage is the window up to the last stage.
+        latest = min(spec.latest, self.n) - 1
+        if task < 0 or earliest < 0:
+            return None
+        return PositionWindow(task, earliest, latest)
+
+    def _kind_order(self, spec: KindOrderSpec, at: str) -> Constraint | None:
+        if spec.earlier == spec.later:
+            self.issues.append(FieldIssue(f"{at}.later", "Must differ from `earlier`"))
+            return None
+        earlier = frozenset(i for i, kind in enumerate(self.kinds) if kind == spec.earlier.value)
+        later = frozenset(i for i, kind in enumerate(self.kinds) if kind == spec.later.value)
+        # No scheduled task of one of the kinds: the constraint holds for every order.
+        if not earlier or not later:
+            return None
+        return KindOrder(earlier, later)
+
+    def _contiguous(self, spec: ContiguousSpec, at: str) -> Constraint | None:
+        tasks = [self.task(key, f"{at}.tasks[{i}]") for i, key in enumerate(spec.tasks)]
+        seen: set[int] = set()
+        for i, task in enumerate(tasks):
+            if task >= 0 and task in seen:
+                self.issues.append(FieldIssue(f"{at}.tasks[{i}]", "Duplicate task"))
+            seen.add(task)
+        if min(tasks) < 0 or len(seen) != len(tasks):
+            return None
+        return ContiguousGroup(frozenset(tasks))
+
+
+@dataclass(frozen=True, slots=True)
+class _ConvertedConstraints:
+    """Solver constraints with, for each, the index of the request constraint it came from."""
+
+    constraints: tuple[Constraint, ...]
+    sources: tuple[int, ...]
+
+
+def _convert_constraints(
+    specs: Sequence[ConstraintSpec], inputs: PlanningInputs
+) -> _ConvertedConstraints:
+    converter = _ConstraintConverter(
+        index={key: i for i, key in enumerate(inputs.keys)},
+        project_keys=inputs.project_keys,
+        kinds=inputs.kinds,
+        issues=[],
+    )
+    constraints: list[Constraint] = []
+    sources: list[int] = []
+    for i, spec in enumerate(specs):
+        converted = converter.convert(spec, f"constraints[{i}]")
+        if converted is not None:
+            constraints.append(converted)
+            sources.append(i)
+    if converter.issues:
+        raise InvalidInputError(
+            "The constraints are invalid; see `errors`.", errors=converter.issues
+        )
+    return _ConvertedConstraints(tuple(constraints), tuple(sources))
+
+
+def _prefix_indexes(prefix: Sequence[str], inputs: PlanningInputs) -> tuple[int, ...]:
+    index = {key: i for i, key in enumerate(inputs.keys)}
+    issues = []
+    seen: set[str] = set()
+    for i, key in enumerate(prefix):
+        if key not in index:
+            issues.append(FieldIssue(f"prefix[{i}]", f"Task {key!r} is not scheduled"))
+        elif key in seen:
+            issues.append(FieldIssue(f"prefix[{i}]", f"Duplicate key {key!r}"))
+        seen.add(key)
+    if issues:
+        raise InvalidInputError("The trained prefix is invalid; see `errors`.", errors=issues)
+    return tuple(index[key] for key in prefix)
+
+
+# --- describing conflicts -----------------------------------------------------------------------
+
+
+def describe_spec(spec: ConstraintSpec) -> str:
+    """One line naming a request constraint as the client wrote it (1-based stages)."""
+    match spec:
+        case PrecedenceSpec(before=before, after=after):
+            return f"precedence: {before} before {after}"
+        case PinnedSpec(task=task, position=position):
+            where = f"stage {position}" if isinstance(position, int) else f"the {position} stage"
+            return f"pinned: {task} at {where}"
+        case WindowSpec(task=task, earliest=earliest, latest=latest):
+            return f"window: {task} at stages {earliest}..{latest}"
+        case ForbiddenAdjacencySpec(first=first, second=second):
+            return f"forbidden adjacency: {second} right after {first}"
+        case RequiredAdjacencySpec(first=first, second=second):
+            return f"required adjacency: {second} right after {first}"
+        case KindOrderSpec(earlier=earlier, later=later):
+            return f"kind order: every {earlier.value} task before every {later.value} task"
+        case ContiguousSpec(tasks=tasks):
+            return f"contiguous: {', '.join(tasks)}"
+    raise TypeError(f"unknown constraint {spec!r}")
+
+
+def _conflict_error(
+    error: InfeasibleError,
+    specs: Sequence[ConstraintSpec],
+    converted: _ConvertedConstraints,
+    inputs: PlanningInputs,
+) -> ConstraintConflictError:
+    """The 422 naming the conflict: request constraints by index and content, or the cycle."""
+    issues: list[FieldIssue] = []
+    named: set[int] = set()
+    for constraint in error.conflict:
+        for source, candidate in zip(converted.sources, converted.constraints, strict=True):
+            if candidate == constraint and source not in named:
+                named.add(source)
+                issues.append(FieldIssue(f"constraints[{source}]", describe_spec(specs[source])))
+    if error.cycle:
+        path = " -> ".join(inputs.keys[task] for task in error.cycle)
+        detail = f"The constraints form a precedence cycle: {path}."
+    else:
+        listed = "; ".join(f"{issue.field}: {issue.reason}" for issue in issues)
+        detail = f"The constraints cannot all hold ({listed or error}); see `errors`."
+    if not issues:
+        # Only the trained prefix is involved (re-planning): say so rather than nothing.
+        issues.append(FieldIssue("prefix", str(error)))
+    return ConstraintConflictError(detail, errors=issues)
+
+
+# --- solving ------------------------------------------------------------------------------------
+
+
+def _time_limit_s(request: ScheduleCreate, settings: Settings) -> float:
+    cap = settings.solver_time_limit_s
+    if request.time_limit_s is None:
+        return cap
+    if request.time_limit_s > cap:
+        issue = FieldIssue("time_limit_s", f"At most {cap:g} seconds on this server")
+        raise InvalidInputError("The time limit is over the server's cap.", errors=[issue])
+    return request.time_limit_s
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def task_predictions(keys: Sequence[str], prediction: Prediction) -> list[TaskPrediction]:
+    """Per-task mean, std and 95 % interval, for ``keys`` in model index order."""
+    result = []
+    for i, key in enumerate(keys):
+        mean, std = float(prediction.mean[i]), float(prediction.std[i])
+        result.append(
+            TaskPrediction(
+                task=key, mean=mean, std=std, lower=mean - Z_95 * std, upper=mean + Z_95 * std
+            )
+        )
+    return result
+
+
+def _schedule_prediction(
+    inputs: PlanningInputs, order: Sequence[int], prediction: Prediction
+) -> SchedulePrediction:
+    by_index = task_predictions(inputs.keys, prediction)
+    return SchedulePrediction(
+        tasks=[by_index[i] for i in order],
+        objective=ObjectivePrediction(
+            mean=float(prediction.objective_mean), std=float(prediction.objective_std)
+        ),
+    )
+
+
+def _solve(
+    problem: OrderingProblem,
+    params: SolveParams,
+    specs: Sequence[ConstraintSpec],
+    converted: _ConvertedConstraints,
+    inputs: PlanningInputs,
+) -> OrderingResult:
+    try:
+        return solve_ordering(problem, params, task_names=inputs.keys)
+    except InfeasibleError as error:
+        raise _conflict_error(error, specs, converted, inputs) from error
+
+
+def solve_and_store(
+    session: Session,
+    project: ProjectContext,
+    request: ScheduleCreate,
+    *,
+    run_id: str | None = None,
+    parent_id: str | None = None,
+    prefix: Sequence[str] = (),
+    model_override: EffectModel | None = None,
+    settings: Settings | None = None,
+) -> ScheduleRead:
+    """Solve ``request`` over the project's current estimates and store the schedule.
+
+    Parameters
+    ----------
+    session, project
+        The unit of work (only flushed here) and the authorized project.
+    request
+        Objective, ``rho`` (default: the project's), ``kappa``, constraints by task key, the
+        tasks to schedule (default all), time limit (default and cap: ``settings``), seed, label.
+    run_id, parent_id
+        The run asking and the schedule this one re-plans; stored as given.
+    prefix
+        Task keys already trained, in order: the order starts with exactly these (re-planning).
+    model_override
+        An effect model over every project task in index order, used instead of the estimates
+        (e.g. a state-aware model); the stored estimates version is still the project's current.
+    settings
+        Server settings for the solver's time limit cap and workers; default the process's.
+
+    Returns
+    -------
+    ScheduleRead
+        The stored schedule; ``version`` is the project's next, allocated under the project row
+        lock, so concurrent solves get contiguous, distinct versions.
+
+    Raises
+    ------
+    InvalidInputError
+        422: unknown task keys (with the field path), invalid stages, a time limit over the cap.
+    ConstraintConflictError
+        422: the constraints admit no order; the conflicting ones are named.
+    solver.errors.NoSolutionError
+        No order found within the time limit (the app renders it 503 with ``Retry-After``).
+    """
+    settings = settings or get_settings()
+    time_limit_s = _time_limit_s(request, settings)
+    inputs = load_planning_inputs(session, project, request.tasks, model_override=model_override)
+    converted = _convert_constraints(request.constraints, inputs)
+    rho = project.settings.rho if request.rho is None else request.rho
+    problem = OrderingProblem(
+        model=inputs.model,
+        objective=_solver_objective(request.objective),
+        rho=rho,
+        kappa=request.kappa,
+        constraints=converted.constraints,
+        prefix=_prefix_indexes(prefix, inputs),
+    )
+    if request.objective is ScheduleObjective.THOMPSON:
+        problem = replace(problem, model=thompson_model(inputs, seed=request.seed))
+    params = SolveParams(
+        time_limit_s=time_limit_s, num_workers=settings.solver_workers, seed=request.seed
+    )
+    result = _solve(problem, params, request.constraints, converted, inputs)
+    prediction = predict_order(inputs.model, result.order, rho=rho)
+    solved = request.model_dump(mode="json")
+    solved.update(rho=rho, time_limit_s=time_limit_s, prefix=list(prefix))
+    # Serialise version allocation per project (PostgreSQL; SQLite writers are serial anyway).
+    project_repo.lock_project(session, project.id)
+    schedule = schedule_repo.add_schedule(
+        session,
+        project.id,
+        {
+            "version": schedule_repo.next_version(session, project.id),
+            "parent_id": parent_id,
+            "run_id": run_id,
+            "estimates_version": inputs.estimates_version,
+            "request": solved,
+            "order": [inputs.keys[i] for i in result.order],
+            "objective": result.objective,
+            "bound": _finite_or_none(result.bound),
+            "gap": _finite_or_none(result.gap),
+            "status": result.status,
+            "method": result.method,
+            "wall_time_s": result.wall_time_s,
+            "predicted": _schedule_prediction(inputs, result.order, prediction).model_dump(
+                mode="json"
+            ),
+        },
+    )
+    return _read(schedule)
+
+
+def _solver_objective(objective: ScheduleObjective) -> Objective:
+    if objective is ScheduleObjective.THOMPSON:
+        return Objective.EXPECTED
+    return Objective(objective.value)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _read(schedule: Schedule) -> ScheduleRead:
+    return ScheduleRead(
+        id=schedule.id,
+        version=schedule.version,
+        parent_id=schedule.parent_id,
+        run_id=schedule.run_id,
+        estimates_version=schedule.estimates_version,
+        label=str(schedule.request.get("label", "")),
+        request=schedule.request,
+        order=schedule.order,
+        objective=schedule.objective,
+        bound=schedule.bound,
+        gap=schedule.gap,
+        status=schedule.status,
+        method=schedule.method,
+        wall_time_s=schedule.wall_time_s,
+        predicted=SchedulePrediction.model_validate(schedule.predicted),
+        created_at=schedule.created_at,
+    )
+
+
+def get_schedule(session: Session, context: ProjectContext, schedule_id: str) -> ScheduleRead:
+    """One schedule of the project (another project's id is 404 like a missing one)."""
+    schedule = schedule_repo.get_schedule(session, context.id, schedule_id)
+    if schedule is None:
+        raise NotFoundError("Schedule not found.")
+    return _read(schedule)
+
+
+def encode_page_token(version: int) -> str:
+    """An opaque cursor: the history continues below this version."""
+    return base64.urlsafe_b64encode(f"v{version}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    """The version a page token continues below; 422 for anything this API did not issue."""
+    invalid = InvalidInputError(
+        "Invalid page token.",
+        errors=[FieldIssue("query.page_token", "Not a page token issued by this API")],
+    )
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid from None
+    match = _PAGE_TOKEN.match(raw)
+    if match is None or encode_page_token(int(match.group(1))) != token:
+        raise invalid
+    return int(match.group(1))
+
+
+def list_schedules(
+    session: Session,
+    context: ProjectContext,
+    *,
+    page_size: int,
+    page_token: str | None = None,
+    run_id: str | None = None,
+) -> ScheduleList:
+    """A page of the history, newest first; the cursor is a version, so pages never shift."""
+    before = decode_page_token(page_token) if page_token is not None else None
+    rows = schedule_repo.list_schedules(
+        session, context.id, limit=page_size + 1, before_version=before, run_id=run_id
+    )
+    items = [_read(row) for row in rows[:page_size]]
+    more = len(rows) > page_size
+    return ScheduleList(
+        items=items, next_page_token=encode_page_token(items[-1].version) if more else None
+    )
