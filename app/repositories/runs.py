@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from models import Run, Schedule
 
 _SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-_POSTGRES_NOW = text("SELECT now()")
+# clock_timestamp(), not now(): now() is frozen at the start of the transaction.
+_POSTGRES_NOW = text("SELECT clock_timestamp()")
 
 
 def db_now(session: Session) -> datetime:

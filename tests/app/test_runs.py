@@ -1,0 +1,337 @@
+"""Runs: creation (idempotent by client_id), stages, lease, staleness, end, re-planning."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.services.runs import plan_seed
+from app.settings import Settings
+from models import Run, Schedule
+from tests.conftest import ADMIN_TOKEN
+from tests.factories import ProjectKeys, create_project_with_keys
+
+TASKS = ("math", "code", "poetry")
+GRACE_S = 0.4
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """A short grace period, so staleness can be waited for."""
+    return Settings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        heartbeat_grace_s=GRACE_S,
+        lease_seconds=GRACE_S / 2,
+    )
+
+
+@pytest.fixture
+def tasked(session: Session) -> ProjectKeys:
+    """A project with tasks math, code and poetry."""
+    keys = create_project_with_keys(session, task_keys=TASKS)
+    session.commit()
+    return keys
+
+
+def _runs(project: ProjectKeys) -> str:
+    return f"/v1/projects/{project.id}/runs"
+
+
+def _create(client: TestClient, project: ProjectKeys, body: Any = None) -> Any:
+    return client.post(_runs(project), json=body or {}, headers=project.trainer)
+
+
+def _report(
+    client: TestClient, project: ProjectKeys, run_id: str, stage: int, value: float = 0.5
+) -> Any:
+    body = {"evaluations": [{"task": key, "value": value + 0.01 * stage} for key in TASKS]}
+    return client.put(
+        f"{_runs(project)}/{run_id}/reports/{stage}", json=body, headers=project.trainer
+    )
+
+
+def _next(client: TestClient, project: ProjectKeys, run_id: str) -> Any:
+    response = client.get(f"{_runs(project)}/{run_id}/next", headers=project.trainer)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    return body
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+
+def test_create_solves_and_starts_the_lease(client: TestClient, tasked: ProjectKeys) -> None:
+    response = _create(client, tasked)
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["status"] == "active"
+    assert run["next_stage"] == 0
+    assert run["stage_count"] == 3
+    assert sorted(stage["task"] for stage in run["stages"]) == sorted(TASKS)
+    assert [stage["index"] for stage in run["stages"]] == [1, 2, 3]
+    assert {stage["status"] for stage in run["stages"]} == {"planned"}
+    [schedule] = run["schedules"]
+    assert schedule["id"] == run["schedule_id"]
+    assert run["reports"] == []
+    assert run["lease"]["token"] == 1
+    assert run["lease"]["heartbeat_interval_s"] == GRACE_S / 2
+
+
+def test_create_from_a_stored_schedule(
+    client: TestClient, tasked: ProjectKeys, session: Session
+) -> None:
+    first = _create(client, tasked).json()
+    response = _create(client, tasked, {"schedule_id": first["schedule_id"]})
+    assert response.status_code == 201
+    run = response.json()
+    assert run["schedule_id"] == first["schedule_id"]
+    assert [s["task"] for s in run["stages"]] == [s["task"] for s in first["stages"]]
+    count = session.scalar(select(func.count()).select_from(Schedule).where(
+        Schedule.project_id == tasked.id))  # fmt: skip
+    assert count == 1
+
+
+def test_unknown_schedule_is_404(client: TestClient, tasked: ProjectKeys) -> None:
+    _problem(_create(client, tasked, {"schedule_id": "nope"}), 404, "not_found")
+
+
+def test_schedule_and_schedule_id_together_are_422(client: TestClient, tasked: ProjectKeys) -> None:
+    response = _create(client, tasked, {"schedule_id": "x", "schedule": {}})
+    _problem(response, 422, "validation_failed")
+
+
+def test_client_id_makes_creation_idempotent(
+    client: TestClient, tasked: ProjectKeys, session: Session
+) -> None:
+    first = _create(client, tasked, {"client_id": "job-1"})
+    again = _create(client, tasked, {"client_id": "job-1"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    other = _create(client, tasked, {"client_id": "job-2"})
+    assert other.status_code == 201
+    assert other.json()["id"] != first.json()["id"]
+    count = session.scalar(select(func.count()).select_from(Run).where(
+        Run.project_id == tasked.id))  # fmt: skip
+    assert count == 2
+
+
+def test_another_projects_run_is_404(
+    client: TestClient, tasked: ProjectKeys, other_project: ProjectKeys
+) -> None:
+    run_id = _create(client, tasked).json()["id"]
+    response = client.get(f"{_runs(other_project)}/{run_id}", headers=other_project.admin)
+    _problem(response, 404, "not_found")
+    _problem(client.get(f"{_runs(tasked)}/missing", headers=tasked.admin), 404, "not_found")
+
+
+# --- stages --------------------------------------------------------------------------------------
+
+
+def test_next_walks_the_plan_then_says_done(client: TestClient, tasked: ProjectKeys) -> None:
+    run = _create(client, tasked).json()
+    order = [stage["task"] for stage in run["stages"]]
+    first = _next(client, tasked, run["id"])
+    assert (first["done"], first["stage"], first["task"]) == (False, 0, None)
+    assert first["lease"]["token"] == 1
+    for stage in range(4):
+        assert _report(client, tasked, run["id"], stage).status_code == 200
+        step = _next(client, tasked, run["id"])
+        if stage < 3:
+            assert (step["stage"], step["task"]) == (stage + 1, order[stage])
+    assert step["done"] is True
+    assert step["stage"] is None
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert [s["status"] for s in view["stages"]] == ["reported"] * 3
+    assert [r["stage"] for r in view["reports"]] == [0, 1, 2, 3]
+    assert [r["task"] for r in view["reports"]] == [None, *order]
+    client.post(f"{_runs(tasked)}/{run['id']}/complete", headers=tasked.trainer)
+    done = _next(client, tasked, run["id"])
+    assert (done["done"], done["status"], done["lease"]) == (True, "completed", None)
+
+
+def test_stage_statuses_mark_the_next_one(client: TestClient, tasked: ProjectKeys) -> None:
+    run = _create(client, tasked).json()
+    _report(client, tasked, run["id"], 0)
+    _report(client, tasked, run["id"], 1)
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert [s["status"] for s in view["stages"]] == ["reported", "next", "planned"]
+    assert view["next_stage"] == 2
+
+
+# --- lease ---------------------------------------------------------------------------------------
+
+
+def _heartbeat(client: TestClient, project: ProjectKeys, run_id: str, token: int | None) -> Any:
+    body = {} if token is None else {"lease_token": token}
+    return client.post(f"{_runs(project)}/{run_id}/heartbeat", json=body, headers=project.trainer)
+
+
+def test_heartbeat_renews_the_lease(client: TestClient, tasked: ProjectKeys) -> None:
+    run = _create(client, tasked).json()
+    time.sleep(0.05)
+    response = _heartbeat(client, tasked, run["id"], 1)
+    assert response.status_code == 200, response.text
+    lease = response.json()
+    assert lease["token"] == 1
+    assert lease["expires_at"] > run["lease"]["expires_at"]
+    assert _heartbeat(client, tasked, run["id"], None).status_code == 200
+
+
+def test_silent_run_turns_stale_and_late_reports_are_kept(
+    client: TestClient, tasked: ProjectKeys
+) -> None:
+    run = _create(client, tasked).json()
+    assert _report(client, tasked, run["id"], 0).json()["report"]["late"] is False
+    time.sleep(GRACE_S + 0.2)
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert view["status"] == "stale"
+    assert _next(client, tasked, run["id"])["status"] == "stale"
+    late = _report(client, tasked, run["id"], 1)
+    assert late.status_code == 200, late.text
+    assert late.json()["report"]["late"] is True
+    assert late.json()["observations"] > 0
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert view["status"] == "active"
+    assert [r["late"] for r in view["reports"]] == [False, True]
+
+
+def test_heartbeat_revives_a_stale_run(client: TestClient, tasked: ProjectKeys) -> None:
+    run = _create(client, tasked).json()
+    time.sleep(GRACE_S + 0.2)
+    assert _next(client, tasked, run["id"])["status"] == "stale"
+    assert _heartbeat(client, tasked, run["id"], 1).json()["token"] == 1
+    assert _next(client, tasked, run["id"])["status"] == "active"
+
+
+def test_reclaiming_a_stale_run_fences_the_old_holder(
+    client: TestClient, tasked: ProjectKeys
+) -> None:
+    run = _create(client, tasked, {"client_id": "job-1"}).json()
+    fresh = _create(client, tasked, {"client_id": "job-1"}).json()
+    assert fresh["lease"]["token"] == 1  # still active: no new holder
+    time.sleep(GRACE_S + 0.2)
+    reclaimed = _create(client, tasked, {"client_id": "job-1"})
+    assert reclaimed.status_code == 200
+    assert reclaimed.json()["id"] == run["id"]
+    assert reclaimed.json()["lease"]["token"] == 2
+    assert reclaimed.json()["status"] == "active"
+    body = _problem(_heartbeat(client, tasked, run["id"], 1), 409, "lease_superseded")
+    assert body["errors"] == [{"field": "lease_token", "reason": "Current token is 2"}]
+    assert _heartbeat(client, tasked, run["id"], 2).status_code == 200
+
+
+# --- end -----------------------------------------------------------------------------------------
+
+
+def _end(client: TestClient, project: ProjectKeys, run_id: str, how: str) -> Any:
+    body = {"reason": "out of memory"} if how == "fail" else None
+    return client.post(f"{_runs(project)}/{run_id}/{how}", json=body, headers=project.trainer)
+
+
+def test_complete_is_idempotent_and_final(client: TestClient, tasked: ProjectKeys) -> None:
+    run_id = _create(client, tasked).json()["id"]
+    first = _end(client, tasked, run_id, "complete")
+    assert first.status_code == 200
+    assert first.json()["status"] == "completed"
+    assert first.json()["finished_at"] is not None
+    again = _end(client, tasked, run_id, "complete")
+    assert again.status_code == 200
+    assert again.json()["finished_at"] == first.json()["finished_at"]
+    _problem(_end(client, tasked, run_id, "fail"), 409, "run_finished")
+    _problem(_heartbeat(client, tasked, run_id, None), 409, "run_finished")
+    _problem(_report(client, tasked, run_id, 0), 409, "run_finished")
+
+
+def test_fail_keeps_the_reason(client: TestClient, tasked: ProjectKeys) -> None:
+    run_id = _create(client, tasked).json()["id"]
+    failed = _end(client, tasked, run_id, "fail")
+    assert failed.status_code == 200
+    assert (failed.json()["status"], failed.json()["fail_reason"]) == ("failed", "out of memory")
+    assert _end(client, tasked, run_id, "fail").status_code == 200
+    _problem(_end(client, tasked, run_id, "complete"), 409, "run_finished")
+    missing = client.post(f"{_runs(tasked)}/{run_id}/fail", json={}, headers=tasked.trainer)
+    assert missing.status_code == 422
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+def test_list_pages_newest_first(client: TestClient, tasked: ProjectKeys) -> None:
+    created = [_create(client, tasked).json()["id"] for _ in range(3)]
+    _end(client, tasked, created[0], "complete")
+    first = client.get(_runs(tasked), params={"page_size": 2}, headers=tasked.trainer).json()
+    assert len(first["items"]) == 2
+    assert first["next_page_token"]
+    second = client.get(
+        _runs(tasked),
+        params={"page_size": 2, "page_token": first["next_page_token"]},
+        headers=tasked.trainer,
+    ).json()
+    assert second["next_page_token"] is None
+    listed = [run["id"] for run in first["items"] + second["items"]]
+    assert listed == created[::-1]
+    completed = client.get(_runs(tasked), params={"status": "completed"}, headers=tasked.trainer)
+    assert [run["id"] for run in completed.json()["items"]] == [created[0]]
+    bad = client.get(_runs(tasked), params={"page_token": "%%%"}, headers=tasked.trainer)
+    assert _problem(bad, 422, "validation_failed")["errors"][0]["field"] == "page_token"
+
+
+# --- adaptive re-planning ------------------------------------------------------------------------
+
+
+def test_adaptive_run_replans_into_a_linked_chain(
+    client: TestClient, tasked: ProjectKeys, session: Session
+) -> None:
+    run = _create(client, tasked, {"adaptive": True, "strategy": "thompson"}).json()
+    initial = run["schedule_id"]
+    first_task = run["stages"][0]["task"]
+    assert _report(client, tasked, run["id"], 0).json()["replanned"] is False
+    answer = _report(client, tasked, run["id"], 1).json()
+    assert answer["replanned"] is True
+    assert answer["schedule_id"] != initial
+    replan = session.get(Schedule, answer["schedule_id"])
+    assert replan is not None
+    assert (replan.parent_id, replan.run_id) == (initial, run["id"])
+    assert replan.order[0] == first_task
+    assert replan.request["prefix"] == [first_task]
+    assert replan.request["objective"] == "thompson"
+    assert replan.request["seed"] == plan_seed(run["id"], 1)
+    assert answer["next"] == {"done": False, "stage": 2, "task": replan.order[1]}
+    # One stage left after stage 2: nothing to choose, no new plan.
+    assert _report(client, tasked, run["id"], 2).json()["replanned"] is False
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert [s["id"] for s in view["schedules"]] == [initial, replan.id]
+    assert [s["parent_id"] for s in view["schedules"]] == [None, initial]
+    assert view["schedules"][1]["version"] == view["schedules"][0]["version"] + 1
+
+
+def test_fixed_run_never_replans(client: TestClient, tasked: ProjectKeys) -> None:
+    run = _create(client, tasked, {"strategy": "mean_variance"}).json()
+    for stage in range(4):
+        assert _report(client, tasked, run["id"], stage).json()["replanned"] is False
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert len(view["schedules"]) == 1
+
+
+def test_replan_of_a_run_started_from_a_stored_schedule(
+    client: TestClient, tasked: ProjectKeys
+) -> None:
+    stored = _create(client, tasked).json()["schedule_id"]
+    run = _create(client, tasked, {"schedule_id": stored, "adaptive": True}).json()
+    _report(client, tasked, run["id"], 0)
+    answer = _report(client, tasked, run["id"], 1).json()
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert [s["id"] for s in view["schedules"]] == [stored, answer["schedule_id"]]
