@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,17 +239,23 @@ class _Memetic:
         *,
         population_size: int,
         deadline: float,
+        should_stop: Callable[[], bool] | None = None,
+        on_improvement: Callable[[Order, float], None] | None = None,
     ) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
         self.space = _SearchSpace.of(self.weights)
         self.rng = rng
         self.population_size = population_size
         self.deadline = deadline
+        self.should_stop = should_stop
+        self.on_improvement = on_improvement
         self.population: list[_Individual] = []
         self.best: _Individual | None = None
         self.local_searches = 0
 
     def timed_out(self) -> bool:
+        if self.should_stop is not None and self.should_stop():
+            return True
         return time.perf_counter() >= self.deadline
 
     def improve(self, perm: IntVector) -> _Individual:
@@ -259,6 +266,8 @@ class _Memetic:
         candidate = _Individual(improved, lop_value(self.weights, improved))
         if self.best is None or candidate.value > self.best.value:
             self.best = _Individual(improved.copy(), candidate.value)
+            if self.on_improvement is not None:
+                self.on_improvement(tuple(int(x) for x in improved), candidate.value)
         return candidate
 
     def iterated_search(self, start: _Individual, kicks: int) -> _Individual:
@@ -311,6 +320,8 @@ def memetic_lop(
     time_limit_s: float,
     initial: Order | None = None,
     max_generations: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_improvement: Callable[[Order, float], None] | None = None,
 ) -> tuple[Order, float]:
     """Memetic algorithm for the LOP (Schiavinotto & Stützle 2004 style).
 
@@ -328,6 +339,11 @@ def memetic_lop(
         local optimum reached from it.
     max_generations : int, optional
         Stop after this many generations (makes the run independent of the clock).
+    should_stop : callable, optional
+        Polled between local searches; the run ends when it returns true (e.g. optimality was
+        proven elsewhere).
+    on_improvement : callable, optional
+        Called with ``(order, value)`` whenever the best value improves.
 
     Returns
     -------
@@ -345,7 +361,14 @@ def memetic_lop(
         return order, 0.0
     rng = np.random.default_rng(seed)
     deadline = time.perf_counter() + max(0.0, time_limit_s)
-    search = _Memetic(weights, rng, population_size=10, deadline=deadline)
+    search = _Memetic(
+        weights,
+        rng,
+        population_size=10,
+        deadline=deadline,
+        should_stop=should_stop,
+        on_improvement=on_improvement,
+    )
     start = becker_order(weights) if initial is None else initial
     search.seed_population(np.asarray(start, dtype=np.int64))
     kicks = max(10, 2 * n)

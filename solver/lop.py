@@ -18,27 +18,28 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
-import scipy.optimize
 
 from solver.errors import InvalidProblemError
-from solver.heuristics import lop_value, memetic_lop
+from solver.heuristics import becker_order, lop_value, memetic_lop
 from solver.lp_bound import (
-    CutPool,
     cutting_plane_bound,
-    pair_objective,
+    fixed_pair_bounds,
+    milp_over_pool,
     pairs_to_order,
-    separate,
 )
 from solver.types import FloatMatrix, Order
 
 logger = logging.getLogger(__name__)
 
 _DP_MAX_N = 10
+# Below this size the LP proves fast, and a bounding thread only competes with the heuristic
+# for the interpreter lock; above it, HiGHS (which releases the lock) runs beside the heuristic.
+_PARALLEL_MIN_N = 80
 _PROOF_RELATIVE_TOLERANCE = 1e-9
 
 
@@ -107,6 +108,8 @@ def _proof_target(value: float, integral: bool) -> float:
 
 
 def _is_proven(value: float, bound: float) -> bool:
+    if not math.isfinite(bound):
+        return False
     return bound - value <= _PROOF_RELATIVE_TOLERANCE * max(1.0, abs(bound))
 
 
@@ -140,49 +143,82 @@ def _exact_dp(weights: FloatMatrix) -> tuple[Order, float]:
     return result, lop_value(weights, result)
 
 
-def _milp_bound(
-    weights: FloatMatrix, pool: CutPool, *, time_limit_s: float
-) -> tuple[float, npt.NDArray[np.int64] | None]:
-    """MILP over the pool's rows, re-separating until its optimum is transitive.
+class _Shared:
+    """Incumbent and bound shared by the heuristic (main thread) and the bounding thread."""
 
-    Returns ``(bound, order)``: a proven bound and, when the MILP optimum satisfies every
-    3-dicycle inequality, its (optimal) order.
-    """
+    def __init__(self, order: Order, value: float, integral: bool, started: float) -> None:
+        self.lock = threading.Lock()
+        self.order = order
+        self.value = value
+        self.found_at = time.perf_counter()
+        self.bound = math.inf
+        self.integral = integral
+        self.started = started
+        self.method = "heuristic"
+        self.lp_rounds = 0
+        self.lp_rows = 0
+        self.proven = threading.Event()
+        self.finished = threading.Event()
+
+    def should_stop(self) -> bool:
+        return self.proven.is_set() or self.finished.is_set()
+
+    def offer(self, order: Order, value: float) -> None:
+        with self.lock:
+            if value > self.value:
+                self.order, self.value, self.found_at = order, value, time.perf_counter()
+            self._check()
+
+    def tighten_bound(self, bound: float, method: str) -> None:
+        with self.lock:
+            rounded = _tighten(bound, self.integral)
+            if rounded < self.bound:
+                self.bound = rounded
+                self.method = method
+            self._check()
+
+    def proof_target(self) -> float:
+        return _proof_target(self.value, self.integral)
+
+    def _check(self) -> None:
+        if _is_proven(self.value, self.bound):
+            self.proven.set()
+
+
+def _bound_and_close(
+    weights: FloatMatrix, shared: _Shared, *, time_limit_s: float, num_workers: int
+) -> None:
+    """Bounding phase: 3-dicycle LP, then a MILP over reduced-cost-fixed pairs if needed."""
     n = weights.shape[0]
     deadline = time.perf_counter() + time_limit_s
-    d, const = pair_objective(weights)
-    bound = math.inf
-    while time.perf_counter() < deadline:
-        matrix = pool.matrix()
-        result = scipy.optimize.milp(
-            -d,
-            integrality=np.ones_like(d),
-            bounds=scipy.optimize.Bounds(0.0, 1.0),
-            constraints=scipy.optimize.LinearConstraint(matrix, -np.inf, pool.rhs),
-            options={"time_limit": max(0.01, deadline - time.perf_counter()), "mip_rel_gap": 0.0},
-        )
-        dual = getattr(result, "mip_dual_bound", None)
-        if dual is not None and np.isfinite(dual):
-            bound = min(bound, const - float(dual))
-        if result.status != 0 or result.x is None:
-            return bound, None
-        x = np.rint(np.asarray(result.x, dtype=np.float64)).astype(np.float64)
-        triples, signs, _ = separate(x, n, max_cuts=max(200, 8 * n))
-        if triples.shape[0] == 0:
-            return min(bound, const + float(d @ x)), pairs_to_order(x, n)
-        pool.add(triples, signs)
-    return bound, None
-
-
-@dataclass(slots=True)
-class _Incumbent:
-    order: Order
-    value: float
-    found_at_s: float
-
-    def offer(self, order: Order, value: float, elapsed_s: float) -> None:
-        if value > self.value:
-            self.order, self.value, self.found_at_s = order, value, elapsed_s
+    lp = cutting_plane_bound(
+        weights,
+        time_limit_s=time_limit_s,
+        target=shared.proof_target,
+        should_stop=shared.should_stop,
+    )
+    shared.lp_rounds, shared.lp_rows = lp.rounds, lp.pool.size
+    if lp.integral:
+        order = tuple(int(x) for x in pairs_to_order(lp.x, n))
+        shared.offer(order, lop_value(weights, order))
+    shared.tighten_bound(lp.bound, "lp")
+    if shared.proven.is_set() or not lp.complete or time.perf_counter() >= deadline:
+        return
+    incumbent = shared.value
+    lower, upper = fixed_pair_bounds(lp, incumbent=incumbent, integral=shared.integral)
+    logger.debug("MILP: %d of %d pairs fixed", int((upper - lower == 0).sum()), lower.size)
+    milp_bound, milp_order = milp_over_pool(
+        weights,
+        lp.pool,
+        lower=lower,
+        upper=upper,
+        time_limit_s=deadline - time.perf_counter(),
+    )
+    if milp_order is not None:
+        order = tuple(int(x) for x in milp_order)
+        shared.offer(order, lop_value(weights, order))
+    # Orders outside the fixed pairs are worth at most the incumbent (see fixed_pair_bounds).
+    shared.tighten_bound(max(milp_bound, incumbent), "milp")
 
 
 def solve_lop(
@@ -240,41 +276,60 @@ def solve_lop(
         return LopSolution(order, value, value, True, "dp", elapsed(), elapsed())
 
     integral = _is_integral(w)
-    first_order, first_value = memetic_lop(
-        w,
-        seed=seed,
-        time_limit_s=min(remaining(), max(0.05, 0.05 * time_limit_s)),
-        initial=initial_order,
-    )
-    best = _Incumbent(first_order, first_value, elapsed())
-    lp = cutting_plane_bound(
-        w, time_limit_s=0.5 * remaining(), target=_proof_target(best.value, integral)
-    )
-    bound = _tighten(lp.bound, integral)
-    method = "lp"
-    if lp.integral:
-        lp_order = tuple(int(x) for x in pairs_to_order(lp.x, n))
-        best.offer(lp_order, lop_value(w, lp_order), elapsed())
-    if not _is_proven(best.value, bound) and lp.complete and remaining() > 0:
-        milp_bound, milp_order = _milp_bound(w, lp.pool, time_limit_s=0.5 * remaining())
-        bound = min(bound, _tighten(milp_bound, integral))
-        method = "milp"
-        if milp_order is not None:
-            order = tuple(int(x) for x in milp_order)
-            best.offer(order, lop_value(w, order), elapsed())
-    if not _is_proven(best.value, bound) and remaining() > 0:
-        method = "heuristic"
-        order, value = memetic_lop(w, seed=seed + 1, time_limit_s=remaining(), initial=best.order)
-        best.offer(order, value, elapsed())
-    bound = max(bound, best.value)
-    return LopSolution(
-        order=best.order,
-        value=best.value,
-        bound=bound,
-        proven_optimal=_is_proven(best.value, bound),
-        method=method,
-        time_to_best_s=best.found_at_s,
-        wall_time_s=elapsed(),
-        lp_rounds=lp.rounds,
-        lp_cuts=lp.cuts,
-    )
+    start = becker_order(w) if initial_order is None else initial_order
+    shared = _Shared(start, lop_value(w, start), integral, started)
+    if num_workers >= 2 and n > _PARALLEL_MIN_N:
+        bounding = threading.Thread(
+            target=_bound_and_close,
+            args=(w, shared),
+            kwargs={"time_limit_s": remaining(), "num_workers": num_workers - 1},
+            daemon=True,
+        )
+        bounding.start()
+        memetic_lop(
+            w,
+            seed=seed,
+            time_limit_s=remaining(),
+            initial=start,
+            should_stop=shared.proven.is_set,
+            on_improvement=shared.offer,
+        )
+        shared.finished.set()
+        bounding.join(timeout=remaining() + 1.0)
+    else:
+        memetic_lop(
+            w,
+            seed=seed,
+            time_limit_s=min(remaining(), _first_heuristic_budget(n, time_limit_s)),
+            initial=start,
+            on_improvement=shared.offer,
+        )
+        _bound_and_close(w, shared, time_limit_s=0.6 * remaining(), num_workers=1)
+        if not shared.proven.is_set() and remaining() > 0:
+            memetic_lop(
+                w,
+                seed=seed + 1,
+                time_limit_s=remaining(),
+                initial=shared.order,
+                should_stop=shared.proven.is_set,
+                on_improvement=shared.offer,
+            )
+    with shared.lock:
+        value = shared.value
+        bound = max(shared.bound, value)
+        return LopSolution(
+            order=shared.order,
+            value=value,
+            bound=bound,
+            proven_optimal=_is_proven(value, bound),
+            method=shared.method if _is_proven(value, bound) else "heuristic",
+            time_to_best_s=shared.found_at - started,
+            wall_time_s=elapsed(),
+            lp_rounds=shared.lp_rounds,
+            lp_cuts=shared.lp_rows,
+        )
+
+
+def _first_heuristic_budget(n: int, time_limit_s: float) -> float:
+    """Seconds for the heuristic before the bound, single-threaded: short for LP-friendly sizes."""
+    return min(0.3 * time_limit_s, 0.02 + 2e-5 * n * n)
