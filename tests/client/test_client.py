@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 from ordo_client import (
@@ -10,8 +11,10 @@ from ordo_client import (
     BadRequestError,
     Client,
     ConflictError,
+    LeaseLostError,
     NotFoundError,
     PermissionDeniedError,
+    Run,
 )
 from ordo_client.models import PriorEntry, TaskSpec
 
@@ -133,3 +136,127 @@ def test_tasks_priors_and_estimates(access: ProjectAccess) -> None:
         lines = csv_text.strip().splitlines()
         assert lines[0] == "effect,src,dst,mean,std,count"
         assert any(line.startswith("B,code,writing,-0.1") for line in lines)
+
+
+def _project_with_tasks(access: ProjectAccess) -> list[str]:
+    keys = [spec.key for spec in SIX_TASKS[:4]]
+    with access.admin() as client:
+        client.create_tasks(access.id, SIX_TASKS[:4])
+        client.import_priors(
+            access.id,
+            [
+                {"effect": "B", "src": "code", "dst": "writing", "mean": -0.2, "std": 0.01},
+                {"effect": "B", "src": "math", "dst": "writing", "mean": -0.15, "std": 0.01},
+            ],
+        )
+    return keys
+
+
+def test_schedules_history_and_predictions(access: ProjectAccess) -> None:
+    keys = _project_with_tasks(access)
+    with access.admin() as client:
+        first = client.solve_schedule(access.id, label="first")
+        # Training writing after code and math costs it: writing goes after both.
+        assert first.order.index("writing") > max(first.order.index(k) for k in ("code", "math"))
+        assert sorted(first.order) == sorted(keys)
+        assert first.status == "optimal"
+        pinned = client.solve_schedule(
+            access.id,
+            {"constraints": [{"type": "pinned", "task": "writing", "position": "first"}]},
+            label="pinned",
+        )
+        assert pinned.order[0] == "writing"
+        assert pinned.objective < first.objective
+        third = client.solve_schedule(access.id, objective="maximin", seed=3)
+        page = client.list_schedules(access.id, page_size=2)
+        assert [s.id for s in page.items] == [third.id, pinned.id]
+        assert page.next_page_token is not None
+        everything = [s.id for s in client.iter_schedules(access.id, page_size=2)]
+        assert everything == [third.id, pinned.id, first.id]
+        assert client.get_schedule(access.id, first.id).order == first.order
+
+        predictions = client.predict(access.id, [first.order, pinned.order])
+        assert [p.order for p in predictions.orders] == [first.order, pinned.order]
+        best, worse = predictions.orders
+        assert best.objective.mean == pytest.approx(first.objective, abs=1e-6)
+        assert worse.objective.mean < best.objective.mean
+        assert predictions.random_order.objective.mean < best.objective.mean
+        with pytest.raises(BadRequestError) as bad:
+            client.solve_schedule(
+                access.id,
+                constraints=[
+                    {"type": "precedence", "before": "math", "after": "code"},
+                    {"type": "precedence", "before": "code", "after": "math"},
+                ],
+            )
+        assert bad.value.status == 422
+
+
+def _values(keys: list[str], stage: int) -> dict[str, float]:
+    return {key: 0.5 + 0.01 * stage + 0.001 * i for i, key in enumerate(keys)}
+
+
+def test_a_run_from_start_to_finish(access: ProjectAccess) -> None:
+    keys = _project_with_tasks(access)
+    with access.trainer() as client:
+        run = client.start_run(access.id, adaptive=True, client_id="job-1")
+        assert client.start_run(access.id, adaptive=True, client_id="job-1").id == run.id
+        trained = []
+        with client.lease(run, interval_s=0.2) as lease:
+            for stage in run.stages():
+                if stage.task is not None:
+                    trained.append(stage.task)
+                assert stage.stage == len(trained)
+                values, entropy = _values(keys, len(trained)), dict.fromkeys(keys, 1.0)
+                accepted = run.report(len(trained), values, entropy=entropy)
+                assert accepted.report.stage == len(trained)
+                assert run.report(len(trained), values, entropy=entropy) == accepted
+        assert lease.beats >= 1
+        assert not lease.lost
+        assert sorted(trained) == sorted(keys)
+        with pytest.raises(ConflictError) as conflict:
+            run.report(1, {keys[0]: 0.0})
+        assert conflict.value.status == 409
+        info = run.refresh()
+        assert [r.stage for r in info.reports] == list(range(len(keys) + 1))
+        assert [s.task for s in info.stages] == trained
+        assert run.complete().status == "completed"
+        listed = client.list_runs(access.id)
+        assert [r.id for r in listed.items] == [run.id]
+        history = list(client.iter_schedules(access.id, run_id=run.id))
+        assert len(history) >= 1
+        assert all(s.run_id == run.id for s in history)
+        estimates = client.get_estimates(access.id)
+        assert estimates.B.count[0][1] is not None
+
+
+def test_failing_a_run_keeps_the_reason(access: ProjectAccess) -> None:
+    _project_with_tasks(access)
+    with access.trainer() as client:
+        run = client.start_run(access.id)
+        failed = run.fail("CUDA OOM at stage 1")
+        assert (failed.status, failed.fail_reason) == ("failed", "CUDA OOM at stage 1")
+        assert client.get_run(access.id, run.id).status == "failed"
+
+
+def _lose_the_lease(
+    client: Client, access: ProjectAccess, run: Run, lost: list[LeaseLostError]
+) -> None:
+    with client.lease(run, interval_s=0.1, on_lost=lost.append) as lease:
+        with access.trainer() as other:
+            other.run(access.id, run.id).fail("taken down by the operator")
+        deadline = time.monotonic() + 10
+        while not lease.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LeaseLostError):
+            lease.check()
+
+
+def test_a_lost_lease_is_surfaced(access: ProjectAccess) -> None:
+    _project_with_tasks(access)
+    lost: list[LeaseLostError] = []
+    with access.trainer() as client:
+        run = client.start_run(access.id, client_id="job-lost")
+        with pytest.raises(LeaseLostError, match="lost"):
+            _lose_the_lease(client, access, run, lost)
+    assert len(lost) == 1
