@@ -157,3 +157,15 @@ def make_problem(
         constraints=tuple(constraints),
         prefix=tuple(prefix),
     )
+
+
+def five_mixed_constraints() -> tuple[Constraint, ...]:
+    """The issue's "five mixed constraints" shape (needs n >= 11): one of each of precedence,
+    pinned first, window, forbidden adjacency and contiguous group."""
+    return (
+        Precedence(0, 1),
+        PinnedPosition(2, 0),
+        PositionWindow(3, 5, 10),
+        ForbiddenAdjacency(4, 5),
+        ContiguousGroup(frozenset({6, 7, 8})),
+    )
