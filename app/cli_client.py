@@ -120,7 +120,7 @@ def _render(
     else:
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(*(_cell(row.get(column)) for column in columns))
         console.print(table)

@@ -283,7 +283,13 @@ def heartbeat(project: str, run_id: str, lease_token: int | None) -> Call[Lease]
 
 
 def complete_run(project: str, run_id: str) -> Call[RunInfo]:
-    return Call("POST", project_path(project, "runs", run_id, "complete"), model_parser(RunInfo))
+    # The server documents complete and fail as idempotent: a repeat returns the same run.
+    return Call(
+        "POST",
+        project_path(project, "runs", run_id, "complete"),
+        model_parser(RunInfo),
+        retry_safe=True,
+    )
 
 
 def fail_run(project: str, run_id: str, reason: str) -> Call[RunInfo]:
@@ -292,4 +298,5 @@ def fail_run(project: str, run_id: str, reason: str) -> Call[RunInfo]:
         project_path(project, "runs", run_id, "fail"),
         model_parser(RunInfo),
         json={"reason": reason},
+        retry_safe=True,
     )
