@@ -50,14 +50,23 @@ from solver.estimation import (
     increments,
     stage_observations,
 )
+from solver.learning import (
+    RunRecord,
+    exploration_order,
+    fit_run_model,
+    refine_order,
+    run_model_effects,
+)
 from solver.planning import LevelModelName, ordering_problem, sample_estimates
-from solver.types import Order, OrderingProblem
+from solver.solve import solve_ordering
+from solver.types import Order, OrderingProblem, SolveParams
 
 Strategy = Literal["exploit", "thompson"]
+Planner = Literal["effects", "run-model"]
 CHECKPOINTS = (1, 2, 4, 8)
 
 
-# --- the solver ---
+# --- the solver and the outcome tensor of small n ---
 
 
 @cache
@@ -69,32 +78,9 @@ def _before_tensor(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float6
     return orders, before.reshape(len(orders), n * n).astype(np.float64)
 
 
-def brute_force_solve(problem: OrderingProblem) -> Order:
-    """TEMPORARY stand-in for ``solver.solve_ordering`` until it lands (``n <= 8``).
-
-    Maximizes the expected objective ``sum_{a before b} W[a, b]`` with
-    ``W[a, b] = w_a B[b, a] + rho w_b F[a, b]`` over every order extending ``problem.prefix``;
-    constraints other than the prefix are not supported (the benchmark uses none).
-    """
-    model = problem.model
-    w = model.weights
-    weights = w[:, None] * model.backward_mean.T + problem.rho * w[None, :] * model.forward_mean
-    orders, before = _before_tensor(model.n)
-    prefix = np.array(problem.prefix, dtype=np.int64)
-    feasible = np.all(orders[:, : len(prefix)] == prefix, axis=1)
-    scores = np.where(feasible, before @ weights.ravel(), -np.inf)
-    return tuple(int(t) for t in orders[int(np.argmax(scores))])
-
-
 def solve(problem: OrderingProblem) -> Order:
-    """The solver the benchmark uses: ``solver.solve_ordering`` once it exists."""
-    try:
-        from solver import solve as solver_solve  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return brute_force_solve(problem)
-    from solver.types import SolveParams
-
-    result = solver_solve.solve_ordering(problem, SolveParams(time_limit_s=5.0, num_workers=1))
+    """The service's solver: ``solver.solve_ordering`` (exact subset DP at these sizes)."""
+    result = solve_ordering(problem, SolveParams(time_limit_s=5.0, num_workers=1))
     return tuple(int(t) for t in result.order)
 
 
@@ -130,6 +116,10 @@ class _Run:
     entropies: list[dict[int, float]] = field(default_factory=list)
     done: bool = False
 
+    def record(self) -> RunRecord:
+        """What the run has reported so far."""
+        return RunRecord(tuple(self.trained), self.utilities, self.entropies)
+
 
 class InProcessOrdo:
     """Ordo's closed loop without HTTP: estimation and solver called directly.
@@ -142,6 +132,13 @@ class InProcessOrdo:
         The outcome model solved (``solver.planning``); ``constant`` is purely pairwise.
     rho : float
         Forward-transfer retention of the model.
+    planner : {"effects", "run-model"}
+        ``effects``: the pairwise posteriors of ``solver.estimation`` (``level_model``,
+        ``rho``); ``run-model``: the whole-run regression with entropy state of
+        ``solver.learning`` (LOP part solved, then refined with the entropy term).
+    design_runs : int
+        Runs whose order ``solver.learning.exploration_order`` designs (the first is planned;
+        ``1``: no designed run). A designed run is not re-planned.
     """
 
     def __init__(
@@ -150,11 +147,15 @@ class InProcessOrdo:
         *,
         level_model: LevelModelName = "constant",
         rho: float = 0.0,
+        planner: Planner = "effects",
+        design_runs: int = 1,
     ) -> None:
         self.kinds = tuple(kinds)
         self.weights = np.full(len(kinds), 1.0 / len(kinds))
         self.level_model = level_model
         self.rho = rho
+        self.planner = planner
+        self.design_runs = design_runs
         self.stats = StatsTable()
         self.observations: list[Observation] = []
         self.runs: dict[str, _Run] = {}
@@ -164,6 +165,8 @@ class InProcessOrdo:
         return estimate_effects(self.stats, kinds=self.kinds)
 
     def _plan(self, run: _Run) -> Order:
+        if self.planner == "run-model":
+            return self._plan_run_model(run)
         estimates = self.estimates()
         if run.strategy == "thompson":
             estimates = sample_estimates(estimates, seed=run.seed * 1000 + len(run.trained))
@@ -176,11 +179,36 @@ class InProcessOrdo:
         )
         return solve(problem)
 
+    def _plan_run_model(self, run: _Run) -> Order:
+        records = [r.record() for r in self.runs.values() if r is not run]
+        if len(run.utilities) > 1:
+            records.append(run.record())
+        model = fit_run_model(records, kinds=self.kinds)
+        prefix = tuple(run.trained)
+        problem = OrderingProblem(
+            model=run_model_effects(model, self.weights), rho=1.0, prefix=prefix
+        )
+        entropy_now = None
+        if prefix and len(run.entropies) > len(prefix) and run.entropies[len(prefix)]:
+            entropy_now = float(np.mean(list(run.entropies[len(prefix)].values())))
+        return refine_order(
+            model,
+            self.weights,
+            solve(problem),
+            prefix_length=len(prefix),
+            entropy_now=entropy_now,
+        )
+
     def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
-        """Start a run planned from the current estimates."""
+        """Start a run: a designed exploration order, else planned from the current estimates."""
         run_id = f"run-{len(self.runs) + 1}"
         run = _Run(adaptive=adaptive, strategy=strategy, seed=len(self.runs) + 1, plan=())
-        run.plan = self._plan(run)
+        previous = [tuple(r.trained) for r in self.runs.values() if r.done]
+        designed = exploration_order(previous, len(self.kinds), design_runs=self.design_runs)
+        if designed is not None:
+            run.plan, run.adaptive = designed, False
+        else:
+            run.plan = self._plan(run)
         self.runs[run_id] = run
         return run_id
 
@@ -312,9 +340,14 @@ class Variant:
     level_model: LevelModelName
     strategy: Strategy
     rho: float = 0.0
+    planner: Planner = "effects"
+    design_runs: int = 1
 
 
 VARIANTS = (
+    Variant("run-model", "constant", "exploit", planner="run-model", design_runs=2),
+    Variant("run-model, no design", "constant", "exploit", planner="run-model"),
+    Variant("pairwise + design", "constant", "exploit", design_runs=2),
     Variant("pairwise", "constant", "exploit"),
     Variant("pairwise-thompson", "constant", "thompson"),
     Variant("entropy", "entropy", "exploit"),
@@ -325,7 +358,13 @@ VARIANTS = (
 
 def ordo_utilities(world: WorldParams, variant: Variant, *, runs: int, seed: int) -> list[float]:
     """Noise-free final mean utility of each of ``runs`` successive adaptive Ordo runs."""
-    ordo = InProcessOrdo(world.kinds, level_model=variant.level_model, rho=variant.rho)
+    ordo = InProcessOrdo(
+        world.kinds,
+        level_model=variant.level_model,
+        rho=variant.rho,
+        planner=variant.planner,
+        design_runs=variant.design_runs,
+    )
     achieved = []
     for r in range(runs):
         order = train_one_run(

@@ -1,0 +1,577 @@
+"""Whole-run outcome model: learning the order from every evaluation of every run.
+
+:mod:`solver.estimation` turns consecutive evaluations into conditional pairwise effects. Here
+every evaluation is a data point of one Bayesian linear regression instead: the utility of task
+``j`` after the trained sequence ``s`` (the first ``k`` stages of a run)::
+
+    j not trained yet:  u_j(s) = base_j + sum_{i in s} F[i, j]                      + e_j x
+    j trained:          u_j(s) = L_j + sum_{i in s before j} R[i, j]
+                                      + sum_{i in s after j} B[i, j]                + e_j x
+
+with ``x = H(s) - H_ref`` the mean policy entropy reported with the evaluation minus the mean
+baseline entropy (0 when no entropy is reported). ``R[i, j]`` is what a task trained *before*
+``j`` leaves in ``j``'s final level (``rho`` of DESIGN §2 times ``F``, or an entropy or skill
+effect: it is estimated, not assumed). One run of ``K`` stages gives ``(K + 1) n`` points, and
+their noise is independent (differences of consecutive evaluations, which the additive
+statistics use, are not).
+
+Priors (config :class:`RunModelConfig`): ``F``, ``B``, ``R`` are a mean per kind pair
+(``structured -> open_ended``, ...; hierarchical, shared across cells) plus a cell deviation;
+``base``, ``L`` broad; the entropy slope ``e_j`` centred on 0.
+
+Entropy is a state, not a pair effect: the entropy after a stage that trains ``t`` is modelled
+as an affine map of the entropy before, ``H' = alpha_t H + beta_t`` (structured tasks lower it,
+open-ended ones raise it; the map is learnt per task from the reported trajectories). Maps do
+not commute (``f_a(f_b(H)) - f_b(f_a(H)) = beta_b (alpha_a - 1) - beta_a (alpha_b - 1)``), so the
+final entropy depends on the order, which is the order effect that constant pairwise effects
+miss. Predicted final utility of ``j`` under the order ``pi``::
+
+    S_j(pi) = L_j + sum_{i before j} R[i, j] + sum_{i after j} B[i, j] + e_j (H_end(pi) - H_ref)
+
+The first three terms are a Linear Ordering Problem (:func:`run_model_effects`, solved by
+``solver.solve_ordering`` with ``rho = 1``); :func:`refine_order` then improves that order by
+insertion moves under the full prediction, entropy term included, with the prefix fixed.
+
+Exploration: :func:`exploration_order` designs the first runs so that every ordered pair is seen
+in both orientations (a run and its reverse) before the loop starts exploiting; measured in one
+orientation only, an effect is extrapolated from its kind group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from solver.estimation import TaskKind
+from solver.lop import solve_lop
+from solver.types import EffectModel, FloatMatrix, Order
+
+IntArray = npt.NDArray[np.int64]
+
+__all__ = [
+    "RunModel",
+    "RunModelConfig",
+    "RunRecord",
+    "exploration_order",
+    "fit_run_model",
+    "predict_final_utilities",
+    "predicted_objective",
+    "refine_order",
+    "run_model_effects",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run's trained order and what it reported.
+
+    Attributes
+    ----------
+    trained : Order
+        ``t_1, t_2, ...``: the task trained at each stage (distinct).
+    utilities : sequence of mapping task -> utility
+        ``utilities[k]``: evaluations after stage ``k`` (``0``: the baseline); tasks missing from
+        a mapping are simply not data. ``len(utilities) <= len(trained) + 1``.
+    entropies : sequence of mapping task -> entropy, optional
+        Same indexing; the mean over the reported tasks is the state ``H``. Shorter or empty
+        mappings mean "not reported".
+    """
+
+    trained: Order
+    utilities: Sequence[Mapping[int, float]]
+    entropies: Sequence[Mapping[int, float]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunModelConfig:
+    """Priors and noise of the run model (utility units unless stated).
+
+    Attributes
+    ----------
+    noise_sd : float
+        Evaluation noise of one task's utility (a few hundred test items: 1-3 points).
+    level_prior : tuple of float
+        ``(mean, std)`` of ``base_j`` and ``L_j``.
+    group_std : float
+        Prior std of the mean effect of one kind pair (``F``, ``B`` and ``R`` each).
+    deviation_std : float
+        Prior std of a cell's deviation from its kind pair's mean (``F`` and ``B``).
+    carry_std : float
+        Same for ``R`` (what an earlier task leaves in a later task's level).
+    entropy_slope_std : float
+        Prior std of ``e_j`` (utility per entropy unit).
+    entropy_noise_sd : float
+        Noise of the mean reported entropy (entropy units).
+    map_slope_std, map_offset_std : float
+        Prior std of ``alpha_t`` (centred on 1) and ``beta_t`` (centred on 0, entropy units).
+    """
+
+    noise_sd: float = 0.025
+    level_prior: tuple[float, float] = (0.5, 0.5)
+    group_std: float = 0.1
+    deviation_std: float = 0.05
+    carry_std: float = 0.05
+    entropy_slope_std: float = 0.3
+    entropy_noise_sd: float = 0.02
+    map_slope_std: float = 0.3
+    map_offset_std: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RunModel:
+    """Posterior means (and marginal variances) of the run model of ``n`` tasks.
+
+    Attributes
+    ----------
+    level_mean, level_var : FloatMatrix, shape (n,)
+        ``L_j`` (utility units).
+    carry_mean, carry_var : FloatMatrix, shape (n, n)
+        ``R[i, j]``, zero diagonal.
+    backward_mean, backward_var : FloatMatrix, shape (n, n)
+        ``B[i, j]``, zero diagonal.
+    forward_mean : FloatMatrix, shape (n, n)
+        ``F[i, j]`` (not used by the final prediction; diagnostics).
+    entropy_slope : FloatMatrix, shape (n,)
+        ``e_j`` (utility per entropy unit).
+    entropy_map : FloatMatrix, shape (n, 2)
+        ``(alpha_t, beta_t)`` of every task's stage.
+    entropy_ref : float
+        ``H_ref``: mean baseline entropy (entropy units; 0 when none was reported).
+    observations : int
+        Evaluations the fit used.
+    """
+
+    level_mean: FloatMatrix
+    level_var: FloatMatrix
+    carry_mean: FloatMatrix
+    carry_var: FloatMatrix
+    backward_mean: FloatMatrix
+    backward_var: FloatMatrix
+    forward_mean: FloatMatrix
+    entropy_slope: FloatMatrix
+    entropy_map: FloatMatrix
+    entropy_ref: float
+    observations: int
+
+    @property
+    def n(self) -> int:
+        """Number of tasks."""
+        return int(self.level_mean.shape[0])
+
+
+# --- the regression ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Column indices of the regression's parameter vector for ``n`` tasks, ``g`` kind pairs."""
+
+    n: int
+    groups: IntArray  # (n, n): kind-pair id of every ordered pair
+    g: int
+
+    @property
+    def base(self) -> int:
+        return 0
+
+    @property
+    def level(self) -> int:
+        return self.n
+
+    def cells(self, effect: int) -> int:
+        """First column of the ``n * n`` deviations of effect 0 (F), 1 (B) or 2 (R)."""
+        return 2 * self.n + effect * self.n * self.n
+
+    @property
+    def slope(self) -> int:
+        return 2 * self.n + 3 * self.n * self.n
+
+    def group(self, effect: int) -> int:
+        """First column of the ``g`` kind-pair means of effect 0 (F), 1 (B) or 2 (R)."""
+        return self.slope + self.n + effect * self.g
+
+    @property
+    def size(self) -> int:
+        return self.slope + self.n + 3 * self.g
+
+
+_FORWARD, _BACKWARD, _CARRY = 0, 1, 2
+
+
+def _layout(kinds: Sequence[TaskKind | None]) -> _Layout:
+    n = len(kinds)
+    ids: dict[tuple[TaskKind | None, TaskKind | None], int] = {}
+    groups = np.zeros((n, n), dtype=np.int64)
+    for i in range(n):
+        for j in range(n):
+            groups[i, j] = ids.setdefault((kinds[i], kinds[j]), len(ids))
+    return _Layout(n=n, groups=groups, g=len(ids))
+
+
+def _prior(layout: _Layout, config: RunModelConfig) -> tuple[FloatMatrix, FloatMatrix]:
+    """Prior mean and variance of every parameter."""
+    n = layout.n
+    mean = np.zeros(layout.size)
+    var = np.zeros(layout.size)
+    level_mean, level_std = config.level_prior
+    mean[: 2 * n] = level_mean
+    var[: 2 * n] = level_std**2
+    var[layout.cells(_FORWARD) : layout.cells(_CARRY)] = config.deviation_std**2
+    var[layout.cells(_CARRY) : layout.slope] = config.carry_std**2
+    var[layout.slope : layout.slope + n] = config.entropy_slope_std**2
+    var[layout.group(_FORWARD) :] = config.group_std**2
+    return mean, var
+
+
+def _add_pair(row: FloatMatrix, layout: _Layout, effect: int, i: int, j: int) -> None:
+    row[layout.cells(effect) + i * layout.n + j] += 1.0
+    row[layout.group(effect) + layout.groups[i, j]] += 1.0
+
+
+def _design_row(
+    layout: _Layout, trained: Sequence[int], task: int, entropy_shift: float
+) -> FloatMatrix:
+    """Regression row of task ``task`` evaluated after the stages ``trained`` (module formula)."""
+    row = np.zeros(layout.size)
+    if task in trained:
+        own = list(trained).index(task)
+        row[layout.level + task] = 1.0
+        for position, i in enumerate(trained):
+            if i != task:
+                _add_pair(row, layout, _CARRY if position < own else _BACKWARD, i, task)
+    else:
+        row[layout.base + task] = 1.0
+        for i in trained:
+            _add_pair(row, layout, _FORWARD, i, task)
+    row[layout.slope + task] = entropy_shift
+    return row
+
+
+def _mean_entropy(entropies: Sequence[Mapping[int, float]], k: int) -> float | None:
+    if k >= len(entropies) or not entropies[k]:
+        return None
+    return float(np.mean(list(entropies[k].values())))
+
+
+def _entropy_reference(runs: Sequence[RunRecord]) -> float:
+    baselines = [h for run in runs if (h := _mean_entropy(run.entropies, 0)) is not None]
+    return float(np.mean(baselines)) if baselines else 0.0
+
+
+def _validate_runs(runs: Sequence[RunRecord], n: int) -> None:
+    for index, run in enumerate(runs):
+        if len(set(run.trained)) != len(run.trained):
+            raise ValueError(f"run {index}: a task is trained twice")
+        if any(not 0 <= t < n for t in run.trained):
+            raise ValueError(f"run {index}: trained task outside 0..{n - 1}")
+        if len(run.utilities) > len(run.trained) + 1:
+            raise ValueError(f"run {index}: more evaluations than stages")
+        for k, evaluation in enumerate(run.utilities):
+            values = list(evaluation.values())
+            if any(not 0 <= j < n for j in evaluation) or not np.all(np.isfinite(values)):
+                raise ValueError(f"run {index}, stage {k}: task outside 0..{n - 1} or NaN")
+
+
+def _regression_data(
+    runs: Sequence[RunRecord], layout: _Layout, entropy_ref: float
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Design matrix (N, p) and utilities (N,) of every evaluation of every run."""
+    rows: list[FloatMatrix] = []
+    targets: list[float] = []
+    for run in runs:
+        for k, evaluation in enumerate(run.utilities):
+            entropy = _mean_entropy(run.entropies, k)
+            shift = 0.0 if entropy is None else entropy - entropy_ref
+            for task, value in sorted(evaluation.items()):
+                rows.append(_design_row(layout, run.trained[:k], task, shift))
+                targets.append(float(value))
+    if not rows:
+        return np.zeros((0, layout.size)), np.zeros(0)
+    return np.array(rows), np.array(targets)
+
+
+def _entropy_maps(runs: Sequence[RunRecord], n: int, config: RunModelConfig) -> FloatMatrix:
+    """Posterior mean ``(alpha_t, beta_t)`` of every task's entropy map, shape (n, 2)."""
+    prior_precision = np.diag([1.0 / config.map_slope_std**2, 1.0 / config.map_offset_std**2])
+    prior_mean = np.array([1.0, 0.0])
+    gram = np.repeat(prior_precision[None], n, axis=0)
+    moment = np.repeat((prior_precision @ prior_mean)[None], n, axis=0)
+    noise_var = config.entropy_noise_sd**2
+    for run in runs:
+        for k in range(1, len(run.entropies)):
+            before, after = _mean_entropy(run.entropies, k - 1), _mean_entropy(run.entropies, k)
+            if before is None or after is None or k > len(run.trained):
+                continue
+            t = run.trained[k - 1]
+            x = np.array([before, 1.0])
+            gram[t] += np.outer(x, x) / noise_var
+            moment[t] += x * after / noise_var
+    return np.asarray(np.linalg.solve(gram, moment[:, :, None])[:, :, 0], dtype=np.float64)
+
+
+def fit_run_model(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    config: RunModelConfig | None = None,
+) -> RunModel:
+    """Posterior of the run model from every evaluation of every run (module docstring).
+
+    Parameters
+    ----------
+    runs : sequence of RunRecord
+        Completed and running runs alike (a partial run is data up to its last report).
+    kinds : sequence of TaskKind or None, length n
+        Task kinds (they define the kind-pair groups; ``None`` is a group of its own).
+    config : RunModelConfig, optional
+        Priors and noise.
+
+    Returns
+    -------
+    RunModel
+        Deterministic. Cost: one dense ``p x p`` solve, ``p = 3 n^2 + 3 n + 3 g``
+        (``g <= 9`` kind pairs): milliseconds for ``n <= 10``, about a second at ``n = 20``.
+
+    Raises
+    ------
+    ValueError
+        A run trains a task twice or outside ``0..n-1``, reports more stages than it trained, or
+        reports a NaN.
+    """
+    config = config or RunModelConfig()
+    n = len(kinds)
+    _validate_runs(runs, n)
+    layout = _layout(kinds)
+    entropy_ref = _entropy_reference(runs)
+    design, utilities = _regression_data(runs, layout, entropy_ref)
+    prior_mean, prior_var = _prior(layout, config)
+    noise_var = config.noise_sd**2
+    precision = np.diag(1.0 / prior_var) + design.T @ design / noise_var
+    moment = prior_mean / prior_var + design.T @ utilities / noise_var
+    covariance: FloatMatrix = np.asarray(np.linalg.inv(precision), dtype=np.float64)
+    mean = covariance @ moment
+    return RunModel(
+        level_mean=mean[layout.level : layout.level + n].copy(),
+        level_var=np.diag(covariance)[layout.level : layout.level + n].copy(),
+        carry_mean=_pair_effect(mean, layout, _CARRY),
+        carry_var=_pair_variance(covariance, layout, _CARRY),
+        backward_mean=_pair_effect(mean, layout, _BACKWARD),
+        backward_var=_pair_variance(covariance, layout, _BACKWARD),
+        forward_mean=_pair_effect(mean, layout, _FORWARD),
+        entropy_slope=mean[layout.slope : layout.slope + n].copy(),
+        entropy_map=_entropy_maps(runs, n, config),
+        entropy_ref=entropy_ref,
+        observations=len(utilities),
+    )
+
+
+def _pair_effect(mean: FloatMatrix, layout: _Layout, effect: int) -> FloatMatrix:
+    """Cell deviation plus kind-pair mean, shape (n, n), zero diagonal."""
+    n = layout.n
+    start = layout.cells(effect)
+    cells = mean[start : start + n * n].reshape(n, n)
+    out = cells + mean[layout.group(effect) + layout.groups]
+    np.fill_diagonal(out, 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _pair_variance(covariance: FloatMatrix, layout: _Layout, effect: int) -> FloatMatrix:
+    """Marginal variance of deviation plus group mean, shape (n, n), zero diagonal."""
+    n = layout.n
+    cell = layout.cells(effect) + np.arange(n * n).reshape(n, n)
+    group = layout.group(effect) + layout.groups
+    var = covariance[cell, cell] + covariance[group, group] + 2.0 * covariance[cell, group]
+    out = np.maximum(var, 0.0)
+    np.fill_diagonal(out, 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+# --- prediction and planning --------------------------------------------------------------------
+
+
+def run_model_effects(model: RunModel, weights: npt.ArrayLike) -> EffectModel:
+    """The pairwise (LOP) part of the run model as an :class:`EffectModel`; solve with ``rho = 1``.
+
+    ``forward`` holds ``R`` (what an earlier task leaves in a later one's final level), so
+    ``sum_j w_j S_j = const + sum_{a before b} (w_a B[b, a] + w_b R[a, b])`` as in DESIGN §2.
+    The entropy term is left out (not pairwise): :func:`refine_order` adds it.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (model.n,) or np.any(~np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"weights must be {model.n} finite non-negative numbers")
+    return EffectModel(
+        level_mean=model.level_mean.copy(),
+        level_var=model.level_var.copy(),
+        forward_mean=model.carry_mean.copy(),
+        forward_var=model.carry_var.copy(),
+        backward_mean=model.backward_mean.copy(),
+        backward_var=model.backward_var.copy(),
+        weights=w.copy(),
+    )
+
+
+def _as_orders(orders: npt.ArrayLike, n: int) -> IntArray:
+    array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+    if array.ndim != 2 or array.shape[1] != n:
+        raise ValueError(f"orders must have shape (P, {n})")
+    if np.any(np.sort(array, axis=1) != np.arange(n)):
+        raise ValueError(f"every order must be a permutation of 0..{n - 1}")
+    return array
+
+
+def predict_final_utilities(
+    model: RunModel,
+    orders: npt.ArrayLike,
+    *,
+    entropy_now: float | None = None,
+    trained: int = 0,
+) -> FloatMatrix:
+    """Predicted final utility of every task under each order, shape (P, n) (utility units).
+
+    Parameters
+    ----------
+    model : RunModel
+        A fitted model.
+    orders : array_like, shape (P, n) or (n,)
+        Full orders.
+    entropy_now, trained : float or None, int
+        Observed state: the mean entropy reported after the first ``trained`` stages (which all
+        orders share). The entropy trajectory then starts from it instead of from ``H_ref``.
+
+    Notes
+    -----
+    ``O(P n^2)``; the module docstring gives the formula.
+    """
+    n = model.n
+    array = _as_orders(orders, n)
+    position = np.argsort(array, axis=1)
+    before = position[:, :, None] < position[:, None, :]  # [p, i, j]: i before j
+    carry = np.einsum("pij,ij->pj", before, model.carry_mean)
+    backward = np.einsum("pji,ij->pj", before, model.backward_mean)
+    entropy = np.full(len(array), model.entropy_ref if entropy_now is None else entropy_now)
+    start = trained if entropy_now is not None else 0
+    alpha, beta = model.entropy_map[:, 0], model.entropy_map[:, 1]
+    for stage in range(start, n):
+        task = array[:, stage]
+        entropy = alpha[task] * entropy + beta[task]
+    shift = (entropy - model.entropy_ref)[:, None] * model.entropy_slope[None, :]
+    return np.asarray(model.level_mean + carry + backward + shift, dtype=np.float64)
+
+
+def predicted_objective(
+    model: RunModel,
+    weights: npt.ArrayLike,
+    orders: npt.ArrayLike,
+    *,
+    entropy_now: float | None = None,
+    trained: int = 0,
+) -> FloatMatrix:
+    """``sum_j w_j S_j`` of each order, shape (P,) (weighted utility units)."""
+    w = np.asarray(weights, dtype=np.float64)
+    utilities = predict_final_utilities(model, orders, entropy_now=entropy_now, trained=trained)
+    return np.asarray(utilities @ w, dtype=np.float64)
+
+
+def _insertions(order: Order, fixed: int) -> IntArray:
+    """Every order reached by moving one free task (past ``fixed``) to another free position."""
+    moves = []
+    free = range(fixed, len(order))
+    for source in free:
+        rest = order[:source] + order[source + 1 :]
+        for target in free:
+            if target != source:
+                moves.append((*rest[:target], order[source], *rest[target:]))
+    return np.array(moves, dtype=np.int64).reshape(-1, len(order))
+
+
+def refine_order(
+    model: RunModel,
+    weights: npt.ArrayLike,
+    order: Order,
+    *,
+    prefix_length: int = 0,
+    entropy_now: float | None = None,
+    max_rounds: int = 100,
+) -> Order:
+    """Best-improvement insertion search on the full prediction (entropy term included).
+
+    Parameters
+    ----------
+    model, weights : RunModel, array_like shape (n,)
+        The model and task weights.
+    order : Order
+        Start, typically the LOP optimum of :func:`run_model_effects`.
+    prefix_length : int
+        The first ``prefix_length`` tasks are trained already and stay in place.
+    entropy_now : float, optional
+        Mean entropy reported after the prefix (see :func:`predict_final_utilities`).
+    max_rounds : int
+        Improving moves at most.
+
+    Returns
+    -------
+    Order
+        A local optimum: no single insertion of a free task improves the prediction; never
+        worse than ``order``. ``O(rounds n^4)``.
+    """
+    current = tuple(int(t) for t in order)
+    _as_orders(current, model.n)
+    if not 0 <= prefix_length <= len(current):
+        raise ValueError("prefix_length must be between 0 and n")
+
+    def score(orders: npt.ArrayLike) -> FloatMatrix:
+        return predicted_objective(
+            model, weights, orders, entropy_now=entropy_now, trained=prefix_length
+        )
+
+    value = float(score(current)[0])
+    for _ in range(max_rounds):
+        moves = _insertions(current, prefix_length)
+        if len(moves) == 0:
+            break
+        values = score(moves)
+        best = int(np.argmax(values))
+        # A relative tolerance keeps rounding noise from cycling between equal orders.
+        if values[best] <= value + 1e-12 * max(1.0, abs(value)):
+            break
+        current, value = tuple(int(t) for t in moves[best]), float(values[best])
+    return current
+
+
+def exploration_order(
+    previous: Sequence[Order], n: int, *, design_runs: int = 2, seed: int = 0
+) -> Order | None:
+    """The order of the next designed run, or ``None`` once the loop should exploit.
+
+    The first run is planned from the priors (``None``); runs ``2..design_runs`` balance the
+    orientations seen so far: the order maximizing ``sum_{a before b} (c[b, a] - c[a, b])``,
+    ``c[a, b]`` = previous runs training ``a`` before ``b`` (a Linear Ordering Problem). After
+    one run that is its reverse, so every ordered pair has then been measured both ways, in
+    ``2n`` stages instead of the ``n^2`` of a pairwise protocol.
+
+    Parameters
+    ----------
+    previous : sequence of Order
+        Full orders of the project's earlier runs (partial runs are skipped).
+    n : int
+        Number of tasks.
+    design_runs : int
+        Runs (the first included) before the loop exploits.
+    seed : int
+        Seed of the LOP heuristic when ``n`` is too large for the exact DP.
+    """
+    complete = [tuple(order) for order in previous if sorted(order) == list(range(n))]
+    if not complete or len(complete) >= design_runs:
+        return None
+    counts = np.zeros((n, n))
+    for order in complete:
+        position = np.argsort(np.asarray(order))
+        counts += position[:, None] < position[None, :]
+    balance = counts.T - counts
+    if not np.any(balance):
+        return None
+    solution = solve_lop(balance, time_limit_s=1.0, seed=seed, num_workers=1)
+    return tuple(int(t) for t in solution.order)
