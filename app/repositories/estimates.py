@@ -61,8 +61,10 @@ class StatIncrement:
 
 
 def _insert(session: Session) -> Any:
+    # The Core table, not the entity: a plain executemany, no ORM bulk-insert bookkeeping.
+    table = Estimate.metadata.tables[Estimate.__tablename__]
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Estimate)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def list_estimates(session: Session, project_id: str) -> list[EstimateStats]:

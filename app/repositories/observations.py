@@ -31,6 +31,9 @@ LEVEL_SUMS = (
     "sum_y2",
 )
 _READ_BATCH = 5000
+# Core tables: executemany without the ORM's bulk-insert bookkeeping (the hot path of reports).
+_OBSERVATIONS = Observation.metadata.tables["ordo_observations"]
+_LEVEL_STATS = LevelStats.metadata.tables["ordo_level_stats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,23 +66,25 @@ def add_observations(
     report_id: str,
     at: datetime,
 ) -> None:
-    """Append raw observations of one report."""
-    session.add_all(
-        Observation(
-            project_id=project_id,
-            run_id=run_id,
-            report_id=report_id,
-            effect=row.effect,
-            src_task_id=row.src_task_id,
-            dst_task_id=row.dst_task_id,
-            value=row.value,
-            uplift=row.uplift,
-            entropy_shift=row.entropy_shift,
-            created_at=at,
-        )
+    """Append raw observations of one report (one executemany: the hot path of every report)."""
+    if not rows:
+        return
+    values = [
+        {
+            "project_id": project_id,
+            "run_id": run_id,
+            "report_id": report_id,
+            "effect": row.effect,
+            "src_task_id": row.src_task_id,
+            "dst_task_id": row.dst_task_id,
+            "value": row.value,
+            "uplift": row.uplift,
+            "entropy_shift": row.entropy_shift,
+            "created_at": at,
+        }
         for row in rows
-    )
-    session.flush()
+    ]
+    session.execute(insert(_OBSERVATIONS), values)
 
 
 def iter_observations(session: Session, project_id: str) -> Iterator[ObservationRow]:
@@ -109,7 +114,7 @@ def iter_observations(session: Session, project_id: str) -> Iterator[Observation
 
 def _insert(session: Session) -> Any:
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(LevelStats)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_LEVEL_STATS)
 
 
 def _values(project_id: str, cell: LevelSums, at: datetime) -> dict[str, Any]:
@@ -132,11 +137,11 @@ def add_level_stats(
     if not increments:
         return
     insert = _insert(session)
-    add = {name: getattr(LevelStats, name) + insert.excluded[name] for name in LEVEL_SUMS}
+    add = {name: _LEVEL_STATS.c[name] + insert.excluded[name] for name in LEVEL_SUMS}
     statement: Insert = insert.on_conflict_do_update(
         index_elements=["project_id", "task_id"],
         set_={
-            "count": LevelStats.count + insert.excluded.count,
+            "count": _LEVEL_STATS.c.count + insert.excluded.count,
             **add,
             "updated_at": insert.excluded.updated_at,
         },

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from models import StageEvaluation, StageReport
@@ -38,9 +38,12 @@ def add_report(session: Session, report: StageReport) -> StageReport:
 
 
 def add_evaluations(session: Session, report_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert the evaluations of a report (each dict: task_id, value, utility, stderr, entropy)."""
-    session.add_all(StageEvaluation(report_id=report_id, **row) for row in rows)
-    session.flush()
+    """Insert the evaluations of a report (each dict: task_id, value, utility, stderr, entropy).
+
+    One executemany, not the ORM unit of work: this is the hot path of every report.
+    """
+    table = StageEvaluation.metadata.tables["ordo_stage_evaluations"]
+    session.execute(insert(table), [{"report_id": report_id, **row} for row in rows])
 
 
 def list_reports(session: Session, run_id: str) -> Sequence[StageReport]:

@@ -29,7 +29,7 @@ from app.repositories import tasks as task_repo
 from app.repositories.estimates import StatIncrement
 from app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
 from app.schemas.calibration import RecomputeRead
-from app.schemas.report import ReportAccepted, ReportCreate, ReportRead
+from app.schemas.report import EvaluationRead, ReportAccepted, ReportCreate, ReportRead
 from app.schemas.run import RunStatus, RunStrategy
 from app.schemas.schedule import ScheduleCreate
 from app.services import runs as run_service
@@ -294,8 +294,25 @@ def put_report(
     if schedule is not None and _should_replan(run, stage, order):
         schedule, replanned = _replan(session, context, run, schedule, stage, settings=settings)
         order = list(schedule.order)
-    keys = {task.id: task.key for task in all_tasks}
-    [report_read] = run_service.report_reads(session, run, [report], keys)
+    report_read = ReportRead(
+        stage=stage,
+        task=trained.key if trained else None,
+        late=late,
+        steps=body.steps,
+        tokens=body.tokens,
+        wall_time_s=body.wall_time_s,
+        evaluations=[
+            EvaluationRead(
+                task=evaluation.task,
+                value=evaluation.value,
+                utility=utility(task, evaluation.value),
+                stderr=evaluation.stderr,
+                entropy=evaluation.entropy,
+            )
+            for task, evaluation in zip(evaluated, body.evaluations, strict=True)
+        ],
+        created_at=now,
+    )
     response = ReportAccepted(
         run_id=run.id,
         report=report_read,
@@ -386,19 +403,6 @@ def _replan(
     replanned = run_repo.get_schedule(session, context.id, solved.id)
     assert replanned is not None
     return replanned, True
-
-
-def get_report(
-    session: Session, context: ProjectContext, run_id: str, stage: int
-) -> ReportRead | None:
-    """One stored report of a run, or ``None``."""
-    run = run_service.get_run_row(session, context, run_id)
-    report = report_repo.get_report(session, run.id, stage)
-    if report is None:
-        return None
-    keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
-    [read] = run_service.report_reads(session, run, [report], keys)
-    return read
 
 
 # --- recomputation -------------------------------------------------------------------------------
