@@ -472,6 +472,27 @@ def test_bad_page_tokens_are_422(client: TestClient, example: ProjectKeys) -> No
     assert too_big.json()["errors"][0]["field"] == "query.page_size"
 
 
+def test_no_order_within_the_time_limit_is_503_with_retry_after(
+    client: TestClient, project: ProjectKeys
+) -> None:
+    # 60 tasks with adjacency, contiguity and a window go to CP-SAT, which cannot even find a
+    # feasible order in a millisecond.
+    tasks = [{"key": f"t{i}"} for i in range(60)]
+    client.post(f"/v1/projects/{project.id}/tasks", json={"tasks": tasks}, headers=project.admin)
+    constraints = [
+        {"type": "required_adjacency", "first": "t0", "second": "t1"},
+        {"type": "forbidden_adjacency", "first": "t2", "second": "t3"},
+        {"type": "contiguous", "tasks": ["t4", "t5", "t6", "t7"]},
+        {"type": "window", "task": "t8", "earliest": 11, "latest": 13},
+        {"type": "precedence", "before": "t9", "after": "t8"},
+    ]
+    response = solve(client, project, constraints=constraints, time_limit_s=0.001)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["code"] == "unavailable"
+    assert client.get(_url(project), headers=project.admin).json()["items"] == []
+
+
 def test_project_without_tasks_is_422(client: TestClient, project: ProjectKeys) -> None:
     response = solve(client, project)
     assert response.status_code == 422
