@@ -23,12 +23,20 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 
@@ -250,6 +258,141 @@ class InProcessOrdo:
         self.runs[run_id].done = True
 
 
+# --- HTTP transport: a live server ---
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVER_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveServer:
+    """A running ``ordo serve``: its URL and admin token."""
+
+    base_url: str
+    admin_token: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ordo_command(*args: str) -> list[str]:
+    """``ordo ...`` with this interpreter (the venv's console script is its wrapper)."""
+    return [sys.executable, "-c", "from app.cli import main; main()", *args]
+
+
+@contextmanager
+def live_server() -> Iterator[LiveServer]:
+    """``ordo db upgrade`` then ``ordo serve`` on a temporary SQLite database, until exit."""
+    with tempfile.TemporaryDirectory(prefix="ordo-bench-") as folder:
+        token = "bench-admin-" + os.urandom(12).hex()
+        port = _free_port()
+        env = {
+            **os.environ,
+            "ORDO_DATABASE_URL": f"sqlite:///{Path(folder) / 'ordo.db'}",
+            "ORDO_ADMIN_TOKEN": token,
+            "ORDO_LOG_LEVEL": "warning",
+        }
+        subprocess.run(
+            _ordo_command("db", "upgrade"), cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        )
+        log = (Path(folder) / "server.log").open("wb")
+        process = subprocess.Popen(
+            _ordo_command("serve", "--host", "127.0.0.1", "--port", str(port)),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_up(base_url, process)
+            yield LiveServer(base_url, token)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def _wait_until_up(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ordo serve exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("ordo serve did not come up")
+
+
+class HttpOrdo:
+    """The same calls over HTTP against a live server: one project per world.
+
+    The service plans (its estimation, solver and adaptive re-planning); this class only
+    translates: task indices <-> keys, evaluations -> report bodies.
+    """
+
+    def __init__(self, server: LiveServer, world: WorldParams, *, project_name: str) -> None:
+        self._http = httpx.Client(
+            base_url=server.base_url,
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+            timeout=60.0,
+        )
+        self.keys = [f"t{j}-{name}" for j, name in enumerate(world.names)]
+        self._index = {key: j for j, key in enumerate(self.keys)}
+        project = self._call("POST", "/v1/projects", {"name": project_name})
+        self._prefix = f"/v1/projects/{project['id']}"
+        tasks = [
+            {"key": key, "kind": kind.value, "goal": "maximize"}
+            for key, kind in zip(self.keys, world.kinds, strict=True)
+        ]
+        self._call("POST", f"{self._prefix}/tasks", {"tasks": tasks})
+
+    def _call(self, method: str, path: str, body: object | None = None) -> Any:
+        response = self._http.request(method, path, json=body)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
+        """POST .../runs."""
+        body = {"adaptive": adaptive, "strategy": strategy}
+        return str(self._call("POST", f"{self._prefix}/runs", body)["id"])
+
+    def next_stage(self, run_id: str) -> int | None:
+        """GET .../runs/{run}/next: the task's index, ``None`` when done."""
+        assignment = self._call("GET", f"{self._prefix}/runs/{run_id}/next")
+        if assignment["done"]:
+            return None
+        return self._index[assignment["task"]]
+
+    def report(self, run_id: str, stage: int, evaluation: Evaluation) -> None:
+        """PUT .../runs/{run}/reports/{stage} (utilities are the raw values: scale 1)."""
+        evaluations = [
+            {"task": self.keys[j], "value": value, "entropy": evaluation.entropies.get(j)}
+            for j, value in sorted(evaluation.values.items())
+        ]
+        path = f"{self._prefix}/runs/{run_id}/reports/{stage}"
+        self._call("PUT", path, {"evaluations": evaluations})
+
+    def complete(self, run_id: str) -> None:
+        """POST .../runs/{run}/complete."""
+        self._call("POST", f"{self._prefix}/runs/{run_id}/complete")
+
+
 def train_one_run(
     ordo: OrdoTransport, world: WorldParams, *, seed: int, adaptive: bool, strategy: Strategy
 ) -> tuple[int, ...]:
@@ -344,6 +487,9 @@ class Variant:
     design_runs: int = 1
 
 
+SERVICE = Variant("service", "constant", "exploit")
+"""What ``--transport http`` runs: the service's own planner, strategy ``exploit``."""
+
 VARIANTS = (
     Variant("run-model", "constant", "exploit", planner="run-model", design_runs=2),
     Variant("run-model, no design", "constant", "exploit", planner="run-model"),
@@ -356,21 +502,39 @@ VARIANTS = (
 )
 
 
-def ordo_utilities(world: WorldParams, variant: Variant, *, runs: int, seed: int) -> list[float]:
-    """Noise-free final mean utility of each of ``runs`` successive adaptive Ordo runs."""
-    ordo = InProcessOrdo(
-        world.kinds,
-        level_model=variant.level_model,
-        rho=variant.rho,
-        planner=variant.planner,
-        design_runs=variant.design_runs,
-    )
+def ordo_utilities(
+    world: WorldParams,
+    variant: Variant,
+    *,
+    runs: int,
+    seed: int,
+    server: LiveServer | None = None,
+) -> list[float]:
+    """Noise-free final mean utility of each of ``runs`` successive adaptive Ordo runs.
+
+    With a ``server`` the trainer talks to it over HTTP (one new project per world and
+    variant) and the service plans; the variant's planner options then do not apply.
+    """
+    ordo: OrdoTransport
+    if server is not None:
+        http = HttpOrdo(server, world, project_name=f"n{world.n}-seed{seed}-{variant.name}")
+        ordo = http
+    else:
+        ordo = InProcessOrdo(
+            world.kinds,
+            level_model=variant.level_model,
+            rho=variant.rho,
+            planner=variant.planner,
+            design_runs=variant.design_runs,
+        )
     achieved = []
     for r in range(runs):
         order = train_one_run(
             ordo, world, seed=seed * 7919 + r, adaptive=True, strategy=variant.strategy
         )
         achieved.append(true_mean_utility(world, order))
+    if server is not None:
+        http.close()
     return achieved
 
 
@@ -384,8 +548,15 @@ class WorldResult:
     protocol_stages: int
 
 
-def evaluate_world(n: int, seed: int, *, runs: int, variants: Sequence[Variant]) -> WorldResult:
-    """Every method on the world of ``(n, seed)``."""
+def evaluate_world(
+    n: int,
+    seed: int,
+    *,
+    runs: int,
+    variants: Sequence[Variant],
+    server: LiveServer | None = None,
+) -> WorldResult:
+    """Every method on the world of ``(n, seed)``; Ordo over HTTP when ``server`` is given."""
     world = draw_world(n, seed)
     truth = oracle(world)
     best = truth.best_utility
@@ -399,7 +570,8 @@ def evaluate_world(n: int, seed: int, *, runs: int, variants: Sequence[Variant])
         - true_mean_utility(world, pairwise_ceiling(world, truth)),
     }
     ordo_regret = {
-        v.name: [best - u for u in ordo_utilities(world, v, runs=runs, seed=seed)] for v in variants
+        v.name: [best - u for u in ordo_utilities(world, v, runs=runs, seed=seed, server=server)]
+        for v in variants
     }
     return WorldResult(best, regret, ordo_regret, stages)
 
@@ -446,15 +618,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--variants", nargs="+", default=[v.name for v in VARIANTS], help="Ordo variants"
     )
+    parser.add_argument(
+        "--transport",
+        choices=["http", "in-process"],
+        default="http",
+        help="http: simulated trainers drive a live `ordo serve` (the service plans; variant "
+        "'service'); in-process: the variants' planners called directly",
+    )
     args = parser.parse_args(argv)
-    variants = [v for v in VARIANTS if v.name in args.variants]
+    if args.transport == "http":
+        with live_server() as server:
+            run_benchmark(args, [SERVICE], server)
+    else:
+        run_benchmark(args, [v for v in VARIANTS if v.name in args.variants], None)
+
+
+def run_benchmark(
+    args: argparse.Namespace, variants: Sequence[Variant], server: LiveServer | None
+) -> None:
+    """Print the figures of every ``n`` of ``args``."""
+    where = f"over HTTP ({server.base_url})" if server else "in process"
+    print(f"Ordo {where}: variants {', '.join(v.name for v in variants)}")
     print("Regret = oracle's final mean utility - achieved (noise-free), utility units and % of")
     print("the oracle's; '<=1%' = share of worlds within 1 % of the oracle. Stages in brackets:")
     print("training stages used up to that point (protocol: measurements + the final run).")
     for n in args.n:
         started = time.perf_counter()
         results = [
-            evaluate_world(n, seed, runs=args.runs, variants=variants) for seed in range(args.seeds)
+            evaluate_world(n, seed, runs=args.runs, variants=variants, server=server)
+            for seed in range(args.seeds)
         ]
         report(n, results, args.runs)
         print(f"  ({time.perf_counter() - started:.0f} s)")
