@@ -17,7 +17,7 @@ Positions are 0-based stage indices; a pinned position ``-1`` means the last sta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import networkx as nx
@@ -410,12 +410,16 @@ class OrderVariables:
         Circuit arcs, present only when the model needs adjacency: ``(i, j)`` true when j comes
         right after i; node ``n`` is the depot, so ``(n, j)`` means j is first and ``(i, n)``
         that i is last. A missing pair means the arc is impossible.
+    fixed : mapping (a, b) -> bool, a < b
+        Pairs the presolve fixed (their ``pairs`` entry is a constant): ``True`` when ``a``
+        always precedes ``b``.
     """
 
     n: int
     pairs: Mapping[tuple[int, int], cp_model.IntVar]
     positions: Sequence[cp_model.IntVar]
     arcs: Mapping[tuple[int, int], cp_model.IntVar]
+    fixed: Mapping[tuple[int, int], bool] = field(default_factory=dict)
 
     def before(self, a: int, b: int) -> cp_model.BoolVarT:
         """Literal "``a`` is trained before ``b``" (``a != b``)."""

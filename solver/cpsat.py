@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from ortools.sat.python import cp_model
 
 from solver.constraints import (
@@ -45,6 +46,7 @@ from solver.constraints import (
     needs_arcs,
 )
 from solver.errors import InfeasibleError, NoSolutionError
+from solver.presolve import PairFixing, fix_pairs
 from solver.scoring import objective_weights
 from solver.types import Constraint, FloatMatrix, Objective, Order, OrderingProblem
 
@@ -129,12 +131,18 @@ def build_ordering_model(
 ) -> OrderingModel:
     """Build the CP-SAT model of ``problem`` (prefix excluded: pass a reduced problem or pin it).
 
-    Size: ``n (n-1) / 2`` booleans, ``2 C(n, 3)`` transitivity constraints, ``n^2`` arcs when
-    adjacency is involved.
+    Size: ``n (n-1) / 2`` pair literals, ``n^2`` arcs when adjacency is involved, and a
+    transitivity constraint for each triple ``a < b < c`` with at most one pair fixed by the
+    presolve (:func:`solver.presolve.fix_pairs`; up to ``C(n, 3)``). A triple with two or three
+    fixed pairs needs none: the fixed relation is transitively closed, so its third pair is then
+    fixed too or free either way. Pairs the constraints fix become constants and position
+    domains shrink to the presolved ranges. With ``enforce_constraints=True`` (explaining
+    infeasibility) nothing is presolved, since fixings hold only when every constraint does.
     """
     n = problem.n
     model = cp_model.CpModel()
-    variables = _order_variables(model, n, with_arcs=needs_arcs(problem))
+    fixing = None if enforce_constraints else fix_pairs(problem)
+    variables = _order_variables(model, n, with_arcs=needs_arcs(problem), fixing=fixing)
     enforcement: list[cp_model.IntVar] = []
     for index, constraint in enumerate(problem.constraints):
         literal = model.new_bool_var(f"enforce_{index}") if enforce_constraints else None
@@ -145,13 +153,26 @@ def build_ordering_model(
     return OrderingModel(model, variables, objective, tuple(enforcement))
 
 
-def _order_variables(model: cp_model.CpModel, n: int, *, with_arcs: bool) -> OrderVariables:
-    pairs = {
-        (a, b): model.new_bool_var(f"y_{a}_{b}") for a, b in itertools.combinations(range(n), 2)
-    }
-    for a, b, c in itertools.combinations(range(n), 3):
+def _order_variables(
+    model: cp_model.CpModel, n: int, *, with_arcs: bool, fixing: PairFixing | None
+) -> OrderVariables:
+    pairs: dict[tuple[int, int], cp_model.IntVar] = {}
+    fixed: dict[tuple[int, int], bool] = {}
+    free = np.ones((n, n), dtype=np.bool_)
+    for a, b in itertools.combinations(range(n), 2):
+        known = None if fixing is None else fixing.fixed(a, b)
+        if known is None:
+            pairs[a, b] = model.new_bool_var(f"y_{a}_{b}")
+        else:
+            pairs[a, b] = model.new_constant(int(known))
+            fixed[a, b] = known
+            free[a, b] = free[b, a] = False
+    for a, b, c in _triples_to_constrain(free):
         model.add_linear_constraint(pairs[a, b] + pairs[b, c] - pairs[a, c], 0, 1)
-    positions = [model.new_int_var(0, n - 1, f"pos_{j}") for j in range(n)]
+    positions = []
+    for j in range(n):
+        low, high = (0, n - 1) if fixing is None else (fixing.earliest[j], fixing.latest[j])
+        positions.append(model.new_int_var(int(low), int(high), f"pos_{j}"))
     for j in range(n):
         earlier = [pairs[i, j] for i in range(j)]
         later = [pairs[j, i] for i in range(j + 1, n)]
@@ -160,7 +181,17 @@ def _order_variables(model: cp_model.CpModel, n: int, *, with_arcs: bool) -> Ord
     arcs: dict[tuple[int, int], cp_model.IntVar] = {}
     if with_arcs:
         arcs = _add_circuit(model, pairs, positions, n)
-    return OrderVariables(n=n, pairs=pairs, positions=positions, arcs=arcs)
+    return OrderVariables(n=n, pairs=pairs, positions=positions, arcs=arcs, fixed=fixed)
+
+
+def _triples_to_constrain(free: npt.NDArray[np.bool_]) -> list[tuple[int, int, int]]:
+    """Triples ``a < b < c`` with at least two free pairs (``free``: (n, n), symmetric)."""
+    n = free.shape[0]
+    if n < 3:
+        return []
+    a, b, c = np.array(list(itertools.combinations(range(n), 3)), dtype=np.int64).T
+    keep = free[a, b].astype(np.int64) + free[b, c] + free[a, c] >= 2
+    return [(int(x), int(y), int(z)) for x, y, z in zip(a[keep], b[keep], c[keep], strict=True)]
 
 
 def _add_circuit(
@@ -211,6 +242,10 @@ def _add_objective(
     coefficients: list[float] = []
     literals: list[cp_model.IntVar] = []
     for (a, b), literal in variables.pairs.items():
+        known = variables.fixed.get((a, b))
+        if known is not None:
+            constant += weights[a, b] if known else weights[b, a]
+            continue
         # W[a,b] y + W[b,a] (1 - y): the constant part goes to the offset
         constant += weights[b, a]
         coefficients.append(weights[a, b] - weights[b, a])
@@ -277,7 +312,8 @@ def add_order_hint(ordering: OrderingModel, order: Sequence[int]) -> None:
     model.clear_hints()  # type: ignore[no-untyped-call]
     position = {task: k for k, task in enumerate(order)}
     for (a, b), literal in variables.pairs.items():
-        model.add_hint(literal, position[a] < position[b])
+        if (a, b) not in variables.fixed:
+            model.add_hint(literal, position[a] < position[b])
     for task, variable in enumerate(variables.positions):
         model.add_hint(variable, position[task])
     n = variables.n
