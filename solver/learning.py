@@ -39,7 +39,7 @@ orientation only, an effect is extrapolated from its kind group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -494,6 +494,7 @@ def refine_order(
     *,
     prefix_length: int = 0,
     entropy_now: float | None = None,
+    is_feasible: Callable[[Order], bool] | None = None,
     max_rounds: int = 100,
 ) -> Order:
     """Best-improvement insertion search on the full prediction (entropy term included).
@@ -508,6 +509,9 @@ def refine_order(
         The first ``prefix_length`` tasks are trained already and stay in place.
     entropy_now : float, optional
         Mean entropy reported after the prefix (see :func:`predict_final_utilities`).
+    is_feasible : callable, optional
+        Accepts only orders it returns ``True`` for (the problem's constraints, e.g.
+        ``lambda order: not solver.check_order(problem, order)``); ``order`` must pass.
     max_rounds : int
         Improving moves at most.
 
@@ -530,6 +534,9 @@ def refine_order(
     value = float(score(current)[0])
     for _ in range(max_rounds):
         moves = _insertions(current, prefix_length)
+        if is_feasible is not None and len(moves):
+            keep = [is_feasible(tuple(int(t) for t in move)) for move in moves]
+            moves = moves[np.array(keep, dtype=bool)]
         if len(moves) == 0:
             break
         values = score(moves)

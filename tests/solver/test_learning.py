@@ -187,6 +187,10 @@ def test_refine_order_adds_the_entropy_state_the_lop_misses() -> None:
     )
     with pytest.raises(ValueError, match="prefix_length"):
         refine_order(model, weights, start, prefix_length=5)
+    # A constraint (task 1 trained first) forbids every improving move.
+    pinned = refine_order(model, weights, start, is_feasible=lambda order: order[0] == 1)
+    assert pinned[0] == 1
+    assert predicted_objective(model, weights, pinned)[0] < best
 
 
 def test_observed_entropy_changes_the_prediction_of_the_rest() -> None:
