@@ -7,7 +7,7 @@ PORT ?= 8000
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS='-x -k schedules'` (CI adds a junit report).
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench openapi clean
+.PHONY: run test lint lint-ruff lint-format lint-mypy bench openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,16 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed-dev
+# Three independent checks: `make -k lint` (as CI runs it) reports all of them.
+lint: lint-ruff lint-format lint-mypy
+
+lint-ruff: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+
+lint-format: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
+
+lint-mypy: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-dev
