@@ -3,7 +3,8 @@
 There is no Docker engine to run them here, so these tests read ``docker-compose.yml``,
 ``Dockerfile`` and ``.dockerignore`` and check what would otherwise only break at deploy time:
 service ordering, health checks, credentials that match between services, ports, the image's
-contents, and that the commands they run exist in the real ``ordo`` CLI.
+contents, and that the commands they run exist in the real ``ordo`` CLI. The README's list of
+``ORDO_*`` variables is checked against ``Settings`` both ways.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from app.db import VERSION_TABLE
+from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDO_CLI = Path(sys.executable).with_name("ordo")
@@ -299,3 +301,29 @@ def test_serve_accepts_the_options_compose_and_the_image_pass(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert "--host" in result.stdout
     assert "--port" in result.stdout
+
+
+# Variables the README may name besides the server's settings: the client's and the tooling's.
+NON_SETTING_VARIABLES = {
+    "ORDO_URL",
+    "ORDO_TOKEN",
+    "ORDO_PROJECT",
+    "ORDO_TEST_DATABASE_URL",
+    "ORDO_LOP_INSTANCES",
+}
+
+
+def _readme_variables() -> set[str]:
+    return set(re.findall(r"\bORDO_[A-Z0-9_]+\b", (REPO_ROOT / "README.md").read_text()))
+
+
+def test_readme_documents_every_server_setting() -> None:
+    settings_variables = {f"ORDO_{name.upper()}" for name in Settings.model_fields}
+
+    assert settings_variables - _readme_variables() == set()
+
+
+def test_readme_names_no_variable_that_nothing_reads() -> None:
+    settings_variables = {f"ORDO_{name.upper()}" for name in Settings.model_fields}
+
+    assert _readme_variables() - settings_variables - NON_SETTING_VARIABLES == set()
