@@ -578,7 +578,7 @@ def evaluate_world(
 
 def _row(label: str, regrets: npt.NDArray[np.float64], relative: npt.NDArray[np.float64]) -> str:
     return (
-        f"  {label:<34} {regrets.mean():8.4f} {np.median(regrets):8.4f} "
+        f"  {label:<40} {regrets.mean():8.4f} {np.median(regrets):8.4f} "
         f"{100 * relative.mean():7.2f}% {100 * np.median(relative):7.2f}% "
         f"{100 * np.mean(relative <= 0.01):6.0f}%"
     )
@@ -589,7 +589,7 @@ def report(n: int, results: Sequence[WorldResult], runs: int) -> None:
     best = np.array([r.oracle_utility for r in results])
     print(f"\nn = {n}: {len(results)} worlds, oracle mean utility {best.mean():.4f}")
     print(
-        f"  {'method (stages)':<34} {'mean':>8} {'median':>8} {'mean %':>8} {'med %':>8} "
+        f"  {'method (stages)':<40} {'mean':>8} {'median':>8} {'mean %':>8} {'med %':>8} "
         f"{'<=1%':>7}"
     )
     stages = results[0].protocol_stages
