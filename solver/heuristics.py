@@ -8,15 +8,15 @@ Building blocks, all over the antisymmetric matrix ``D = W - W.T``:
 
 * :func:`lop_value`: the objective of an order, ``O(n^2)``.
 * :func:`becker_order`: Becker's quotient order, a cheap start, ``O(n^2 + n log n)``.
-* :func:`insertion_local_search`: insertion local search to a local optimum. One sweep evaluates
-  *every* insertion move (each element to each position) in ``O(n^2)`` numpy operations: the
-  gain of moving the element at position ``i`` to position ``j`` is a prefix sum of
-  ``D[p[i], p[k]]`` along the order (Schiavinotto & Stützle 2004, "LS_f"), and one cumulative sum
-  over the permuted ``D`` gives all of them. Every sweep then applies a set of improving moves
-  whose position intervals are disjoint, because such moves do not change each other's gains.
-* :func:`memetic_lop`: a memetic algorithm in the spirit of Schiavinotto & Stützle (2004):
-  a small population of local optima, cycle crossover (CX), an iterated local search on each
-  child (random insertion kicks), and a restart of the population when it has converged.
+* :func:`insertion_local_search`: insertion local search to a local optimum. The gain of moving
+  the element at position ``i`` to position ``j`` is a prefix sum of ``D[p[i], p[k]]`` along the
+  order (Schiavinotto & Stützle 2004, "LS_f"); the matrix of all those prefix sums is kept up to
+  date under moves (``O(n |i - j|)`` per move), so one row-minimum scan (``O(n^2)``) finds the
+  best insertion of every element. Every round applies several improving moves whose position
+  intervals are disjoint, because such moves do not change each other's gains.
+* :func:`memetic_lop`: a memetic algorithm after Schiavinotto & Stützle (2004): a population of
+  local optima, cycle crossover (CX), local search on each child, replacement of the worst, and
+  a restart around the best order when the population stagnates.
 
 Everything random comes from ``numpy.random.default_rng(seed)``; for a given seed the run is
 deterministic apart from where the time limit cuts it (``max_generations`` removes that).
@@ -87,11 +87,13 @@ class _SearchSpace:
     """The precomputed data every local search step reads.
 
     ``diff[a, b] = W[a, b] - W[b, a]`` (antisymmetric, zero diagonal), in the working dtype;
-    ``tolerance``: smallest gain taken as an improvement (objective units).
+    ``tolerance``: smallest gain taken as an improvement (objective units); ``total``: sum of
+    the off-diagonal entries of ``W``.
     """
 
     diff: npt.NDArray[np.floating]
     tolerance: float
+    total: float
 
     @classmethod
     def of(cls, weights: FloatMatrix) -> _SearchSpace:
@@ -101,9 +103,11 @@ class _SearchSpace:
         scale = float(np.abs(diff).max()) if diff.size else 0.0
         integral = bool(np.all(diff == np.round(diff)))
         row_mass = float(np.abs(diff).sum(axis=1).max()) if diff.size else 0.0
+        total = float(w.sum() - np.trace(w))
         if integral and row_mass < _FLOAT32_EXACT_LIMIT:
-            return cls(diff=diff.astype(np.float32), tolerance=0.5)
-        return cls(diff=diff, tolerance=_RELATIVE_GAIN_TOLERANCE * max(scale, 1e-300))
+            return cls(diff=diff.astype(np.float32), tolerance=0.5, total=total)
+        tolerance = _RELATIVE_GAIN_TOLERANCE * max(scale, 1e-300)
+        return cls(diff=diff, tolerance=tolerance, total=total)
 
 
 def _apply_insertion(perm: IntVector, source: int, target: int) -> None:
@@ -116,54 +120,110 @@ def _apply_insertion(perm: IntVector, source: int, target: int) -> None:
     perm[target] = moved
 
 
-def _best_insertions(
-    space: _SearchSpace, perm: IntVector, prefix: npt.NDArray[np.floating]
-) -> tuple[npt.NDArray[np.floating], IntVector]:
-    """Best insertion of every element: its gain and target position. ``O(n^2)``.
+class _OrderState:
+    """An order with its prefix matrix, kept up to date under insertion moves.
 
-    ``prefix[i, m] = sum_{k < m} D[perm[i], perm[k]]`` (shape ``(n, n + 1)``, column 0 is zero).
+    ``prefix[i, m] = sum_{k < m} D[perm[i], perm[k]]``, shape ``(n, n + 1)``, column 0 zero.
     Moving the element at ``i`` to position ``m <= i`` gains ``prefix[i, i] - prefix[i, m]``; to
-    position ``m - 1 >= i`` it gains ``prefix[i, i + 1] - prefix[i, m]`` and
-    ``prefix[i, i + 1] = prefix[i, i]`` (zero diagonal). So the best move of every element is
-    the row minimum of ``prefix``.
+    position ``m - 1 >= i`` it gains ``prefix[i, i] - prefix[i, m]`` as well (the diagonal of
+    ``D`` is zero), so every element's best insertion is its row minimum: one ``O(n^2)`` scan
+    evaluates the whole neighbourhood. A move from ``i`` to ``j`` only shifts columns and rows
+    between ``i`` and ``j`` and adds one column of ``D``: ``O(n |i - j|)`` vectorized work
+    instead of a fresh ``O(n^2)`` cumulative sum.
     """
-    n = perm.shape[0]
-    permuted = space.diff.take(perm, axis=0).take(perm, axis=1)
-    np.cumsum(permuted, axis=1, out=prefix[:, 1:])
-    best_column = prefix.argmin(axis=1)
-    rows = np.arange(n)
-    gains = prefix.ravel()[:: n + 2][:n] - prefix[rows, best_column]
-    targets = np.where(best_column <= rows, best_column, best_column - 1)
-    return gains, targets
 
+    __slots__ = ("_rows", "perm", "prefix", "space", "value")
 
-def _local_search_in_place(space: _SearchSpace, perm: IntVector) -> float:
-    """Insertion local search on ``perm`` (modified in place) to a local optimum.
+    def __init__(self, space: _SearchSpace, perm: IntVector) -> None:
+        n = perm.shape[0]
+        self.space = space
+        self.perm = perm.copy()
+        self.prefix = np.zeros((n, n + 1), dtype=space.diff.dtype)
+        self.value = 0.0
+        self._rows = np.arange(n)
+        self.load(perm)
 
-    Returns the total gain (objective units). Each round costs ``O(n^2)`` numpy work and applies
-    the best improving move of as many elements as fit in disjoint position intervals, largest
-    gains first; it stops when no insertion move gains more than the tolerance.
-    """
-    n = perm.shape[0]
-    if n < 2:
-        return 0.0
-    prefix = np.zeros((n, n + 1), dtype=space.diff.dtype)
-    total = 0.0
-    while True:
-        gains, targets = _best_insertions(space, perm, prefix)
-        improving = np.flatnonzero(gains > space.tolerance)
-        if improving.size == 0:
-            return total
-        improving = improving[np.argsort(-gains[improving], kind="stable")]
-        occupied = np.zeros(n, dtype=bool)
-        for source in improving.tolist():
-            target = int(targets[source])
-            low, high = min(source, target), max(source, target)
-            if occupied[low : high + 1].any():
+    def recompute(self) -> None:
+        """Rebuild ``prefix`` from ``perm`` (``O(n^2)``; also clears float drift)."""
+        permuted = self.space.diff.take(self.perm, axis=0).take(self.perm, axis=1)
+        np.cumsum(permuted, axis=1, out=self.prefix[:, 1:])
+
+    def load(self, perm: IntVector) -> None:
+        """Become ``perm``; its value comes from the new prefix matrix in ``O(n)``."""
+        np.copyto(self.perm, perm)
+        self.recompute()
+        n = perm.shape[0]
+        # sum_{k<l} D[p_k, p_l] = sum_k (prefix[k, n] - prefix[k, k]), and the value is half of
+        # that plus half the off-diagonal total of W.
+        ahead = self.prefix[:, n].astype(np.float64) - self.prefix.ravel()[:: n + 2][:n]
+        self.value = 0.5 * (self.space.total + float(ahead.sum()))
+
+    def copy_from(self, other: _OrderState) -> None:
+        np.copyto(self.perm, other.perm)
+        np.copyto(self.prefix, other.prefix)
+        self.value = other.value
+
+    def move(self, source: int, target: int) -> None:
+        """Insert the element at ``source`` at position ``target``; updates value and prefix."""
+        if source == target:
+            return
+        prefix = self.prefix
+        column = target + 1 if source < target else target
+        self.value += float(prefix[source, source] - prefix[source, column])
+        moved = int(self.perm[source])
+        # toward[k] = D[moved, perm[k]] = -D[perm[k], moved]
+        toward = self.space.diff[moved].take(self.perm)
+        if source < target:
+            prefix[:, source + 1 : target + 1] = (
+                prefix[:, source + 2 : target + 2] + toward[:, None]
+            )
+        else:
+            prefix[:, target + 1 : source + 1] = prefix[:, target:source] - toward[:, None]
+        moved_row = prefix[source].copy()
+        if source < target:
+            prefix[source:target] = prefix[source + 1 : target + 1].copy()
+        else:
+            prefix[target + 1 : source + 1] = prefix[target:source].copy()
+        prefix[target] = moved_row
+        _apply_insertion(self.perm, source, target)
+
+    def best_moves(self) -> tuple[npt.NDArray[np.floating], IntVector]:
+        """Best insertion of every element: gain (objective units) and target position."""
+        n = self.perm.shape[0]
+        best_column = self.prefix.argmin(axis=1)
+        gains = self.prefix.ravel()[:: n + 2][:n] - self.prefix[self._rows, best_column]
+        targets = np.where(best_column <= self._rows, best_column, best_column - 1)
+        return gains, targets
+
+    def local_search(self, moves_per_round: int = 32) -> None:
+        """Insertion local search to a local optimum; never lowers ``value``.
+
+        Each round scans all ``n^2`` moves and applies the best move of as many elements as fit
+        in disjoint position intervals (among the ``moves_per_round`` largest gains): moves on
+        disjoint intervals do not change each other's gains.
+        """
+        n = self.perm.shape[0]
+        if n < 2:
+            return
+        tolerance = self.space.tolerance
+        while True:
+            gains, targets = self.best_moves()
+            improving = np.flatnonzero(gains > tolerance)
+            if improving.size == 0:
+                return
+            if improving.size == 1:
+                source = int(improving[0])
+                self.move(source, int(targets[source]))
                 continue
-            occupied[low : high + 1] = True
-            _apply_insertion(perm, source, target)
-            total += float(gains[source])
+            improving = improving[np.argsort(-gains[improving], kind="stable")[:moves_per_round]]
+            occupied = np.zeros(n, dtype=bool)
+            for source in improving.tolist():
+                target = int(targets[source])
+                low, high = min(source, target), max(source, target)
+                if occupied[low : high + 1].any():
+                    continue
+                occupied[low : high + 1] = True
+                self.move(source, target)
 
 
 def insertion_local_search(weights: FloatMatrix, order: Order) -> Order:
@@ -179,13 +239,14 @@ def insertion_local_search(weights: FloatMatrix, order: Order) -> Order:
     Returns
     -------
     Order
-        A permutation where no single insertion move improves the value. Each sweep is
+        A permutation where no single insertion move improves the value. Each round is
         ``O(n^2)``.
     """
     space = _SearchSpace.of(weights)
-    perm = np.asarray(order, dtype=np.int64).copy()
-    _local_search_in_place(space, perm)
-    return tuple(int(x) for x in perm)
+    perm = np.asarray(order, dtype=np.int64)
+    state = _OrderState(space, perm)
+    state.local_search()
+    return tuple(int(x) for x in state.perm)
 
 
 def _cycle_crossover(first: IntVector, second: IntVector, rng: np.random.Generator) -> IntVector:
@@ -213,100 +274,134 @@ def _cycle_crossover(first: IntVector, second: IntVector, rng: np.random.Generat
     return child
 
 
-def _kick(perm: IntVector, strength: int, rng: np.random.Generator) -> IntVector:
-    """A perturbation: ``strength`` random insertion moves on a copy of ``perm``."""
-    kicked = perm.copy()
-    n = perm.shape[0]
-    for _ in range(strength):
-        source, target = (int(v) for v in rng.integers(0, n, size=2))
-        _apply_insertion(kicked, source, target)
-    return kicked
-
-
 @dataclass(slots=True)
 class _Individual:
     perm: IntVector
     value: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """Tuning of the memetic search.
+
+    Chosen by 10 s CPU-time runs on RandA1 (t1d100.01, t1d150.01) and xLOLIB (be75eec_150,
+    be75np_250): a plain memetic algorithm (no iterated search per child) with a large
+    population and restarts beat iterated local search and mixed variants there, as in
+    Schiavinotto & Stützle (2004) and Martí, Reinelt & Duarte (2012).
+    """
+
+    population_size: int = 50
+    # Kick-and-search steps of the iterated local search run on every child, per element.
+    kicks_per_element: float = 0.0
+    # A kick is 1..max_kick random insertion moves, each over at most kick_span positions
+    # (a fraction of n; at least 2).
+    max_kick: int = 3
+    kick_span: float = 1.0
+    # Improving moves tried per local search round (largest gains first).
+    moves_per_round: int = 32
+    # Generations without any replacement in the population before it is re-seeded.
+    patience: int = 30
+
+
 class _Memetic:
-    """State of one memetic run (population, best, counters)."""
+    """State of one memetic run: population, best order, the scratch states, counters."""
 
     def __init__(
         self,
         weights: FloatMatrix,
         rng: np.random.Generator,
         *,
-        population_size: int,
+        settings: _Settings,
         deadline: float,
         should_stop: Callable[[], bool] | None = None,
         on_improvement: Callable[[Order, float], None] | None = None,
     ) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
+        self.n = int(self.weights.shape[0])
         self.space = _SearchSpace.of(self.weights)
         self.rng = rng
-        self.population_size = population_size
+        self.settings = settings
         self.deadline = deadline
         self.should_stop = should_stop
         self.on_improvement = on_improvement
         self.population: list[_Individual] = []
         self.best: _Individual | None = None
+        identity = np.arange(self.n, dtype=np.int64)
+        self.current = _OrderState(self.space, identity)
+        self.trial = _OrderState(self.space, identity)
         self.local_searches = 0
+        self.span = max(2, int(settings.kick_span * self.n))
 
     def timed_out(self) -> bool:
         if self.should_stop is not None and self.should_stop():
             return True
         return time.perf_counter() >= self.deadline
 
-    def improve(self, perm: IntVector) -> _Individual:
-        """Local search from ``perm`` (a copy is changed) and the exact value of the result."""
-        improved = perm.copy()
-        _local_search_in_place(self.space, improved)
-        self.local_searches += 1
-        candidate = _Individual(improved, lop_value(self.weights, improved))
-        if self.best is None or candidate.value > self.best.value:
-            self.best = _Individual(improved.copy(), candidate.value)
+    def _record(self, state: _OrderState) -> None:
+        if self.best is not None and state.value <= self.best.value + self.space.tolerance:
+            return
+        exact = lop_value(self.weights, state.perm)  # clears any float drift of the tracking
+        state.value = exact
+        if self.best is None or exact > self.best.value:
+            self.best = _Individual(state.perm.copy(), exact)
             if self.on_improvement is not None:
-                self.on_improvement(tuple(int(x) for x in improved), candidate.value)
-        return candidate
+                self.on_improvement(tuple(int(x) for x in state.perm), exact)
 
-    def iterated_search(self, start: _Individual, kicks: int) -> _Individual:
-        """Iterated local search from ``start``: ``kicks`` kick + local search steps."""
-        current = start
-        n = current.perm.shape[0]
+    def improve(self, perm: IntVector) -> _Individual:
+        """Iterated local search from ``perm``; returns the result (exact value)."""
+        self.current.load(perm)
+        self.current.local_search(self.settings.moves_per_round)
+        self.local_searches += 1
+        self._record(self.current)
+        self._iterate(int(self.settings.kicks_per_element * self.n))
+        return _Individual(self.current.perm.copy(), self.current.value)
+
+    def _iterate(self, kicks: int) -> None:
+        """``kicks`` times: kick ``current`` into ``trial``, search, keep it if not worse."""
+        current, trial = self.current, self.trial
         for _ in range(kicks):
             if self.timed_out():
-                break
-            strength = int(self.rng.integers(1, max(2, min(8, n // 8) + 1)))
-            candidate = self.improve(_kick(current.perm, strength, self.rng))
-            if candidate.value >= current.value:
-                current = candidate
-        return current
+                return
+            trial.copy_from(current)
+            strength = int(self.rng.integers(1, self.settings.max_kick + 1))
+            for _ in range(strength):
+                source = int(self.rng.integers(0, self.n))
+                offset = int(self.rng.integers(-self.span, self.span + 1))
+                trial.move(source, min(self.n - 1, max(0, source + offset)))
+            trial.local_search(self.settings.moves_per_round)
+            self.local_searches += 1
+            if trial.value >= current.value - self.space.tolerance:
+                current, trial = trial, current
+                self._record(current)
+        self.current, self.trial = current, trial
 
     def seed_population(self, first: IntVector | None) -> None:
-        n = self.weights.shape[0]
         self.population = []
         if first is not None:
             self.population.append(self.improve(first))
-        while len(self.population) < self.population_size and not self.timed_out():
-            self.population.append(self.improve(self.rng.permutation(n).astype(np.int64)))
+        while len(self.population) < self.settings.population_size and not self.timed_out():
+            self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
 
-    def generation(self, kicks: int) -> None:
-        """One generation: crossover of two parents, ILS on the child, replace the worst."""
+    def generation(self) -> bool:
+        """One generation: crossover of two parents, ILS on the child, replace the worst.
+
+        Returns whether the child entered the population.
+        """
         size = len(self.population)
         if size < 2:
-            child = self.population[0]
-            self.population[0] = self.iterated_search(child, kicks)
-            return
+            self.population[0] = self.improve(self.population[0].perm)
+            return True
         first, second = self.rng.choice(size, size=2, replace=False)
         child_perm = _cycle_crossover(
             self.population[first].perm, self.population[second].perm, self.rng
         )
-        child = self.iterated_search(self.improve(child_perm), kicks)
+        child = self.improve(child_perm)
         worst = min(range(size), key=lambda k: self.population[k].value)
         duplicate = any(np.array_equal(child.perm, other.perm) for other in self.population)
         if not duplicate and child.value > self.population[worst].value:
             self.population[worst] = child
+            return True
+        return False
 
     def converged(self) -> bool:
         values = [ind.value for ind in self.population]
@@ -323,7 +418,12 @@ def memetic_lop(
     should_stop: Callable[[], bool] | None = None,
     on_improvement: Callable[[Order, float], None] | None = None,
 ) -> tuple[Order, float]:
-    """Memetic algorithm for the LOP (Schiavinotto & Stützle 2004 style).
+    """Memetic algorithm for the LOP (after Schiavinotto & Stützle 2004).
+
+    A population of orders, each improved by an iterated local search (insertion local search,
+    kicks of a few random insertions, accept if not worse); each generation crosses two parents
+    (cycle crossover), improves the child the same way and lets it replace the worst member; a
+    converged population is re-seeded around the best order.
 
     Parameters
     ----------
@@ -352,8 +452,8 @@ def memetic_lop(
 
     Notes
     -----
-    Each local search sweep is ``O(n^2)``; a generation is a crossover (``O(n)``) followed by a
-    few dozen local searches.
+    A local search round is ``O(n^2)`` (a row-minimum scan) and a move ``O(n |i - j|)``; a
+    generation is a crossover (``O(n)``) and ``2 n`` kick-and-search steps.
     """
     n = int(np.asarray(weights).shape[0])
     if n <= 1:
@@ -364,20 +464,21 @@ def memetic_lop(
     search = _Memetic(
         weights,
         rng,
-        population_size=10,
+        settings=_Settings(),
         deadline=deadline,
         should_stop=should_stop,
         on_improvement=on_improvement,
     )
     start = becker_order(weights) if initial is None else initial
     search.seed_population(np.asarray(start, dtype=np.int64))
-    kicks = max(10, 2 * n)
     generations = 0
+    stale = 0
     while not search.timed_out() and (max_generations is None or generations < max_generations):
-        search.generation(kicks)
+        stale = 0 if search.generation() else stale + 1
         generations += 1
-        if search.converged():
+        if search.converged() or stale >= search.settings.patience:
             search.seed_population(None if search.best is None else search.best.perm)
+            stale = 0
     best = search.best
     assert best is not None
     logger.debug(

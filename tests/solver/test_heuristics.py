@@ -98,3 +98,22 @@ def test_memetic_is_never_worse_than_its_initial_order() -> None:
 @pytest.mark.parametrize("n", [0, 1])
 def test_memetic_handles_trivial_sizes(n: int) -> None:
     assert memetic_lop(np.zeros((n, n)), seed=0, time_limit_s=1.0) == (tuple(range(n)), 0.0)
+
+
+@pytest.mark.parametrize("integral", [True, False])
+def test_incremental_prefix_matrix_matches_a_fresh_one_after_many_moves(integral: bool) -> None:
+    # The search keeps the prefix matrix and value up to date move by move (O(n |i-j|) each);
+    # any slip would silently mislead it, so compare with a recomputation.
+    from solver.heuristics import _OrderState, _SearchSpace
+
+    n = 30
+    weights = random_weights(n, 9, integral=integral)
+    rng = np.random.default_rng(9)
+    state = _OrderState(_SearchSpace.of(weights), rng.permutation(n).astype(np.int64))
+    for _ in range(300):
+        source, target = (int(v) for v in rng.integers(0, n, size=2))
+        state.move(source, target)
+    tracked = state.prefix.copy()
+    state.recompute()
+    np.testing.assert_allclose(tracked, state.prefix, atol=1e-9)
+    assert state.value == pytest.approx(lop_value(weights, state.perm), abs=1e-9)

@@ -112,3 +112,21 @@ def test_smallest_io_instance_is_solved_and_proven() -> None:
     assert result.value == best_known["N-t59b11xx"]
     assert result.proven_optimal
     assert result.bound == result.value
+
+
+def test_large_instance_with_a_bounding_thread_returns_a_valid_bound() -> None:
+    # n > 80 with two workers runs the LP beside the heuristic; the result must stay consistent.
+    weights = random_weights(90, 7, integral=True)
+    result = solve_lop(weights, time_limit_s=1.5, seed=0, num_workers=2)
+    assert sorted(result.order) == list(range(90))
+    assert result.value == lop_value(weights, result.order)
+    assert result.bound >= result.value
+    assert result.wall_time_s < 5.0
+
+
+def test_non_integral_data_is_proven_with_the_relative_tolerance() -> None:
+    weights = random_weights(14, 21, integral=False)
+    result = solve_lop(weights, time_limit_s=10.0, seed=0, num_workers=1)
+    assert result.bound >= result.value
+    assert result.proven_optimal
+    assert result.bound - result.value <= 1e-9 * max(1.0, abs(result.bound))
