@@ -4,14 +4,24 @@
 and returns the best order with a *proven* upper bound:
 
 1. ``n <= 10``: exact subset dynamic programme (``O(2^n n^2)``).
-2. Otherwise the memetic heuristic (:func:`solver.heuristics.memetic_lop`) finds a good order.
-3. The 3-dicycle LP relaxation (:mod:`solver.lp_bound`) gives a bound; on real-world
-   (input-output) instances it usually equals the heuristic value or is integral itself.
-4. What the LP leaves open goes to a MILP over the LP's cut set (HiGHS), re-separating
-   3-dicycle cuts from its integer optimum, then back to the heuristic for the remaining time.
+2. The memetic heuristic (:func:`solver.heuristics.memetic_lop`) finds good orders.
+3. The 3-dicycle LP relaxation (:mod:`solver.lp_bound`, warm-started HiGHS cutting planes)
+   gives a bound; on real-world (input-output) instances it usually equals the heuristic value
+   or has an integral, hence optimal, solution.
+4. What the LP leaves open goes to a MILP over the LP's cut set after reduced-cost fixing
+   (pairs whose flip would cost more than the gap keep their LP side), re-separating 3-dicycle
+   cuts from its integer optimum until it is transitive.
+
+Up to ``n = 70`` (or with one worker) the phases run in turn: a short heuristic run, the LP, the
+MILP, then the heuristic again for the remaining time. Above that, with two workers, the
+bounding (2-4) runs in a thread beside the heuristic (HiGHS releases the interpreter lock), and
+the LP is abandoned early when its bound stays far above the incumbent (random instances).
+Whatever proves optimality first stops the other.
 
 Optimality is proven when ``bound - value <= 1e-9 * max(1, |bound|)``; when every off-diagonal
-entry of ``W`` is an integer the bound is rounded down to an integer first.
+entry of ``W`` is an integer the bound is rounded down to an integer first. The LP bound is
+recomputed from the dual values by weak duality (valid whatever the LP's accuracy); the MILP
+bound is HiGHS's dual bound at ``mip_rel_gap = 0``.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ logger = logging.getLogger(__name__)
 _DP_MAX_N = 10
 # Below this size the LP proves fast, and a bounding thread only competes with the heuristic
 # for the interpreter lock; above it, HiGHS (which releases the lock) runs beside the heuristic.
-_PARALLEL_MIN_N = 80
+_PARALLEL_MIN_N = 70
 _PROOF_RELATIVE_TOLERANCE = 1e-9
 
 
@@ -185,9 +195,7 @@ class _Shared:
             self.proven.set()
 
 
-def _bound_and_close(
-    weights: FloatMatrix, shared: _Shared, *, time_limit_s: float, num_workers: int
-) -> None:
+def _bound_and_close(weights: FloatMatrix, shared: _Shared, *, time_limit_s: float) -> None:
     """Bounding phase: 3-dicycle LP, then a MILP over reduced-cost-fixed pairs if needed."""
     n = weights.shape[0]
     deadline = time.perf_counter() + time_limit_s
@@ -241,7 +249,8 @@ def solve_lop(
     seed : int
         Seed of all randomness.
     num_workers : int
-        Threads the solver may use (``>= 1``; the current phases run single-threaded).
+        Threads the solver may use (``>= 1``): with 2 or more and ``n > 70`` the bound runs in
+        a second thread beside the heuristic; more than 2 are not used yet.
     initial_order : Order, optional
         A start order for the heuristic.
 
@@ -282,7 +291,7 @@ def solve_lop(
         bounding = threading.Thread(
             target=_bound_and_close,
             args=(w, shared),
-            kwargs={"time_limit_s": remaining(), "num_workers": num_workers - 1},
+            kwargs={"time_limit_s": remaining()},
             daemon=True,
         )
         bounding.start()
@@ -304,7 +313,7 @@ def solve_lop(
             initial=start,
             on_improvement=shared.offer,
         )
-        _bound_and_close(w, shared, time_limit_s=0.6 * remaining(), num_workers=1)
+        _bound_and_close(w, shared, time_limit_s=0.6 * remaining())
         if not shared.proven.is_set() and remaining() > 0:
             memetic_lop(
                 w,

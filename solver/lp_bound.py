@@ -54,7 +54,7 @@ _INTEGRALITY_TOLERANCE = 1e-6
 _SEPARATION_BLOCK = 1 << 21
 # The LP is abandoned when, after this share of its budget, the bound is still this far (relative)
 # above the target: on random instances (RandA1, xLOLIB) it stays 10-20 % above and gets slow.
-_FUTILE_AFTER = 0.25
+_FUTILE_AFTER = 0.1
 _FUTILE_GAP = 0.05
 # A row whose slack exceeds this (and has a zero dual) is dropped from the LP after a round.
 _PURGE_SLACK = 1e-9
@@ -358,7 +358,7 @@ def cutting_plane_bound(
     should_stop : callable, optional
         Polled between rounds; the loop ends when it returns true.
 
-    The loop also gives up, as futile, once a quarter of the budget is spent while the bound is
+    The loop also gives up, as futile, once a tenth of the budget is spent while the bound is
     still more than 5 % above ``target`` (random instances: their LP gap is 10-20 %).
 
     Returns
