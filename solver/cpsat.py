@@ -347,6 +347,11 @@ def solver_parameters(*, time_limit_s: float, num_workers: int, seed: int) -> cp
     parameters.num_workers = num_workers
     parameters.random_seed = seed
     parameters.linearization_level = 2
+    # No generic cuts (MIR, zero-half, ...): the transitivity rows already make the LP; the
+    # extra cut rounds cost more than they prune. On n = 30 with five mixed constraints, one
+    # worker, this took the median solve from 1.14 s to 0.72 s (20 seeds) and the slowest
+    # seeds from ~5 s to ~1 s.
+    parameters.cut_level = 0
     if num_workers > 1:
         parameters.merge_text_format('subsolver_params { name: "ordo_lp2" linearization_level: 2 }')
         parameters.subsolvers.extend(_PORTFOLIO[:num_workers])

@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 
 from solver.cpsat import OBJECTIVE_SCALE, build_ordering_model, solve_cpsat
+from solver.errors import NoSolutionError
 from solver.exact import solve_exact
 from solver.scoring import score_order
 from solver.types import ContiguousGroup, Objective, OrderingProblem, RequiredAdjacency
 from tests.solver.conftest import feasible_problems
-from tests.solver.factories import make_problem, random_model
+from tests.solver.factories import five_mixed_constraints, make_problem, random_model
 
 
 def test_model_structure_without_adjacency() -> None:
@@ -56,3 +57,13 @@ def test_bound_stays_above_optimum_with_coarse_rounding() -> None:
         solution = solve_cpsat(problem, time_limit_s=10.0, num_workers=1, seed=0)
         optimum = score_order(problem, solve_exact(problem).order)
         assert solution.bound >= optimum - 1e-12
+
+
+def test_no_order_within_the_time_limit_raises_no_solution() -> None:
+    # A microsecond is less than CP-SAT needs to load 4060 transitivity constraints, and without
+    # a hint there is no order to fall back on: the status is UNKNOWN, never FEASIBLE.
+    problem = make_problem(
+        random_model(np.random.default_rng(3), 30), rho=0.5, constraints=five_mixed_constraints()
+    )
+    with pytest.raises(NoSolutionError, match="no order found within"):
+        solve_cpsat(problem, time_limit_s=1e-6, num_workers=1, seed=0)
