@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Security
@@ -10,10 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.errors import UnavailableError
 from app.services.auth import Principal, ProjectContext, authenticate, authorize_project
 from app.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Longest wait of a write request for its turn (then 503): the database's statement timeout.
+WRITE_QUEUE_TIMEOUT_S = 30.0
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -33,11 +37,37 @@ def get_database(request: Request) -> Database:
     return database
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def write_gate(request: Request) -> AsyncIterator[None]:
+    """Queue writing requests in the event loop, at most as many at once as can hold a connection.
+
+    SQLite: one at a time (one writer). PostgreSQL: the pool's size. Waiting anywhere else
+    fails under a burst: a request parked in SQLite's busy handler holds a worker thread, and
+    with enough writers every thread waits while the lock holder needs one to finish; a request
+    waiting for a pooled connection gives up after ``db_pool_timeout_s`` (503) although the
+    queue is moving. The semaphore serves in arrival order; a wait past WRITE_QUEUE_TIMEOUT_S
+    is a 503 with ``Retry-After``.
+    """
+    gate: asyncio.Semaphore | None = getattr(request.app.state, "write_gate", None)
+    if gate is None or request.method in READ_METHODS:
+        yield
+        return
+    try:
+        await asyncio.wait_for(gate.acquire(), timeout=WRITE_QUEUE_TIMEOUT_S)
+    except TimeoutError as error:
+        raise UnavailableError("The server is busy; retry later.") from error
+    try:
+        yield
+    finally:
+        gate.release()
+
+
+def get_session(
+    request: Request, _gate: Annotated[None, Depends(write_gate, scope="function")]
+) -> Iterator[Session]:
     """One unit of work per request: commit on success, roll back on error.
 
     Reads get a read-only session (a deferred BEGIN on SQLite), everything else a writing one
-    (BEGIN IMMEDIATE on SQLite).
+    (BEGIN IMMEDIATE on SQLite), after :func:`write_gate`.
     """
     database = get_database(request)
     factory = database.read_sessions if request.method in READ_METHODS else database.sessions

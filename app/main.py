@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from app.db import build_engine, make_database
+from app.db import build_engine, is_sqlite, make_database
 from app.docs import STATIC_URL, install_redoc
 from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
@@ -65,6 +66,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     engine = build_engine(settings)
     app.state.database = make_database(engine)
+    writers = (
+        1 if is_sqlite(settings.database_url) else settings.db_pool_size + settings.db_max_overflow
+    )
+    app.state.write_gate = asyncio.Semaphore(writers)
     logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))
     try:
         yield

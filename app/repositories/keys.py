@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from models import ApiKey
@@ -71,9 +71,15 @@ def revoke_key(session: Session, project_id: str, key_id: str, at: datetime) -> 
     )
 
 
+# Uses are recorded to this resolution: an UPDATE on every request would lock the key's row
+# until commit, serializing every concurrent write made with one key (a trainer fleet shares one).
+TOUCH_RESOLUTION = timedelta(seconds=60)
+
+
 def touch_key(session: Session, key_pk: str, at: datetime) -> None:
-    """Record a use of the key."""
-    session.execute(update(ApiKey).where(ApiKey.id == key_pk).values(last_used_at=at))
+    """Record a use of the key (at most once per TOUCH_RESOLUTION)."""
+    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at - TOUCH_RESOLUTION)
+    session.execute(update(ApiKey).where(ApiKey.id == key_pk, stale).values(last_used_at=at))
 
 
 def has_global_admin(session: Session) -> bool:

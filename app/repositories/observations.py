@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, delete, insert, select
+from sqlalchemy import Insert, delete, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Observation
+from models import Observation, Project
 from models.estimate import LevelStats
 
 LEVEL_SUMS = (
@@ -170,3 +170,28 @@ def replace_level_stats(
     session.execute(delete(LevelStats).where(LevelStats.project_id == project_id))
     if cells:
         session.execute(insert(LevelStats), [_values(project_id, cell, at) for cell in cells])
+
+
+# Advisory-lock namespace of "the statistics of one project" (any constant of our own).
+_STATISTICS_LOCK_SPACE = 0x0D0
+
+
+def lock_statistics(session: Session, project_id: str, *, exclusive: bool) -> None:
+    """Hold the project's statistics lock until commit (PostgreSQL; SQLite has one writer).
+
+    Reports take it shared, so they never wait for each other here; a recomputation takes it
+    exclusive, so it never overwrites a statistic that an uncommitted report is adding to.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    session.execute(
+        text(f"SELECT {function}(:space, hashtext(:project_id))"),
+        {"space": _STATISTICS_LOCK_SPACE, "project_id": project_id},
+    )
+
+
+def estimates_version(session: Session, project_id: str) -> int:
+    """The project's current estimates version, read now (not from the identity map)."""
+    query = select(Project.estimates_version).where(Project.id == project_id)
+    return int(session.scalar(query) or 0)

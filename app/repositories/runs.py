@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Run, Schedule
@@ -25,11 +26,18 @@ def db_now(session: Session) -> datetime:
     return value.astimezone(UTC)
 
 
-def add_run(session: Session, run: Run) -> Run:
-    """Insert a run and flush it."""
-    session.add(run)
-    session.flush()
-    return run
+def insert_run(session: Session, run: Run) -> bool:
+    """Insert ``run`` unless its ``client_id`` exists; whether it was inserted.
+
+    ``INSERT ... ON CONFLICT DO NOTHING``: two requests with one client_id never make two runs
+    and never fail; the second waits on the unique index until the first commits.
+    """
+    table = Run.metadata.tables[Run.__tablename__]
+    values = {column.key: getattr(run, column.key) for column in table.columns}
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = insert.values(values).on_conflict_do_nothing().returning(table.c.id)
+    return session.execute(statement).first() is not None
 
 
 def get_run(

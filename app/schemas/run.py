@@ -152,6 +152,8 @@ class RunList(OutputModel):
 class HeartbeatCreate(InputModel):
     """A heartbeat; give the lease token to be fenced off when another holder took over."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"lease_token": 1}]})
+
     lease_token: int | None = Field(default=None, ge=0)
 
 

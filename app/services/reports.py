@@ -249,7 +249,7 @@ def put_report(
     evaluated = _tasks_of(body, by_key)
     now = run_repo.db_now(session)
     late = run_service.effective_status(run, now) is RunStatus.STALE
-    version = project_repo.bump_estimates_version(session, context.id)
+    observation_repo.lock_statistics(session, context.id, exclusive=False)
     trained = by_key[order[stage - 1]] if stage >= 1 else None
     report = report_repo.add_report(
         session,
@@ -290,6 +290,12 @@ def put_report(
         _apply(session, context.id, run, report, observations, all_tasks, now=now)
     run.next_stage = stage + 1
     run_service.renew_lease(run, now, settings)
+    # Late in the transaction: the project row lock serializes reports only from here on. A
+    # baseline changes no estimate, so it leaves the version (and the lock) alone.
+    if observations:
+        version = project_repo.bump_estimates_version(session, context.id)
+    else:
+        version = observation_repo.estimates_version(session, context.id)
     replanned = False
     if schedule is not None and _should_replan(run, stage, order):
         schedule, replanned = _replan(session, context, run, schedule, stage, settings=settings)
@@ -411,10 +417,11 @@ def _replan(
 def recompute_statistics(session: Session, project_id: str) -> RecomputeRead:
     """Rebuild every statistic of the project from its raw observations.
 
-    Takes the project row lock first: reports take it before they add increments, so none is
-    half-way while the statistics are rebuilt, and none is lost afterwards. The result equals
-    the incremental statistics (counts exactly, sums to rounding).
+    Takes the statistics lock exclusively (reports hold it shared while they add increments),
+    so no report is half-way while the statistics are rebuilt and none is lost afterwards.
+    The result equals the incremental statistics (counts exactly, sums to rounding).
     """
+    observation_repo.lock_statistics(session, project_id, exclusive=True)
     project_repo.lock_project(session, project_id)
     tasks = task_repo.list_tasks(session, project_id)
     task_ids = [task.id for task in tasks]

@@ -7,9 +7,10 @@ active again (its reports meanwhile are flagged ``late``). ``lease_token`` is a 
 grows when a new holder re-claims a stale run with its ``client_id``, and a heartbeat carrying an
 older token is refused with 409.
 
-Lock order, the same in every write path so PostgreSQL never deadlocks: the API key row (auth),
-then the run row, then the project row, then statistics cells in key order. Creating a run locks
-the project row but no existing run.
+Lock order, the same in every write path so PostgreSQL never deadlocks: the API key row (auth;
+at most once a minute), the run row, the project's statistics lock (shared by reports), the
+statistics cells in key order, the project row (last, so reports serialize only briefly).
+Creating a run locks the project row but no existing run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from app.errors import ConflictError, FieldIssue, InvalidInputError, NotFoundError
-from app.repositories import projects as project_repo
 from app.repositories import reports as report_repo
 from app.repositories import runs as run_repo
 from app.repositories import tasks as task_repo
@@ -48,6 +48,7 @@ from app.services.auth import ProjectContext
 from app.services.schedules import solve_and_store
 from app.settings import Settings
 from models import Run, Schedule, StageReport
+from models.base import new_id
 
 FINISHED = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value})
 MAX_SEED = 2**31 - 1
@@ -157,17 +158,18 @@ def create_run(
         existing = _claim_existing(session, context, body.client_id, settings=settings)
         if existing is not None:
             return existing, False
-        # Serialize creation per project so one client_id never makes two runs.
-        project_repo.lock_project(session, context.id)
-        created = run_repo.find_run_by_client(session, context.id, body.client_id)
-        if created is not None:
-            # Made by a concurrent request just now, so not stale: no lock needed (and taking
-            # a run lock after the project lock would invert the lock order).
-            return read_run(session, context, created, settings=settings), False
+    schedule_id = None
+    if body.schedule_id is not None:
+        schedule = run_repo.get_schedule(session, context.id, body.schedule_id)
+        if schedule is None:
+            raise NotFoundError("Schedule not found.")
+        schedule_id = schedule.id
     now = run_repo.db_now(session)
     run = Run(
+        id=new_id(),
         project_id=context.id,
         client_id=body.client_id,
+        schedule_id=schedule_id,
         adaptive=body.adaptive,
         strategy=body.strategy.value,
         status=RunStatus.ACTIVE.value,
@@ -176,21 +178,22 @@ def create_run(
         created_at=now,
     )
     renew_lease(run, now, settings)
-    if body.schedule_id is not None:
-        schedule = run_repo.get_schedule(session, context.id, body.schedule_id)
-        if schedule is None:
-            raise NotFoundError("Schedule not found.")
-        run.schedule_id = schedule.id
-        run_repo.add_run(session, run)
-    else:
-        run_repo.add_run(session, run)
+    if not run_repo.insert_run(session, run):
+        # A concurrent request with the same client_id created it first (not stale: no lock
+        # needed, and none is taken while the unique index made us wait).
+        created = run_repo.find_run_by_client(session, context.id, body.client_id or "")
+        assert created is not None
+        return read_run(session, context, created, settings=settings), False
+    stored = run_repo.get_run(session, context.id, run.id)
+    assert stored is not None
+    if schedule_id is None:
         request = plan_request(
-            body.schedule or ScheduleCreate(), body.strategy, run_id=run.id, stage=0
+            body.schedule or ScheduleCreate(), body.strategy, run_id=stored.id, stage=0
         )
-        solved = solve_and_store(session, context, request, run_id=run.id, settings=settings)
-        run.schedule_id = solved.id
-    session.flush()
-    return read_run(session, context, run, settings=settings), True
+        solved = solve_and_store(session, context, request, run_id=stored.id, settings=settings)
+        stored.schedule_id = solved.id
+        session.flush()
+    return read_run(session, context, stored, settings=settings), True
 
 
 def _claim_existing(

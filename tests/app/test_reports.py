@@ -159,14 +159,14 @@ def test_statistics_are_the_sums_of_the_observations(
     assert (levels["math"].count, levels["math"].sum_u, levels["math"].sum_h) == (1, 0.0, 0.0)
 
 
-def test_each_report_bumps_the_estimates_version_once(
+def test_each_observing_report_bumps_the_estimates_version_once(
     client: TestClient, tasked: ProjectKeys, run_id: str, session: Session
 ) -> None:
     versions = [
-        _put(client, tasked, run_id, k, _body(k)).json()["estimates_version"] for k in (0, 1)
+        _put(client, tasked, run_id, k, _body(k)).json()["estimates_version"] for k in (0, 1, 2)
     ]
-    assert versions == [1, 2]
-    assert _put(client, tasked, run_id, 1, _body(1)).json()["estimates_version"] == 2
+    assert versions == [0, 1, 2]  # the baseline observes nothing
+    assert _put(client, tasked, run_id, 1, _body(1)).json()["estimates_version"] == 1
     project = session.get(Project, tasked.id)
     assert project is not None
     session.refresh(project)
