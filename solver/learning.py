@@ -273,6 +273,9 @@ def _validate_runs(runs: Sequence[RunRecord], n: int) -> None:
             values = list(evaluation.values())
             if any(not 0 <= j < n for j in evaluation) or not np.all(np.isfinite(values)):
                 raise ValueError(f"run {index}, stage {k}: task outside 0..{n - 1} or NaN")
+        for k, entropies in enumerate(run.entropies):
+            if not np.all(np.isfinite(list(entropies.values()))):
+                raise ValueError(f"run {index}, stage {k}: NaN or infinite entropy")
 
 
 def _regression_data(

@@ -221,6 +221,8 @@ def test_invalid_runs_are_rejected() -> None:
         fit_run_model([replace(good, trained=(0,), utilities=[{}, {}, {}])], kinds=[S, S])
     with pytest.raises(ValueError, match="NaN"):
         fit_run_model([replace(good, utilities=[{0: float("nan")}])], kinds=[S, S])
+    with pytest.raises(ValueError, match="entropy"):
+        fit_run_model([replace(good, entropies=[{0: float("inf")}])], kinds=[S, S])
 
 
 def test_a_partial_run_is_data_up_to_its_last_report() -> None:
