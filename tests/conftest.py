@@ -57,17 +57,6 @@ ADMIN_TOKEN = "test-admin-token-" + secrets.token_hex(16)
 SERVER_START_TIMEOUT_S = 30.0
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Switch off pytest-alembic's auto-collected tests.
-
-    pytest-alembic 0.13.1 cannot build its collector under pytest 9 (``_nodeid`` is gone) and
-    would error the whole session; tests/migrations drives Alembic's own API instead.
-    """
-    plugin = config.pluginmanager.get_plugin("pytest_alembic")
-    if plugin is not None:
-        config.pluginmanager.unregister(plugin)
-
-
 # --- PostgreSQL availability -------------------------------------------------------------------
 
 
