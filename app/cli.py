@@ -1,4 +1,4 @@
-"""The ``ordo`` command line: ``ordo serve``, ``ordo db upgrade``, ``ordo db current``.
+"""The ``ordo`` command line: ``ordo serve``, ``ordo db upgrade|current|recompute-estimates``.
 
 ``cli`` is the typer app; other modules may add commands or sub-apps to it
 (``cli.add_typer(...)``) before ``main`` runs.
@@ -111,6 +111,30 @@ def db_upgrade(
 def db_current() -> None:
     """Show the database's revision and whether it is at head."""
     _print_current(get_settings())
+
+
+@db_cli.command("recompute-estimates")
+def db_recompute_estimates(
+    project: Annotated[str, typer.Option("--project", help="The project's id.")],
+) -> None:
+    """Rebuild a project's estimate statistics from its raw observations."""
+    from app.repositories.projects import get_project
+    from app.services.reports import recompute_statistics
+
+    settings = get_settings()
+    engine = build_engine(settings)
+    try:
+        with session_scope(make_database(engine)) as session:
+            if get_project(session, project) is None:
+                raise _fail(f"No project with id {project!r}.")
+            result = recompute_statistics(session, project)
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"Recomputed {result.cells} cells from {result.observations} observations; "
+        f"{result.changed_cells} differed from the stored statistics; "
+        f"estimates version {result.estimates_version}."
+    )
 
 
 def _print_current(settings: Settings) -> None:
