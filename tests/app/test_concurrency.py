@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from app.db import build_engine
 from app.schemas.report import ReportCreate
@@ -177,10 +178,10 @@ def _check_database(engine: Engine, project: str, sent: Sent) -> None:
                 select(Task.id, Task.key).where(Task.project_id == project)
             )
         }
-        cells = connection.execute(select(Estimate).where(Estimate.project_id == project)).all()
-        levels = connection.execute(
-            select(LevelStats).where(LevelStats.project_id == project)
-        ).all()
+    with Session(engine) as session:
+        cells = session.scalars(select(Estimate).where(Estimate.project_id == project)).all()
+        levels = session.scalars(select(LevelStats).where(LevelStats.project_id == project)).all()
+    with engine.connect() as connection:
         observation_count = len(
             connection.execute(
                 select(Observation.id).where(Observation.project_id == project)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -138,9 +139,9 @@ def _additive_world(rng: np.random.Generator, n: int) -> dict[str, Any]:
     }
 
 
-def _utilities(world: dict[str, Any], trained: list[int], n: int) -> np.ndarray:
+def _utilities(world: dict[str, Any], trained: list[int], n: int) -> npt.NDArray[np.float64]:
     """The additive truth (rho = 0): a task resets to L when trained, then only B moves it."""
-    u = world["base"].copy()
+    u: npt.NDArray[np.float64] = world["base"].copy()
     for k, i in enumerate(trained):
         for j in range(n):
             if j == i:

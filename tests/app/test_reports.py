@@ -146,7 +146,7 @@ def test_statistics_are_the_sums_of_the_observations(
     expected = {(e, s, d): (1, v, v * v) for e, s, d, v in STAGE_1 + STAGE_2}
     assert cells.keys() == expected.keys()
     for key, (count, sum_x, sum_x2) in expected.items():
-        assert cells[key] == (count, pytest.approx(sum_x), pytest.approx(sum_x2)), key
+        assert cells[key] == pytest.approx((count, sum_x, sum_x2)), key
     levels = {
         keys[row.task_id]: row
         for row in session.scalars(select(LevelStats).where(LevelStats.project_id == tasked.id))
