@@ -38,6 +38,10 @@ class Run(Base):
     )
     adaptive: Mapped[bool] = mapped_column(Boolean, default=False)
     strategy: Mapped[str] = mapped_column(String(32), default="expected")
+    # Outcome model of the run's plans (solver.planning): constant, entropy or state.
+    level_model: Mapped[str] = mapped_column(
+        String(16), default="constant", server_default="constant"
+    )
     status: Mapped[str] = mapped_column(String(16), default="active")
     next_stage: Mapped[int] = mapped_column(Integer, default=0)
     lease_token: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -30,6 +30,14 @@ class RunStrategy(StrEnum):
     MEAN_VARIANCE = "mean_variance"
 
 
+class LevelModel(StrEnum):
+    """The outcome model a run's plans are solved on (``solver.planning``)."""
+
+    CONSTANT = "constant"
+    ENTROPY = "entropy"
+    STATE = "state"
+
+
 class RunStatus(StrEnum):
     """``active`` while the lease is kept; ``stale`` once silent past the grace period."""
 
@@ -67,6 +75,12 @@ class RunCreate(InputModel):
         default=False, description="Re-plan the remaining stages after each report."
     )
     strategy: RunStrategy = RunStrategy.EXPLOIT
+    level_model: LevelModel = Field(
+        default=LevelModel.CONSTANT,
+        description="Outcome model of the plans: `constant` (pairwise, DESIGN §2), `entropy` "
+        "(levels depend on the policy entropy the earlier stages leave; uses the project's "
+        "`rho`) or `state` (also on the uplift earlier stages gave the task).",
+    )
     client_id: ClientId | None = Field(
         default=None, description="The caller's id for this run: makes creation idempotent."
     )
@@ -125,6 +139,7 @@ class RunSummary(OutputModel):
     status: RunStatus
     adaptive: bool
     strategy: RunStrategy
+    level_model: LevelModel
     schedule_id: str | None = Field(description="The current plan.")
     next_stage: int = Field(description="The stage to report next (0: baseline).")
     stage_count: int

@@ -30,11 +30,10 @@ from app.repositories.estimates import StatIncrement
 from app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
 from app.schemas.calibration import RecomputeRead
 from app.schemas.report import EvaluationRead, ReportAccepted, ReportCreate, ReportRead
-from app.schemas.run import RunStatus, RunStrategy
+from app.schemas.run import RunStatus
 from app.schemas.schedule import ScheduleCreate
 from app.services import runs as run_service
 from app.services.auth import ProjectContext
-from app.services.schedules import solve_and_store
 from app.settings import Settings
 from models import Run, Schedule, StageReport, Task
 from solver.errors import SolverError
@@ -387,20 +386,18 @@ def _replan(
     If the solver cannot answer (no solution within the time limit, a constraint set the
     prefix made infeasible), the run keeps its plan: a report is never lost to a re-plan.
     """
-    request = run_service.plan_request(
-        base_request(schedule), RunStrategy(run.strategy), run_id=run.id, stage=stage
-    ).model_copy(update={"label": f"run {run.id} after stage {stage}"})
-    prefix = list(schedule.order[:stage])
+    base = base_request(schedule).model_copy(update={"label": f"run {run.id} after stage {stage}"})
     try:
         with session.begin_nested():
-            solved = solve_and_store(
+            solved = run_service.solve_plan(
                 session,
                 context,
-                request,
-                run_id=run.id,
-                parent_id=schedule.id,
-                prefix=prefix,
+                run,
+                base,
+                stage=stage,
                 settings=settings,
+                parent_id=schedule.id,
+                prefix=list(schedule.order[:stage]),
             )
     except (ServiceError, SolverError) as error:
         logger.warning("run %s keeps its plan after stage %d: %s", run.id, stage, error)

@@ -32,6 +32,7 @@ from app.schemas.report import EvaluationRead, ReportRead, StageAssignment
 from app.schemas.run import (
     HeartbeatCreate,
     Lease,
+    LevelModel,
     NextStage,
     RunCreate,
     RunFail,
@@ -43,12 +44,15 @@ from app.schemas.run import (
     ScheduleVersion,
     StageRead,
 )
-from app.schemas.schedule import ScheduleCreate, ScheduleObjective
+from app.schemas.schedule import ScheduleCreate, ScheduleObjective, ScheduleRead
+from app.services import estimates as estimate_service
 from app.services.auth import ProjectContext
 from app.services.schedules import solve_and_store
 from app.settings import Settings
 from models import Run, Schedule, StageReport
 from models.base import new_id
+from solver.planning import LevelModelName, effect_model, sample_estimates
+from solver.types import EffectModel
 
 FINISHED = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value})
 MAX_SEED = 2**31 - 1
@@ -113,6 +117,53 @@ def plan_request(
     return base
 
 
+def solve_plan(
+    session: Session,
+    context: ProjectContext,
+    run: Run,
+    base: ScheduleCreate,
+    *,
+    stage: int,
+    settings: Settings,
+    parent_id: str | None = None,
+    prefix: Sequence[str] = (),
+) -> ScheduleRead:
+    """Solve and store the run's plan after ``stage`` with its strategy and level model.
+
+    ``constant`` goes straight to the schedules service. ``entropy`` and ``state`` fold their
+    level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
+    override with ``rho = 1``; the Thompson sample is then drawn here, from every posterior.
+    """
+    strategy = RunStrategy(run.strategy)
+    request = plan_request(base, strategy, run_id=run.id, stage=stage)
+    model: EffectModel | None = None
+    if run.level_model != LevelModel.CONSTANT.value:
+        current = estimate_service.project_estimates(session, context)
+        estimates = current.estimates
+        if strategy is RunStrategy.THOMPSON:
+            estimates = sample_estimates(estimates, seed=request.seed)
+        level_model: LevelModelName = "entropy" if run.level_model == "entropy" else "state"
+        model = effect_model(
+            estimates, current.weights, rho=context.settings.rho, level_model=level_model
+        )
+        objective = (
+            ScheduleObjective.EXPECTED
+            if request.objective is ScheduleObjective.THOMPSON
+            else request.objective
+        )
+        request = request.model_copy(update={"objective": objective, "rho": 1.0})
+    return solve_and_store(
+        session,
+        context,
+        request,
+        run_id=run.id,
+        parent_id=parent_id,
+        prefix=prefix,
+        model_override=model,
+        settings=settings,
+    )
+
+
 def stage_assignment(order: Sequence[str], next_stage: int, *, finished: bool) -> StageAssignment:
     """What to report next: stage 0 is the baseline, stage k trains ``order[k - 1]``."""
     if finished or next_stage > len(order):
@@ -172,6 +223,7 @@ def create_run(
         schedule_id=schedule_id,
         adaptive=body.adaptive,
         strategy=body.strategy.value,
+        level_model=body.level_model.value,
         status=RunStatus.ACTIVE.value,
         next_stage=0,
         lease_token=1,
@@ -187,10 +239,8 @@ def create_run(
     stored = run_repo.get_run(session, context.id, run.id)
     assert stored is not None
     if schedule_id is None:
-        request = plan_request(
-            body.schedule or ScheduleCreate(), body.strategy, run_id=stored.id, stage=0
-        )
-        solved = solve_and_store(session, context, request, run_id=stored.id, settings=settings)
+        base = body.schedule or ScheduleCreate()
+        solved = solve_plan(session, context, stored, base, stage=0, settings=settings)
         stored.schedule_id = solved.id
         session.flush()
     return read_run(session, context, stored, settings=settings), True
@@ -221,6 +271,7 @@ def _summary_fields(run: Run, order: Sequence[str], now: datetime) -> dict[str, 
         "status": effective_status(run, now),
         "adaptive": run.adaptive,
         "strategy": RunStrategy(run.strategy),
+        "level_model": LevelModel(run.level_model),
         "schedule_id": run.schedule_id,
         "next_stage": run.next_stage,
         "stage_count": len(order),

@@ -335,3 +335,26 @@ def test_replan_of_a_run_started_from_a_stored_schedule(
     answer = _report(client, tasked, run["id"], 1).json()
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
     assert [s["id"] for s in view["schedules"]] == [stored, answer["schedule_id"]]
+
+
+@pytest.mark.parametrize("level_model", ["entropy", "state"])
+def test_state_aware_runs_plan_on_their_level_model(
+    client: TestClient, tasked: ProjectKeys, session: Session, level_model: str
+) -> None:
+    body = {"adaptive": True, "strategy": "thompson", "level_model": level_model}
+    run = _create(client, tasked, body).json()
+    assert run["level_model"] == level_model
+    for stage in range(3):
+        assert _report(client, tasked, run["id"], stage).status_code == 200
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert len(view["schedules"]) == 2
+    replan = session.get(Schedule, view["schedules"][1]["id"])
+    assert replan is not None
+    # The level terms are folded into the model: solved with rho = 1 on one sample (seeded).
+    assert (replan.request["rho"], replan.request["objective"]) == (1.0, "expected")
+    assert replan.request["seed"] == plan_seed(run["id"], 1)
+
+
+def test_unknown_level_model_is_422(client: TestClient, tasked: ProjectKeys) -> None:
+    problem = _problem(_create(client, tasked, {"level_model": "magic"}), 422, "validation_failed")
+    assert problem["errors"][0]["field"] == "level_model"
