@@ -117,3 +117,16 @@ def test_incremental_prefix_matrix_matches_a_fresh_one_after_many_moves(integral
     state.recompute()
     np.testing.assert_allclose(tracked, state.prefix, atol=1e-9)
     assert state.value == pytest.approx(lop_value(weights, state.perm), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crossovers_give_permutations_and_keep_common_parents(seed: int) -> None:
+    from solver.heuristics import _cycle_crossover, _order_based_crossover
+
+    rng = np.random.default_rng(seed)
+    first = rng.permutation(40).astype(np.int64)
+    second = rng.permutation(40).astype(np.int64)
+    for crossover in (_cycle_crossover, _order_based_crossover):
+        child = crossover(first, second, rng)
+        assert sorted(child.tolist()) == list(range(40))
+        np.testing.assert_array_equal(crossover(first, first.copy(), rng), first)
