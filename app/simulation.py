@@ -1,10 +1,32 @@
-"""A simulated multi-task RL post-training job, for ``ordo demo`` (hidden truth not additive).
+"""A simulated multi-task RL post-training job whose hidden truth is *not* additive.
 
-The training dynamics are those of ``bench/simulator.py`` (moved here so that the installed
-``ordo`` command, which does not ship ``bench/``, can run the demo): latent skills with
-saturating gains, interference between skills, generic forgetting, and a policy entropy that
-structured tasks (verifiable rewards) lower and open-ended tasks (judge rewards) raise, which
-open-ended tasks need (Omni-Thinker, arXiv 2507.14783). What is new here:
+The one home of the training dynamics, shared by ``ordo demo`` (installed, so it lives here)
+and the closed-loop benchmark (``bench/simulator.py`` draws random worlds on top of it).
+Mechanisms (nothing here knows Ordo's model):
+
+- **Latent skills.** Each task ``j`` needs a mix of skills (``loadings[j]``, a row summing to 1):
+  its own primary skill, a skill shared with its kind ("reasoning" for structured tasks,
+  "expression" for open-ended ones), a general instruction-following skill and, sometimes, a
+  bit of another task's primary skill. Tasks sharing skills transfer to each other.
+- **Saturating gains.** Training task ``t`` closes a fraction ``learn_rate[t]`` of the gap to
+  mastery on the skills it uses (weighted by how much it uses them): a skill that is already
+  good gains little.
+- **Interference.** Some skill pairs conflict: every unit gained on skill ``k`` costs a fraction
+  ``conflict[k, l]`` of skill ``l``. Skills the stage does not use also decay a little
+  (generic forgetting, ``decay[t]``).
+- **Entropy.** Structured tasks (math, code: verifiable rewards) lower the policy entropy
+  multiplicatively; open-ended tasks (writing, dialogue: judge rewards) raise it towards a
+  ceiling (Omni-Thinker, arXiv 2507.14783: structured domains decrease entropy, open-ended
+  domains increase it, and structured training after creative training collapses the entropy
+  the creative task needs).
+- **Open-ended tasks need entropy.** Their score is multiplied by
+  ``q_j(H) = min(1, H / need_j) ** power_j``, and the same factor scales how well a stage that
+  trains them learns: trained at low entropy they reach less, and later structured stages erode
+  them by lowering ``H``.
+- **Noisy evaluations.** Each evaluation adds Gaussian noise (``noise_sd[j]``, utility units);
+  the reported entropy per task is ``H`` times a task factor plus noise.
+
+For the demo:
 
 - :func:`demo_world`, a hand-written world of six named tasks (math, code, QA, creative
   writing, dialogue, summarization) whose skill sharing and conflicts read like the domain;
@@ -24,20 +46,22 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from solver.estimation import TaskKind
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-STRUCTURED = "structured"
-OPEN_ENDED = "open_ended"
+STRUCTURED = TaskKind.STRUCTURED
+OPEN_ENDED = TaskKind.OPEN_ENDED
 
 
 @dataclass(frozen=True, slots=True)
 class WorldParams:
-    """Hidden parameters of a world (see ``bench/simulator.py`` for each mechanism)."""
+    """Hidden parameters of a world (each mechanism is described in the module docstring)."""
 
     names: tuple[str, ...]
-    kinds: tuple[str, ...]
+    kinds: tuple[TaskKind, ...]
     loadings: FloatArray  # (n, m), rows sum to 1: how much task j uses skill k
     skill0: FloatArray  # (m,), initial proficiency in [0, 1]
     learn_rate: FloatArray  # (n,), fraction of the gap to mastery closed per stage
@@ -179,6 +203,11 @@ class Simulator:
         self._entropy = np.array([params.entropy0])
         self.trained: list[int] = []
 
+    @property
+    def kinds(self) -> tuple[TaskKind, ...]:
+        """Kind of every task."""
+        return self.params.kinds
+
     def train(self, task: int) -> None:
         """Train ``task`` for one stage."""
         if task in self.trained or not 0 <= task < self.params.n:
@@ -206,7 +235,7 @@ class Simulator:
 
 # --- the demo's world --------------------------------------------------------------------------
 
-DEMO_TASKS: tuple[tuple[str, str, str], ...] = (
+DEMO_TASKS: tuple[tuple[str, TaskKind, str], ...] = (
     ("math", STRUCTURED, "Competition math (verifiable answers)"),
     ("code", STRUCTURED, "Code generation (unit tests)"),
     ("qa", STRUCTURED, "Factual QA (exact match)"),
