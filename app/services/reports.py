@@ -297,7 +297,10 @@ def put_report(
         version = observation_repo.estimates_version(session, context.id)
     replanned = False
     if schedule is not None and _should_replan(run, stage, order):
-        schedule, replanned = _replan(session, context, run, schedule, stage, settings=settings)
+        keys = [task.key for task in all_tasks]
+        schedule, replanned = _replan(
+            session, context, run, schedule, stage, project_keys=keys, settings=settings
+        )
         order = list(schedule.order)
     report_read = ReportRead(
         stage=stage,
@@ -365,10 +368,16 @@ def _should_replan(run: Run, stage: int, order: Sequence[str]) -> bool:
     return run.adaptive and stage >= 1 and len(order) - stage >= 2
 
 
-def base_request(schedule: Schedule) -> ScheduleCreate:
-    """The solve options a schedule was made with, over exactly its tasks."""
+def base_request(schedule: Schedule, project_keys: Sequence[str]) -> ScheduleCreate:
+    """The solve options a schedule was made with, over exactly its tasks.
+
+    The tasks are listed in the project's index order (``project_keys``), not in the plan's:
+    the solver breaks ties by task index, so listing them in plan order would flip every tie
+    at each re-plan (a run planned 5, 4, 3, ... on equal estimates re-planned to 5, 0, 1, ...).
+    """
     fields = {k: v for k, v in schedule.request.items() if k in ScheduleCreate.model_fields}
-    fields["tasks"] = list(schedule.order)
+    scheduled = set(schedule.order)
+    fields["tasks"] = [key for key in project_keys if key in scheduled]
     return ScheduleCreate.model_validate(fields)
 
 
@@ -379,6 +388,7 @@ def _replan(
     schedule: Schedule,
     stage: int,
     *,
+    project_keys: Sequence[str],
     settings: Settings,
 ) -> tuple[Schedule, bool]:
     """Solve the remaining stages with the trained prefix fixed; the new plan becomes current.
@@ -386,7 +396,8 @@ def _replan(
     If the solver cannot answer (no solution within the time limit, a constraint set the
     prefix made infeasible), the run keeps its plan: a report is never lost to a re-plan.
     """
-    base = base_request(schedule).model_copy(update={"label": f"run {run.id} after stage {stage}"})
+    label = f"run {run.id} after stage {stage}"
+    base = base_request(schedule, project_keys).model_copy(update={"label": label})
     try:
         with session.begin_nested():
             solved = run_service.solve_plan(

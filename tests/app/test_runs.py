@@ -358,3 +358,17 @@ def test_state_aware_runs_plan_on_their_level_model(
 def test_unknown_level_model_is_422(client: TestClient, tasked: ProjectKeys) -> None:
     problem = _problem(_create(client, tasked, {"level_model": "magic"}), 422, "validation_failed")
     assert problem["errors"][0]["field"] == "level_model"
+
+
+def test_a_replan_on_tied_estimates_keeps_the_plans_tie_break(
+    client: TestClient, tasked: ProjectKeys
+) -> None:
+    # Every task moves by the same amount: all effects tie, so only the tie-break decides. The
+    # re-plan lists the tasks in project order (not plan order), so it breaks ties the same way.
+    run = _create(client, tasked, {"adaptive": True, "level_model": "constant"}).json()
+    planned = [stage["task"] for stage in run["stages"]]
+    _report(client, tasked, run["id"], 0)
+    answer = _report(client, tasked, run["id"], 1).json()
+    assert answer["replanned"] is True
+    view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert [stage["task"] for stage in view["stages"]] == planned
