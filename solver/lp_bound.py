@@ -341,6 +341,7 @@ def cutting_plane_bound(
     target: Callable[[], float] | None = None,
     max_cuts_per_round: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_round: Callable[[int, float, float], None] | None = None,
 ) -> LpBoundResult:
     """3-dicycle LP bound by a cutting-plane loop with HiGHS.
 
@@ -357,6 +358,10 @@ def cutting_plane_bound(
         Most violated rows added per round (default ``60 n``).
     should_stop : callable, optional
         Polled between rounds; the loop ends when it returns true.
+    on_round : callable, optional
+        Called after every LP solve with ``(rounds, bound, baseline)``: the solves so far, the
+        best bound (objective units) and the mean value of all orders, ``const + sum(d) / 2``
+        (the reference point of a shift-invariant gap).
 
     The loop also gives up, as futile, once a tenth of the budget is spent while the bound is
     still more than 5 % above ``target`` (random instances: their LP gap is 10-20 %).
@@ -375,6 +380,7 @@ def cutting_plane_bound(
     per_round = max_cuts_per_round or max(500, 60 * n)
     reduced = d.copy()
     bound = dual_bound(const, np.zeros(0), np.zeros(0), reduced)
+    baseline = const + 0.5 * float(d.sum())
     x = (d > 0).astype(np.float64)
     rounds = 0
     complete = False
@@ -397,6 +403,8 @@ def cutting_plane_bound(
         round_bound = dual_bound(const, lp.pool.rhs, duals, round_reduced)
         if round_bound < bound:
             bound, reduced = round_bound, round_reduced
+        if on_round is not None:
+            on_round(rounds, bound, baseline)
         # Rows neither tight nor priced are dropped: the LOP LP is highly degenerate, and a
         # small active set keeps each warm re-solve cheap (dropped rows come back if violated).
         slack = lp.pool.rhs - matrix @ x

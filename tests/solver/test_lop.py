@@ -13,7 +13,9 @@ from solver.errors import InvalidProblemError
 from solver.heuristics import lop_value
 from solver.lop import solve_lop
 from solver.lp_bound import cutting_plane_bound
+from solver.scoring import lop_weights
 from solver.types import FloatMatrix
+from tests.solver.factories import random_model
 
 LOLIB_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "lop"
 
@@ -130,3 +132,17 @@ def test_non_integral_data_is_proven_with_the_relative_tolerance() -> None:
     assert result.bound >= result.value
     assert result.proven_optimal
     assert result.bound - result.value <= 1e-9 * max(1.0, abs(result.bound))
+
+
+def test_a_dense_random_lop_with_an_lp_gap_is_proven_by_cpsat() -> None:
+    # A plain random n = 30 LOP whose 3-dicycle LP stays 0.5 % above the optimum and fixes only
+    # 28 of 435 pairs: the MILP over the pool did not close it in 10 s; CP-SAT does in ~0.3 s.
+    weights, _ = lop_weights(random_model(np.random.default_rng(2), 30), 0.5)
+    lp = cutting_plane_bound(weights, time_limit_s=5.0)
+    result = solve_lop(weights, time_limit_s=8.0, seed=0, num_workers=1)
+    assert result.value == pytest.approx(lop_value(weights, result.order), rel=1e-12)
+    assert result.proven_optimal
+    assert result.bound - result.value <= 1e-9 * max(1.0, abs(result.bound))
+    assert lp.bound > result.value + 1e-6  # the LP alone could not prove it
+    assert result.method == "cpsat"
+    assert result.wall_time_s < 6.0
