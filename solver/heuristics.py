@@ -216,13 +216,14 @@ class _OrderState:
                 self.move(source, int(targets[source]))
                 continue
             improving = improving[np.argsort(-gains[improving], kind="stable")[:moves_per_round]]
-            occupied = np.zeros(n, dtype=bool)
-            for source in improving.tolist():
-                target = int(targets[source])
-                low, high = min(source, target), max(source, target)
-                if occupied[low : high + 1].any():
+            # Plain Python ints: a handful of interval tests per candidate is far cheaper than
+            # numpy slicing on a scratch mask (this loop ran ~20 % of the memetic run's time).
+            taken: list[tuple[int, int]] = []
+            for source, target in zip(improving.tolist(), targets[improving].tolist(), strict=True):
+                low, high = (source, target) if source < target else (target, source)
+                if any(low <= end and start <= high for start, end in taken):
                     continue
-                occupied[low : high + 1] = True
+                taken.append((low, high))
                 self.move(source, target)
 
 
@@ -258,8 +259,10 @@ def _cycle_crossover(first: IntVector, second: IntVector, rng: np.random.Generat
     n = first.shape[0]
     position_in_first = np.empty(n, dtype=np.int64)
     position_in_first[first] = np.arange(n)
-    child = first.copy()
-    seen = np.zeros(n, dtype=bool)
+    # Python lists: the cycle walk is a scalar loop, where numpy indexing costs ~10x more.
+    next_position = position_in_first[second].tolist()
+    take_second = np.zeros(n, dtype=bool)
+    seen = [False] * n
     for start in range(n):
         if seen[start]:
             continue
@@ -268,10 +271,10 @@ def _cycle_crossover(first: IntVector, second: IntVector, rng: np.random.Generat
         while not seen[k]:
             seen[k] = True
             cycle.append(k)
-            k = int(position_in_first[second[k]])
+            k = next_position[k]
         if rng.random() < 0.5:
-            child[cycle] = second[cycle]
-    return child
+            take_second[cycle] = True
+    return np.where(take_second, second, first)
 
 
 def _order_based_crossover(
@@ -421,8 +424,14 @@ class _Memetic:
         child_perm = cross(self.population[first].perm, self.population[second].perm, self.rng)
         child = self.improve(child_perm)
         worst = min(range(size), key=lambda k: self.population[k].value)
-        duplicate = any(np.array_equal(child.perm, other.perm) for other in self.population)
-        if not duplicate and child.value > self.population[worst].value:
+        if child.value <= self.population[worst].value:
+            return False
+        # Equal orders have equal values: compare orders only among equal values.
+        duplicate = any(
+            other.value == child.value and np.array_equal(child.perm, other.perm)
+            for other in self.population
+        )
+        if not duplicate:
             self.population[worst] = child
             return True
         return False
