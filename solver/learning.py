@@ -60,6 +60,7 @@ __all__ = [
     "predict_final_utilities",
     "predicted_objective",
     "refine_order",
+    "restrict_run_model",
     "run_model_effects",
 ]
 
@@ -391,6 +392,41 @@ def _pair_variance(covariance: FloatMatrix, layout: _Layout, effect: int) -> Flo
     out = np.maximum(var, 0.0)
     np.fill_diagonal(out, 0.0)
     return np.asarray(out, dtype=np.float64)
+
+
+def restrict_run_model(model: RunModel, tasks: Sequence[int]) -> RunModel:
+    """The model of the tasks ``tasks`` only (in that order): a schedule of a task subset.
+
+    Parameters
+    ----------
+    model : RunModel
+        A model of ``n`` tasks.
+    tasks : sequence of int
+        Distinct task indexes in ``0..n-1``; index ``k`` of the result is task ``tasks[k]``.
+
+    Returns
+    -------
+    RunModel
+        Same posteriors restricted to the subset; the entropy trajectory then runs over the
+        subset's stages only. ``observations`` and ``entropy_ref`` are unchanged.
+    """
+    idx = np.asarray(tasks, dtype=np.int64)
+    if len(set(idx.tolist())) != len(idx) or np.any((idx < 0) | (idx >= model.n)):
+        raise ValueError(f"tasks must be distinct indexes in 0..{model.n - 1}")
+    grid = np.ix_(idx, idx)
+    return RunModel(
+        level_mean=model.level_mean[idx],
+        level_var=model.level_var[idx],
+        carry_mean=model.carry_mean[grid],
+        carry_var=model.carry_var[grid],
+        backward_mean=model.backward_mean[grid],
+        backward_var=model.backward_var[grid],
+        forward_mean=model.forward_mean[grid],
+        entropy_slope=model.entropy_slope[idx],
+        entropy_map=model.entropy_map[idx],
+        entropy_ref=model.entropy_ref,
+        observations=model.observations,
+    )
 
 
 # --- prediction and planning --------------------------------------------------------------------

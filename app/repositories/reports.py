@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from models import StageEvaluation, StageReport
+from models import Run, StageEvaluation, StageReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +85,53 @@ def trained_task_ids(session: Session, run_id: str) -> list[str]:
         .order_by(StageReport.stage)
     )
     return [task_id for task_id in session.scalars(query).all() if task_id is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectStage:
+    """One reported stage of one of the project's runs."""
+
+    run_id: str
+    run_status: str
+    stage: int
+    trained_task_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectEvaluation:
+    """One evaluation of one stage of one of the project's runs (the run model's data)."""
+
+    run_id: str
+    stage: int
+    task_id: str
+    utility: float
+    entropy: float | None
+
+
+def project_stages(session: Session, project_id: str) -> list[ProjectStage]:
+    """Every reported stage of the project's runs, by run (oldest first) then stage."""
+    query = (
+        select(Run.id, Run.status, StageReport.stage, StageReport.task_id)
+        .join(StageReport, StageReport.run_id == Run.id)
+        .where(Run.project_id == project_id)
+        .order_by(Run.created_at, Run.id, StageReport.stage)
+    )
+    return [ProjectStage(*row) for row in session.execute(query).all()]
+
+
+def project_evaluations(session: Session, project_id: str) -> list[ProjectEvaluation]:
+    """Every evaluation of every report of the project's runs (utility and entropy only)."""
+    query = (
+        select(
+            StageReport.run_id,
+            StageReport.stage,
+            StageEvaluation.task_id,
+            StageEvaluation.utility,
+            StageEvaluation.entropy,
+        )
+        .join(StageEvaluation, StageEvaluation.report_id == StageReport.id)
+        .join(Run, Run.id == StageReport.run_id)
+        .where(Run.project_id == project_id)
+        .order_by(StageReport.run_id, StageReport.stage, StageEvaluation.id)
+    )
+    return [ProjectEvaluation(*row) for row in session.execute(query).all()]

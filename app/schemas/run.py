@@ -31,11 +31,12 @@ class RunStrategy(StrEnum):
 
 
 class LevelModel(StrEnum):
-    """The outcome model a run's plans are solved on (``solver.planning``)."""
+    """The outcome model a run's plans are solved on (``solver.planning``, ``solver.learning``)."""
 
     CONSTANT = "constant"
     ENTROPY = "entropy"
     STATE = "state"
+    RUN_MODEL = "run_model"
 
 
 class RunStatus(StrEnum):
@@ -75,11 +76,16 @@ class RunCreate(InputModel):
         default=False, description="Re-plan the remaining stages after each report."
     )
     strategy: RunStrategy = RunStrategy.EXPLOIT
-    level_model: LevelModel = Field(
-        default=LevelModel.CONSTANT,
+    level_model: LevelModel | None = Field(
+        default=None,
         description="Outcome model of the plans: `constant` (pairwise, DESIGN §2), `entropy` "
         "(levels depend on the policy entropy the earlier stages leave; uses the project's "
-        "`rho`) or `state` (also on the uplift earlier stages gave the task).",
+        "`rho`), `state` (also on the uplift earlier stages gave the task) or `run_model` (a "
+        "regression of every evaluation of every run of the project, with the policy entropy "
+        "as a state; strategy `exploit` only). Under `run_model` the project's second run is "
+        "designed, the reverse of the first, so that every pair is measured both ways; it is "
+        "not re-planned and reads `adaptive: false`. Default: `run_model` for adaptive "
+        "`exploit` runs, else `constant`.",
     )
     client_id: ClientId | None = Field(
         default=None, description="The caller's id for this run: makes creation idempotent."
@@ -90,6 +96,20 @@ class RunCreate(InputModel):
         if self.schedule_id is not None and self.schedule is not None:
             raise ValueError("Give `schedule_id` or `schedule`, not both")
         return self
+
+    @model_validator(mode="after")
+    def _run_model_exploits(self) -> RunCreate:
+        if self.level_model is LevelModel.RUN_MODEL and self.strategy is not RunStrategy.EXPLOIT:
+            raise ValueError("`run_model` plans with strategy `exploit` only")
+        return self
+
+    def resolved_level_model(self) -> LevelModel:
+        """The level model asked for, or the default of this kind of run."""
+        if self.level_model is not None:
+            return self.level_model
+        if self.adaptive and self.strategy is RunStrategy.EXPLOIT:
+            return LevelModel.RUN_MODEL
+        return LevelModel.CONSTANT
 
 
 class Lease(OutputModel):

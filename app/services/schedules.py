@@ -10,7 +10,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -392,6 +392,23 @@ def _conflict_error(
 # --- solving ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RefinedOrder:
+    """An order a planner made from the solver's (e.g. ``solver.learning.refine_order``).
+
+    ``order`` indexes the scheduled tasks like the problem; ``objective`` is the planner's own
+    prediction (weighted utility units), which the solver's bound does not cover.
+    """
+
+    order: tuple[int, ...]
+    objective: float
+    method: str
+
+
+OrderRefiner = Callable[[OrderingProblem, OrderingResult, tuple[int, ...]], RefinedOrder]
+"""``(problem, solver result, project indexes of the scheduled tasks) -> refined order``."""
+
+
 def _time_limit_s(request: ScheduleCreate, settings: Settings) -> float:
     cap = settings.solver_time_limit_s
     if request.time_limit_s is None:
@@ -453,6 +470,7 @@ def solve_and_store(
     parent_id: str | None = None,
     prefix: Sequence[str] = (),
     model_override: EffectModel | None = None,
+    refine: OrderRefiner | None = None,
     settings: Settings | None = None,
 ) -> ScheduleRead:
     """Solve ``request`` over the project's current estimates and store the schedule.
@@ -471,6 +489,9 @@ def solve_and_store(
     model_override
         An effect model over every project task in index order, used instead of the estimates
         (e.g. a state-aware model); the stored estimates version is still the project's current.
+    refine
+        Replaces the solver's order with the planner's; stored as ``feasible`` with no bound or
+        gap (the bound holds for the solved model only) and the planner's objective and method.
     settings
         Server settings for the solver's time limit cap and workers; default the process's.
 
@@ -508,6 +529,17 @@ def solve_and_store(
         time_limit_s=time_limit_s, num_workers=settings.solver_workers, seed=request.seed
     )
     result = _solve(problem, params, request.constraints, converted, inputs)
+    if refine is not None:
+        refined = refine(problem, result, inputs.indexes)
+        result = replace(
+            result,
+            order=refined.order,
+            objective=refined.objective,
+            bound=math.inf,
+            gap=math.inf,
+            status="feasible",
+            method=refined.method,
+        )
     prediction = predict_order(inputs.model, result.order, rho=rho)
     solved = request.model_dump(mode="json")
     solved.update(rho=rho, time_limit_s=time_limit_s, prefix=list(prefix))

@@ -18,6 +18,7 @@ from solver.learning import (
     predict_final_utilities,
     predicted_objective,
     refine_order,
+    restrict_run_model,
     run_model_effects,
 )
 from solver.scoring import score_order
@@ -236,3 +237,19 @@ def test_a_partial_run_is_data_up_to_its_last_report() -> None:
         SolveParams(time_limit_s=2.0, num_workers=1),
     )
     assert solved.order[0] == 0
+
+
+def test_a_restricted_model_predicts_the_subset_as_the_full_model_does() -> None:
+    truth = _truth(4, seed=2)
+    model = fit_run_model([_run(truth, (0, 1, 2, 3)), _run(truth, (3, 2, 1, 0))], kinds=[S] * 4)
+    sub = restrict_run_model(model, (3, 1))
+    assert sub.n == 2
+    assert sub.backward_mean[0, 1] == model.backward_mean[3, 1]
+    assert sub.carry_mean[1, 0] == model.carry_mean[1, 3]
+    # No entropy: the subset's prediction is the full one's terms among the subset's tasks.
+    expected = model.level_mean[1] + model.carry_mean[3, 1]
+    assert predict_final_utilities(sub, (0, 1))[0, 1] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="distinct"):
+        restrict_run_model(model, (1, 1))
+    with pytest.raises(ValueError, match="distinct"):
+        restrict_run_model(model, (4,))
