@@ -341,7 +341,15 @@ class HttpOrdo:
     translates: task indices <-> keys, evaluations -> report bodies.
     """
 
-    def __init__(self, server: LiveServer, world: WorldParams, *, project_name: str) -> None:
+    def __init__(
+        self,
+        server: LiveServer,
+        world: WorldParams,
+        *,
+        project_name: str,
+        level_model: str | None = None,
+    ) -> None:
+        self._level_model = level_model
         self._http = httpx.Client(
             base_url=server.base_url,
             headers={"Authorization": f"Bearer {server.admin_token}"},
@@ -369,7 +377,9 @@ class HttpOrdo:
 
     def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
         """POST .../runs."""
-        body = {"adaptive": adaptive, "strategy": strategy}
+        body: dict[str, object] = {"adaptive": adaptive, "strategy": strategy}
+        if self._level_model is not None:
+            body["level_model"] = self._level_model
         return str(self._call("POST", f"{self._prefix}/runs", body)["id"])
 
     def next_stage(self, run_id: str) -> int | None:
@@ -485,10 +495,17 @@ class Variant:
     rho: float = 0.0
     planner: Planner = "effects"
     design_runs: int = 1
+    http_level_model: str | None = None
 
 
 SERVICE = Variant("service", "constant", "exploit")
 """What ``--transport http`` runs: the service's own planner, strategy ``exploit``."""
+
+HTTP_VARIANTS = (
+    SERVICE,
+    Variant("service, constant", "constant", "exploit", http_level_model="constant"),
+)
+"""``--transport http``: the service's defaults, and its pairwise plans asked for by name."""
 
 VARIANTS = (
     Variant("run-model", "constant", "exploit", planner="run-model", design_runs=2),
@@ -517,7 +534,12 @@ def ordo_utilities(
     """
     ordo: OrdoTransport
     if server is not None:
-        http = HttpOrdo(server, world, project_name=f"n{world.n}-seed{seed}-{variant.name}")
+        http = HttpOrdo(
+            server,
+            world,
+            project_name=f"n{world.n}-seed{seed}-{variant.name.replace(',', '')}",
+            level_model=variant.http_level_model,
+        )
         ordo = http
     else:
         ordo = InProcessOrdo(
@@ -616,21 +638,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=10, help="worlds per task count")
     parser.add_argument("--runs", type=int, default=8, help="successive Ordo runs per world")
     parser.add_argument(
-        "--variants", nargs="+", default=[v.name for v in VARIANTS], help="Ordo variants"
+        "--variants",
+        nargs="+",
+        default=None,
+        help="Ordo variants (default: all of the transport's)",
     )
     parser.add_argument(
         "--transport",
         choices=["http", "in-process"],
         default="http",
-        help="http: simulated trainers drive a live `ordo serve` (the service plans; variant "
-        "'service'); in-process: the variants' planners called directly",
+        help="http: simulated trainers drive a live `ordo serve` (the service plans; variants "
+        "'service': its defaults, 'service, constant': its pairwise plans); in-process: the "
+        "variants' planners called directly",
     )
     args = parser.parse_args(argv)
     if args.transport == "http":
         with live_server() as server:
-            run_benchmark(args, [SERVICE], server)
+            run_benchmark(args, _chosen(HTTP_VARIANTS, args.variants), server)
     else:
-        run_benchmark(args, [v for v in VARIANTS if v.name in args.variants], None)
+        run_benchmark(args, _chosen(VARIANTS, args.variants), None)
+
+
+def _chosen(variants: Sequence[Variant], names: Sequence[str] | None) -> list[Variant]:
+    return [v for v in variants if names is None or v.name in names]
 
 
 def run_benchmark(
