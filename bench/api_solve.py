@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -36,17 +33,14 @@ from typing import Any
 
 import httpx
 import numpy as np
-from alembic import command
 
-from app.db import alembic_config
+from app.server_process import serve_subprocess
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_SIZES = (6, 8, 10, 12)
 CONSTRAINED_SIZE = 30
 SMALL_TARGET_MS = 50.0
 CONSTRAINED_TARGET_MS = 500.0
 PROJECTS_PER_SHAPE = 5
-START_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,49 +83,13 @@ class Outcome:
 # --- the server ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def live_server(admin_token: str) -> Iterator[str]:
     """uvicorn serving the app on a migrated temporary SQLite file; yields the base URL."""
     with tempfile.TemporaryDirectory(prefix="ordo-bench-") as folder:
         url = f"sqlite:///{Path(folder) / 'ordo.sqlite'}"
-        command.upgrade(alembic_config(url), "head")
-        port = _free_port()
-        env = {**os.environ, "ORDO_DATABASE_URL": url, "ORDO_ADMIN_TOKEN": admin_token}
-        args = [
-            sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        ]  # fmt: skip
-        process = subprocess.Popen(args, cwd=REPO_ROOT, env=env)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_up(base_url, process)
-            yield base_url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-def _wait_until_up(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer within {START_TIMEOUT_S} s")
+        with serve_subprocess(url, admin_token=admin_token) as server:
+            yield server.base_url
 
 
 # --- the requests --------------------------------------------------------------------------------

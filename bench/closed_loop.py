@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +37,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from app.server_process import ServerProcess, serve_subprocess
 from bench.simulator import (
     Evaluation,
     OracleResult,
@@ -260,78 +258,23 @@ class InProcessOrdo:
 
 # --- HTTP transport: a live server ---
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_START_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class LiveServer:
-    """A running ``ordo serve``: its URL and admin token."""
-
-    base_url: str
-    admin_token: str
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ordo_command(*args: str) -> list[str]:
-    """``ordo ...`` with this interpreter (the venv's console script is its wrapper)."""
-    return [sys.executable, "-c", "from app.cli import main; main()", *args]
+LiveServer = ServerProcess
 
 
 @contextmanager
 def live_server() -> Iterator[LiveServer]:
-    """``ordo db upgrade`` then ``ordo serve`` on a temporary SQLite database, until exit."""
-    with tempfile.TemporaryDirectory(prefix="ordo-bench-") as folder:
-        token = "bench-admin-" + os.urandom(12).hex()
-        port = _free_port()
-        env = {
-            **os.environ,
-            "ORDO_DATABASE_URL": f"sqlite:///{Path(folder) / 'ordo.db'}",
-            "ORDO_ADMIN_TOKEN": token,
-            "ORDO_LOG_LEVEL": "warning",
-        }
-        subprocess.run(
-            _ordo_command("db", "upgrade"), cwd=REPO_ROOT, env=env, check=True, capture_output=True
-        )
-        log = (Path(folder) / "server.log").open("wb")
-        process = subprocess.Popen(
-            _ordo_command("serve", "--host", "127.0.0.1", "--port", str(port)),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_up(base_url, process)
-            yield LiveServer(base_url, token)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
-
-
-def _wait_until_up(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ordo serve exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("ordo serve did not come up")
+    """``ordo db upgrade`` then the server on a temporary SQLite database, until exit."""
+    with (
+        tempfile.TemporaryDirectory(prefix="ordo-bench-") as folder,
+        serve_subprocess(
+            f"sqlite:///{Path(folder) / 'ordo.db'}",
+            admin_token="bench-admin-" + os.urandom(12).hex(),
+            env={"ORDO_LOG_LEVEL": "warning"},
+            start_timeout_s=SERVER_START_TIMEOUT_S,
+        ) as server,
+    ):
+        yield server
 
 
 class HttpOrdo:

@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from alembic import command
 from fastapi import FastAPI
@@ -42,6 +37,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from app.db import Database, alembic_config, build_engine
 from app.main import create_app
+from app.server_process import ServerProcess, serve_subprocess
+from app.server_process import free_port as free_port
 from app.settings import Settings
 from tests.factories import ProjectKeys, bearer, create_key, create_project_with_keys
 
@@ -260,77 +257,24 @@ def global_admin_key(session: Session) -> str:
 # --- live servers ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LiveServer:
-    """A uvicorn subprocess serving the app."""
-
-    base_url: str
-    admin_token: str
-    database_url: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def admin_headers(self) -> dict[str, str]:
-        """Headers of the server's global admin token."""
-        return bearer(self.admin_token)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+LiveServer = ServerProcess
+"""A uvicorn subprocess serving the app (``base_url``, ``admin_token``, ``admin_headers``...)."""
 
 
 @contextmanager
 def run_live_server(
     database_url: str, *, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[LiveServer]:
-    """Serve the app with uvicorn in a subprocess until the block ends."""
-    port = free_port()
-    server_env = {
-        **os.environ,
-        "ORDO_DATABASE_URL": database_url,
-        "ORDO_ADMIN_TOKEN": ADMIN_TOKEN,
-        **(env or {}),
-    }
-    args = [
-        sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--log-level", "warning",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        args, cwd=REPO_ROOT, env=server_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(base_url, process)
-        yield LiveServer(base_url, server_env["ORDO_ADMIN_TOKEN"], database_url, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _wait_until_up(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{output}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"uvicorn did not answer on {base_url} within {SERVER_START_TIMEOUT_S}s")
+    """Serve the app with uvicorn in a subprocess until the block ends (the URL is migrated)."""
+    with serve_subprocess(
+        database_url,
+        admin_token=ADMIN_TOKEN,
+        workers=workers,
+        env=env,
+        migrate=False,
+        start_timeout_s=SERVER_START_TIMEOUT_S,
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
