@@ -295,7 +295,8 @@ def _run_model_refiner(
         return RefinedOrder(
             order=order,
             objective=float(objective[0]),
-            method=f"run_model: {result.method} on the pairwise part, refine_order with entropy",
+            # "run_model:cpsat+refine": the solver's path, then the refinement (<= 32 chars).
+            method=f"run_model:{result.method}+refine",
         )
 
     return refine

@@ -397,7 +397,8 @@ class RefinedOrder:
     """An order a planner made from the solver's (e.g. ``solver.learning.refine_order``).
 
     ``order`` indexes the scheduled tasks like the problem; ``objective`` is the planner's own
-    prediction (weighted utility units), which the solver's bound does not cover.
+    prediction (weighted utility units), which the solver's bound does not cover. ``method``
+    names the path in at most 32 characters (the stored column's width).
     """
 
     order: tuple[int, ...]
