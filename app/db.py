@@ -24,12 +24,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from app.settings import Settings
 
 VERSION_TABLE = "ordo_alembic_version"
+UPGRADE_HINT = "run `ordo db upgrade`"
+# PostgreSQL's SQLSTATE for "relation ... does not exist"; SQLite has no code of its own for it.
+_UNDEFINED_TABLE_SQLSTATE = "42P01"
+_SQLITE_NO_SUCH_TABLE = "no such table"
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 READ_ONLY_OPTION = "ordo_read_only"
 
@@ -169,6 +174,16 @@ def schema_status(engine: Engine) -> SchemaStatus:
     with _read_only(engine).connect() as connection:
         current = current_revisions(connection)
     return SchemaStatus(current=current, head=head_revisions())
+
+
+def is_missing_table(error: DBAPIError) -> bool:
+    """Whether ``error`` says a table is missing: the schema is not migrated (database is up)."""
+    driver_error = error.orig
+    if getattr(driver_error, "sqlstate", None) == _UNDEFINED_TABLE_SQLSTATE:  # psycopg
+        return True
+    return isinstance(driver_error, sqlite3.OperationalError) and str(driver_error).startswith(
+        _SQLITE_NO_SUCH_TABLE
+    )
 
 
 def ping(engine: Engine) -> None:

@@ -17,10 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db import UPGRADE_HINT, is_missing_table
 from solver.errors import InfeasibleError, InvalidProblemError, NoSolutionError, SolverError
 
 logger = logging.getLogger(__name__)
@@ -245,7 +246,26 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
         return problem_response(status, detail, code=code, headers=exc.headers)
 
+    async def on_schema_missing(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning(
+            "database schema missing on %s %s: %s", request.method, request.url.path, exc.__class__
+        )
+        return problem_response(
+            503,
+            f"The database schema is not migrated; {UPGRADE_HINT}.",
+            code="schema_not_migrated",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+    async def on_programming_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProgrammingError)
+        if is_missing_table(exc):  # PostgreSQL: "relation ... does not exist"
+            return await on_schema_missing(request, exc)
+        return await on_unexpected(request, exc)
+
     async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError) and is_missing_table(exc):  # SQLite: "no such table"
+            return await on_schema_missing(request, exc)
         # The message may carry host names or SQL: log it, never send it.
         logger.warning(
             "database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__
@@ -270,6 +290,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     for error_type in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error_type, on_database_unavailable)
+    app.add_exception_handler(ProgrammingError, on_programming_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 
