@@ -125,33 +125,7 @@ def add_statistics(
     session: Session, project_id: str, increments: Sequence[StatIncrement], *, at: datetime
 ) -> None:
     """Add to the statistics of effect cells with ``x = x + delta`` (creating missing cells)."""
-    if not increments:
-        return
-    values = [
-        {
-            "project_id": project_id,
-            "effect": i.effect,
-            "src_task_id": i.src_task_id,
-            "dst_task_id": i.dst_task_id,
-            "count": i.count,
-            "sum_x": i.sum_x,
-            "sum_x2": i.sum_x2,
-            "prior_source": "default",
-            "updated_at": at,
-        }
-        for i in increments
-    ]
-    insert = _insert(session)
-    statement: Insert = insert.on_conflict_do_update(
-        index_elements=_ESTIMATE_KEY,
-        set_={
-            "count": Estimate.count + insert.excluded.count,
-            "sum_x": Estimate.sum_x + insert.excluded.sum_x,
-            "sum_x2": Estimate.sum_x2 + insert.excluded.sum_x2,
-            "updated_at": insert.excluded.updated_at,
-        },
-    )
-    session.execute(statement, values)
+    _upsert_statistics(session, project_id, increments, at=at, accumulate=True)
 
 
 def add_observations(
@@ -192,6 +166,21 @@ def replace_statistics(
         .where(Estimate.project_id == project_id)
         .values(count=0, sum_x=0.0, sum_x2=0.0, updated_at=at)
     )
+    _upsert_statistics(session, project_id, cells, at=at, accumulate=False)
+
+
+def _upsert_statistics(
+    session: Session,
+    project_id: str,
+    cells: Sequence[StatIncrement],
+    *,
+    at: datetime,
+    accumulate: bool,
+) -> None:
+    """Write ``cells``' statistics, added to (``accumulate``) or over the stored ones.
+
+    A missing cell is created with the default prior; the priors of existing cells are kept.
+    """
     if not cells:
         return
     values = [
@@ -209,13 +198,11 @@ def replace_statistics(
         for c in cells
     ]
     insert = _insert(session)
-    statement: Insert = insert.on_conflict_do_update(
-        index_elements=_ESTIMATE_KEY,
-        set_={
-            "count": insert.excluded.count,
-            "sum_x": insert.excluded.sum_x,
-            "sum_x2": insert.excluded.sum_x2,
-            "updated_at": insert.excluded.updated_at,
-        },
-    )
+    stored = {"count": Estimate.count, "sum_x": Estimate.sum_x, "sum_x2": Estimate.sum_x2}
+    set_: dict[str, Any] = {
+        name: column + insert.excluded[name] if accumulate else insert.excluded[name]
+        for name, column in stored.items()
+    }
+    set_["updated_at"] = insert.excluded.updated_at
+    statement: Insert = insert.on_conflict_do_update(index_elements=_ESTIMATE_KEY, set_=set_)
     session.execute(statement, values)

@@ -10,7 +10,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -121,14 +121,7 @@ def _selected_indexes(
     if selection is None:
         return list(range(len(all_keys)))
     position = {key: i for i, key in enumerate(all_keys)}
-    issues: list[FieldIssue] = []
-    seen: set[str] = set()
-    for i, key in enumerate(selection):
-        if key not in position:
-            issues.append(FieldIssue(f"{field}[{i}]", f"Unknown task key {key!r}"))
-        elif key in seen:
-            issues.append(FieldIssue(f"{field}[{i}]", f"Duplicate key {key!r}"))
-        seen.add(key)
+    issues = _key_issues(selection, position, field=field, unknown="Unknown task key {key!r}")
     if issues:
         raise InvalidInputError(f"Invalid `{field}`; see `errors`.", errors=issues)
     return [position[key] for key in selection]
@@ -326,17 +319,25 @@ def _convert_constraints(
 
 def _prefix_indexes(prefix: Sequence[str], inputs: PlanningInputs) -> tuple[int, ...]:
     index = {key: i for i, key in enumerate(inputs.keys)}
-    issues = []
-    seen: set[str] = set()
-    for i, key in enumerate(prefix):
-        if key not in index:
-            issues.append(FieldIssue(f"prefix[{i}]", f"Task {key!r} is not scheduled"))
-        elif key in seen:
-            issues.append(FieldIssue(f"prefix[{i}]", f"Duplicate key {key!r}"))
-        seen.add(key)
+    issues = _key_issues(prefix, index, field="prefix", unknown="Task {key!r} is not scheduled")
     if issues:
         raise InvalidInputError("The trained prefix is invalid; see `errors`.", errors=issues)
     return tuple(index[key] for key in prefix)
+
+
+def _key_issues(
+    keys: Sequence[str], known: Container[str], *, field: str, unknown: str
+) -> list[FieldIssue]:
+    """Issues at ``field[i]``: keys not in ``known`` (``unknown.format(key=key)``), repeats."""
+    issues: list[FieldIssue] = []
+    seen: set[str] = set()
+    for i, key in enumerate(keys):
+        if key not in known:
+            issues.append(FieldIssue(f"{field}[{i}]", unknown.format(key=key)))
+        elif key in seen:
+            issues.append(FieldIssue(f"{field}[{i}]", f"Duplicate key {key!r}"))
+        seen.add(key)
+    return issues
 
 
 # --- describing conflicts -----------------------------------------------------------------------
