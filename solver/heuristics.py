@@ -326,8 +326,15 @@ class _Settings:
 
     @classmethod
     def for_size(cls, n: int) -> _Settings:
-        """Defaults for ``n`` elements: OB crossover from ``n = 200`` on."""
-        return cls(cycle_crossover_share=1.0 if n < 200 else 0.0)
+        """Defaults for ``n`` elements: from ``n = 200`` on, OB crossover and a population of 10.
+
+        At ``n = 250`` a local search costs ~4 ms in Python, so 10 s allow ~2000 of them: a
+        population of 10 converges within that (be75np_250, seeds 0 and 1: 0.24 % and 0.19 %
+        below best known, against 0.31 % with 50). Below 200, 20 and 50 were within noise.
+        """
+        if n < 200:
+            return cls(cycle_crossover_share=1.0)
+        return cls(cycle_crossover_share=0.0, population_size=10)
 
 
 class _Memetic:

@@ -397,9 +397,6 @@ def cutting_plane_bound(
             break
         if _should_end(bound, target, should_stop, started, deadline):
             break
-        if rounds and target is not None and _hopeless(bound, target(), baseline):
-            logger.debug("LP abandoned after %d rounds: bound %s far above target", rounds, bound)
-            break
         lp.add(triples, signs)
         solved = lp.solve(deadline - time.perf_counter())
         rounds += 1
@@ -412,8 +409,14 @@ def cutting_plane_bound(
         round_bound = dual_bound(const, lp.pool.rhs, duals, round_reduced)
         if round_bound < bound:
             bound, reduced = round_bound, round_reduced
+        if target is not None and _hopeless(bound, target(), baseline):
+            logger.debug("LP abandoned after %d rounds: bound %s far above target", rounds, bound)
+            break
         if on_round is not None:
+            paused = time.perf_counter()
             on_round(rounds, bound, baseline)
+            # Time the caller spends here (e.g. waiting) does not count toward futility.
+            started += time.perf_counter() - paused
         # Rows neither tight nor priced are dropped: the LOP LP is highly degenerate, and a
         # small active set keeps each warm re-solve cheap (dropped rows come back if violated).
         slack = lp.pool.rhs - matrix @ x

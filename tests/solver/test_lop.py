@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from solver.errors import InvalidProblemError
-from solver.heuristics import lop_value
+from solver.heuristics import lop_value, memetic_lop
 from solver.lop import solve_lop
 from solver.lp_bound import cutting_plane_bound
 from solver.scoring import lop_weights
@@ -146,3 +146,22 @@ def test_a_dense_random_lop_with_an_lp_gap_is_proven_by_cpsat() -> None:
     assert lp.bound > result.value + 1e-6  # the LP alone could not prove it
     assert result.method == "cpsat"
     assert result.wall_time_s < 6.0
+
+
+def test_lp_gives_up_at_once_on_a_uniform_random_instance() -> None:
+    # RandA1-like (uniform entries): after one round the LP bound is far above the incumbent
+    # relative to the incumbent's lead over the mean order, so the loop stops (it would only
+    # take time from the heuristic).
+    weights = random_weights(100, 3, integral=True)
+    _, incumbent = memetic_lop(weights, seed=0, time_limit_s=0.5)
+    rounds: list[int] = []
+    lp = cutting_plane_bound(
+        weights,
+        time_limit_s=20.0,
+        target=lambda: incumbent,
+        on_round=lambda k, bound, baseline: rounds.append(k),
+    )
+    assert not lp.complete
+    assert lp.rounds == 1
+    assert rounds == []  # stopped before reporting the round
+    assert lp.bound >= incumbent

@@ -171,6 +171,19 @@ def test_lop_path_for_a_plain_mid_size_lop() -> None:
         assert cpsat.objective == pytest.approx(result.objective, abs=1e-7)
 
 
+@pytest.mark.parametrize("seed", [2, 6])
+def test_plain_random_n30_lops_are_proven_fast(seed: int) -> None:
+    # bench.solver_shapes n30_free: these seeds' LPs keep a real gap; the LOP engine closes it
+    # with CP-SAT (the MILP over the LP's pool ran into the 10 s limit on both before).
+    problem = make_problem(random_model(np.random.default_rng(seed), 30), rho=0.5, kappa=1.0)
+    result = solve_ordering(problem, SolveParams(time_limit_s=10.0, num_workers=1, seed=seed))
+    assert result.method == "lop"
+    assert result.status == "optimal"
+    assert result.gap <= 1e-9
+    assert result.wall_time_s < 5.0
+    assert_valid(problem, result.order)
+
+
 def test_mid_size_mixed_constraints_use_cpsat_and_prove() -> None:
     model = random_model(np.random.default_rng(34), 17)
     problem = make_problem(model, rho=0.5, constraints=five_mixed_constraints())
