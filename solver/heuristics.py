@@ -123,16 +123,17 @@ def _apply_insertion(perm: IntVector, source: int, target: int) -> None:
 class _OrderState:
     """An order with its prefix matrix, kept up to date under insertion moves.
 
-    ``prefix[i, m] = sum_{k < m} D[perm[i], perm[k]]``, shape ``(n, n + 1)``, column 0 zero.
-    Moving the element at ``i`` to position ``m <= i`` gains ``prefix[i, i] - prefix[i, m]``; to
-    position ``m - 1 >= i`` it gains ``prefix[i, i] - prefix[i, m]`` as well (the diagonal of
-    ``D`` is zero), so every element's best insertion is its row minimum: one ``O(n^2)`` scan
-    evaluates the whole neighbourhood. A move from ``i`` to ``j`` only shifts columns and rows
+    ``prefix[e, m] = sum_{k < m} D[e, perm[k]]``, shape ``(n, n + 1)``, column 0 zero, one row
+    per *element* ``e``. Moving ``e`` from its position ``i`` to position ``m <= i`` gains
+    ``prefix[e, i] - prefix[e, m]``; to position ``m - 1 >= i`` it gains the same (the diagonal
+    of ``D`` is zero), so every element's best insertion is its row minimum: one ``O(n^2)`` scan
+    evaluates the whole neighbourhood. A move from ``i`` to ``j`` only shifts the columns
     between ``i`` and ``j`` and adds one column of ``D``: ``O(n |i - j|)`` vectorized work
-    instead of a fresh ``O(n^2)`` cumulative sum.
+    instead of a fresh ``O(n^2)`` cumulative sum. Rows follow elements, not positions, so a move
+    never shifts rows (that halved the cost of a move).
     """
 
-    __slots__ = ("_rows", "perm", "prefix", "space", "value")
+    __slots__ = ("_positions", "perm", "prefix", "space", "value")
 
     def __init__(self, space: _SearchSpace, perm: IntVector) -> None:
         n = perm.shape[0]
@@ -140,23 +141,29 @@ class _OrderState:
         self.perm = perm.copy()
         self.prefix = np.zeros((n, n + 1), dtype=space.diff.dtype)
         self.value = 0.0
-        self._rows = np.arange(n)
+        self._positions = np.arange(n)
         self.load(perm)
 
     def recompute(self) -> None:
         """Rebuild ``prefix`` from ``perm`` (``O(n^2)``; also clears float drift)."""
-        permuted = self.space.diff.take(self.perm, axis=0).take(self.perm, axis=1)
-        np.cumsum(permuted, axis=1, out=self.prefix[:, 1:])
+        np.cumsum(self.space.diff.take(self.perm, axis=1), axis=1, out=self.prefix[:, 1:])
+
+    def _own_columns(self) -> npt.NDArray[np.floating]:
+        """``prefix[perm[i], i]`` for every position ``i``: what precedes each element now."""
+        return self.prefix[self.perm, self._positions]
 
     def load(self, perm: IntVector) -> None:
         """Become ``perm``; its value comes from the new prefix matrix in ``O(n)``."""
         np.copyto(self.perm, perm)
         self.recompute()
         n = perm.shape[0]
-        # sum_{k<l} D[p_k, p_l] = sum_k (prefix[k, n] - prefix[k, k]), and the value is half of
-        # that plus half the off-diagonal total of W.
-        ahead = self.prefix[:, n].astype(np.float64) - self.prefix.ravel()[:: n + 2][:n]
-        self.value = 0.5 * (self.space.total + float(ahead.sum()))
+        # sum_{k<l} D[p_k, p_l] = sum_k (prefix[p_k, n] - prefix[p_k, k]), and the value is half
+        # of that plus half the off-diagonal total of W.
+        ahead = (
+            self.prefix[:, n].astype(np.float64).sum()
+            - self._own_columns().astype(np.float64).sum()
+        )
+        self.value = 0.5 * (self.space.total + float(ahead))
 
     def copy_from(self, other: _OrderState) -> None:
         np.copyto(self.perm, other.perm)
@@ -168,31 +175,24 @@ class _OrderState:
         if source == target:
             return
         prefix = self.prefix
-        column = target + 1 if source < target else target
-        self.value += float(prefix[source, source] - prefix[source, column])
         moved = int(self.perm[source])
-        # toward[k] = D[moved, perm[k]] = -D[perm[k], moved]
-        toward = self.space.diff[moved].take(self.perm)
+        column = target + 1 if source < target else target
+        self.value += float(prefix[moved, source] - prefix[moved, column])
+        # Every row e gains or loses D[e, moved] = -D[moved, e] in the shifted columns.
+        toward = self.space.diff[moved]
         if source < target:
             prefix[:, source + 1 : target + 1] = (
                 prefix[:, source + 2 : target + 2] + toward[:, None]
             )
         else:
             prefix[:, target + 1 : source + 1] = prefix[:, target:source] - toward[:, None]
-        moved_row = prefix[source].copy()
-        if source < target:
-            prefix[source:target] = prefix[source + 1 : target + 1].copy()
-        else:
-            prefix[target + 1 : source + 1] = prefix[target:source].copy()
-        prefix[target] = moved_row
         _apply_insertion(self.perm, source, target)
 
     def best_moves(self) -> tuple[npt.NDArray[np.floating], IntVector]:
-        """Best insertion of every element: gain (objective units) and target position."""
-        n = self.perm.shape[0]
-        best_column = self.prefix.argmin(axis=1)
-        gains = self.prefix.ravel()[:: n + 2][:n] - self.prefix[self._rows, best_column]
-        targets = np.where(best_column <= self._rows, best_column, best_column - 1)
+        """Best insertion of every position's element: gain (objective units), target position."""
+        best_column = self.prefix.argmin(axis=1)[self.perm]
+        gains = self._own_columns() - self.prefix[self.perm, best_column]
+        targets = np.where(best_column <= self._positions, best_column, best_column - 1)
         return gains, targets
 
     def local_search(self, moves_per_round: int = 32) -> None:
