@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from ordo_client import Client, OrdoConnectionError, OrdoError
-from ordo_client.models import Estimates
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+
+from ordo_client import Client, OrdoConnectionError, OrdoError
+from ordo_client.models import Estimates
 
 T = TypeVar("T")
 PROJECT_ENV = "ORDO_PROJECT"

@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 from alembic import command
-from ordo_client import Client, RetryPolicy
-from ordo_client.models import Predictions, TaskPrediction
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -59,6 +57,8 @@ from app.simulation import (
     joint_final_scores,
     kind_first_orders,
 )
+from ordo_client import Client, RetryPolicy
+from ordo_client.models import Predictions, TaskPrediction
 
 logger = logging.getLogger(__name__)
 

@@ -36,11 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from ordo_client import Client
-from ordo_client.models import Strategy
 from sklearn.datasets import load_digits
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import train_test_split
+
+from ordo_client import Client
+from ordo_client.models import Strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ordo_local import ordo_server

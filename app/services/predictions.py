@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from solver.predict import Prediction, predict_order, predict_random_order
 from sqlalchemy.orm import Session
 
 from app.errors import FieldIssue, InvalidInputError
@@ -19,6 +18,7 @@ from app.schemas.prediction import (
 from app.schemas.schedule import ObjectivePrediction
 from app.services.auth import ProjectContext
 from app.services.schedules import PlanningInputs, load_planning_inputs, task_predictions
+from solver.predict import Prediction, predict_order, predict_random_order
 from solver.types import Order
 
 

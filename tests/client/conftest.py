@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from ordo_client import Client
 
+from ordo_client import Client
 from tests.conftest import LiveServer
 
 

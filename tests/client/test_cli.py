@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from ordo_client import Client
 from typer.testing import CliRunner
 
 from app.cli import cli
+from ordo_client import Client
 from tests.client.conftest import ProjectAccess, new_project
 from tests.conftest import LiveServer
 

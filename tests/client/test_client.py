@@ -6,6 +6,7 @@ import secrets
 import time
 
 import pytest
+
 from ordo_client import (
     AuthenticationError,
     BadRequestError,
@@ -17,7 +18,6 @@ from ordo_client import (
     Run,
 )
 from ordo_client.models import PriorEntry, TaskSpec
-
 from tests.client.conftest import ProjectAccess
 from tests.conftest import LiveServer
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from ordo_client import NO_RETRY, Client, OrdoConnectionError, RetryPolicy, UnavailableError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.db import alembic_config
+from ordo_client import NO_RETRY, Client, OrdoConnectionError, RetryPolicy, UnavailableError
 from tests.conftest import (
     REPO_ROOT,
     free_port,
