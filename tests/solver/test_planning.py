@@ -20,34 +20,13 @@ from solver.planning import (
     predicted_utilities,
     sample_estimates,
 )
-from solver.types import EffectModel
+from tests.solver.factories import CODE, MATH, POETRY, worked_example_model
 
 S, OE = TaskKind.STRUCTURED, TaskKind.OPEN_ENDED
-MATH, CODE, POETRY = 0, 1, 2
-
-
-def _design_example() -> EffectModel:
-    """The worked example of DESIGN §2 (rho = 0, unit weights)."""
-    backward = np.zeros((3, 3))
-    backward[CODE, POETRY] = -0.10
-    backward[MATH, POETRY] = -0.08
-    backward[POETRY, MATH] = -0.02
-    backward[CODE, MATH] = 0.03
-    backward[MATH, CODE] = 0.01
-    zeros = np.zeros((3, 3))
-    return EffectModel(
-        level_mean=np.array([0.60, 0.40, 0.50]),
-        level_var=np.zeros(3),
-        forward_mean=zeros,
-        forward_var=zeros,
-        backward_mean=backward,
-        backward_var=zeros,
-        weights=np.ones(3),
-    )
 
 
 def test_predicted_utilities_match_the_design_worked_example() -> None:
-    model = _design_example()
+    model = worked_example_model()
     first = predicted_utilities(model, (MATH, CODE, POETRY), rho=0.0)
     assert first == pytest.approx([0.61, 0.40, 0.50])
     assert first.sum() == pytest.approx(1.51)
