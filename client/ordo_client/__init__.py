@@ -9,10 +9,14 @@
 ...                 train(stage.task)
 ...             run.report(stage.stage, evaluate_every_task())
 ...     run.complete()
+
+``AsyncClient`` is the asyncio twin: the same methods as awaitables, ``AsyncRun`` and
+``async with ordo.lease(run):``.
 """
 
 from __future__ import annotations
 
+from ordo_client._async import AsyncClient, AsyncLeaseKeeper, AsyncRun
 from ordo_client._client import Client
 from ordo_client._lease import LeaseKeeper
 from ordo_client._retry import NO_RETRY, RetryPolicy
@@ -35,6 +39,9 @@ from ordo_client.errors import (
 
 __all__ = [
     "NO_RETRY",
+    "AsyncClient",
+    "AsyncLeaseKeeper",
+    "AsyncRun",
     "AuthenticationError",
     "BadRequestError",
     "Client",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from ordo_client.models import (
     Health,
     Lease,
     NextStage,
+    Objective,
     Predictions,
     PriorEntry,
     PriorMatrix,
@@ -38,6 +40,7 @@ from ordo_client.models import (
     Schedule,
     SchedulePage,
     ScheduleRequest,
+    Strategy,
     Task,
     TaskSpec,
 )
@@ -50,6 +53,58 @@ ScheduleInput = ScheduleRequest | Mapping[str, Any]
 def project_path(project: str, *rest: str) -> str:
     """``/v1/projects/{project}/...`` with every segment encoded."""
     return "/".join(["/v1/projects", segment(project), *(segment(part) for part in rest)])
+
+
+# --- request bodies built from method arguments ---
+
+
+def schedule_request(request: ScheduleInput | None, options: Mapping[str, Any]) -> ScheduleRequest:
+    """A ``ScheduleRequest`` from a request (or dict) and keyword options, the options winning."""
+    body = dump(request) if request is not None else {}
+    body.update(options)
+    return ScheduleRequest(**body)
+
+
+def predict_body(
+    orders: Sequence[Sequence[str]],
+    *,
+    tasks: Sequence[str] | None,
+    rho: float | None,
+    objective: Objective,
+    kappa: float,
+) -> dict[str, Any]:
+    """The body of a prediction request (``tasks`` and ``rho`` only when given)."""
+    body: dict[str, Any] = {
+        "orders": [list(order) for order in orders],
+        "objective": objective,
+        "kappa": kappa,
+    }
+    if tasks is not None:
+        body["tasks"] = list(tasks)
+    if rho is not None:
+        body["rho"] = rho
+    return body
+
+
+def run_body(
+    *,
+    adaptive: bool,
+    strategy: Strategy,
+    schedule_id: str | None,
+    schedule: ScheduleInput | None,
+    client_id: str | None,
+) -> dict[str, Any]:
+    """The body of run creation; without a ``client_id`` a unique one, so it can be retried."""
+    body: dict[str, Any] = {
+        "adaptive": adaptive,
+        "strategy": strategy,
+        "client_id": client_id or f"ordo-client-{uuid.uuid4().hex}",
+    }
+    if schedule_id is not None:
+        body["schedule_id"] = schedule_id
+    if schedule is not None:
+        body["schedule"] = dump(schedule)
+    return body
 
 
 # --- health ---

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -14,12 +13,13 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from ordo_client import _api
-from ordo_client._calls import Call, dump
+from ordo_client._calls import Call
+from ordo_client._exchange import Backoff, after_response, after_transport_error, request_options
 from ordo_client._lease import LeaseKeeper
-from ordo_client._retry import RetryPolicy, is_retryable_error, is_retryable_status
+from ordo_client._retry import RetryPolicy
 from ordo_client._run import Run
 from ordo_client._version import __version__
-from ordo_client.errors import LeaseLostError, OrdoConnectionError, error_from_response
+from ordo_client.errors import LeaseLostError
 from ordo_client.models import (
     ApiKey,
     ApiKeyCreated,
@@ -141,54 +141,20 @@ class Client:
 
     def execute(self, call: Call[T]) -> T:
         """Send ``call``, repeating it when it is safe and the failure is transient."""
-        timeout = httpx.USE_CLIENT_DEFAULT if call.timeout_s is None else call.timeout_s
         attempt = 0
         while True:
             attempt += 1
-            can_retry = call.retry_safe and attempt < self.retry.max_attempts
             try:
-                response = self._http.request(
-                    call.method,
-                    call.path,
-                    json=call.json,
-                    params=call.params or None,
-                    timeout=timeout,
-                )
+                response = self._http.request(**request_options(call))
             except httpx.TransportError as exc:
-                if can_retry and is_retryable_error(exc):
-                    self._wait(call, attempt, reason=type(exc).__name__, retry_after_s=None)
-                    continue
-                raise OrdoConnectionError(
-                    f"{call.method} {self.url}{call.path} failed after {attempt} attempt(s): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if response.is_success:
-                return call.parse(response)
-            error = error_from_response(response)
-            if can_retry and is_retryable_status(response.status_code):
-                self._wait(
-                    call,
-                    attempt,
-                    reason=str(response.status_code),
-                    retry_after_s=error.retry_after_s,
+                outcome: T | Backoff = after_transport_error(
+                    call, exc, attempt=attempt, policy=self.retry, base_url=self.url
                 )
-                continue
-            raise error
-
-    def _wait(
-        self, call: Call[Any], attempt: int, *, reason: str, retry_after_s: float | None
-    ) -> None:
-        delay_s = self.retry.delay_s(attempt, retry_after_s=retry_after_s)
-        logger.warning(
-            "%s %s: %s on attempt %d/%d; retrying in %.2fs",
-            call.method,
-            call.path,
-            reason,
-            attempt,
-            self.retry.max_attempts,
-            delay_s,
-        )
-        time.sleep(delay_s)
+            else:
+                outcome = after_response(call, response, attempt=attempt, policy=self.retry)
+            if not isinstance(outcome, Backoff):
+                return outcome
+            time.sleep(outcome.delay_s)
 
     # --- health ---
 
@@ -311,10 +277,10 @@ class Client:
         ``solve_schedule(pid, objective="maximin", constraints=[...], time_limit_s=5)``.
         Not retried (each solve stores a schedule); waits up to ``solve_timeout_s``.
         """
-        body = dump(request) if request is not None else {}
-        body.update(options)
         return self.execute(
-            _api.create_schedule(project, ScheduleRequest(**body), timeout_s=self.solve_timeout_s)
+            _api.create_schedule(
+                project, _api.schedule_request(request, options), timeout_s=self.solve_timeout_s
+            )
         )
 
     def list_schedules(
@@ -359,15 +325,7 @@ class Client:
         kappa: float = 0.0,
     ) -> Predictions:
         """Predicted final utilities of given orders (and of a random order); changes nothing."""
-        body: dict[str, Any] = {
-            "orders": [list(order) for order in orders],
-            "objective": objective,
-            "kappa": kappa,
-        }
-        if tasks is not None:
-            body["tasks"] = list(tasks)
-        if rho is not None:
-            body["rho"] = rho
+        body = _api.predict_body(orders, tasks=tasks, rho=rho, objective=objective, kappa=kappa)
         return self.execute(_api.predict(project, body))
 
     # --- runs ---
@@ -388,15 +346,13 @@ class Client:
         that restarts gets its run back. Without one the client makes a unique id, so that
         creation can still be retried safely after a lost answer.
         """
-        body: dict[str, Any] = {
-            "adaptive": adaptive,
-            "strategy": strategy,
-            "client_id": client_id or f"ordo-client-{uuid.uuid4().hex}",
-        }
-        if schedule_id is not None:
-            body["schedule_id"] = schedule_id
-        if schedule is not None:
-            body["schedule"] = dump(schedule)
+        body = _api.run_body(
+            adaptive=adaptive,
+            strategy=strategy,
+            schedule_id=schedule_id,
+            schedule=schedule,
+            client_id=client_id,
+        )
         info = self.execute(_api.create_run(project, body, timeout_s=self.solve_timeout_s))
         return Run(self, project, info)
 

@@ -28,6 +28,44 @@ DEFAULT_INTERVAL_S = 10.0
 LOST_STATUSES = frozenset({403, 404, 409, 410})
 
 
+def beat_interval_s(interval_s: float | None, advised_s: float | None) -> float:
+    """The heartbeat period: the caller's, else the server's advice, else the default."""
+    chosen = interval_s or advised_s or DEFAULT_INTERVAL_S
+    if chosen <= 0:
+        raise ValueError("interval_s must be positive")
+    return chosen
+
+
+def default_lost_after_s(interval_s: float) -> float:
+    """Without news for three periods the server has most likely let the lease expire."""
+    return 3 * interval_s
+
+
+def refusal_reason(error: OrdoError) -> str | None:
+    """Why a failed heartbeat means the lease is gone, or ``None`` if it may be transient."""
+    if error.status in LOST_STATUSES:
+        return f"the server refused the heartbeat: {error}"
+    return None
+
+
+def silence_reason(silent_s: float, lost_after_s: float) -> str | None:
+    """Why a long silence means the lease is gone, or ``None`` while it is short enough."""
+    if silent_s > lost_after_s:
+        return f"no heartbeat succeeded for {silent_s:.1f}s"
+    return None
+
+
+def lose(
+    run_id: str, reason: str, on_lost: Callable[[LeaseLostError], None] | None
+) -> LeaseLostError:
+    """The ``LeaseLostError`` of a run, logged and handed to ``on_lost``."""
+    error = LeaseLostError(f"lease of run {run_id} lost: {reason}")
+    logger.error("%s", error)
+    if on_lost is not None:
+        on_lost(error)
+    return error
+
+
 class LeaseKeeper:
     """The heartbeat thread of one run (use it as a context manager)."""
 
@@ -39,12 +77,8 @@ class LeaseKeeper:
         lost_after_s: float | None = None,
         on_lost: Callable[[LeaseLostError], None] | None = None,
     ) -> None:
-        advised = run.heartbeat_interval_s
-        self.interval_s = interval_s or advised or DEFAULT_INTERVAL_S
-        if self.interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        # Without news for three periods the server has most likely let the lease expire.
-        self.lost_after_s = lost_after_s or 3 * self.interval_s
+        self.interval_s = beat_interval_s(interval_s, run.heartbeat_interval_s)
+        self.lost_after_s = lost_after_s or default_lost_after_s(self.interval_s)
         self.run = run
         self.beats = 0
         self._on_lost = on_lost
@@ -92,8 +126,8 @@ class LeaseKeeper:
             try:
                 self.run.heartbeat()
             except OrdoError as error:
-                if error.status in LOST_STATUSES:
-                    self._lose(f"the server refused the heartbeat: {error}")
+                if (reason := refusal_reason(error)) is not None:
+                    self._error = lose(self.run.id, reason, self._on_lost)
                     return
                 logger.warning("heartbeat of run %s failed: %s", self.run.id, error)
             except OrdoConnectionError as error:
@@ -101,14 +135,8 @@ class LeaseKeeper:
             else:
                 self.beats += 1
                 last_success = time.monotonic()
-            silent_s = time.monotonic() - last_success
-            if silent_s > self.lost_after_s:
-                self._lose(f"no heartbeat succeeded for {silent_s:.1f}s")
+            reason = silence_reason(time.monotonic() - last_success, self.lost_after_s)
+            if reason is not None:
+                self._error = lose(self.run.id, reason, self._on_lost)
                 return
             self._stop.wait(self.interval_s)
-
-    def _lose(self, reason: str) -> None:
-        self._error = LeaseLostError(f"lease of run {self.run.id} lost: {reason}")
-        logger.error("%s", self._error)
-        if self._on_lost is not None:
-            self._on_lost(self._error)
