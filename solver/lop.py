@@ -23,7 +23,11 @@ bounding (2-4) runs in a thread beside the heuristic (HiGHS releases the interpr
 the LP is abandoned early when its bound stays far above the incumbent (random instances);
 when its first round leaves a large gap (SGB, MB, xLOLIB) it waits until a tenth of the budget
 has passed, so that the heuristic has the interpreter to itself while it improves fastest.
-Whatever proves optimality first stops the other.
+Whatever proves optimality first stops the other. Unless optimality is proven within a quarter
+second, a second, independent memetic search (seed derived from the seed) runs in a helper
+process (``forkserver``: the interpreter lock keeps a thread off the second core) and hands its
+best order over at the end; the best of both is returned. Entry scripts must guard their main
+code with ``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
 
 Optimality is proven when ``bound - value <= 1e-9 * max(1, |bound|)``; when every off-diagonal
 entry of ``W`` is an integer the bound is rounded down to an integer first. The LP bound is
@@ -36,9 +40,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import multiprocessing
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -76,6 +82,13 @@ _DEFER_SHARE = 0.1
 # Non-integer pair gains are scaled so that their absolute sum is about 2^50: the rounding slack
 # of the bound (half a unit per pair) then stays near 1e-12 of the objective's range.
 _CPSAT_SCALED_MASS = float(2**50)
+# With two workers above _PARALLEL_MIN_N a second, independent memetic search runs in a helper
+# process (the interpreter lock keeps a thread from using the second core). It starts after
+# this many seconds unless optimality is proven by then (input-output tables: median 0.08 s),
+# so easy instances never pay for a process.
+_HELPER_DELAY_S = 0.25
+# The helper stops this long before the deadline so that its order arrives in time.
+_HELPER_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +367,100 @@ def _close_with_cpsat(
     shared.tighten_bound(max(cp_bound, incumbent) if lp.complete else cp_bound, "cpsat")
 
 
+def _helper_context() -> multiprocessing.context.ForkServerContext:
+    """Process context of the helper search: ``forkserver``, preloading this module.
+
+    Children fork from a server that imported the solver once (``spawn`` re-imports numpy,
+    scipy and OR-Tools in every child, ~1 s of a 10 s budget); plain ``fork`` is unsafe from a
+    process that runs HiGHS threads.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _helper_seed(seed: int) -> int:
+    """Seed of the helper search, derived from ``seed`` (independent of the main stream)."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
+def _memetic_in_helper(
+    connection: Connection,
+    weights: FloatMatrix,
+    seed: int,
+    deadline_epoch_s: float,
+    initial: Order,
+) -> None:
+    """Body of the helper process: one memetic run until ``deadline_epoch_s`` (``time.time()``
+    seconds) or until the parent sends anything; sends back ``(order, value)``."""
+    try:
+        result = memetic_lop(
+            weights,
+            seed=seed,
+            time_limit_s=deadline_epoch_s - time.time(),
+            initial=initial,
+            should_stop=connection.poll,
+        )
+        connection.send(result)
+    finally:
+        connection.close()
+
+
+def _search_in_helper(
+    weights: FloatMatrix, shared: _Shared, *, start: Order, seed: int, deadline_epoch_s: float
+) -> None:
+    """Run a second memetic search in a helper process and offer its best order to ``shared``.
+
+    The helper starts from ``start`` (not from the incumbent of the moment, so that its run
+    depends on the seed only) with a seed derived from ``seed``. Runs in a thread of the parent
+    (starting a process may wait for the fork server). Nothing
+    starts when optimality is proven within ``_HELPER_DELAY_S``; a proof later stops the helper.
+    The process is always joined (terminated if it does not answer) before this returns.
+    """
+    if shared.proven.wait(_HELPER_DELAY_S):
+        return
+    context = _helper_context()
+    parent_end, child_end = context.Pipe()
+    process = context.Process(
+        target=_memetic_in_helper,
+        args=(child_end, weights, _helper_seed(seed), deadline_epoch_s - _HELPER_MARGIN_S),
+        kwargs={"initial": start},
+        daemon=True,
+    )
+    try:
+        process.start()
+        child_end.close()
+        _collect_helper(parent_end, shared, deadline_epoch_s)
+    finally:
+        parent_end.close()
+        child_end.close()
+        if process.pid is not None:
+            process.join(timeout=0.5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        process.close()
+
+
+def _collect_helper(connection: Connection, shared: _Shared, deadline_epoch_s: float) -> None:
+    """Wait for the helper's ``(order, value)``; ask it to stop once optimality is proven."""
+    give_up = deadline_epoch_s + 1.0
+    stop_sent = False
+    while time.time() < give_up:
+        if connection.poll(0.02):
+            try:
+                order, value = connection.recv()
+            except EOFError:  # the helper died without a result
+                return
+            shared.offer(tuple(int(x) for x in order), float(value))
+            return
+        if shared.proven.is_set() and not stop_sent:
+            connection.send(None)
+            stop_sent = True
+            # A helper still starting up would answer late; its order is not needed any more.
+            give_up = min(give_up, time.time() + 0.2)
+
+
 def _relative_gap(weights: FloatMatrix, bound: float, shared: _Shared) -> float:
     """``(bound - incumbent) / (incumbent - mean order value)``: unchanged by adding a constant
     to every order's value, unlike a gap relative to the incumbent."""
@@ -396,7 +503,8 @@ def solve_lop(
         Seed of all randomness.
     num_workers : int
         Threads the solver may use (``>= 1``): with 2 or more and ``n > 70`` the bound runs in
-        a second thread beside the heuristic; more than 2 are not used yet.
+        a second thread beside the heuristic and a second heuristic search in a helper process;
+        more than 2 are not used yet.
     initial_order : Order, optional
         A start order for the heuristic.
 
@@ -441,6 +549,13 @@ def solve_lop(
             daemon=True,
         )
         bounding.start()
+        helper = threading.Thread(
+            target=_search_in_helper,
+            args=(w, shared),
+            kwargs={"start": start, "seed": seed, "deadline_epoch_s": time.time() + remaining()},
+            daemon=True,
+        )
+        helper.start()
         memetic_lop(
             w,
             seed=seed,
@@ -450,6 +565,7 @@ def solve_lop(
             on_improvement=shared.offer,
         )
         shared.finished.set()
+        helper.join()
         bounding.join(timeout=remaining() + 1.0)
     else:
         memetic_lop(

@@ -130,3 +130,28 @@ def test_crossovers_give_permutations_and_keep_common_parents(seed: int) -> None
         child = crossover(first, second, rng)
         assert sorted(child.tolist()) == list(range(40))
         np.testing.assert_array_equal(crossover(first, first.copy(), rng), first)
+
+
+@pytest.mark.parametrize("closest", [False, True])
+def test_a_child_replaces_the_worst_or_the_closest_member_it_beats(closest: bool) -> None:
+    # Closest replacement keeps the population diverse: of the members worse than the child, the
+    # one nearest to it (positions) goes, not the worst; members better than it always stay.
+    from solver.heuristics import _Individual, _Memetic, _Settings
+
+    n = 6
+    search = _Memetic(
+        random_weights(n, 3),
+        np.random.default_rng(0),
+        settings=_Settings(closest_replacement=closest),
+        deadline=float("inf"),
+    )
+    identity = np.arange(n, dtype=np.int64)
+    far = identity[::-1].copy()
+    near = np.array([1, 0, 2, 3, 4, 5], dtype=np.int64)
+    search.population = [
+        _Individual(far, 1.0),  # worst, far from the child
+        _Individual(near, 2.0),  # beaten, close to the child
+        _Individual(identity.copy(), 9.0),  # better than the child: never replaced
+    ]
+    child = _Individual(np.array([0, 1, 3, 2, 4, 5], dtype=np.int64), 5.0)
+    assert search._replaced(child, [0, 1]) == (1 if closest else 0)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import itertools
+import multiprocessing
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from solver.errors import InvalidProblemError
-from solver.heuristics import lop_value, memetic_lop
-from solver.lop import solve_lop
+from solver.heuristics import becker_order, lop_value, memetic_lop
+from solver.lop import _search_in_helper, _Shared, solve_lop
 from solver.lp_bound import cutting_plane_bound
 from solver.scoring import lop_weights
 from solver.types import FloatMatrix
@@ -165,3 +168,50 @@ def test_lp_gives_up_at_once_on_a_uniform_random_instance() -> None:
     assert lp.rounds == 1
     assert rounds == []  # stopped before reporting the round
     assert lp.bound >= incumbent
+
+
+def shared_from_becker(weights: FloatMatrix) -> _Shared:
+    start = becker_order(weights)
+    return _Shared(start, lop_value(weights, start), True, time.perf_counter())
+
+
+def test_the_helper_search_improves_the_incumbent_and_leaves_no_process() -> None:
+    # With two workers above n = 70 a second memetic search runs in a helper process; its order
+    # must reach the incumbent and the process must be gone when the call returns.
+    weights = random_weights(90, 11, integral=True)
+    shared = shared_from_becker(weights)
+    start_value = shared.value
+    _search_in_helper(
+        weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 2.0
+    )
+    assert sorted(shared.order) == list(range(90))
+    assert shared.value == lop_value(weights, shared.order)
+    assert shared.value > start_value
+    assert multiprocessing.active_children() == []
+
+
+def test_a_proof_stops_the_helper_search() -> None:
+    weights = random_weights(90, 12, integral=True)
+    shared = shared_from_becker(weights)
+    proof = threading.Timer(1.5, shared.proven.set)
+    proof.start()
+    started = time.perf_counter()
+    _search_in_helper(
+        weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 30.0
+    )
+    proof.join()
+    assert time.perf_counter() - started < 3.0
+    assert multiprocessing.active_children() == []
+
+
+def test_no_helper_process_starts_when_optimality_is_proven_at_once() -> None:
+    weights = random_weights(90, 13, integral=True)
+    shared = shared_from_becker(weights)
+    start_value = shared.value
+    shared.proven.set()
+    started = time.perf_counter()
+    _search_in_helper(
+        weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 30.0
+    )
+    assert time.perf_counter() - started < 0.1
+    assert shared.value == start_value
