@@ -23,8 +23,8 @@ bounding (2-4) runs in a thread beside the heuristic (HiGHS releases the interpr
 the LP is abandoned early when its bound stays far above the incumbent (random instances);
 when its first round leaves a large gap (SGB, MB, xLOLIB) it waits until a tenth of the budget
 has passed, so that the heuristic has the interpreter to itself while it improves fastest.
-Whatever proves optimality first stops the other. Unless optimality is proven within a quarter
-second, a second, independent memetic search (seed derived from the seed) runs in a helper
+Whatever proves optimality first stops the other. Unless optimality is proven within a second,
+a second, independent memetic search (seed derived from the seed) runs in a helper
 process (``forkserver``: the interpreter lock keeps a thread off the second core) and hands its
 best order over at the end; the best of both is returned. Entry scripts must guard their main
 code with ``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
@@ -84,9 +84,10 @@ _DEFER_SHARE = 0.1
 _CPSAT_SCALED_MASS = float(2**50)
 # With two workers above _PARALLEL_MIN_N a second, independent memetic search runs in a helper
 # process (the interpreter lock keeps a thread from using the second core). It starts after
-# this many seconds unless optimality is proven by then (input-output tables: median 0.08 s),
-# so easy instances never pay for a process.
-_HELPER_DELAY_S = 0.25
+# this many seconds unless optimality is proven by then (input-output tables: median 0.08 s,
+# worst 0.65 s), so easy instances never pay for a process: the first start in an interpreter
+# waits ~1 s for the fork server to import the solver (usa79 took 1.2 s with 0.25 s here).
+_HELPER_DELAY_S = 1.0
 # The helper stops this long before the deadline so that its order arrives in time.
 _HELPER_MARGIN_S = 0.05
 

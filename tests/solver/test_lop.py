@@ -200,7 +200,7 @@ def test_a_proof_stops_the_helper_search() -> None:
         weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 30.0
     )
     proof.join()
-    assert time.perf_counter() - started < 3.0
+    assert time.perf_counter() - started < 6.0  # the deadline is 30 s away
     assert multiprocessing.active_children() == []
 
 
