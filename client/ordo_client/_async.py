@@ -46,7 +46,7 @@ from ordo_client._lease import (
     silence_reason,
 )
 from ordo_client._retry import RetryPolicy
-from ordo_client._run import report_body
+from ordo_client._run import RunHandle, report_body
 from ordo_client.errors import LeaseLostError, OrdoConnectionError, OrdoError
 from ordo_client.models import (
     ApiKey,
@@ -402,37 +402,11 @@ class AsyncClient:
         )
 
 
-class AsyncRun:
+class AsyncRun(RunHandle["AsyncClient"]):
     """A run bound to the ``AsyncClient`` that started or attached to it (see ``Run``).
 
-    Attributes
-    ----------
-    project : str
-        The project's id.
-    id : str
-        The run's id.
-    info : RunInfo
-        The run as last fetched (``await refresh()`` fetches it again).
-    lease_token : int or None
-        Fencing token of this holder's lease, sent with every heartbeat.
+    ``info`` is the run as last fetched (``await refresh()`` fetches it again).
     """
-
-    def __init__(self, client: AsyncClient, project: str, info: RunInfo) -> None:
-        self._client = client
-        self.project = project
-        self.id = info.id
-        self.info = info
-        self.lease_token: int | None = info.lease.token if info.lease is not None else None
-        self.last_report: ReportAccepted | None = None
-
-    def __repr__(self) -> str:
-        return f"AsyncRun(project={self.project!r}, id={self.id!r}, status={self.info.status!r})"
-
-    @property
-    def heartbeat_interval_s(self) -> float | None:
-        """The server's advised heartbeat period (seconds), if it sent one."""
-        lease = self.info.lease
-        return lease.heartbeat_interval_s if lease is not None else None
 
     async def refresh(self) -> RunInfo:
         """Fetch the run again (status, stages, schedules, reports, lease)."""
@@ -441,10 +415,7 @@ class AsyncRun:
 
     async def next(self) -> NextStage:
         """The stage to report next and the task to train in it (``done`` when none is left)."""
-        stage = await self._client.execute(_api.next_stage(self.project, self.id))
-        if stage.lease is not None:
-            self.lease_token = stage.lease.token
-        return stage
+        return self._took_stage(await self._client.execute(_api.next_stage(self.project, self.id)))
 
     async def stages(self) -> AsyncIterator[NextStage]:
         """Yield the next stage until the run is done; report each before asking again.

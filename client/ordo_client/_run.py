@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ordo_client import _api
 from ordo_client.models import Lease, NextStage, ReportAccepted, RunInfo
 
 if TYPE_CHECKING:
-    from ordo_client._client import Client
+    # Named only in the quoted base ``RunHandle["Client"]``: _client imports this module.
+    from ordo_client._client import Client  # noqa: F401
+
+ClientT = TypeVar("ClientT")
 
 
 def report_body(
@@ -44,7 +47,47 @@ def report_body(
     return body
 
 
-class Run:
+class RunHandle(Generic[ClientT]):
+    """What a run handle knows, whichever client it talks through (sync ``Run``, ``AsyncRun``).
+
+    Attributes
+    ----------
+    project : str
+        The project's id.
+    id : str
+        The run's id.
+    info : RunInfo
+        The run as last fetched.
+    lease_token : int or None
+        Fencing token of this holder's lease, sent with every heartbeat.
+    """
+
+    def __init__(self, client: ClientT, project: str, info: RunInfo) -> None:
+        self._client = client
+        self.project = project
+        self.id = info.id
+        self.info = info
+        self.lease_token: int | None = info.lease.token if info.lease is not None else None
+        self.last_report: ReportAccepted | None = None
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(project={self.project!r}, id={self.id!r}, status={self.info.status!r})"
+
+    @property
+    def heartbeat_interval_s(self) -> float | None:
+        """The server's advised heartbeat period (seconds), if it sent one."""
+        lease = self.info.lease
+        return lease.heartbeat_interval_s if lease is not None else None
+
+    def _took_stage(self, stage: NextStage) -> NextStage:
+        """Keep the lease token a ``next`` answer carries."""
+        if stage.lease is not None:
+            self.lease_token = stage.lease.token
+        return stage
+
+
+class Run(RunHandle["Client"]):
     """A run of a project, bound to the client that started or attached to it.
 
     The loop of a trainer::
@@ -55,34 +98,8 @@ class Run:
             run.report(stage.stage, evaluate_all_tasks())
         run.complete()
 
-    Attributes
-    ----------
-    project : str
-        The project's id.
-    id : str
-        The run's id.
-    info : RunInfo
-        The run as last fetched (``refresh()`` fetches it again).
-    lease_token : int or None
-        Fencing token of this holder's lease, sent with every heartbeat.
+    ``info`` is the run as last fetched (``refresh()`` fetches it again).
     """
-
-    def __init__(self, client: Client, project: str, info: RunInfo) -> None:
-        self._client = client
-        self.project = project
-        self.id = info.id
-        self.info = info
-        self.lease_token: int | None = info.lease.token if info.lease is not None else None
-        self.last_report: ReportAccepted | None = None
-
-    def __repr__(self) -> str:
-        return f"Run(project={self.project!r}, id={self.id!r}, status={self.info.status!r})"
-
-    @property
-    def heartbeat_interval_s(self) -> float | None:
-        """The server's advised heartbeat period (seconds), if it sent one."""
-        lease = self.info.lease
-        return lease.heartbeat_interval_s if lease is not None else None
 
     def refresh(self) -> RunInfo:
         """Fetch the run again (status, stages, schedules, reports, lease)."""
@@ -91,10 +108,7 @@ class Run:
 
     def next(self) -> NextStage:
         """The stage to report next and the task to train in it (``done`` when none is left)."""
-        stage = self._client.execute(_api.next_stage(self.project, self.id))
-        if stage.lease is not None:
-            self.lease_token = stage.lease.token
-        return stage
+        return self._took_stage(self._client.execute(_api.next_stage(self.project, self.id)))
 
     def stages(self) -> Iterator[NextStage]:
         """Yield the next stage until the run is done; report each before asking again.
