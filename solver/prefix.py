@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -149,23 +149,13 @@ def _anchor_matters(problem: OrderingProblem, anchor: int, in_prefix: set[int]) 
 
 
 def _reduced_model(problem: OrderingProblem, tasks: Order, dropped: Order) -> EffectModel:
+    """The remaining tasks' model; forward transfer from the dropped prefix joins their levels."""
     model, rho = problem.model, problem.rho
     keep = np.asarray(tasks, dtype=np.int64)
     gone = np.asarray(dropped, dtype=np.int64)
-    grid = np.ix_(keep, keep)
     level_mean = model.level_mean[keep] + rho * model.forward_mean[gone][:, keep].sum(axis=0)
     level_var = model.level_var[keep] + rho**2 * model.forward_var[gone][:, keep].sum(axis=0)
-    return EffectModel(
-        level_mean=level_mean,
-        level_var=level_var,
-        forward_mean=model.forward_mean[grid],
-        forward_var=model.forward_var[grid],
-        backward_mean=model.backward_mean[grid],
-        backward_var=model.backward_var[grid],
-        weights=model.weights[keep],
-        adjacency_mean=None if model.adjacency_mean is None else model.adjacency_mean[grid],
-        adjacency_var=None if model.adjacency_var is None else model.adjacency_var[grid],
-    )
+    return replace(model.restricted(tasks), level_mean=level_mean, level_var=level_var)
 
 
 def _prefix_value(problem: OrderingProblem, dropped: Order, rest: list[int]) -> tuple[float, float]:

@@ -9,6 +9,7 @@ All types are frozen; arrays are never mutated after construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, TypeAlias
@@ -69,6 +70,30 @@ class EffectModel:
     def n(self) -> int:
         """Number of tasks."""
         return int(self.level_mean.shape[0])
+
+    def restricted(self, tasks: Sequence[int]) -> EffectModel:
+        """The model of the tasks at indexes ``tasks`` only, renumbered ``0..len(tasks)-1``.
+
+        Every ``(n,)`` vector becomes ``(k,)`` and every ``(n, n)`` matrix ``(k, k)``, in the
+        order of ``tasks``; the effects of the tasks left out are dropped, not folded in.
+        """
+        keep = np.asarray(tasks, dtype=np.int64)
+        grid = np.ix_(keep, keep)
+
+        def pair(matrix: FloatMatrix | None) -> FloatMatrix | None:
+            return None if matrix is None else matrix[grid]
+
+        return EffectModel(
+            level_mean=self.level_mean[keep],
+            level_var=self.level_var[keep],
+            forward_mean=self.forward_mean[grid],
+            forward_var=self.forward_var[grid],
+            backward_mean=self.backward_mean[grid],
+            backward_var=self.backward_var[grid],
+            weights=self.weights[keep],
+            adjacency_mean=pair(self.adjacency_mean),
+            adjacency_var=pair(self.adjacency_var),
+        )
 
 
 # --- constraints -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from app.errors import ConstraintConflictError, FieldIssue, InvalidInputError, NotFoundError
@@ -88,27 +87,6 @@ class PlanningInputs:
     project_keys: frozenset[str]
 
 
-def _submodel(model: EffectModel, indexes: Sequence[int]) -> EffectModel:
-    """The model restricted to the tasks at ``indexes`` (in that order)."""
-    idx = np.asarray(indexes, dtype=np.int64)
-    grid = np.ix_(idx, idx)
-
-    def pair(matrix: FloatMatrix | None) -> FloatMatrix | None:
-        return None if matrix is None else matrix[grid]
-
-    return EffectModel(
-        level_mean=model.level_mean[idx],
-        level_var=model.level_var[idx],
-        forward_mean=model.forward_mean[grid],
-        forward_var=model.forward_var[grid],
-        backward_mean=model.backward_mean[grid],
-        backward_var=model.backward_var[grid],
-        weights=model.weights[idx],
-        adjacency_mean=pair(model.adjacency_mean),
-        adjacency_var=pair(model.adjacency_var),
-    )
-
-
 def _selected_indexes(
     all_keys: Sequence[str], selection: Sequence[str] | None, *, field: str
 ) -> list[int]:
@@ -156,7 +134,7 @@ def load_planning_inputs(
         keys=tuple(current.keys[i] for i in indexes),
         kinds=tuple(kinds[current.keys[i]] for i in indexes),
         indexes=tuple(indexes),
-        model=_submodel(model, indexes),
+        model=model.restricted(indexes),
         estimates=None if model_override is not None else current.estimates,
         weights=current.weights,
         estimates_version=project.estimates_version,
@@ -173,7 +151,7 @@ def thompson_model(inputs: PlanningInputs, *, seed: int) -> EffectModel:
     if inputs.estimates is None:
         raise ValueError("thompson needs the estimates; pass a sampled model_override instead")
     sample = sample_estimates(inputs.estimates, seed=seed)
-    return _submodel(effect_model(sample, inputs.weights), inputs.indexes)
+    return effect_model(sample, inputs.weights).restricted(inputs.indexes)
 
 
 # --- constraints by key -> solver constraints ---------------------------------------------------
