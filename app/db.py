@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -120,15 +120,20 @@ def make_database(engine: Engine) -> Database:
 
 
 @contextmanager
-def session_scope(database: Database) -> Iterator[Session]:
-    """One unit of work for scripts and jobs: commit on success, roll back on error."""
-    with database.sessions() as session:
+def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error (requests, scripts, jobs)."""
+    with factory() as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+def session_scope(database: Database) -> AbstractContextManager[Session]:
+    """A writing unit of work for scripts and jobs."""
+    return unit_of_work(database.sessions)
 
 
 # --- migrations ----------------------------------------------------------------------------------

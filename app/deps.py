@@ -10,7 +10,7 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.db import Database
+from app.db import Database, unit_of_work
 from app.errors import UnavailableError
 from app.services.auth import Principal, ProjectContext, authenticate, authorize_project
 from app.settings import Settings
@@ -71,13 +71,8 @@ def get_session(
     """
     database = get_database(request)
     factory = database.read_sessions if request.method in READ_METHODS else database.sessions
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with unit_of_work(factory) as session:
+        yield session
 
 
 # "function" scope: the commit happens before the response is sent, so a failed commit becomes
