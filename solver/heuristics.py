@@ -15,9 +15,13 @@ Building blocks, all over the antisymmetric matrix ``D = W - W.T``:
   best insertion of every element. Every round applies several improving moves whose position
   intervals are disjoint, because such moves do not change each other's gains.
 * :func:`memetic_lop`: a memetic algorithm after Schiavinotto & Stützle (2004): a population of
-  local optima, cycle crossover (CX), local search on each child, replacement of the worst (or,
-  below ``n = 200``, of the closest member the child beats, for diversity), and a restart
-  around the best order when the population stagnates.
+  local optima, crossover (cycle or order-based), local search on each child, and either
+  replacement of the closest member the child beats (below ``n = 100``) or, from ``n = 100``,
+  dynamic diversity management (Segura et al. 2016; Lugo, Segura & Miranda 2022): orders closer
+  than a threshold to a better member lose their place, and the threshold shrinks to zero at the
+  deadline, so the population stays diverse early and converges by the end; a restart around
+  the best order when the population stagnates. A :class:`LocalSearchHelper` (another process)
+  can improve a second child per generation.
 
 Everything random comes from ``numpy.random.default_rng(seed)``; for a given seed the run is
 deterministic apart from where the time limit cuts it (``max_generations`` removes that).
@@ -29,6 +33,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +98,7 @@ class _SearchSpace:
     """
 
     diff: npt.NDArray[np.floating]
+    diff_t: npt.NDArray[np.floating]
     tolerance: float
     total: float
 
@@ -106,9 +112,10 @@ class _SearchSpace:
         row_mass = float(np.abs(diff).sum(axis=1).max()) if diff.size else 0.0
         total = float(w.sum() - np.trace(w))
         if integral and row_mass < _FLOAT32_EXACT_LIMIT:
-            return cls(diff=diff.astype(np.float32), tolerance=0.5, total=total)
+            diff = diff.astype(np.float32)
+            return cls(diff=diff, diff_t=np.ascontiguousarray(diff.T), tolerance=0.5, total=total)
         tolerance = _RELATIVE_GAIN_TOLERANCE * max(scale, 1e-300)
-        return cls(diff=diff, tolerance=tolerance, total=total)
+        return cls(diff=diff, diff_t=np.ascontiguousarray(diff.T), tolerance=tolerance, total=total)
 
 
 def _apply_insertion(perm: IntVector, source: int, target: int) -> None:
@@ -124,46 +131,45 @@ def _apply_insertion(perm: IntVector, source: int, target: int) -> None:
 class _OrderState:
     """An order with its prefix matrix, kept up to date under insertion moves.
 
-    ``prefix[e, m] = sum_{k < m} D[e, perm[k]]``, shape ``(n, n + 1)``, column 0 zero, one row
-    per *element* ``e``. Moving ``e`` from its position ``i`` to position ``m <= i`` gains
-    ``prefix[e, i] - prefix[e, m]``; to position ``m - 1 >= i`` it gains the same (the diagonal
-    of ``D`` is zero), so every element's best insertion is its row minimum: one ``O(n^2)`` scan
-    evaluates the whole neighbourhood. A move from ``i`` to ``j`` only shifts the columns
-    between ``i`` and ``j`` and adds one column of ``D``: ``O(n |i - j|)`` vectorized work
-    instead of a fresh ``O(n^2)`` cumulative sum. Rows follow elements, not positions, so a move
-    never shifts rows (that halved the cost of a move).
+    ``prefix[m, e] = sum_{k < m} D[e, perm[k]]``, shape ``(n + 1, n)``: row ``m`` (a *cut*
+    before position ``m``; row 0 is zero), one column per *element* ``e``. Moving ``e`` from its
+    position ``i`` to position ``m <= i`` gains ``prefix[i, e] - prefix[m, e]``; to position
+    ``m - 1 >= i`` it gains the same (the diagonal of ``D`` is zero), so every element's best
+    insertion is its column minimum: one ``O(n^2)`` reduction evaluates the whole neighbourhood.
+    A move from ``i`` to ``j`` only shifts the rows between ``i`` and ``j`` and adds one row of
+    ``D``: ``O(n |i - j|)`` work on contiguous memory instead of a fresh ``O(n^2)`` cumulative
+    sum. Columns follow elements, not positions, so a move never shifts columns.
     """
 
-    __slots__ = ("_positions", "perm", "prefix", "space", "value")
+    __slots__ = ("_cuts", "_positions", "perm", "prefix", "space", "value")
 
     def __init__(self, space: _SearchSpace, perm: IntVector) -> None:
         n = perm.shape[0]
         self.space = space
         self.perm = perm.copy()
-        self.prefix = np.zeros((n, n + 1), dtype=space.diff.dtype)
+        self.prefix = np.zeros((n + 1, n), dtype=space.diff.dtype)
         self.value = 0.0
         self._positions = np.arange(n)
+        self._cuts = np.empty(n, dtype=np.int64)
         self.load(perm)
 
     def recompute(self) -> None:
         """Rebuild ``prefix`` from ``perm`` (``O(n^2)``; also clears float drift)."""
-        np.cumsum(self.space.diff.take(self.perm, axis=1), axis=1, out=self.prefix[:, 1:])
+        # Row k of D.T is D[:, k]: the contribution of the element at position k to every column.
+        np.cumsum(self.space.diff_t.take(self.perm, axis=0), axis=0, out=self.prefix[1:])
 
-    def _own_columns(self) -> npt.NDArray[np.floating]:
-        """``prefix[perm[i], i]`` for every position ``i``: what precedes each element now."""
-        return self.prefix[self.perm, self._positions]
+    def _own_cuts(self) -> npt.NDArray[np.floating]:
+        """``prefix[i, perm[i]]`` for every position ``i``: what precedes each element now."""
+        return self.prefix[self._positions, self.perm]
 
     def load(self, perm: IntVector) -> None:
         """Become ``perm``; its value comes from the new prefix matrix in ``O(n)``."""
         np.copyto(self.perm, perm)
         self.recompute()
         n = perm.shape[0]
-        # sum_{k<l} D[p_k, p_l] = sum_k (prefix[p_k, n] - prefix[p_k, k]), and the value is half
+        # sum_{k<l} D[p_k, p_l] = sum_k (prefix[n, p_k] - prefix[k, p_k]), and the value is half
         # of that plus half the off-diagonal total of W.
-        ahead = (
-            self.prefix[:, n].astype(np.float64).sum()
-            - self._own_columns().astype(np.float64).sum()
-        )
+        ahead = self.prefix[n].astype(np.float64).sum() - self._own_cuts().astype(np.float64).sum()
         self.value = 0.5 * (self.space.total + float(ahead))
 
     def copy_from(self, other: _OrderState) -> None:
@@ -176,25 +182,35 @@ class _OrderState:
         if source == target:
             return
         prefix = self.prefix
-        moved = int(self.perm[source])
-        column = target + 1 if source < target else target
-        self.value += float(prefix[moved, source] - prefix[moved, column])
-        # Every row e gains or loses D[e, moved] = -D[moved, e] in the shifted columns.
+        perm = self.perm
+        moved = int(perm[source])
+        cut = target + 1 if source < target else target
+        self.value += float(prefix[source, moved] - prefix[cut, moved])
+        # Every column e gains or loses D[e, moved] = -D[moved, e] in the shifted rows.
         toward = self.space.diff[moved]
         if source < target:
-            prefix[:, source + 1 : target + 1] = (
-                prefix[:, source + 2 : target + 2] + toward[:, None]
-            )
+            np.add(prefix[source + 2 : target + 2], toward, out=prefix[source + 1 : target + 1])
+            perm[source:target] = perm[source + 1 : target + 1].copy()
         else:
-            prefix[:, target + 1 : source + 1] = prefix[:, target:source] - toward[:, None]
-        _apply_insertion(self.perm, source, target)
+            np.subtract(prefix[target:source], toward, out=prefix[target + 1 : source + 1])
+            perm[target + 1 : source + 1] = perm[target:source].copy()
+        perm[target] = moved
 
-    def best_moves(self) -> tuple[npt.NDArray[np.floating], IntVector]:
-        """Best insertion of every position's element: gain (objective units), target position."""
-        best_column = self.prefix.argmin(axis=1)[self.perm]
-        gains = self._own_columns() - self.prefix[self.perm, best_column]
-        targets = np.where(best_column <= self._positions, best_column, best_column - 1)
-        return gains, targets
+    def improving_moves(self, limit: int) -> tuple[list[int], list[int]]:
+        """Up to ``limit`` improving moves, largest gain first: source and target positions.
+
+        Each is the best insertion of its element; gains above ``space.tolerance`` only.
+        """
+        gains = self._own_cuts() - self.prefix.min(axis=0)[self.perm]
+        improving = np.flatnonzero(gains > self.space.tolerance)
+        if improving.size > limit:
+            improving = improving[np.argpartition(-gains[improving], limit - 1)[:limit]]
+        if improving.size == 0:
+            return [], []
+        improving = improving[np.argsort(-gains[improving], kind="stable")]
+        best_cuts = self.prefix[:, self.perm[improving]].argmin(axis=0)
+        targets = np.where(best_cuts <= improving, best_cuts, best_cuts - 1)
+        return improving.tolist(), targets.tolist()
 
     def local_search(self, moves_per_round: int = 32) -> None:
         """Insertion local search to a local optimum; never lowers ``value``.
@@ -206,25 +222,22 @@ class _OrderState:
         n = self.perm.shape[0]
         if n < 2:
             return
-        tolerance = self.space.tolerance
+        taken = bytearray(n)
         while True:
-            gains, targets = self.best_moves()
-            improving = np.flatnonzero(gains > tolerance)
-            if improving.size == 0:
+            sources, targets = self.improving_moves(moves_per_round)
+            if not sources:
                 return
-            if improving.size == 1:
-                source = int(improving[0])
-                self.move(source, int(targets[source]))
+            if len(sources) == 1:
+                self.move(sources[0], targets[0])
                 continue
-            improving = improving[np.argsort(-gains[improving], kind="stable")[:moves_per_round]]
-            # Plain Python ints: a handful of interval tests per candidate is far cheaper than
-            # numpy slicing on a scratch mask (this loop ran ~20 % of the memetic run's time).
-            taken: list[tuple[int, int]] = []
-            for source, target in zip(improving.tolist(), targets[improving].tolist(), strict=True):
+            # A bytearray of taken positions: find() and slice assignment run in C, far cheaper
+            # than interval tests in Python (this filter ran ~15 % of the memetic run's time).
+            taken[:] = bytes(n)
+            for source, target in zip(sources, targets, strict=True):
                 low, high = (source, target) if source < target else (target, source)
-                if any(low <= end and start <= high for start, end in taken):
+                if taken.find(1, low, high + 1) >= 0:
                     continue
-                taken.append((low, high))
+                taken[low : high + 1] = b"\x01" * (high + 1 - low)
                 self.move(source, target)
 
 
@@ -335,6 +348,14 @@ class _Settings:
     # positions) among those it beats, not the worst one: keeps the population diverse
     # (after Lugo, Segura & Miranda 2022's distance-aware replacement).
     closest_replacement: bool = False
+    # Re-seeding after stagnation: 0 draws random orders; above 0, each new member is the best
+    # order after this many random insertion moves per element (then local search).
+    restart_perturbation: float = 0.0
+    # Dynamic diversity management (after Segura et al.; Lugo, Segura & Miranda 2022): above 0,
+    # the population is re-selected from members plus child, skipping orders closer than
+    # ``diversity_threshold * (share of the time left)`` (normalized Spearman footrule) to one
+    # already chosen, so that it stays diverse early and converges by the deadline.
+    diversity_threshold: float = 0.0
 
     @classmethod
     def for_size(cls, n: int) -> _Settings:
@@ -348,9 +369,55 @@ class _Settings:
         be75eec_150 0.077 -> 0.054 %, t1d150.01 0.122 -> 0.068 %, t1d150.21 0.051 -> 0.018 %;
         on be75np_250 (population 10) 0.258 -> 0.278 %, within noise, so it stays off there.
         """
-        if n < 200:
+        if n < 100:
             return cls(cycle_crossover_share=1.0, closest_replacement=True)
-        return cls(cycle_crossover_share=0.0, population_size=10)
+        return cls(cycle_crossover_share=0.0, population_size=20, diversity_threshold=0.15)
+
+
+class LocalSearchHelper(Protocol):
+    """Local search run elsewhere (another process) on orders the memetic search sends.
+
+    The search calls :meth:`submit`, improves a child of its own meanwhile, then calls
+    :meth:`collect`: two children per generation, one population.
+    """
+
+    def submit(self, perm: IntVector) -> bool:
+        """Send an order to improve; false when the helper is not (or no longer) available."""
+        ...
+
+    def collect(self) -> tuple[IntVector, float] | None:
+        """The submitted order after local search and its value; ``None`` when it failed."""
+        ...
+
+
+class OrderChannel(Protocol):
+    """The helper's end of a pipe (``multiprocessing.connection.Connection``)."""
+
+    def recv(self) -> object: ...
+
+    def send(self, obj: object) -> None: ...
+
+
+def serve_local_search(channel: OrderChannel, weights: FloatMatrix) -> None:
+    """Body of a local search helper: answer every order received with ``(order, value)``.
+
+    Each order (int array, shape ``(n,)``) is taken to an insertion local optimum as in
+    :func:`insertion_local_search`; ``value`` is its objective (objective units). Stops at
+    ``None`` or when the channel closes.
+    """
+    space = _SearchSpace.of(np.asarray(weights, dtype=np.float64))
+    n = int(space.diff.shape[0])
+    state = _OrderState(space, np.arange(n, dtype=np.int64))
+    while True:
+        try:
+            message = channel.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        state.load(np.asarray(message, dtype=np.int64))
+        state.local_search(_Settings.for_size(n).moves_per_round)
+        channel.send((state.perm.copy(), state.value))
 
 
 class _Memetic:
@@ -365,13 +432,16 @@ class _Memetic:
         deadline: float,
         should_stop: Callable[[], bool] | None = None,
         on_improvement: Callable[[Order, float], None] | None = None,
+        helper: LocalSearchHelper | None = None,
     ) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
+        self.helper = helper
         self.n = int(self.weights.shape[0])
         self.space = _SearchSpace.of(self.weights)
         self.rng = rng
         self.settings = settings
         self.deadline = deadline
+        self.budget = max(1e-9, deadline - time.perf_counter())
         self.should_stop = should_stop
         self.on_improvement = on_improvement
         self.population: list[_Individual] = []
@@ -388,14 +458,18 @@ class _Memetic:
         return time.perf_counter() >= self.deadline
 
     def _record(self, state: _OrderState) -> None:
-        if self.best is not None and state.value <= self.best.value + self.space.tolerance:
-            return
-        exact = lop_value(self.weights, state.perm)  # clears any float drift of the tracking
-        state.value = exact
+        state.value = self._record_order(state.perm, state.value)
+
+    def _record_order(self, perm: IntVector, value: float) -> float:
+        """Keep ``perm`` if it beats the best order; returns its value (exact when it might)."""
+        if self.best is not None and value <= self.best.value + self.space.tolerance:
+            return value
+        exact = lop_value(self.weights, perm)  # clears any float drift of the tracking
         if self.best is None or exact > self.best.value:
-            self.best = _Individual(state.perm.copy(), exact)
+            self.best = _Individual(perm.copy(), exact)
             if self.on_improvement is not None:
-                self.on_improvement(tuple(int(x) for x in state.perm), exact)
+                self.on_improvement(tuple(int(x) for x in perm), exact)
+        return exact
 
     def improve(self, perm: IntVector) -> _Individual:
         """Iterated local search from ``perm``; returns the result (exact value)."""
@@ -425,37 +499,91 @@ class _Memetic:
                 self._record(current)
         self.current, self.trial = current, trial
 
-    def seed_population(self, first: IntVector | None) -> None:
+    def seed_population(self, first: IntVector | None, *, restart: bool = False) -> None:
         self.population = []
         if first is not None:
             self.population.append(self.improve(first))
+        kicks = int(self.settings.restart_perturbation * self.n) if restart else 0
         while len(self.population) < self.settings.population_size and not self.timed_out():
-            self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
+            if first is not None and kicks > 0:
+                self.population.append(self.improve(self._perturbed(first, kicks)))
+            else:
+                self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
+
+    def _perturbed(self, perm: IntVector, kicks: int) -> IntVector:
+        """``perm`` after ``kicks`` random insertion moves (positions uniform)."""
+        moved = perm.copy()
+        for source, target in self.rng.integers(0, self.n, size=(kicks, 2)).tolist():
+            _apply_insertion(moved, source, target)
+        return moved
 
     def generation(self) -> bool:
         """One generation: crossover of two parents, ILS on the child, replace a worse member.
 
-        Returns whether the child entered the population.
+        With a helper (``self.helper``) ready, a second child is improved there meanwhile.
+        Returns whether a child entered the population.
         """
-        size = len(self.population)
-        if size < 2:
+        if len(self.population) < 2:
             self.population[0] = self.improve(self.population[0].perm)
             return True
-        first, second = self.rng.choice(size, size=2, replace=False)
+        helper = self.helper
+        sent = helper is not None and helper.submit(self._child_perm())
+        entered = self._admit(self.improve(self._child_perm()))
+        answer = helper.collect() if helper is not None and sent else None
+        if answer is not None:
+            perm, value = answer
+            self.local_searches += 1
+            value = self._record_order(perm, value)
+            entered = self._admit(_Individual(perm, value)) or entered
+        return entered
+
+    def _child_perm(self) -> IntVector:
+        """Crossover of two distinct random members (CX or OB, by the settings)."""
+        first, second = self.rng.choice(len(self.population), size=2, replace=False)
         use_cycle = self.rng.random() < self.settings.cycle_crossover_share
         cross = _cycle_crossover if use_cycle else _order_based_crossover
-        child_perm = cross(self.population[first].perm, self.population[second].perm, self.rng)
-        child = self.improve(child_perm)
+        return cross(self.population[first].perm, self.population[second].perm, self.rng)
+
+    def _admit(self, child: _Individual) -> bool:
+        """Let ``child`` into the population if it earns a place; returns whether it did."""
+        if self.settings.diversity_threshold > 0:
+            return self._select_diverse(child)
         # Equal orders have equal values: compare orders only among equal values.
         duplicate = any(
             other.value == child.value and np.array_equal(child.perm, other.perm)
             for other in self.population
         )
-        beaten = [k for k in range(size) if self.population[k].value < child.value]
+        beaten = [k for k in range(len(self.population)) if self.population[k].value < child.value]
         if duplicate or not beaten:
             return False
         self.population[self._replaced(child, beaten)] = child
         return True
+
+    def _select_diverse(self, child: _Individual) -> bool:
+        pool = [*self.population, child]
+        positions = np.stack([_positions(ind.perm) for ind in pool])
+        scale = 0.5 * self.n * self.n
+        distance = np.abs(positions[:, None, :] - positions[None, :, :]).sum(axis=2) / scale
+        left = max(0.0, self.deadline - time.perf_counter()) / self.budget
+        threshold = self.settings.diversity_threshold * left
+        values = np.array([ind.value for ind in pool])
+        chosen = [int(np.argmax(values))]
+        nearest = distance[chosen[0]].copy()
+        nearest[chosen[0]] = -1.0
+        size = len(self.population)
+        while len(chosen) < size:
+            open_ = nearest >= 0
+            eligible = open_ & (nearest >= max(threshold, 1e-12))
+            if eligible.any():
+                pick = int(np.argmax(np.where(eligible, values, -np.inf)))
+            else:
+                pick = int(np.argmax(np.where(open_, nearest, -np.inf)))
+            chosen.append(pick)
+            nearest = np.minimum(nearest, distance[pick])
+            nearest[chosen] = -1.0
+        entered = size in chosen
+        self.population = [pool[k] for k in chosen]
+        return entered
 
     def _replaced(self, child: _Individual, beaten: list[int]) -> int:
         """Index of the member the child replaces, among ``beaten`` (those worse than it)."""
@@ -481,6 +609,7 @@ def memetic_lop(
     max_generations: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_improvement: Callable[[Order, float], None] | None = None,
+    helper: LocalSearchHelper | None = None,
 ) -> tuple[Order, float]:
     """Memetic algorithm for the LOP (after Schiavinotto & Stützle 2004).
 
@@ -509,6 +638,9 @@ def memetic_lop(
         proven elsewhere).
     on_improvement : callable, optional
         Called with ``(order, value)`` whenever the best value improves.
+    helper : LocalSearchHelper, optional
+        Local search in another process: while it is available, every generation makes a
+        second child and has it improved there (one population, twice the children per second).
 
     Returns
     -------
@@ -533,6 +665,7 @@ def memetic_lop(
         deadline=deadline,
         should_stop=should_stop,
         on_improvement=on_improvement,
+        helper=helper,
     )
     start = becker_order(weights) if initial is None else initial
     search.seed_population(np.asarray(start, dtype=np.int64))
@@ -542,7 +675,7 @@ def memetic_lop(
         stale = 0 if search.generation() else stale + 1
         generations += 1
         if search.converged() or stale >= search.settings.patience:
-            search.seed_population(None if search.best is None else search.best.perm)
+            search.seed_population(None if search.best is None else search.best.perm, restart=True)
             stale = 0
     best = search.best
     assert best is not None

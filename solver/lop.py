@@ -24,10 +24,10 @@ the LP is abandoned early when its bound stays far above the incumbent (random i
 when its first round leaves a large gap (SGB, MB, xLOLIB) it waits until a tenth of the budget
 has passed, so that the heuristic has the interpreter to itself while it improves fastest.
 Whatever proves optimality first stops the other. Unless optimality is proven within a second,
-a second, independent memetic search (seed derived from the seed) runs in a helper
-process (``forkserver``: the interpreter lock keeps a thread off the second core) and hands its
-best order over at the end; the best of both is returned. Entry scripts must guard their main
-code with ``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
+a helper process (``forkserver``: the interpreter lock keeps a thread off the second core) runs
+the local search of every other child of the memetic search, which then makes two children per
+generation in one population. Entry scripts must guard their main code with
+``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
 
 Optimality is proven when ``bound - value <= 1e-9 * max(1, |bound|)``; when every off-diagonal
 entry of ``W`` is an integer the bound is rounded down to an integer first. The LP bound is
@@ -37,6 +37,7 @@ bound is HiGHS's dual bound at ``mip_rel_gap = 0``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -51,7 +52,7 @@ from ortools.sat.python import cp_model
 
 from solver.cpsat import solver_parameters
 from solver.errors import InvalidProblemError
-from solver.heuristics import becker_order, lop_value, memetic_lop
+from solver.heuristics import IntVector, becker_order, lop_value, memetic_lop, serve_local_search
 from solver.lp_bound import (
     LpBoundResult,
     cutting_plane_bound,
@@ -82,13 +83,13 @@ _DEFER_SHARE = 0.1
 # Non-integer pair gains are scaled so that their absolute sum is about 2^50: the rounding slack
 # of the bound (half a unit per pair) then stays near 1e-12 of the objective's range.
 _CPSAT_SCALED_MASS = float(2**50)
-# With two workers above _PARALLEL_MIN_N a second, independent memetic search runs in a helper
-# process (the interpreter lock keeps a thread from using the second core). It starts after
+# With two workers above _PARALLEL_MIN_N a helper process runs local searches for the memetic
+# search (the interpreter lock keeps a thread from using the second core). It starts after
 # this many seconds unless optimality is proven by then (input-output tables: median 0.08 s,
 # worst 0.65 s), so easy instances never pay for a process: the first start in an interpreter
 # waits ~1 s for the fork server to import the solver (usa79 took 1.2 s with 0.25 s here).
 _HELPER_DELAY_S = 1.0
-# The helper stops this long before the deadline so that its order arrives in time.
+# The search waits this long past its deadline for the helper's last answer before dropping it.
 _HELPER_MARGIN_S = 0.05
 
 
@@ -380,86 +381,80 @@ def _helper_context() -> multiprocessing.context.ForkServerContext:
     return context
 
 
-def _helper_seed(seed: int) -> int:
-    """Seed of the helper search, derived from ``seed`` (independent of the main stream)."""
-    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+class _LocalSearchProcess:
+    """Local search for the memetic search in a helper process (a ``LocalSearchHelper``).
 
-
-def _memetic_in_helper(
-    connection: Connection,
-    weights: FloatMatrix,
-    seed: int,
-    deadline_epoch_s: float,
-    initial: Order,
-) -> None:
-    """Body of the helper process: one memetic run until ``deadline_epoch_s`` (``time.time()``
-    seconds) or until the parent sends anything; sends back ``(order, value)``."""
-    try:
-        result = memetic_lop(
-            weights,
-            seed=seed,
-            time_limit_s=deadline_epoch_s - time.time(),
-            initial=initial,
-            should_stop=connection.poll,
-        )
-        connection.send(result)
-    finally:
-        connection.close()
-
-
-def _search_in_helper(
-    weights: FloatMatrix, shared: _Shared, *, start: Order, seed: int, deadline_epoch_s: float
-) -> None:
-    """Run a second memetic search in a helper process and offer its best order to ``shared``.
-
-    The helper starts from ``start`` (not from the incumbent of the moment, so that its run
-    depends on the seed only) with a seed derived from ``seed``. Runs in a thread of the parent
-    (starting a process may wait for the fork server). Nothing
-    starts when optimality is proven within ``_HELPER_DELAY_S``; a proof later stops the helper.
-    The process is always joined (terminated if it does not answer) before this returns.
+    Started from a thread after ``_HELPER_DELAY_S`` unless optimality is proven by then
+    (starting a process may wait about a second for the fork server); until it is ready,
+    :meth:`submit` declines and the search runs alone. The helper only answers orders with
+    their local optima, so the search stays one population, deterministic apart from when
+    the helper joins. Any failure of the helper (it died, it stalls past the deadline) turns it
+    off for the rest of the run.
     """
-    if shared.proven.wait(_HELPER_DELAY_S):
-        return
-    context = _helper_context()
-    parent_end, child_end = context.Pipe()
-    process = context.Process(
-        target=_memetic_in_helper,
-        args=(child_end, weights, _helper_seed(seed), deadline_epoch_s - _HELPER_MARGIN_S),
-        kwargs={"initial": start},
-        daemon=True,
-    )
-    try:
+
+    def __init__(self, weights: FloatMatrix, shared: _Shared, deadline_epoch_s: float) -> None:
+        self._weights = weights
+        self._shared = shared
+        self._deadline_epoch_s = deadline_epoch_s
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._failed = False
+        self._connection: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._starter = threading.Thread(target=self._start, daemon=True)
+        self._starter.start()
+
+    def _start(self) -> None:
+        if self._closing.wait(_HELPER_DELAY_S) or self._shared.proven.is_set():
+            return
+        context = _helper_context()
+        parent_end, child_end = context.Pipe()
+        process = context.Process(
+            target=serve_local_search, args=(child_end, self._weights), daemon=True
+        )
         process.start()
         child_end.close()
-        _collect_helper(parent_end, shared, deadline_epoch_s)
-    finally:
-        parent_end.close()
-        child_end.close()
-        if process.pid is not None:
+        self._connection, self._process = parent_end, process
+        self._ready.set()
+
+    def submit(self, perm: IntVector) -> bool:
+        if not self._ready.is_set() or self._failed or self._connection is None:
+            return False
+        try:
+            self._connection.send(perm)
+        except (OSError, ValueError):
+            self._failed = True
+            return False
+        return True
+
+    def collect(self) -> tuple[IntVector, float] | None:
+        connection = self._connection
+        assert connection is not None
+        wait_s = max(0.0, self._deadline_epoch_s - time.time()) + _HELPER_MARGIN_S
+        try:
+            if connection.poll(wait_s):
+                perm, value = connection.recv()
+                return np.asarray(perm, dtype=np.int64), float(value)
+        except (EOFError, OSError, ValueError, TypeError):
+            pass
+        self._failed = True
+        return None
+
+    def close(self) -> None:
+        """Stop the helper (or its start) and join it; terminated if it does not stop."""
+        self._closing.set()
+        self._starter.join()
+        connection, process = self._connection, self._process
+        if connection is not None:
+            with contextlib.suppress(OSError, ValueError):
+                connection.send(None)
+            connection.close()
+        if process is not None:
             process.join(timeout=0.5)
             if process.is_alive():
                 process.terminate()
                 process.join()
-        process.close()
-
-
-def _collect_helper(connection: Connection, shared: _Shared, deadline_epoch_s: float) -> None:
-    """Wait for the helper's ``(order, value)``; ask it to stop once optimality is proven."""
-    give_up = deadline_epoch_s + 1.0
-    stop_sent = False
-    while time.time() < give_up:
-        if connection.poll(0.02):
-            try:
-                order, value = connection.recv()
-            except EOFError:  # the helper died without a result
-                return
-            shared.offer(tuple(int(x) for x in order), float(value))
-            return
-        if shared.proven.is_set() and not stop_sent:
-            connection.send(None)
-            stop_sent = True
-            # A helper still starting up would answer late; its order is not needed any more.
-            give_up = min(give_up, time.time() + 0.2)
+            process.close()
 
 
 def _relative_gap(weights: FloatMatrix, bound: float, shared: _Shared) -> float:
@@ -550,23 +545,20 @@ def solve_lop(
             daemon=True,
         )
         bounding.start()
-        helper = threading.Thread(
-            target=_search_in_helper,
-            args=(w, shared),
-            kwargs={"start": start, "seed": seed, "deadline_epoch_s": time.time() + remaining()},
-            daemon=True,
-        )
-        helper.start()
-        memetic_lop(
-            w,
-            seed=seed,
-            time_limit_s=remaining(),
-            initial=start,
-            should_stop=shared.proven.is_set,
-            on_improvement=shared.offer,
-        )
-        shared.finished.set()
-        helper.join()
+        helper = _LocalSearchProcess(w, shared, time.time() + remaining())
+        try:
+            memetic_lop(
+                w,
+                seed=seed,
+                time_limit_s=remaining(),
+                initial=start,
+                should_stop=shared.proven.is_set,
+                on_improvement=shared.offer,
+                helper=helper,
+            )
+        finally:
+            shared.finished.set()
+            helper.close()
         bounding.join(timeout=remaining() + 1.0)
     else:
         memetic_lop(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -155,3 +156,37 @@ def test_a_child_replaces_the_worst_or_the_closest_member_it_beats(closest: bool
     ]
     child = _Individual(np.array([0, 1, 3, 2, 4, 5], dtype=np.int64), 5.0)
     assert search._replaced(child, [0, 1]) == (1 if closest else 0)
+
+
+def test_diverse_selection_keeps_a_distant_child_over_a_near_copy_of_the_best() -> None:
+    # Dynamic diversity management: early in the run an order closer than the threshold to a
+    # better one loses its place to a distant child, even a worse one; the best always stays.
+    from solver.heuristics import _Individual, _Memetic, _Settings
+
+    n = 40
+    weights = random_weights(n, 3, integral=True)
+    settings = _Settings(population_size=3, diversity_threshold=0.5)
+    search = _Memetic(
+        weights,
+        np.random.default_rng(0),
+        settings=settings,
+        deadline=time.perf_counter() + 3600.0,
+    )
+    best = np.asarray(memetic_lop(weights, seed=0, time_limit_s=5.0, max_generations=5)[0])
+    near = best.copy()
+    near[[0, 1]] = near[[1, 0]]
+    reverse = best[::-1].copy()
+    search.population = [
+        _Individual(best, lop_value(weights, best)),
+        _Individual(near, lop_value(weights, near)),
+        _Individual(reverse, lop_value(weights, reverse)),
+    ]
+    distant = np.roll(best, n // 2)
+    child = _Individual(distant, lop_value(weights, distant))
+    assert child.value < search.population[1].value  # worse than the near copy
+    assert search._admit(child)
+    kept = [tuple(ind.perm) for ind in search.population]
+    assert len(kept) == 3
+    assert tuple(best) in kept
+    assert tuple(distant) in kept
+    assert tuple(near) not in kept

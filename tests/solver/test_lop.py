@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import itertools
 import multiprocessing
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from solver.errors import InvalidProblemError
-from solver.heuristics import becker_order, lop_value, memetic_lop
-from solver.lop import _search_in_helper, _Shared, solve_lop
+from solver.heuristics import becker_order, insertion_local_search, lop_value, memetic_lop
+from solver.lop import _LocalSearchProcess, _Shared, solve_lop
 from solver.lp_bound import cutting_plane_bound
 from solver.scoring import lop_weights
 from solver.types import FloatMatrix
@@ -175,43 +175,87 @@ def shared_from_becker(weights: FloatMatrix) -> _Shared:
     return _Shared(start, lop_value(weights, start), True, time.perf_counter())
 
 
-def test_the_helper_search_improves_the_incumbent_and_leaves_no_process() -> None:
-    # With two workers above n = 70 a second memetic search runs in a helper process; its order
-    # must reach the incumbent and the process must be gone when the call returns.
+def ready_helper(weights: FloatMatrix, shared: _Shared, *, seconds: float) -> _LocalSearchProcess:
+    helper = _LocalSearchProcess(weights, shared, time.time() + seconds)
+    deadline = time.perf_counter() + 20.0
+    while not helper.submit(np.arange(weights.shape[0])) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert helper.collect() is not None
+    return helper
+
+
+def test_the_helper_answers_orders_with_their_local_optima_and_leaves_no_process() -> None:
+    # With two workers above n = 70 the memetic search sends every other child to a helper
+    # process; its answer must be the local optimum the search itself would have reached.
     weights = random_weights(90, 11, integral=True)
-    shared = shared_from_becker(weights)
-    start_value = shared.value
-    _search_in_helper(
-        weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 2.0
-    )
-    assert sorted(shared.order) == list(range(90))
-    assert shared.value == lop_value(weights, shared.order)
-    assert shared.value > start_value
+    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
+    try:
+        for seed in range(3):
+            start = np.random.default_rng(seed).permutation(90).astype(np.int64)
+            assert helper.submit(start)
+            answer = helper.collect()
+            assert answer is not None
+            perm, value = answer
+            assert tuple(int(x) for x in perm) == insertion_local_search(weights, tuple(start))
+            assert value == lop_value(weights, perm)
+    finally:
+        helper.close()
     assert multiprocessing.active_children() == []
 
 
-def test_a_proof_stops_the_helper_search() -> None:
+def test_the_memetic_search_sends_children_to_the_helper() -> None:
     weights = random_weights(90, 12, integral=True)
     shared = shared_from_becker(weights)
-    proof = threading.Timer(1.5, shared.proven.set)
-    proof.start()
-    started = time.perf_counter()
-    _search_in_helper(
-        weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 30.0
-    )
-    proof.join()
-    assert time.perf_counter() - started < 6.0  # the deadline is 30 s away
+    helper = ready_helper(weights, shared, seconds=30.0)
+    answered: list[float] = []
+    collect = helper.collect
+
+    def counting_collect() -> tuple[npt.NDArray[np.int64], float] | None:
+        answer = collect()
+        if answer is not None:
+            answered.append(answer[1])
+        return answer
+
+    helper.collect = counting_collect  # type: ignore[method-assign]
+    try:
+        order, value = memetic_lop(
+            weights, seed=0, time_limit_s=60.0, max_generations=40, helper=helper
+        )
+    finally:
+        helper.close()
+    assert len(answered) == 40  # one helper child per generation
+    assert value == lop_value(weights, order) >= max(answered)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_helper_that_dies_is_dropped_and_the_search_goes_on() -> None:
+    weights = random_weights(90, 13, integral=True)
+    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
+    try:
+        process = helper._process
+        assert process is not None
+        process.kill()
+        process.join()
+        sent = helper.submit(np.arange(90))
+        assert (helper.collect() if sent else None) is None
+        assert not helper.submit(np.arange(90))  # dropped for the rest of the run
+        order, value = memetic_lop(
+            weights, seed=0, time_limit_s=60.0, max_generations=5, helper=helper
+        )
+        assert value == lop_value(weights, order)
+    finally:
+        helper.close()
     assert multiprocessing.active_children() == []
 
 
 def test_no_helper_process_starts_when_optimality_is_proven_at_once() -> None:
-    weights = random_weights(90, 13, integral=True)
+    weights = random_weights(90, 14, integral=True)
     shared = shared_from_becker(weights)
-    start_value = shared.value
     shared.proven.set()
+    helper = _LocalSearchProcess(weights, shared, time.time() + 30.0)
+    time.sleep(1.5)  # past the helper's start delay
+    assert not helper.submit(np.arange(90))
     started = time.perf_counter()
-    _search_in_helper(
-        weights, shared, start=shared.order, seed=0, deadline_epoch_s=time.time() + 30.0
-    )
+    helper.close()
     assert time.perf_counter() - started < 0.1
-    assert shared.value == start_value
+    assert multiprocessing.active_children() == []
