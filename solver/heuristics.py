@@ -30,6 +30,7 @@ deterministic apart from where the time limit cuts it (``max_generations`` remov
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -317,6 +318,14 @@ def _positions(perm: IntVector) -> IntVector:
 class _Individual:
     perm: IntVector
     value: float
+    _positions: IntVector | None = None
+
+    @property
+    def positions(self) -> IntVector:
+        """Inverse permutation of ``perm`` (computed once)."""
+        if self._positions is None:
+            self._positions = _positions(self.perm)
+        return self._positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +454,9 @@ class _Memetic:
         self.should_stop = should_stop
         self.on_improvement = on_improvement
         self.population: list[_Individual] = []
+        # Distances among the population's members, kept by _select_diverse; None: stale.
+        self._distances: npt.NDArray[np.float64] | None = None
+        self._member_positions: IntVector | None = None
         self.best: _Individual | None = None
         identity = np.arange(self.n, dtype=np.int64)
         self.current = _OrderState(self.space, identity)
@@ -501,6 +513,7 @@ class _Memetic:
 
     def seed_population(self, first: IntVector | None, *, restart: bool = False) -> None:
         self.population = []
+        self._distances = self._member_positions = None
         if first is not None:
             self.population.append(self.improve(first))
         kicks = int(self.settings.restart_perturbation * self.n) if restart else 0
@@ -525,6 +538,7 @@ class _Memetic:
         """
         if len(self.population) < 2:
             self.population[0] = self.improve(self.population[0].perm)
+            self._distances = self._member_positions = None
             return True
         helper = self.helper
         sent = helper is not None and helper.submit(self._child_perm())
@@ -557,33 +571,67 @@ class _Memetic:
         if duplicate or not beaten:
             return False
         self.population[self._replaced(child, beaten)] = child
+        self._distances = self._member_positions = None
         return True
 
     def _select_diverse(self, child: _Individual) -> bool:
-        pool = [*self.population, child]
-        positions = np.stack([_positions(ind.perm) for ind in pool])
-        scale = 0.5 * self.n * self.n
-        distance = np.abs(positions[:, None, :] - positions[None, :, :]).sum(axis=2) / scale
-        left = max(0.0, self.deadline - time.perf_counter()) / self.budget
-        threshold = self.settings.diversity_threshold * left
-        values = np.array([ind.value for ind in pool])
-        chosen = [int(np.argmax(values))]
-        nearest = distance[chosen[0]].copy()
-        nearest[chosen[0]] = -1.0
+        """Re-select the population from its members and ``child`` (dynamic diversity management).
+
+        Greedy: the best order first, then repeatedly the best order whose distance to every
+        chosen one is at least the threshold, or, when none is, the order farthest from the
+        chosen ones. Distance: Spearman footrule over ``n^2 / 2`` (0 for equal orders, about
+        2/3 for two random ones). The threshold falls linearly from ``diversity_threshold`` at
+        the start to 0 at the deadline. Returns whether ``child`` was chosen.
+        """
         size = len(self.population)
+        # Plain Python lists: the greedy loop touches size^2 scalars, where numpy calls cost
+        # more than the work (this selection ran at 0.5 ms per child with numpy).
+        pool_distance, pool_positions = self._pool_distances(child)
+        distance = pool_distance.tolist()
+        values = [ind.value for ind in self.population] + [child.value]
+        left = max(0.0, self.deadline - time.perf_counter()) / self.budget
+        threshold = max(self.settings.diversity_threshold * left, 1e-12)
+        first = max(range(size + 1), key=values.__getitem__)
+        chosen = [first]
+        nearest = list(distance[first])
+        unchosen = [k for k in range(size + 1) if k != first]
         while len(chosen) < size:
-            open_ = nearest >= 0
-            eligible = open_ & (nearest >= max(threshold, 1e-12))
-            if eligible.any():
-                pick = int(np.argmax(np.where(eligible, values, -np.inf)))
-            else:
-                pick = int(np.argmax(np.where(open_, nearest, -np.inf)))
+            pick, pick_value, farthest, farthest_distance = -1, -math.inf, -1, -1.0
+            for k in unchosen:
+                if nearest[k] >= threshold:
+                    if values[k] > pick_value:
+                        pick, pick_value = k, values[k]
+                elif nearest[k] > farthest_distance:
+                    farthest, farthest_distance = k, nearest[k]
+            if pick < 0:
+                pick = farthest
             chosen.append(pick)
-            nearest = np.minimum(nearest, distance[pick])
-            nearest[chosen] = -1.0
-        entered = size in chosen
+            unchosen.remove(pick)
+            row = distance[pick]
+            for k in unchosen:
+                if row[k] < nearest[k]:
+                    nearest[k] = row[k]
+        pool = [*self.population, child]
         self.population = [pool[k] for k in chosen]
-        return entered
+        self._distances = pool_distance[chosen][:, chosen]
+        self._member_positions = pool_positions[chosen]
+        return size in chosen
+
+    def _pool_distances(self, child: _Individual) -> tuple[npt.NDArray[np.float64], IntVector]:
+        """Distances among the members and ``child``, shape ``(size + 1, size + 1)``, and their
+        positions, shape ``(size + 1, n)``. The members' part is kept between generations, so a
+        call costs ``O(size n)``, not ``O(size^2 n)``."""
+        size = len(self.population)
+        scale = 0.5 * self.n * self.n
+        members, among = self._member_positions, self._distances
+        if members is None or among is None or among.shape[0] != size:
+            members = np.stack([ind.positions for ind in self.population])
+            among = np.abs(members[:, None, :] - members[None, :, :]).sum(axis=2) / scale
+        to_child = np.abs(members - child.positions).sum(axis=1) / scale
+        distance = np.zeros((size + 1, size + 1))
+        distance[:size, :size] = among
+        distance[size, :size] = distance[:size, size] = to_child
+        return distance, np.vstack([members, child.positions])
 
     def _replaced(self, child: _Individual, beaten: list[int]) -> int:
         """Index of the member the child replaces, among ``beaten`` (those worse than it)."""
