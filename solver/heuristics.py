@@ -368,15 +368,17 @@ class _Settings:
 
     @classmethod
     def for_size(cls, n: int) -> _Settings:
-        """Defaults for ``n`` elements: from ``n = 200`` on, OB crossover and a population of 10;
-        below, CX, 50 and replacement of the closest beaten member.
+        """Defaults for ``n`` elements: from ``n = 100`` on, OB crossover, a population of 20
+        and dynamic diversity management (threshold 0.15); below, CX, 50 and replacement of the
+        closest beaten member (the LP or CP-SAT usually proves those sizes first).
 
-        At ``n = 250`` a local search costs ~4 ms in Python, so 10 s allow ~2000 of them: a
-        population of 10 converges within that (be75np_250, seeds 0 and 1: 0.24 % and 0.19 %
-        below best known, against 0.31 % with 50). Below 200, 20 and 50 were within noise.
-        Closest replacement (``solve_lop``, 10 s, 2 workers, seeds 0-3, mean gap to best known):
-        be75eec_150 0.077 -> 0.054 %, t1d150.01 0.122 -> 0.068 %, t1d150.21 0.051 -> 0.018 %;
-        on be75np_250 (population 10) 0.258 -> 0.278 %, within noise, so it stays off there.
+        Measured with 10 s and 20 s single-process runs (``memetic_lop``, seeds 0-3, mean gap
+        to best known), against the former defaults (population 10 and worst replacement from
+        n = 200; CX, 50 and closest replacement below): be75np_250 at 20 s 0.242 -> 0.161 %;
+        t1d150.01 at 10 s 0.113 -> 0.065 %; be75eec_150 at 10 s 0.047 -> 0.063 % (within the
+        seed-to-seed spread, 0.02-0.11 %). Thresholds 0.1, 0.2 and 0.25, populations 12 and
+        30, order-based crossover over 30 % of the elements, a zero-threshold final quarter
+        and restarts around the best order did no better on be75np_250.
         """
         if n < 100:
             return cls(cycle_crossover_share=1.0, closest_replacement=True)
