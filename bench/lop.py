@@ -3,14 +3,17 @@
 Usage::
 
     python -m bench.lop [--sets IO,SGB,MB,RandA1,xLOLIB] [--time-limit S] [--instances DIR]
-                        [--seed K] [--workers W] [--only NAME[,NAME...]]
+                        [--seed K] [--seeds R] [--workers W] [--only NAME[,NAME...]]
 
 Instances and ``best_known.csv`` come from ``../shared/benchmarks/lop`` relative to the repository
 root, or ``$ORDO_LOP_INSTANCES``, or ``--instances``. Without ``--time-limit`` each set gets the
 budget of its target (issue 3): IO 10 s (must be proven well before), SGB 60 s (optimum within
 5 s, proven within 60 s), MB, RandA1 and xLOLIB 10 s.
 
-One row per instance, then one summary line per set; a CSV goes to ``bench/out/``.
+One row per instance, then one summary line per set; a CSV goes to ``bench/out/``. With
+``--seeds R`` every instance is solved with seeds ``K .. K+R-1`` (one 10 s run depends much on
+the seed and on the machine's timing) and, after the per-seed summaries, one line per set gives
+the distribution over seeds of the set's mean gap and of its worst instance gap.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Instance:
 @dataclass(frozen=True, slots=True)
 class Row:
     instance: Instance
+    seed: int
     value: float
     bound: float
     proven: bool
@@ -96,6 +100,7 @@ def run_one(
     total = time.perf_counter() - started
     return Row(
         instance=instance,
+        seed=seed,
         value=result.value,
         bound=result.bound,
         proven=result.proven_optimal,
@@ -131,6 +136,24 @@ def summary_line(set_name: str, rows: list[Row]) -> str:
     )
 
 
+def over_seeds_line(set_name: str, rows: list[Row]) -> str:
+    """Distribution over seeds of the set's mean and worst gap, and each instance's mean gap."""
+    seeds = sorted({r.seed for r in rows})
+    means = [statistics.fmean(r.gap_pct for r in rows if r.seed == s) for s in seeds]
+    worsts = [max(r.gap_pct for r in rows if r.seed == s) for s in seeds]
+    names = sorted({r.instance.name for r in rows}, key=lambda name: (len(name), name))
+    per_instance = ", ".join(
+        f"{name} {statistics.fmean(r.gap_pct for r in rows if r.instance.name == name):.4f}"
+        for name in names
+    )
+    return (
+        f"{set_name} over {len(seeds)} seeds: set gap % mean {statistics.fmean(means):.4f}"
+        f" median {statistics.median(means):.4f} worst seed {max(means):.4f};"
+        f" worst-instance gap % median {statistics.median(worsts):.4f};"
+        f" per instance mean gap %: {per_instance}"
+    )
+
+
 def write_csv(rows: list[Row]) -> Path:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"lop-{time.strftime('%Y%m%d-%H%M%S')}.csv"
@@ -139,6 +162,7 @@ def write_csv(rows: list[Row]) -> Path:
         writer.writerow(
             [
                 "set",
+                "seed",
                 "instance",
                 "n",
                 "value",
@@ -155,6 +179,7 @@ def write_csv(rows: list[Row]) -> Path:
             writer.writerow(
                 [
                     r.instance.set_name,
+                    r.seed,
                     r.instance.name,
                     r.instance.n,
                     f"{r.value:.0f}",
@@ -181,7 +206,10 @@ def parse_args() -> argparse.Namespace:
         default=Path(os.environ.get("ORDO_LOP_INSTANCES", DEFAULT_INSTANCES)),
         help="folder with the LOLIB files and best_known.csv",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="number of seeds (from --seed), each a full pass"
+    )
     parser.add_argument("--workers", type=int, default=2)
     return parser.parse_args()
 
@@ -201,18 +229,26 @@ def main() -> None:
         f" {'proven':>6} {'method':>9} {'to best':>8} {'total s':>8}"
     )
     rows: list[Row] = []
-    for inst in instances:
-        limit = args.time_limit or DEFAULT_TIME_LIMIT_S.get(inst.set_name, 10.0)
-        row = run_one(
-            args.instances, inst, time_limit_s=limit, seed=args.seed, workers=args.workers
-        )
-        print_row(row)
-        rows.append(row)
+    seeds = range(args.seed, args.seed + max(1, args.seeds))
+    for seed in seeds:
+        for inst in instances:
+            limit = args.time_limit or DEFAULT_TIME_LIMIT_S.get(inst.set_name, 10.0)
+            row = run_one(args.instances, inst, time_limit_s=limit, seed=seed, workers=args.workers)
+            print_row(row)
+            rows.append(row)
     print()
-    for set_name in wanted_sets:
-        set_rows = [r for r in rows if r.instance.set_name == set_name]
-        if set_rows:
-            print(summary_line(set_name, set_rows))
+    for seed in seeds:
+        for set_name in wanted_sets:
+            set_rows = [r for r in rows if r.instance.set_name == set_name and r.seed == seed]
+            if set_rows:
+                prefix = f"seed {seed} " if len(seeds) > 1 else ""
+                print(prefix + summary_line(set_name, set_rows))
+    if len(seeds) > 1:
+        print()
+        for set_name in wanted_sets:
+            set_rows = [r for r in rows if r.instance.set_name == set_name]
+            if set_rows:
+                print(over_seeds_line(set_name, set_rows))
     print(f"CSV: {write_csv(rows).relative_to(REPO_ROOT)}")
 
 
