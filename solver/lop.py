@@ -499,8 +499,8 @@ def solve_lop(
         Seed of all randomness.
     num_workers : int
         Threads the solver may use (``>= 1``): with 2 or more and ``n > 70`` the bound runs in
-        a second thread beside the heuristic and a second heuristic search in a helper process;
-        more than 2 are not used yet.
+        a second thread beside the heuristic, and a helper process runs the local search of
+        every other child of the heuristic; more than 2 are not used yet.
     initial_order : Order, optional
         A start order for the heuristic.
 
