@@ -412,8 +412,14 @@ class _LocalSearchProcess:
         process = context.Process(
             target=serve_local_search, args=(child_end, self._weights), daemon=True
         )
-        process.start()
-        child_end.close()
+        try:
+            process.start()
+        except OSError:  # no process to be had (limits): the search goes on alone
+            logger.warning("LOP helper process did not start", exc_info=True)
+            parent_end.close()
+            return
+        finally:
+            child_end.close()
         self._connection, self._process = parent_end, process
         self._ready.set()
 
