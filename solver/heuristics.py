@@ -119,16 +119,6 @@ class _SearchSpace:
         return cls(diff=diff, diff_t=np.ascontiguousarray(diff.T), tolerance=tolerance, total=total)
 
 
-def _apply_insertion(perm: IntVector, source: int, target: int) -> None:
-    """Move ``perm[source]`` to position ``target`` in place, shifting the elements between."""
-    moved = perm[source]
-    if source < target:
-        perm[source:target] = perm[source + 1 : target + 1].copy()
-    else:
-        perm[target + 1 : source + 1] = perm[target:source].copy()
-    perm[target] = moved
-
-
 class _OrderState:
     """An order with its prefix matrix, kept up to date under insertion moves.
 
@@ -142,7 +132,7 @@ class _OrderState:
     sum. Columns follow elements, not positions, so a move never shifts columns.
     """
 
-    __slots__ = ("_cuts", "_positions", "perm", "prefix", "space", "value")
+    __slots__ = ("_positions", "perm", "prefix", "space", "value")
 
     def __init__(self, space: _SearchSpace, perm: IntVector) -> None:
         n = perm.shape[0]
@@ -151,7 +141,6 @@ class _OrderState:
         self.prefix = np.zeros((n + 1, n), dtype=space.diff.dtype)
         self.value = 0.0
         self._positions = np.arange(n)
-        self._cuts = np.empty(n, dtype=np.int64)
         self.load(perm)
 
     def recompute(self) -> None:
@@ -357,9 +346,6 @@ class _Settings:
     # positions) among those it beats, not the worst one: keeps the population diverse
     # (after Lugo, Segura & Miranda 2022's distance-aware replacement).
     closest_replacement: bool = False
-    # Re-seeding after stagnation: 0 draws random orders; above 0, each new member is the best
-    # order after this many random insertion moves per element (then local search).
-    restart_perturbation: float = 0.0
     # Dynamic diversity management (after Segura et al.; Lugo, Segura & Miranda 2022): above 0,
     # the population is re-selected from members plus child, skipping orders closer than
     # ``diversity_threshold * (share of the time left)`` (normalized Spearman footrule) to one
@@ -513,24 +499,13 @@ class _Memetic:
                 self._record(current)
         self.current, self.trial = current, trial
 
-    def seed_population(self, first: IntVector | None, *, restart: bool = False) -> None:
+    def seed_population(self, first: IntVector | None) -> None:
         self.population = []
         self._distances = self._member_positions = None
         if first is not None:
             self.population.append(self.improve(first))
-        kicks = int(self.settings.restart_perturbation * self.n) if restart else 0
         while len(self.population) < self.settings.population_size and not self.timed_out():
-            if first is not None and kicks > 0:
-                self.population.append(self.improve(self._perturbed(first, kicks)))
-            else:
-                self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
-
-    def _perturbed(self, perm: IntVector, kicks: int) -> IntVector:
-        """``perm`` after ``kicks`` random insertion moves (positions uniform)."""
-        moved = perm.copy()
-        for source, target in self.rng.integers(0, self.n, size=(kicks, 2)).tolist():
-            _apply_insertion(moved, source, target)
-        return moved
+            self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
 
     def generation(self) -> bool:
         """One generation: crossover of two parents, ILS on the child, replace a worse member.
@@ -725,7 +700,7 @@ def memetic_lop(
         stale = 0 if search.generation() else stale + 1
         generations += 1
         if search.converged() or stale >= search.settings.patience:
-            search.seed_population(None if search.best is None else search.best.perm, restart=True)
+            search.seed_population(None if search.best is None else search.best.perm)
             stale = 0
     best = search.best
     assert best is not None
