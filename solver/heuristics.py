@@ -374,8 +374,9 @@ class _Settings:
 class LocalSearchHelper(Protocol):
     """Local search run elsewhere (another process) on orders the memetic search sends.
 
-    The search calls :meth:`submit`, improves a child of its own meanwhile, then calls
-    :meth:`collect`: two children per generation, one population.
+    Every generation the search submits a child, improves one of its own meanwhile, then
+    collects the child it submitted one generation earlier (answers come in the order of
+    submission): two children per generation, one population.
     """
 
     def submit(self, perm: IntVector) -> bool:
@@ -383,7 +384,8 @@ class LocalSearchHelper(Protocol):
         ...
 
     def collect(self) -> tuple[IntVector, float] | None:
-        """The submitted order after local search and its value; ``None`` when it failed."""
+        """The oldest submitted order not yet collected, after local search, and its value;
+        ``None`` when the helper failed."""
         ...
 
 
@@ -430,9 +432,14 @@ class _Memetic:
         should_stop: Callable[[], bool] | None = None,
         on_improvement: Callable[[Order, float], None] | None = None,
         helper: LocalSearchHelper | None = None,
+        max_generations: int | None = None,
     ) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
+        self.max_generations = max_generations
+        self.generations = 0
         self.helper = helper
+        # Whether an order sent to the helper in the last generation awaits collection.
+        self._helper_busy = False
         self.n = int(self.weights.shape[0])
         self.space = _SearchSpace.of(self.weights)
         self.rng = rng
@@ -510,8 +517,10 @@ class _Memetic:
     def generation(self) -> bool:
         """One generation: crossover of two parents, ILS on the child, replace a worse member.
 
-        With a helper (``self.helper``) ready, a second child is improved there meanwhile.
-        Returns whether a child entered the population.
+        With a helper (``self.helper``) ready, a second child goes to it, and the child sent
+        one generation earlier comes back: the helper always has the next order queued when it
+        finishes one, and the search rarely waits for it. Returns whether a child entered the
+        population.
         """
         if len(self.population) < 2:
             self.population[0] = self.improve(self.population[0].perm)
@@ -520,7 +529,8 @@ class _Memetic:
         helper = self.helper
         sent = helper is not None and helper.submit(self._child_perm())
         entered = self._admit(self.improve(self._child_perm()))
-        answer = helper.collect() if helper is not None and sent else None
+        answer = helper.collect() if helper is not None and self._helper_busy else None
+        self._helper_busy = sent
         if answer is not None:
             perm, value = answer
             self.local_searches += 1
@@ -566,8 +576,7 @@ class _Memetic:
         pool_distance, pool_positions = self._pool_distances(child)
         distance = pool_distance.tolist()
         values = [ind.value for ind in self.population] + [child.value]
-        left = max(0.0, self.deadline - time.perf_counter()) / self.budget
-        threshold = max(self.settings.diversity_threshold * left, 1e-12)
+        threshold = max(self.settings.diversity_threshold * self._share_left(), 1e-12)
         first = max(range(size + 1), key=values.__getitem__)
         chosen = [first]
         nearest = list(distance[first])
@@ -593,6 +602,13 @@ class _Memetic:
         self._distances = pool_distance[chosen][:, chosen]
         self._member_positions = pool_positions[chosen]
         return size in chosen
+
+    def _share_left(self) -> float:
+        """Share of the run still ahead: of the generations when they are capped (so that such
+        a run does not depend on the clock), else of the time budget."""
+        if self.max_generations is not None:
+            return max(0.0, 1.0 - self.generations / max(1, self.max_generations))
+        return max(0.0, self.deadline - time.perf_counter()) / self.budget
 
     def _pool_distances(self, child: _Individual) -> tuple[npt.NDArray[np.float64], IntVector]:
         """Distances among the members and ``child``, shape ``(size + 1, size + 1)``, and their
@@ -691,14 +707,16 @@ def memetic_lop(
         should_stop=should_stop,
         on_improvement=on_improvement,
         helper=helper,
+        max_generations=max_generations,
     )
     start = becker_order(weights) if initial is None else initial
     search.seed_population(np.asarray(start, dtype=np.int64))
-    generations = 0
     stale = 0
-    while not search.timed_out() and (max_generations is None or generations < max_generations):
+    while not search.timed_out() and (
+        max_generations is None or search.generations < max_generations
+    ):
         stale = 0 if search.generation() else stale + 1
-        generations += 1
+        search.generations += 1
         if search.converged() or stale >= search.settings.patience:
             search.seed_population(None if search.best is None else search.best.perm)
             stale = 0
@@ -707,7 +725,7 @@ def memetic_lop(
     logger.debug(
         "memetic_lop: n=%d generations=%d local_searches=%d value=%s",
         n,
-        generations,
+        search.generations,
         search.local_searches,
         best.value,
     )

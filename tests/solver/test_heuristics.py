@@ -89,6 +89,15 @@ def test_memetic_is_deterministic_for_a_seed() -> None:
     assert first == second
 
 
+def test_diversity_managed_memetic_is_deterministic_with_capped_generations() -> None:
+    # From n = 100 the diversity threshold shrinks over the run; with max_generations it must
+    # follow the generations, not the clock: a budget of 5 s instead of 60 s changes nothing.
+    weights = random_weights(100, 5)
+    first = memetic_lop(weights, seed=2, time_limit_s=60.0, max_generations=60)
+    second = memetic_lop(weights, seed=2, time_limit_s=5.0, max_generations=60)
+    assert first == second
+
+
 def test_memetic_is_never_worse_than_its_initial_order() -> None:
     weights = random_weights(25, 4)
     initial = becker_order(weights)
