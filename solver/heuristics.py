@@ -402,7 +402,7 @@ def serve_local_search(channel: OrderChannel, weights: FloatMatrix) -> None:
 
     Each order (int array, shape ``(n,)``) is taken to an insertion local optimum as in
     :func:`insertion_local_search`; ``value`` is its objective (objective units). Stops at
-    ``None`` or when the channel closes.
+    ``None`` or when the channel closes (the search may close it with an order still queued).
     """
     space = _SearchSpace.of(np.asarray(weights, dtype=np.float64))
     n = int(space.diff.shape[0])
@@ -416,7 +416,10 @@ def serve_local_search(channel: OrderChannel, weights: FloatMatrix) -> None:
             return
         state.load(np.asarray(message, dtype=np.int64))
         state.local_search(_Settings.for_size(n).moves_per_round)
-        channel.send((state.perm.copy(), state.value))
+        try:
+            channel.send((state.perm.copy(), state.value))
+        except OSError:  # the search ended and closed its end (BrokenPipeError): done
+            return
 
 
 class _Memetic:

@@ -13,7 +13,13 @@ import numpy.typing as npt
 import pytest
 
 from solver.errors import InvalidProblemError
-from solver.heuristics import becker_order, insertion_local_search, lop_value, memetic_lop
+from solver.heuristics import (
+    becker_order,
+    insertion_local_search,
+    lop_value,
+    memetic_lop,
+    serve_local_search,
+)
 from solver.lop import _LocalSearchProcess, _Shared, solve_lop
 from solver.lp_bound import cutting_plane_bound
 from solver.scoring import lop_weights
@@ -227,6 +233,16 @@ def test_the_memetic_search_sends_children_to_the_helper() -> None:
     assert len(answered) == 39
     assert value == lop_value(weights, order) >= max(answered)
     assert multiprocessing.active_children() == []
+
+
+def test_the_helper_ends_quietly_when_the_search_closes_with_an_order_queued() -> None:
+    # The search keeps one order in flight, so at its end the helper may still be working on
+    # one whose answer nobody reads: it must stop without a BrokenPipeError traceback.
+    search_end, helper_end = multiprocessing.Pipe()
+    search_end.send(np.arange(40, dtype=np.int64))
+    search_end.close()
+    serve_local_search(helper_end, random_weights(40, 1, integral=True))
+    helper_end.close()
 
 
 def test_a_search_with_a_ready_helper_is_deterministic_for_a_seed() -> None:
