@@ -407,6 +407,7 @@ def serve_local_search(channel: OrderChannel, weights: FloatMatrix) -> None:
     space = _SearchSpace.of(np.asarray(weights, dtype=np.float64))
     n = int(space.diff.shape[0])
     state = _OrderState(space, np.arange(n, dtype=np.int64))
+    moves_per_round = _Settings.for_size(n).moves_per_round
     while True:
         try:
             message = channel.recv()
@@ -415,7 +416,7 @@ def serve_local_search(channel: OrderChannel, weights: FloatMatrix) -> None:
         if message is None:
             return
         state.load(np.asarray(message, dtype=np.int64))
-        state.local_search(_Settings.for_size(n).moves_per_round)
+        state.local_search(moves_per_round)
         try:
             channel.send((state.perm.copy(), state.value))
         except OSError:  # the search ended and closed its end (BrokenPipeError): done
@@ -452,9 +453,11 @@ class _Memetic:
         self.should_stop = should_stop
         self.on_improvement = on_improvement
         self.population: list[_Individual] = []
-        # Distances among the population's members, kept by _select_diverse; None: stale.
-        self._distances: npt.NDArray[np.float64] | None = None
-        self._member_positions: IntVector | None = None
+        # _select_diverse's cache: the members it was computed for (identity), their positions
+        # (shape (size, n)) and distances (shape (size, size)); stale once the members change.
+        self._cached_members: list[_Individual] = []
+        self._cached_positions: IntVector = np.empty((0, self.n), dtype=np.int64)
+        self._cached_distances: npt.NDArray[np.float64] = np.empty((0, 0))
         self.best: _Individual | None = None
         identity = np.arange(self.n, dtype=np.int64)
         self.current = _OrderState(self.space, identity)
@@ -511,7 +514,6 @@ class _Memetic:
 
     def seed_population(self, first: IntVector | None) -> None:
         self.population = []
-        self._distances = self._member_positions = None
         if first is not None:
             self.population.append(self.improve(first))
         while len(self.population) < self.settings.population_size and not self.timed_out():
@@ -527,7 +529,6 @@ class _Memetic:
         """
         if len(self.population) < 2:
             self.population[0] = self.improve(self.population[0].perm)
-            self._distances = self._member_positions = None
             return True
         helper = self.helper
         sent = helper is not None and helper.submit(self._child_perm())
@@ -561,7 +562,6 @@ class _Memetic:
         if duplicate or not beaten:
             return False
         self.population[self._replaced(child, beaten)] = child
-        self._distances = self._member_positions = None
         return True
 
     def _select_diverse(self, child: _Individual) -> bool:
@@ -571,7 +571,8 @@ class _Memetic:
         chosen one is at least the threshold, or, when none is, the order farthest from the
         chosen ones. Distance: Spearman footrule over ``n^2 / 2`` (0 for equal orders, about
         2/3 for two random ones). The threshold falls linearly from ``diversity_threshold`` at
-        the start to 0 at the deadline. Returns whether ``child`` was chosen.
+        the start to 0 at the end of the run (:meth:`_share_left`). Returns whether ``child``
+        was chosen.
         """
         size = len(self.population)
         # Plain Python lists: the greedy loop touches size^2 scalars, where numpy calls cost
@@ -602,8 +603,9 @@ class _Memetic:
                     nearest[k] = row[k]
         pool = [*self.population, child]
         self.population = [pool[k] for k in chosen]
-        self._distances = pool_distance[chosen][:, chosen]
-        self._member_positions = pool_positions[chosen]
+        self._cached_members = list(self.population)
+        self._cached_distances = pool_distance[chosen][:, chosen]
+        self._cached_positions = pool_positions[chosen]
         return size in chosen
 
     def _share_left(self) -> float:
@@ -619,8 +621,12 @@ class _Memetic:
         call costs ``O(size n)``, not ``O(size^2 n)``."""
         size = len(self.population)
         scale = 0.5 * self.n * self.n
-        members, among = self._member_positions, self._distances
-        if members is None or among is None or among.shape[0] != size:
+        members, among = self._cached_positions, self._cached_distances
+        cached = self._cached_members
+        stale = len(cached) != size or any(
+            a is not b for a, b in zip(cached, self.population, strict=True)
+        )
+        if stale:
             members = np.stack([ind.positions for ind in self.population])
             among = np.abs(members[:, None, :] - members[None, :, :]).sum(axis=2) / scale
         to_child = np.abs(members - child.positions).sum(axis=1) / scale
@@ -633,9 +639,8 @@ class _Memetic:
         """Index of the member the child replaces, among ``beaten`` (those worse than it)."""
         if not self.settings.closest_replacement:
             return min(beaten, key=lambda k: self.population[k].value)
-        child_positions = _positions(child.perm)
         distances = [
-            int(np.abs(_positions(self.population[k].perm) - child_positions).sum()) for k in beaten
+            int(np.abs(self.population[k].positions - child.positions).sum()) for k in beaten
         ]
         return beaten[int(np.argmin(distances))]
 
