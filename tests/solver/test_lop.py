@@ -135,6 +135,16 @@ def test_large_instance_with_a_bounding_thread_returns_a_valid_bound() -> None:
     assert result.wall_time_s < 5.0
 
 
+def test_a_solve_with_the_helper_process_ends_on_time_and_leaves_no_process() -> None:
+    # Past the helper's 1 s start delay the search keeps an order in flight with it; the end of
+    # the run must close the helper (answer unread) without overrunning the budget.
+    weights = random_weights(120, 8, integral=True)
+    result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
+    assert result.value == lop_value(weights, result.order)
+    assert result.wall_time_s < 4.0
+    assert multiprocessing.active_children() == []
+
+
 def test_non_integral_data_is_proven_with_the_relative_tolerance() -> None:
     weights = random_weights(14, 21, integral=False)
     result = solve_lop(weights, time_limit_s=10.0, seed=0, num_workers=1)
