@@ -132,21 +132,30 @@ class _OrderState:
     sum. Columns follow elements, not positions, so a move never shifts columns.
     """
 
-    __slots__ = ("_positions", "perm", "prefix", "space", "value")
+    __slots__ = ("_positions", "_scratch", "perm", "prefix", "space", "value")
 
     def __init__(self, space: _SearchSpace, perm: IntVector) -> None:
         n = perm.shape[0]
         self.space = space
         self.perm = perm.copy()
         self.prefix = np.zeros((n + 1, n), dtype=space.diff.dtype)
+        self._scratch = np.zeros((n, n), dtype=space.diff.dtype)
         self.value = 0.0
         self._positions = np.arange(n)
         self.load(perm)
 
     def recompute(self) -> None:
         """Rebuild ``prefix`` from ``perm`` (``O(n^2)``; also clears float drift)."""
-        # Row k of D.T is D[:, k]: the contribution of the element at position k to every column.
-        np.cumsum(self.space.diff_t.take(self.perm, axis=0), axis=0, out=self.prefix[1:])
+        diff = self.space.diff
+        if diff.dtype == np.int32:
+            # Cumulative sums along contiguous rows, then one transposed copy: ~30 % faster on
+            # int32 than the strided cumulative sum down the columns (numpy 2.4, n = 250).
+            scratch = self._scratch
+            np.cumsum(diff.take(self.perm, axis=1), axis=1, out=scratch)
+            np.copyto(self.prefix[1:], scratch.T)
+        else:
+            # Row k of D.T is D[:, k]: what the element at position k adds to every column.
+            np.cumsum(self.space.diff_t.take(self.perm, axis=0), axis=0, out=self.prefix[1:])
 
     def _own_cuts(self) -> npt.NDArray[np.floating]:
         """``prefix[i, perm[i]]`` for every position ``i``: what precedes each element now."""
@@ -156,11 +165,15 @@ class _OrderState:
         """Become ``perm``; its value comes from the new prefix matrix in ``O(n)``."""
         np.copyto(self.perm, perm)
         self.recompute()
-        n = perm.shape[0]
+        self.value = self._value_from_prefix()
+
+    def _value_from_prefix(self) -> float:
+        """The order's value, read off ``prefix`` in ``O(n)``."""
+        n = self.perm.shape[0]
         # sum_{k<l} D[p_k, p_l] = sum_k (prefix[n, p_k] - prefix[k, p_k]), and the value is half
         # of that plus half the off-diagonal total of W.
         ahead = self.prefix[n].astype(np.float64).sum() - self._own_cuts().astype(np.float64).sum()
-        self.value = 0.5 * (self.space.total + float(ahead))
+        return 0.5 * (self.space.total + float(ahead))
 
     def copy_from(self, other: _OrderState) -> None:
         np.copyto(self.perm, other.perm)
@@ -171,19 +184,29 @@ class _OrderState:
         """Insert the element at ``source`` at position ``target``; updates value and prefix."""
         if source == target:
             return
+        moved = int(self.perm[source])
+        cut = target + 1 if source < target else target
+        self.value += float(self.prefix[source, moved] - self.prefix[cut, moved])
+        self._shift(source, target)
+
+    def _shift(self, source: int, target: int) -> None:
+        """``move`` without the value update (the local search reads the value at its end)."""
         prefix = self.prefix
         perm = self.perm
-        moved = int(perm[source])
-        cut = target + 1 if source < target else target
-        self.value += float(prefix[source, moved] - prefix[cut, moved])
+        moved = perm[source]
         # Every column e gains or loses D[e, moved] = -D[moved, e] in the shifted rows.
-        toward = self.space.diff[moved]
         if source < target:
-            np.add(prefix[source + 2 : target + 2], toward, out=prefix[source + 1 : target + 1])
-            perm[source:target] = perm[source + 1 : target + 1].copy()
+            np.add(
+                prefix[source + 2 : target + 2],
+                self.space.diff[moved],
+                out=prefix[source + 1 : target + 1],
+            )
+            perm[source:target] = perm[source + 1 : target + 1]
         else:
-            np.subtract(prefix[target:source], toward, out=prefix[target + 1 : source + 1])
-            perm[target + 1 : source + 1] = perm[target:source].copy()
+            np.subtract(
+                prefix[target:source], self.space.diff[moved], out=prefix[target + 1 : source + 1]
+            )
+            perm[target + 1 : source + 1] = perm[target:source]
         perm[target] = moved
 
     def improving_moves(self, limit: int) -> tuple[list[int], list[int]]:
@@ -191,16 +214,21 @@ class _OrderState:
 
         Each is the best insertion of its element; gains above ``space.tolerance`` only.
         """
-        gains = self._own_cuts() - self.prefix.min(axis=0)[self.perm]
-        improving = np.flatnonzero(gains > self.space.tolerance)
-        if improving.size > limit:
-            improving = improving[np.argpartition(-gains[improving], limit - 1)[:limit]]
-        if improving.size == 0:
+        perm = self.perm
+        n = perm.shape[0]
+        gains = self._own_cuts()
+        gains -= self.prefix.min(axis=0)[perm]
+        # The ``limit`` largest gains, then those that improve: one partition of all n gains
+        # costs less than selecting the improving ones first.
+        top = np.argpartition(gains, n - limit)[n - limit :] if n > limit else self._positions
+        top = top[gains[top] > self.space.tolerance]
+        if top.size == 0:
             return [], []
-        improving = improving[np.argsort(-gains[improving], kind="stable")]
-        best_cuts = self.prefix[:, self.perm[improving]].argmin(axis=0)
-        targets = np.where(best_cuts <= improving, best_cuts, best_cuts - 1)
-        return improving.tolist(), targets.tolist()
+        if top.size > 1:
+            top = top[np.argsort(-gains[top], kind="stable")]
+        best_cuts = self.prefix[:, perm[top]].argmin(axis=0)
+        targets = np.where(best_cuts <= top, best_cuts, best_cuts - 1)
+        return top.tolist(), targets.tolist()
 
     def local_search(self, moves_per_round: int = 32) -> None:
         """Insertion local search to a local optimum; never lowers ``value``.
@@ -209,26 +237,35 @@ class _OrderState:
         in disjoint position intervals (among the ``moves_per_round`` largest gains): moves on
         disjoint intervals do not change each other's gains.
         """
-        n = self.perm.shape[0]
+        perm, prefix, diff = self.perm, self.prefix, self.space.diff
+        n = perm.shape[0]
         if n < 2:
             return
+        # Positions taken by this round's moves. A bytearray: find() and slice assignment run in
+        # C, far cheaper than interval tests in Python.
         taken = bytearray(n)
+        free = bytes(n)
         while True:
             sources, targets = self.improving_moves(moves_per_round)
             if not sources:
-                return
-            if len(sources) == 1:
-                self.move(sources[0], targets[0])
-                continue
-            # A bytearray of taken positions: find() and slice assignment run in C, far cheaper
-            # than interval tests in Python (this filter ran ~15 % of the memetic run's time).
-            taken[:] = bytes(n)
+                break
+            taken[:] = free
             for source, target in zip(sources, targets, strict=True):
                 low, high = (source, target) if source < target else (target, source)
                 if taken.find(1, low, high + 1) >= 0:
                     continue
                 taken[low : high + 1] = b"\x01" * (high + 1 - low)
-                self.move(source, target)
+                # _shift(source, target), inlined: the search makes ~100 moves per order at
+                # n = 250, and the call cost ~8 % of its time.
+                moved = perm[source]
+                if source < target:
+                    np.add(prefix[low + 2 : high + 2], diff[moved], out=prefix[low + 1 : high + 1])
+                    perm[low:high] = perm[low + 1 : high + 1]
+                else:
+                    np.subtract(prefix[low:high], diff[moved], out=prefix[low + 1 : high + 1])
+                    perm[low + 1 : high + 1] = perm[low:high]
+                perm[target] = moved
+        self.value = self._value_from_prefix()
 
 
 def insertion_local_search(weights: FloatMatrix, order: Order) -> Order:
