@@ -21,7 +21,7 @@ Building blocks, all over the antisymmetric matrix ``D = W - W.T``:
   than a threshold to a better member lose their place, and the threshold shrinks to zero at the
   deadline, so the population stays diverse early and converges by the end; a restart around
   the best order when the population stagnates. A :class:`LocalSearchHelper` (another process)
-  can improve a second child per generation.
+  improves more children of the same population.
 
 Everything random comes from ``numpy.random.default_rng(seed)``; for a given seed the run is
 deterministic apart from where the time limit cuts it (``max_generations`` removes that).
@@ -51,6 +51,9 @@ _RELATIVE_GAIN_TOLERANCE = 1e-9
 # Integer data whose prefix sums stay below 2**31 runs on int32: exact, half the memory of
 # float64, and its cumulative sums run ~1.7x faster than float32 ones (numpy 2.4, n = 250).
 _INT32_LIMIT = float(2**31 - 1)
+# Orders a LocalSearchHelper is given at a time in a run not capped by generations: the one it
+# works on and the next.
+_HELPER_QUEUE = 2
 
 
 def lop_value(weights: FloatMatrix, order: Order | IntVector) -> float:
@@ -411,9 +414,8 @@ class _Settings:
 class LocalSearchHelper(Protocol):
     """Local search run elsewhere (another process) on orders the memetic search sends.
 
-    Every generation the search submits a child, improves one of its own meanwhile, then
-    collects the child it submitted one generation earlier (answers come in the order of
-    submission): two children per generation, one population.
+    The search submits children and improves its own meanwhile; answers come in the order of
+    submission. One population: the helper only runs local searches.
     """
 
     def submit(self, perm: IntVector) -> bool:
@@ -423,6 +425,10 @@ class LocalSearchHelper(Protocol):
     def collect(self) -> tuple[IntVector, float] | None:
         """The oldest submitted order not yet collected, after local search, and its value;
         ``None`` when the helper failed."""
+        ...
+
+    def ready(self) -> bool:
+        """Whether :meth:`collect` would answer at once (the helper has finished that order)."""
         ...
 
 
@@ -479,8 +485,8 @@ class _Memetic:
         self.max_generations = max_generations
         self.generations = 0
         self.helper = helper
-        # Whether an order sent to the helper in the last generation awaits collection.
-        self._helper_busy = False
+        # Orders sent to the helper and not yet collected.
+        self._helper_pending = 0
         self.n = int(self.weights.shape[0])
         self.space = _SearchSpace.of(self.weights)
         self.rng = rng
@@ -557,27 +563,53 @@ class _Memetic:
             self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
 
     def generation(self) -> bool:
-        """One generation: crossover of two parents, ILS on the child, replace a worse member.
+        """One generation: crossover of two parents, local search on the child, selection.
 
-        With a helper (``self.helper``) ready, a second child goes to it, and the child sent
-        one generation earlier comes back: the helper always has the next order queued when it
-        finishes one, and the search rarely waits for it. Returns whether a child entered the
-        population.
+        With a helper (``self.helper``) ready, children also go to it: see
+        :meth:`_generation_in_step` (runs capped by ``max_generations``) and
+        :meth:`_generation_streaming`. Returns whether a child entered the population.
         """
         if len(self.population) < 2:
             self.population[0] = self.improve(self.population[0].perm)
             return True
         helper = self.helper
-        sent = helper is not None and helper.submit(self._child_perm())
+        if helper is None:
+            return self._admit(self.improve(self._child_perm()))
+        if self.max_generations is not None:
+            return self._generation_in_step(helper)
+        return self._generation_streaming(helper)
+
+    def _generation_in_step(self, helper: LocalSearchHelper) -> bool:
+        """A child goes to the helper and the one sent a generation earlier comes back, which
+        the search waits for: two children per generation, in an order that does not depend
+        on the clock (only when the helper joins does)."""
+        sent = helper.submit(self._child_perm())
         entered = self._admit(self.improve(self._child_perm()))
-        answer = helper.collect() if helper is not None and self._helper_busy else None
-        self._helper_busy = sent
-        if answer is not None:
-            perm, value = answer
-            self.local_searches += 1
-            value = self._record_order(perm, value)
-            entered = self._admit(_Individual(perm, value)) or entered
+        if self._helper_pending:
+            entered = self._admit_answer(helper.collect()) or entered
+        self._helper_pending = int(sent)
         return entered
+
+    def _generation_streaming(self, helper: LocalSearchHelper) -> bool:
+        """The helper's queue is topped up to two orders, and only the answers already there
+        are read: the search spends ~30 % of its time on crossover, selection and messages,
+        so waiting for one answer per generation (as in :meth:`_generation_in_step`) left the
+        helper idle that long. Which child enters when depends on the clock."""
+        while self._helper_pending < _HELPER_QUEUE and helper.submit(self._child_perm()):
+            self._helper_pending += 1
+        entered = self._admit(self.improve(self._child_perm()))
+        while self._helper_pending and helper.ready():
+            self._helper_pending -= 1
+            entered = self._admit_answer(helper.collect()) or entered
+        return entered
+
+    def _admit_answer(self, answer: tuple[IntVector, float] | None) -> bool:
+        """Record and admit an order the helper improved (``None``: it failed)."""
+        if answer is None:
+            return False
+        perm, value = answer
+        self.local_searches += 1
+        return self._admit(_Individual(perm, self._record_order(perm, value)))
 
     def _child_perm(self) -> IntVector:
         """Crossover of two distinct random members (CX or OB, by the settings)."""
@@ -725,8 +757,8 @@ def memetic_lop(
     on_improvement : callable, optional
         Called with ``(order, value)`` whenever the best value improves.
     helper : LocalSearchHelper, optional
-        Local search in another process: while it is available, every generation makes a
-        second child and has it improved there (one population, twice the children per second).
+        Local search in another process: while it is available, more children are made and
+        improved there (one population; about twice the children per second).
 
     Returns
     -------

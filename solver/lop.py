@@ -446,6 +446,13 @@ class _LocalSearchProcess:
         self._failed = True
         return None
 
+    def ready(self) -> bool:
+        connection = self._connection
+        try:
+            return connection is not None and connection.poll(0)
+        except (OSError, ValueError):
+            return False
+
     def close(self) -> None:
         """Stop the helper (or its start) and join it; terminated if it does not stop."""
         self._closing.set()

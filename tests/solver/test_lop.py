@@ -136,8 +136,8 @@ def test_large_instance_with_a_bounding_thread_returns_a_valid_bound() -> None:
 
 
 def test_a_solve_with_the_helper_process_ends_on_time_and_leaves_no_process() -> None:
-    # Past the helper's 1 s start delay the search keeps an order in flight with it; the end of
-    # the run must close the helper (answer unread) without overrunning the budget.
+    # Past the helper's 1 s start delay the search keeps orders in flight with it; the end of
+    # the run must close the helper (answers unread) without overrunning the budget.
     weights = random_weights(120, 8, integral=True)
     result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
     assert result.value == lop_value(weights, result.order)
@@ -245,6 +245,43 @@ def test_the_memetic_search_sends_children_to_the_helper() -> None:
     assert multiprocessing.active_children() == []
 
 
+def test_an_uncapped_search_keeps_the_helper_queue_full_but_short() -> None:
+    # A run cut by its time limit tops the helper's queue up to two orders and reads only the
+    # answers already there: the helper never idles while the search works, and the search
+    # never waits for it (nor queues more than two orders).
+    weights = random_weights(90, 16, integral=True)
+    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
+    queued: list[int] = []  # orders at the helper after each one sent
+    answered: list[float] = []
+    waited: list[bool] = []
+    submit, collect, ready = helper.submit, helper.collect, helper.ready
+
+    def counting_submit(perm: npt.NDArray[np.int64]) -> bool:
+        sent = submit(perm)
+        if sent:
+            queued.append(len(queued) + 1 - len(answered))
+        return sent
+
+    def counting_collect() -> tuple[npt.NDArray[np.int64], float] | None:
+        waited.append(not ready())
+        answer = collect()
+        if answer is not None:
+            answered.append(answer[1])
+        return answer
+
+    helper.submit = counting_submit  # type: ignore[method-assign]
+    helper.collect = counting_collect  # type: ignore[method-assign]
+    try:
+        order, value = memetic_lop(weights, seed=0, time_limit_s=1.5, helper=helper)
+    finally:
+        helper.close()
+    assert len(answered) > 10
+    assert max(queued) == 2
+    assert not any(waited)  # only answers already there were read
+    assert value == lop_value(weights, order) >= max(answered)
+    assert multiprocessing.active_children() == []
+
+
 def test_the_helper_ends_quietly_when_the_search_closes_with_an_order_queued() -> None:
     # The search keeps one order in flight, so at its end the helper may still be working on
     # one whose answer nobody reads: it must stop without a BrokenPipeError traceback.
@@ -284,6 +321,24 @@ def test_a_helper_that_dies_is_dropped_and_the_search_goes_on() -> None:
             weights, seed=0, time_limit_s=60.0, max_generations=5, helper=helper
         )
         assert value == lop_value(weights, order)
+    finally:
+        helper.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_an_uncapped_search_drops_a_helper_that_dies_and_ends_on_time() -> None:
+    weights = random_weights(90, 17, integral=True)
+    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
+    try:
+        process = helper._process
+        assert process is not None
+        process.kill()
+        process.join()
+        started = time.perf_counter()
+        order, value = memetic_lop(weights, seed=0, time_limit_s=1.0, helper=helper)
+        assert time.perf_counter() - started < 2.0
+        assert value == lop_value(weights, order)
+        assert not helper.submit(np.arange(90))  # dropped for the rest of the run
     finally:
         helper.close()
     assert multiprocessing.active_children() == []
