@@ -21,12 +21,13 @@ Up to ``n = 70`` (or with one worker) the phases run in turn: a short heuristic 
 MILP, then the heuristic again for the remaining time. Above that, with two workers, the
 bounding (2-4) runs in a thread beside the heuristic (HiGHS releases the interpreter lock), and
 the LP is abandoned early when its bound stays far above the incumbent (random instances);
-when its first round leaves a large gap (SGB, MB, xLOLIB) it waits until a tenth of the budget
-has passed, so that the heuristic has the interpreter to itself while it improves fastest.
-Whatever proves optimality first stops the other. Unless optimality is proven within a second,
-a helper process (``forkserver``: the interpreter lock keeps a thread off the second core) runs
-the local search of every other child of the memetic search, which then makes two children per
-generation in one population. Entry scripts must guard their main code with
+when its first round leaves a large gap (SGB, xLOLIB) it waits until a tenth of the budget has
+passed, so that the heuristic has the interpreter to itself while it improves fastest, or, from
+``n = 150``, stops there with that round's bound. Whatever proves optimality first stops the
+other. A helper process (``forkserver``: the interpreter lock keeps a thread off the second
+core) runs local searches for the memetic search, which then makes about twice the children
+in one population; below ``n = 100`` it starts only if optimality is not proven within a
+second. Entry scripts must guard their main code with
 ``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
 
 Optimality is proven when ``bound - value <= 1e-9 * max(1, |bound|)``; when every off-diagonal
@@ -80,6 +81,8 @@ _MILP_MAX_GAP = 3e-3
 # until _DEFER_SHARE of the budget has passed (see _bound_and_close).
 _DEFER_GAP = 0.3
 _DEFER_SHARE = 0.1
+# ... or, from this size on, stops after that round (see _bound_and_close).
+_GIVE_UP_FAR_LP_N = 150
 # Non-integer pair gains are scaled so that their absolute sum is about 2^50: the rounding slack
 # of the bound (half a unit per pair) then stays near 1e-12 of the objective's range.
 _CPSAT_SCALED_MASS = float(2**50)
@@ -89,6 +92,9 @@ _CPSAT_SCALED_MASS = float(2**50)
 # worst 0.65 s), so easy instances never pay for a process: the first start in an interpreter
 # waits ~1 s for the fork server to import the solver (usa79 took 1.2 s with 0.25 s here).
 _HELPER_DELAY_S = 1.0
+# From this size on nothing proves optimality within that second (MB n = 100: the LP proves in
+# 2-2.5 s; xLOLIB and RandA1 never), so the helper starts at once: 0.6-1 s more of its work.
+_HELPER_AT_ONCE_N = 100
 # The search waits this long past its deadline for the helper's last answer before dropping it.
 _HELPER_MARGIN_S = 0.05
 
@@ -252,13 +258,21 @@ def _bound_and_close(
     deadline = time.perf_counter() + time_limit_s
     defer_until = time.perf_counter() + _DEFER_SHARE * time_limit_s
 
+    given_up = threading.Event()
+
     def yield_to_heuristic(rounds: int, bound: float, baseline: float) -> None:
-        # Beside the heuristic, an LP far from the incumbent after its first round (SGB, MB,
-        # xLOLIB: shift-invariant gap 0.5-1; input-output tables <= 0.1) waits a tenth of the
-        # budget: its separation holds the interpreter lock and would slow the heuristic just
-        # when it finds most of its improvements.
+        # Beside the heuristic, an LP far from the incumbent after its first round (SGB, xLOLIB:
+        # shift-invariant gap 0.4-1; MB 0.15-0.2; input-output tables <= 0.1) waits a tenth of
+        # the budget: its separation holds the interpreter lock and would slow the heuristic
+        # just when it finds most of its improvements. From n = 150 on, such an LP stops there
+        # with its first bound: each later round costs seconds of a core there and the bound
+        # stays 10-30 % above the optimum (xLOLIB), while SGB (n = 75) is proven in under a
+        # minute.
         lead = shared.value - baseline
         if not in_thread or rounds != 1 or lead <= 0 or bound - shared.value <= _DEFER_GAP * lead:
+            return
+        if n >= _GIVE_UP_FAR_LP_N:
+            given_up.set()
             return
         while time.perf_counter() < defer_until and not shared.should_stop():
             shared.proven.wait(0.05)
@@ -267,7 +281,7 @@ def _bound_and_close(
         weights,
         time_limit_s=time_limit_s,
         target=shared.proof_target,
-        should_stop=shared.should_stop,
+        should_stop=lambda: shared.should_stop() or given_up.is_set(),
         on_round=yield_to_heuristic,
     )
     shared.lp_rounds, shared.lp_rows = lp.rounds, lp.pool.size
@@ -384,7 +398,7 @@ def _helper_context() -> multiprocessing.context.ForkServerContext:
 class _LocalSearchProcess:
     """Local search for the memetic search in a helper process (a ``LocalSearchHelper``).
 
-    Started from a thread after ``_HELPER_DELAY_S`` unless optimality is proven by then
+    Started from a thread after ``delay_s`` unless optimality is proven by then
     (starting a process may wait about a second for the fork server); until it is ready,
     :meth:`submit` declines and the search runs alone. The helper only answers orders with
     their local optima, so the search stays one population, deterministic apart from when
@@ -392,8 +406,16 @@ class _LocalSearchProcess:
     off for the rest of the run.
     """
 
-    def __init__(self, weights: FloatMatrix, shared: _Shared, deadline_epoch_s: float) -> None:
+    def __init__(
+        self,
+        weights: FloatMatrix,
+        shared: _Shared,
+        deadline_epoch_s: float,
+        *,
+        delay_s: float = _HELPER_DELAY_S,
+    ) -> None:
         self._weights = weights
+        self._delay_s = delay_s
         self._shared = shared
         self._deadline_epoch_s = deadline_epoch_s
         self._closing = threading.Event()
@@ -405,7 +427,7 @@ class _LocalSearchProcess:
         self._starter.start()
 
     def _start(self) -> None:
-        if self._closing.wait(_HELPER_DELAY_S) or self._shared.proven.is_set():
+        if self._closing.wait(self._delay_s) or self._shared.proven.is_set():
             return
         context = _helper_context()
         parent_end, child_end = context.Pipe()
@@ -512,8 +534,8 @@ def solve_lop(
         Seed of all randomness.
     num_workers : int
         Threads the solver may use (``>= 1``): with 2 or more and ``n > 70`` the bound runs in
-        a second thread beside the heuristic, and a helper process runs the local search of
-        every other child of the heuristic; more than 2 are not used yet.
+        a second thread beside the heuristic, and a helper process runs local searches for
+        the heuristic; more than 2 are not used yet.
     initial_order : Order, optional
         A start order for the heuristic.
 
@@ -558,7 +580,8 @@ def solve_lop(
             daemon=True,
         )
         bounding.start()
-        helper = _LocalSearchProcess(w, shared, time.time() + remaining())
+        delay_s = 0.0 if n >= _HELPER_AT_ONCE_N else _HELPER_DELAY_S
+        helper = _LocalSearchProcess(w, shared, time.time() + remaining(), delay_s=delay_s)
         try:
             memetic_lop(
                 w,

@@ -417,6 +417,8 @@ def cutting_plane_bound(
             on_round(rounds, bound, baseline)
             # Time the caller spends here (e.g. waiting) does not count toward futility.
             started += time.perf_counter() - paused
+        if should_stop is not None and should_stop():
+            break  # before another separation (n = 250: 0.2-0.3 s)
         # Rows neither tight nor priced are dropped: the LOP LP is highly degenerate, and a
         # small active set keeps each warm re-solve cheap (dropped rows come back if violated).
         slack = lp.pool.rhs - matrix @ x

@@ -136,13 +136,26 @@ def test_large_instance_with_a_bounding_thread_returns_a_valid_bound() -> None:
 
 
 def test_a_solve_with_the_helper_process_ends_on_time_and_leaves_no_process() -> None:
-    # Past the helper's 1 s start delay the search keeps orders in flight with it; the end of
-    # the run must close the helper (answers unread) without overrunning the budget.
+    # From n = 100 the helper starts at once and the search keeps orders in flight with it; the
+    # end of the run must close the helper (answers unread) without overrunning the budget.
     weights = random_weights(120, 8, integral=True)
     result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
     assert result.value == lop_value(weights, result.order)
     assert result.wall_time_s < 4.0
     assert multiprocessing.active_children() == []
+
+
+def test_from_n_150_an_lp_far_above_the_incumbent_stops_after_its_first_round() -> None:
+    # A random matrix with a planted order: after one round its LP bound is ~0.7 times the
+    # incumbent's lead over the mean order above the incumbent (xLOLIB: 0.4-0.9). At this size
+    # later rounds only take a core from the search, so the bound of round 1 is kept.
+    n = 150
+    rng = np.random.default_rng(0)
+    weights = rng.integers(0, 100, size=(n, n)) + 20.0 * np.triu(np.ones((n, n)), 1)
+    result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
+    assert result.lp_rounds == 1
+    assert result.value <= result.bound < float(np.maximum(weights, weights.T).sum()) / 2
+    assert not result.proven_optimal
 
 
 def test_non_integral_data_is_proven_with_the_relative_tolerance() -> None:
