@@ -213,6 +213,13 @@ def ready_helper(weights: FloatMatrix, shared: _Shared, *, seconds: float) -> _L
     return helper
 
 
+def kill_helper_process(helper: _LocalSearchProcess) -> None:
+    process = helper._process
+    assert process is not None
+    process.kill()
+    process.join()
+
+
 def test_the_helper_answers_orders_with_their_local_optima_and_leaves_no_process() -> None:
     # With two workers above n = 70 the memetic search sends every other child to a helper
     # process; its answer must be the local optimum the search itself would have reached.
@@ -323,10 +330,7 @@ def test_a_helper_that_dies_is_dropped_and_the_search_goes_on() -> None:
     weights = random_weights(90, 13, integral=True)
     helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
     try:
-        process = helper._process
-        assert process is not None
-        process.kill()
-        process.join()
+        kill_helper_process(helper)
         sent = helper.submit(np.arange(90))
         assert (helper.collect() if sent else None) is None
         assert not helper.submit(np.arange(90))  # dropped for the rest of the run
@@ -343,10 +347,7 @@ def test_an_uncapped_search_drops_a_helper_that_dies_and_ends_on_time() -> None:
     weights = random_weights(90, 17, integral=True)
     helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
     try:
-        process = helper._process
-        assert process is not None
-        process.kill()
-        process.join()
+        kill_helper_process(helper)
         started = time.perf_counter()
         order, value = memetic_lop(weights, seed=0, time_limit_s=1.0, helper=helper)
         assert time.perf_counter() - started < 2.0
