@@ -24,7 +24,8 @@ Building blocks, all over the antisymmetric matrix ``D = W - W.T``:
   improves more children of the same population.
 
 Everything random comes from ``numpy.random.default_rng(seed)``; for a given seed the run is
-deterministic apart from where the time limit cuts it (``max_generations`` removes that).
+deterministic apart from where the time limit cuts it and, with a helper, when its answers
+arrive (``max_generations`` removes both, apart from when the helper joins).
 """
 
 from __future__ import annotations
