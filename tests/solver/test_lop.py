@@ -213,6 +213,32 @@ def ready_helper(weights: FloatMatrix, shared: _Shared, *, seconds: float) -> _L
     return helper
 
 
+class HelperLog:
+    """Records what a search does with a helper: the orders queued at it after each one sent,
+    the values it answered, and whether each answer had to be waited for."""
+
+    def __init__(self, helper: _LocalSearchProcess) -> None:
+        self.queued: list[int] = []
+        self.answered: list[float] = []
+        self.waited: list[bool] = []
+        self._submit, self._collect, self._ready = helper.submit, helper.collect, helper.ready
+        helper.submit = self.submit  # type: ignore[method-assign]
+        helper.collect = self.collect  # type: ignore[method-assign]
+
+    def submit(self, perm: npt.NDArray[np.int64]) -> bool:
+        sent = self._submit(perm)
+        if sent:
+            self.queued.append(len(self.queued) + 1 - len(self.answered))
+        return sent
+
+    def collect(self) -> tuple[npt.NDArray[np.int64], float] | None:
+        self.waited.append(not self._ready())
+        answer = self._collect()
+        if answer is not None:
+            self.answered.append(answer[1])
+        return answer
+
+
 def kill_helper_process(helper: _LocalSearchProcess) -> None:
     process = helper._process
     assert process is not None
@@ -243,16 +269,7 @@ def test_the_memetic_search_sends_children_to_the_helper() -> None:
     weights = random_weights(90, 12, integral=True)
     shared = shared_from_becker(weights)
     helper = ready_helper(weights, shared, seconds=30.0)
-    answered: list[float] = []
-    collect = helper.collect
-
-    def counting_collect() -> tuple[npt.NDArray[np.int64], float] | None:
-        answer = collect()
-        if answer is not None:
-            answered.append(answer[1])
-        return answer
-
-    helper.collect = counting_collect  # type: ignore[method-assign]
+    log = HelperLog(helper)
     try:
         order, value = memetic_lop(
             weights, seed=0, time_limit_s=60.0, max_generations=40, helper=helper
@@ -260,8 +277,8 @@ def test_the_memetic_search_sends_children_to_the_helper() -> None:
     finally:
         helper.close()
     # One helper child per generation, collected a generation later: the last is in flight.
-    assert len(answered) == 39
-    assert value == lop_value(weights, order) >= max(answered)
+    assert len(log.answered) == 39
+    assert value == lop_value(weights, order) >= max(log.answered)
     assert multiprocessing.active_children() == []
 
 
@@ -271,34 +288,15 @@ def test_an_uncapped_search_keeps_the_helper_queue_full_but_short() -> None:
     # never waits for it (nor queues more than two orders).
     weights = random_weights(90, 16, integral=True)
     helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
-    queued: list[int] = []  # orders at the helper after each one sent
-    answered: list[float] = []
-    waited: list[bool] = []
-    submit, collect, ready = helper.submit, helper.collect, helper.ready
-
-    def counting_submit(perm: npt.NDArray[np.int64]) -> bool:
-        sent = submit(perm)
-        if sent:
-            queued.append(len(queued) + 1 - len(answered))
-        return sent
-
-    def counting_collect() -> tuple[npt.NDArray[np.int64], float] | None:
-        waited.append(not ready())
-        answer = collect()
-        if answer is not None:
-            answered.append(answer[1])
-        return answer
-
-    helper.submit = counting_submit  # type: ignore[method-assign]
-    helper.collect = counting_collect  # type: ignore[method-assign]
+    log = HelperLog(helper)
     try:
         order, value = memetic_lop(weights, seed=0, time_limit_s=1.5, helper=helper)
     finally:
         helper.close()
-    assert len(answered) > 10
-    assert max(queued) == 2
-    assert not any(waited)  # only answers already there were read
-    assert value == lop_value(weights, order) >= max(answered)
+    assert len(log.answered) > 10
+    assert max(log.queued) == 2
+    assert not any(log.waited)  # only answers already there were read
+    assert value == lop_value(weights, order) >= max(log.answered)
     assert multiprocessing.active_children() == []
 
 
