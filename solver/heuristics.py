@@ -31,7 +31,6 @@ arrive (``max_generations`` removes both, apart from when the helper joins).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -359,6 +358,44 @@ class _Individual:
         return self._positions
 
 
+def _diverse_choice(
+    distance: list[list[float]], values: list[float], threshold: float, keep: int
+) -> list[int]:
+    """Indices of ``keep`` of the ``len(values)`` orders, in the order the greedy chooses them.
+
+    The greedy of :meth:`_Memetic._select_diverse`: repeatedly the best order whose distance
+    (``distance``, a symmetric ``(m, m)`` list of lists) to every chosen one is at least
+    ``threshold``, or, when none is, the order farthest from the chosen ones; ties go to the
+    lower index. An order's distance to the chosen set only shrinks as the set grows, so an order
+    that fails the threshold once fails it for good: the first phase is one pass in value order,
+    and once nothing passes, the rest is farthest-first. Plain Python lists: the pass touches
+    ``m^2 / 2`` scalars at most, where numpy calls cost more than the work.
+    """
+    by_value = sorted(range(len(values)), key=values.__getitem__, reverse=True)
+    # sorted(reverse=True) keeps equal values in index order, as the greedy's ties need.
+    chosen: list[int] = []
+    failed: list[int] = []
+    for k in by_value:
+        row = distance[k]
+        if not chosen or min(map(row.__getitem__, chosen)) >= threshold:
+            chosen.append(k)
+            if len(chosen) == keep:
+                return chosen
+        else:
+            failed.append(k)
+    failed.sort()
+    nearest = {k: min(distance[k][j] for j in chosen) for k in failed}
+    while len(chosen) < keep:
+        pick = max(failed, key=nearest.__getitem__)
+        chosen.append(pick)
+        failed.remove(pick)
+        row = distance[pick]
+        for k in failed:
+            if row[k] < nearest[k]:
+                nearest[k] = row[k]
+    return chosen
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     """Tuning of the memetic search.
@@ -646,32 +683,10 @@ class _Memetic:
         was chosen.
         """
         size = len(self.population)
-        # Plain Python lists: the greedy loop touches size^2 scalars, where numpy calls cost
-        # more than the work (this selection ran at 0.5 ms per child with numpy).
         pool_distance, pool_positions = self._pool_distances(child)
-        distance = pool_distance.tolist()
         values = [ind.value for ind in self.population] + [child.value]
         threshold = max(self.settings.diversity_threshold * self._share_left(), 1e-12)
-        first = max(range(size + 1), key=values.__getitem__)
-        chosen = [first]
-        nearest = list(distance[first])
-        unchosen = [k for k in range(size + 1) if k != first]
-        while len(chosen) < size:
-            pick, pick_value, farthest, farthest_distance = -1, -math.inf, -1, -1.0
-            for k in unchosen:
-                if nearest[k] >= threshold:
-                    if values[k] > pick_value:
-                        pick, pick_value = k, values[k]
-                elif nearest[k] > farthest_distance:
-                    farthest, farthest_distance = k, nearest[k]
-            if pick < 0:
-                pick = farthest
-            chosen.append(pick)
-            unchosen.remove(pick)
-            row = distance[pick]
-            for k in unchosen:
-                if row[k] < nearest[k]:
-                    nearest[k] = row[k]
+        chosen = _diverse_choice(pool_distance.tolist(), values, threshold, size)
         pool = [*self.population, child]
         self.population = [pool[k] for k in chosen]
         self._cached_members = list(self.population)

@@ -199,3 +199,43 @@ def test_diverse_selection_keeps_a_distant_child_over_a_near_copy_of_the_best() 
     assert tuple(best) in kept
     assert tuple(distant) in kept
     assert tuple(near) not in kept
+
+
+def stepwise_diverse_choice(
+    distance: list[list[float]], values: list[float], threshold: float, keep: int
+) -> list[int]:
+    """The diverse selection as first written: one full scan of the candidates per choice."""
+    first = max(range(len(values)), key=values.__getitem__)
+    chosen = [first]
+    nearest = list(distance[first])
+    unchosen = [k for k in range(len(values)) if k != first]
+    while len(chosen) < keep:
+        pick, pick_value, farthest, farthest_distance = -1, -np.inf, -1, -1.0
+        for k in unchosen:
+            if nearest[k] >= threshold:
+                if values[k] > pick_value:
+                    pick, pick_value = k, values[k]
+            elif nearest[k] > farthest_distance:
+                farthest, farthest_distance = k, nearest[k]
+        chosen.append(pick if pick >= 0 else farthest)
+        unchosen.remove(chosen[-1])
+        for k in unchosen:
+            nearest[k] = min(nearest[k], distance[chosen[-1]][k])
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_diverse_choice_chooses_as_the_stepwise_greedy(seed: int) -> None:
+    # The one-pass selection must choose the same orders in the same sequence as the greedy
+    # that rescans every candidate per choice, ties in value and distance included.
+    from solver.heuristics import _diverse_choice
+
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(2, 25))
+    points = rng.integers(0, 6, size=(size, 3))
+    distance = np.abs(points[:, None, :] - points[None, :, :]).sum(axis=2) / 15.0
+    values = rng.integers(0, 5, size=size).astype(float).tolist()
+    threshold = float(rng.choice([1e-12, 0.1, 0.2, 0.4, 0.7]))
+    keep = size - 1
+    expected = stepwise_diverse_choice(distance.tolist(), values, threshold, keep)
+    assert _diverse_choice(distance.tolist(), values, threshold, keep) == expected
