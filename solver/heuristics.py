@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,8 +52,9 @@ _RELATIVE_GAIN_TOLERANCE = 1e-9
 # float64, and its cumulative sums run ~1.7x faster than float32 ones (numpy 2.4, n = 250).
 _INT32_LIMIT = float(2**31 - 1)
 # Orders a LocalSearchHelper is given at a time in a run not capped by generations: the one it
-# works on and the next.
-_HELPER_QUEUE = 2
+# works on and two more, so that it rarely runs dry while the search's own local search runs
+# long (two left it idle ~10 % of a 10 s run at n = 250).
+_HELPER_QUEUE = 3
 
 
 def lop_value(weights: FloatMatrix, order: Order | IntVector) -> float:
@@ -595,11 +596,28 @@ class _Memetic:
         self.current, self.trial = current, trial
 
     def seed_population(self, first: IntVector | None) -> None:
+        """A new population: ``first`` and random orders, each taken to its local optimum.
+
+        In a run not capped by generations the helper improves random orders too, so that it
+        does not idle while the population is seeded (~0.2 s at ``n = 250``, and again at every
+        restart); the search reads only the answers already there.
+        """
         self.population = []
         if first is not None:
             self.population.append(self.improve(first))
-        while len(self.population) < self.settings.population_size and not self.timed_out():
-            self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
+        size = self.settings.population_size
+        streaming = self.helper if self.max_generations is None else None
+        while len(self.population) < size and not self.timed_out():
+            if streaming is not None:
+                self._top_up(streaming, self._random_perm)
+            self.population.append(self.improve(self._random_perm()))
+            if streaming is not None:
+                for answer in self._ready_answers(streaming):
+                    if len(self.population) < size:
+                        self.population.append(answer)
+
+    def _random_perm(self) -> IntVector:
+        return self.rng.permutation(self.n).astype(np.int64)
 
     def generation(self) -> bool:
         """One generation: crossover of two parents, local search on the child, selection.
@@ -630,25 +648,43 @@ class _Memetic:
         return entered
 
     def _generation_streaming(self, helper: LocalSearchHelper) -> bool:
-        """The helper's queue is topped up to two orders, and only the answers already there
-        are read: the search spends ~30 % of its time on crossover, selection and messages,
-        so waiting for one answer per generation (as in :meth:`_generation_in_step`) left the
-        helper idle that long. Which child enters when depends on the clock."""
-        while self._helper_pending < _HELPER_QUEUE and helper.submit(self._child_perm()):
-            self._helper_pending += 1
+        """The helper's queue is topped up to ``_HELPER_QUEUE`` orders, and only the answers
+        already there are read: the search spends ~30 % of its time on crossover, selection
+        and messages, so waiting for one answer per generation (as in
+        :meth:`_generation_in_step`) left the helper idle that long. Which child enters when
+        depends on the clock."""
+        self._top_up(helper, self._child_perm)
         entered = self._admit(self.improve(self._child_perm()))
+        for answer in self._ready_answers(helper):
+            entered = self._admit(answer) or entered
+        return entered
+
+    def _top_up(self, helper: LocalSearchHelper, make: Callable[[], IntVector]) -> None:
+        """Send orders made by ``make`` until ``_HELPER_QUEUE`` are pending at the helper."""
+        while self._helper_pending < _HELPER_QUEUE and helper.submit(make()):
+            self._helper_pending += 1
+
+    def _ready_answers(self, helper: LocalSearchHelper) -> Iterator[_Individual]:
+        """The helper's answers that are already there, recorded, oldest first."""
         while self._helper_pending and helper.ready():
             self._helper_pending -= 1
-            entered = self._admit_answer(helper.collect()) or entered
-        return entered
+            answer = self._answered(helper.collect())
+            if answer is None:
+                return
+            yield answer
 
     def _admit_answer(self, answer: tuple[IntVector, float] | None) -> bool:
         """Record and admit an order the helper improved (``None``: it failed)."""
+        individual = self._answered(answer)
+        return individual is not None and self._admit(individual)
+
+    def _answered(self, answer: tuple[IntVector, float] | None) -> _Individual | None:
+        """An order the helper improved, recorded (``None`` when the helper failed)."""
         if answer is None:
-            return False
+            return None
         perm, value = answer
         self.local_searches += 1
-        return self._admit(_Individual(perm, self._record_order(perm, value)))
+        return _Individual(perm, self._record_order(perm, value))
 
     def _child_perm(self) -> IntVector:
         """Crossover of two distinct random members (CX or OB, by the settings)."""

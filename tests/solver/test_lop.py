@@ -14,6 +14,7 @@ import pytest
 
 from solver.errors import InvalidProblemError
 from solver.heuristics import (
+    _HELPER_QUEUE,
     becker_order,
     insertion_local_search,
     lop_value,
@@ -283,9 +284,9 @@ def test_the_memetic_search_sends_children_to_the_helper() -> None:
 
 
 def test_an_uncapped_search_keeps_the_helper_queue_full_but_short() -> None:
-    # A run cut by its time limit tops the helper's queue up to two orders and reads only the
-    # answers already there: the helper never idles while the search works, and the search
-    # never waits for it (nor queues more than two orders).
+    # A run cut by its time limit tops the helper's queue up to _HELPER_QUEUE (3) orders, also
+    # while it seeds its population, and reads only the answers already there: the helper
+    # rarely idles while the search works, and the search never waits for it (nor queues more).
     weights = random_weights(90, 16, integral=True)
     helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
     log = HelperLog(helper)
@@ -294,10 +295,43 @@ def test_an_uncapped_search_keeps_the_helper_queue_full_but_short() -> None:
     finally:
         helper.close()
     assert len(log.answered) > 10
-    assert max(log.queued) == 2
+    assert max(log.queued) == _HELPER_QUEUE
     assert not any(log.waited)  # only answers already there were read
     assert value == lop_value(weights, order) >= max(log.answered)
     assert multiprocessing.active_children() == []
+
+
+def test_an_uncapped_search_seeds_its_population_with_the_helper() -> None:
+    # Seeding takes 50 random orders to local optima at n = 90 (again at every restart); the
+    # helper improves some of them meanwhile instead of idling.
+    from solver.heuristics import _Memetic, _Settings
+
+    weights = random_weights(90, 17, integral=True)
+    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
+    log = HelperLog(helper)
+    settings = _Settings.for_size(90)
+    search = _Memetic(
+        weights,
+        np.random.default_rng(0),
+        settings=settings,
+        deadline=time.perf_counter() + 30.0,
+        helper=helper,
+    )
+    try:
+        search.seed_population(None)
+    finally:
+        helper.close()
+    members = {tuple(int(x) for x in ind.perm) for ind in search.population}
+    assert len(search.population) == settings.population_size
+    assert len(log.answered) >= 5
+    assert not any(log.waited)
+    assert max(log.queued) == _HELPER_QUEUE
+    for individual in search.population:
+        assert individual.value == lop_value(weights, individual.perm)
+        assert tuple(int(x) for x in individual.perm) == insertion_local_search(
+            weights, tuple(int(x) for x in individual.perm)
+        )
+    assert len(members) > 1
 
 
 def test_the_helper_ends_quietly_when_the_search_closes_with_an_order_queued() -> None:
