@@ -53,7 +53,14 @@ from ortools.sat.python import cp_model
 
 from solver.cpsat import solver_parameters
 from solver.errors import InvalidProblemError
-from solver.heuristics import IntVector, becker_order, lop_value, memetic_lop, serve_local_search
+from solver.heuristics import (
+    IntVector,
+    becker_order,
+    insertion_local_search,
+    lop_value,
+    memetic_lop,
+    serve_local_search,
+)
 from solver.lp_bound import (
     LpBoundResult,
     cutting_plane_bound,
@@ -83,6 +90,12 @@ _DEFER_GAP = 0.3
 _DEFER_SHARE = 0.1
 # ... or, from this size on, stops after that round (see _bound_and_close).
 _GIVE_UP_FAR_LP_N = 150
+# From that size on, the LP is not even started when the pairwise bound (every pair on its
+# better side) is this far above a local optimum of the start order, by the shift-invariant gap
+# of _relative_gap: its first round would hardly lower that bound (xLOLIB be75eec_150: 0.55
+# before, 0.44 after; be75np_250: 1.0 and 0.9; RandA1 n = 150: 3.2-3.3), while the instances
+# the LP helps read 0.18-0.28 before (MB r150b1, r250c0).
+_SKIP_LP_GAP = 0.45
 # Non-integer pair gains are scaled so that their absolute sum is about 2^50: the rounding slack
 # of the bound (half a unit per pair) then stays near 1e-12 of the objective's range.
 _CPSAT_SCALED_MASS = float(2**50)
@@ -257,6 +270,10 @@ def _bound_and_close(
     n = weights.shape[0]
     deadline = time.perf_counter() + time_limit_s
     defer_until = time.perf_counter() + _DEFER_SHARE * time_limit_s
+    if in_thread and n >= _GIVE_UP_FAR_LP_N and _lp_out_of_reach(weights, shared.order):
+        # Its first round would hold a core for 0.6-1.8 s at n = 250 and stop there anyway.
+        shared.tighten_bound(_pairwise_bound(weights), "lp")
+        return
 
     given_up = threading.Event()
 
@@ -292,7 +309,7 @@ def _bound_and_close(
     if shared.proven.is_set() or time.perf_counter() >= deadline:
         return
     if n <= _CPSAT_MAX_N and (
-        not lp.complete or _relative_gap(weights, lp.bound, shared) > _MILP_MAX_GAP
+        not lp.complete or _relative_gap(weights, lp.bound, shared.value) > _MILP_MAX_GAP
     ):
         _close_with_cpsat(
             weights, shared, lp, deadline=deadline, num_workers=num_workers, seed=seed
@@ -492,12 +509,26 @@ class _LocalSearchProcess:
             process.close()
 
 
-def _relative_gap(weights: FloatMatrix, bound: float, shared: _Shared) -> float:
-    """``(bound - incumbent) / (incumbent - mean order value)``: unchanged by adding a constant
-    to every order's value, unlike a gap relative to the incumbent."""
+def _relative_gap(weights: FloatMatrix, bound: float, value: float) -> float:
+    """``(bound - value) / (value - mean order value)``: unchanged by adding a constant to every
+    order's value, unlike a gap relative to ``value``."""
     d, const = pair_objective(weights)
-    lead = shared.value - (const + 0.5 * float(d.sum()))
-    return (bound - shared.value) / lead if lead > 0 else math.inf
+    lead = value - (const + 0.5 * float(d.sum()))
+    return (bound - value) / lead if lead > 0 else math.inf
+
+
+def _pairwise_bound(weights: FloatMatrix) -> float:
+    """Every pair on its better side: the LP bound without 3-dicycle rows (objective units)."""
+    d, const = pair_objective(weights)
+    return const + float(np.maximum(d, 0.0).sum())
+
+
+def _lp_out_of_reach(weights: FloatMatrix, start: Order) -> bool:
+    """Whether the pairwise bound's shift-invariant gap over the local optimum reached from
+    ``start`` exceeds ``_SKIP_LP_GAP`` (a few milliseconds at ``n = 250``)."""
+    local_optimum = insertion_local_search(weights, start)
+    value = lop_value(weights, local_optimum)
+    return _relative_gap(weights, _pairwise_bound(weights), value) > _SKIP_LP_GAP
 
 
 def _pair(n: int, a: int, b: int) -> int:

@@ -146,17 +146,38 @@ def test_a_solve_with_the_helper_process_ends_on_time_and_leaves_no_process() ->
     assert multiprocessing.active_children() == []
 
 
-def test_from_n_150_an_lp_far_above_the_incumbent_stops_after_its_first_round() -> None:
-    # A random matrix with a planted order: after one round its LP bound is ~0.7 times the
-    # incumbent's lead over the mean order above the incumbent (xLOLIB: 0.4-0.9). At this size
-    # later rounds only take a core from the search, so the bound of round 1 is kept.
-    n = 150
+def planted_order_weights(n: int, strength: float) -> FloatMatrix:
+    """Uniform integers 0-99 plus ``strength`` on every pair in the identity order."""
     rng = np.random.default_rng(0)
-    weights = rng.integers(0, 100, size=(n, n)) + 20.0 * np.triu(np.ones((n, n)), 1)
+    return rng.integers(0, 100, size=(n, n)) + strength * np.triu(np.ones((n, n)), 1)
+
+
+def pairwise_bound(weights: FloatMatrix) -> float:
+    """Every pair on its better side (the diagonal ignored)."""
+    return float((np.maximum(weights, weights.T).sum() - np.trace(weights)) / 2)
+
+
+def test_from_n_150_an_lp_far_above_the_incumbent_stops_after_its_first_round() -> None:
+    # A planted order of strength 28: the pairwise bound is 0.42 times a local optimum's lead
+    # over the mean order above it (so the LP starts), and after one round the LP bound is
+    # still 0.38 of it above (xLOLIB: 0.4-0.9). At this size later rounds only take a core from
+    # the search, so the bound of round 1 is kept.
+    weights = planted_order_weights(150, 28.0)
     result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
     assert result.lp_rounds == 1
-    assert result.value <= result.bound < float(np.maximum(weights, weights.T).sum()) / 2
+    assert result.value <= result.bound < pairwise_bound(weights)
     assert not result.proven_optimal
+
+
+def test_from_n_150_a_pairwise_bound_far_above_a_local_optimum_skips_the_lp() -> None:
+    # Strength 20: the pairwise bound is 0.77 of the lead above a local optimum, and the LP's
+    # first round would only bring that to 0.72 (be75np_250: 1.0 and 0.9) after a second of a
+    # core: the pairwise bound is reported instead.
+    weights = planted_order_weights(150, 20.0)
+    result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
+    assert result.lp_rounds == 0
+    assert result.value < result.bound == pairwise_bound(weights)
+    assert result.wall_time_s < 4.0
 
 
 def test_non_integral_data_is_proven_with_the_relative_tolerance() -> None:
