@@ -23,12 +23,14 @@ bounding (2-4) runs in a thread beside the heuristic (HiGHS releases the interpr
 the LP is abandoned early when its bound stays far above the incumbent (random instances);
 when its first round leaves a large gap (SGB, xLOLIB) it waits until a tenth of the budget has
 passed, so that the heuristic has the interpreter to itself while it improves fastest, or, from
-``n = 150``, stops there with that round's bound. Whatever proves optimality first stops the
-other. A helper process (``forkserver``: the interpreter lock keeps a thread off the second
-core) runs local searches for the memetic search, which then makes about twice the children
-in one population; below ``n = 100`` it starts only if optimality is not proven within a
-second. Entry scripts must guard their main code with
-``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
+``n = 150``, stops there with that round's bound. From ``n = 150`` the LP is not started at all
+when the pairwise bound (every pair on its better side) is already far above a local optimum
+(xLOLIB, RandA1): that bound is reported. Whatever proves optimality first stops the other.
+A helper process (``forkserver``: the interpreter lock keeps a thread off the second core) runs
+local searches for the memetic search, which then makes about twice the children in one
+population; below ``n = 100`` it starts only if optimality is not proven within a second.
+Entry scripts must guard their main code with ``if __name__ == "__main__":``, as for any
+``multiprocessing`` use.
 
 Optimality is proven when ``bound - value <= 1e-9 * max(1, |bound|)``; when every off-diagonal
 entry of ``W`` is an integer the bound is rounded down to an integer first. The LP bound is
