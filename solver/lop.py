@@ -26,11 +26,11 @@ passed, so that the heuristic has the interpreter to itself while it improves fa
 ``n = 150``, stops there with that round's bound. From ``n = 150`` the LP is not started at all
 when the pairwise bound (every pair on its better side) is already far above a local optimum
 (xLOLIB, RandA1): that bound is reported. Whatever proves optimality first stops the other.
-A helper process (``forkserver``: the interpreter lock keeps a thread off the second core) runs
-local searches for the memetic search, which then makes about twice the children in one
-population; below ``n = 100`` it starts only if optimality is not proven within a second.
-Entry scripts must guard their main code with ``if __name__ == "__main__":``, as for any
-``multiprocessing`` use.
+A second, independent memetic search (seed ``seed + 1``) runs in another process
+(``forkserver``: the interpreter lock keeps a thread off the second core) and reports its
+improvements; the better order of the two is the result. Below ``n = 100`` it starts only if
+optimality is not proven within a second. Entry scripts must guard their main code with
+``if __name__ == "__main__":``, as for any ``multiprocessing`` use.
 
 Optimality is proven when ``bound - value <= 1e-9 * max(1, |bound|)``; when every off-diagonal
 entry of ``W`` is an integer the bound is rounded down to an integer first. The LP bound is
@@ -56,12 +56,11 @@ from ortools.sat.python import cp_model
 from solver.cpsat import solver_parameters
 from solver.errors import InvalidProblemError
 from solver.heuristics import (
-    IntVector,
     becker_order,
     insertion_local_search,
     lop_value,
     memetic_lop,
-    serve_local_search,
+    serve_memetic,
 )
 from solver.lp_bound import (
     LpBoundResult,
@@ -101,17 +100,17 @@ _SKIP_LP_GAP = 0.45
 # Non-integer pair gains are scaled so that their absolute sum is about 2^50: the rounding slack
 # of the bound (half a unit per pair) then stays near 1e-12 of the objective's range.
 _CPSAT_SCALED_MASS = float(2**50)
-# With two workers above _PARALLEL_MIN_N a helper process runs local searches for the memetic
-# search (the interpreter lock keeps a thread from using the second core). It starts after
-# this many seconds unless optimality is proven by then (input-output tables: median 0.08 s,
-# worst 0.65 s), so easy instances never pay for a process: the first start in an interpreter
-# waits ~1 s for the fork server to import the solver (usa79 took 1.2 s with 0.25 s here).
-_HELPER_DELAY_S = 1.0
+# With two workers above _PARALLEL_MIN_N a second search runs in another process (the
+# interpreter lock keeps a thread from using the second core). It starts after this many
+# seconds unless optimality is proven by then (input-output tables: median 0.08 s, worst
+# 0.65 s), so easy instances never pay for a process: the first start in an interpreter waits
+# ~1 s for the fork server to import the solver (usa79 took 1.2 s with 0.25 s here).
+_SECOND_SEARCH_DELAY_S = 1.0
 # From this size on nothing proves optimality within that second (MB n = 100: the LP proves in
-# 2-2.5 s; xLOLIB and RandA1 never), so the helper starts at once: 0.6-1 s more of its work.
-_HELPER_AT_ONCE_N = 100
-# The search waits this long past its deadline for the helper's last answer before dropping it.
-_HELPER_MARGIN_S = 0.05
+# 2-2.5 s; xLOLIB and RandA1 never), so the second search starts at once.
+_SECOND_SEARCH_AT_ONCE_N = 100
+# How long closing waits for the second search to stop before it is terminated.
+_SECOND_SEARCH_GRACE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,8 +401,8 @@ def _close_with_cpsat(
     shared.tighten_bound(max(cp_bound, incumbent) if lp.complete else cp_bound, "cpsat")
 
 
-def _helper_context() -> multiprocessing.context.ForkServerContext:
-    """Process context of the helper search: ``forkserver``, preloading this module.
+def _process_context() -> multiprocessing.context.ForkServerContext:
+    """Process context of the second search: ``forkserver``, preloading this module.
 
     Children fork from a server that imported the solver once (``spawn`` re-imports numpy,
     scipy and OR-Tools in every child, ~1 s of a 10 s budget); plain ``fork`` is unsafe from a
@@ -414,101 +413,107 @@ def _helper_context() -> multiprocessing.context.ForkServerContext:
     return context
 
 
-class _LocalSearchProcess:
-    """Local search for the memetic search in a helper process (a ``LocalSearchHelper``).
+class _SecondSearch:
+    """A second, independent memetic search in another process (:func:`serve_memetic`).
 
-    Started from a thread after ``delay_s`` unless optimality is proven by then
-    (starting a process may wait about a second for the fork server); until it is ready,
-    :meth:`submit` declines and the search runs alone. The helper only answers orders with
-    their local optima, so the search stays one population, deterministic apart from when
-    the helper joins. Any failure of the helper (it died, it stalls past the deadline) turns it
-    off for the rest of the run.
+    Started from a thread after ``delay_s`` unless optimality is proven by then (starting a
+    process may wait about a second for the fork server). That thread then reads the search's
+    improvements and offers each to ``shared`` with its value recomputed here, so the proof
+    and the result see them at once. If the process fails to start or dies, the first search
+    simply goes on alone.
     """
 
     def __init__(
         self,
         weights: FloatMatrix,
         shared: _Shared,
-        deadline_epoch_s: float,
         *,
-        delay_s: float = _HELPER_DELAY_S,
+        seed: int,
+        deadline_epoch_s: float,
+        delay_s: float = _SECOND_SEARCH_DELAY_S,
     ) -> None:
         self._weights = weights
-        self._delay_s = delay_s
         self._shared = shared
+        self._seed = seed
         self._deadline_epoch_s = deadline_epoch_s
+        self._delay_s = delay_s
+        self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._ready = threading.Event()
-        self._failed = False
         self._connection: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
-        self._starter = threading.Thread(target=self._start, daemon=True)
-        self._starter.start()
+        self.improvements = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-    def _start(self) -> None:
+    def _run(self) -> None:
         if self._closing.wait(self._delay_s) or self._shared.proven.is_set():
             return
-        context = _helper_context()
+        context = _process_context()
         parent_end, child_end = context.Pipe()
         process = context.Process(
-            target=serve_local_search, args=(child_end, self._weights), daemon=True
+            target=serve_memetic,
+            args=(child_end, self._weights),
+            kwargs={
+                "seed": self._seed,
+                "deadline_epoch_s": self._deadline_epoch_s,
+                "initial": self._shared.order,
+            },
+            daemon=True,
         )
         try:
             process.start()
-        except OSError:  # no process to be had (limits): the search goes on alone
-            logger.warning("LOP helper process did not start", exc_info=True)
+        except OSError:  # no process to be had (limits): the first search goes on alone
+            logger.warning("LOP second search process did not start", exc_info=True)
             parent_end.close()
             return
         finally:
             child_end.close()
-        self._connection, self._process = parent_end, process
-        self._ready.set()
+        with self._lock:
+            self._connection, self._process = parent_end, process
+            closing = self._closing.is_set()
+        if closing:
+            _ask_to_stop(parent_end)
+        self._read(parent_end)
 
-    def submit(self, perm: IntVector) -> bool:
-        if not self._ready.is_set() or self._failed or self._connection is None:
-            return False
-        try:
-            self._connection.send(perm)
-        except (OSError, ValueError):
-            self._failed = True
-            return False
-        return True
-
-    def collect(self) -> tuple[IntVector, float] | None:
-        connection = self._connection
-        assert connection is not None
-        wait_s = max(0.0, self._deadline_epoch_s - time.time()) + _HELPER_MARGIN_S
-        try:
-            if connection.poll(wait_s):
-                perm, value = connection.recv()
-                return np.asarray(perm, dtype=np.int64), float(value)
-        except (EOFError, OSError, ValueError, TypeError):
-            pass
-        self._failed = True
-        return None
-
-    def ready(self) -> bool:
-        connection = self._connection
-        try:
-            return connection is not None and connection.poll(0)
-        except (OSError, ValueError):
-            return False
+    def _read(self, connection: Connection) -> None:
+        """Offer every improvement the search reports until it ends (``None``) or dies."""
+        n = self._weights.shape[0]
+        while True:
+            try:
+                message = connection.recv()
+            except (EOFError, OSError):
+                return
+            if message is None:
+                return
+            order = tuple(int(x) for x in message[0])
+            if sorted(order) == list(range(n)):
+                self.improvements += 1
+                self._shared.offer(order, lop_value(self._weights, order))
 
     def close(self) -> None:
-        """Stop the helper (or its start) and join it; terminated if it does not stop."""
-        self._closing.set()
-        self._starter.join()
-        connection, process = self._connection, self._process
+        """Stop the search (or its start) and join it; terminated if it does not stop."""
+        with self._lock:
+            self._closing.set()
+            connection, process = self._connection, self._process
         if connection is not None:
-            with contextlib.suppress(OSError, ValueError):
-                connection.send(None)
-            connection.close()
+            _ask_to_stop(connection)
+        self._thread.join(timeout=_SECOND_SEARCH_GRACE_S)
+        with self._lock:
+            connection, process = self._connection, self._process
         if process is not None:
-            process.join(timeout=0.5)
+            process.join(timeout=_SECOND_SEARCH_GRACE_S)
             if process.is_alive():
                 process.terminate()
                 process.join()
+            self._thread.join()  # the pipe is at EOF now
             process.close()
+        if connection is not None:
+            connection.close()
+
+
+def _ask_to_stop(connection: Connection) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        connection.send(None)
 
 
 def _relative_gap(weights: FloatMatrix, bound: float, value: float) -> float:
@@ -567,8 +572,8 @@ def solve_lop(
         Seed of all randomness.
     num_workers : int
         Threads the solver may use (``>= 1``): with 2 or more and ``n > 70`` the bound runs in
-        a second thread beside the heuristic, and a helper process runs local searches for
-        the heuristic; more than 2 are not used yet.
+        a second thread beside the heuristic, and a second, independent memetic search (seed
+        ``seed + 1``) runs in another process; more than 2 are not used yet.
     initial_order : Order, optional
         A start order for the heuristic.
 
@@ -613,8 +618,13 @@ def solve_lop(
             daemon=True,
         )
         bounding.start()
-        delay_s = 0.0 if n >= _HELPER_AT_ONCE_N else _HELPER_DELAY_S
-        helper = _LocalSearchProcess(w, shared, time.time() + remaining(), delay_s=delay_s)
+        second = _SecondSearch(
+            w,
+            shared,
+            seed=seed + 1,
+            deadline_epoch_s=time.time() + remaining(),
+            delay_s=0.0 if n >= _SECOND_SEARCH_AT_ONCE_N else _SECOND_SEARCH_DELAY_S,
+        )
         try:
             memetic_lop(
                 w,
@@ -623,11 +633,10 @@ def solve_lop(
                 initial=start,
                 should_stop=shared.proven.is_set,
                 on_improvement=shared.offer,
-                helper=helper,
             )
         finally:
             shared.finished.set()
-            helper.close()
+            second.close()
         bounding.join(timeout=remaining() + 1.0)
     else:
         memetic_lop(

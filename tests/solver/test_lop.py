@@ -9,19 +9,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from solver.errors import InvalidProblemError
 from solver.heuristics import (
-    _HELPER_QUEUE,
     becker_order,
-    insertion_local_search,
     lop_value,
     memetic_lop,
-    serve_local_search,
+    serve_memetic,
 )
-from solver.lop import _LocalSearchProcess, _Shared, solve_lop
+from solver.lop import _SecondSearch, _Shared, solve_lop
 from solver.lp_bound import cutting_plane_bound
 from solver.scoring import lop_weights
 from solver.types import FloatMatrix
@@ -136,9 +133,9 @@ def test_large_instance_with_a_bounding_thread_returns_a_valid_bound() -> None:
     assert result.wall_time_s < 5.0
 
 
-def test_a_solve_with_the_helper_process_ends_on_time_and_leaves_no_process() -> None:
-    # From n = 100 the helper starts at once and the search keeps orders in flight with it; the
-    # end of the run must close the helper (answers unread) without overrunning the budget.
+def test_a_solve_with_a_second_search_ends_on_time_and_leaves_no_process() -> None:
+    # From n = 100 the second search starts at once; the end of the run must stop it without
+    # overrunning the budget.
     weights = random_weights(120, 8, integral=True)
     result = solve_lop(weights, time_limit_s=3.0, seed=0, num_workers=2)
     assert result.value == lop_value(weights, result.order)
@@ -226,199 +223,100 @@ def shared_from_becker(weights: FloatMatrix) -> _Shared:
     return _Shared(start, lop_value(weights, start), True, time.perf_counter())
 
 
-def ready_helper(weights: FloatMatrix, shared: _Shared, *, seconds: float) -> _LocalSearchProcess:
-    helper = _LocalSearchProcess(weights, shared, time.time() + seconds)
+def started_second_search(
+    weights: FloatMatrix, shared: _Shared, *, seconds: float
+) -> _SecondSearch:
+    """A second search started at once; returns when its process runs (or fails the test)."""
+    second = _SecondSearch(
+        weights, shared, seed=1, deadline_epoch_s=time.time() + seconds, delay_s=0.0
+    )
     deadline = time.perf_counter() + 20.0
-    while not helper.submit(np.arange(weights.shape[0])) and time.perf_counter() < deadline:
-        time.sleep(0.05)
-    assert helper.collect() is not None
-    return helper
+    while second._process is None and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert second._process is not None
+    return second
 
 
-class HelperLog:
-    """Records what a search does with a helper: the orders queued at it after each one sent,
-    the values it answered, and whether each answer had to be waited for."""
-
-    def __init__(self, helper: _LocalSearchProcess) -> None:
-        self.queued: list[int] = []
-        self.answered: list[float] = []
-        self.waited: list[bool] = []
-        self._submit, self._collect, self._ready = helper.submit, helper.collect, helper.ready
-        helper.submit = self.submit  # type: ignore[method-assign]
-        helper.collect = self.collect  # type: ignore[method-assign]
-
-    def submit(self, perm: npt.NDArray[np.int64]) -> bool:
-        sent = self._submit(perm)
-        if sent:
-            self.queued.append(len(self.queued) + 1 - len(self.answered))
-        return sent
-
-    def collect(self) -> tuple[npt.NDArray[np.int64], float] | None:
-        self.waited.append(not self._ready())
-        answer = self._collect()
-        if answer is not None:
-            self.answered.append(answer[1])
-        return answer
+def test_the_second_search_offers_its_improvements_with_values_recomputed() -> None:
+    weights = random_weights(120, 11, integral=True)
+    shared = shared_from_becker(weights)
+    becker_value = shared.value
+    second = started_second_search(weights, shared, seconds=30.0)
+    try:
+        deadline = time.perf_counter() + 20.0
+        while second.improvements == 0 and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        assert second.improvements > 0
+    finally:
+        started = time.perf_counter()
+        second.close()
+        closed_in = time.perf_counter() - started
+    assert closed_in < 0.5  # it stopped when asked (a terminated search takes over 1 s)
+    assert shared.value > becker_value
+    assert shared.value == lop_value(weights, shared.order)
+    assert multiprocessing.active_children() == []
 
 
-def kill_helper_process(helper: _LocalSearchProcess) -> None:
-    process = helper._process
+def test_serve_memetic_reports_improvements_and_stops_when_asked() -> None:
+    weights = random_weights(60, 12, integral=True)
+    parent_end, search_end = multiprocessing.Pipe()
+    parent_end.send(None)  # stop at the first check
+    started = time.perf_counter()
+    serve_memetic(search_end, weights, seed=0, deadline_epoch_s=time.time() + 60.0)
+    assert time.perf_counter() - started < 5.0
+    messages = []
+    while parent_end.poll():
+        messages.append(parent_end.recv())
+    assert messages[-1] is None
+    reported = messages[:-1]
+    assert reported  # the start order's local optimum at least
+    values = [value for _, value in reported]
+    assert values == sorted(values)
+    for order, value in reported:
+        assert value == lop_value(weights, order)
+    search_end.close()
+    parent_end.close()
+
+
+def test_serve_memetic_ends_quietly_when_the_parent_is_gone() -> None:
+    # The parent closed its end (its search ended): the next report fails with a broken pipe,
+    # which must end the search without a traceback.
+    parent_end, search_end = multiprocessing.Pipe()
+    parent_end.close()
+    started = time.perf_counter()
+    serve_memetic(
+        search_end,
+        random_weights(40, 1, integral=True),
+        seed=0,
+        deadline_epoch_s=time.time() + 60.0,
+    )
+    assert time.perf_counter() - started < 5.0
+    search_end.close()
+
+
+def test_a_second_search_that_dies_is_closed_cleanly() -> None:
+    weights = random_weights(120, 13, integral=True)
+    shared = shared_from_becker(weights)
+    second = started_second_search(weights, shared, seconds=30.0)
+    process = second._process
     assert process is not None
     process.kill()
     process.join()
-
-
-def test_the_helper_answers_orders_with_their_local_optima_and_leaves_no_process() -> None:
-    # With two workers above n = 70 the memetic search sends every other child to a helper
-    # process; its answer must be the local optimum the search itself would have reached.
-    weights = random_weights(90, 11, integral=True)
-    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
-    try:
-        for seed in range(3):
-            start = np.random.default_rng(seed).permutation(90).astype(np.int64)
-            assert helper.submit(start)
-            answer = helper.collect()
-            assert answer is not None
-            perm, value = answer
-            assert tuple(int(x) for x in perm) == insertion_local_search(weights, tuple(start))
-            assert value == lop_value(weights, perm)
-    finally:
-        helper.close()
+    started = time.perf_counter()
+    second.close()
+    assert time.perf_counter() - started < 1.0
+    assert shared.value == lop_value(weights, shared.order)
     assert multiprocessing.active_children() == []
 
 
-def test_the_memetic_search_sends_children_to_the_helper() -> None:
-    weights = random_weights(90, 12, integral=True)
-    shared = shared_from_becker(weights)
-    helper = ready_helper(weights, shared, seconds=30.0)
-    log = HelperLog(helper)
-    try:
-        order, value = memetic_lop(
-            weights, seed=0, time_limit_s=60.0, max_generations=40, helper=helper
-        )
-    finally:
-        helper.close()
-    # One helper child per generation, collected a generation later: the last is in flight.
-    assert len(log.answered) == 39
-    assert value == lop_value(weights, order) >= max(log.answered)
-    assert multiprocessing.active_children() == []
-
-
-def test_an_uncapped_search_keeps_the_helper_queue_full_but_short() -> None:
-    # A run cut by its time limit tops the helper's queue up to _HELPER_QUEUE (3) orders, also
-    # while it seeds its population, and reads only the answers already there: the helper
-    # rarely idles while the search works, and the search never waits for it (nor queues more).
-    weights = random_weights(90, 16, integral=True)
-    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
-    log = HelperLog(helper)
-    try:
-        order, value = memetic_lop(weights, seed=0, time_limit_s=1.5, helper=helper)
-    finally:
-        helper.close()
-    assert len(log.answered) > 10
-    assert max(log.queued) == _HELPER_QUEUE
-    assert not any(log.waited)  # only answers already there were read
-    assert value == lop_value(weights, order) >= max(log.answered)
-    assert multiprocessing.active_children() == []
-
-
-def test_an_uncapped_search_seeds_its_population_with_the_helper() -> None:
-    # Seeding takes 50 random orders to local optima at n = 90 (again at every restart); the
-    # helper improves some of them meanwhile instead of idling.
-    from solver.heuristics import _Memetic, _Settings
-
-    weights = random_weights(90, 17, integral=True)
-    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
-    log = HelperLog(helper)
-    settings = _Settings.for_size(90)
-    search = _Memetic(
-        weights,
-        np.random.default_rng(0),
-        settings=settings,
-        deadline=time.perf_counter() + 30.0,
-        helper=helper,
-    )
-    try:
-        search.seed_population(None)
-    finally:
-        helper.close()
-    members = {tuple(int(x) for x in ind.perm) for ind in search.population}
-    assert len(search.population) == settings.population_size
-    assert len(log.answered) >= 5
-    assert not any(log.waited)
-    assert max(log.queued) == _HELPER_QUEUE
-    for individual in search.population:
-        assert individual.value == lop_value(weights, individual.perm)
-        assert tuple(int(x) for x in individual.perm) == insertion_local_search(
-            weights, tuple(int(x) for x in individual.perm)
-        )
-    assert len(members) > 1
-
-
-def test_the_helper_ends_quietly_when_the_search_closes_with_an_order_queued() -> None:
-    # The search keeps one order in flight, so at its end the helper may still be working on
-    # one whose answer nobody reads: it must stop without a BrokenPipeError traceback.
-    search_end, helper_end = multiprocessing.Pipe()
-    search_end.send(np.arange(40, dtype=np.int64))
-    search_end.close()
-    serve_local_search(helper_end, random_weights(40, 1, integral=True))
-    helper_end.close()
-
-
-def test_a_search_with_a_ready_helper_is_deterministic_for_a_seed() -> None:
-    weights = random_weights(90, 15, integral=True)
-    results = []
-    for _ in range(2):
-        helper = ready_helper(weights, shared_from_becker(weights), seconds=60.0)
-        try:
-            results.append(
-                memetic_lop(weights, seed=3, time_limit_s=60.0, max_generations=30, helper=helper)
-            )
-        finally:
-            helper.close()
-    assert results[0] == results[1]
-
-
-def test_a_helper_that_dies_is_dropped_and_the_search_goes_on() -> None:
-    weights = random_weights(90, 13, integral=True)
-    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
-    try:
-        kill_helper_process(helper)
-        sent = helper.submit(np.arange(90))
-        assert (helper.collect() if sent else None) is None
-        assert not helper.submit(np.arange(90))  # dropped for the rest of the run
-        order, value = memetic_lop(
-            weights, seed=0, time_limit_s=60.0, max_generations=5, helper=helper
-        )
-        assert value == lop_value(weights, order)
-    finally:
-        helper.close()
-    assert multiprocessing.active_children() == []
-
-
-def test_an_uncapped_search_drops_a_helper_that_dies_and_ends_on_time() -> None:
-    weights = random_weights(90, 17, integral=True)
-    helper = ready_helper(weights, shared_from_becker(weights), seconds=30.0)
-    try:
-        kill_helper_process(helper)
-        started = time.perf_counter()
-        order, value = memetic_lop(weights, seed=0, time_limit_s=1.0, helper=helper)
-        assert time.perf_counter() - started < 2.0
-        assert value == lop_value(weights, order)
-        assert not helper.submit(np.arange(90))  # dropped for the rest of the run
-    finally:
-        helper.close()
-    assert multiprocessing.active_children() == []
-
-
-def test_no_helper_process_starts_when_optimality_is_proven_at_once() -> None:
+def test_no_second_search_starts_when_optimality_is_proven_at_once() -> None:
     weights = random_weights(90, 14, integral=True)
     shared = shared_from_becker(weights)
     shared.proven.set()
-    helper = _LocalSearchProcess(weights, shared, time.time() + 30.0)
-    time.sleep(1.5)  # past the helper's start delay
-    assert not helper.submit(np.arange(90))
+    second = _SecondSearch(weights, shared, seed=1, deadline_epoch_s=time.time() + 30.0)
+    time.sleep(1.5)  # past its start delay
+    assert second._process is None
     started = time.perf_counter()
-    helper.close()
+    second.close()
     assert time.perf_counter() - started < 0.1
     assert multiprocessing.active_children() == []
