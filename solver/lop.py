@@ -437,8 +437,9 @@ class _SecondSearch:
         self._seed = seed
         self._deadline_epoch_s = deadline_epoch_s
         self._delay_s = delay_s
-        self._lock = threading.Lock()
         self._closing = threading.Event()
+        # Set once the start is done or given up: _connection and _process are final then.
+        self._start_done = threading.Event()
         self._connection: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.improvements = 0
@@ -446,8 +447,16 @@ class _SecondSearch:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            connection = self._start()
+        finally:
+            self._start_done.set()
+        if connection is not None:
+            self._read(connection)
+
+    def _start(self) -> Connection | None:
         if self._closing.wait(self._delay_s) or self._shared.proven.is_set():
-            return
+            return None
         context = _process_context()
         parent_end, child_end = context.Pipe()
         process = context.Process(
@@ -465,15 +474,11 @@ class _SecondSearch:
         except OSError:  # no process to be had (limits): the first search goes on alone
             logger.warning("LOP second search process did not start", exc_info=True)
             parent_end.close()
-            return
+            return None
         finally:
             child_end.close()
-        with self._lock:
-            self._connection, self._process = parent_end, process
-            closing = self._closing.is_set()
-        if closing:
-            _ask_to_stop(parent_end)
-        self._read(parent_end)
+        self._connection, self._process = parent_end, process
+        return parent_end
 
     def _read(self, connection: Connection) -> None:
         """Offer every improvement the search reports until it ends (``None``) or dies."""
@@ -491,24 +496,22 @@ class _SecondSearch:
                 self._shared.offer(order, lop_value(self._weights, order))
 
     def close(self) -> None:
-        """Stop the search (or its start) and join it; terminated if it does not stop."""
-        with self._lock:
-            self._closing.set()
-            connection, process = self._connection, self._process
-        if connection is not None:
-            _ask_to_stop(connection)
-        self._thread.join(timeout=_SECOND_SEARCH_GRACE_S)
-        with self._lock:
-            connection, process = self._connection, self._process
-        if process is not None:
-            process.join(timeout=_SECOND_SEARCH_GRACE_S)
-            if process.is_alive():
-                process.terminate()
-                process.join()
-            self._thread.join()  # the pipe is at EOF now
-            process.close()
-        if connection is not None:
-            connection.close()
+        """Stop the search (or its start) and join it, after reading all it reported;
+        terminated if it does not stop within ``_SECOND_SEARCH_GRACE_S``."""
+        self._closing.set()
+        self._start_done.wait()
+        connection, process = self._connection, self._process
+        if connection is None or process is None:
+            self._thread.join()
+            return
+        _ask_to_stop(connection)
+        process.join(timeout=_SECOND_SEARCH_GRACE_S)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+        self._thread.join()  # the reader drains the pipe to the search's None or EOF
+        process.close()
+        connection.close()
 
 
 def _ask_to_stop(connection: Connection) -> None:

@@ -320,3 +320,21 @@ def test_no_second_search_starts_when_optimality_is_proven_at_once() -> None:
     second.close()
     assert time.perf_counter() - started < 0.1
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 0.05, 0.3])
+def test_closing_a_second_search_while_it_starts_leaves_no_process(pause_s: float) -> None:
+    # close() may come before, during or just after the process start (which can take a
+    # second for the fork server): it must wait for the start and stop what it started.
+    weights = random_weights(120, 18, integral=True)
+    shared = shared_from_becker(weights)
+    second = _SecondSearch(
+        weights, shared, seed=1, deadline_epoch_s=time.time() + 30.0, delay_s=0.0
+    )
+    time.sleep(pause_s)
+    started = time.perf_counter()
+    second.close()
+    assert time.perf_counter() - started < 5.0
+    assert not second._thread.is_alive()
+    assert multiprocessing.active_children() == []
+    assert shared.value == lop_value(weights, shared.order)
