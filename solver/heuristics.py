@@ -469,9 +469,9 @@ def serve_memetic(
     ``time.time()``) or until anything arrives on ``channel`` (the parent asks it to stop),
     sends ``(order, value)`` for every improvement of its best order and ``None`` when it ends.
     Two independent searches beat one population fed by both processes: a 10 s run on
-    be75np_250 ends 0.12-0.33 % from the best known, so the better of two runs gains more
-    (0.176 -> 0.150 % over 40 runs) than the ~70 % more children of a shared population
-    (0.185 %, no gain).
+    be75np_250 ends 0.11-0.33 % from the best known, depending on its seed, so the better of
+    two runs gains more (one process 0.176 % over 40 runs, the better of two 0.150 %) than the
+    ~70 % more children a shared population got from a second process (0.181 % over 60 runs).
     """
 
     def report(order: Order, value: float) -> None:
@@ -580,10 +580,7 @@ class _Memetic:
         if first is not None:
             self.population.append(self.improve(first))
         while len(self.population) < self.settings.population_size and not self.timed_out():
-            self.population.append(self.improve(self._random_perm()))
-
-    def _random_perm(self) -> IntVector:
-        return self.rng.permutation(self.n).astype(np.int64)
+            self.population.append(self.improve(self.rng.permutation(self.n).astype(np.int64)))
 
     def generation(self) -> bool:
         """One generation: crossover of two parents, local search on the child, selection.
