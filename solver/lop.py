@@ -271,10 +271,12 @@ def _bound_and_close(
     n = weights.shape[0]
     deadline = time.perf_counter() + time_limit_s
     defer_until = time.perf_counter() + _DEFER_SHARE * time_limit_s
-    if in_thread and n >= _GIVE_UP_FAR_LP_N and _lp_out_of_reach(weights, shared.order):
-        # Its first round would hold a core for 0.6-1.8 s at n = 250 and stop there anyway.
-        shared.tighten_bound(_pairwise_bound(weights), "lp")
-        return
+    if in_thread and n >= _GIVE_UP_FAR_LP_N:
+        far_bound = _pairwise_bound_out_of_lp_reach(weights, shared.order)
+        if far_bound is not None:
+            # Its first round would hold a core for 0.6-1.8 s at n = 250 and stop there anyway.
+            shared.tighten_bound(far_bound, "lp")
+            return
 
     given_up = threading.Event()
 
@@ -504,7 +506,8 @@ class _SecondSearch:
         if connection is None or process is None:
             self._thread.join()
             return
-        _ask_to_stop(connection)
+        with contextlib.suppress(OSError, ValueError):  # it may have died: EPIPE
+            connection.send(None)
         process.join(timeout=_SECOND_SEARCH_GRACE_S)
         if process.is_alive():
             process.terminate()
@@ -512,11 +515,6 @@ class _SecondSearch:
         self._thread.join()  # the reader drains the pipe to the search's None or EOF
         process.close()
         connection.close()
-
-
-def _ask_to_stop(connection: Connection) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        connection.send(None)
 
 
 def _relative_gap(weights: FloatMatrix, bound: float, value: float) -> float:
@@ -527,18 +525,14 @@ def _relative_gap(weights: FloatMatrix, bound: float, value: float) -> float:
     return (bound - value) / lead if lead > 0 else math.inf
 
 
-def _pairwise_bound(weights: FloatMatrix) -> float:
-    """Every pair on its better side: the LP bound without 3-dicycle rows (objective units)."""
+def _pairwise_bound_out_of_lp_reach(weights: FloatMatrix, start: Order) -> float | None:
+    """The pairwise bound (every pair on its better side: the LP bound without 3-dicycle rows,
+    objective units) when its shift-invariant gap over the local optimum reached from ``start``
+    exceeds ``_SKIP_LP_GAP``, else ``None`` (a few milliseconds at ``n = 250``)."""
     d, const = pair_objective(weights)
-    return const + float(np.maximum(d, 0.0).sum())
-
-
-def _lp_out_of_reach(weights: FloatMatrix, start: Order) -> bool:
-    """Whether the pairwise bound's shift-invariant gap over the local optimum reached from
-    ``start`` exceeds ``_SKIP_LP_GAP`` (a few milliseconds at ``n = 250``)."""
-    local_optimum = insertion_local_search(weights, start)
-    value = lop_value(weights, local_optimum)
-    return _relative_gap(weights, _pairwise_bound(weights), value) > _SKIP_LP_GAP
+    bound = const + float(np.maximum(d, 0.0).sum())
+    value = lop_value(weights, insertion_local_search(weights, start))
+    return bound if _relative_gap(weights, bound, value) > _SKIP_LP_GAP else None
 
 
 def _pair(n: int, a: int, b: int) -> int:
