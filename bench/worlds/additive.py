@@ -33,7 +33,14 @@ from bench.worlds.base import FloatArray, IntArray
 from bench.worlds.oracle import StepJob, rollout
 from solver.estimation import TaskKind
 
-__all__ = ["VERSION", "AdditiveDynamics", "AdditiveWorld", "additive_world", "draw_tasks"]
+__all__ = [
+    "VERSION",
+    "AdditiveDynamics",
+    "AdditiveWorld",
+    "BoolArray",
+    "additive_world",
+    "draw_tasks",
+]
 
 VERSION = "1"
 """Bump whenever the worlds of this family change (it keys the oracle's cache)."""
