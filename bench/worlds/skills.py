@@ -2,7 +2,9 @@
 
 An adapter over :func:`bench.simulator.draw_world` and :class:`app.simulation.Simulator`: the
 world of ``(n, seed)`` is the very world that ``python -m bench.closed_loop`` draws for that
-``n`` and seed (``4 <= n <= 14``). Jobs are simulators; final utilities are
+``n`` and seed. Valid for ``4 <= n <= 10``: from ``n = 11`` on, some seeds draw more
+open-ended tasks than :mod:`bench.simulator` has names for and its ``draw_world`` fails
+(``RuntimeError``). Jobs are simulators; final utilities are
 :func:`app.simulation.final_scores`; joint training is
 :func:`app.simulation.joint_final_scores` (interleaved mini-stages on the same budget).
 """
@@ -54,5 +56,5 @@ class SkillsWorld:
 
 
 def skills_world(n: int, seed: int) -> SkillsWorld:
-    """The closed-loop benchmark's world of ``n`` tasks (``4 <= n <= 14``) and ``seed``."""
+    """The closed-loop benchmark's world of ``n`` tasks (``4 <= n <= 10``) and ``seed``."""
     return SkillsWorld(simulator.draw_world(n, seed), seed=seed)
