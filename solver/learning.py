@@ -54,9 +54,13 @@ IntArray = npt.NDArray[np.int64]
 __all__ = [
     "RunModel",
     "RunModelConfig",
+    "RunModelPosterior",
     "RunRecord",
+    "entropy_maps",
     "exploration_order",
     "fit_run_model",
+    "fit_run_model_posteriors",
+    "mean_entropy",
     "predict_final_utilities",
     "predicted_objective",
     "refine_order",
@@ -251,14 +255,15 @@ def _design_row(
     return row
 
 
-def _mean_entropy(entropies: Sequence[Mapping[int, float]], k: int) -> float | None:
+def mean_entropy(entropies: Sequence[Mapping[int, float]], k: int) -> float | None:
+    """Mean entropy reported at stage ``k`` (``None``: not reported)."""
     if k >= len(entropies) or not entropies[k]:
         return None
     return float(np.mean(list(entropies[k].values())))
 
 
 def _entropy_reference(runs: Sequence[RunRecord]) -> float:
-    baselines = [h for run in runs if (h := _mean_entropy(run.entropies, 0)) is not None]
+    baselines = [h for run in runs if (h := mean_entropy(run.entropies, 0)) is not None]
     return float(np.mean(baselines)) if baselines else 0.0
 
 
@@ -287,7 +292,7 @@ def _regression_data(
     targets: list[float] = []
     for run in runs:
         for k, evaluation in enumerate(run.utilities):
-            entropy = _mean_entropy(run.entropies, k)
+            entropy = mean_entropy(run.entropies, k)
             shift = 0.0 if entropy is None else entropy - entropy_ref
             for task, value in sorted(evaluation.items()):
                 rows.append(_design_row(layout, run.trained[:k], task, shift))
@@ -297,7 +302,7 @@ def _regression_data(
     return np.array(rows), np.array(targets)
 
 
-def _entropy_maps(runs: Sequence[RunRecord], n: int, config: RunModelConfig) -> FloatMatrix:
+def entropy_maps(runs: Sequence[RunRecord], n: int, config: RunModelConfig) -> FloatMatrix:
     """Posterior mean ``(alpha_t, beta_t)`` of every task's entropy map, shape (n, 2)."""
     prior_precision = np.diag([1.0 / config.map_slope_std**2, 1.0 / config.map_offset_std**2])
     prior_mean = np.array([1.0, 0.0])
@@ -306,7 +311,7 @@ def _entropy_maps(runs: Sequence[RunRecord], n: int, config: RunModelConfig) -> 
     noise_var = config.entropy_noise_sd**2
     for run in runs:
         for k in range(1, len(run.entropies)):
-            before, after = _mean_entropy(run.entropies, k - 1), _mean_entropy(run.entropies, k)
+            before, after = mean_entropy(run.entropies, k - 1), mean_entropy(run.entropies, k)
             if before is None or after is None or k > len(run.trained):
                 continue
             t = run.trained[k - 1]
@@ -367,10 +372,150 @@ def fit_run_model(
         backward_var=_pair_variance(covariance, layout, _BACKWARD),
         forward_mean=_pair_effect(mean, layout, _FORWARD),
         entropy_slope=mean[layout.slope : layout.slope + n].copy(),
-        entropy_map=_entropy_maps(runs, n, config),
+        entropy_map=entropy_maps(runs, n, config),
         entropy_ref=entropy_ref,
         observations=len(utilities),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RunModelPosterior:
+    """The run model's full Gaussian posterior, for exact predictive variances and draws.
+
+    Attributes
+    ----------
+    mean : FloatMatrix, shape (p,)
+        Posterior mean of the parameter vector (``p = 3 n^2 + 3 n + 3 g``).
+    covariance : FloatMatrix, shape (p, p)
+        Posterior covariance.
+    entropy_map : FloatMatrix, shape (n, 2)
+        ``(alpha_t, beta_t)``.
+    entropy_ref : float
+        ``H_ref`` (entropy units).
+    """
+
+    layout: _Layout
+    mean: FloatMatrix
+    covariance: FloatMatrix
+    entropy_map: FloatMatrix
+    entropy_ref: float
+
+    @property
+    def n(self) -> int:
+        """Number of tasks."""
+        return self.layout.n
+
+    def final_features(
+        self,
+        orders: npt.ArrayLike,
+        weights: npt.ArrayLike,
+        *,
+        entropy_now: float | None = None,
+        trained: int = 0,
+    ) -> FloatMatrix:
+        """``a(pi)``, shape (P, p): the objective ``sum_j w_j S_j(pi)`` is ``a(pi) . theta``.
+
+        The entropy term uses the posterior-mean entropy maps (module docstring), from
+        ``entropy_now`` after the first ``trained`` stages when given.
+        """
+        layout, n = self.layout, self.n
+        w = np.asarray(weights, dtype=np.float64)
+        array = _as_orders(orders, n)
+        position = np.argsort(array, axis=1)
+        before = (position[:, :, None] < position[:, None, :]).astype(np.float64)
+        after = np.transpose(before, (0, 2, 1)).copy()
+        eye = np.eye(n, dtype=bool)
+        before[:, eye] = 0.0
+        after[:, eye] = 0.0
+        carry = before * w[None, None, :]  # [p, i, j]: i before j, weighted by w_j
+        backward = after * w[None, None, :]  # [p, i, j]: i after j
+        features = np.zeros((len(array), layout.size))
+        features[:, layout.level : layout.level + n] = w
+        nn = n * n
+        start_b, start_r = layout.cells(_BACKWARD), layout.cells(_CARRY)
+        features[:, start_b : start_b + nn] = backward.reshape(-1, nn)
+        features[:, start_r : start_r + nn] = carry.reshape(-1, nn)
+        onehot = np.zeros((nn, layout.g))
+        onehot[np.arange(nn), layout.groups.ravel()] = 1.0
+        group_b, group_r = layout.group(_BACKWARD), layout.group(_CARRY)
+        features[:, group_b : group_b + layout.g] = backward.reshape(-1, nn) @ onehot
+        features[:, group_r : group_r + layout.g] = carry.reshape(-1, nn) @ onehot
+        entropy = np.full(len(array), self.entropy_ref if entropy_now is None else entropy_now)
+        alpha, beta = self.entropy_map[:, 0], self.entropy_map[:, 1]
+        for stage in range(trained if entropy_now is not None else 0, n):
+            task = array[:, stage]
+            entropy = alpha[task] * entropy + beta[task]
+        shift = entropy - self.entropy_ref
+        features[:, layout.slope : layout.slope + n] = shift[:, None] * w[None, :]
+        return features
+
+    def summary(self, mean: FloatMatrix | None = None) -> RunModel:
+        """Means (``mean`` instead of the posterior mean when given, e.g. a draw) and marginal
+        variances as a :class:`RunModel`."""
+        layout, n = self.layout, self.n
+        theta = self.mean if mean is None else mean
+        covariance = self.covariance
+        return RunModel(
+            level_mean=theta[layout.level : layout.level + n].copy(),
+            level_var=np.diag(covariance)[layout.level : layout.level + n].copy(),
+            carry_mean=_pair_effect(theta, layout, _CARRY),
+            carry_var=_pair_variance(covariance, layout, _CARRY),
+            backward_mean=_pair_effect(theta, layout, _BACKWARD),
+            backward_var=_pair_variance(covariance, layout, _BACKWARD),
+            forward_mean=_pair_effect(theta, layout, _FORWARD),
+            entropy_slope=theta[layout.slope : layout.slope + n].copy(),
+            entropy_map=self.entropy_map,
+            entropy_ref=self.entropy_ref,
+            observations=0,
+        )
+
+
+def fit_run_model_posteriors(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    holdouts: Sequence[int | None] = (None,),
+    config: RunModelConfig | None = None,
+) -> list[RunModelPosterior]:
+    """The run model's posterior on all runs (``None``) and without each run in ``holdouts``.
+
+    The design of every run is built once; a held-out fit subtracts its run's terms from the
+    normal equations, so ``k`` folds cost ``k`` dense ``p x p`` inversions and one design.
+    Same model and priors as :func:`fit_run_model` (``H_ref`` from all runs).
+    """
+    config = config or RunModelConfig()
+    n = len(kinds)
+    _validate_runs(runs, n)
+    layout = _layout(kinds)
+    entropy_ref = _entropy_reference(runs)
+    noise_var = config.noise_sd**2
+    prior_mean, prior_var = _prior(layout, config)
+    grams, moments = [], []
+    for run in runs:
+        design, utilities = _regression_data([run], layout, entropy_ref)
+        grams.append(design.T @ design / noise_var)
+        moments.append(design.T @ utilities / noise_var)
+    gram_all = np.diag(1.0 / prior_var) + np.sum(grams, axis=0)
+    moment_all = prior_mean / prior_var + np.sum(moments, axis=0)
+    fits: list[RunModelPosterior] = []
+    for holdout in holdouts:
+        kept = [r for i, r in enumerate(runs) if i != holdout]
+        precision, moment = gram_all, moment_all
+        if holdout is not None:
+            precision = gram_all - grams[holdout]
+            moment = moment_all - moments[holdout]
+        covariance = np.asarray(np.linalg.inv(precision), dtype=np.float64)
+        covariance = (covariance + covariance.T) / 2.0
+        fits.append(
+            RunModelPosterior(
+                layout=layout,
+                mean=covariance @ moment,
+                covariance=covariance,
+                entropy_map=entropy_maps(kept, n, config),
+                entropy_ref=entropy_ref,
+            )
+        )
+    return fits
 
 
 def _pair_effect(mean: FloatMatrix, layout: _Layout, effect: int) -> FloatMatrix:

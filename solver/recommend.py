@@ -1,0 +1,834 @@
+"""The posterior over orders' outcomes: models held against the data, recommendation, exploration.
+
+One model's argmax is only as good as the model. Here several outcome models answer together and
+the project's own runs decide how much each is believed:
+
+- **members**: a parametric mean ``mu_k(pi)`` of the objective ``sum_j w_j S_j(pi)`` of an order
+  (``run``: the pairwise whole-run regression of :mod:`solver.learning`; ``transition``: the
+  state-transition model of :mod:`solver.transition`; ``constant``: the mean observed final,
+  no structure at all), each with a *residual* Gaussian process over orders (Mallows kernel
+  ``s^2 exp(-lambda d_K(pi, pi') / C(n, 2))``, ``d_K`` the Kendall distance) fitted to the
+  observed finals, at a few residual scales ``s``. The residual carries what the parametric
+  part misses: at an observed order the posterior is pinned to the evidence, away from the
+  observed orders it falls back to the model with the model's doubt added;
+- **weights**: pseudo Bayesian model averaging on the leave-one-run-out predictive density of
+  each member (the held-out run's *final* objective, every model refitted without that run,
+  the last ``folds`` completed runs held out in turn): a model the data contradict loses
+  weight, one that predicts unseen orders well gains it;
+- **recommendation** (:func:`recommend`): the order with the highest posterior mean of the
+  mixture among the observed orders, each model's optimum and the local optima of the mixture
+  mean (insertion moves): by construction never below the best observed order's posterior
+  mean;
+- **exploration** (:func:`thompson_order`): Thompson sampling over the ensemble: a member drawn
+  by weight, its parameters drawn from their posterior, its residual process drawn jointly on
+  the candidate orders; the next run follows that draw's argmax, so exploration goes where the
+  posterior says a better order may be, and stops when it is sure.
+
+A run being re-planned (``current``) conditions the models on the state it has reached: the
+transition model rolls forward from its last evaluation, the run model from its entropy.
+
+Units: utilities as reported (``[0, 1]`` by convention); objective = weighted sum of final
+utilities. Orders are tuples of task indexes ``0..n-1``. Cost at ``n = 8`` with 8 runs:
+a few tens of milliseconds (one BLAS thread); above ``run_model_max_tasks`` the run model
+(``p ~ 3 n^2`` parameters, a dense inverse) leaves the ensemble and the transition model
+(``O(n^2)`` small solves) carries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from math import comb, log, pi
+
+import numpy as np
+import numpy.typing as npt
+
+from solver.estimation import TaskKind
+from solver.learning import (
+    RunModelConfig,
+    RunModelPosterior,
+    RunRecord,
+    fit_run_model_posteriors,
+    mean_entropy,
+    predict_final_utilities,
+)
+from solver.lop import solve_lop
+from solver.transition import (
+    TransitionConfig,
+    TransitionModel,
+    TransitionState,
+    baseline_noise,
+    fit_transition_model,
+    rollout,
+    sample_transition_params,
+)
+from solver.types import FloatMatrix, Order
+
+IntArray = npt.NDArray[np.int64]
+Feasible = Callable[[Order], bool]
+
+__all__ = [
+    "OrderPosterior",
+    "RecommendConfig",
+    "Recommendation",
+    "fit_order_posterior",
+    "recommend",
+    "thompson_order",
+]
+
+Z_90 = 1.6448536269514722
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendConfig:
+    """Settings of the ensemble (objective units are per unit of ``sum(w)``).
+
+    Attributes
+    ----------
+    kernel_decay : float
+        ``lambda`` of the Mallows kernel: correlation ``exp(-lambda / C(n, 2))`` between orders one
+        adjacent swap apart, ``exp(-lambda / 2)`` between unrelated orders.
+    residual_scales : tuple of float
+        Residual process scales ``s`` tried (each is one member per model).
+    draws : int
+        Posterior draws of the transition model's parameters for its predictive moments.
+    folds : int
+        Completed runs held out (the most recent ones) for the model weights.
+    run_model_max_tasks : int
+        Above this many tasks the run model is left out (its fit is cubic in ``n^2``).
+    risk : float
+        The recommendation maximizes ``mean - risk * std`` (0: the posterior mean).
+    starts : int
+        Local searches of the mixture mean (from the best start orders).
+    max_rounds : int
+        Improving moves per local search.
+    noise_sd : float
+        Prior evaluation noise of one task (utility units); the baselines refine it.
+    """
+
+    kernel_decay: float = 3.0
+    residual_scales: tuple[float, ...] = (0.002, 0.008, 0.03)
+    draws: int = 24
+    folds: int = 8
+    run_model_max_tasks: int = 12
+    risk: float = 0.0
+    starts: int = 3
+    max_rounds: int = 60
+    noise_sd: float = 0.02
+    transition: TransitionConfig = field(default_factory=TransitionConfig)
+    run_model: RunModelConfig = field(default_factory=RunModelConfig)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Data:
+    """Runs, weights and the completed runs' observed objectives."""
+
+    runs: Sequence[RunRecord]
+    kinds: Sequence[TaskKind | None]
+    weights: FloatMatrix
+    complete: list[int]  # indexes into runs
+    orders: IntArray  # (R, n) orders of the complete runs
+    finals: FloatMatrix  # (R,) reported objective of each
+    final_var: float  # noise variance of a reported objective
+
+    @property
+    def n(self) -> int:
+        return len(self.kinds)
+
+
+def _is_complete(run: RunRecord, n: int, weights: FloatMatrix) -> bool:
+    if len(run.trained) != n or len(run.utilities) != n + 1:
+        return False
+    return all(j in run.utilities[n] for j in range(n) if weights[j] > 0)
+
+
+def _objective_of(run: RunRecord, weights: FloatMatrix) -> float:
+    final = run.utilities[-1]
+    return float(sum(weights[j] * final[j] for j in range(len(weights)) if weights[j] > 0))
+
+
+def _data(
+    runs: Sequence[RunRecord],
+    kinds: Sequence[TaskKind | None],
+    weights: npt.ArrayLike,
+    noise_sd: float,
+) -> _Data:
+    n = len(kinds)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or np.any(~np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"weights must be {n} finite non-negative numbers")
+    complete = [i for i, run in enumerate(runs) if _is_complete(run, n, w)]
+    orders = np.array([runs[i].trained for i in complete], dtype=np.int64).reshape(-1, n)
+    finals = np.array([_objective_of(runs[i], w) for i in complete], dtype=np.float64)
+    noise = baseline_noise(runs, n, noise_sd)
+    return _Data(
+        runs=runs,
+        kinds=kinds,
+        weights=w,
+        complete=complete,
+        orders=orders,
+        finals=finals,
+        final_var=float(np.sum(w**2 * noise**2)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """A run being re-planned: its trained prefix and the state it reached."""
+
+    prefix: Order
+    utilities: FloatMatrix | None  # (n,) last evaluation, None when not reported in full
+    entropy: float | None
+
+
+def _current(run: RunRecord | None, n: int) -> _Current:
+    if run is None:
+        return _Current((), None, None)
+    prefix = tuple(int(t) for t in run.trained)
+    k = len(prefix)
+    utilities = None
+    if len(run.utilities) > k and len(run.utilities[k]) == n:
+        utilities = np.array([run.utilities[k][j] for j in range(n)], dtype=np.float64)
+    return _Current(prefix, utilities, mean_entropy(run.entropies, k) if run.entropies else None)
+
+
+# --- the parametric members --------------------------------------------------------------------
+
+
+class _Predictor:
+    """A parametric mean of the objective with its own (parameter) variance."""
+
+    name = "predictor"
+
+    def moments(self, orders: IntArray, *, conditioned: bool) -> tuple[FloatMatrix, FloatMatrix]:
+        """Objective mean and variance, shape (P,) each."""
+        raise NotImplementedError
+
+    def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        """Mean final utility of every task, shape (P, n)."""
+        raise NotImplementedError
+
+    def draw(self, rng: np.random.Generator) -> _Predictor:
+        """A predictor of one posterior draw (no parameter variance)."""
+        raise NotImplementedError
+
+
+class _TransitionPredictor(_Predictor):
+    name = "transition"
+
+    def __init__(
+        self,
+        model: TransitionModel,
+        params: FloatMatrix,
+        weights: FloatMatrix,
+        current: _Current,
+    ) -> None:
+        self.model, self.params, self.weights, self.current = model, params, weights, current
+
+    def _finals(self, orders: IntArray, conditioned: bool) -> FloatMatrix:
+        current = self.current
+        if conditioned and current.prefix and current.utilities is not None:
+            trained = np.zeros(self.model.n, dtype=bool)
+            trained[list(current.prefix)] = True
+            entropy = self.model.entropy0 if current.entropy is None else current.entropy
+            start = TransitionState(current.utilities, entropy, trained)
+            return rollout(self.model, self.params, orders, start=start, skip=len(current.prefix))
+        return rollout(self.model, self.params, orders)
+
+    def moments(self, orders: IntArray, *, conditioned: bool) -> tuple[FloatMatrix, FloatMatrix]:
+        objective = self._finals(orders, conditioned) @ self.weights  # (K, P)
+        return objective.mean(axis=0), objective.var(axis=0)
+
+    def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        return np.asarray(self._finals(orders, conditioned).mean(axis=0), dtype=np.float64)
+
+    def draw(self, rng: np.random.Generator) -> _Predictor:
+        params = sample_transition_params(self.model, 1, rng)
+        return _TransitionPredictor(self.model, params, self.weights, self.current)
+
+
+class _RunModelPredictor(_Predictor):
+    name = "run"
+
+    def __init__(
+        self,
+        posterior: RunModelPosterior,
+        weights: FloatMatrix,
+        current: _Current,
+        theta: FloatMatrix | None = None,
+    ) -> None:
+        self.posterior, self.weights, self.current = posterior, weights, current
+        self.theta = posterior.mean if theta is None else theta
+
+    def _features(self, orders: IntArray, conditioned: bool) -> FloatMatrix:
+        if conditioned and self.current.entropy is not None and self.current.prefix:
+            return self.posterior.final_features(
+                orders,
+                self.weights,
+                entropy_now=self.current.entropy,
+                trained=len(self.current.prefix),
+            )
+        return self.posterior.final_features(orders, self.weights)
+
+    def moments(self, orders: IntArray, *, conditioned: bool) -> tuple[FloatMatrix, FloatMatrix]:
+        features = self._features(orders, conditioned)
+        mean = features @ self.theta
+        if self.theta is not self.posterior.mean:
+            return mean, np.zeros(len(mean))
+        var = np.einsum("pa,ab,pb->p", features, self.posterior.covariance, features)
+        return mean, np.maximum(var, 0.0)
+
+    def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        summary = self.posterior.summary(self.theta)
+        if conditioned and self.current.entropy is not None and self.current.prefix:
+            return predict_final_utilities(
+                summary, orders, entropy_now=self.current.entropy, trained=len(self.current.prefix)
+            )
+        return predict_final_utilities(summary, orders)
+
+    def draw(self, rng: np.random.Generator) -> _Predictor:
+        cov = self.posterior.covariance
+        chol = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)))
+        theta = self.posterior.mean + chol @ rng.standard_normal(len(cov))
+        return _RunModelPredictor(self.posterior, self.weights, self.current, theta)
+
+
+class _ConstantPredictor(_Predictor):
+    """No structure: every order is the mean observed final (a model-free member)."""
+
+    name = "constant"
+
+    def __init__(
+        self, mean: float, var: float, task_means: FloatMatrix, fixed: bool = False
+    ) -> None:
+        self.mean, self.var, self.task_means, self.fixed = mean, var, task_means, fixed
+
+    def moments(self, orders: IntArray, *, conditioned: bool) -> tuple[FloatMatrix, FloatMatrix]:
+        count = len(orders)
+        return np.full(count, self.mean), np.full(count, 0.0 if self.fixed else self.var)
+
+    def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        return np.tile(self.task_means, (len(orders), 1))
+
+    def draw(self, rng: np.random.Generator) -> _Predictor:
+        value = float(self.mean + np.sqrt(self.var) * rng.standard_normal())
+        return _ConstantPredictor(value, 0.0, self.task_means, fixed=True)
+
+
+def _constant_predictor(data: _Data, kept: Sequence[int], level_prior: float) -> _Predictor:
+    """Mean of the kept completed runs' finals (prior: every task at ``level_prior``)."""
+    n, w = data.n, data.weights
+    if not kept:
+        return _ConstantPredictor(
+            level_prior * float(w.sum()), (0.5 * w.sum()) ** 2, np.full(n, 0.5)
+        )
+    finals = data.finals[kept]
+    spread = float(np.var(finals, ddof=1)) if len(kept) > 1 else (0.05 * float(w.sum())) ** 2
+    tasks = np.array(
+        [[data.runs[data.complete[i]].utilities[-1].get(j, 0.0) for j in range(n)] for i in kept]
+    )
+    return _ConstantPredictor(float(finals.mean()), spread, tasks.mean(axis=0))
+
+
+# --- the residual process ----------------------------------------------------------------------
+
+
+def _before(orders: IntArray) -> FloatMatrix:
+    """``before[p, i * n + j]`` = 1 when ``i`` precedes ``j`` in order ``p``, shape (P, n^2)."""
+    count, n = orders.shape
+    position = np.argsort(orders, axis=1)
+    return (position[:, :, None] < position[:, None, :]).reshape(count, n * n).astype(np.float64)
+
+
+def _kendall(a: IntArray, b: IntArray) -> FloatMatrix:
+    """Kendall distances (discordant pairs), shape (len(a), len(b))."""
+    n = a.shape[1]
+    before_b = _before(b).reshape(len(b), n, n).transpose(0, 2, 1).reshape(len(b), n * n)
+    return np.asarray(_before(a) @ before_b.T, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Residual:
+    """GP posterior of the residual at the observed orders (Mallows kernel)."""
+
+    orders: IntArray  # (R, n)
+    alpha: FloatMatrix  # (R,) (K + D)^-1 r
+    factor: FloatMatrix  # (R, R) inverse of (K + D)
+    scale: float  # s^2
+    decay: float  # lambda / C(n, 2)
+
+    def kernel(self, a: IntArray, b: IntArray) -> FloatMatrix:
+        return np.asarray(self.scale * np.exp(-self.decay * _kendall(a, b)), dtype=np.float64)
+
+    def predict(self, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:
+        """Residual mean and variance at ``orders``, shape (P,) each."""
+        if len(self.orders) == 0:
+            return np.zeros(len(orders)), np.full(len(orders), self.scale)
+        cross = self.kernel(orders, self.orders)  # (P, R)
+        mean = cross @ self.alpha
+        var = self.scale - np.einsum("pr,rs,ps->p", cross, self.factor, cross)
+        return mean, np.maximum(var, 1e-18)
+
+    def covariance(self, orders: IntArray) -> FloatMatrix:
+        """Posterior covariance of the residual at ``orders``, shape (P, P)."""
+        prior = self.kernel(orders, orders)
+        if len(self.orders) == 0:
+            return prior
+        cross = self.kernel(orders, self.orders)
+        return np.asarray(prior - cross @ self.factor @ cross.T, dtype=np.float64)
+
+
+def _residual(
+    orders: IntArray, residuals: FloatMatrix, noise: FloatMatrix, scale: float, decay: float
+) -> _Residual:
+    if len(orders) == 0:
+        empty = np.zeros((0, 0))
+        return _Residual(orders, np.zeros(0), empty, scale, decay)
+    gram = scale * np.exp(-decay * _kendall(orders, orders)) + np.diag(noise)
+    factor = np.asarray(np.linalg.inv(gram), dtype=np.float64)
+    return _Residual(orders, factor @ residuals, factor, scale, decay)
+
+
+# --- the ensemble ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    predictor: _Predictor
+    residual: _Residual
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPosterior:
+    """The mixture posterior of the objective of any order.
+
+    Attributes
+    ----------
+    weights : dict of str to float
+        Posterior weight of every member (``"model@scale"``), summing to 1.
+    elpd : dict of str to float
+        Leave-one-run-out log predictive density of every member (nats; 0 without folds).
+    observed : list of Order
+        Completed runs' orders, oldest first, and ``finals`` their reported objectives.
+    """
+
+    members: tuple[_Member, ...]
+    member_weights: FloatMatrix
+    weights: dict[str, float]
+    elpd: dict[str, float]
+    observed: list[Order]
+    finals: FloatMatrix
+    final_var: float
+    prefix: Order
+    n: int
+
+    def moments(self, orders: npt.ArrayLike) -> tuple[FloatMatrix, FloatMatrix]:
+        """Mixture mean and standard deviation of the objective, shape (P,) each."""
+        array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+        means, second = np.zeros(len(array)), np.zeros(len(array))
+        for member, weight in zip(self.members, self.member_weights, strict=True):
+            if weight < 1e-6:
+                continue
+            mean, var = _member_moments(member, array)
+            means += weight * mean
+            second += weight * (var + mean**2)
+        total = float(self.member_weights[self.member_weights >= 1e-6].sum())
+        means, second = means / total, second / total
+        return means, np.sqrt(np.maximum(second - means**2, 0.0))
+
+    def utilities(self, orders: npt.ArrayLike) -> FloatMatrix:
+        """Mixture mean of every task's final utility, shape (P, n) (parametric parts only)."""
+        array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+        out = np.zeros((len(array), self.n))
+        total = 0.0
+        for member, weight in zip(self.members, self.member_weights, strict=True):
+            if weight >= 1e-6:
+                out += weight * member.predictor.utilities(array, conditioned=True)
+                total += weight
+        return out / total
+
+
+def _member_moments(member: _Member, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:
+    mean, var = member.predictor.moments(orders, conditioned=True)
+    residual_mean, residual_var = member.residual.predict(orders)
+    return mean + residual_mean, var + residual_var
+
+
+def _predictors(
+    data: _Data,
+    kept: Sequence[int],
+    run_posterior: RunModelPosterior | None,
+    current: _Current,
+    config: RecommendConfig,
+) -> list[_Predictor]:
+    """The parametric members fitted to the runs ``kept`` (indexes into ``data.complete`` for the
+    constant model; the run model comes fitted)."""
+    runs_kept = _runs_without(data, kept)
+    transition = fit_transition_model(runs_kept, kinds=data.kinds, config=config.transition)
+    rng = np.random.default_rng(20261203)
+    params = sample_transition_params(transition, config.draws, rng)
+    out: list[_Predictor] = [_TransitionPredictor(transition, params, data.weights, current)]
+    if run_posterior is not None:
+        out.append(_RunModelPredictor(run_posterior, data.weights, current))
+    out.append(_constant_predictor(data, kept, config.run_model.level_prior[0]))
+    return out
+
+
+def _runs_without(data: _Data, kept: Sequence[int]) -> list[RunRecord]:
+    """All runs except the completed ones not in ``kept``."""
+    dropped = {data.complete[i] for i in range(len(data.complete)) if i not in set(kept)}
+    return [run for i, run in enumerate(data.runs) if i not in dropped]
+
+
+def _scales(data: _Data, config: RecommendConfig) -> list[float]:
+    total = float(data.weights.sum()) or 1.0
+    return [(c * total) ** 2 for c in config.residual_scales]
+
+
+def _fold_scores(
+    data: _Data, config: RecommendConfig, use_run_model: bool, decay: float
+) -> FloatMatrix:
+    """Leave-one-run-out log predictive density, shape (models, scales); zeros without folds."""
+    count = len(data.complete)
+    scales = _scales(data, config)
+    models = 3 if use_run_model else 2
+    scores = np.zeros((models, len(scales)))
+    if count < 2:
+        return scores
+    held = list(range(max(0, count - config.folds), count))
+    run_posteriors: list[RunModelPosterior | None] = [None] * len(held)
+    if use_run_model:
+        fitted = fit_run_model_posteriors(
+            data.runs,
+            kinds=data.kinds,
+            holdouts=[data.complete[i] for i in held],
+            config=config.run_model,
+        )
+        run_posteriors = list(fitted)
+    none = _Current((), None, None)
+    for fold, i in enumerate(held):
+        kept = [k for k in range(count) if k != i]
+        predictors = _predictors(data, kept, run_posteriors[fold], none, config)
+        for m, predictor in enumerate(predictors):
+            mean, var = predictor.moments(data.orders, conditioned=False)
+            residuals = data.finals[kept] - mean[kept]
+            noise = data.final_var + var[kept]
+            for s, scale in enumerate(scales):
+                gp = _residual(data.orders[kept], residuals, noise, scale, decay)
+                r_mean, r_var = gp.predict(data.orders[i : i + 1])
+                total_var = float(var[i] + r_var[0] + data.final_var)
+                error = float(data.finals[i] - mean[i] - r_mean[0])
+                scores[m, s] += -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
+    return scores
+
+
+def fit_order_posterior(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    weights: npt.ArrayLike,
+    current: RunRecord | None = None,
+    config: RecommendConfig | None = None,
+) -> OrderPosterior:
+    """The ensemble posterior from every run of the project (module docstring).
+
+    Parameters
+    ----------
+    runs : sequence of RunRecord
+        Every run (completed, failed, running): all are stage data; completed runs over every
+        task are also final observations.
+    kinds : sequence of TaskKind or None, length n
+        Task kinds (the models' groups).
+    weights : array_like, shape (n,)
+        Non-negative task weights of the objective.
+    current : RunRecord, optional
+        The run being re-planned: predictions start from the state it reached.
+    config : RecommendConfig, optional
+        Settings.
+
+    Returns
+    -------
+    OrderPosterior
+        Deterministic for its inputs.
+    """
+    config = config or RecommendConfig()
+    n = len(kinds)
+    data = _data(runs, kinds, weights, config.noise_sd)
+    decay = config.kernel_decay / max(comb(n, 2), 1)
+    use_run_model = n <= config.run_model_max_tasks
+    scores = _fold_scores(data, config, use_run_model, decay)
+    run_posterior = None
+    if use_run_model:
+        run_posterior = fit_run_model_posteriors(runs, kinds=kinds, config=config.run_model)[0]
+    state = _current(current, n)
+    everything = list(range(len(data.complete)))
+    predictors = _predictors(data, everything, run_posterior, state, config)
+    members: list[_Member] = []
+    names: list[str] = []
+    for predictor in predictors:
+        mean, var = predictor.moments(data.orders, conditioned=False)
+        residuals = data.finals - mean
+        for c, scale in zip(config.residual_scales, _scales(data, config), strict=True):
+            gp = _residual(data.orders, residuals, data.final_var + var, scale, decay)
+            name = f"{predictor.name}@{c:g}"
+            members.append(_Member(predictor, gp, name))
+            names.append(name)
+    flat = scores.ravel()
+    member_weights = np.exp(flat - flat.max())
+    member_weights /= member_weights.sum()
+    return OrderPosterior(
+        members=tuple(members),
+        member_weights=member_weights,
+        weights={name: float(w) for name, w in zip(names, member_weights, strict=True)},
+        elpd={name: float(s) for name, s in zip(names, flat, strict=True)},
+        observed=[tuple(int(t) for t in order) for order in data.orders],
+        finals=data.finals,
+        final_var=data.final_var,
+        prefix=state.prefix,
+        n=n,
+    )
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def _insertions(order: Order, fixed: int) -> IntArray:
+    """Every order reached by moving one task past ``fixed`` to another free position."""
+    n = len(order)
+    moves = []
+    for source in range(fixed, n):
+        rest = order[:source] + order[source + 1 :]
+        for target in range(fixed, n):
+            if target != source:
+                moves.append((*rest[:target], order[source], *rest[target:]))
+    return np.array(moves, dtype=np.int64).reshape(-1, n)
+
+
+def _local_search(
+    score: Callable[[IntArray], FloatMatrix],
+    start: Order,
+    *,
+    fixed: int,
+    is_feasible: Feasible | None,
+    max_rounds: int,
+) -> tuple[Order, float]:
+    """Best-improvement insertion search; never worse than ``start``."""
+    current = start
+    value = float(score(np.array([start], dtype=np.int64))[0])
+    for _ in range(max_rounds):
+        moves = _insertions(current, fixed)
+        if is_feasible is not None and len(moves):
+            keep = np.array([is_feasible(tuple(int(t) for t in m)) for m in moves], dtype=bool)
+            moves = moves[keep]
+        if len(moves) == 0:
+            break
+        values = score(moves)
+        best = int(np.argmax(values))
+        if values[best] <= value + 1e-12 * max(1.0, abs(value)):
+            break
+        current, value = tuple(int(t) for t in moves[best]), float(values[best])
+    return current, value
+
+
+def _lop_start(posterior: OrderPosterior, weights: FloatMatrix, prefix: Order) -> Order | None:
+    """The run model's pairwise optimum over the free tasks (``None`` without the run model)."""
+    predictor = next(
+        (m.predictor for m in posterior.members if isinstance(m.predictor, _RunModelPredictor)),
+        None,
+    )
+    if predictor is None:
+        return None
+    summary = predictor.posterior.summary()
+    free = [t for t in range(posterior.n) if t not in set(prefix)]
+    if len(free) < 2:
+        return (*prefix, *free)
+    carry = summary.carry_mean * weights[None, :]
+    backward = summary.backward_mean.T * weights[:, None]
+    matrix = (carry + backward)[np.ix_(free, free)]
+    solution = solve_lop(matrix, time_limit_s=1.0, seed=0, num_workers=1)
+    return (*prefix, *(free[int(k)] for k in solution.order))
+
+
+def _start_orders(
+    posterior: OrderPosterior,
+    weights: FloatMatrix,
+    starts: Sequence[Order],
+    is_feasible: Feasible | None,
+) -> list[Order]:
+    prefix = posterior.prefix
+    candidates: list[Order] = [tuple(int(t) for t in s) for s in starts]
+    candidates += [o for o in posterior.observed if o[: len(prefix)] == prefix]
+    lop = _lop_start(posterior, weights, prefix)
+    if lop is not None:
+        candidates.append(lop)
+    if not candidates:
+        free = [t for t in range(posterior.n) if t not in set(prefix)]
+        candidates.append((*prefix, *free))
+    unique = list(dict.fromkeys(candidates))
+    ok = [o for o in unique if is_feasible is None or is_feasible(o)]
+    return ok or unique[:1]
+
+
+# --- recommendation and exploration ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The recommended order and its posterior.
+
+    Attributes
+    ----------
+    order : Order
+        The recommendation.
+    mean, std : float
+        Posterior of its objective (weighted utility units); ``interval`` the 90 % interval.
+    utilities : FloatMatrix, shape (n,)
+        Predicted final utility of every task (task index order).
+    observed : bool
+        Whether the order was already run to completion.
+    best_observed : Order or None
+        The observed order with the highest posterior mean, ``best_observed_mean`` that mean.
+    posterior : OrderPosterior
+        The ensemble (weights, evidence).
+    """
+
+    order: Order
+    mean: float
+    std: float
+    utilities: FloatMatrix
+    observed: bool
+    best_observed: Order | None
+    best_observed_mean: float | None
+    posterior: OrderPosterior
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """90 % interval of the objective."""
+        return self.mean - Z_90 * self.std, self.mean + Z_90 * self.std
+
+
+def recommend(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    weights: npt.ArrayLike,
+    current: RunRecord | None = None,
+    is_feasible: Feasible | None = None,
+    starts: Sequence[Order] = (),
+    config: RecommendConfig | None = None,
+    posterior: OrderPosterior | None = None,
+) -> Recommendation:
+    """The order with the highest posterior mean objective (``mean - risk * std``).
+
+    Candidates: ``starts`` (e.g. the constrained solver's order), the observed orders, the run
+    model's pairwise optimum, and the local optima of the mixture mean from the best of them.
+    With ``current`` the orders keep its trained prefix. Deterministic.
+    """
+    config = config or RecommendConfig()
+    w = np.asarray(weights, dtype=np.float64)
+    posterior = posterior or fit_order_posterior(
+        runs, kinds=kinds, weights=w, current=current, config=config
+    )
+
+    def score(orders: IntArray) -> FloatMatrix:
+        mean, std = posterior.moments(orders)
+        return np.asarray(mean - config.risk * std, dtype=np.float64)
+
+    candidates = _start_orders(posterior, w, starts, is_feasible)
+    values = score(np.array(candidates, dtype=np.int64))
+    ranked = [candidates[i] for i in np.argsort(-values, kind="stable")[: config.starts]]
+    fixed = len(posterior.prefix)
+    for start in ranked:
+        order, _ = _local_search(
+            score, start, fixed=fixed, is_feasible=is_feasible, max_rounds=config.max_rounds
+        )
+        candidates.append(order)
+    unique = list(dict.fromkeys(candidates))
+    array = np.array(unique, dtype=np.int64)
+    mean, std = posterior.moments(array)
+    chosen = int(np.argmax(mean - config.risk * std))
+    order = unique[chosen]
+    observed = [o for o in posterior.observed if o[:fixed] == posterior.prefix]
+    best_observed, best_mean = None, None
+    if observed:
+        obs_mean, _ = posterior.moments(np.array(observed, dtype=np.int64))
+        best = int(np.argmax(obs_mean))
+        best_observed, best_mean = observed[best], float(obs_mean[best])
+    return Recommendation(
+        order=order,
+        mean=float(mean[chosen]),
+        std=float(std[chosen]),
+        utilities=posterior.utilities(array[chosen : chosen + 1])[0],
+        observed=order in set(posterior.observed),
+        best_observed=best_observed,
+        best_observed_mean=best_mean,
+        posterior=posterior,
+    )
+
+
+def thompson_order(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    weights: npt.ArrayLike,
+    seed: int,
+    current: RunRecord | None = None,
+    is_feasible: Feasible | None = None,
+    starts: Sequence[Order] = (),
+    config: RecommendConfig | None = None,
+    posterior: OrderPosterior | None = None,
+) -> Order:
+    """The next run's order: the argmax of one Thompson draw from the ensemble.
+
+    A member is drawn by weight, its parametric part from its posterior, and its residual
+    process jointly over the candidates (the draw's local optima from every start, and the
+    observed orders). Deterministic for ``seed`` and the inputs.
+    """
+    config = config or RecommendConfig()
+    w = np.asarray(weights, dtype=np.float64)
+    posterior = posterior or fit_order_posterior(
+        runs, kinds=kinds, weights=w, current=current, config=config
+    )
+    rng = np.random.default_rng(seed)
+    index = int(rng.choice(len(posterior.members), p=posterior.member_weights))
+    member = posterior.members[index]
+    drawn = member.predictor.draw(rng)
+    observed = np.array(posterior.observed, dtype=np.int64).reshape(-1, posterior.n)
+    mean_obs, _ = drawn.moments(observed, conditioned=False)
+    residual = _residual(
+        observed,
+        posterior.finals - mean_obs,
+        np.full(len(observed), posterior.final_var),
+        member.residual.scale,
+        member.residual.decay,
+    )
+
+    def score(orders: IntArray) -> FloatMatrix:
+        mean, _ = drawn.moments(orders, conditioned=True)
+        return np.asarray(mean + residual.predict(orders)[0], dtype=np.float64)
+
+    fixed = len(posterior.prefix)
+    starts_all = _start_orders(posterior, w, starts, is_feasible)
+    shuffled = [starts_all[i] for i in rng.permutation(len(starts_all))]
+    free = [t for t in range(posterior.n) if t not in set(posterior.prefix)]
+    random_start = (*posterior.prefix, *(free[i] for i in rng.permutation(len(free))))
+    if is_feasible is None or is_feasible(random_start):
+        shuffled.append(random_start)
+    candidates = list(shuffled)
+    for start in shuffled[: config.starts + 1]:
+        order, _ = _local_search(
+            score, start, fixed=fixed, is_feasible=is_feasible, max_rounds=config.max_rounds
+        )
+        candidates.append(order)
+    unique = list(dict.fromkeys(candidates))
+    array = np.array(unique, dtype=np.int64)
+    mean, _ = drawn.moments(array, conditioned=True)
+    cov = residual.covariance(array)
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)) * max(1.0, float(np.trace(cov))))
+    sample = mean + residual.predict(array)[0] + chol @ rng.standard_normal(len(array))
+    chosen: Order = unique[int(np.argmax(sample))]
+    return chosen

@@ -1,0 +1,361 @@
+"""Stage transitions: what training task ``t`` does to every task's utility from a given state.
+
+:mod:`solver.learning` regresses every evaluation on the set of tasks trained before it (a
+pairwise model: exact when effects add up). This model reads the same reports as *state
+transitions* instead: the change of task ``j``'s utility over a stage that trains ``t`` is a
+function of the state before the stage::
+
+    u'_j - u_j = theta[t, j] . (1, u_j - 1/2, H - H_ref, z_j)        (+ noise)
+
+``u_j`` the utility of ``j`` before the stage, ``H`` the mean policy entropy, ``z_j`` 1 when
+``j`` was trained at an earlier stage (forgetting differs from forward transfer). The slope on
+``u_j`` lets gains saturate and forgetting scale with what there is to forget; the entropy term
+lets a stage's effect depend on the entropy the earlier stages left; so the model is not
+additive and the order of the stages matters beyond pairs. The entropy follows the per-task
+affine maps of :mod:`solver.learning` (``H' = alpha_t H + beta_t``).
+
+Every cell ``(t, j)`` is a 4-parameter Bayesian linear regression whose prior mean is the
+posterior of its *group* (kind of ``t``, kind of ``j``, ``t == j``), itself fitted on the pooled
+data of the group: cells with few observations borrow from their group. Cost: ``O(N)`` to
+accumulate the ``N`` stage observations and ``O(n^2)`` batched 4 x 4 solves, so it scales to
+hundreds of tasks; a rollout of ``P`` orders is ``O(P n^2)``.
+
+Predictions roll the state forward from the observed baseline (or from the state a running
+run has reached): the mean model gives point predictions, :func:`sample_transition_params`
+draws parameters from the posterior for uncertainty and Thompson sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from solver.estimation import TaskKind
+from solver.learning import RunModelConfig, RunRecord, entropy_maps, mean_entropy
+from solver.types import FloatMatrix
+
+IntArray = npt.NDArray[np.int64]
+
+__all__ = [
+    "TransitionConfig",
+    "TransitionModel",
+    "TransitionState",
+    "fit_transition_model",
+    "rollout",
+    "sample_transition_params",
+]
+
+FEATURES = 4
+"""Intercept, utility before (centred on 1/2), entropy shift, trained-before flag."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionConfig:
+    """Priors and noise (utility units unless stated).
+
+    Attributes
+    ----------
+    noise_sd : float
+        Noise of one evaluation; a stage's change is a difference of two (variance ``2 sd^2``).
+        The fit uses the larger of this and the noise estimated from the baselines.
+    group_prior_std : tuple of 4 float
+        Prior std of a group's mean parameters (intercept, saturation slope, entropy slope,
+        trained flag).
+    cell_prior_std : tuple of 4 float
+        Prior std of a cell's deviation from its group.
+    baseline_prior : tuple of float
+        ``(mean, std)`` of a task's utility before any training.
+    """
+
+    noise_sd: float = 0.02
+    group_prior_std: tuple[float, float, float, float] = (0.15, 0.5, 0.5, 0.15)
+    cell_prior_std: tuple[float, float, float, float] = (0.06, 0.25, 0.25, 0.06)
+    baseline_prior: tuple[float, float] = (0.5, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionModel:
+    """Posterior of the transition model of ``n`` tasks.
+
+    Attributes
+    ----------
+    mean : FloatMatrix, shape (n, n, 4)
+        ``theta[t, j]``: posterior mean of the effect of training ``t`` on ``j``.
+    chol : FloatMatrix, shape (n, n, 4, 4)
+        Lower Cholesky factor of every cell's posterior covariance.
+    baseline_mean, baseline_var : FloatMatrix, shape (n,)
+        Utility of every task before training (mean of the runs' baselines, shrunk to the prior).
+    entropy_map : FloatMatrix, shape (n, 2)
+        ``(alpha_t, beta_t)`` (entropy units).
+    entropy_ref : float
+        Mean baseline entropy (0 when none was reported).
+    entropy0 : float
+        Baseline entropy the rollouts start from.
+    noise_sd : FloatMatrix, shape (n,)
+        Evaluation noise of every task (estimated from the baselines, floored by the config's).
+    observations : int
+        Stage observations the fit used.
+    """
+
+    mean: FloatMatrix
+    chol: FloatMatrix
+    baseline_mean: FloatMatrix
+    baseline_var: FloatMatrix
+    entropy_map: FloatMatrix
+    entropy_ref: float
+    entropy0: float
+    noise_sd: FloatMatrix
+    observations: int
+
+    @property
+    def n(self) -> int:
+        """Number of tasks."""
+        return int(self.mean.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionState:
+    """Where rollouts start: utilities (n,), mean entropy, and which tasks are trained (n,)."""
+
+    utilities: FloatMatrix
+    entropy: float
+    trained: npt.NDArray[np.bool_]
+
+
+def _groups(kinds: Sequence[TaskKind | None]) -> tuple[IntArray, int]:
+    """Group id of every cell ``(t, j)``, shape (n, n), and the number of groups."""
+    n = len(kinds)
+    ids: dict[tuple[TaskKind | None, TaskKind | None, bool], int] = {}
+    groups = np.zeros((n, n), dtype=np.int64)
+    for t in range(n):
+        for j in range(n):
+            groups[t, j] = ids.setdefault((kinds[t], kinds[j], t == j), len(ids))
+    return groups, len(ids)
+
+
+def _stage_data(
+    runs: Sequence[RunRecord], entropy_ref: float
+) -> tuple[IntArray, IntArray, FloatMatrix, FloatMatrix]:
+    """Every observed stage change: trained task (N,), task (N,), features (N, 4), change (N,)."""
+    ts: list[int] = []
+    js: list[int] = []
+    rows: list[tuple[float, float, float, float]] = []
+    ys: list[float] = []
+    for run in runs:
+        done: set[int] = set()
+        for k in range(1, min(len(run.utilities), len(run.trained) + 1)):
+            t = run.trained[k - 1]
+            before, after = run.utilities[k - 1], run.utilities[k]
+            entropy = mean_entropy(run.entropies, k - 1)
+            shift = 0.0 if entropy is None else entropy - entropy_ref
+            for j, value in before.items():
+                if j in after:
+                    ts.append(t)
+                    js.append(j)
+                    rows.append((1.0, value - 0.5, shift, 1.0 if j in done else 0.0))
+                    ys.append(after[j] - value)
+            done.add(t)
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros((0, FEATURES)), np.zeros(0)
+    return (
+        np.array(ts, dtype=np.int64),
+        np.array(js, dtype=np.int64),
+        np.array(rows, dtype=np.float64),
+        np.array(ys, dtype=np.float64),
+    )
+
+
+def baseline_noise(runs: Sequence[RunRecord], n: int, prior_sd: float) -> FloatMatrix:
+    """Per-task evaluation noise sd, shape (n,), from the spread of the runs' baselines.
+
+    Every run starts from the same untrained state, so its baseline evaluations are repeated
+    measurements of one value: their sample variance is the noise. Pooled with the prior as
+    four pseudo-observations of ``prior_sd^2``.
+    """
+    prior_weight = 4.0
+    sums = np.zeros(n)
+    squares = np.zeros(n)
+    counts = np.zeros(n)
+    for run in runs:
+        if run.utilities:
+            for j, value in run.utilities[0].items():
+                sums[j] += value
+                squares[j] += value * value
+                counts[j] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+        scatter = np.maximum(squares - counts * means**2, 0.0)
+    dof = np.maximum(counts - 1, 0)
+    variance = (prior_weight * prior_sd**2 + scatter) / (prior_weight + dof)
+    return np.asarray(np.sqrt(variance), dtype=np.float64)
+
+
+def _baseline(
+    runs: Sequence[RunRecord], n: int, noise: FloatMatrix, prior: tuple[float, float]
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Posterior mean and variance of every task's untrained utility, shape (n,) each."""
+    precision = np.full(n, 1.0 / prior[1] ** 2)
+    moment = precision * prior[0]
+    for run in runs:
+        if run.utilities:
+            for j, value in run.utilities[0].items():
+                precision[j] += 1.0 / noise[j] ** 2
+                moment[j] += value / noise[j] ** 2
+    return moment / precision, 1.0 / precision
+
+
+def _batched_posterior(
+    gram: FloatMatrix, moment: FloatMatrix, prior_mean: FloatMatrix, prior_var: FloatMatrix
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Posterior mean (..., 4) and covariance (..., 4, 4) of batched Gaussian regressions."""
+    prior_precision = np.zeros(gram.shape)
+    idx = np.arange(FEATURES)
+    prior_precision[..., idx, idx] = 1.0 / prior_var
+    precision = gram + prior_precision
+    rhs = moment + prior_mean / prior_var
+    covariance = np.asarray(np.linalg.inv(precision), dtype=np.float64)
+    mean = np.asarray(np.einsum("...ab,...b->...a", covariance, rhs), dtype=np.float64)
+    return mean, covariance
+
+
+def fit_transition_model(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    config: TransitionConfig | None = None,
+) -> TransitionModel:
+    """Posterior of the transition model from every stage of every run (module docstring).
+
+    Parameters
+    ----------
+    runs : sequence of RunRecord
+        Completed and running runs (a partial run is data up to its last report). Validated by
+        the caller (:func:`solver.learning.fit_run_model` rules).
+    kinds : sequence of TaskKind or None, length n
+        Task kinds (they define the groups).
+    config : TransitionConfig, optional
+        Priors and noise.
+
+    Returns
+    -------
+    TransitionModel
+        Deterministic. ``O(N + n^2)``.
+    """
+    config = config or TransitionConfig()
+    n = len(kinds)
+    noise = baseline_noise(runs, n, config.noise_sd)
+    baseline_mean, baseline_var = _baseline(runs, n, noise, config.baseline_prior)
+    baselines = [h for run in runs if (h := mean_entropy(run.entropies, 0)) is not None]
+    entropy_ref = float(np.mean(baselines)) if baselines else 0.0
+    ts, js, x, y = _stage_data(runs, entropy_ref)
+    # A change is a difference of two evaluations: variance 2 sd^2 of the task's noise.
+    inv_var = 1.0 / (2.0 * np.maximum(noise, config.noise_sd) ** 2)
+    weight = inv_var[js] if len(js) else np.zeros(0)
+    outer = np.einsum("na,nb,n->nab", x, x, weight)
+    groups, g = _groups(kinds)
+    group_of = groups[ts, js]
+    group_gram = np.zeros((g, FEATURES, FEATURES))
+    group_moment = np.zeros((g, FEATURES))
+    np.add.at(group_gram, group_of, outer)
+    np.add.at(group_moment, group_of, x * (weight * y)[:, None])
+    group_mean, _ = _batched_posterior(
+        group_gram,
+        group_moment,
+        np.zeros(FEATURES),
+        np.square(np.array(config.group_prior_std)),
+    )
+    cell_gram = np.zeros((n, n, FEATURES, FEATURES))
+    cell_moment = np.zeros((n, n, FEATURES))
+    np.add.at(cell_gram, (ts, js), outer)
+    np.add.at(cell_moment, (ts, js), x * (weight * y)[:, None])
+    mean, covariance = _batched_posterior(
+        cell_gram,
+        cell_moment,
+        group_mean[groups],
+        np.square(np.array(config.cell_prior_std)),
+    )
+    jitter = 1e-12 * np.eye(FEATURES)
+    chol = np.asarray(np.linalg.cholesky(covariance + jitter), dtype=np.float64)
+    map_config = RunModelConfig()
+    return TransitionModel(
+        mean=mean,
+        chol=chol,
+        baseline_mean=baseline_mean,
+        baseline_var=baseline_var,
+        entropy_map=entropy_maps(runs, n, map_config),
+        entropy_ref=entropy_ref,
+        entropy0=float(np.mean(baselines)) if baselines else 0.0,
+        noise_sd=noise,
+        observations=len(y),
+    )
+
+
+def sample_transition_params(
+    model: TransitionModel, count: int, rng: np.random.Generator
+) -> FloatMatrix:
+    """``count`` posterior draws of ``theta``, shape (count, n, n, 4)."""
+    z = rng.standard_normal((count, model.n, model.n, FEATURES))
+    draws = model.mean[None] + np.einsum("tjab,ktjb->ktja", model.chol, z)
+    return np.asarray(draws, dtype=np.float64)
+
+
+def rollout(
+    model: TransitionModel,
+    params: FloatMatrix,
+    orders: npt.ArrayLike,
+    *,
+    start: TransitionState | None = None,
+    skip: int = 0,
+) -> FloatMatrix:
+    """Predicted final utilities, shape (K, P, n), of ``P`` orders under ``K`` parameter sets.
+
+    Parameters
+    ----------
+    model : TransitionModel
+        Baseline and entropy maps.
+    params : FloatMatrix, shape (K, n, n, 4) or (n, n, 4)
+        Parameter sets (posterior mean or draws).
+    orders : array_like, shape (P, n)
+        Full orders.
+    start : TransitionState, optional
+        State after the first ``skip`` stages (shared by every order); default the baseline.
+    skip : int
+        Stages already trained (the orders' common prefix).
+
+    Notes
+    -----
+    ``O(K P n (n - skip))``.
+    """
+    theta = np.asarray(params, dtype=np.float64)
+    if theta.ndim == 3:
+        theta = theta[None]
+    array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+    k_count, count, n = len(theta), len(array), model.n
+    if start is None:
+        utilities = np.tile(model.baseline_mean, (k_count, count, 1))
+        entropy = np.full((k_count, count), model.entropy0)
+        trained = np.zeros((k_count, count, n))
+    else:
+        utilities = np.tile(np.asarray(start.utilities, dtype=np.float64), (k_count, count, 1))
+        entropy = np.full((k_count, count), start.entropy)
+        trained = np.tile(start.trained.astype(np.float64), (k_count, count, 1))
+    alpha, beta = model.entropy_map[:, 0], model.entropy_map[:, 1]
+    draw = np.arange(k_count)[:, None]
+    for stage in range(skip, n):
+        task = array[:, stage]  # (P,)
+        cell = theta[draw, task[None, :]]  # (K, P, n, 4)
+        shift = (entropy - model.entropy_ref)[:, :, None]
+        change = (
+            cell[..., 0]
+            + cell[..., 1] * (utilities - 0.5)
+            + cell[..., 2] * shift
+            + cell[..., 3] * trained
+        )
+        utilities = utilities + change
+        trained[:, np.arange(count), task] = 1.0
+        entropy = alpha[task][None, :] * entropy + beta[task][None, :]
+    return np.asarray(utilities, dtype=np.float64)
