@@ -23,8 +23,9 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Protocol
 
 import numpy as np
 import scipy.linalg
@@ -40,7 +41,9 @@ from solver.types import Order
 __all__ = [
     "GPHyper",
     "GPPosterior",
+    "Method",
     "NaivePairwise",
+    "SearchResult",
     "Trace",
     "before_indicators",
     "best_of_random",
@@ -54,7 +57,9 @@ __all__ = [
     "mallows_kernel",
     "naive_pairwise",
     "paper_protocol",
+    "propose_by_ei",
     "random_value",
+    "recommend_by_mean",
     "regret_percent",
     "run_order",
     "structured_first_value",
@@ -78,6 +83,10 @@ class Trace:
     """The run whose REPORTED final mean was best so far."""
     stages: list[int]
     """Training stages used so far (cumulative)."""
+    runs: list[Order] = field(default_factory=list)
+    """The order trained in each run."""
+    reported: list[float] = field(default_factory=list)
+    """The reported (noisy) final mean utility of each run (utility units)."""
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -125,6 +134,8 @@ class _TraceBuilder:
         self.recommended: list[Order] = []
         self.best_run: list[Order] = []
         self.stages: list[int] = []
+        self.runs: list[Order] = []
+        self.reported: list[float] = []
         self._best_value = -math.inf
         self._best_order: Order = ()
 
@@ -135,9 +146,20 @@ class _TraceBuilder:
         self.best_run.append(self._best_order)
         self.recommended.append(self._best_order if recommended is None else recommended)
         self.stages.append((self.stages[-1] if self.stages else 0) + len(order))
+        self.runs.append(order)
+        self.reported.append(reported)
 
     def trace(self) -> Trace:
-        return Trace(self.method, self.recommended, self.best_run, self.stages)
+        return Trace(
+            self.method, self.recommended, self.best_run, self.stages, self.runs, self.reported
+        )
+
+
+class Method(Protocol):
+    """A sequential baseline: ``runs`` runs in ``world``, deterministic for ``seed``."""
+
+    def __call__(self, world: World, runs: int, *, seed: int) -> Trace:
+        """The method's trace after each of its runs."""
 
 
 def best_of_random(world: World, runs: int, *, seed: int) -> Trace:
@@ -399,10 +421,15 @@ def _unseen(candidates: IntArray, observed: IntArray) -> FloatArray:
     return mask
 
 
-def _next_by_ei(
+def propose_by_ei(
     posterior: GPPosterior, observed: IntArray, values: FloatArray, rng: np.random.Generator
 ) -> Order:
-    """The unobserved order of highest expected improvement found by local searches."""
+    """The unobserved order of highest expected improvement found by local searches.
+
+    ``observed`` (m, n) orders run so far and ``values`` (m,) their reported final means; the
+    incumbent is the best posterior mean among ``observed``. Searches start from the 3 best
+    observed orders and 3 random ones; every order they score is a candidate.
+    """
     incumbent = float(posterior.mean(observed).max())
 
     def acquisition(orders: IntArray) -> FloatArray:
@@ -421,10 +448,11 @@ def _next_by_ei(
     return _as_order(pool[k])
 
 
-def _recommend_by_mean(
+def recommend_by_mean(
     posterior: GPPosterior, observed: IntArray, values: FloatArray, rng: np.random.Generator
 ) -> Order:
-    """Argmax of the posterior mean over the observed orders and the mean's local optima."""
+    """Argmax of the posterior mean over the observed orders (m, n) and the mean's local
+    optima from the 3 best observed (by ``values`` (m,)) and 2 random orders."""
     candidates = [observed]
     for start in _search_starts(observed, values, rng, best=3, random=2):
         candidates.append(np.array([local_search(start, posterior.mean).order]))
@@ -453,14 +481,14 @@ def gp_over_orders(
             order = _as_order(order_rng.permutation(world.n))
         else:
             posterior = _posterior(observed, values, fit_rng, restarts)
-            order = _next_by_ei(posterior, np.array(observed), np.array(values), order_rng)
+            order = propose_by_ei(posterior, np.array(observed), np.array(values), order_rng)
         reported, _ = run_order(world, order, seed=_job_seed(job_rng))
         observed.append(order)
         values.append(reported)
         recommended = None
         if len(observed) >= 2:
             posterior = _posterior(observed, values, fit_rng, restarts)
-            recommended = _recommend_by_mean(
+            recommended = recommend_by_mean(
                 posterior, np.array(observed), np.array(values), order_rng
             )
         builder.add(order, reported, recommended)
