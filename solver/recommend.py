@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
 from math import comb, log, pi
 
 import numpy as np
@@ -72,11 +73,23 @@ __all__ = [
     "RecommendConfig",
     "Recommendation",
     "fit_order_posterior",
+    "plan_seed",
     "recommend",
     "thompson_order",
 ]
 
 Z_90 = 1.6448536269514722
+MAX_SEED = 2**63 - 1
+
+
+def plan_seed(*parts: str | int) -> int:
+    """A sampling seed from stable names (project, run client id or sequence number, ...).
+
+    ``sha256`` of the parts joined by ``:``, first 8 bytes big-endian, mod ``2^63 - 1``: the
+    same project and run give the same draws on any machine and in any process.
+    """
+    digest = sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % MAX_SEED
 
 
 @dataclass(frozen=True, slots=True)
