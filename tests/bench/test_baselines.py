@@ -281,13 +281,28 @@ def test_naive_loop_runs_its_own_recommendation() -> None:
         assert chosen == pytest.approx(predicted.max())
 
 
-def test_lop_argmax_matches_the_solver_above_brute_force() -> None:
-    weights = np.random.default_rng(4).normal(size=(5, 5))
-    _, before = baselines._before_tensor(5)
-    order = baselines.lop_argmax(weights)
-    position = np.argsort(order)
-    value = sum(weights[a, b] for a in range(5) for b in range(5) if position[a] < position[b])
-    assert value == pytest.approx((before @ weights.ravel()).max())
+def lop_value(weights: FloatArray, orders: IntArray) -> FloatArray:
+    position = np.argsort(orders, axis=1)
+    before = position[:, :, None] < position[:, None, :]
+    values: FloatArray = np.einsum("pab,ab->p", before, weights)
+    return values
+
+
+@pytest.mark.parametrize("n", [5, 9])
+def test_lop_argmax_is_optimal_by_brute_force_and_by_the_solver_above(n: int) -> None:
+    rng = np.random.default_rng(4)
+    weights = rng.normal(size=(n, n))
+    np.fill_diagonal(weights, 0.0)
+    best = lop_value(weights, np.array([baselines.lop_argmax(weights)]))[0]
+    if n <= baselines.BRUTE_FORCE_MAX_N:
+        assert best == pytest.approx(lop_value(weights, all_orders(n)).max())
+    else:  # solver.lop's exact DP: no random order or local move does better
+        samples = np.array([rng.permutation(n) for _ in range(2000)])
+        assert lop_value(weights, samples).max() <= best + 1e-9
+        result = baselines.local_search(
+            baselines.lop_argmax(weights), lambda o: lop_value(weights, o)
+        )
+        assert result.value == pytest.approx(best)
 
 
 # --- the paper's protocol and the fixed heuristics ---
