@@ -465,8 +465,9 @@ def gp_over_orders(
 ) -> Trace:
     """BOPS: a Mallows-kernel GP on the reported final means, expected improvement.
 
-    The first ``initial_runs`` orders are uniformly random; then, after refitting the
-    hyperparameters (:func:`fit_gp_hyper`) on every reported final mean, each next order
+    The first ``max(initial_runs, 2)`` orders are uniformly random. After every run from the
+    second on, the hyperparameters are refitted (:func:`fit_gp_hyper`) on every reported final
+    mean; that posterior gives the recommendation and the next run's order, which
     maximizes the expected improvement over the best posterior mean among the observed orders
     (local searches from the 3 best observed and 3 random orders; never an observed order).
     Before two runs the recommendation is the best reported run; after, the argmax of the
@@ -476,11 +477,11 @@ def gp_over_orders(
     builder = _TraceBuilder("GP over orders (BOPS)")
     observed: list[Order] = []
     values: list[float] = []
+    posterior: GPPosterior | None = None  # fitted on every run so far (from 2 runs on)
     for r in range(runs):
-        if r < max(initial_runs, 2):
+        if r < initial_runs or posterior is None:
             order = _as_order(order_rng.permutation(world.n))
         else:
-            posterior = _posterior(observed, values, fit_rng, restarts)
             order = propose_by_ei(posterior, np.array(observed), np.array(values), order_rng)
         reported, _ = run_order(world, order, seed=_job_seed(job_rng))
         observed.append(order)
