@@ -1,106 +1,112 @@
-"""Closed-loop benchmark: Ordo learning task order from the reports of simulated training runs.
+"""Closed-loop benchmark over the world suite: Ordo learning the order from its runs' reports.
 
-Run ``python -m bench.closed_loop [--n 6 8] [--seeds 10] [--runs 8]``. For every world (see
-``bench/simulator.py``; hidden truth not additive) it prints the regret — the oracle's final mean
-utility minus the achieved one, also in % of the oracle's — of:
+Run ``python -m bench.closed_loop [--families ...] [--n 6 8] [--seeds 10] [--runs 8]
+[--repeats 8] [--transport http|in-process] [--jobs 2] [--json PATH]``.
 
-- Ordo after 1, 2, 4 and 8 runs (each run: baseline evaluation, ``n`` stages each followed by an
-  evaluation of every task, estimates updated from every report, re-planned after each stage
-  with the trained prefix fixed), for several outcome models and strategies;
-- a random order (exact expectation over all ``n!`` orders);
-- structured-first (exact expectation over the orders that train every structured task first);
-- the paper's protocol (``n`` single-task runs, ``n(n-1)`` two-stage runs, sort by
-  forgettability), and the same measurements handed to an exact LOP solver;
-- the best least-squares pairwise (LOP) fit to all ``n!`` noise-free outcomes: how far a
-  purely pairwise model falls short even with perfect knowledge of the average effects.
+For every family of :mod:`bench.worlds` (default all), every ``n`` and every seed, the world
+``draw_world(family, n, seed)`` and its exhaustive oracle (:func:`bench.worlds.oracle.oracle`):
 
-Ordo is reached through :class:`OrdoTransport`; :class:`InProcessOrdo` calls the estimation and
-the solver directly. An HTTP transport (runs and reports endpoints) can replace it without
-touching the trainer loop (:func:`train_one_run`).
+- **Ordo**: ``--runs`` successive runs of a simulated trainer (baseline report, then ask the next
+  task, train it, report every task's evaluation, until done; complete). After each run ``r``
+  Ordo's recommendation (order, predicted objective mean and 90 % interval) is scored: regret of
+  its true final mean utility, regret of the best run so far (best *reported* final mean),
+  stages spent, and whether the true value lies in the interval (coverage).
+- **Baselines** (:mod:`bench.baselines`): random order, best of ``R`` random (averaged over
+  ``--repeats`` seeds), structured-first, the paper's protocol (sorted, and its LOP), the naive
+  in-run pairwise estimator, joint training where the world defines it, the GP over orders.
+
+Objective: final *mean* utility over tasks (utility units); regret in % of the oracle's best
+(:func:`bench.baselines.regret_percent`). Ordo is reached through :class:`OrdoTransport`:
+:class:`InProcessOrdo` calls :func:`solver.recommend.thompson_order` and
+:func:`solver.recommend.recommend` directly, :class:`HttpOrdo` drives a live server (one
+project per world, the service's defaults). Every seed is derived from ``(family, n, seed,
+run)``, so the figures are deterministic for the arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
+import math
+import multiprocessing
 import os
+import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cache
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
-import numpy.typing as npt
 
 from app.server_process import ServerProcess, serve_subprocess
-from bench.simulator import (
-    Evaluation,
-    OracleResult,
-    Simulator,
-    WorldParams,
-    draw_world,
-    final_scores,
-    oracle,
+from bench.baselines import (
+    Trace,
+    best_of_random,
+    gp_over_orders,
+    joint_value,
+    naive_pairwise,
+    paper_protocol,
+    random_value,
+    regret_percent,
+    structured_first_value,
 )
-from solver.estimation import (
-    EffectEstimates,
-    Observation,
-    StatsTable,
-    TaskKind,
-    estimate_effects,
-    increments,
-    stage_observations,
+from bench.worlds import draw_world, family_names
+from bench.worlds.base import Evaluation, World
+from bench.worlds.oracle import OracleResult, oracle
+from solver.estimation import TaskKind
+from solver.learning import RunRecord
+from solver.recommend import plan_seed, recommend, thompson_order
+from solver.types import Order
+
+Transport = Literal["http", "in-process"]
+
+Z_90 = 1.6448536269514722
+"""Standard normal quantile of a two-sided 90 % interval."""
+CHECKPOINTS = (4, 8)
+"""Runs at which stages are shown and the 0.5 x best-of-R and GP targets are checked."""
+COVERAGE_TARGET = (0.85, 0.95)
+SEED_MODULUS = 2**31
+"""Job and baseline seeds are reduced below this (every world accepts them)."""
+ORDO = "Ordo"
+BEST_OF_RANDOM = "best of R random"
+NAIVE = "naive pairwise"
+GP = "GP over orders (BOPS)"
+SEQUENTIAL = (ORDO, BEST_OF_RANDOM, NAIVE, GP)
+FIXED = (
+    "random order",
+    "structured-first",
+    "paper protocol (sort)",
+    "paper protocol + LOP",
+    "joint training",
 )
-from solver.learning import (
-    RunRecord,
-    exploration_order,
-    fit_run_model,
-    refine_order,
-    run_model_effects,
-)
-from solver.planning import LevelModelName, ordering_problem, sample_estimates
-from solver.solve import solve_ordering
-from solver.types import Order, OrderingProblem, SolveParams
-
-Strategy = Literal["exploit", "thompson"]
-Planner = Literal["effects", "run-model"]
-CHECKPOINTS = (1, 2, 4, 8)
 
 
-# --- the solver and the outcome tensor of small n ---
+# --- transport -------------------------------------------------------------------------------
 
 
-@cache
-def _before_tensor(n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """All orders of ``n`` tasks and their "a before b" indicators, shape (n!, n * n)."""
-    orders = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
-    position = np.argsort(orders, axis=1)
-    before = position[:, :, None] < position[:, None, :]
-    return orders, before.reshape(len(orders), n * n).astype(np.float64)
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Ordo's recommendation: an order and its predicted final mean utility (utility units)."""
 
-
-def solve(problem: OrderingProblem) -> Order:
-    """The service's solver: ``solver.solve_ordering`` (exact subset DP at these sizes)."""
-    result = solve_ordering(problem, SolveParams(time_limit_s=5.0, num_workers=1))
-    return tuple(int(t) for t in result.order)
-
-
-# --- transport ---
+    order: Order
+    mean: float
+    lower: float
+    upper: float
+    """``lower``, ``upper``: the 90 % interval."""
 
 
 class OrdoTransport(Protocol):
-    """What a trainer needs from Ordo; in-process now, HTTP later (same calls, same meaning)."""
+    """What a trainer and the benchmark need from Ordo (same calls in process and over HTTP)."""
 
-    def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
-        """Start a run; returns its id."""
+    def create_run(self, client_id: str) -> str:
+        """Start an adaptive run with the service's defaults; returns its id."""
 
     def next_stage(self, run_id: str) -> int | None:
-        """The task to train at the next stage, ``None`` when the run has trained every task."""
+        """The task to train next (index), ``None`` when the run has trained every task."""
 
     def report(self, run_id: str, stage: int, evaluation: Evaluation) -> None:
         """Stage ``stage``'s evaluations (``0``: the baseline before training)."""
@@ -108,13 +114,14 @@ class OrdoTransport(Protocol):
     def complete(self, run_id: str) -> None:
         """End the run."""
 
+    def recommendation(self) -> Prediction:
+        """The recommended order from every run so far."""
+
 
 @dataclass
 class _Run:
-    """Server-side state of one run."""
+    """In-process state of one run: its plan and what it reported."""
 
-    adaptive: bool
-    strategy: Strategy
     seed: int
     plan: Order
     trained: list[int] = field(default_factory=list)
@@ -124,146 +131,89 @@ class _Run:
 
     def record(self) -> RunRecord:
         """What the run has reported so far."""
-        return RunRecord(tuple(self.trained), self.utilities, self.entropies)
+        return RunRecord(tuple(self.trained), list(self.utilities), list(self.entropies))
 
 
 class InProcessOrdo:
-    """Ordo's closed loop without HTTP: estimation and solver called directly.
+    """Ordo's learning loop without HTTP: :mod:`solver.recommend` called directly.
 
-    Parameters
-    ----------
-    kinds : sequence of TaskKind or None
-        Declared task kinds.
-    level_model : {"constant", "entropy", "state"}
-        The outcome model solved (``solver.planning``); ``constant`` is purely pairwise.
-    rho : float
-        Forward-transfer retention of the model.
-    planner : {"effects", "run-model"}
-        ``effects``: the pairwise posteriors of ``solver.estimation`` (``level_model``,
-        ``rho``); ``run-model``: the whole-run regression with entropy state of
-        ``solver.learning`` (LOP part solved, then refined with the entropy term).
-    design_runs : int
-        Runs whose order ``solver.learning.exploration_order`` designs (the first is planned;
-        ``1``: no designed run). A designed run is not re-planned.
+    A new run follows ``thompson_order`` over every run so far, seeded by
+    ``plan_seed(project, client_id)`` as the service seeds it; after each stage report it is
+    re-planned with ``current`` = its record so far (its trained prefix stays fixed, same seed).
+    The recommendation is ``recommend`` over every run. Weights ``1/n``: the objective is the
+    final mean utility. ``timings`` collects the seconds of every planning call by function.
     """
 
-    def __init__(
-        self,
-        kinds: Sequence[TaskKind | None],
-        *,
-        level_model: LevelModelName = "constant",
-        rho: float = 0.0,
-        planner: Planner = "effects",
-        design_runs: int = 1,
-    ) -> None:
+    def __init__(self, project: str, kinds: Sequence[TaskKind | None]) -> None:
+        self.project = project
         self.kinds = tuple(kinds)
         self.weights = np.full(len(kinds), 1.0 / len(kinds))
-        self.level_model = level_model
-        self.rho = rho
-        self.planner = planner
-        self.design_runs = design_runs
-        self.stats = StatsTable()
-        self.observations: list[Observation] = []
         self.runs: dict[str, _Run] = {}
+        self.timings: dict[str, list[float]] = {"thompson_order": [], "recommend": []}
 
-    def estimates(self) -> EffectEstimates:
-        """Current posteriors."""
-        return estimate_effects(self.stats, kinds=self.kinds)
+    def _records(self, exclude: _Run | None = None) -> list[RunRecord]:
+        return [run.record() for run in self.runs.values() if run is not exclude]
 
-    def _plan(self, run: _Run) -> Order:
-        if self.planner == "run-model":
-            return self._plan_run_model(run)
-        estimates = self.estimates()
-        if run.strategy == "thompson":
-            estimates = sample_estimates(estimates, seed=run.seed * 1000 + len(run.trained))
-        problem = ordering_problem(
-            estimates,
-            self.weights,
-            rho=self.rho,
-            level_model=self.level_model,
-            prefix=tuple(run.trained),
+    def _thompson(self, run: _Run, current: RunRecord | None) -> Order:
+        history = self._records(exclude=run)
+        if current is not None:
+            history.append(current)
+        started = time.perf_counter()
+        order = thompson_order(
+            history, kinds=self.kinds, weights=self.weights, seed=run.seed, current=current
         )
-        return solve(problem)
+        self.timings["thompson_order"].append(time.perf_counter() - started)
+        return order
 
-    def _plan_run_model(self, run: _Run) -> Order:
-        records = [r.record() for r in self.runs.values() if r is not run]
-        if len(run.utilities) > 1:
-            records.append(run.record())
-        model = fit_run_model(records, kinds=self.kinds)
-        prefix = tuple(run.trained)
-        problem = OrderingProblem(
-            model=run_model_effects(model, self.weights), rho=1.0, prefix=prefix
-        )
-        entropy_now = None
-        if prefix and len(run.entropies) > len(prefix) and run.entropies[len(prefix)]:
-            entropy_now = float(np.mean(list(run.entropies[len(prefix)].values())))
-        return refine_order(
-            model,
-            self.weights,
-            solve(problem),
-            prefix_length=len(prefix),
-            entropy_now=entropy_now,
-        )
-
-    def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
-        """Start a run: a designed exploration order, else planned from the current estimates."""
-        run_id = f"run-{len(self.runs) + 1}"
-        run = _Run(adaptive=adaptive, strategy=strategy, seed=len(self.runs) + 1, plan=())
-        previous = [tuple(r.trained) for r in self.runs.values() if r.done]
-        designed = exploration_order(previous, len(self.kinds), design_runs=self.design_runs)
-        if designed is not None:
-            run.plan, run.adaptive = designed, False
-        else:
-            run.plan = self._plan(run)
-        self.runs[run_id] = run
-        return run_id
+    def create_run(self, client_id: str) -> str:
+        """Start a run planned by one Thompson draw over every run so far."""
+        if client_id in self.runs:
+            raise ValueError(f"run {client_id!r} exists")
+        run = _Run(seed=plan_seed(self.project, client_id), plan=())
+        run.plan = self._thompson(run, None)
+        self.runs[client_id] = run
+        return client_id
 
     def next_stage(self, run_id: str) -> int | None:
         """The next task of the run's current plan."""
         run = self.runs[run_id]
-        if run.done or len(run.utilities) == 0 or len(run.trained) == len(run.plan):
+        if run.done or not run.utilities or len(run.trained) == len(run.plan):
             return None
         task = run.plan[len(run.trained)]
         run.trained.append(task)
         return task
 
     def report(self, run_id: str, stage: int, evaluation: Evaluation) -> None:
-        """Store a stage's evaluations, update the statistics, re-plan if adaptive."""
+        """Store a stage's evaluations; re-plan the remaining stages when two or more remain."""
         run = self.runs[run_id]
         if stage != len(run.utilities) or stage != len(run.trained):
             raise ValueError(f"expected stage {len(run.utilities)}, got {stage}")
         run.utilities.append(dict(evaluation.values))
         run.entropies.append(dict(evaluation.entropies))
-        if stage == 0:
-            return
-        report = stage_observations(
-            stage=stage,
-            trained=run.trained,
-            before=run.utilities[stage - 1],
-            after=run.utilities[stage],
-            baseline=run.utilities[0],
-            entropy_before=run.entropies[stage - 1],
-            entropy_after=run.entropies[stage],
-            entropy_baseline=run.entropies[0],
-        )
-        self.observations += report
-        self.stats = self.stats + increments(report)
-        if run.adaptive and stage < len(run.plan):
-            run.plan = self._plan(run)
+        if stage >= 1 and len(run.plan) - stage >= 2:
+            plan = self._thompson(run, run.record())
+            if plan[:stage] != tuple(run.trained):
+                raise RuntimeError(f"re-plan {plan} does not keep the prefix {run.trained}")
+            run.plan = plan
 
     def complete(self, run_id: str) -> None:
         """End the run."""
         self.runs[run_id].done = True
 
+    def recommendation(self) -> Prediction:
+        """``recommend`` over every run: its order, mean and 90 % interval."""
+        started = time.perf_counter()
+        result = recommend(self._records(), kinds=self.kinds, weights=self.weights)
+        self.timings["recommend"].append(time.perf_counter() - started)
+        lower, upper = result.interval
+        return Prediction(result.order, result.mean, lower, upper)
 
-# --- HTTP transport: a live server ---
 
 SERVER_START_TIMEOUT_S = 60.0
-LiveServer = ServerProcess
 
 
 @contextmanager
-def live_server() -> Iterator[LiveServer]:
+def live_server() -> Iterator[ServerProcess]:
     """``ordo db upgrade`` then the server on a temporary SQLite database, until exit."""
     with (
         tempfile.TemporaryDirectory(prefix="ordo-bench-") as folder,
@@ -280,28 +230,21 @@ def live_server() -> Iterator[LiveServer]:
 class HttpOrdo:
     """The same calls over HTTP against a live server: one project per world.
 
-    The service plans (its estimation, solver and adaptive re-planning); this class only
-    translates: task indices <-> keys, evaluations -> report bodies.
+    The service plans with its defaults; this class translates task indices <-> keys and
+    evaluations -> report bodies (negative entropies clipped to 0, which the API refuses). The
+    service's task weights are 1, so its objective is the sum of final utilities: the
+    prediction is divided by ``n`` to read as a mean.
     """
 
-    def __init__(
-        self,
-        server: LiveServer,
-        world: WorldParams,
-        *,
-        project_name: str,
-        level_model: str | None = None,
-    ) -> None:
-        self._level_model = level_model
+    def __init__(self, server: ServerProcess, world: World, *, project: str) -> None:
         self._http = httpx.Client(
-            base_url=server.base_url,
-            headers={"Authorization": f"Bearer {server.admin_token}"},
-            timeout=60.0,
+            base_url=server.base_url, headers=server.admin_headers, timeout=120.0
         )
+        self.n = world.n
         self.keys = [f"t{j}-{name}" for j, name in enumerate(world.names)]
         self._index = {key: j for j, key in enumerate(self.keys)}
-        project = self._call("POST", "/v1/projects", {"name": project_name})
-        self._prefix = f"/v1/projects/{project['id']}"
+        created = self._call("POST", "/v1/projects", {"name": project})
+        self._prefix = f"/v1/projects/{created['id']}"
         tasks = [
             {"key": key, "kind": kind.value, "goal": "maximize"}
             for key, kind in zip(self.keys, world.kinds, strict=True)
@@ -318,26 +261,30 @@ class HttpOrdo:
         """Close the connection pool."""
         self._http.close()
 
-    def create_run(self, *, adaptive: bool, strategy: Strategy) -> str:
-        """POST .../runs."""
-        body: dict[str, object] = {"adaptive": adaptive, "strategy": strategy}
-        if self._level_model is not None:
-            body["level_model"] = self._level_model
+    def create_run(self, client_id: str) -> str:
+        """POST .../runs with the service's defaults (adaptive)."""
+        body = {"client_id": client_id, "adaptive": True}
         return str(self._call("POST", f"{self._prefix}/runs", body)["id"])
 
     def next_stage(self, run_id: str) -> int | None:
         """GET .../runs/{run}/next: the task's index, ``None`` when done."""
         assignment = self._call("GET", f"{self._prefix}/runs/{run_id}/next")
-        if assignment["done"]:
+        if assignment["done"] or assignment["task"] is None:
             return None
         return self._index[assignment["task"]]
 
     def report(self, run_id: str, stage: int, evaluation: Evaluation) -> None:
-        """PUT .../runs/{run}/reports/{stage} (utilities are the raw values: scale 1)."""
-        evaluations = [
-            {"task": self.keys[j], "value": value, "entropy": evaluation.entropies.get(j)}
-            for j, value in sorted(evaluation.values.items())
-        ]
+        """PUT .../runs/{run}/reports/{stage} (raw values: the tasks' scale is 1)."""
+        evaluations = []
+        for j, value in sorted(evaluation.values.items()):
+            entropy = evaluation.entropies.get(j)
+            evaluations.append(
+                {
+                    "task": self.keys[j],
+                    "value": value,
+                    "entropy": None if entropy is None else max(entropy, 0.0),
+                }
+            )
         path = f"{self._prefix}/runs/{run_id}/reports/{stage}"
         self._call("PUT", path, {"evaluations": evaluations})
 
@@ -345,285 +292,581 @@ class HttpOrdo:
         """POST .../runs/{run}/complete."""
         self._call("POST", f"{self._prefix}/runs/{run_id}/complete")
 
-
-def train_one_run(
-    ordo: OrdoTransport, world: WorldParams, *, seed: int, adaptive: bool, strategy: Strategy
-) -> tuple[int, ...]:
-    """A simulated trainer: follows Ordo's stages, reports every evaluation; the trained order."""
-    simulator = Simulator(world, seed=seed)
-    run_id = ordo.create_run(adaptive=adaptive, strategy=strategy)
-    ordo.report(run_id, 0, simulator.evaluate())
-    stage = 0
-    while (task := ordo.next_stage(run_id)) is not None:
-        simulator.train(task)
-        stage += 1
-        ordo.report(run_id, stage, simulator.evaluate())
-    ordo.complete(run_id)
-    return tuple(simulator.trained)
-
-
-# --- baselines ---
-
-
-def true_mean_utility(world: WorldParams, order: Sequence[int]) -> float:
-    """Noise-free final mean utility of one order."""
-    return float(final_scores(world, np.array([order], dtype=np.int64)).mean())
-
-
-def paper_protocol(world: WorldParams, *, seed: int) -> tuple[Order, Order, int]:
-    """Omni-Thinker's measurement protocol (paper.md §1.3-1.5) on noisy evaluations.
-
-    ``n`` single-task runs give ``a*_i``; ``n(n-1)`` two-stage runs ``(i, j)`` give
-    ``Delta_{j->i} = acc_i(after i, j) - acc_i(after i)`` (both evaluations from the same run).
-
-    Returns
-    -------
-    sorted_order, lop_order, stages
-        Tasks sorted from least to most forgettable (mean ``Delta`` received, descending); the
-        exact LOP optimum of the predictor ``sum_i a*_i + sum_{i before j} Delta_{j->i}`` on the
-        same data; the number of training stages the measurements used.
-    """
-    n = world.n
-    rng = np.random.default_rng(seed)
-    stages = 0
-    level = np.zeros(n)
-    for i in range(n):
-        simulator = Simulator(world, seed=int(rng.integers(2**31)))
-        simulator.train(i)
-        stages += 1
-        level[i] = simulator.evaluate().values[i]
-    delta = np.zeros((n, n))  # delta[j, i]: effect of training j after i on task i
-    for i, j in itertools.permutations(range(n), 2):
-        simulator = Simulator(world, seed=int(rng.integers(2**31)))
-        simulator.train(i)
-        after_i = simulator.evaluate().values[i]
-        simulator.train(j)
-        stages += 2
-        delta[j, i] = simulator.evaluate().values[i] - after_i
-    forgettability = delta.sum(axis=0) / (n - 1)
-    sorted_order = tuple(int(t) for t in np.argsort(-forgettability, kind="stable"))
-    orders, before = _before_tensor(n)
-    lop_scores = before @ delta.T.ravel()
-    lop_order = tuple(int(t) for t in orders[int(np.argmax(lop_scores))])
-    return sorted_order, lop_order, stages
-
-
-def pairwise_ceiling(world: WorldParams, truth: OracleResult) -> Order:
-    """Argmax of the least-squares LOP fit to every order's noise-free outcome."""
-    _, before = _before_tensor(world.n)
-    design = np.hstack([before, np.ones((len(before), 1))])
-    coef, *_ = np.linalg.lstsq(design, truth.utilities, rcond=None)
-    best = int(np.argmax(design @ coef))
-    return tuple(int(t) for t in truth.orders[best])
-
-
-def structured_first_mean(world: WorldParams, truth: OracleResult) -> float:
-    """Exact expected utility of a random order that trains every structured task first."""
-    structured = ~world.open_ended
-    n_structured = int(structured.sum())
-    first = structured[truth.orders[:, :n_structured]].all(axis=1)
-    return float(truth.utilities[first].mean())
-
-
-# --- the benchmark ---
+    def recommendation(self) -> Prediction:
+        """POST .../schedules with the project's defaults; its predicted objective over ``n``."""
+        schedule = self._call("POST", f"{self._prefix}/schedules", {})
+        order = tuple(self._index[key] for key in schedule["order"])
+        objective = schedule["predicted"]["objective"]
+        mean, std = float(objective["mean"]) / self.n, float(objective["std"]) / self.n
+        return Prediction(order, mean, mean - Z_90 * std, mean + Z_90 * std)
 
 
 @dataclass(frozen=True, slots=True)
-class Variant:
-    """One configuration of Ordo."""
+class RunOutcome:
+    """One trainer run: the order it trained and its reported final mean utility."""
 
-    name: str
-    level_model: LevelModelName
-    strategy: Strategy
-    rho: float = 0.0
-    planner: Planner = "effects"
-    design_runs: int = 1
-    http_level_model: str | None = None
+    order: Order
+    reported: float
 
 
-SERVICE = Variant("service", "constant", "exploit")
-"""What ``--transport http`` runs: the service's own planner, strategy ``exploit``."""
+def train_one_run(
+    ordo: OrdoTransport, world: World, *, client_id: str, job_seed: int
+) -> RunOutcome:
+    """A simulated trainer: follows Ordo's stages and reports every evaluation."""
+    job = world.start(job_seed)
+    run_id = ordo.create_run(client_id)
+    ordo.report(run_id, 0, job.evaluate())
+    stage = 0
+    evaluation = None
+    while (task := ordo.next_stage(run_id)) is not None:
+        job.train(task)
+        stage += 1
+        evaluation = job.evaluate()
+        ordo.report(run_id, stage, evaluation)
+    ordo.complete(run_id)
+    if evaluation is None or stage != world.n:
+        raise RuntimeError(f"run {client_id} stopped after {stage} of {world.n} stages")
+    return RunOutcome(tuple(job.trained), float(np.mean(list(evaluation.values.values()))))
 
-HTTP_VARIANTS = (
-    SERVICE,
-    Variant("service, constant", "constant", "exploit", http_level_model="constant"),
-)
-"""``--transport http``: the service's defaults, and its pairwise plans asked for by name."""
 
-VARIANTS = (
-    Variant("run-model", "constant", "exploit", planner="run-model", design_runs=2),
-    Variant("run-model, no design", "constant", "exploit", planner="run-model"),
-    Variant("pairwise + design", "constant", "exploit", design_runs=2),
-    Variant("pairwise", "constant", "exploit"),
-    Variant("pairwise-thompson", "constant", "thompson"),
-    Variant("entropy", "entropy", "exploit"),
-    Variant("state", "state", "exploit"),
-    Variant("state-thompson", "state", "thompson"),
-)
+# --- one world --------------------------------------------------------------------------------
 
 
-def ordo_utilities(
-    world: WorldParams,
-    variant: Variant,
-    *,
-    runs: int,
-    seed: int,
-    server: LiveServer | None = None,
-) -> list[float]:
-    """Noise-free final mean utility of each of ``runs`` successive adaptive Ordo runs.
+@dataclass(frozen=True, slots=True)
+class SequentialResult:
+    """A sequential method on one world; index ``r - 1``: after ``r`` runs (regret in %)."""
 
-    With a ``server`` the trainer talks to it over HTTP (one new project per world and
-    variant) and the service plans; the variant's planner options then do not apply.
-    """
-    ordo: OrdoTransport
-    if server is not None:
-        http = HttpOrdo(
-            server,
-            world,
-            project_name=f"n{world.n}-seed{seed}-{variant.name.replace(',', '')}",
-            level_model=variant.http_level_model,
+    recommended_regret: list[float]
+    best_run_regret: list[float]
+    stages: list[int]
+    recommended: list[list[int]] = field(default_factory=list)
+    best_run: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FixedResult:
+    """A fixed heuristic: its regret (%; ``None`` where undefined) and the stages it used."""
+
+    regret: float | None
+    stages: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrdoDetail:
+    """Ordo after each run: prediction, the true values and the runs (utility units)."""
+
+    predicted_mean: list[float]
+    lower: list[float]
+    upper: list[float]
+    true_value: list[float]
+    best_run_value: list[float]
+    covered: list[bool]
+    runs: list[list[int]]
+    reported: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class WorldResult:
+    """Every method on one world (deterministic for its arguments)."""
+
+    family: str
+    n: int
+    seed: int
+    best_value: float
+    final_noise_sd: float
+    """Noise of one reported final mean: ``world.noise_sd / sqrt(n)`` (utility units)."""
+    sequential: dict[str, SequentialResult]
+    fixed: dict[str, FixedResult]
+    ordo: OrdoDetail
+
+
+@dataclass(frozen=True, slots=True)
+class WorldOutcome:
+    """A world's result and what it cost: seconds of each planning call, wall seconds."""
+
+    result: WorldResult
+    timings: dict[str, list[float]]
+    wall_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSpec:
+    """Which world and how much of each method."""
+
+    family: str
+    n: int
+    seed: int
+    runs: int
+    repeats: int
+
+    @property
+    def project(self) -> str:
+        """The Ordo project name of the world (also the root of every seed)."""
+        return f"{self.family}-n{self.n}-s{self.seed}"
+
+    def seed_of(self, *parts: str | int) -> int:
+        """A seed derived from the world and ``parts``."""
+        return plan_seed(self.project, *parts) % SEED_MODULUS
+
+
+class OrderValues:
+    """True final mean utility of any order, looked up in the oracle (lexicographic index)."""
+
+    def __init__(self, truth: OracleResult) -> None:
+        self.truth = truth
+        n = truth.orders.shape[1]
+        self._factorials = [math.factorial(n - 1 - k) for k in range(n)]
+
+    def value(self, order: Sequence[int]) -> float:
+        """``truth.utilities`` at ``order``'s index among all orders (Lehmer code)."""
+        remaining = sorted(range(len(order)))
+        index = 0
+        for k, task in enumerate(order):
+            position = remaining.index(int(task))
+            index += position * self._factorials[k]
+            remaining.pop(position)
+        return float(self.truth.utilities[index])
+
+    def regret(self, order: Sequence[int]) -> float:
+        """Regret (%) of ``order``."""
+        return regret_percent(self.value(order), self.truth)
+
+
+def run_ordo(
+    ordo: OrdoTransport, world: World, spec: WorldSpec, values: OrderValues
+) -> tuple[SequentialResult, OrdoDetail]:
+    """``spec.runs`` trainer runs against ``ordo``, its recommendation scored after each."""
+    runs: list[RunOutcome] = []
+    predictions: list[Prediction] = []
+    best_runs: list[Order] = []
+    for r in range(1, spec.runs + 1):
+        outcome = train_one_run(
+            ordo, world, client_id=f"run-{r}", job_seed=spec.seed_of("ordo-job", r)
         )
-        ordo = http
+        runs.append(outcome)
+        best_runs.append(max(runs, key=lambda run: run.reported).order)
+        predictions.append(ordo.recommendation())
+    true_value = [values.value(p.order) for p in predictions]
+    sequential = SequentialResult(
+        recommended_regret=[values.regret(p.order) for p in predictions],
+        best_run_regret=[values.regret(order) for order in best_runs],
+        stages=[world.n * r for r in range(1, spec.runs + 1)],
+        recommended=[list(p.order) for p in predictions],
+        best_run=[list(order) for order in best_runs],
+    )
+    detail = OrdoDetail(
+        predicted_mean=[p.mean for p in predictions],
+        lower=[p.lower for p in predictions],
+        upper=[p.upper for p in predictions],
+        true_value=true_value,
+        best_run_value=[values.value(order) for order in best_runs],
+        covered=[p.lower <= v <= p.upper for p, v in zip(predictions, true_value, strict=True)],
+        runs=[list(run.order) for run in runs],
+        reported=[run.reported for run in runs],
+    )
+    return sequential, detail
+
+
+def _from_trace(trace: Trace, values: OrderValues) -> SequentialResult:
+    return SequentialResult(
+        recommended_regret=[values.regret(order) for order in trace.recommended],
+        best_run_regret=[values.regret(order) for order in trace.best_run],
+        stages=list(trace.stages),
+        recommended=[list(order) for order in trace.recommended],
+        best_run=[list(order) for order in trace.best_run],
+    )
+
+
+def _averaged(results: Sequence[SequentialResult]) -> SequentialResult:
+    """Mean regrets over repeats (orders left out: they differ per repeat)."""
+    return SequentialResult(
+        recommended_regret=[float(v) for v in np.mean([r.recommended_regret for r in results], 0)],
+        best_run_regret=[float(v) for v in np.mean([r.best_run_regret for r in results], 0)],
+        stages=list(results[0].stages),
+    )
+
+
+def run_baselines(
+    world: World, spec: WorldSpec, values: OrderValues
+) -> tuple[dict[str, SequentialResult], dict[str, FixedResult]]:
+    """Every baseline on ``world``: sequential traces and fixed heuristics."""
+    n, truth = world.n, values.truth
+    repeats = [
+        _from_trace(best_of_random(world, spec.runs, seed=spec.seed_of("random", k)), values)
+        for k in range(spec.repeats)
+    ]
+    sequential = {
+        BEST_OF_RANDOM: _averaged(repeats),
+        NAIVE: _from_trace(naive_pairwise(world, spec.runs, seed=spec.seed_of("naive")), values),
+        GP: _from_trace(gp_over_orders(world, spec.runs, seed=spec.seed_of("gp")), values),
+    }
+    sorted_order, lop_order, protocol_stages = paper_protocol(world, seed=spec.seed_of("paper"))
+    joint = joint_value(world)
+    fixed = {
+        "random order": FixedResult(regret_percent(random_value(truth), truth), n),
+        "structured-first": FixedResult(
+            regret_percent(structured_first_value(world, truth), truth), n
+        ),
+        "paper protocol (sort)": FixedResult(values.regret(sorted_order), protocol_stages + n),
+        "paper protocol + LOP": FixedResult(values.regret(lop_order), protocol_stages + n),
+        "joint training": FixedResult(None if joint is None else regret_percent(joint, truth), n),
+    }
+    return sequential, fixed
+
+
+def evaluate_world(spec: WorldSpec, server: ServerProcess | None = None) -> WorldOutcome:
+    """Ordo (over HTTP when ``server`` is given, else in process) and every baseline."""
+    started = time.perf_counter()
+    world = draw_world(spec.family, spec.n, spec.seed)
+    values = OrderValues(oracle(world))
+    timings: dict[str, list[float]] = {}
+    if server is None:
+        in_process = InProcessOrdo(spec.project, world.kinds)
+        ordo, ordo_detail = run_ordo(in_process, world, spec, values)
+        timings = in_process.timings
     else:
-        ordo = InProcessOrdo(
-            world.kinds,
-            level_model=variant.level_model,
-            rho=variant.rho,
-            planner=variant.planner,
-            design_runs=variant.design_runs,
+        http = HttpOrdo(server, world, project=spec.project)
+        try:
+            ordo, ordo_detail = run_ordo(http, world, spec, values)
+        finally:
+            http.close()
+    sequential, fixed = run_baselines(world, spec, values)
+    result = WorldResult(
+        family=spec.family,
+        n=spec.n,
+        seed=spec.seed,
+        best_value=values.truth.best_value,
+        final_noise_sd=world.noise_sd / math.sqrt(world.n),
+        sequential={ORDO: ordo, **sequential},
+        fixed=fixed,
+        ordo=ordo_detail,
+    )
+    return WorldOutcome(result, timings, time.perf_counter() - started)
+
+
+def _evaluate_in_process(spec: WorldSpec) -> WorldOutcome:
+    """Pool worker: one world in process."""
+    return evaluate_world(spec)
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, width: int = 7, digits: int = 2) -> str:
+    if value is None or not math.isfinite(value):
+        return f"{'-':>{width}}"
+    return f"{value:{width}.{digits}f}"
+
+
+def _mean_curve(results: Sequence[WorldResult], method: str, key: str) -> list[float]:
+    """Mean over worlds of a sequential method's regret list ``key`` (per R)."""
+    curves = [getattr(r.sequential[method], key) for r in results]
+    return [float(v) for v in np.mean(curves, axis=0)]
+
+
+def _fixed_mean(results: Sequence[WorldResult], method: str) -> float | None:
+    regrets = [r.fixed[method].regret for r in results]
+    known = [v for v in regrets if v is not None]
+    return float(np.mean(known)) if len(known) == len(regrets) else None
+
+
+def _checkpoints(runs: int) -> list[int]:
+    return [r for r in CHECKPOINTS if r <= runs]
+
+
+def _curve_block(
+    title: str, curves: dict[str, list[float]], stages: dict[str, list[int]], runs: int
+) -> list[str]:
+    width = 24
+    marks = _checkpoints(runs)
+    header = f"  {title:<{width}}" + "".join(f"{'R=' + str(r):>7}" for r in range(1, runs + 1))
+    header += "".join(f"{'st@' + str(r):>7}" for r in marks)
+    lines = [header]
+    for method, curve in curves.items():
+        row = f"  {method:<{width}}" + "".join(_fmt(v) for v in curve)
+        row += "".join(f"{stages[method][r - 1]:>7d}" for r in marks)
+        lines.append(row)
+    return lines
+
+
+def _coverage(results: Sequence[WorldResult]) -> float:
+    covered = [c for r in results for c in r.ordo.covered]
+    return float(np.mean(covered)) if covered else math.nan
+
+
+def group_table(results: Sequence[WorldResult], runs: int) -> list[str]:
+    """The table of one (family, n): regret % mean over seeds per method and R."""
+    stages = {m: list(results[0].sequential[m].stages) for m in SEQUENTIAL}
+    lines = ["  regret %, mean over seeds: recommendation after R runs (st@R: stages used)"]
+    curves = {m: _mean_curve(results, m, "recommended_regret") for m in SEQUENTIAL}
+    lines += _curve_block("recommendation", curves, stages, runs)
+    curves = {m: _mean_curve(results, m, "best_run_regret") for m in SEQUENTIAL}
+    lines += _curve_block("best run so far", curves, stages, runs)
+    lines.append(f"  {'fixed heuristics':<24}{'regret':>7}{'stages':>7}")
+    for method in FIXED:
+        lines.append(
+            f"  {method:<24}{_fmt(_fixed_mean(results, method))}"
+            f"{results[0].fixed[method].stages:>7d}"
         )
-    achieved = []
-    for r in range(runs):
-        order = train_one_run(
-            ordo, world, seed=seed * 7919 + r, adaptive=True, strategy=variant.strategy
-        )
-        achieved.append(true_mean_utility(world, order))
-    if server is not None:
-        http.close()
-    return achieved
+    per_r = np.mean([r.ordo.covered for r in results], axis=0)
+    lines.append(
+        f"  Ordo 90 % coverage {100 * _coverage(results):5.1f} % (per R: "
+        + " ".join(f"{100 * c:.0f}" for c in per_r)
+        + ")"
+    )
+    return lines
+
+
+def overall_table(
+    grouped: dict[tuple[str, int], list[WorldResult]], n: int, runs: int
+) -> list[str]:
+    """Mean over families (each family's mean over seeds) at ``n``."""
+    groups = [g for (_, size), g in grouped.items() if size == n]
+    stages = {m: list(groups[0][0].sequential[m].stages) for m in SEQUENTIAL}
+    lines = [f"overall, n = {n}: mean over {len(groups)} families of the mean over seeds"]
+    for key, title in (
+        ("recommended_regret", "recommendation"),
+        ("best_run_regret", "best run so far"),
+    ):
+        curves = {
+            m: [float(v) for v in np.mean([_mean_curve(g, m, key) for g in groups], axis=0)]
+            for m in SEQUENTIAL
+        }
+        lines += _curve_block(title, curves, stages, runs)
+    for method in FIXED:
+        means = [_fixed_mean(g, method) for g in groups]
+        known = [v for v in means if v is not None]
+        value = float(np.mean(known)) if known else None
+        lines.append(f"  {method:<24}{_fmt(value)}  ({len(known)} of {len(groups)} families)")
+    coverage = float(np.mean([_coverage(g) for g in groups]))
+    lines.append(f"  Ordo 90 % coverage {100 * coverage:5.1f} %")
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One checked target: a label, whether it held, and the figures behind it."""
+
+    label: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        """``PASS``/``FAIL``, label, detail."""
+        return f"  {'PASS' if self.passed else 'FAIL'}  {self.label}: {self.detail}"
+
+
+def group_targets(family: str, n: int, results: Sequence[WorldResult], runs: int) -> list[Target]:
+    """The per-(family, n) targets on the means over seeds."""
+    ordo = _mean_curve(results, ORDO, "recommended_regret")
+    random = _mean_curve(results, BEST_OF_RANDOM, "recommended_regret")
+    gp = _mean_curve(results, GP, "recommended_regret")
+    where = f"{family} n={n}"
+    later = range(2, runs + 1)
+    marks = _checkpoints(runs)
+    targets = [
+        Target(
+            f"{where} Ordo <= best-of-R random at every R >= 2",
+            all(ordo[r - 1] <= random[r - 1] for r in later),
+            " ".join(f"R{r} {ordo[r - 1]:.2f}/{random[r - 1]:.2f}" for r in later),
+        ),
+    ]
+    if not marks:
+        return targets
+    return [
+        *targets,
+        Target(
+            f"{where} Ordo <= 0.5 x best-of-R random at R = 4, 8",
+            all(ordo[r - 1] <= 0.5 * random[r - 1] for r in marks),
+            " ".join(f"R{r} {ordo[r - 1]:.2f}/{0.5 * random[r - 1]:.2f}" for r in marks),
+        ),
+        Target(
+            f"{where} Ordo <= GP over orders at R = 4, 8",
+            all(ordo[r - 1] <= gp[r - 1] for r in marks),
+            " ".join(f"R{r} {ordo[r - 1]:.2f}/{gp[r - 1]:.2f}" for r in marks),
+        ),
+    ]
+
+
+def suite_targets(results: Sequence[WorldResult]) -> list[Target]:
+    """Recommendation against the best run so far, and the interval's coverage, suite-wide."""
+    held, shortfalls = [], []
+    for result in results:
+        detail = result.ordo
+        for rec, best in zip(detail.true_value, detail.best_run_value, strict=True):
+            shortfall = best - rec - result.final_noise_sd
+            held.append(shortfall <= 0.0)
+            shortfalls.append(max(shortfall, 0.0) / result.best_value * 100.0)
+    fraction = float(np.mean(held)) if held else math.nan
+    failed = [s for s, ok in zip(shortfalls, held, strict=True) if not ok]
+    excess = float(np.mean(failed)) if failed else 0.0
+    coverage = _coverage(results)
+    low, high = COVERAGE_TARGET
+    return [
+        Target(
+            "recommendation never worse than the best run so far by more than the noise",
+            fraction == 1.0,
+            f"held in {100 * fraction:.1f} % of {len(held)} (world, R) cases; mean excess "
+            f"{excess:.2f} % of the best value where it failed ({len(failed)} cases), "
+            f"{float(np.mean(shortfalls)):.3f} % over all",
+        ),
+        Target(
+            f"Ordo 90 % coverage within {100 * low:.0f}-{100 * high:.0f} %",
+            low <= coverage <= high,
+            f"{100 * coverage:.1f} % of {sum(len(r.ordo.covered) for r in results)} cases",
+        ),
+    ]
+
+
+# --- the benchmark ----------------------------------------------------------------------------
 
 
 @dataclass
-class WorldResult:
-    """Regrets (utility units) of everything on one world."""
+class Benchmark:
+    """Every world's outcome, with the wall time of each family (seconds)."""
 
-    oracle_utility: float
-    regret: dict[str, float]
-    ordo_regret: dict[str, list[float]]
-    protocol_stages: int
+    specs: list[WorldSpec]
+    outcomes: list[WorldOutcome] = field(default_factory=list)
+    family_wall_s: dict[str, float] = field(default_factory=dict)
 
-
-def evaluate_world(
-    n: int,
-    seed: int,
-    *,
-    runs: int,
-    variants: Sequence[Variant],
-    server: LiveServer | None = None,
-) -> WorldResult:
-    """Every method on the world of ``(n, seed)``; Ordo over HTTP when ``server`` is given."""
-    world = draw_world(n, seed)
-    truth = oracle(world)
-    best = truth.best_utility
-    sorted_order, lop_order, stages = paper_protocol(world, seed=seed)
-    regret = {
-        "random order": best - float(truth.utilities.mean()),
-        "structured-first": best - structured_first_mean(world, truth),
-        "paper protocol (sort)": best - true_mean_utility(world, sorted_order),
-        "paper protocol + exact LOP": best - true_mean_utility(world, lop_order),
-        "pairwise ceiling (LS fit)": best
-        - true_mean_utility(world, pairwise_ceiling(world, truth)),
-    }
-    ordo_regret = {
-        v.name: [best - u for u in ordo_utilities(world, v, runs=runs, seed=seed, server=server)]
-        for v in variants
-    }
-    return WorldResult(best, regret, ordo_regret, stages)
+    def grouped(self) -> dict[tuple[str, int], list[WorldResult]]:
+        """Results by (family, n), in the order run."""
+        groups: dict[tuple[str, int], list[WorldResult]] = {}
+        for outcome in self.outcomes:
+            r = outcome.result
+            groups.setdefault((r.family, r.n), []).append(r)
+        return groups
 
 
-def _row(label: str, regrets: npt.NDArray[np.float64], relative: npt.NDArray[np.float64]) -> str:
-    return (
-        f"  {label:<40} {regrets.mean():8.4f} {np.median(regrets):8.4f} "
-        f"{100 * relative.mean():7.2f}% {100 * np.median(relative):7.2f}% "
-        f"{100 * np.mean(relative <= 0.01):6.0f}%"
-    )
+def world_specs(
+    families: Sequence[str], sizes: Sequence[int], seeds: int, runs: int, repeats: int
+) -> list[WorldSpec]:
+    """Every world of the benchmark, family by family."""
+    return [
+        WorldSpec(family, n, seed, runs, repeats)
+        for family in families
+        for n in sizes
+        for seed in range(seeds)
+    ]
 
 
-def report(n: int, results: Sequence[WorldResult], runs: int) -> None:
-    """Print the figures of one ``n``."""
-    best = np.array([r.oracle_utility for r in results])
-    print(f"\nn = {n}: {len(results)} worlds, oracle mean utility {best.mean():.4f}")
-    print(
-        f"  {'method (stages)':<40} {'mean':>8} {'median':>8} {'mean %':>8} {'med %':>8} "
-        f"{'<=1%':>7}"
-    )
-    stages = results[0].protocol_stages
-    labels = {
-        "random order": f"random order ({n})",
-        "structured-first": f"structured-first ({n})",
-        "paper protocol (sort)": f"paper protocol, sort ({stages}+{n})",
-        "paper protocol + exact LOP": f"paper protocol + LOP ({stages}+{n})",
-        "pairwise ceiling (LS fit)": "pairwise ceiling (knows all n!)",
-    }
-    for key, label in labels.items():
-        regrets = np.array([r.regret[key] for r in results])
-        print(_row(label, regrets, regrets / best))
-    for name in results[0].ordo_regret:
-        for r in (c for c in CHECKPOINTS if c <= runs):
-            regrets = np.array([res.ordo_regret[name][r - 1] for res in results])
-            print(_row(f"Ordo {name}, run {r} ({r * n})", regrets, regrets / best))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, nargs="+", default=[6, 8], help="task counts (<= 8)")
-    parser.add_argument("--seeds", type=int, default=10, help="worlds per task count")
-    parser.add_argument("--runs", type=int, default=8, help="successive Ordo runs per world")
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        default=None,
-        help="Ordo variants (default: all of the transport's)",
-    )
-    parser.add_argument(
-        "--transport",
-        choices=["http", "in-process"],
-        default="http",
-        help="http: simulated trainers drive a live `ordo serve` (the service plans; variants "
-        "'service': its defaults, 'service, constant': its pairwise plans); in-process: the "
-        "variants' planners called directly",
-    )
-    args = parser.parse_args(argv)
-    if args.transport == "http":
-        with live_server() as server:
-            run_benchmark(args, _chosen(HTTP_VARIANTS, args.variants), server)
-    else:
-        run_benchmark(args, _chosen(VARIANTS, args.variants), None)
-
-
-def _chosen(variants: Sequence[Variant], names: Sequence[str] | None) -> list[Variant]:
-    return [v for v in variants if names is None or v.name in names]
+def _single_thread_env() -> None:
+    """One BLAS thread per process: spawned workers inherit this before importing numpy."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 
 
 def run_benchmark(
-    args: argparse.Namespace, variants: Sequence[Variant], server: LiveServer | None
-) -> None:
-    """Print the figures of every ``n`` of ``args``."""
-    where = f"over HTTP ({server.base_url})" if server else "in process"
-    print(f"Ordo {where}: variants {', '.join(v.name for v in variants)}")
-    print("Regret = oracle's final mean utility - achieved (noise-free), utility units and % of")
-    print("the oracle's; '<=1%' = share of worlds within 1 % of the oracle. Stages in brackets:")
-    print("training stages used up to that point (protocol: measurements + the final run).")
-    for n in args.n:
-        started = time.perf_counter()
-        results = [
-            evaluate_world(n, seed, runs=args.runs, variants=variants, server=server)
-            for seed in range(args.seeds)
-        ]
-        report(n, results, args.runs)
-        print(f"  ({time.perf_counter() - started:.0f} s)")
+    specs: Sequence[WorldSpec],
+    *,
+    transport: Transport,
+    jobs: int = 1,
+    progress: Callable[[WorldOutcome], None] | None = None,
+) -> Benchmark:
+    """Evaluate every world, family by family (in process: ``jobs`` worker processes)."""
+    bench = Benchmark(list(specs))
+    families = list(dict.fromkeys(s.family for s in specs))
+    server_context: AbstractContextManager[ServerProcess | None] = (
+        live_server() if transport == "http" else nullcontext(None)
+    )
+    with server_context as server:
+        pool = None
+        if server is None and jobs > 1:
+            _single_thread_env()
+            pool = multiprocessing.get_context("spawn").Pool(jobs)
+        try:
+            for family in families:
+                started = time.perf_counter()
+                chunk = [s for s in specs if s.family == family]
+                if pool is not None:
+                    outcomes: Iterator[WorldOutcome] = pool.imap(_evaluate_in_process, chunk)
+                else:
+                    outcomes = (evaluate_world(s, server) for s in chunk)
+                for outcome in outcomes:
+                    bench.outcomes.append(outcome)
+                    if progress is not None:
+                        progress(outcome)
+                bench.family_wall_s[family] = time.perf_counter() - started
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    return bench
+
+
+def report_lines(bench: Benchmark, *, runs: int, transport: Transport) -> list[str]:
+    """Every table: per (family, n), overall per n, the targets, the timings."""
+    grouped = bench.grouped()
+    lines = [
+        f"Ordo {transport}: regret = 100 (best - true value) / best, % of the oracle's best "
+        "final mean utility; means over seeds."
+    ]
+    for (family, n), results in grouped.items():
+        lines += ["", f"{family}, n = {n}: {len(results)} worlds"]
+        lines += group_table(results, runs)
+    sizes = sorted({n for _, n in grouped})
+    for n in sizes:
+        lines += ["", *overall_table(grouped, n, runs)]
+    targets = [t for (f, n), g in grouped.items() for t in group_targets(f, n, g, runs)]
+    targets += suite_targets([o.result for o in bench.outcomes])
+    passed = sum(t.passed for t in targets)
+    lines += ["", f"targets: {passed} of {len(targets)} pass"]
+    lines += [t.line() for t in targets]
+    lines += ["", "wall time per family (s): "]
+    lines += [f"  {family:<16}{seconds:8.1f}" for family, seconds in bench.family_wall_s.items()]
+    for name in ("recommend", "thompson_order"):
+        times = [t for o in bench.outcomes for t in o.timings.get(name, [])]
+        if times:
+            lines.append(
+                f"  median {name} call (in process): {1000 * statistics.median(times):.1f} ms "
+                f"over {len(times)} calls"
+            )
+    return lines
+
+
+def results_json(bench: Benchmark) -> dict[str, Any]:
+    """Every world's raw result (no timings: the file is deterministic for the arguments)."""
+    return {"worlds": [asdict(o.result) for o in bench.outcomes]}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description="Closed-loop benchmark over the world suite.")
+    parser.add_argument("--families", nargs="+", default=None, help="default: every family")
+    parser.add_argument("--n", type=int, nargs="+", default=[6, 8], help="task counts (<= 8)")
+    parser.add_argument("--seeds", type=int, default=10, help="worlds per family and n")
+    parser.add_argument("--runs", type=int, default=8, help="successive runs per method")
+    parser.add_argument("--repeats", type=int, default=8, help="seeds of best-of-R random")
+    parser.add_argument("--transport", choices=["http", "in-process"], default="http")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (in process)")
+    parser.add_argument("--json", type=Path, default=None, help="write raw results here")
+    parser.add_argument("--quiet", action="store_true", help="no per-world progress lines")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Benchmark:
+    """Run the benchmark, print its tables, write ``--json``."""
+    args = parse_args(argv)
+    families = args.families or list(family_names())
+    unknown = sorted(set(families) - set(family_names()))
+    if unknown:
+        raise SystemExit(f"unknown families {unknown} (known: {', '.join(family_names())})")
+    specs = world_specs(families, args.n, args.seeds, args.runs, args.repeats)
+
+    def progress(outcome: WorldOutcome) -> None:
+        if not args.quiet:
+            r = outcome.result
+            print(f"  {r.family} n={r.n} seed={r.seed}: {outcome.wall_s:.1f} s", flush=True)
+
+    bench = run_benchmark(specs, transport=args.transport, jobs=args.jobs, progress=progress)
+    print("\n".join(report_lines(bench, runs=args.runs, transport=args.transport)), flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results_json(bench), indent=1))
+    return bench
 
 
 if __name__ == "__main__":
-    main()
+    # Through the importable module, so that spawned workers find the same functions and types.
+    from bench import closed_loop
+
+    closed_loop.main()
