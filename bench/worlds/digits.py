@@ -278,11 +278,13 @@ class DigitsWorld:
         self.seed = seed
         self.heads: Heads = heads
         self.names = tuple(names)
-        kinds = np.array([TaskKind.STRUCTURED] * (n // 2) + [TaskKind.OPEN_ENDED] * (n - n // 2))
-        self.kinds = tuple(TaskKind(k) for k in kinds[rng.permutation(n)])
+        pool = [TaskKind.STRUCTURED] * (n // 2) + [TaskKind.OPEN_ENDED] * (n - n // 2)
+        self.kinds = tuple(pool[int(i)] for i in rng.permutation(n))
         self._tasks = tasks
         self._init = _init_nets(n if heads == "separate" else 1, n_out, rng)
         self.eval_size, self.noise_sd = self._calibrate_noise()
+        """Test samples drawn (with replacement) per noisy evaluation of a task, and the typical
+        sd (accuracy units) it gives."""
 
     @property
     def n(self) -> int:
@@ -317,12 +319,17 @@ class DigitsWorld:
         """``count`` copies of the initial network."""
         return self._init.take(np.zeros(count, dtype=np.int64))
 
-    def probabilities(self, nets: _Nets, task: int, rows: IntArray | None = None) -> F32:
-        """Predictive probabilities (B, O, m) on ``task``'s test inputs (``rows`` of them)."""
-        x = self._tasks[task].x_test
-        if rows is not None:
-            x = np.ascontiguousarray(x[rows])
-        return _softmax(_logits(_hidden(x, nets), nets, self._head(task)), axis=1)
+    def measure(self, nets: _Nets, task: int, rng: np.random.Generator) -> tuple[float, float]:
+        """Noisy accuracy and mean predictive entropy (nats) of one network (B = 1) on ``task``.
+
+        Both on :attr:`eval_size` test samples drawn with replacement by ``rng``.
+        """
+        data = self._tasks[task]
+        rows = rng.integers(0, len(data.y_test), self.eval_size)
+        z = _logits(_hidden(np.ascontiguousarray(data.x_test[rows]), nets), nets, self._head(task))
+        p = _softmax(z, axis=1)
+        entropy = -(p * np.log(np.maximum(p, np.float32(1e-12)))).sum(axis=1)
+        return float(_correct(z, data.y_test[rows]).mean()), float(entropy.mean())
 
     def accuracies(self, nets: _Nets) -> FloatArray:
         """Noise-free accuracy (B, n) of every network on every task's full test split."""
@@ -447,12 +454,7 @@ class DigitsJob:
         """Accuracy and mean predictive entropy (nats) of each task on a bootstrap subsample."""
         values, entropies = {}, {}
         for j in range(self.world.n):
-            y = self.world._tasks[j].y_test
-            rows = self._rng.integers(0, len(y), self.world.eval_size)
-            p = self.world.probabilities(self._nets, j, rows)[0]
-            values[j] = float(np.mean(_correct(p[None], y[rows])))
-            ent = -(p * np.log(np.maximum(p, np.float32(1e-12)))).sum(axis=0)
-            entropies[j] = float(np.mean(ent))
+            values[j], entropies[j] = self.world.measure(self._nets, j, self._rng)
         return Evaluation(values=values, entropies=entropies)
 
 
