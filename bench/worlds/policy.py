@@ -297,9 +297,11 @@ def softmax_probs(theta: FloatArray, phi: FloatArray) -> FloatArray:
     """
     extra = phi.ndim - 1
     logits = np.zeros((theta.shape[0], *phi.shape[:-1], theta.shape[-1]))
+    term = np.empty_like(logits)
     for j in range(phi.shape[-1]):
         w_j = theta[:, j, :].reshape(theta.shape[0], *([1] * extra), theta.shape[-1])
-        logits += w_j * phi[None, ..., j, None]
+        np.multiply(w_j, phi[None, ..., j, None], out=term)
+        logits += term
     logits -= logits.max(axis=-1, keepdims=True)
     np.exp(logits, out=logits)
     logits /= logits.sum(axis=-1, keepdims=True)
@@ -337,6 +339,7 @@ def group_rewards(answers: IntArray, table: FloatArray, diversity: FloatArray) -
 def train_steps(theta: FloatArray, batch: Batch) -> FloatArray:
     """Policies (N, D, K) after the GRPO steps of ``batch`` from ``theta`` (N, D, K)."""
     theta = theta.copy()
+    step = np.empty_like(theta)
     n_answers = theta.shape[-1]
     arange_k = np.arange(n_answers)
     for s in range(batch.phi.shape[0]):
@@ -353,7 +356,8 @@ def train_steps(theta: FloatArray, batch: Batch) -> FloatArray:
             coef += (answers[..., g, None] == arange_k) * adv[..., g, None]
         scale = batch.lr[s] / (answers.shape[-1] * phi.shape[0])
         for b in range(phi.shape[0]):
-            theta += (scale[b] * phi[b])[None, :, None] * coef[:, b, None, :]
+            np.multiply((scale[b] * phi[b])[None, :, None], coef[:, b, None, :], out=step)
+            theta += step
     return theta
 
 
