@@ -1,0 +1,129 @@
+"""The closed-loop benchmark: in process on a small additive world, and over HTTP once.
+
+The HTTP test uses the shared ``live_server`` fixture (``tests/conftest.py``): one server per
+module, migrated in process, so that the test itself times only the trainer loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.server_process import ServerProcess
+from bench.closed_loop import (
+    FIXED,
+    SEQUENTIAL,
+    HttpOrdo,
+    InProcessOrdo,
+    OrderValues,
+    WorldSpec,
+    main,
+    run_ordo,
+)
+from bench.worlds import draw_world
+from bench.worlds.oracle import oracle
+
+ARGS = [
+    "--transport",
+    "in-process",
+    "--families",
+    "additive",
+    "--n",
+    "4",
+    "--seeds",
+    "2",
+    "--runs",
+    "3",
+    "--repeats",
+    "2",
+    "--jobs",
+    "1",
+    "--quiet",
+]
+
+
+@pytest.fixture(autouse=True)
+def _oracle_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDO_BENCH_CACHE", str(tmp_path / "oracle"))
+
+
+def _run(tmp_path: Path, name: str) -> dict[str, object]:
+    path = tmp_path / name
+    main([*ARGS, "--json", str(path)])
+    loaded: dict[str, object] = json.loads(path.read_text())
+    return loaded
+
+
+def test_in_process_tables_and_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = main([*ARGS, "--json", str(tmp_path / "a.json")])
+    out = capsys.readouterr().out
+    assert "additive, n = 4: 2 worlds" in out
+    assert "overall, n = 4" in out
+    assert "targets:" in out
+    for method in (*SEQUENTIAL, *FIXED):
+        assert method in out
+    assert len(bench.outcomes) == 2
+    for outcome in bench.outcomes:
+        result = outcome.result
+        for method in SEQUENTIAL:
+            seq = result.sequential[method]
+            assert len(seq.recommended_regret) == len(seq.best_run_regret) == 3
+            assert all(math.isfinite(v) and v >= -1e-9 for v in seq.recommended_regret)
+            assert all(math.isfinite(v) and v >= -1e-9 for v in seq.best_run_regret)
+            assert seq.stages == [4, 8, 12]
+        for method in FIXED:
+            regret = result.fixed[method].regret
+            assert regret is None or (math.isfinite(regret) and regret >= -1e-9)
+        detail = result.ordo
+        assert all(low <= high for low, high in zip(detail.lower, detail.upper, strict=True))
+        assert all(sorted(order) == [0, 1, 2, 3] for order in detail.runs)
+    covered = [c for o in bench.outcomes for c in o.result.ordo.covered]
+    assert 0.0 <= sum(covered) / len(covered) <= 1.0
+
+
+def test_in_process_is_deterministic(tmp_path: Path) -> None:
+    assert _run(tmp_path, "first.json") == _run(tmp_path, "second.json")
+
+
+def test_in_process_run_keeps_its_trained_prefix() -> None:
+    world = draw_world("additive", 4, 0)
+    values = OrderValues(oracle(world))
+    ordo = InProcessOrdo("additive-n4-s0", world.kinds)
+    spec = WorldSpec("additive", 4, 0, runs=2, repeats=1)
+    sequential, detail = run_ordo(ordo, world, spec, values)
+    for run_id, run in ordo.runs.items():
+        assert run.done
+        assert list(run.trained) == list(run.plan)
+        assert run_id in {"run-1", "run-2"}
+    assert len(sequential.recommended) == 2
+    assert detail.true_value == [values.value(order) for order in sequential.recommended]
+
+
+def test_order_values_look_up_every_order() -> None:
+    world = draw_world("additive", 5, 1)
+    truth = oracle(world)
+    values = OrderValues(truth)
+    looked_up = [values.value(order) for order in truth.orders]
+    assert looked_up == [float(v) for v in truth.utilities]
+    direct = world.final_utilities(np.array([[4, 2, 0, 1, 3]])).mean()
+    assert values.value((4, 2, 0, 1, 3)) == pytest.approx(float(direct))
+
+
+def test_http_loop_completes(live_server: ServerProcess) -> None:
+    world = draw_world("additive", 4, 0)
+    values = OrderValues(oracle(world))
+    spec = WorldSpec("additive", 4, 0, runs=2, repeats=1)
+    http = HttpOrdo(live_server, world, project=spec.project)
+    try:
+        sequential, detail = run_ordo(http, world, spec, values)
+    finally:
+        http.close()
+    assert len(sequential.recommended) == 2
+    for order in sequential.recommended:
+        assert sorted(order) == [0, 1, 2, 3]
+    assert all(sorted(order) == [0, 1, 2, 3] for order in detail.runs)
+    assert all(math.isfinite(v) for v in detail.predicted_mean)
