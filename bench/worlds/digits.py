@@ -417,16 +417,17 @@ class DigitsWorld:
     def _calibrate_noise(self) -> tuple[int, float]:
         """Bootstrap size of an evaluation and the typical sd (accuracy units) it gives.
 
-        Sized on the accuracies after training the identity order, so that the binomial sd
-        ``sqrt(p (1 - p) / size)`` averaged over tasks is about :data:`TARGET_NOISE_SD`.
+        Sized on the accuracies ``p`` (n,) after training the identity order, so that the
+        binomial sd ``sqrt(p (1 - p) / size)`` averaged over tasks is about
+        :data:`TARGET_NOISE_SD` (size clipped to [20, 400] samples).
         """
         nets = self.fresh(1)
         for stage in range(self.n):
             self.train_stage(nets, stage, stage)
         p = self.accuracies(nets)[0]
-        var = float(np.mean(p * (1.0 - p)))
-        size = int(np.clip(round(var / TARGET_NOISE_SD**2), 20, 400))
-        return size, float(np.sqrt(max(var, 1e-4) / size))
+        sd_one = max(float(np.mean(np.sqrt(p * (1.0 - p)))), 0.01)
+        size = int(np.clip(round((sd_one / TARGET_NOISE_SD) ** 2), 20, 400))
+        return size, sd_one / float(np.sqrt(size))
 
 
 class DigitsJob:
