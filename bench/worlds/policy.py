@@ -23,7 +23,8 @@ Speed: :meth:`PolicyWorld.final_utilities` trains each distinct prefix of the gi
 all policies of one depth and task in one batch. Every contraction is written as a fixed
 sequence of elementwise operations (no BLAS, no reductions across the batch axis), so a policy's
 result does not depend on the batch it was trained in: a job trained stage by stage reaches
-exactly the state of :meth:`PolicyWorld.final_utilities`.
+exactly the state of :meth:`PolicyWorld.final_utilities`. Cost of all orders (one core): n = 6
+(1,956 prefixes) ~0.6 s, n = 8 (109,600 prefixes) ~40 s.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ ADV_EPS = 1e-6
 """Added to the group's reward sd in the advantage."""
 CHUNK = 8192
 """Policies trained in one batch (memory bound only: results do not depend on it)."""
-NOISE_SD = 0.02
-"""Typical sd of one task's noisy evaluation (utility units; binomial at ``EVAL_SAMPLES``)."""
+NOISE_SD = 0.012
+"""Typical sd of one task's noisy evaluation (utility units): the mean measured over states of
+n = 6 worlds (structured ~0.014, binomial at ``EVAL_SAMPLES``; open-ended ~0.009)."""
 
 _TAG_WORLD = 0
 _TAG_STAGE = 1
