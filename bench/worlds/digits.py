@@ -15,7 +15,9 @@ tasks, 10 otherwise) or ``"separate"`` (one head per task: task-incremental). Ev
 odd seeds separate, unless ``heads=`` says otherwise.
 
 The learner: ``64 -> 32 ReLU -> outputs``, plain SGD on the mean cross-entropy, minibatches of
-:data:`BATCH`, :data:`EPOCHS` epochs over the task's training split per stage. Every job of a
+:data:`BATCH`, :data:`EPOCHS` epochs over the task's training split per stage (20 steps for the
+10-class tasks, about 12 for a split task); later stages overwrite what earlier ones taught
+(forgetting), related tasks help each other (transfer). Every job of a
 world starts from the same weights (drawn from the world seed) and the minibatch shuffles of a
 stage are seeded by ``(world seed, task, stage index)``, so training is deterministic given the
 order trained so far, and every network trained on the same task at the same stage sees the
@@ -23,6 +25,8 @@ same minibatches. That makes prefix sharing cheap: :meth:`DigitsWorld.final_util
 each distinct prefix once, level by level, all networks of a level at once (one GEMM for the
 hidden layer of a whole group, float32). A job runs the same code with a batch of one network,
 and gives bit for bit the state of the same prefix in :meth:`DigitsWorld.final_utilities`.
+Cost of all ``n!`` orders on one core: about 1 s at n = 6; at n = 8 about 17 s (split) to
+42 s (10-class) of CPU time.
 
 Utilities: a task's utility is its accuracy on its held-out test split (noise-free: the whole
 split). :meth:`DigitsJob.evaluate` measures each task on a bootstrap subsample of its test split
@@ -54,6 +58,7 @@ __all__ = [
     "VERSION",
     "DigitsJob",
     "DigitsWorld",
+    "Heads",
     "permuted_world",
     "rotated_world",
     "split_world",
