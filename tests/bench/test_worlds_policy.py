@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from bench.worlds.base import IntArray
+from bench.worlds.base import IntArray, World
 from bench.worlds.policy import VERSION, PolicyWorld, policy_world
 from solver.estimation import TaskKind
 
@@ -24,8 +24,11 @@ def _run(world: PolicyWorld, order: IntArray, seed: int = 0) -> np.ndarray:
     return job.true_utilities()
 
 
-def test_version_is_a_string() -> None:
+def test_version_is_a_string_and_the_world_fits_the_protocol() -> None:
     assert isinstance(VERSION, str)
+    world: World = policy_world(4, 0)  # mypy checks the protocol here
+    assert world.family == "policy"
+    assert 0.0 < world.noise_sd < 0.05
 
 
 @pytest.mark.parametrize("n", [2, 4, 6, 8])
