@@ -89,7 +89,8 @@ SPLIT_TEST_FRACTION = 0.4
 GROUP_CHUNK = 2048
 """Networks evaluated together (bounds the memory of one evaluation GEMM)."""
 
-_FAMILY_TAG = {"split": 1, "permuted": 2, "rotated": 3}
+_FAMILY_TAG = {"mlp-split": 1, "mlp-permuted": 2, "mlp-rotated": 3}
+"""Family name (as in the world registry) -> the tag mixed into every seed of its worlds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,24 +474,28 @@ def _pick_heads(seed: int, heads: Heads | None) -> Heads:
 
 def split_world(n: int, seed: int, *, heads: Heads | None = None) -> DigitsWorld:
     """Split digits: ``n`` two-digit tasks on distinct pairs (1 <= n <= 45)."""
-    rng = np.random.default_rng([seed, _FAMILY_TAG["split"]])
+    rng = np.random.default_rng([seed, _FAMILY_TAG["mlp-split"]])
     tasks, names = _split_tasks(n, rng)
-    return DigitsWorld("split", n, seed, tasks, names, heads=_pick_heads(seed, heads), n_out=2)
+    return DigitsWorld("mlp-split", n, seed, tasks, names, heads=_pick_heads(seed, heads), n_out=2)
 
 
 def permuted_world(n: int, seed: int, *, heads: Heads | None = None) -> DigitsWorld:
     """Permuted digits: ``n`` 10-class tasks, each with its own pixel permutation."""
-    rng = np.random.default_rng([seed, _FAMILY_TAG["permuted"]])
+    rng = np.random.default_rng([seed, _FAMILY_TAG["mlp-permuted"]])
     perms = [np.arange(64)] + [rng.permutation(64) for _ in range(n - 1)]
     tasks = _ten_class_tasks([_permuter(p) for p in perms], rng)
     names = ["perm identity"] + [f"perm {t}" for t in range(1, n)]
-    return DigitsWorld("permuted", n, seed, tasks, names, heads=_pick_heads(seed, heads), n_out=10)
+    return DigitsWorld(
+        "mlp-permuted", n, seed, tasks, names, heads=_pick_heads(seed, heads), n_out=10
+    )
 
 
 def rotated_world(n: int, seed: int, *, heads: Heads | None = None) -> DigitsWorld:
     """Rotated digits: ``n`` 10-class tasks, task 0 upright, others by angles in [15, 180)."""
-    rng = np.random.default_rng([seed, _FAMILY_TAG["rotated"]])
+    rng = np.random.default_rng([seed, _FAMILY_TAG["mlp-rotated"]])
     angles = np.concatenate([[0.0], rng.uniform(15.0, 180.0, n - 1)]).astype(np.float64)
     tasks = _ten_class_tasks([_rotator(float(a)) for a in angles], rng)
     names = [f"rot {round(float(a))}deg" for a in angles]
-    return DigitsWorld("rotated", n, seed, tasks, names, heads=_pick_heads(seed, heads), n_out=10)
+    return DigitsWorld(
+        "mlp-rotated", n, seed, tasks, names, heads=_pick_heads(seed, heads), n_out=10
+    )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from bench.worlds.base import Job, World
 from bench.worlds.digits import (
     VERSION,
     DigitsWorld,
@@ -33,8 +34,12 @@ def _job_utilities(world: DigitsWorld, order: np.ndarray) -> np.ndarray:
     return job.true_utilities()
 
 
-def test_version_is_a_string() -> None:
+def test_version_is_a_string_and_worlds_meet_the_protocol() -> None:
     assert isinstance(VERSION, str)
+    world: World = split_world(4, 0)
+    job: Job = world.start(seed=0)
+    assert job.trained == []
+    assert [f(4, 0).family for f in FAMILIES] == ["mlp-split", "mlp-permuted", "mlp-rotated"]
 
 
 @pytest.mark.parametrize("factory", FAMILIES)
