@@ -824,9 +824,16 @@ def report_lines(bench: Benchmark, *, runs: int, transport: Transport) -> list[s
     return lines
 
 
-def results_json(bench: Benchmark) -> dict[str, Any]:
-    """Every world's raw result (no timings: the file is deterministic for the arguments)."""
-    return {"worlds": [asdict(o.result) for o in bench.outcomes]}
+def results_json(bench: Benchmark, *, transport: Transport) -> dict[str, Any]:
+    """What was run and every world's raw result (regrets in %, values in utility units).
+
+    No timings, so that the file is deterministic for the arguments.
+    """
+    return {
+        "transport": transport,
+        "specs": [asdict(spec) for spec in bench.specs],
+        "worlds": [asdict(o.result) for o in bench.outcomes],
+    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -861,7 +868,7 @@ def main(argv: Sequence[str] | None = None) -> Benchmark:
     bench = run_benchmark(specs, transport=args.transport, jobs=args.jobs, progress=progress)
     print("\n".join(report_lines(bench, runs=args.runs, transport=args.transport)), flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(results_json(bench), indent=1))
+        args.json.write_text(json.dumps(results_json(bench, transport=args.transport), indent=1))
     return bench
 
 
