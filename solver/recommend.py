@@ -79,13 +79,14 @@ __all__ = [
 ]
 
 Z_90 = 1.6448536269514722
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**31 - 1
 
 
 def plan_seed(*parts: str | int) -> int:
     """A sampling seed from stable names (project, run client id or sequence number, ...).
 
-    ``sha256`` of the parts joined by ``:``, first 8 bytes big-endian, mod ``2^63 - 1``: the
+    ``sha256`` of the parts joined by ``:``, first 8 bytes big-endian, mod ``2^31 - 1`` (the API's seed range):
+    the
     same project and run give the same draws on any machine and in any process.
     """
     digest = sha256(":".join(str(p) for p in parts).encode()).digest()
@@ -224,6 +225,13 @@ class _Predictor:
         """Mean final utility of every task, shape (P, n)."""
         raise NotImplementedError
 
+    def utility_moments(
+        self, orders: IntArray, *, conditioned: bool
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        """Mean and variance of every task's final utility, shape (P, n) each."""
+        mean = self.utilities(orders, conditioned=conditioned)
+        return mean, np.zeros(mean.shape)
+
     def draw(self, rng: np.random.Generator) -> _Predictor:
         """A predictor of one posterior draw (no parameter variance)."""
         raise NotImplementedError
@@ -257,6 +265,12 @@ class _TransitionPredictor(_Predictor):
 
     def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
         return np.asarray(self._finals(orders, conditioned).mean(axis=0), dtype=np.float64)
+
+    def utility_moments(
+        self, orders: IntArray, *, conditioned: bool
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        finals = self._finals(orders, conditioned)
+        return finals.mean(axis=0), finals.var(axis=0)
 
     def draw(self, rng: np.random.Generator) -> _Predictor:
         params = sample_transition_params(self.model, 1, rng)
@@ -301,6 +315,22 @@ class _RunModelPredictor(_Predictor):
                 summary, orders, entropy_now=self.current.entropy, trained=len(self.current.prefix)
             )
         return predict_final_utilities(summary, orders)
+
+    def utility_moments(
+        self, orders: IntArray, *, conditioned: bool
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        mean = self.utilities(orders, conditioned=conditioned)
+        if self.theta is not self.posterior.mean:
+            return mean, np.zeros(mean.shape)
+        summary = self.posterior.summary()
+        position = np.argsort(orders, axis=1)
+        before = position[:, :, None] < position[:, None, :]  # [p, i, j]: i before j
+        var = (
+            summary.level_var[None, :]
+            + np.einsum("pij,ij->pj", before, summary.carry_var)
+            + np.einsum("pji,ij->pj", before, summary.backward_var)
+        )
+        return mean, np.asarray(var, dtype=np.float64)
 
     def draw(self, rng: np.random.Generator) -> _Predictor:
         cov = self.posterior.covariance
@@ -455,14 +485,25 @@ class OrderPosterior:
 
     def utilities(self, orders: npt.ArrayLike) -> FloatMatrix:
         """Mixture mean of every task's final utility, shape (P, n) (parametric parts only)."""
+        return self.utility_moments(orders)[0]
+
+    def utility_moments(self, orders: npt.ArrayLike) -> tuple[FloatMatrix, FloatMatrix]:
+        """Mixture mean and std of every task's final utility, shape (P, n) each.
+
+        The parametric parts only (the residual process is on the objective): the spread of the
+        members' predictions plus each member's own parameter spread where it has draws.
+        """
         array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
-        out = np.zeros((len(array), self.n))
+        first, second = np.zeros((len(array), self.n)), np.zeros((len(array), self.n))
         total = 0.0
         for member, weight in zip(self.members, self.member_weights, strict=True):
             if weight >= 1e-6:
-                out += weight * member.predictor.utilities(array, conditioned=True)
+                mean, var = member.predictor.utility_moments(array, conditioned=True)
+                first += weight * mean
+                second += weight * (var + mean**2)
                 total += weight
-        return out / total
+        first, second = first / total, second / total
+        return first, np.sqrt(np.maximum(second - first**2, 0.0))
 
 
 def _member_moments(member: _Member, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:

@@ -10,6 +10,7 @@ from app.deps import ProjectAdmin, ProjectReader, SessionDep, SettingsDep
 from app.errors import error_responses
 from app.schemas.common import MAX_LIST_LIMIT
 from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
+from app.services import recommendations as recommendation_service
 from app.services import schedules as schedule_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/schedules", tags=["schedules"])
@@ -32,8 +33,12 @@ ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's 
 def create_schedule(
     body: ScheduleCreate, project: ProjectAdmin, session: SessionDep, settings: SettingsDep
 ) -> ScheduleRead:
-    """Solve for the best order over the current estimates and store it as a new schedule."""
-    return schedule_service.solve_and_store(session, project, body, settings=settings)
+    """Plan the best order and store it as a new schedule.
+
+    With the defaults this is the project's **recommendation**: the order with the highest
+    posterior mean objective under the ensemble fitted to every run of the project (see
+    `model`); `objective: thompson` draws once from the same posterior."""
+    return recommendation_service.create_schedule(session, project, body, settings=settings)
 
 
 @router.get("", operation_id="list_schedules", responses=error_responses(*AUTH_ERRORS, 422))

@@ -14,6 +14,12 @@ class TaskCalibration(OutputModel):
     observed: float = Field(description="Utility in the run's last report.")
     predicted_initial: float | None = Field(description="By the plan the run started with.")
     predicted_final: float | None = Field(description="By the run's last plan.")
+    inside_initial: bool | None = Field(
+        default=None, description="Observed within the first plan's 95 % interval."
+    )
+    inside_final: bool | None = Field(
+        default=None, description="Observed within the last plan's 95 % interval."
+    )
 
 
 class RunCalibration(OutputModel):
@@ -26,6 +32,12 @@ class RunCalibration(OutputModel):
     tasks: list[TaskCalibration]
     mae_initial: float | None = Field(description="Mean absolute error of the first plan.")
     mae_final: float | None = Field(description="Mean absolute error of the last plan.")
+    coverage_initial: float | None = Field(
+        default=None, description="Share of tasks inside the first plan's 95 % interval."
+    )
+    coverage_final: float | None = Field(
+        default=None, description="Share of tasks inside the last plan's 95 % interval."
+    )
 
 
 class CalibrationRead(OutputModel):
@@ -35,6 +47,14 @@ class CalibrationRead(OutputModel):
     count: int = Field(description="Task predictions compared (over all runs).")
     mae_initial: float | None = Field(description="Over every task of every run listed.")
     mae_final: float | None
+    coverage_initial: float | None = Field(
+        default=None,
+        description="Share of observed final utilities inside the first plans' 95 % intervals "
+        "(of the true utility: evaluation noise lowers it a little).",
+    )
+    coverage_final: float | None = Field(
+        default=None, description="The same for the runs' last plans."
+    )
 
 
 class RecomputeRead(OutputModel):

@@ -75,17 +75,22 @@ class RunCreate(InputModel):
     adaptive: bool = Field(
         default=False, description="Re-plan the remaining stages after each report."
     )
-    strategy: RunStrategy = RunStrategy.EXPLOIT
+    strategy: RunStrategy | None = Field(
+        default=None,
+        description="How the plans choose: `exploit` follows the recommendation (the highest "
+        "posterior mean), `thompson` one posterior draw per run (exploration by value: it "
+        "explores where a better order may be and exploits once the posterior is sure), "
+        "`mean_variance` trades mean for variance (`kappa`). Default: `thompson` for adaptive "
+        "runs, `exploit` otherwise.",
+    )
     level_model: LevelModel | None = Field(
         default=None,
-        description="Outcome model of the plans: `constant` (pairwise, DESIGN §2), `entropy` "
-        "(levels depend on the policy entropy the earlier stages leave; uses the project's "
-        "`rho`), `state` (also on the uplift earlier stages gave the task) or `run_model` (a "
-        "regression of every evaluation of every run of the project, with the policy entropy "
-        "as a state; strategy `exploit` only). Under `run_model` the project's second run is "
-        "designed, the reverse of the first, so that every pair is measured both ways; it is "
-        "not re-planned and reads `adaptive: false`. Default: `run_model` for adaptive "
-        "`exploit` runs, else `constant`.",
+        description="Outcome model of the plans: `run_model` (default for `exploit` and "
+        "`thompson`): the ensemble fitted to every evaluation of every run of the project "
+        "(`POST .../schedules` with `model: ensemble`); `constant` (pairwise, DESIGN §2), "
+        "`entropy` (levels depend on the policy entropy the earlier stages leave; uses the "
+        "project's `rho`) or `state` (also on the uplift earlier stages gave the task): the "
+        "stored pairwise estimates (default for `mean_variance`).",
     )
     client_id: ClientId | None = Field(
         default=None, description="The caller's id for this run: makes creation idempotent."
@@ -98,18 +103,24 @@ class RunCreate(InputModel):
         return self
 
     @model_validator(mode="after")
-    def _run_model_exploits(self) -> RunCreate:
-        if self.level_model is LevelModel.RUN_MODEL and self.strategy is not RunStrategy.EXPLOIT:
-            raise ValueError("`run_model` plans with strategy `exploit` only")
+    def _run_model_strategies(self) -> RunCreate:
+        if self.level_model is LevelModel.RUN_MODEL and self.strategy is RunStrategy.MEAN_VARIANCE:
+            raise ValueError("`run_model` plans with strategy `exploit` or `thompson`")
         return self
+
+    def resolved_strategy(self) -> RunStrategy:
+        """The strategy asked for, or the default of this kind of run."""
+        if self.strategy is not None:
+            return self.strategy
+        return RunStrategy.THOMPSON if self.adaptive else RunStrategy.EXPLOIT
 
     def resolved_level_model(self) -> LevelModel:
         """The level model asked for, or the default of this kind of run."""
         if self.level_model is not None:
             return self.level_model
-        if self.adaptive and self.strategy is RunStrategy.EXPLOIT:
-            return LevelModel.RUN_MODEL
-        return LevelModel.CONSTANT
+        if self.resolved_strategy() is RunStrategy.MEAN_VARIANCE:
+            return LevelModel.CONSTANT
+        return LevelModel.RUN_MODEL
 
 
 class Lease(OutputModel):

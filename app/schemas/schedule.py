@@ -147,12 +147,28 @@ _SCHEDULE_EXAMPLE: dict[str, JsonValue] = {
 }
 
 
+class ScheduleModel(StrEnum):
+    """The outcome model a schedule is planned on."""
+
+    ENSEMBLE = "ensemble"
+    PAIRWISE = "pairwise"
+
+
 class ScheduleCreate(InputModel):
     """What to solve: objective, retention, constraints by task key, limits and seed."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [_SCHEDULE_EXAMPLE]})
 
     objective: ScheduleObjective = ScheduleObjective.EXPECTED
+    model: ScheduleModel = Field(
+        default=ScheduleModel.ENSEMBLE,
+        description="`ensemble` (default): the posterior over orders' outcomes fitted to every "
+        "run of the project, several outcome models weighted by how well they predict held-out "
+        "runs, anchored on the orders already observed (objectives `expected`, the "
+        "recommendation, and `thompson`, one posterior draw; every task of the project, at most "
+        "40). `pairwise`: the stored pairwise estimates (DESIGN §2), which `mean_variance`, "
+        "`rho`, task subsets and larger projects always use.",
+    )
     rho: float | None = Field(
         default=None,
         ge=0,

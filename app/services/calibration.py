@@ -27,6 +27,30 @@ def predicted_means(schedule: Schedule | None) -> dict[str, float]:
     return means
 
 
+def predicted_intervals(schedule: Schedule | None) -> dict[str, tuple[float, float]]:
+    """Predicted 95 % interval ``(lower, upper)`` per task key (empty if the schedule has none)."""
+    if schedule is None:
+        return {}
+    tasks: Any = (schedule.predicted or {}).get("tasks", [])
+    intervals: dict[str, tuple[float, float]] = {}
+    for entry in tasks if isinstance(tasks, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        lower, upper = entry.get("lower"), entry.get("upper")
+        if isinstance(lower, int | float) and isinstance(upper, int | float):
+            intervals[str(entry["task"])] = (float(lower), float(upper))
+    return intervals
+
+
+def _inside(interval: tuple[float, float] | None, value: float) -> bool | None:
+    return None if interval is None else interval[0] <= value <= interval[1]
+
+
+def _coverage(flags: Sequence[bool | None]) -> float | None:
+    known = [flag for flag in flags if flag is not None]
+    return sum(known) / len(known) if known else None
+
+
 def _mae(errors: Sequence[float]) -> float | None:
     return sum(errors) / len(errors) if errors else None
 
@@ -52,12 +76,15 @@ def _run_calibration(session: Session, context: ProjectContext, run: Run) -> Run
         else {}
     )
     initial, final = predicted_means(first), predicted_means(last)
+    initial_box, final_box = predicted_intervals(first), predicted_intervals(last)
     tasks = [
         TaskCalibration(
             task=key,
             observed=value,
             predicted_initial=initial.get(key),
             predicted_final=final.get(key),
+            inside_initial=_inside(initial_box.get(key), value),
+            inside_final=_inside(final_box.get(key), value),
         )
         for key, value in observed.items()
     ]
@@ -69,6 +96,8 @@ def _run_calibration(session: Session, context: ProjectContext, run: Run) -> Run
         tasks=tasks,
         mae_initial=_mae(_errors(tasks, initial=True)),
         mae_final=_mae(_errors(tasks, initial=False)),
+        coverage_initial=_coverage([task.inside_initial for task in tasks]),
+        coverage_final=_coverage([task.inside_final for task in tasks]),
     )
 
 
@@ -84,8 +113,11 @@ def _errors(tasks: Sequence[TaskCalibration], *, initial: bool) -> list[float]:
 def calibration(session: Session, context: ProjectContext, *, limit: int) -> CalibrationRead:
     """Predicted (first and last plan) against observed final utilities of completed runs.
 
-    Observed: the utilities of each run's last report. The mean absolute errors are over every
-    task with both figures, per run and over the ``limit`` most recently completed runs.
+    Observed: the utilities of each run's last report. The mean absolute errors and the
+    coverage of the predicted 95 % intervals are over every task with both figures, per run and
+    over the ``limit`` most recently completed runs. An interval is of the task's true final
+    utility; the observed value also carries the evaluation's noise, so coverage a little
+    under 95 % is what a calibrated model shows with noisy evaluations.
     """
     runs = [
         _run_calibration(session, context, run)
@@ -98,4 +130,6 @@ def calibration(session: Session, context: ProjectContext, *, limit: int) -> Cal
         count=len(initial),
         mae_initial=_mae(initial),
         mae_final=_mae(_errors(tasks, initial=False)),
+        coverage_initial=_coverage([task.inside_initial for task in tasks]),
+        coverage_final=_coverage([task.inside_final for task in tasks]),
     )

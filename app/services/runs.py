@@ -20,16 +20,13 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from app.errors import (
     ConflictError,
-    ConstraintConflictError,
     FieldIssue,
     InvalidInputError,
     NotFoundError,
@@ -56,16 +53,22 @@ from app.schemas.run import (
 from app.schemas.schedule import ScheduleCreate, ScheduleObjective, ScheduleRead
 from app.services import estimates as estimate_service
 from app.services.auth import ProjectContext
+from app.services.recommendations import (
+    PlanMode,
+    ProjectHistory,
+    every_task,
+    load_history,
+    run_seed,
+    solve_ensemble,
+    uses_ensemble,
+)
 from app.services.schedules import OrderRefiner, RefinedOrder, solve_and_store
 from app.settings import Settings
-from models import Run, Schedule, StageReport, Task
+from models import Run, Schedule, StageReport
 from models.base import new_id
 from solver.constraints import check_order
-from solver.estimation import TaskKind
 from solver.learning import (
     RunModel,
-    RunRecord,
-    exploration_order,
     fit_run_model,
     predicted_objective,
     refine_order,
@@ -73,7 +76,7 @@ from solver.learning import (
     run_model_effects,
 )
 from solver.planning import LevelModelName, effect_model, sample_estimates
-from solver.types import EffectModel, FloatMatrix, Order, OrderingProblem, OrderingResult
+from solver.types import EffectModel, FloatMatrix, OrderingProblem, OrderingResult
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +159,32 @@ def solve_plan(
     ``constant`` goes straight to the schedules service. ``entropy`` and ``state`` fold their
     level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
     override with ``rho = 1``; the Thompson sample is then drawn here, from every posterior.
-    ``run_model`` (exploit only): :func:`solve_run_model_plan`.
+    ``run_model``: the ensemble of ``solver.recommend`` (``app.services.recommendations``):
+    ``exploit`` follows the recommendation, ``thompson`` one posterior draw (seeded by the
+    project's name and the run's ``client_id``); before ``ENSEMBLE_MIN_RUNS`` completed runs
+    or over ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise estimates, as
+    ``POST .../schedules`` does; for a subset of the tasks ``exploit`` solves the run model
+    (:func:`solve_run_model_plan`).
     """
     strategy = RunStrategy(run.strategy)
-    if run.level_model == LevelModel.RUN_MODEL.value and strategy is RunStrategy.EXPLOIT:
-        history = load_history(session, context.id)
+    ensemble_strategy = strategy in (RunStrategy.EXPLOIT, RunStrategy.THOMPSON)
+    history = load_history(session, context.id)
+    run_model = run.level_model == LevelModel.RUN_MODEL.value
+    if run_model and ensemble_strategy and uses_ensemble(base, history):
+        mode = PlanMode.THOMPSON if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
+        return solve_ensemble(
+            session,
+            context,
+            base,
+            history,
+            mode=mode,
+            seed=run_seed(session, context, run),
+            settings=settings,
+            run_id=run.id,
+            parent_id=parent_id,
+            prefix=prefix,
+        )
+    if run_model and strategy is RunStrategy.EXPLOIT and not every_task(base, history):
         return solve_run_model_plan(
             session,
             context,
@@ -172,8 +196,10 @@ def solve_plan(
             prefix=prefix,
         )
     request = plan_request(base, strategy, run_id=run.id, stage=stage)
+    if strategy is RunStrategy.THOMPSON:
+        request = request.model_copy(update={"seed": run_seed(session, context, run)})
     model: EffectModel | None = None
-    if run.level_model != LevelModel.CONSTANT.value:
+    if run.level_model not in (LevelModel.CONSTANT.value, LevelModel.RUN_MODEL.value):
         current = estimate_service.project_estimates(session, context)
         estimates = current.estimates
         if strategy is RunStrategy.THOMPSON:
@@ -201,75 +227,6 @@ def solve_plan(
 
 
 # --- the run model (solver.learning) --------------------------------------------------------------
-
-_RUN_MODEL_KINDS = {"structured": TaskKind.STRUCTURED, "open_ended": TaskKind.OPEN_ENDED}
-DESIGN_RUNS = 2
-"""Runs before the run model exploits: the first is planned, the second is its reverse."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectHistory:
-    """Every run of the project as the run model's data, task indexes in project order.
-
-    ``records`` maps a run id to what it trained and reported; ``completed`` lists the trained
-    orders of the completed runs, oldest first; ``entropies`` maps a run id to the mean entropy
-    of its last report (``None``: none reported).
-    """
-
-    tasks: Sequence[Task]
-    records: Mapping[str, RunRecord]
-    completed: list[Order]
-    entropies: Mapping[str, float | None]
-
-    @property
-    def kinds(self) -> list[TaskKind | None]:
-        """Declared kinds (``other`` is a kind group of its own)."""
-        return [_RUN_MODEL_KINDS.get(task.kind) for task in self.tasks]
-
-    @property
-    def weights(self) -> FloatMatrix:
-        """Task weights, shape (n,)."""
-        return np.array([task.weight for task in self.tasks], dtype=np.float64)
-
-
-def load_history(session: Session, project_id: str) -> ProjectHistory:
-    """The project's runs from the stored reports (recomputed on every plan: nothing cached)."""
-    tasks = task_repo.list_tasks(session, project_id)
-    index = {task.id: position for position, task in enumerate(tasks)}
-    trained: dict[str, list[int]] = {}
-    status: dict[str, str] = {}
-    stages: dict[str, int] = {}
-    for row in report_repo.project_stages(session, project_id):
-        status[row.run_id] = row.run_status
-        stages[row.run_id] = row.stage
-        if row.trained_task_id is not None:
-            trained.setdefault(row.run_id, []).append(index[row.trained_task_id])
-    utilities: dict[str, list[dict[int, float]]] = {
-        run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
-    }
-    entropies: dict[str, list[dict[int, float]]] = {
-        run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
-    }
-    for evaluation in report_repo.project_evaluations(session, project_id):
-        task = index[evaluation.task_id]
-        utilities[evaluation.run_id][evaluation.stage][task] = evaluation.utility
-        if evaluation.entropy is not None:
-            entropies[evaluation.run_id][evaluation.stage][task] = evaluation.entropy
-    records = {
-        run_id: RunRecord(tuple(trained.get(run_id, ())), utilities[run_id], entropies[run_id])
-        for run_id in stages
-    }
-    completed = [
-        records[run_id].trained
-        for run_id in stages
-        if status[run_id] == RunStatus.COMPLETED.value
-        and len(records[run_id].trained) == len(tasks)
-    ]
-    last_entropy = {
-        run_id: float(np.mean(list(values[-1].values()))) if values[-1] else None
-        for run_id, values in entropies.items()
-    }
-    return ProjectHistory(tasks, records, completed, last_entropy)
 
 
 def _run_model_refiner(
@@ -320,12 +277,12 @@ def solve_run_model_plan(
     ``expected`` objective, ``refine_order`` then adds the entropy state (from the entropy of
     the run's last report when re-planning). Cost: one fit, ~10-40 ms at n = 6-8.
     """
-    model = fit_run_model(list(history.records.values()), kinds=history.kinds)
+    model = fit_run_model(history.fit_records(), kinds=history.kinds)
     weights = history.weights
     request = base.model_copy(update={"rho": 1.0})
     refine = None
     if request.objective is ScheduleObjective.EXPECTED:
-        entropy_now = history.entropies.get(run.id) if prefix else None
+        entropy_now = history.last_entropy(run.id) if prefix else None
         refine = _run_model_refiner(model, weights, entropy_now=entropy_now)
     return solve_and_store(
         session,
@@ -338,45 +295,6 @@ def solve_run_model_plan(
         refine=refine,
         settings=settings,
     )
-
-
-def solve_designed_plan(
-    session: Session,
-    context: ProjectContext,
-    run: Run,
-    base: ScheduleCreate,
-    history: ProjectHistory,
-    *,
-    settings: Settings,
-) -> ScheduleRead | None:
-    """The designed exploration run (``solver.learning.exploration_order``), or ``None``.
-
-    Only for a run over every task of the project; ``None`` too when the loop should exploit or
-    the designed order breaks the request's constraints. The order is stored as a fully fixed
-    prefix, so the stored request shows it was designed, not solved.
-    """
-    keys = [task.key for task in history.tasks]
-    if base.tasks is not None and sorted(base.tasks) != sorted(keys):
-        return None
-    designed = exploration_order(history.completed, len(keys), design_runs=DESIGN_RUNS)
-    if designed is None:
-        return None
-    model = fit_run_model(list(history.records.values()), kinds=history.kinds)
-    label = base.label or "designed exploration: the reverse of the earlier run"
-    request = base.model_copy(update={"rho": 1.0, "tasks": None, "label": label})
-    try:
-        return solve_and_store(
-            session,
-            context,
-            request,
-            run_id=run.id,
-            prefix=[keys[t] for t in designed],
-            model_override=run_model_effects(model, history.weights),
-            settings=settings,
-        )
-    except ConstraintConflictError as error:
-        logger.info("run %s is planned, not designed: %s", run.id, error)
-        return None
 
 
 def stage_assignment(order: Sequence[str], next_stage: int, *, finished: bool) -> StageAssignment:
@@ -437,7 +355,7 @@ def create_run(
         client_id=body.client_id,
         schedule_id=schedule_id,
         adaptive=body.adaptive,
-        strategy=body.strategy.value,
+        strategy=body.resolved_strategy().value,
         level_model=body.resolved_level_model().value,
         status=RunStatus.ACTIVE.value,
         next_stage=0,
@@ -455,15 +373,7 @@ def create_run(
     assert stored is not None
     if schedule_id is None:
         base = body.schedule or ScheduleCreate()
-        solved = None
-        if stored.level_model == LevelModel.RUN_MODEL.value:
-            history = load_history(session, context.id)
-            solved = solve_designed_plan(session, context, stored, base, history, settings=settings)
-            if solved is not None:
-                # A designed run measures what the loop lacks; re-planning would undo that.
-                stored.adaptive = False
-        if solved is None:
-            solved = solve_plan(session, context, stored, base, stage=0, settings=settings)
+        solved = solve_plan(session, context, stored, base, stage=0, settings=settings)
         stored.schedule_id = solved.id
         session.flush()
     return read_run(session, context, stored, settings=settings), True

@@ -377,12 +377,14 @@ class RefinedOrder:
 
     ``order`` indexes the scheduled tasks like the problem; ``objective`` is the planner's own
     prediction (weighted utility units), which the solver's bound does not cover. ``method``
-    names the path in at most 32 characters (the stored column's width).
+    names the path in at most 32 characters (the stored column's width). ``prediction``, when
+    given, replaces the solved model's prediction of the order (the planner's own posterior).
     """
 
     order: tuple[int, ...]
     objective: float
     method: str
+    prediction: Prediction | None = None
 
 
 OrderRefiner = Callable[[OrderingProblem, OrderingResult, tuple[int, ...]], RefinedOrder]
@@ -509,8 +511,10 @@ def solve_and_store(
         time_limit_s=time_limit_s, num_workers=settings.solver_workers, seed=request.seed
     )
     result = _solve(problem, params, request.constraints, converted, inputs)
+    planned: Prediction | None = None
     if refine is not None:
         refined = refine(problem, result, inputs.indexes)
+        planned = refined.prediction
         result = replace(
             result,
             order=refined.order,
@@ -520,7 +524,7 @@ def solve_and_store(
             status="feasible",
             method=refined.method,
         )
-    prediction = predict_order(inputs.model, result.order, rho=rho)
+    prediction = planned or predict_order(inputs.model, result.order, rho=rho)
     solved = request.model_dump(mode="json")
     solved.update(rho=rho, time_limit_s=time_limit_s, prefix=list(prefix))
     # Serialise version allocation per project (PostgreSQL; SQLite writers are serial anyway).

@@ -70,6 +70,8 @@ def test_no_finished_run_no_figures(client: TestClient, tasked: ProjectKeys) -> 
         "count": 0,
         "mae_initial": None,
         "mae_final": None,
+        "coverage_initial": None,
+        "coverage_final": None,
     }
 
 
@@ -89,6 +91,10 @@ def test_fixed_run_hand_computed(client: TestClient, tasked: ProjectKeys) -> Non
     assert item["mae_initial"] == pytest.approx((0.1 + 0.05 + 0.0) / 3, abs=1e-6)
     assert body["count"] == 3
     assert body["mae_initial"] == pytest.approx(item["mae_initial"])
+    # Tight intervals around the levels: only poetry (observed at its level) is inside.
+    inside = {t["task"]: t["inside_initial"] for t in item["tasks"]}
+    assert inside == {"math": False, "code": False, "poetry": True}
+    assert item["coverage_initial"] == body["coverage_initial"] == pytest.approx(1 / 3)
 
 
 def test_adaptive_run_uses_its_first_and_last_plan(client: TestClient, tasked: ProjectKeys) -> None:

@@ -9,9 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from models import Schedule, Task
+from models import Project, Schedule, Task
 from solver.estimation import TaskKind
-from solver.learning import RunRecord, fit_run_model, predicted_objective
+from solver.learning import RunRecord
+from solver.recommend import plan_seed, recommend, thompson_order
 from tests.factories import ProjectKeys, create_project_with_keys
 
 KINDS = {"math": "structured", "code": "structured", "poetry": "open_ended", "chat": "open_ended"}
@@ -99,89 +100,97 @@ def _records(client: TestClient, project: ProjectKeys) -> list[RunRecord]:
     return records
 
 
-def test_adaptive_exploit_runs_default_to_the_run_model(
+def test_runs_default_to_the_run_model_and_adaptive_runs_to_thompson(
     client: TestClient, project: ProjectKeys
 ) -> None:
     cases = [
-        ({"adaptive": True}, "run_model"),
-        ({"adaptive": False}, "constant"),
-        ({"adaptive": True, "strategy": "thompson"}, "constant"),
-        ({"adaptive": False, "level_model": "run_model"}, "run_model"),
+        ({"adaptive": True}, ("thompson", "run_model")),
+        ({"adaptive": False}, ("exploit", "run_model")),
+        ({"adaptive": True, "strategy": "exploit"}, ("exploit", "run_model")),
+        ({"adaptive": True, "strategy": "mean_variance"}, ("mean_variance", "constant")),
+        ({"adaptive": False, "level_model": "constant"}, ("exploit", "constant")),
     ]
     for body, expected in cases:
         response = client.post(_runs(project), json=body, headers=project.trainer)
         assert response.status_code == 201, response.text
-        assert response.json()["level_model"] == expected
+        assert (response.json()["strategy"], response.json()["level_model"]) == expected
 
 
-@pytest.mark.parametrize("strategy", ["thompson", "mean_variance"])
-def test_run_model_plans_exploit_only(
-    client: TestClient, project: ProjectKeys, strategy: str
-) -> None:
-    body = {"adaptive": True, "strategy": strategy, "level_model": "run_model"}
+def test_run_model_does_not_plan_mean_variance(client: TestClient, project: ProjectKeys) -> None:
+    body = {"adaptive": True, "strategy": "mean_variance", "level_model": "run_model"}
     response = client.post(_runs(project), json=body, headers=project.trainer)
     assert response.status_code == 422, response.text
-    assert "exploit" in response.json()["detail"] + str(response.json()["errors"])
+    assert "thompson" in response.json()["detail"] + str(response.json()["errors"])
 
 
-def test_a_replan_comes_from_the_run_model_fitted_to_every_report(
+def _kinds() -> list[TaskKind | None]:
+    return [TaskKind(KINDS[key]) for key in KEYS]
+
+
+def test_an_exploit_replan_is_the_ensembles_recommendation_from_every_report(
     client: TestClient, project: ProjectKeys, session: Session
 ) -> None:
     _train(client, project, {"adaptive": True})
-    run = client.post(_runs(project), json={"adaptive": True}, headers=project.trainer).json()
-    assert run["adaptive"] is False  # the designed second run
-    answers = [_report(client, project, run, stage) for stage in range(len(KEYS) + 1)]
-    assert not any(answer["replanned"] for answer in answers)
-    client.post(f"{_runs(project)}/{run['id']}/complete", headers=project.trainer)
-    third = client.post(_runs(project), json={"adaptive": True}, headers=project.trainer).json()
-    assert third["adaptive"] is True
+    _train(client, project, {"adaptive": True})
+    third = client.post(
+        _runs(project), json={"adaptive": True, "strategy": "exploit"}, headers=project.trainer
+    ).json()
     _report(client, project, third, 0)
     answer = _report(client, project, third, 1)
     assert answer["replanned"] is True
     replan = session.get(Schedule, answer["schedule_id"])
     assert replan is not None
     assert (replan.status, replan.bound, replan.gap) == ("feasible", None, None)
-    assert replan.method.startswith("run_model")
-    assert replan.request["rho"] == 1.0
-    # The stored objective is the run model's prediction of the stored order, from the
-    # entropy the last report gave (all three runs are the data, the current one included).
+    assert replan.method == "ensemble:exploit"
+    # The same inputs through the solver give the same order and posterior mean: the service
+    # only feeds the ensemble the project's runs (all three, the current one included).
     records = _records(client, project)
     assert [len(r.utilities) for r in records] == [5, 5, 2]
-    model = fit_run_model(records, kinds=[TaskKind(KINDS[key]) for key in KEYS])
-    order = [KEYS.index(key) for key in replan.order]
-    entropy_now = float(np.mean(list(records[-1].entropies[1].values())))
-    expected = predicted_objective(model, np.ones(4), order, entropy_now=entropy_now, trained=1)
-    assert replan.objective == pytest.approx(float(expected[0]), rel=1e-9)
+    expected = recommend(records, kinds=_kinds(), weights=np.ones(4), current=records[-1])
+    assert replan.order == [KEYS[t] for t in expected.order]
+    assert replan.objective == pytest.approx(expected.mean, rel=1e-9)
+    assert replan.predicted["objective"]["mean"] == pytest.approx(expected.mean, rel=1e-9)
 
 
-def test_the_second_run_is_the_reverse_of_the_first_completed_run(
+def test_a_thompson_run_is_a_draw_seeded_by_project_name_and_client_id(
     client: TestClient, project: ProjectKeys, session: Session
 ) -> None:
-    first = _train(client, project, {"adaptive": True})
-    second = client.post(_runs(project), json={"adaptive": True}, headers=project.trainer)
-    assert second.status_code == 201, second.text
-    designed = second.json()
-    assert _order(designed) == _order(first)[::-1]
-    schedule = session.get(Schedule, designed["schedule_id"])
+    _train(client, project, {"adaptive": True})
+    _train(client, project, {"adaptive": True})
+    body = {"adaptive": True, "client_id": "job-3"}
+    run = client.post(_runs(project), json=body, headers=project.trainer).json()
+    schedule = session.get(Schedule, run["schedule_id"])
     assert schedule is not None
-    assert schedule.request["prefix"] == _order(designed)
-    assert schedule.request["label"].startswith("designed exploration")
-    assert _report(client, project, designed, 0)["replanned"] is False
-    assert _report(client, project, designed, 1)["replanned"] is False
+    assert schedule.method == "ensemble:thompson"
+    stored = session.get(Project, project.id)
+    assert stored is not None
+    records = _records(client, project)[:2]
+    seed = plan_seed(stored.name, "job-3")
+    order = thompson_order(records, kinds=_kinds(), weights=np.ones(4), seed=seed)
+    assert _order(run) == [KEYS[t] for t in order]
 
 
-def test_a_designed_order_that_breaks_the_constraints_is_planned_instead(
+def test_the_schedule_default_is_the_recommendation_once_two_runs_completed(
     client: TestClient, project: ProjectKeys
 ) -> None:
-    first = _order(_train(client, project, {"adaptive": True}))
-    # The reverse trains first[-1] before first[0]; this request forbids exactly that.
-    constraint = {"type": "precedence", "before": first[0], "after": first[-1]}
-    body = {"adaptive": True, "schedule": {"constraints": [constraint]}}
-    run = client.post(_runs(project), json=body, headers=project.trainer).json()
-    assert run["adaptive"] is True
-    order = _order(run)
-    assert order != first[::-1]
-    assert order.index(first[0]) < order.index(first[-1])
+    schedules = f"/v1/projects/{project.id}/schedules"
+    before = client.post(schedules, json={}, headers=project.admin).json()
+    assert not before["method"].startswith("ensemble")  # pairwise estimates until then
+    _train(client, project, {"adaptive": True})
+    _train(client, project, {"adaptive": True})
+    after = client.post(schedules, json={}, headers=project.admin)
+    assert after.status_code == 201, after.text
+    body = after.json()
+    assert body["method"] == "ensemble:exploit"
+    records = _records(client, project)
+    expected = recommend(records, kinds=_kinds(), weights=np.ones(4))
+    assert body["order"] == [KEYS[t] for t in expected.order]
+    assert body["predicted"]["objective"]["mean"] == pytest.approx(expected.mean, rel=1e-9)
+    # Never below the best observed order's posterior mean.
+    assert expected.best_observed_mean is not None
+    assert expected.mean >= expected.best_observed_mean - 1e-12
+    pairwise = client.post(schedules, json={"model": "pairwise"}, headers=project.admin).json()
+    assert not pairwise["method"].startswith("ensemble")
 
 
 def test_a_run_model_replan_keeps_the_prefix_and_respects_the_constraints(
@@ -206,7 +215,7 @@ def test_a_run_model_replan_keeps_the_prefix_and_respects_the_constraints(
         assert plan.order[:k] == trained[:k]
         assert plan.order.index("chat") < plan.order.index("math")
         assert plan.order[-1] == "code"
-        assert plan.method.startswith("run_model")
+        assert plan.method.startswith("ensemble")
     current = plans[-1]
     assert current is not None
     assert [stage["task"] for stage in view["stages"]] == current.order

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.services.runs import plan_seed
 from app.settings import Settings
-from models import Run, Schedule
+from models import Project, Run, Schedule
+from solver.recommend import plan_seed
 from tests.conftest import ADMIN_TOKEN
 from tests.factories import ProjectKeys, create_project_with_keys
 
@@ -292,6 +292,13 @@ def test_list_pages_newest_first(client: TestClient, tasked: ProjectKeys) -> Non
 # --- adaptive re-planning ------------------------------------------------------------------------
 
 
+def _first_run_seed(session: Session, project: ProjectKeys) -> int:
+    """The sampling seed of a project's first run without ``client_id``."""
+    stored = session.get(Project, project.id)
+    assert stored is not None
+    return plan_seed(stored.name, "#1")
+
+
 def test_adaptive_run_replans_into_a_linked_chain(
     client: TestClient, tasked: ProjectKeys, session: Session
 ) -> None:
@@ -308,7 +315,8 @@ def test_adaptive_run_replans_into_a_linked_chain(
     assert replan.order[0] == first_task
     assert replan.request["prefix"] == [first_task]
     assert replan.request["objective"] == "thompson"
-    assert replan.request["seed"] == plan_seed(run["id"], 1)
+    # Seeded by the project's name and the run's sequence number (no client_id): stable names.
+    assert replan.request["seed"] == _first_run_seed(session, tasked)
     assert answer["next"] == {"done": False, "stage": 2, "task": replan.order[1]}
     # One stage left after stage 2: nothing to choose, no new plan.
     assert _report(client, tasked, run["id"], 2).json()["replanned"] is False
@@ -352,7 +360,7 @@ def test_state_aware_runs_plan_on_their_level_model(
     assert replan is not None
     # The level terms are folded into the model: solved with rho = 1 on one sample (seeded).
     assert (replan.request["rho"], replan.request["objective"]) == (1.0, "expected")
-    assert replan.request["seed"] == plan_seed(run["id"], 1)
+    assert replan.request["seed"] == _first_run_seed(session, tasked)
 
 
 def test_unknown_level_model_is_422(client: TestClient, tasked: ProjectKeys) -> None:

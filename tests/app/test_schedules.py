@@ -134,6 +134,7 @@ def test_stored_record_equals_the_response(
     assert fetched.json() == body
     assert body["request"] == {
         "objective": "expected",
+        "model": "ensemble",
         "rho": 0.0,
         "kappa": 0.0,
         "constraints": [],

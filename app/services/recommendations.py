@@ -1,0 +1,276 @@
+"""Use case of the recommendation: plans on the posterior over orders' outcomes.
+
+What ``POST /schedules`` answers with the project defaults, what an ``exploit`` run follows and
+what a ``thompson`` run explores with, under the ``run_model`` level model: the ensemble of
+``solver.recommend`` fitted to every run of the project (:func:`load_history`, nothing
+cached), once :data:`ENSEMBLE_MIN_RUNS` runs have completed. The solver first solves the
+project's pairwise estimates under the request's constraints (a feasible start, and the only
+model before that and above :data:`ENSEMBLE_MAX_TASKS` tasks); the ensemble then picks the
+order, keeping the constraints and a run's trained prefix.
+
+Seeds are stable names, never random ids: the project's name and the run's ``client_id`` (or
+its sequence number in the project), so the same reports give the same plans on any server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.repositories import projects as project_repo
+from app.repositories import reports as report_repo
+from app.repositories import tasks as task_repo
+from app.schemas.run import RunStatus
+from app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective, ScheduleRead
+from app.services.auth import ProjectContext
+from app.services.schedules import OrderRefiner, RefinedOrder, solve_and_store
+from app.settings import Settings
+from models import Run, Task
+from solver.constraints import check_order
+from solver.estimation import TaskKind
+from solver.learning import RunRecord
+from solver.predict import Prediction
+from solver.recommend import (
+    OrderPosterior,
+    fit_order_posterior,
+    plan_seed,
+    recommend,
+    thompson_order,
+)
+from solver.types import FloatMatrix, OrderingProblem, OrderingResult
+
+ENSEMBLE_MIN_RUNS = 2
+"""Completed runs over every task before the ensemble plans: it weighs its models by how well
+they predict a held-out run, which needs two. Before that, plans use the pairwise estimates
+(imported priors and the reports so far; ``exploit`` runs the run model's pairwise part)."""
+
+ENSEMBLE_MAX_TASKS = 40
+"""Above this many tasks plans use the pairwise estimates only (the ensemble's search grows as
+``n^4`` per move round); ``solver.recommend`` drops the run model above 12 tasks itself."""
+
+_KINDS = {"structured": TaskKind.STRUCTURED, "open_ended": TaskKind.OPEN_ENDED}
+
+
+class PlanMode(StrEnum):
+    """``exploit``: the recommendation (posterior mean); ``thompson``: one posterior draw."""
+
+    EXPLOIT = "exploit"
+    THOMPSON = "thompson"
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectHistory:
+    """Every run of the project as the models' data, task indexes in project order.
+
+    ``records`` maps a run id to what it trained and reported; ``completed`` lists the trained
+    orders of the completed runs, oldest first.
+    """
+
+    tasks: Sequence[Task]
+    records: Mapping[str, RunRecord]
+    completed: list[tuple[int, ...]]
+
+    @property
+    def kinds(self) -> list[TaskKind | None]:
+        """Declared kinds (``other`` is a kind group of its own)."""
+        return [_KINDS.get(task.kind) for task in self.tasks]
+
+    @property
+    def weights(self) -> FloatMatrix:
+        """Task weights, shape (n,)."""
+        return np.array([task.weight for task in self.tasks], dtype=np.float64)
+
+    def last_entropy(self, run_id: str) -> float | None:
+        """Mean entropy of the run's last report (``None``: none reported)."""
+        record = self.records.get(run_id)
+        if record is None or not record.entropies or not record.entropies[-1]:
+            return None
+        return float(np.mean(list(record.entropies[-1].values())))
+
+    def fit_records(self) -> list[RunRecord]:
+        """Every run with at least its baseline reported (runs without reports carry nothing)."""
+        return [record for record in self.records.values() if record.utilities]
+
+
+def load_history(session: Session, project_id: str) -> ProjectHistory:
+    """The project's runs from the stored reports (recomputed on every plan: nothing cached)."""
+    tasks = task_repo.list_tasks(session, project_id)
+    index = {task.id: position for position, task in enumerate(tasks)}
+    trained: dict[str, list[int]] = {}
+    status: dict[str, str] = {}
+    stages: dict[str, int] = {}
+    for row in report_repo.project_stages(session, project_id):
+        status[row.run_id] = row.run_status
+        stages[row.run_id] = row.stage
+        if row.trained_task_id is not None:
+            trained.setdefault(row.run_id, []).append(index[row.trained_task_id])
+    utilities: dict[str, list[dict[int, float]]] = {
+        run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
+    }
+    entropies: dict[str, list[dict[int, float]]] = {
+        run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
+    }
+    for evaluation in report_repo.project_evaluations(session, project_id):
+        if evaluation.run_id not in utilities or evaluation.stage > stages[evaluation.run_id]:
+            continue  # a report stored after the stages were read: not in this history
+        task = index[evaluation.task_id]
+        utilities[evaluation.run_id][evaluation.stage][task] = evaluation.utility
+        if evaluation.entropy is not None:
+            entropies[evaluation.run_id][evaluation.stage][task] = evaluation.entropy
+    records = {
+        run_id: RunRecord(tuple(trained.get(run_id, ())), utilities[run_id], entropies[run_id])
+        for run_id in stages
+    }
+    completed = [
+        records[run_id].trained
+        for run_id in stages
+        if status[run_id] == RunStatus.COMPLETED.value
+        and len(records[run_id].trained) == len(tasks)
+    ]
+    return ProjectHistory(tasks, records, completed)
+
+
+def run_seed(session: Session, context: ProjectContext, run: Run) -> int:
+    """The run's sampling seed: project name and ``client_id`` (else its sequence number)."""
+    project = project_repo.get_project(session, context.id)
+    name = project.name if project is not None else context.id
+    if run.client_id is not None:
+        return plan_seed(name, run.client_id)
+    earlier = session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.project_id == context.id, Run.created_at < run.created_at)
+    )
+    return plan_seed(name, f"#{int(earlier or 0) + 1}")
+
+
+def every_task(request: ScheduleCreate, history: ProjectHistory) -> bool:
+    """Whether the request schedules every task of the project."""
+    keys = [task.key for task in history.tasks]
+    return request.tasks is None or sorted(request.tasks) == sorted(keys)
+
+
+def uses_ensemble(request: ScheduleCreate, history: ProjectHistory) -> bool:
+    """Whether the ensemble plans this request: every task scheduled, size within limits, and
+    at least :data:`ENSEMBLE_MIN_RUNS` completed runs to weigh its models with."""
+    sized = 2 <= len(history.tasks) <= ENSEMBLE_MAX_TASKS
+    enough = len(history.completed) >= ENSEMBLE_MIN_RUNS
+    return every_task(request, history) and sized and enough
+
+
+def _prediction(posterior: OrderPosterior, order: tuple[int, ...]) -> Prediction:
+    array = np.array([order], dtype=np.int64)
+    mean, std = posterior.moments(array)
+    utilities, utility_std = posterior.utility_moments(array)
+    return Prediction(
+        mean=utilities[0],
+        std=utility_std[0],
+        objective_mean=float(mean[0]),
+        objective_std=float(std[0]),
+    )
+
+
+def ensemble_refiner(
+    history: ProjectHistory, *, mode: PlanMode, seed: int, current: RunRecord | None
+) -> OrderRefiner:
+    """The ensemble as the schedules service's refine hook (the solver's order is one start)."""
+
+    def refine(
+        problem: OrderingProblem, result: OrderingResult, indexes: tuple[int, ...]
+    ) -> RefinedOrder:
+        assert list(indexes) == list(range(len(history.tasks))), "the ensemble plans every task"
+        runs = history.fit_records()
+        posterior = fit_order_posterior(
+            runs, kinds=history.kinds, weights=history.weights, current=current
+        )
+
+        def feasible(order: tuple[int, ...]) -> bool:
+            return not check_order(problem, order)
+
+        start = tuple(int(t) for t in result.order)
+        if mode is PlanMode.THOMPSON:
+            order = thompson_order(
+                runs,
+                kinds=history.kinds,
+                weights=history.weights,
+                seed=seed,
+                current=current,
+                is_feasible=feasible,
+                starts=[start],
+                posterior=posterior,
+            )
+        else:
+            order = recommend(
+                runs,
+                kinds=history.kinds,
+                weights=history.weights,
+                current=current,
+                is_feasible=feasible,
+                starts=[start],
+                posterior=posterior,
+            ).order
+        prediction = _prediction(posterior, order)
+        return RefinedOrder(
+            order=order,
+            objective=prediction.objective_mean,
+            method=f"ensemble:{mode.value}",
+            prediction=prediction,
+        )
+
+    return refine
+
+
+def solve_ensemble(
+    session: Session,
+    context: ProjectContext,
+    request: ScheduleCreate,
+    history: ProjectHistory,
+    *,
+    mode: PlanMode,
+    seed: int,
+    settings: Settings,
+    run_id: str | None = None,
+    parent_id: str | None = None,
+    prefix: Sequence[str] = (),
+) -> ScheduleRead:
+    """Solve the pairwise estimates for a feasible start, then plan on the ensemble; store it."""
+    current = history.records.get(run_id) if run_id is not None and prefix else None
+    refine = ensemble_refiner(history, mode=mode, seed=seed, current=current)
+    return solve_and_store(
+        session,
+        context,
+        request.model_copy(update={"tasks": None}),
+        run_id=run_id,
+        parent_id=parent_id,
+        prefix=prefix,
+        refine=refine,
+        settings=settings,
+    )
+
+
+def create_schedule(
+    session: Session, context: ProjectContext, request: ScheduleCreate, *, settings: Settings
+) -> ScheduleRead:
+    """``POST /schedules``: the ensemble for ``expected`` and ``thompson`` over every task (the
+    recommendation and one posterior draw), the pairwise estimates otherwise."""
+    ensemble_objective = request.objective in (
+        ScheduleObjective.EXPECTED,
+        ScheduleObjective.THOMPSON,
+    )
+    if request.model is ScheduleModel.ENSEMBLE and ensemble_objective:
+        history = load_history(session, context.id)
+        if uses_ensemble(request, history):
+            mode = (
+                PlanMode.THOMPSON
+                if request.objective is ScheduleObjective.THOMPSON
+                else PlanMode.EXPLOIT
+            )
+            return solve_ensemble(
+                session, context, request, history, mode=mode, seed=request.seed, settings=settings
+            )
+    return solve_and_store(session, context, request, settings=settings)
