@@ -85,9 +85,9 @@ MAX_SEED = 2**31 - 1
 def plan_seed(*parts: str | int) -> int:
     """A sampling seed from stable names (project, run client id or sequence number, ...).
 
-    ``sha256`` of the parts joined by ``:``, first 8 bytes big-endian, mod ``2^31 - 1`` (the API's seed range):
-    the
-    same project and run give the same draws on any machine and in any process.
+    ``sha256`` of the parts joined by ``:``, first 8 bytes big-endian, mod ``2^31 - 1`` (the
+    API's seed range): the same project and run give the same draws on any machine and in any
+    process.
     """
     digest = sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") % MAX_SEED
