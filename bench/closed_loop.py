@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -405,8 +406,11 @@ class WorldSpec:
         return f"{self.family}-n{self.n}-s{self.seed}"
 
     def seed_of(self, *parts: str | int) -> int:
-        """A seed derived from the world and ``parts``."""
-        return plan_seed(self.project, *parts) % SEED_MODULUS
+        """A job or baseline seed derived from the world and ``parts``: ``sha256`` of the parts
+        joined by ``:``, first 8 bytes big-endian, mod :data:`SEED_MODULUS` (fixed here, so the
+        worlds' noise does not move when the service changes how it seeds its plans)."""
+        text = ":".join(str(p) for p in (self.project, *parts))
+        return int.from_bytes(sha256(text.encode()).digest()[:8], "big") % SEED_MODULUS
 
 
 class OrderValues:
