@@ -11,10 +11,11 @@ the project's own runs decide how much each is believed:
   observed finals, at a few residual scales ``s``. The residual carries what the parametric
   part misses: at an observed order the posterior is pinned to the evidence, away from the
   observed orders it falls back to the model with the model's doubt added;
-- **weights**: pseudo Bayesian model averaging on the leave-one-run-out predictive density of
-  each member (the held-out run's *final* objective, every model refitted without that run,
-  the last ``folds`` completed runs held out in turn): a model the data contradict loses
-  weight, one that predicts unseen orders well gains it;
+- **weights**: stacking on the leave-one-run-out predictive density of each member (the
+  held-out run's *final* objective, every model refitted without that run, the last ``folds``
+  completed runs held out in turn): the mixture weights that predict the held-out runs best,
+  with a small Dirichlet pseudo-count. A model the data contradict loses weight, one that
+  predicts unseen orders well gains it;
 - **recommendation** (:func:`recommend`): the order with the highest posterior mean of the
   mixture among the observed orders, each model's optimum and the local optima of the mixture
   mean (insertion moves): by construction never below the best observed order's posterior
@@ -546,14 +547,15 @@ def _scales(data: _Data, config: RecommendConfig) -> list[float]:
 def _fold_scores(
     data: _Data, config: RecommendConfig, use_run_model: bool, decay: float
 ) -> FloatMatrix:
-    """Leave-one-run-out log predictive density, shape (models, scales); zeros without folds."""
+    """Leave-one-run-out log predictive density, shape (folds, models x scales), member order
+    of :func:`fit_order_posterior`; no rows without two completed runs."""
     count = len(data.complete)
     scales = _scales(data, config)
     models = 3 if use_run_model else 2
-    scores = np.zeros((models, len(scales)))
     if count < 2:
-        return scores
+        return np.zeros((0, models * len(scales)))
     held = list(range(max(0, count - config.folds), count))
+    scores = np.zeros((len(held), models, len(scales)))
     run_posteriors: list[RunModelPosterior | None] = [None] * len(held)
     if use_run_model:
         fitted = fit_run_model_posteriors(
@@ -576,8 +578,31 @@ def _fold_scores(
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
                 total_var = float(var[i] + r_var[0] + data.final_var)
                 error = float(data.finals[i] - mean[i] - r_mean[0])
-                scores[m, s] += -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
-    return scores
+                scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
+    return scores.reshape(len(held), -1)
+
+
+def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> FloatMatrix:
+    """Mixture weights maximizing the held-out log score of the mixture (stacking).
+
+    ``scores``: log predictive density of every held-out run under every member, shape
+    (folds, members). EM on the simplex, with ``pseudo_count`` per member (a Dirichlet prior
+    that keeps every member alive while evidence is thin); uniform without folds.
+    """
+    folds, members = scores.shape
+    weights = np.full(members, 1.0 / members)
+    if folds == 0:
+        return weights
+    density = np.exp(scores - scores.max(axis=1, keepdims=True))
+    for _ in range(200):
+        joint = density * weights[None, :]
+        responsibility = joint / joint.sum(axis=1, keepdims=True)
+        updated = (responsibility.sum(axis=0) + pseudo_count) / (folds + members * pseudo_count)
+        if np.max(np.abs(updated - weights)) < 1e-9:
+            weights = updated
+            break
+        weights = updated
+    return np.asarray(weights, dtype=np.float64)
 
 
 def fit_order_posterior(
@@ -631,9 +656,8 @@ def fit_order_posterior(
             name = f"{predictor.name}@{c:g}"
             members.append(_Member(predictor, gp, name))
             names.append(name)
-    flat = scores.ravel()
-    member_weights = np.exp(flat - flat.max())
-    member_weights /= member_weights.sum()
+    flat = scores.sum(axis=0).ravel()
+    member_weights = _stacking_weights(scores)
     return OrderPosterior(
         members=tuple(members),
         member_weights=member_weights,

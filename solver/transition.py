@@ -71,8 +71,8 @@ class TransitionConfig:
     """
 
     noise_sd: float = 0.02
-    group_prior_std: tuple[float, float, float, float] = (0.15, 0.5, 0.5, 0.15)
-    cell_prior_std: tuple[float, float, float, float] = (0.06, 0.25, 0.25, 0.06)
+    group_prior_std: tuple[float, float, float, float] = (0.1, 0.3, 0.3, 0.1)
+    cell_prior_std: tuple[float, float, float, float] = (0.04, 0.1, 0.1, 0.04)
     baseline_prior: tuple[float, float] = (0.5, 0.5)
 
 
@@ -98,6 +98,9 @@ class TransitionModel:
         Evaluation noise of every task (estimated from the baselines, floored by the config's).
     observations : int
         Stage observations the fit used.
+    bounds : tuple of float
+        Range rollouts keep utilities in: the reported range widened by a tenth of its width
+        on each side (a linear map compounded over many stages must not run away).
     """
 
     mean: FloatMatrix
@@ -109,6 +112,7 @@ class TransitionModel:
     entropy0: float
     noise_sd: FloatMatrix
     observations: int
+    bounds: tuple[float, float] = (-np.inf, np.inf)
 
     @property
     def n(self) -> int:
@@ -291,7 +295,17 @@ def fit_transition_model(
         entropy0=float(np.mean(baselines)) if baselines else 0.0,
         noise_sd=noise,
         observations=len(y),
+        bounds=_bounds(runs),
     )
+
+
+def _bounds(runs: Sequence[RunRecord]) -> tuple[float, float]:
+    values = [v for run in runs for stage in run.utilities for v in stage.values()]
+    if not values:
+        return (-np.inf, np.inf)
+    low, high = min(values), max(values)
+    margin = 0.1 * max(high - low, 1e-6)
+    return (low - margin, high + margin)
 
 
 def sample_transition_params(
@@ -355,7 +369,7 @@ def rollout(
             + cell[..., 2] * shift
             + cell[..., 3] * trained
         )
-        utilities = utilities + change
+        utilities = np.clip(utilities + change, *model.bounds)
         trained[:, np.arange(count), task] = 1.0
         entropy = alpha[task][None, :] * entropy + beta[task][None, :]
     return np.asarray(utilities, dtype=np.float64)
