@@ -40,7 +40,7 @@ orientation only, an effect is extrapolated from its kind group.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,7 @@ __all__ = [
     "exploration_order",
     "fit_run_model",
     "fit_run_model_posteriors",
+    "insertion_moves",
     "mean_entropy",
     "predict_final_utilities",
     "predicted_objective",
@@ -362,20 +363,14 @@ def fit_run_model(
     precision = np.diag(1.0 / prior_var) + design.T @ design / noise_var
     moment = prior_mean / prior_var + design.T @ utilities / noise_var
     covariance: FloatMatrix = np.asarray(np.linalg.inv(precision), dtype=np.float64)
-    mean = covariance @ moment
-    return RunModel(
-        level_mean=mean[layout.level : layout.level + n].copy(),
-        level_var=np.diag(covariance)[layout.level : layout.level + n].copy(),
-        carry_mean=_pair_effect(mean, layout, _CARRY),
-        carry_var=_pair_variance(covariance, layout, _CARRY),
-        backward_mean=_pair_effect(mean, layout, _BACKWARD),
-        backward_var=_pair_variance(covariance, layout, _BACKWARD),
-        forward_mean=_pair_effect(mean, layout, _FORWARD),
-        entropy_slope=mean[layout.slope : layout.slope + n].copy(),
+    posterior = RunModelPosterior(
+        layout=layout,
+        mean=covariance @ moment,
+        covariance=covariance,
         entropy_map=entropy_maps(runs, n, config),
         entropy_ref=entropy_ref,
-        observations=len(utilities),
     )
+    return replace(posterior.summary(), observations=len(utilities))
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,7 +655,7 @@ def predicted_objective(
     return np.asarray(utilities @ w, dtype=np.float64)
 
 
-def _insertions(order: Order, fixed: int) -> IntArray:
+def insertion_moves(order: Order, fixed: int) -> IntArray:
     """Every order reached by moving one free task (past ``fixed``) to another free position."""
     moves = []
     free = range(fixed, len(order))
@@ -718,7 +713,7 @@ def refine_order(
 
     value = float(score(current)[0])
     for _ in range(max_rounds):
-        moves = _insertions(current, prefix_length)
+        moves = insertion_moves(current, prefix_length)
         if is_feasible is not None and len(moves):
             keep = [is_feasible(tuple(int(t) for t in move)) for move in moves]
             moves = moves[np.array(keep, dtype=bool)]

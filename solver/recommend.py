@@ -52,6 +52,7 @@ from solver.learning import (
     RunModelPosterior,
     RunRecord,
     fit_run_model_posteriors,
+    insertion_moves,
     mean_entropy,
     predict_final_utilities,
 )
@@ -691,18 +692,6 @@ def fit_order_posterior(
 # --- search -----------------------------------------------------------------------------------
 
 
-def _insertions(order: Order, fixed: int) -> IntArray:
-    """Every order reached by moving one task past ``fixed`` to another free position."""
-    n = len(order)
-    moves = []
-    for source in range(fixed, n):
-        rest = order[:source] + order[source + 1 :]
-        for target in range(fixed, n):
-            if target != source:
-                moves.append((*rest[:target], order[source], *rest[target:]))
-    return np.array(moves, dtype=np.int64).reshape(-1, n)
-
-
 def _local_search(
     score: Callable[[IntArray], FloatMatrix],
     start: Order,
@@ -715,7 +704,7 @@ def _local_search(
     current = start
     value = float(score(np.array([start], dtype=np.int64))[0])
     for _ in range(max_rounds):
-        moves = _insertions(current, fixed)
+        moves = insertion_moves(current, fixed)
         if is_feasible is not None and len(moves):
             keep = np.array([is_feasible(tuple(int(t) for t in m)) for m in moves], dtype=bool)
             moves = moves[keep]
