@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.worlds.base import FloatArray, IntArray
-from bench.worlds.oracle import StepJob, rollout
+from bench.worlds.oracle import StepWorld
 from solver.estimation import TaskKind
 
 __all__ = [
@@ -169,50 +169,10 @@ class AdditiveDynamics:
         return state[:, -1].copy()
 
 
-class AdditiveWorld:
+class AdditiveWorld(StepWorld[AdditiveDynamics]):
     """A world of the ``additive`` family; :attr:`dynamics` holds its effects."""
 
     family = "additive"
-
-    def __init__(
-        self,
-        *,
-        seed: int,
-        names: tuple[str, ...],
-        kinds: tuple[TaskKind, ...],
-        dynamics: AdditiveDynamics,
-        task_noise_sd: FloatArray,
-        entropy_factor: FloatArray,
-        entropy_noise_sd: float = 0.02,
-    ) -> None:
-        self.seed = seed
-        self.names = names
-        self.kinds = kinds
-        self.dynamics = dynamics
-        self.task_noise_sd = task_noise_sd
-        self.entropy_factor = entropy_factor
-        self.entropy_noise_sd = entropy_noise_sd
-        self.noise_sd = float(np.mean(task_noise_sd))
-        """Mean over tasks of the evaluation noise standard deviation (utility units)."""
-
-    @property
-    def n(self) -> int:
-        """Number of tasks."""
-        return len(self.names)
-
-    def start(self, seed: int) -> StepJob:
-        """A fresh job; ``seed`` drives its evaluation noise."""
-        return StepJob(
-            self.dynamics,
-            noise_sd=self.task_noise_sd,
-            entropy_factor=self.entropy_factor,
-            entropy_noise_sd=self.entropy_noise_sd,
-            seed=seed,
-        )
-
-    def final_utilities(self, orders: IntArray) -> FloatArray:
-        """Noise-free final utilities (P, n) of ``P`` full orders (P, n)."""
-        return rollout(self.dynamics, orders)
 
     def pairwise_utilities(self, orders: IntArray) -> FloatArray:
         """``S_j = L_j + sum_{i before j} F[i, j] + sum_{i after j} B[i, j]``, shape (P, n), of

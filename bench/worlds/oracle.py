@@ -10,7 +10,8 @@ renamed over the target), so concurrent benchmark processes never read half a fi
 :class:`Dynamics` is what a synthetic world needs to define (an initial state, a batched
 training step, utilities and entropy of a state); :class:`StepJob` turns it into a noisy
 :class:`~bench.worlds.base.Job` and :func:`rollout` into noise-free final utilities, so that
-the job and the oracle share one definition of the training dynamics.
+the job and the oracle share one definition of the training dynamics. :class:`StepWorld` is
+the common base of the worlds built on one :class:`Dynamics`.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from bench.worlds.base import Evaluation, FloatArray, IntArray, World
+from solver.estimation import TaskKind
 
 __all__ = [
     "ORACLE_MAX_TASKS",
     "Dynamics",
     "OracleResult",
     "StepJob",
+    "StepWorld",
     "all_orders",
     "cache_dir",
     "oracle",
@@ -130,6 +133,60 @@ class StepJob:
             values={j: float(v) for j, v in enumerate(values)},
             entropies={j: float(h) for j, h in enumerate(entropy)},
         )
+
+
+_D = TypeVar("_D", bound=Dynamics)
+
+
+class StepWorld(Generic[_D]):
+    """A :class:`~bench.worlds.base.World` over a :class:`Dynamics` and :class:`StepJob`.
+
+    Subclasses set ``family`` and define :meth:`joint_utilities`. ``task_noise_sd`` (n,):
+    evaluation noise per task (utility units); ``entropy_factor`` (n,) and ``entropy_noise_sd``
+    (nats) as in :class:`StepJob`.
+    """
+
+    family: str
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        names: tuple[str, ...],
+        kinds: tuple[TaskKind, ...],
+        dynamics: _D,
+        task_noise_sd: FloatArray,
+        entropy_factor: FloatArray,
+        entropy_noise_sd: float = 0.02,
+    ) -> None:
+        self.seed = seed
+        self.names = names
+        self.kinds = kinds
+        self.dynamics = dynamics
+        self.task_noise_sd = task_noise_sd
+        self.entropy_factor = entropy_factor
+        self.entropy_noise_sd = entropy_noise_sd
+        self.noise_sd = float(np.mean(task_noise_sd))
+        """Mean over tasks of the evaluation noise standard deviation (utility units)."""
+
+    @property
+    def n(self) -> int:
+        """Number of tasks."""
+        return len(self.names)
+
+    def start(self, seed: int) -> StepJob:
+        """A fresh job; ``seed`` drives its evaluation noise."""
+        return StepJob(
+            self.dynamics,
+            noise_sd=self.task_noise_sd,
+            entropy_factor=self.entropy_factor,
+            entropy_noise_sd=self.entropy_noise_sd,
+            seed=seed,
+        )
+
+    def final_utilities(self, orders: IntArray) -> FloatArray:
+        """Noise-free final utilities (P, n) of ``P`` full orders (P, n)."""
+        return rollout(self.dynamics, orders)
 
 
 # --- the oracle -------------------------------------------------------------------------------

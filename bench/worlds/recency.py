@@ -31,8 +31,7 @@ import numpy as np
 
 from bench.worlds.additive import BoolArray, draw_tasks
 from bench.worlds.base import FloatArray, IntArray
-from bench.worlds.oracle import StepJob, rollout
-from solver.estimation import TaskKind
+from bench.worlds.oracle import StepWorld, rollout
 
 __all__ = ["VERSION", "RecencyDynamics", "RecencyWorld", "recency_world"]
 
@@ -134,50 +133,10 @@ class RecencyDynamics:
         return np.asarray(_ENTROPY_LOW + _ENTROPY_SPAN * state[:, self.slot_count - 1])
 
 
-class RecencyWorld:
+class RecencyWorld(StepWorld[RecencyDynamics]):
     """A world of the ``recency`` family; :attr:`dynamics` holds its parameters."""
 
     family = "recency"
-
-    def __init__(
-        self,
-        *,
-        seed: int,
-        names: tuple[str, ...],
-        kinds: tuple[TaskKind, ...],
-        dynamics: RecencyDynamics,
-        task_noise_sd: FloatArray,
-        entropy_factor: FloatArray,
-        entropy_noise_sd: float = 0.02,
-    ) -> None:
-        self.seed = seed
-        self.names = names
-        self.kinds = kinds
-        self.dynamics = dynamics
-        self.task_noise_sd = task_noise_sd
-        self.entropy_factor = entropy_factor
-        self.entropy_noise_sd = entropy_noise_sd
-        self.noise_sd = float(np.mean(task_noise_sd))
-        """Mean over tasks of the evaluation noise standard deviation (utility units)."""
-
-    @property
-    def n(self) -> int:
-        """Number of tasks."""
-        return len(self.names)
-
-    def start(self, seed: int) -> StepJob:
-        """A fresh job; ``seed`` drives its evaluation noise."""
-        return StepJob(
-            self.dynamics,
-            noise_sd=self.task_noise_sd,
-            entropy_factor=self.entropy_factor,
-            entropy_noise_sd=self.entropy_noise_sd,
-            seed=seed,
-        )
-
-    def final_utilities(self, orders: IntArray) -> FloatArray:
-        """Noise-free final utilities (P, n) of ``P`` full orders (P, n)."""
-        return rollout(self.dynamics, orders)
 
     def joint_utilities(self) -> FloatArray | None:
         """Noise-free final utilities (n,) of joint training: ``n`` rounds of ``n`` mini-stages,
