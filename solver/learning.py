@@ -260,7 +260,8 @@ def mean_entropy(entropies: Sequence[Mapping[int, float]], k: int) -> float | No
     """Mean entropy reported at stage ``k`` (``None``: not reported)."""
     if k >= len(entropies) or not entropies[k]:
         return None
-    return float(np.mean(list(entropies[k].values())))
+    values = entropies[k].values()
+    return float(sum(values) / len(values))
 
 
 def _entropy_reference(runs: Sequence[RunRecord]) -> float:

@@ -308,7 +308,7 @@ class _RunModelPredictor(_Predictor):
         mean = features @ self.theta
         if self.theta is not self.posterior.mean:
             return mean, np.zeros(len(mean))
-        var = np.einsum("pa,ab,pb->p", features, self.posterior.covariance, features)
+        var = np.sum((features @ self.posterior.covariance) * features, axis=1)
         return mean, np.maximum(var, 0.0)
 
     def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
@@ -409,11 +409,16 @@ class _Residual:
     def kernel(self, a: IntArray, b: IntArray) -> FloatMatrix:
         return np.asarray(self.scale * np.exp(-self.decay * _kendall(a, b)), dtype=np.float64)
 
-    def predict(self, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:
-        """Residual mean and variance at ``orders``, shape (P,) each."""
+    def predict(
+        self, orders: IntArray, distances: FloatMatrix | None = None
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        """Residual mean and variance at ``orders``, shape (P,) each (``distances``: the
+        Kendall distances to the observed orders, (P, R), when already computed)."""
         if len(self.orders) == 0:
             return np.zeros(len(orders)), np.full(len(orders), self.scale)
-        cross = self.kernel(orders, self.orders)  # (P, R)
+        if distances is None:
+            distances = _kendall(orders, self.orders)
+        cross = self.scale * np.exp(-self.decay * distances)  # (P, R)
         mean = cross @ self.alpha
         var = self.scale - np.einsum("pr,rs,ps->p", cross, self.factor, cross)
         return mean, np.maximum(var, 1e-18)
@@ -473,13 +478,27 @@ class OrderPosterior:
     n: int
 
     def moments(self, orders: npt.ArrayLike) -> tuple[FloatMatrix, FloatMatrix]:
-        """Mixture mean and standard deviation of the objective, shape (P,) each."""
+        """Mixture mean and standard deviation of the objective, shape (P,) each.
+
+        Each model's prediction and the distances to the observed orders are computed once
+        and shared by the members (one per residual scale) built on them.
+        """
         array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
         means, second = np.zeros(len(array)), np.zeros(len(array))
+        observed = np.array(self.observed, dtype=np.int64).reshape(-1, self.n)
+        distances = _kendall(array, observed) if len(observed) else None
+        predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
         for member, weight in zip(self.members, self.member_weights, strict=True):
             if weight < 1e-6:
                 continue
-            mean, var = _member_moments(member, array)
+            key = id(member.predictor)
+            if key not in predicted:
+                predicted[key] = member.predictor.moments(array, conditioned=True)
+            model_mean, model_var = predicted[key]
+            residual_mean, residual_var = member.residual.predict(array, distances)
+            mean, var = _combine(
+                model_mean, model_var, residual_mean, residual_var, member.residual.scale
+            )
             means += weight * mean
             second += weight * (var + mean**2)
         total = float(self.member_weights[self.member_weights >= 1e-6].sum())
@@ -560,27 +579,27 @@ def _scales(data: _Data, config: RecommendConfig) -> list[float]:
     return [(c * total) ** 2 for c in config.residual_scales]
 
 
+def _held_out(data: _Data, config: RecommendConfig) -> list[int]:
+    """Completed runs held out in turn (indexes into ``data.complete``): the most recent
+    ``folds``, none with fewer than two."""
+    count = len(data.complete)
+    return [] if count < 2 else list(range(max(0, count - config.folds), count))
+
+
 def _fold_scores(
-    data: _Data, config: RecommendConfig, use_run_model: bool, decay: float
+    data: _Data,
+    config: RecommendConfig,
+    run_posteriors: Sequence[RunModelPosterior | None],
+    decay: float,
+    models: int,
 ) -> FloatMatrix:
     """Leave-one-run-out log predictive density, shape (folds, models x scales), member order
-    of :func:`fit_order_posterior`; no rows without two completed runs."""
+    of :func:`fit_order_posterior`; ``run_posteriors``: the run model without each held-out
+    run (``None`` entries: no run model)."""
     count = len(data.complete)
     scales = _scales(data, config)
-    models = 3 if use_run_model else 2
-    if count < 2:
-        return np.zeros((0, models * len(scales)))
-    held = list(range(max(0, count - config.folds), count))
+    held = _held_out(data, config)
     scores = np.zeros((len(held), models, len(scales)))
-    run_posteriors: list[RunModelPosterior | None] = [None] * len(held)
-    if use_run_model:
-        fitted = fit_run_model_posteriors(
-            data.runs,
-            kinds=data.kinds,
-            holdouts=[data.complete[i] for i in held],
-            config=config.run_model,
-        )
-        run_posteriors = list(fitted)
     none = _Current((), None, None)
     for fold, i in enumerate(held):
         kept = [k for k in range(count) if k != i]
@@ -596,7 +615,7 @@ def _fold_scores(
                 total_var = float(v_i[0] + data.final_var)
                 error = float(data.finals[i] - m_i[0])
                 scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
-    return scores.reshape(len(held), -1)
+    return scores.reshape(len(held), models * len(scales))
 
 
 def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> FloatMatrix:
@@ -656,10 +675,19 @@ def fit_order_posterior(
     data = _data(runs, kinds, weights, config.noise_sd)
     decay = config.kernel_decay / max(comb(n, 2), 1)
     use_run_model = n <= config.run_model_max_tasks
-    scores = _fold_scores(data, config, use_run_model, decay)
-    run_posterior = None
+    held = _held_out(data, config)
+    run_posterior: RunModelPosterior | None = None
+    folds: list[RunModelPosterior | None] = [None] * len(held)
     if use_run_model:
-        run_posterior = fit_run_model_posteriors(runs, kinds=kinds, config=config.run_model)[0]
+        # One design for the full fit and every held-out fit.
+        fitted = fit_run_model_posteriors(
+            runs,
+            kinds=kinds,
+            holdouts=[None, *(data.complete[i] for i in held)],
+            config=config.run_model,
+        )
+        run_posterior, folds = fitted[0], list(fitted[1:])
+    scores = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
     state = _current(current, n)
     everything = list(range(len(data.complete)))
     predictors = _predictors(data, everything, run_posterior, state, config)
