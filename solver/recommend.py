@@ -107,6 +107,9 @@ class RecommendConfig:
         adjacent swap apart, ``exp(-lambda / 2)`` between unrelated orders.
     residual_scales : tuple of float
         Residual process scales ``s`` tried (each is one member per model).
+    residual_bias : float
+        Variance of a constant offset of the residual, per unit of ``s^2`` (a model's level
+        error then costs it nothing in the held-out score: only its shape does).
     draws : int
         Posterior draws of the transition model's parameters for its predictive moments.
     folds : int
@@ -124,6 +127,7 @@ class RecommendConfig:
     """
 
     kernel_decay: float = 3.0
+    residual_bias: float = 0.0
     residual_scales: tuple[float, ...] = (0.003, 0.01, 0.03)
     draws: int = 24
     folds: int = 8
@@ -405,9 +409,16 @@ class _Residual:
     factor: FloatMatrix  # (R, R) inverse of (K + D)
     scale: float  # s^2
     decay: float  # lambda / C(n, 2)
+    bias: float  # variance of a constant offset of the whole residual (0: none)
+
+    @property
+    def prior_var(self) -> float:
+        """Prior variance of the residual at any order."""
+        return self.scale + self.bias
 
     def kernel(self, a: IntArray, b: IntArray) -> FloatMatrix:
-        return np.asarray(self.scale * np.exp(-self.decay * _kendall(a, b)), dtype=np.float64)
+        kernel = self.scale * np.exp(-self.decay * _kendall(a, b)) + self.bias
+        return np.asarray(kernel, dtype=np.float64)
 
     def predict(
         self, orders: IntArray, distances: FloatMatrix | None = None
@@ -415,12 +426,12 @@ class _Residual:
         """Residual mean and variance at ``orders``, shape (P,) each (``distances``: the
         Kendall distances to the observed orders, (P, R), when already computed)."""
         if len(self.orders) == 0:
-            return np.zeros(len(orders)), np.full(len(orders), self.scale)
+            return np.zeros(len(orders)), np.full(len(orders), self.prior_var)
         if distances is None:
             distances = _kendall(orders, self.orders)
-        cross = self.scale * np.exp(-self.decay * distances)  # (P, R)
+        cross = self.scale * np.exp(-self.decay * distances) + self.bias  # (P, R)
         mean = cross @ self.alpha
-        var = self.scale - np.einsum("pr,rs,ps->p", cross, self.factor, cross)
+        var = self.prior_var - np.einsum("pr,rs,ps->p", cross, self.factor, cross)
         return mean, np.maximum(var, 1e-18)
 
     def covariance(self, orders: IntArray) -> FloatMatrix:
@@ -433,14 +444,19 @@ class _Residual:
 
 
 def _residual(
-    orders: IntArray, residuals: FloatMatrix, noise: FloatMatrix, scale: float, decay: float
+    orders: IntArray,
+    residuals: FloatMatrix,
+    noise: FloatMatrix,
+    scale: float,
+    decay: float,
+    bias: float = 0.0,
 ) -> _Residual:
     if len(orders) == 0:
         empty = np.zeros((0, 0))
-        return _Residual(orders, np.zeros(0), empty, scale, decay)
-    gram = scale * np.exp(-decay * _kendall(orders, orders)) + np.diag(noise)
+        return _Residual(orders, np.zeros(0), empty, scale, decay, bias)
+    gram = scale * np.exp(-decay * _kendall(orders, orders)) + bias + np.diag(noise)
     factor = np.asarray(np.linalg.inv(gram), dtype=np.float64)
-    return _Residual(orders, factor @ residuals, factor, scale, decay)
+    return _Residual(orders, factor @ residuals, factor, scale, decay, bias)
 
 
 # --- the ensemble ----------------------------------------------------------------------------
@@ -497,7 +513,7 @@ class OrderPosterior:
             model_mean, model_var = predicted[key]
             residual_mean, residual_var = member.residual.predict(array, distances)
             mean, var = _combine(
-                model_mean, model_var, residual_mean, residual_var, member.residual.scale
+                model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
             means += weight * mean
             second += weight * (var + mean**2)
@@ -533,19 +549,19 @@ def _combine(
     var: FloatMatrix,
     residual_mean: FloatMatrix,
     residual_var: FloatMatrix,
-    scale: float,
+    prior_var: float,
 ) -> tuple[FloatMatrix, FloatMatrix]:
     """A member's posterior: model plus residual; the model's own variance shrinks where the
     residual process is pinned by nearby observations (``residual_var / scale``: 0 at an
     observed order without noise, 1 far from every observation)."""
-    unexplained = np.clip(residual_var / scale, 0.0, 1.0)
+    unexplained = np.clip(residual_var / prior_var, 0.0, 1.0)
     return mean + residual_mean, unexplained * var + residual_var
 
 
 def _member_moments(member: _Member, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:
     mean, var = member.predictor.moments(orders, conditioned=True)
     residual_mean, residual_var = member.residual.predict(orders)
-    return _combine(mean, var, residual_mean, residual_var, member.residual.scale)
+    return _combine(mean, var, residual_mean, residual_var, member.residual.prior_var)
 
 
 def _predictors(
@@ -609,9 +625,11 @@ def _fold_scores(
             residuals = data.finals[kept] - mean[kept]
             noise = np.full(len(kept), data.final_var)
             for s, scale in enumerate(scales):
-                gp = _residual(data.orders[kept], residuals, noise, scale, decay)
+                gp = _residual(
+                    data.orders[kept], residuals, noise, scale, decay, config.residual_bias * scale
+                )
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
-                m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, scale)
+                m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, gp.prior_var)
                 total_var = float(v_i[0] + data.final_var)
                 error = float(data.finals[i] - m_i[0])
                 scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
@@ -698,7 +716,9 @@ def fit_order_posterior(
         residuals = data.finals - mean
         noise = np.full(len(residuals), data.final_var)
         for c, scale in zip(config.residual_scales, _scales(data, config), strict=True):
-            gp = _residual(data.orders, residuals, noise, scale, decay)
+            gp = _residual(
+                data.orders, residuals, noise, scale, decay, config.residual_bias * scale
+            )
             name = f"{predictor.name}@{c:g}"
             members.append(_Member(predictor, gp, name))
             names.append(name)
@@ -917,6 +937,7 @@ def thompson_order(
         np.full(len(observed), posterior.final_var),
         member.residual.scale,
         member.residual.decay,
+        member.residual.bias,
     )
 
     def score(orders: IntArray) -> FloatMatrix:
