@@ -656,14 +656,15 @@ def predicted_objective(
     return np.asarray(utilities @ w, dtype=np.float64)
 
 
-def insertion_moves(order: Order, fixed: int) -> IntArray:
-    """Every order reached by moving one free task (past ``fixed``) to another free position."""
+def insertion_moves(order: Order, fixed: int, window: int | None = None) -> IntArray:
+    """Every order reached by moving one free task (past ``fixed``) to another free position,
+    at most ``window`` positions away when given; shape (moves, n)."""
     moves = []
     free = range(fixed, len(order))
     for source in free:
         rest = order[:source] + order[source + 1 :]
         for target in free:
-            if target != source:
+            if target != source and (window is None or abs(target - source) <= window):
                 moves.append((*rest[:target], order[source], *rest[target:]))
     return np.array(moves, dtype=np.int64).reshape(-1, len(order))
 

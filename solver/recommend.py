@@ -120,6 +120,9 @@ class RecommendConfig:
         The recommendation maximizes ``mean - risk * std`` (0: the posterior mean).
     starts : int
         Local searches of the mixture mean (from the best start orders).
+    max_moves : int
+        Neighbourhood size of one search round: above it (about 20 free tasks) a task moves
+        at most ``max_moves // (2 * free)`` positions (at least 2) instead of anywhere.
     max_rounds : int
         Improving moves per local search.
     noise_sd : float
@@ -134,6 +137,7 @@ class RecommendConfig:
     run_model_max_tasks: int = 12
     risk: float = 0.0
     starts: int = 3
+    max_moves: int = 400
     max_rounds: int = 60
     noise_sd: float = 0.02
     transition: TransitionConfig = field(default_factory=TransitionConfig)
@@ -228,6 +232,11 @@ class _Predictor:
         """Objective mean and variance, shape (P,) each."""
         raise NotImplementedError
 
+    def point(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        """Objective at the parameters' posterior mean, shape (P,): the cheap plug-in mean the
+        search climbs on (equal to ``moments(...)[0]`` for a model linear in its parameters)."""
+        return self.moments(orders, conditioned=conditioned)[0]
+
     def utilities(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
         """Mean final utility of every task, shape (P, n)."""
         raise NotImplementedError
@@ -256,15 +265,23 @@ class _TransitionPredictor(_Predictor):
     ) -> None:
         self.model, self.params, self.weights, self.current = model, params, weights, current
 
-    def _finals(self, orders: IntArray, conditioned: bool) -> FloatMatrix:
+    def _finals(
+        self, orders: IntArray, conditioned: bool, params: FloatMatrix | None = None
+    ) -> FloatMatrix:
+        params = self.params if params is None else params
         current = self.current
         if conditioned and current.prefix and current.utilities is not None:
             trained = np.zeros(self.model.n, dtype=bool)
             trained[list(current.prefix)] = True
             entropy = self.model.entropy0 if current.entropy is None else current.entropy
             start = TransitionState(current.utilities, entropy, trained)
-            return rollout(self.model, self.params, orders, start=start, skip=len(current.prefix))
-        return rollout(self.model, self.params, orders)
+            return rollout(self.model, params, orders, start=start, skip=len(current.prefix))
+        return rollout(self.model, params, orders)
+
+    def point(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        center = self.model.mean if len(self.params) > 1 else self.params[0]
+        finals = self._finals(orders, conditioned, center)[0]  # (P, n)
+        return np.asarray(finals @ self.weights, dtype=np.float64)
 
     def moments(self, orders: IntArray, *, conditioned: bool) -> tuple[FloatMatrix, FloatMatrix]:
         objective = self._finals(orders, conditioned) @ self.weights  # (K, P)
@@ -306,6 +323,9 @@ class _RunModelPredictor(_Predictor):
                 trained=len(self.current.prefix),
             )
         return self.posterior.final_features(orders, self.weights)
+
+    def point(self, orders: IntArray, *, conditioned: bool) -> FloatMatrix:
+        return np.asarray(self._features(orders, conditioned) @ self.theta, dtype=np.float64)
 
     def moments(self, orders: IntArray, *, conditioned: bool) -> tuple[FloatMatrix, FloatMatrix]:
         features = self._features(orders, conditioned)
@@ -520,6 +540,26 @@ class OrderPosterior:
         total = float(self.member_weights[self.member_weights >= 1e-6].sum())
         means, second = means / total, second / total
         return means, np.sqrt(np.maximum(second - means**2, 0.0))
+
+    def plug_in_mean(self, orders: npt.ArrayLike) -> FloatMatrix:
+        """Mixture mean of the objective with every model at its parameters' posterior mean,
+        shape (P,): what the search climbs on (one rollout per order instead of one per draw;
+        candidates are then compared on :meth:`moments`)."""
+        array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+        means = np.zeros(len(array))
+        observed = np.array(self.observed, dtype=np.int64).reshape(-1, self.n)
+        distances = _kendall(array, observed) if len(observed) else None
+        predicted: dict[int, FloatMatrix] = {}
+        total = 0.0
+        for member, weight in zip(self.members, self.member_weights, strict=True):
+            if weight < 1e-6:
+                continue
+            key = id(member.predictor)
+            if key not in predicted:
+                predicted[key] = member.predictor.point(array, conditioned=True)
+            means += weight * (predicted[key] + member.residual.predict(array, distances)[0])
+            total += weight
+        return means / total
 
     def utilities(self, orders: npt.ArrayLike) -> FloatMatrix:
         """Mixture mean of every task's final utility, shape (P, n) (parametric parts only)."""
@@ -747,12 +787,15 @@ def _local_search(
     fixed: int,
     is_feasible: Feasible | None,
     max_rounds: int,
+    max_moves: int,
 ) -> tuple[Order, float]:
     """Best-improvement insertion search; never worse than ``start``."""
     current = start
     value = float(score(np.array([start], dtype=np.int64))[0])
+    free = len(start) - fixed
+    window = None if free * (free - 1) <= max_moves else max(2, max_moves // (2 * free))
     for _ in range(max_rounds):
-        moves = insertion_moves(current, fixed)
+        moves = insertion_moves(current, fixed, window)
         if is_feasible is not None and len(moves):
             keep = np.array([is_feasible(tuple(int(t) for t in m)) for m in moves], dtype=bool)
             moves = moves[keep]
@@ -867,6 +910,8 @@ def recommend(
     )
 
     def score(orders: IntArray) -> FloatMatrix:
+        if config.risk == 0.0:
+            return posterior.plug_in_mean(orders)
         mean, std = posterior.moments(orders)
         return np.asarray(mean - config.risk * std, dtype=np.float64)
 
@@ -876,7 +921,12 @@ def recommend(
     fixed = len(posterior.prefix)
     for start in ranked:
         order, _ = _local_search(
-            score, start, fixed=fixed, is_feasible=is_feasible, max_rounds=config.max_rounds
+            score,
+            start,
+            fixed=fixed,
+            is_feasible=is_feasible,
+            max_rounds=config.max_rounds,
+            max_moves=config.max_moves,
         )
         candidates.append(order)
     unique = list(dict.fromkeys(candidates))
@@ -954,7 +1004,12 @@ def thompson_order(
     candidates = list(shuffled)
     for start in shuffled[: config.starts + 1]:
         order, _ = _local_search(
-            score, start, fixed=fixed, is_feasible=is_feasible, max_rounds=config.max_rounds
+            score,
+            start,
+            fixed=fixed,
+            is_feasible=is_feasible,
+            max_rounds=config.max_rounds,
+            max_moves=config.max_moves,
         )
         candidates.append(order)
     unique = list(dict.fromkeys(candidates))
