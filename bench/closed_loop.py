@@ -68,7 +68,7 @@ from bench.worlds.base import Evaluation, World
 from bench.worlds.oracle import OracleResult, oracle
 from solver.estimation import TaskKind
 from solver.learning import RunRecord
-from solver.recommend import plan_seed, recommend, thompson_order
+from solver.recommend import RecommendConfig, plan_seed, recommend, thompson_order
 from solver.types import Order
 
 Transport = Literal["http", "in-process"]
@@ -153,9 +153,15 @@ class InProcessOrdo:
     final mean utility. ``timings`` collects the seconds of every planning call by function.
     """
 
-    def __init__(self, project: str, kinds: Sequence[TaskKind | None]) -> None:
+    def __init__(
+        self,
+        project: str,
+        kinds: Sequence[TaskKind | None],
+        config: RecommendConfig | None = None,
+    ) -> None:
         self.project = project
         self.kinds = tuple(kinds)
+        self.config = config
         self.weights = np.full(len(kinds), 1.0 / len(kinds))
         self.runs: dict[str, _Run] = {}
         self.timings: dict[str, list[float]] = {"thompson_order": [], "recommend": []}
@@ -169,7 +175,12 @@ class InProcessOrdo:
             history.append(current)
         started = time.perf_counter()
         order = thompson_order(
-            history, kinds=self.kinds, weights=self.weights, seed=run.seed, current=current
+            history,
+            kinds=self.kinds,
+            weights=self.weights,
+            seed=run.seed,
+            current=current,
+            config=self.config,
         )
         self.timings["thompson_order"].append(time.perf_counter() - started)
         return order
@@ -212,7 +223,9 @@ class InProcessOrdo:
     def recommendation(self) -> Prediction:
         """``recommend`` over every run: its order, mean and 90 % interval."""
         started = time.perf_counter()
-        result = recommend(self._records(), kinds=self.kinds, weights=self.weights)
+        result = recommend(
+            self._records(), kinds=self.kinds, weights=self.weights, config=self.config
+        )
         self.timings["recommend"].append(time.perf_counter() - started)
         lower, upper = result.interval
         return Prediction(result.order, result.mean, lower, upper)

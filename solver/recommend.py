@@ -109,7 +109,9 @@ class RecommendConfig:
         Residual process scales ``s`` tried (each is one member per model).
     residual_bias : float
         Variance of a constant offset of the residual, per unit of ``s^2`` (a model's level
-        error then costs it nothing in the held-out score: only its shape does).
+        error then costs it little in the held-out score: mostly its shape does). 4 brought
+        the 90 % intervals' coverage from 94-96 % to 90-92 % on tuning worlds disjoint from the
+        benchmark's (seeds 100-111 of every family, n = 6) at equal regret.
     draws : int
         Posterior draws of the transition model's parameters for its predictive moments.
     folds : int
@@ -130,7 +132,7 @@ class RecommendConfig:
     """
 
     kernel_decay: float = 3.0
-    residual_bias: float = 0.0
+    residual_bias: float = 4.0
     residual_scales: tuple[float, ...] = (0.003, 0.01, 0.03)
     draws: int = 24
     folds: int = 8

@@ -18,19 +18,35 @@ FINAL = {"math": 0.7, "code": 0.35, "poetry": 0.5}
 
 @pytest.fixture
 def tasked(client: TestClient, session: Session) -> ProjectKeys:
-    """Three tasks whose levels are known (tight priors) and whose transfers are zero."""
+    """Three tasks whose levels are known and whose transfers are zero (tight priors)."""
     keys = create_project_with_keys(session, task_keys=TASKS)
     session.commit()
     priors = [{"effect": "L", "dst": k, "mean": v, "std": 0.001} for k, v in LEVELS.items()]
+    priors += [
+        {"effect": effect, "src": src, "dst": dst, "mean": 0.0, "std": 0.001}
+        for effect in ("F", "B")
+        for src in TASKS
+        for dst in TASKS
+        if src != dst
+    ]
     response = client.post(f"/v1/projects/{keys.id}/priors", json=priors, headers=keys.admin)
     assert response.status_code == 200
     return keys
 
 
-def _run(client: TestClient, project: ProjectKeys, *, adaptive: bool, end: str | None) -> Any:
+def _run(
+    client: TestClient,
+    project: ProjectKeys,
+    *,
+    adaptive: bool,
+    end: str | None,
+    level_model: str | None = None,
+) -> Any:
     """A run over TASKS in order whose last report is FINAL."""
     runs = f"/v1/projects/{project.id}/runs"
-    body = {"schedule": {"constraints": PINNED}, "adaptive": adaptive}
+    body: dict[str, Any] = {"schedule": {"constraints": PINNED}, "adaptive": adaptive}
+    if level_model is not None:
+        body["level_model"] = level_model
     run = client.post(runs, json=body, headers=project.trainer).json()
     for stage in range(4):
         values = FINAL if stage == 3 else dict.fromkeys(TASKS, 0.3 + 0.1 * stage)
@@ -76,7 +92,8 @@ def test_no_finished_run_no_figures(client: TestClient, tasked: ProjectKeys) -> 
 
 
 def test_fixed_run_hand_computed(client: TestClient, tasked: ProjectKeys) -> None:
-    run = _run(client, tasked, adaptive=False, end="complete")
+    # Planned on the pairwise estimates (the tight priors), not on the run model's default.
+    run = _run(client, tasked, adaptive=False, end="complete", level_model="constant")
     body = _calibration(client, tasked)
     [item] = body["runs"]
     assert item["run_id"] == run["id"]
