@@ -188,9 +188,13 @@ def train_one_run(
 
 
 def create_demo_project(admin: Client, *, seed: int) -> tuple[str, str]:
-    """The demo's project and its six tasks; returns the project id and a trainer key."""
+    """The demo's project and its six tasks; returns the project id and a trainer key.
+
+    The name depends on the seed only: the server seeds a run's plan from the project name and
+    the run's client_id, so the same seed gives the same plans (the database is a fresh one).
+    """
     project = admin.create_project(
-        f"demo-{seed}-{secrets.token_hex(3)}",
+        f"demo-{seed}",
         description="ordo demo: six simulated post-training tasks",
     )
     admin.create_tasks(

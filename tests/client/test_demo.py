@@ -59,6 +59,13 @@ def test_the_demo_writes_the_comparison_table_and_the_chart(
     assert chart.startswith(PNG_SIGNATURE)
     assert len(chart) > 10_000
 
+    # The same seed reproduces the same runs, plans and table (plans are seeded by the project
+    # name and the run's client_id, both derived from the seed).
+    again = tmp_path / "again"
+    repeat = CliRunner().invoke(cli, ["demo", "--runs", "2", "--out", str(again), "--seed", "1"])
+    assert repeat.exit_code == 0, repeat.output
+    assert (again / "comparison.csv").read_text() == (out / "comparison.csv").read_text()
+
 
 def test_joint_training_spends_the_same_budget_as_one_stage_per_task() -> None:
     world = demo_world(0)
