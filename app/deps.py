@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
 from app.errors import UnavailableError
+from app.schemas.common import StorableText
 from app.services.auth import Principal, ProjectContext, authenticate, authorize_project
 from app.settings import Settings
 
@@ -98,7 +99,7 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-ProjectIdPath = Annotated[str, Path(max_length=64, description="The project's id.")]
+ProjectIdPath = Annotated[str, Path(max_length=64, description="The project's id."), StorableText]
 
 
 def project_reader(

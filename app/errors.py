@@ -22,6 +22,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db import UPGRADE_HINT, is_missing_table
+from app.schemas.common import (
+    LOCATION_CONTEXT,
+    UNSTORABLE_TEXT,
+    escape_unstorable,
+)
 from solver.errors import InfeasibleError, InvalidProblemError, NoSolutionError, SolverError
 
 logger = logging.getLogger(__name__)
@@ -192,7 +197,9 @@ def field_path(loc: Sequence[int | str]) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            # A key the client wrote may hold NUL or a lone surrogate: echo it escaped.
+            name = escape_unstorable(str(part))
+            path += f".{name}" if path else name
     return path or "body"
 
 
@@ -202,7 +209,12 @@ def _validation_issues(exc: RequestValidationError) -> list[FieldIssue]:
         reason = str(error.get("msg", "invalid"))
         if error.get("type") == "missing":
             reason = "Field required"
-        issues.append(FieldIssue(field=field_path(error.get("loc", ())), reason=reason))
+        elif error.get("type") == "string_unicode":  # pydantic's word for an unpaired surrogate
+            reason = UNSTORABLE_TEXT
+        # Validators of free-form fields name the position inside the field in their context.
+        inside = error.get("ctx", {}).get(LOCATION_CONTEXT, ())
+        loc = (*error.get("loc", ()), *inside)
+        issues.append(FieldIssue(field=field_path(loc), reason=reason))
     return issues
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from app.deps import PrincipalDep, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
-from app.schemas.common import MAX_LIST_LIMIT
+from app.schemas.common import MAX_LIST_LIMIT, StorableText
 from app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.schemas.project import ProjectCreate, ProjectRead
 from app.services import keys as key_service
@@ -92,7 +92,7 @@ def list_api_keys(project: ProjectAdmin, session: SessionDep) -> list[ApiKeyRead
 def revoke_api_key(
     project: ProjectAdmin,
     session: SessionDep,
-    key_id: Annotated[str, Path(max_length=64, description="The key's public id.")],
+    key_id: Annotated[str, Path(max_length=64, description="The key's public id."), StorableText],
 ) -> Response:
     """Revoke an API key; it answers 401 from then on."""
     key_service.revoke_key(session, project, key_id)

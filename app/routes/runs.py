@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from app.deps import ProjectReader, SessionDep, SettingsDep
 from app.errors import error_responses
-from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT
+from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
 from app.schemas.report import ReportAccepted, ReportCreate
 from app.schemas.run import (
     HeartbeatCreate,
@@ -25,7 +25,7 @@ from app.services import runs as run_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/runs", tags=["runs"])
 AUTH_ERRORS = (401, 404, 503)
-RunIdPath = Annotated[str, Path(max_length=64, description="The run's id.")]
+RunIdPath = Annotated[str, Path(max_length=64, description="The run's id."), StorableText]
 StagePath = Annotated[
     int, Path(ge=0, le=MAX_BATCH, description="0: the baseline; k: after training stage k.")
 ]
@@ -59,7 +59,7 @@ def list_runs(
     project: ProjectReader,
     session: SessionDep,
     page_size: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
-    page_token: Annotated[str | None, Query(max_length=500)] = None,
+    page_token: Annotated[str | None, Query(max_length=500), StorableText] = None,
     run_status: Annotated[RunStatus | None, Query(alias="status")] = None,
 ) -> RunList:
     """List the project's runs, newest first."""

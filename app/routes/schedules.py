@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from app.deps import ProjectAdmin, ProjectReader, SessionDep, SettingsDep
 from app.errors import error_responses
-from app.schemas.common import MAX_LIST_LIMIT
+from app.schemas.common import MAX_LIST_LIMIT, StorableText
 from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
 from app.services import recommendations as recommendation_service
 from app.services import schedules as schedule_service
@@ -21,7 +21,7 @@ SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
         "unavailable; retry after `Retry-After` seconds."
     }
 }
-ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's id.")]
+ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's id."), StorableText]
 
 
 @router.post(
@@ -47,10 +47,14 @@ def list_schedules(
     session: SessionDep,
     page_size: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
     page_token: Annotated[
-        str | None, Query(max_length=100, description="`next_page_token` of the previous page.")
+        str | None,
+        Query(max_length=100, description="`next_page_token` of the previous page."),
+        StorableText,
     ] = None,
     run_id: Annotated[
-        str | None, Query(max_length=64, description="Only the schedules of this run.")
+        str | None,
+        Query(max_length=64, description="Only the schedules of this run."),
+        StorableText,
     ] = None,
 ) -> ScheduleList:
     """List the schedule history, newest first, one page at a time."""

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Path, status
 
 from app.deps import ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
+from app.schemas.common import StorableText
 from app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
 from app.services import tasks as task_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/tasks", tags=["tasks"])
 AUTH_ERRORS = (401, 404, 503)
-TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key.")]
+TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key."), StorableText]
 
 
 @router.post(

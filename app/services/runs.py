@@ -34,6 +34,7 @@ from app.errors import (
 from app.repositories import reports as report_repo
 from app.repositories import runs as run_repo
 from app.repositories import tasks as task_repo
+from app.schemas.common import is_storable_text
 from app.schemas.report import EvaluationRead, ReportRead, StageAssignment
 from app.schemas.run import (
     HeartbeatCreate,
@@ -502,13 +503,17 @@ def encode_page_token(run: Run) -> str:
 
 def decode_page_token(token: str) -> tuple[datetime, str]:
     """The cursor in ``token``; 422 when it was not made by :func:`encode_page_token`."""
+    issue = FieldIssue("page_token", "Not a page token from this endpoint")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created_at, run_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), str(run_id)
+        after = datetime.fromisoformat(created_at), str(run_id)
     except (binascii.Error, ValueError, TypeError) as error:
-        issue = FieldIssue("page_token", "Not a page token from this endpoint")
         raise InvalidInputError("Invalid page token.", errors=[issue]) from error
+    # A forged token may carry text the database cannot take (NUL on PostgreSQL).
+    if not is_storable_text(after[1]):
+        raise InvalidInputError("Invalid page token.", errors=[issue])
+    return after
 
 
 def list_runs(
