@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from app.deps import PrincipalDep, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
-from app.schemas.common import MAX_LIST_LIMIT, StorableText
+from app.schemas.common import MAX_LIST_LIMIT, MAX_OFFSET, StorableText
 from app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.schemas.project import ProjectCreate, ProjectRead
 from app.services import keys as key_service
@@ -42,7 +42,7 @@ def list_projects(
     principal: PrincipalDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Projects to skip.")] = 0,
 ) -> list[ProjectRead]:
     """List the projects the key can see (all of them for the global admin)."""
     return project_service.list_projects(session, principal, limit=limit, offset=offset)

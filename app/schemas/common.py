@@ -18,6 +18,9 @@ from pydantic_core import PydanticCustomError
 
 MAX_BATCH = 1000
 MAX_LIST_LIMIT = 1000
+# Offsets of list pages: no listing is this long, and the bound keeps the number far inside the
+# databases' 64-bit integers.
+MAX_OFFSET = 1_000_000
 # Free-form JSON (task metadata) nests at most this deep.
 MAX_JSON_DEPTH = 32
 

@@ -1,8 +1,8 @@
-"""Input no database can store: 422 naming the field.
+"""Input no database can store and unbounded numbers: 422 naming the field.
 
 NUL and unpaired surrogates in bodies (fields, nested values, keys), path and query parameters;
-non-finite numbers and deep nesting in free-form JSON. Each case runs against SQLite and
-PostgreSQL and checks that no row changed.
+non-finite numbers and deep nesting in free-form JSON; out-of-range numeric parameters. Each case
+runs against SQLite and PostgreSQL and checks that no row changed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.schemas.common import MAX_JSON_DEPTH, UNSTORABLE_TEXT
+from app.schemas.common import MAX_JSON_DEPTH, MAX_OFFSET, UNSTORABLE_TEXT
 from models.base import Base
 from tests.app.route_cases import ROUTE_CASES, SUBJECT_TASKS, Subject, create_subject_run
 from tests.factories import create_project_with_keys
@@ -221,6 +221,48 @@ def test_a_forged_runs_page_token_carrying_nul_is_422(client: TestClient, subjec
         f"{_project(subject)}/runs", params={"page_token": token}, headers=subject.project.admin
     )
     assert [e["field"] for e in _errors(response)] == ["page_token"]
+
+
+# --- numeric parameters ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/projects?offset=9223372036854775808", "query.offset"),
+        (f"/v1/projects?offset={MAX_OFFSET + 1}", "query.offset"),
+        ("/v1/projects?offset=-1", "query.offset"),
+        ("/v1/projects?limit=1001", "query.limit"),
+        ("{project}/runs?page_size=100000000000000000000", "query.page_size"),
+        ("{project}/schedules?page_size=1001", "query.page_size"),
+        ("{project}/calibration?limit=9223372036854775808", "query.limit"),
+        ("{run}/reports/1001", "path.stage"),
+        ("{run}/reports/9223372036854775808", "path.stage"),
+        ("{run}/reports/-1", "path.stage"),
+    ],
+)
+def test_numeric_parameters_out_of_range_are_422(
+    client: TestClient,
+    session: Session,
+    admin_headers: dict[str, str],
+    subject: Subject,
+    path: str,
+    field: str,
+) -> None:
+    url = path.format(project=_project(subject), run=f"{_project(subject)}/runs/{subject.run_id}")
+    headers = admin_headers if url.startswith("/v1/projects?") else subject.project.admin
+    before = _rows(session)
+    body = {"evaluations": [{"task": "math", "value": 0.5}, {"task": "code", "value": 0.4}]}
+    method = "PUT" if "/reports/" in url else "GET"
+    response = client.request(method, url, json=body if method == "PUT" else None, headers=headers)
+    assert [e["field"] for e in _errors(response)] == [field]
+    assert _rows(session) == before
+
+
+def test_the_largest_offset_is_accepted(client: TestClient, admin_headers: dict[str, str]) -> None:
+    response = client.get("/v1/projects", params={"offset": MAX_OFFSET}, headers=admin_headers)
+    assert response.status_code == 200
+    assert response.json() == []
 
 
 # --- free-form JSON ---------------------------------------------------------------------------

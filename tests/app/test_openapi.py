@@ -60,6 +60,16 @@ def test_api_operations_declare_their_errors_as_problem_json(spec: dict[str, Any
     assert "HTTPValidationError" not in spec["components"]["schemas"]
 
 
+def test_integer_parameters_are_bounded(spec: dict[str, Any]) -> None:
+    for method, path, operation in _operations(spec):
+        for parameter in operation.get("parameters", []):
+            schema = parameter["schema"]
+            for branch in [schema, *schema.get("anyOf", [])]:
+                if branch.get("type") == "integer":
+                    where = f"{method} {path} {parameter['name']}"
+                    assert {"minimum", "maximum"} <= set(branch), where
+
+
 def test_request_bodies_have_examples(spec: dict[str, Any]) -> None:
     schemas = spec["components"]["schemas"]
     for method, path, operation in _operations(spec):
