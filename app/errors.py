@@ -8,6 +8,7 @@ shape for unknown routes, bad input, auth failures, conflicts and an unreachable
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.db import UPGRADE_HINT, is_missing_table
 from app.schemas.common import (
     LOCATION_CONTEXT,
+    MAX_JSON_DEPTH,
     UNSTORABLE_TEXT,
     escape_unstorable,
 )
@@ -218,6 +220,24 @@ def _validation_issues(exc: RequestValidationError) -> list[FieldIssue]:
     return issues
 
 
+def unparsable_body_issue(cause: BaseException | None) -> FieldIssue | None:
+    """Why a syntactically valid JSON body could not be parsed, or ``None`` for other causes.
+
+    FastAPI answers 400 for any exception of ``json.loads`` other than a syntax error; these are
+    the client's input, so they become 422 naming ``body``.
+    """
+    if isinstance(cause, UnicodeDecodeError):
+        return FieldIssue(field="body", reason="The body is not valid UTF-8")
+    if isinstance(cause, RecursionError):
+        return FieldIssue(field="body", reason="JSON nested too deeply to parse")
+    if isinstance(cause, ValueError):
+        if "integer string conversion" in str(cause):  # Python's limit on digits
+            limit = sys.get_int_max_str_digits()
+            return FieldIssue(field="body", reason=f"JSON numbers must have at most {limit} digits")
+        return FieldIssue(field="body", reason="The body cannot be parsed as JSON")
+    return None
+
+
 # --- handlers --------------------------------------------------------------------------------
 
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
@@ -252,6 +272,14 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
+        body_issue = unparsable_body_issue(exc.__cause__) if status == 400 else None
+        if body_issue is not None:
+            return problem_response(
+                422,
+                "The request body cannot be parsed; see `errors`.",
+                code="validation_failed",
+                errors=[body_issue],
+            )
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
         if status == 404:
             detail = "No such resource."
@@ -314,7 +342,9 @@ ERROR_DESCRIPTIONS: Mapping[int, str] = {
     404: "No such object in the key's project (other projects' objects look the same).",
     409: "Conflicts with the current state.",
     413: "The request body is over the size limit.",
-    422: "Invalid input; `errors` lists each field and reason.",
+    422: "Invalid input; `errors` lists each field and reason. Refused everywhere: text with NUL "
+    "(`\\u0000`) or an unpaired surrogate, a body that is not UTF-8 JSON, numbers over 4300 "
+    f"digits, free-form JSON (task `metadata`) nested over {MAX_JSON_DEPTH} levels.",
     503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
 

@@ -15,7 +15,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.db import build_engine, is_sqlite, make_database
 from app.docs import STATIC_URL, install_redoc
-from app.errors import PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
+from app.errors import ERROR_DESCRIPTIONS, PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware
 from app.routes import (
@@ -130,9 +130,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for code, response in operation.get("responses", {}).items():
                 if code.isdigit() and int(code) >= 400:
                     response["content"] = problem_content
-                    if code == "422":
-                        response["description"] = (
-                            "Invalid input; `errors` lists each field and reason."
-                        )
+                    if code == "422":  # FastAPI adds its own to operations with parameters
+                        response["description"] = ERROR_DESCRIPTIONS[422]
     app.openapi_schema = spec
     return spec

@@ -14,7 +14,8 @@ from app.services import calibration as calibration_service
 from app.services import reports as report_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}")
-AUTH_ERRORS = (401, 404, 503)
+# Every route here: 422 answers a malformed `project_id` (or another path parameter).
+AUTH_ERRORS = (401, 404, 422, 503)
 
 
 @router.get(

@@ -12,7 +12,8 @@ from app.schemas.estimate import EstimatesRead, PriorsImport, PriorsImported
 from app.services import estimates as estimate_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["estimates"])
-AUTH_ERRORS = (401, 404, 503)
+# Every route here: 422 answers a malformed `project_id` (or another path parameter).
+AUTH_ERRORS = (401, 404, 422, 503)
 
 _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {

@@ -52,7 +52,7 @@ def list_projects(
     "/{project_id}",
     operation_id="get_project",
     tags=["projects"],
-    responses=error_responses(*AUTH_ERRORS, 404),
+    responses=error_responses(*AUTH_ERRORS, 404, 422),
 )
 def get_project(project: ProjectReader, session: SessionDep) -> ProjectRead:
     """Get one project."""
@@ -75,7 +75,7 @@ def create_api_key(body: ApiKeyCreate, project: ProjectAdmin, session: SessionDe
     "/{project_id}/keys",
     operation_id="list_api_keys",
     tags=["keys"],
-    responses=error_responses(*AUTH_ERRORS, 403, 404),
+    responses=error_responses(*AUTH_ERRORS, 403, 404, 422),
 )
 def list_api_keys(project: ProjectAdmin, session: SessionDep) -> list[ApiKeyRead]:
     """List the project's API keys (display prefixes only, never secrets)."""
@@ -87,7 +87,7 @@ def list_api_keys(project: ProjectAdmin, session: SessionDep) -> list[ApiKeyRead
     operation_id="revoke_api_key",
     tags=["keys"],
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(*AUTH_ERRORS, 403, 404),
+    responses=error_responses(*AUTH_ERRORS, 403, 404, 422),
 )
 def revoke_api_key(
     project: ProjectAdmin,

@@ -24,7 +24,8 @@ from app.services import reports as report_service
 from app.services import runs as run_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/runs", tags=["runs"])
-AUTH_ERRORS = (401, 404, 503)
+# Every route here: 422 answers a malformed `project_id` (or another path parameter).
+AUTH_ERRORS = (401, 404, 422, 503)
 RunIdPath = Annotated[str, Path(max_length=64, description="The run's id."), StorableText]
 StagePath = Annotated[
     int, Path(ge=0, le=MAX_BATCH, description="0: the baseline; k: after training stage k.")

@@ -14,7 +14,8 @@ from app.services import recommendations as recommendation_service
 from app.services import schedules as schedule_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/schedules", tags=["schedules"])
-AUTH_ERRORS = (401, 404, 503)
+# Every route here: 422 answers a malformed `project_id` (or another path parameter).
+AUTH_ERRORS = (401, 404, 422, 503)
 SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "No order was found within the time limit, or the database is "

@@ -13,7 +13,8 @@ from app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
 from app.services import tasks as task_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/tasks", tags=["tasks"])
-AUTH_ERRORS = (401, 404, 503)
+# Every route here: 422 answers a malformed `project_id` (or another path parameter).
+AUTH_ERRORS = (401, 404, 422, 503)
 TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key."), StorableText]
 
 

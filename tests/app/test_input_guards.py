@@ -1,8 +1,9 @@
-"""Input no database can store and unbounded numbers: 422 naming the field.
+"""Input no database can store, unbounded numbers and unparsable JSON: 422 naming the field.
 
 NUL and unpaired surrogates in bodies (fields, nested values, keys), path and query parameters;
-non-finite numbers and deep nesting in free-form JSON; out-of-range numeric parameters. Each case
-runs against SQLite and PostgreSQL and checks that no row changed.
+non-finite numbers and deep nesting in free-form JSON; out-of-range numeric parameters; bodies
+with huge integers, nesting too deep to parse or bytes that are not UTF-8. Each case runs against
+SQLite and PostgreSQL and checks that no row changed.
 """
 
 from __future__ import annotations
@@ -265,7 +266,45 @@ def test_the_largest_offset_is_accepted(client: TestClient, admin_headers: dict[
     assert response.json() == []
 
 
-# --- free-form JSON ---------------------------------------------------------------------------
+# --- bodies Python's JSON parser refuses, and free-form JSON --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            b'{"name": "big", "settings": {"rho": ' + b"1" * 5000 + b"}}",
+            "JSON numbers must have at most 4300 digits",
+        ),
+        (
+            b'{"name": "deep", "settings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "JSON nested too deeply to parse",
+        ),
+        (b'{"name": "latin-\xff"}', "The body is not valid UTF-8"),
+    ],
+    ids=["huge-integer", "deep-nesting", "not-utf8"],
+)
+def test_unparsable_json_is_422_naming_the_body(
+    client: TestClient,
+    session: Session,
+    admin_headers: dict[str, str],
+    content: bytes,
+    reason: str,
+) -> None:
+    before = _rows(session)
+    response = _send_raw(client, "/v1/projects", content, admin_headers)
+    assert _errors(response) == [{"field": "body", "reason": reason}]
+    assert _rows(session) == before
+
+
+def test_a_huge_integer_in_task_metadata_is_422(
+    client: TestClient, session: Session, subject: Subject
+) -> None:
+    before = _rows(session)
+    content = b'{"tasks": [{"key": "poetry", "metadata": {"n": ' + b"9" * 5000 + b"}}]}"
+    response = _send_raw(client, f"{_project(subject)}/tasks", content, subject.project.admin)
+    assert [e["field"] for e in _errors(response)] == ["body"]
+    assert _rows(session) == before
 
 
 def _nested(levels: int) -> dict[str, Any]:
