@@ -122,6 +122,16 @@ class RecommendConfig:
         The recommendation maximizes ``mean - risk * std`` (0: the posterior mean).
     starts : int
         Local searches of the mixture mean (from the best start orders).
+    trust_prior : tuple of float or None
+        ``(mean, std)`` of the prior of the posterior's *trust*: the slope of the observed
+        finals on their leave-one-run-out predicted means, clipped to [0, 1]. The
+        recommendation pulls an unobserved order's value towards the observed orders' mean by
+        ``1 - trust`` (:func:`_decision_values`), so where the models have not shown that they
+        rank held-out runs right, an observed order wins. ``None``: off (trust 1). (0.5, 0.5)
+        lowered the mean regret after 2 and 8 runs on two sets of tuning worlds disjoint from
+        the benchmark's (seeds 100-111 and 200-211 of every family, n = 6) and never left the
+        recommendation worse than the best run on average; it costs 0.2-0.5 points at R = 2-4
+        where the models fit (synthetic families).
     max_moves : int
         Neighbourhood size of one search round: above it (about 20 free tasks) a task moves
         at most ``max_moves // (2 * free)`` positions (at least 2) instead of anywhere.
@@ -140,6 +150,7 @@ class RecommendConfig:
     risk: float = 0.0
     starts: int = 3
     max_moves: int = 400
+    trust_prior: tuple[float, float] | None = (0.5, 0.5)
     max_rounds: int = 60
     noise_sd: float = 0.02
     transition: TransitionConfig = field(default_factory=TransitionConfig)
@@ -503,6 +514,9 @@ class OrderPosterior:
         Leave-one-run-out log predictive density of every member (nats; 0 without folds).
     observed : list of Order
         Completed runs' orders, oldest first, and ``finals`` their reported objectives.
+    trust : float
+        In [0, 1]: how far the held-out predictions ranked runs right (``RecommendConfig``
+        ``trust_prior``); the recommendation discounts unobserved orders by ``1 - trust``.
     """
 
     members: tuple[_Member, ...]
@@ -514,6 +528,7 @@ class OrderPosterior:
     final_var: float
     prefix: Order
     n: int
+    trust: float = 1.0
 
     def moments(self, orders: npt.ArrayLike) -> tuple[FloatMatrix, FloatMatrix]:
         """Mixture mean and standard deviation of the objective, shape (P,) each.
@@ -650,14 +665,15 @@ def _fold_scores(
     run_posteriors: Sequence[RunModelPosterior | None],
     decay: float,
     models: int,
-) -> FloatMatrix:
-    """Leave-one-run-out log predictive density, shape (folds, models x scales), member order
-    of :func:`fit_order_posterior`; ``run_posteriors``: the run model without each held-out
-    run (``None`` entries: no run model)."""
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Leave-one-run-out log predictive density and predicted mean of every held-out final,
+    shape (folds, models x scales) each, member order of :func:`fit_order_posterior`;
+    ``run_posteriors``: the run model without each held-out run (``None`` entries: none)."""
     count = len(data.complete)
     scales = _scales(data, config)
     held = _held_out(data, config)
     scores = np.zeros((len(held), models, len(scales)))
+    means = np.zeros((len(held), models, len(scales)))
     none = _Current((), None, None)
     for fold, i in enumerate(held):
         kept = [k for k in range(count) if k != i]
@@ -675,7 +691,9 @@ def _fold_scores(
                 total_var = float(v_i[0] + data.final_var)
                 error = float(data.finals[i] - m_i[0])
                 scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
-    return scores.reshape(len(held), models * len(scales))
+                means[fold, m, s] = m_i[0]
+    shape = (len(held), models * len(scales))
+    return scores.reshape(shape), means.reshape(shape)
 
 
 def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> FloatMatrix:
@@ -699,6 +717,26 @@ def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> Floa
             break
         weights = updated
     return np.asarray(weights, dtype=np.float64)
+
+
+def _trust(
+    predicted: FloatMatrix, observed: FloatMatrix, final_var: float, config: RecommendConfig
+) -> float:
+    """How far the held-out predictions rank runs right: the posterior slope ``b`` of the
+    observed finals on their leave-one-run-out predicted means (both centred), prior
+    ``N(trust_prior)``, noise the larger of the finals' and the fit's residual variance;
+    clipped to [0, 1]. 1 when off or without folds."""
+    if config.trust_prior is None or len(predicted) < 2:
+        return 1.0
+    x, y = predicted - predicted.mean(), observed - observed.mean()
+    sxx = float(x @ x)
+    slope = float(x @ y) / sxx if sxx > 0 else 0.0
+    residual = float(np.mean((y - slope * x) ** 2)) if sxx > 0 else float(np.mean(y**2))
+    noise = max(final_var, residual)
+    prior_mean, prior_sd = config.trust_prior
+    precision = 1.0 / prior_sd**2 + sxx / noise
+    posterior = (prior_mean / prior_sd**2 + float(x @ y) / noise) / precision
+    return float(np.clip(posterior, 0.0, 1.0))
 
 
 def fit_order_posterior(
@@ -747,7 +785,7 @@ def fit_order_posterior(
             config=config.run_model,
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
-    scores = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
+    scores, held_means = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
     state = _current(current, n)
     everything = list(range(len(data.complete)))
     predictors = _predictors(data, everything, run_posterior, state, config)
@@ -766,7 +804,9 @@ def fit_order_posterior(
             names.append(name)
     flat = scores.sum(axis=0).ravel()
     member_weights = _stacking_weights(scores)
+    trust = _trust(held_means @ member_weights, data.finals[held], data.final_var, config)
     return OrderPosterior(
+        trust=trust,
         members=tuple(members),
         member_weights=member_weights,
         weights={name: float(w) for name, w in zip(names, member_weights, strict=True)},
@@ -888,6 +928,21 @@ class Recommendation:
         return self.mean - Z_90 * self.std, self.mean + Z_90 * self.std
 
 
+def _decision_values(
+    posterior: OrderPosterior, candidates: Sequence[Order], values: FloatMatrix
+) -> FloatMatrix:
+    """The values a recommendation is chosen on: an unobserved candidate's value is pulled
+    towards the mean value of the observed ones by ``1 - trust`` (the held-out evidence that the
+    posterior ranks unobserved orders right); an observed order keeps its own."""
+    seen = set(posterior.observed)
+    known = np.array([c in seen for c in candidates], dtype=bool)
+    if posterior.trust >= 1.0 or not known.any():
+        return values
+    center = float(values[known].mean())
+    pulled = center + posterior.trust * (values - center)
+    return np.where(known, values, pulled)
+
+
 def recommend(
     runs: Sequence[RunRecord],
     *,
@@ -934,9 +989,9 @@ def recommend(
     unique = list(dict.fromkeys(candidates))
     array = np.array(unique, dtype=np.int64)
     mean, std = posterior.moments(array)
-    chosen = int(np.argmax(mean - config.risk * std))
-    order = unique[chosen]
     observed = [o for o in posterior.observed if o[:fixed] == posterior.prefix]
+    chosen = int(np.argmax(_decision_values(posterior, unique, mean - config.risk * std)))
+    order = unique[chosen]
     best_observed, best_mean = None, None
     if observed:
         obs_mean, _ = posterior.moments(np.array(observed, dtype=np.int64))

@@ -355,3 +355,47 @@ def test_a_large_project_is_planned_on_the_windowed_search() -> None:
     assert first.order == again.order
     assert first.best_observed_mean is not None
     assert first.mean >= first.best_observed_mean - 1e-9
+
+
+# --- 7. trust: the recommendation leaves the observed orders only on held-out evidence ----------
+
+
+def _noise_runs(n: int, count: int, seed: int) -> list[RunRecord]:
+    """Runs whose evaluations are noise around fixed levels: the order does nothing."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for _ in range(count):
+        order = tuple(int(t) for t in rng.permutation(n))
+        utilities = [
+            {j: float(0.5 + rng.normal(0.0, 0.03)) for j in range(n)} for _ in range(n + 1)
+        ]
+        runs.append(RunRecord(order, utilities))
+    return runs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_where_the_order_does_nothing_trust_is_low_and_an_observed_order_is_recommended(
+    seed: int,
+) -> None:
+    runs = _noise_runs(N, 8, seed)
+    rec = recommend(runs, kinds=KINDS, weights=ONES)
+    assert rec.posterior.trust < 0.5
+    assert rec.observed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_where_the_models_rank_held_out_runs_right_trust_is_high(seed: int) -> None:
+    world = _additive_world(N, seed)
+    runs = _runs(world, _additive_utility, 8, seed=300 + seed, noise_sd=0.002)
+    posterior = fit_order_posterior(runs, kinds=KINDS, weights=ONES)
+    assert posterior.trust > 0.8
+
+
+def test_without_trust_prior_or_held_out_runs_trust_is_one() -> None:
+    runs = _noise_runs(N, 8, 3)
+    off = fit_order_posterior(
+        runs, kinds=KINDS, weights=ONES, config=RecommendConfig(trust_prior=None)
+    )
+    assert off.trust == 1.0
+    one = fit_order_posterior(runs[:1], kinds=KINDS, weights=ONES)
+    assert one.trust == 1.0  # no held-out run: nothing to judge the models by
