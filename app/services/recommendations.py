@@ -37,6 +37,7 @@ from solver.learning import RunRecord
 from solver.predict import Prediction
 from solver.recommend import (
     OrderPosterior,
+    RecommendConfig,
     fit_order_posterior,
     plan_seed,
     recommend,
@@ -48,6 +49,11 @@ ENSEMBLE_MIN_RUNS = 2
 """Completed runs over every task before the ensemble plans: it weighs its models by how well
 they predict a held-out run, which needs two. Before that, plans use the pairwise estimates
 (imported priors and the reports so far; ``exploit`` runs the run model's pairwise part)."""
+
+RUN_MODEL_MAX_TASKS = RecommendConfig().run_model_max_tasks
+"""Above this many project tasks no plan fits the whole-run model (its dense design has side
+~3n^2: a 40-task fit took 7 s and 0.9 GB); the ensemble leaves it out and the plans of task
+subsets use the pairwise estimates."""
 
 ENSEMBLE_MAX_TASKS = 40
 """Above this many tasks plans use the pairwise estimates only (the ensemble's search grows as

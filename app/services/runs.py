@@ -55,6 +55,7 @@ from app.schemas.schedule import ScheduleCreate, ScheduleObjective, ScheduleRead
 from app.services import estimates as estimate_service
 from app.services.auth import ProjectContext
 from app.services.recommendations import (
+    RUN_MODEL_MAX_TASKS,
     PlanMode,
     ProjectHistory,
     every_task,
@@ -165,7 +166,8 @@ def solve_plan(
     project's name and the run's ``client_id``); before ``ENSEMBLE_MIN_RUNS`` completed runs
     or over ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise estimates, as
     ``POST .../schedules`` does; for a subset of the tasks ``exploit`` solves the run model
-    (:func:`solve_run_model_plan`).
+    (:func:`solve_run_model_plan`) up to ``RUN_MODEL_MAX_TASKS`` project tasks (its dense
+    fit grows as ``n^6``), the pairwise estimates above.
     """
     strategy = RunStrategy(run.strategy)
     ensemble_strategy = strategy in (RunStrategy.EXPLOIT, RunStrategy.THOMPSON)
@@ -185,7 +187,8 @@ def solve_plan(
             parent_id=parent_id,
             prefix=prefix,
         )
-    if run_model and strategy is RunStrategy.EXPLOIT and not every_task(base, history):
+    small = len(history.tasks) <= RUN_MODEL_MAX_TASKS
+    if run_model and strategy is RunStrategy.EXPLOIT and small and not every_task(base, history):
         return solve_run_model_plan(
             session,
             context,

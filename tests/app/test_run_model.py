@@ -233,3 +233,23 @@ def test_a_run_model_replan_keeps_the_prefix_and_respects_the_constraints(
     assert current is not None
     assert [stage["task"] for stage in view["stages"]] == current.order
     assert answer["next"]["task"] == current.order[2]
+
+
+@pytest.mark.parametrize(("count", "rho"), [(4, 1.0), (13, 0.0)])
+def test_a_subset_plan_fits_the_run_model_only_up_to_its_size_limit(
+    client: TestClient, session: Session, count: int, rho: float
+) -> None:
+    """An exploit run over some of the tasks solves the run model (``rho = 1``) in a small
+    project and the pairwise estimates (the project's ``rho``, 0) above RUN_MODEL_MAX_TASKS."""
+    keys = create_project_with_keys(session, task_keys=[f"t{i}" for i in range(count)])
+    session.commit()
+    body = {
+        "strategy": "exploit",
+        "level_model": "run_model",
+        "schedule": {"tasks": ["t0", "t1", "t2"]},
+    }
+    response = client.post(_runs(keys), json=body, headers=keys.trainer)
+    assert response.status_code == 201, response.text
+    schedule = session.get(Schedule, response.json()["schedule_id"])
+    assert schedule is not None
+    assert schedule.request["rho"] == rho
