@@ -38,6 +38,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -72,6 +73,7 @@ from solver.recommend import RecommendConfig, plan_seed, recommend, thompson_ord
 from solver.types import Order
 
 Transport = Literal["http", "in-process"]
+_KEY_UNSAFE = re.compile(r"[^\w.-]")
 
 Z_90 = 1.6448536269514722
 """Standard normal quantile of a two-sided 90 % interval."""
@@ -263,7 +265,8 @@ class HttpOrdo:
             base_url=server.base_url, headers=server.admin_headers, timeout=120.0
         )
         self.n = world.n
-        self.keys = [f"t{j}-{name}" for j, name in enumerate(world.names)]
+        # Task keys allow letters, digits, "_", "." and "-" ("split 8v9" -> "t0-split-8v9").
+        self.keys = [f"t{j}-" + _KEY_UNSAFE.sub("-", name) for j, name in enumerate(world.names)]
         self._index = {key: j for j, key in enumerate(self.keys)}
         created = self._call("POST", "/v1/projects", {"name": project})
         self._prefix = f"/v1/projects/{created['id']}"
