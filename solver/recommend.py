@@ -536,14 +536,10 @@ class OrderPosterior:
         Each model's prediction and the distances to the observed orders are computed once
         and shared by the members (one per residual scale) built on them.
         """
-        array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+        array, distances = self._with_distances(orders)
         means, second = np.zeros(len(array)), np.zeros(len(array))
-        observed = np.array(self.observed, dtype=np.int64).reshape(-1, self.n)
-        distances = _kendall(array, observed) if len(observed) else None
         predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
-        for member, weight in zip(self.members, self.member_weights, strict=True):
-            if weight < 1e-6:
-                continue
+        for member, weight in self._active():
             key = id(member.predictor)
             if key not in predicted:
                 predicted[key] = member.predictor.moments(array, conditioned=True)
@@ -554,29 +550,35 @@ class OrderPosterior:
             )
             means += weight * mean
             second += weight * (var + mean**2)
-        total = float(self.member_weights[self.member_weights >= 1e-6].sum())
+        total = sum(weight for _, weight in self._active())
         means, second = means / total, second / total
         return means, np.sqrt(np.maximum(second - means**2, 0.0))
+
+    def _active(self) -> list[tuple[_Member, float]]:
+        """The members with a weight that counts (>= 1e-6), with their weights."""
+        pairs = zip(self.members, self.member_weights, strict=True)
+        return [(member, float(weight)) for member, weight in pairs if weight >= 1e-6]
+
+    def _with_distances(self, orders: npt.ArrayLike) -> tuple[IntArray, FloatMatrix | None]:
+        """``orders`` as an (P, n) array and their Kendall distances to the observed orders,
+        (P, R) (``None`` without observations)."""
+        array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+        observed = np.array(self.observed, dtype=np.int64).reshape(-1, self.n)
+        return array, _kendall(array, observed) if len(observed) else None
 
     def plug_in_mean(self, orders: npt.ArrayLike) -> FloatMatrix:
         """Mixture mean of the objective with every model at its parameters' posterior mean,
         shape (P,): what the search climbs on (one rollout per order instead of one per draw;
         candidates are then compared on :meth:`moments`)."""
-        array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
+        array, distances = self._with_distances(orders)
         means = np.zeros(len(array))
-        observed = np.array(self.observed, dtype=np.int64).reshape(-1, self.n)
-        distances = _kendall(array, observed) if len(observed) else None
         predicted: dict[int, FloatMatrix] = {}
-        total = 0.0
-        for member, weight in zip(self.members, self.member_weights, strict=True):
-            if weight < 1e-6:
-                continue
+        for member, weight in self._active():
             key = id(member.predictor)
             if key not in predicted:
                 predicted[key] = member.predictor.point(array, conditioned=True)
             means += weight * (predicted[key] + member.residual.predict(array, distances)[0])
-            total += weight
-        return means / total
+        return means / sum(weight for _, weight in self._active())
 
     def utilities(self, orders: npt.ArrayLike) -> FloatMatrix:
         """Mixture mean of every task's final utility, shape (P, n) (parametric parts only)."""
@@ -851,6 +853,27 @@ def _local_search(
     return current, value
 
 
+def _climbed(
+    score: Callable[[IntArray], FloatMatrix],
+    starts: Sequence[Order],
+    fixed: int,
+    is_feasible: Feasible | None,
+    config: RecommendConfig,
+) -> list[Order]:
+    """The local optimum of ``score`` reached from each start."""
+    return [
+        _local_search(
+            score,
+            start,
+            fixed=fixed,
+            is_feasible=is_feasible,
+            max_rounds=config.max_rounds,
+            max_moves=config.max_moves,
+        )[0]
+        for start in starts
+    ]
+
+
 def _lop_start(posterior: OrderPosterior, weights: FloatMatrix, prefix: Order) -> Order | None:
     """The run model's pairwise optimum over the free tasks (``None`` without the run model)."""
     predictor = next(
@@ -976,16 +999,7 @@ def recommend(
     values = score(np.array(candidates, dtype=np.int64))
     ranked = [candidates[i] for i in np.argsort(-values, kind="stable")[: config.starts]]
     fixed = len(posterior.prefix)
-    for start in ranked:
-        order, _ = _local_search(
-            score,
-            start,
-            fixed=fixed,
-            is_feasible=is_feasible,
-            max_rounds=config.max_rounds,
-            max_moves=config.max_moves,
-        )
-        candidates.append(order)
+    candidates += _climbed(score, ranked, fixed, is_feasible, config)
     unique = list(dict.fromkeys(candidates))
     array = np.array(unique, dtype=np.int64)
     mean, std = posterior.moments(array)
@@ -1059,16 +1073,7 @@ def thompson_order(
     if is_feasible is None or is_feasible(random_start):
         shuffled.append(random_start)
     candidates = list(shuffled)
-    for start in shuffled[: config.starts + 1]:
-        order, _ = _local_search(
-            score,
-            start,
-            fixed=fixed,
-            is_feasible=is_feasible,
-            max_rounds=config.max_rounds,
-            max_moves=config.max_moves,
-        )
-        candidates.append(order)
+    candidates += _climbed(score, shuffled[: config.starts + 1], fixed, is_feasible, config)
     unique = list(dict.fromkeys(candidates))
     array = np.array(unique, dtype=np.int64)
     mean, _ = drawn.moments(array, conditioned=True)
