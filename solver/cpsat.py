@@ -2,13 +2,17 @@
 
 Model over tasks ``0..n-1``:
 
-* one boolean ``y[a, b]`` per pair ``a < b`` ("a before b"; "b before a" is its negation) with
-  the 3-cycle transitivity constraints ``0 <= y[a,b] + y[b,c] - y[a,c] <= 1`` for ``a < b < c``;
+* one boolean ``y[a, b]`` per pair ``a < b`` ("a before b"; "b before a" is its negation),
+  kept transitive by the 3-cycle constraints ``0 <= y[a,b] + y[b,c] - y[a,c] <= 1`` for
+  ``a < b < c`` up to :data:`TRIPLE_MAX_TASKS` tasks; above, by the ``O(n^2)`` half-reified
+  pair links ``y[a, b] => pos[a] < pos[b]`` and ``not y[a, b] => pos[a] > pos[b]`` instead
+  (exact as well, a weaker LP relaxation), so that building never grows as ``n^3``;
 * ``pos[j] = number of tasks before j`` (linear in ``y``; no all-different, which presolve
   would expand into ``n^2`` literals); pins and windows are bounds on it;
 * when there is an adjacency term or an adjacency constraint: a circuit (``AddCircuit``) over
   arc literals ``x[i, j]`` ("j right after i") with a depot node ``n`` (``x[n, j]``: j first,
-  ``x[i, n]``: i last), linked to positions by ``x[i, j] => pos[j] = pos[i] + 1``;
+  ``x[i, n]``: i last), linked to positions by ``x[i, j] => pos[j] = pos[i] + 1``, tightened up
+  to :data:`TRIPLE_MAX_TASKS` tasks by "no task between i and j" clauses (``2 n (n-1) (n-2)``);
 * contiguity, kind orders and the rest: :func:`solver.constraints.add_constraint`.
 
 Objectives: ``expected`` and ``mean_variance`` are the LOP ``sum_{a before b} W[a, b]`` (with
@@ -52,6 +56,7 @@ from solver.types import Constraint, FloatMatrix, Objective, Order, OrderingProb
 
 __all__ = [
     "OBJECTIVE_SCALE",
+    "TRIPLE_MAX_TASKS",
     "CpsatSolution",
     "OrderingModel",
     "ScaledObjective",
@@ -64,6 +69,10 @@ logger = logging.getLogger(__name__)
 
 OBJECTIVE_SCALE = 10**9
 """Integer units per original objective unit in the CP-SAT model."""
+
+TRIPLE_MAX_TASKS = 40
+"""Most tasks for which the model enumerates triples of tasks (transitivity rows, betweenness
+clauses): ``C(40, 3) = 9880`` rows. Above it the model is ``O(n^2)`` in size (pair links)."""
 
 _MAX_SCALED = 2**60  # keep |scaled objective| far from int64 overflow inside CP-SAT
 
@@ -131,13 +140,18 @@ def build_ordering_model(
 ) -> OrderingModel:
     """Build the CP-SAT model of ``problem`` (prefix excluded: pass a reduced problem or pin it).
 
-    Size: ``n (n-1) / 2`` pair literals, ``n^2`` arcs when adjacency is involved, and a
-    transitivity constraint for each triple ``a < b < c`` with at most one pair fixed by the
-    presolve (:func:`solver.presolve.fix_pairs`; up to ``C(n, 3)``). A triple with two or three
-    fixed pairs needs none: the fixed relation is transitively closed, so its third pair is then
-    fixed too or free either way. Pairs the constraints fix become constants and position
-    domains shrink to the presolved ranges. With ``enforce_constraints=True`` (explaining
-    infeasibility) nothing is presolved, since fixings hold only when every constraint does.
+    Size: ``n (n-1) / 2`` pair literals, ``n^2`` arcs when adjacency is involved, and, up to
+    :data:`TRIPLE_MAX_TASKS` tasks, a transitivity constraint for each triple ``a < b < c`` with
+    at most one pair fixed by the presolve (:func:`solver.presolve.fix_pairs`; up to
+    ``C(n, 3)``). A triple with two or three fixed pairs needs none: the fixed relation is
+    transitively closed, so its third pair is then fixed too or free either way. Above
+    :data:`TRIPLE_MAX_TASKS` tasks no triple is enumerated: two half-reified position links per
+    free pair (``n (n-1)`` constraints) keep the pairs transitive, and the circuit drops its
+    betweenness clauses, so the model has ``O(n^2 + size of the constraints)`` constraints.
+
+    Pairs the constraints fix become constants and position domains shrink to the presolved
+    ranges. With ``enforce_constraints=True`` (explaining infeasibility) nothing is presolved,
+    since fixings hold only when every constraint does.
     """
     n = problem.n
     model = cp_model.CpModel()
@@ -167,8 +181,10 @@ def _order_variables(
             pairs[a, b] = model.new_constant(int(known))
             fixed[a, b] = known
             free[a, b] = free[b, a] = False
-    for a, b, c in _triples_to_constrain(free):
-        model.add_linear_constraint(pairs[a, b] + pairs[b, c] - pairs[a, c], 0, 1)
+    triples = n <= TRIPLE_MAX_TASKS
+    if triples:
+        for a, b, c in _triples_to_constrain(free):
+            model.add_linear_constraint(pairs[a, b] + pairs[b, c] - pairs[a, c], 0, 1)
     positions = []
     for j in range(n):
         low, high = (0, n - 1) if fixing is None else (fixing.earliest[j], fixing.latest[j])
@@ -178,9 +194,11 @@ def _order_variables(
         later = [pairs[j, i] for i in range(j + 1, n)]
         # pos[j] = #{i < j before j} + #{i > j before j} = sum y[i, j] + sum (1 - y[j, i])
         model.add(positions[j] == sum(earlier) + (n - 1 - j) - sum(later))
+    if not triples:
+        _add_pair_links(model, pairs, positions, fixed)
     arcs: dict[tuple[int, int], cp_model.IntVar] = {}
     if with_arcs:
-        arcs = _add_circuit(model, pairs, positions, n)
+        arcs = _add_circuit(model, pairs, positions, n, betweenness=triples)
     return OrderVariables(n=n, pairs=pairs, positions=positions, arcs=arcs, fixed=fixed)
 
 
@@ -194,12 +212,37 @@ def _triples_to_constrain(free: npt.NDArray[np.bool_]) -> list[tuple[int, int, i
     return [(int(x), int(y), int(z)) for x, y, z in zip(a[keep], b[keep], c[keep], strict=True)]
 
 
+def _add_pair_links(
+    model: cp_model.CpModel,
+    pairs: dict[tuple[int, int], cp_model.IntVar],
+    positions: list[cp_model.IntVar],
+    fixed: dict[tuple[int, int], bool],
+) -> None:
+    """``y[a, b] => pos[a] < pos[b]`` and ``not y[a, b] => pos[a] > pos[b]`` per free pair.
+
+    Strictly ordered integer positions make the pair relation acyclic, hence transitive, with
+    two constraints per pair (``n (n-1)`` in all) instead of ``C(n, 3)`` transitivity rows;
+    a pair fixed by the presolve gets its one unconditional inequality.
+    """
+    for (a, b), literal in pairs.items():
+        known = fixed.get((a, b))
+        if known is not None:
+            model.add(positions[a] < positions[b] if known else positions[a] > positions[b])
+            continue
+        model.add(positions[a] < positions[b]).only_enforce_if(literal)
+        model.add(positions[a] > positions[b]).only_enforce_if(literal.negated())
+
+
 def _add_circuit(
     model: cp_model.CpModel,
     pairs: dict[tuple[int, int], cp_model.IntVar],
     positions: list[cp_model.IntVar],
     n: int,
+    *,
+    betweenness: bool,
 ) -> dict[tuple[int, int], cp_model.IntVar]:
+    """Circuit over the arcs, linked to positions; ``betweenness`` adds the ``O(n^3)`` clauses
+    "no task lies between i and j" that tighten the LP (exact without them)."""
     depot = n
     arcs: dict[tuple[int, int], cp_model.IntVar] = {}
     for task in range(n):
@@ -214,6 +257,8 @@ def _add_circuit(
         arcs[i, j] = arc
         model.add(positions[j] == positions[i] + 1).only_enforce_if(arc)
         model.add_implication(arc, _before(pairs, i, j))
+        if not betweenness:
+            continue
         # nothing lies between i and j: every other task is on the same side of both, which
         # tightens the LP far more than the position link alone
         for k in range(n):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from solver.cpsat import OBJECTIVE_SCALE, build_ordering_model, solve_cpsat
+from solver import cpsat
+from solver.cpsat import OBJECTIVE_SCALE, TRIPLE_MAX_TASKS, build_ordering_model, solve_cpsat
 from solver.errors import NoSolutionError
 from solver.exact import solve_exact
 from solver.scoring import score_order
@@ -28,6 +29,19 @@ def test_model_structure_without_adjacency() -> None:
     assert built.objective.scale == OBJECTIVE_SCALE
 
 
+def test_model_structure_at_the_triple_threshold_keeps_the_triples() -> None:
+    n = TRIPLE_MAX_TASKS
+    built = build_ordering_model(make_problem(random_model(np.random.default_rng(0), n)))
+    assert len(built.model.proto.constraints) == n * (n - 1) * (n - 2) // 6 + n
+
+
+def test_model_structure_past_the_triple_threshold_links_pairs_to_positions() -> None:
+    n = TRIPLE_MAX_TASKS + 1
+    built = build_ordering_model(make_problem(random_model(np.random.default_rng(0), n)))
+    # no triple: n position definitions and two half-reified links per pair
+    assert len(built.model.proto.constraints) == n + n * (n - 1)
+
+
 def test_model_structure_with_adjacency_term() -> None:
     problem = make_problem(
         random_model(np.random.default_rng(0), 4, adjacency=True),
@@ -46,6 +60,43 @@ def test_cpsat_equals_dp(problem: OrderingProblem) -> None:
     value = score_order(problem, solution.order)
     assert solution.bound >= value - 1e-9
     assert value == pytest.approx(score_order(problem, solve_exact(problem).order), abs=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem=feasible_problems(max_n=8, max_constraints=4, allow_prefix=False))
+def test_quadratic_model_equals_dp(problem: OrderingProblem) -> None:
+    # The model built past TRIPLE_MAX_TASKS (pair links, no betweenness clauses), forced on
+    # small problems: still exact.
+    saved = cpsat.TRIPLE_MAX_TASKS
+    cpsat.TRIPLE_MAX_TASKS = 0
+    try:
+        solution = solve_cpsat(problem, time_limit_s=10.0, num_workers=1, seed=0)
+    finally:
+        cpsat.TRIPLE_MAX_TASKS = saved
+    assert solution.proven_optimal
+    value = score_order(problem, solution.order)
+    assert solution.bound >= value - 1e-9
+    assert value == pytest.approx(score_order(problem, solve_exact(problem).order), abs=1e-7)
+
+
+@pytest.mark.parametrize("n", [TRIPLE_MAX_TASKS + 1, 60, 100])
+def test_model_size_past_the_triple_threshold_is_quadratic(n: int) -> None:
+    # Issue 13: a schedule past 16 tasks reaches CP-SAT; building must not enumerate C(n, 3)
+    # triples (161700 rows at n = 100, four times that in betweenness clauses with adjacency).
+    constraints = (*five_mixed_constraints(), RequiredAdjacency(9, 10))
+    problem = make_problem(
+        random_model(np.random.default_rng(1), n, adjacency=True), constraints=constraints
+    )
+    built = build_ordering_model(problem)
+    pairs = n * (n - 1) // 2
+    arcs = n * (n - 1) + 2 * n
+    assert len(built.variables.pairs) == pairs
+    assert len(built.variables.arcs) == arcs
+    # positions, two links per pair, per arc a position link and an implication, per task the
+    # two depot links, one circuit, and the six constraints (contiguity: O(n) each)
+    assert len(built.model.proto.constraints) <= n + 2 * pairs + 2 * arcs + 1 + 10 * n
+    triples = n * (n - 1) * (n - 2) // 6
+    assert len(built.model.proto.constraints) < triples
 
 
 def test_bound_stays_above_optimum_with_coarse_rounding() -> None:
