@@ -1,4 +1,5 @@
-"""The ``ordo`` command line: ``ordo serve``, ``ordo db upgrade|current|recompute-estimates``.
+"""The ``ordo`` command line: ``ordo serve``, ``ordo db upgrade|current|recompute-estimates``,
+``ordo admin rotate``.
 
 ``cli`` is the typer app; other modules may add commands or sub-apps to it
 (``cli.add_typer(...)``) before ``main`` runs.
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from alembic import command
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.cli_client import register_client_commands
@@ -22,7 +24,7 @@ from app.db import (
     schema_status,
     session_scope,
 )
-from app.services.auth import ensure_global_admin
+from app.services.auth import ensure_global_admin, revoke_generated_admins, rotate_global_admin
 from app.settings import Settings, get_settings
 
 cli = typer.Typer(
@@ -33,12 +35,27 @@ cli = typer.Typer(
 )
 db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+admin_cli = typer.Typer(help="The global admin token.", no_args_is_help=True)
+cli.add_typer(admin_cli, name="admin")
 register_client_commands(cli)
 
 
 def _fail(message: str) -> typer.Exit:
     typer.secho(message, err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
+
+
+def _load_settings() -> Settings:
+    """The settings, or exit 1 naming each invalid variable (never echoing its value)."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = [
+            f"  ORDO_{'_'.join(str(part) for part in error['loc']).upper()}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors(include_input=False)
+        ]
+        raise _fail("Invalid settings:\n" + "\n".join(problems)) from None
 
 
 def _check_schema(settings: Settings) -> None:
@@ -58,15 +75,27 @@ def _check_schema(settings: Settings) -> None:
 
 
 def _bootstrap_admin(settings: Settings) -> None:
-    """At first start with no configured token, make one, store it hashed and show it once."""
-    if settings.admin_token is not None:
-        return
+    """Reconcile the global admin with ORDO_ADMIN_TOKEN before serving.
+
+    Unset: at first start, make a token, store it hashed and show it once. Set: the configured
+    token replaces the generated ones, so they are revoked.
+    """
     engine = build_engine(settings)
     try:
         with session_scope(make_database(engine)) as session:
-            token = ensure_global_admin(session)
+            if settings.admin_token is None:
+                token = ensure_global_admin(session)
+                revoked: tuple[str, ...] = ()
+            else:
+                token = None
+                revoked = revoke_generated_admins(session)
     finally:
         engine.dispose()
+    if revoked:
+        typer.echo(
+            f"ORDO_ADMIN_TOKEN is set: revoked {len(revoked)} generated global admin "
+            f"token(s) (key id {', '.join(revoked)})."
+        )
     if token is not None:
         typer.secho("Generated the global admin token (shown once, stored hashed):", bold=True)
         typer.echo(f"    {token}")
@@ -78,8 +107,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default ORDO_PORT).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the API (refuses to start when the schema is behind)."""
-    settings = get_settings()
+    """Serve the API (refuses to start when the schema is behind or the admin token is short)."""
+    settings = _load_settings()
     host = host or settings.host
     port = port or settings.port
     if workers > 1 and is_sqlite(settings.database_url):
@@ -102,7 +131,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Apply the migrations up to a revision (default: head)."""
-    settings = get_settings()
+    settings = _load_settings()
     command.upgrade(alembic_config(settings.database_url), revision)
     _print_current(settings)
 
@@ -110,7 +139,7 @@ def db_upgrade(
 @db_cli.command("current")
 def db_current() -> None:
     """Show the database's revision and whether it is at head."""
-    _print_current(get_settings())
+    _print_current(_load_settings())
 
 
 @db_cli.command("recompute-estimates")
@@ -121,7 +150,7 @@ def db_recompute_estimates(
     from app.repositories.projects import get_project
     from app.services.reports import recompute_statistics
 
-    settings = get_settings()
+    settings = _load_settings()
     engine = build_engine(settings)
     try:
         with session_scope(make_database(engine)) as session:
@@ -135,6 +164,32 @@ def db_recompute_estimates(
         f"{result.changed_cells} differed from the stored statistics; "
         f"estimates version {result.estimates_version}."
     )
+
+
+@admin_cli.command("rotate")
+def admin_rotate() -> None:
+    """Issue a new global admin token (shown once) and revoke the generated ones at once."""
+    settings = _load_settings()
+    if settings.admin_token is not None:
+        raise _fail(
+            "ORDO_ADMIN_TOKEN is set, and `ordo serve` revokes generated tokens while it is: "
+            "rotate it by changing the variable and restarting, or unset it and run "
+            "`ordo admin rotate` again."
+        )
+    _check_schema(settings)
+    engine = build_engine(settings)
+    try:
+        with session_scope(make_database(engine)) as session:
+            rotated = rotate_global_admin(session)
+    finally:
+        engine.dispose()
+    if rotated.revoked_key_ids:
+        revoked = ", ".join(rotated.revoked_key_ids)
+        typer.echo(f"Revoked the previous global admin token(s) (key id {revoked}).")
+    else:
+        typer.echo("There was no generated global admin token to revoke.")
+    typer.secho("New global admin token (shown once, stored hashed):", bold=True)
+    typer.echo(f"    {rotated.token}")
 
 
 def _print_current(settings: Settings) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+ADMIN_TOKEN_MIN_CHARS = 32
+ADMIN_TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class Settings(BaseSettings):
@@ -18,7 +20,10 @@ class Settings(BaseSettings):
     environment.
     """
 
-    model_config = SettingsConfigDict(env_prefix="ORDO_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a rejected value (a short admin token) never reaches a log or a trace.
+    model_config = SettingsConfigDict(
+        env_prefix="ORDO_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         default="sqlite:///./ordo.sqlite",
@@ -29,8 +34,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Global admin token. When unset, `ordo serve` generates one at first start, "
-        "stores it hashed and prints it once.",
+        description=f"Global admin token, at least {ADMIN_TOKEN_MIN_CHARS} characters. When "
+        "unset, `ordo serve` generates one at first start, stores it hashed and prints it once; "
+        "when set, `ordo serve` revokes the generated ones.",
     )
     max_body_bytes: int = Field(default=MIB, gt=0, description="Request body limit (bytes).")
     solver_time_limit_s: float = Field(default=30.0, gt=0)
@@ -58,6 +64,16 @@ class Settings(BaseSettings):
     )
     docs_enabled: bool = True
     log_level: str = "info"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
+            raise ValueError(
+                f"ORDO_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_CHARS} characters "
+                f"(it has {len(value.get_secret_value())}); make one with: {ADMIN_TOKEN_HINT}"
+            )
+        return value
 
 
 @lru_cache(maxsize=1)

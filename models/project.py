@@ -28,7 +28,7 @@ class Project(Base):
 class ApiKey(Base):
     """An API key: ``ordo_<key_id>_<secret>``; only a hash of the secret is stored.
 
-    ``project_id`` is NULL for the global admin token generated at first start.
+    ``project_id`` is NULL for a generated global admin token (first start, `ordo admin rotate`).
     """
 
     __tablename__ = "ordo_api_keys"

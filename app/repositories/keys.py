@@ -88,3 +88,14 @@ def has_global_admin(session: Session) -> bool:
         ApiKey.project_id.is_(None), ApiKey.role == "admin", ApiKey.revoked_at.is_(None)
     )
     return session.scalar(query.limit(1)) is not None
+
+
+def revoke_global_admins(session: Session, at: datetime) -> list[str]:
+    """Revoke every unrevoked global (project-less) admin key; return their public ids."""
+    revoked = session.scalars(
+        update(ApiKey)
+        .where(ApiKey.project_id.is_(None), ApiKey.role == "admin", ApiKey.revoked_at.is_(None))
+        .values(revoked_at=at)
+        .returning(ApiKey.key_id)
+    )
+    return sorted(revoked)

@@ -34,6 +34,14 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class RotatedAdmin:
+    """A new global admin token (shown once, never stored) and the public ids it replaced."""
+
+    token: str
+    revoked_key_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectContext:
     """The project a request acts on, after the caller was authorized for it."""
 
@@ -93,6 +101,22 @@ def ensure_global_admin(session: Session) -> str | None:
     """Create a global admin key if none exists; return its token (to show once) or ``None``."""
     if key_repo.has_global_admin(session):
         return None
+    return _issue_global_admin(session, name="global admin (generated at first start)")
+
+
+def rotate_global_admin(session: Session) -> RotatedAdmin:
+    """Revoke every generated global admin key and issue a new one (its token shown once)."""
+    revoked = key_repo.revoke_global_admins(session, utcnow())
+    token = _issue_global_admin(session, name="global admin (issued by ordo admin rotate)")
+    return RotatedAdmin(token=token, revoked_key_ids=tuple(revoked))
+
+
+def revoke_generated_admins(session: Session) -> tuple[str, ...]:
+    """Revoke every generated global admin key (``ORDO_ADMIN_TOKEN`` replaces them)."""
+    return tuple(key_repo.revoke_global_admins(session, utcnow()))
+
+
+def _issue_global_admin(session: Session, *, name: str) -> str:
     issued = generate_key()
     key_repo.add_key(
         session,
@@ -101,7 +125,7 @@ def ensure_global_admin(session: Session) -> str | None:
         secret_hash=issued.secret_hash,
         prefix=issued.prefix,
         role=Role.ADMIN.value,
-        name="global admin (generated at first start)",
+        name=name,
         expires_at=None,
     )
     return issued.token
