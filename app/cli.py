@@ -50,12 +50,12 @@ def _load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        problems = [
-            f"  ORDO_{'_'.join(str(part) for part in error['loc']).upper()}: "
-            + error["msg"].removeprefix("Value error, ")
-            for error in exc.errors(include_input=False)
-        ]
-        raise _fail("Invalid settings:\n" + "\n".join(problems)) from None
+        problems = []
+        for error in exc.errors(include_input=False):
+            variable = "ORDO_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(message if variable in message else f"{variable}: {message}")
+        raise _fail("Invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
 def _check_schema(settings: Settings) -> None:
