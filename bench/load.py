@@ -1,0 +1,385 @@
+"""Load on the service: trainer fleets, plain-report throughput, one report alone (issue 12).
+
+Starts ``ordo serve`` (``--workers`` processes) on a temporary SQLite database or on
+``--database-url`` (PostgreSQL: the benchmark creates its own projects there and leaves them),
+then prints:
+
+1. **Fleets** (``--trainers 40 100``): that many simulated trainers at once in one project of
+   ``--tasks`` tasks, each one adaptive run: create it, report the baseline, then ``GET next``
+   and report every stage to the end, and complete it. Per fleet: the answers by status (every
+   non-2xx counts; a trainer retries a 503 or a 500 up to three times, as the client does),
+   report latency p50 / p99, re-plan lag (report acknowledged -> ``GET next`` answers without
+   ``plan_pending``; the report's own answer carries the plan while re-plans are inline), and
+   acknowledged reports lost or altered (every 2xx report read back and compared).
+2. **Plain reports** with ``wrk`` (Debian's package), ``--connections`` connections for
+   ``--duration`` seconds: baseline and stage reports of fixed runs that follow one stored
+   schedule (the Lua script walks run-major within a stage, stage after stage, so no report is
+   out of turn), against a bare FastAPI route parsing the same body in a server with the same
+   workers (:mod:`bench.bare_app`). Requests/s of both and their ratio (target >= 0.3).
+3. **One report alone**: ``--single`` sequential reports from one client, p50 (target <= 5 ms).
+
+Targets of issue 12 (PostgreSQL, 2 API workers, n = 6): fleets of 40 and 100 with 0 answers
+outside 2xx, 0 reports lost or altered, report p99 < 250 ms, re-plan lag p99 < 2 s.
+Run with ``OPENBLAS_NUM_THREADS=1``; the machine's load moves every figure (print ``uptime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from app.server_process import LOOPBACK, ServerProcess, free_port, serve_subprocess
+
+RETRIED = (500, 502, 503, 504)
+ATTEMPTS = 3
+
+
+@dataclass
+class Tally:
+    """What a fleet saw: every answer's status, report latencies and re-plan lags (s)."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    report_s: list[float] = field(default_factory=list)
+    lag_s: list[float] = field(default_factory=list)
+    acknowledged: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, status: int) -> None:
+        with self.lock:
+            self.statuses[status] += 1
+
+
+class Trainer:
+    """One simulated trainer on its own connection."""
+
+    def __init__(self, base_url: str, token: str, prefix: str, keys: Sequence[str]) -> None:
+        self.http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0
+        )
+        self.prefix, self.keys = prefix, list(keys)
+
+    def call(self, tally: Tally, method: str, path: str, body: object = None) -> httpx.Response:
+        """One request, retried on 5xx (each answer counted); raises after the last try."""
+        for attempt in range(ATTEMPTS):
+            response = self.http.request(method, path, json=body)
+            tally.answer(response.status_code)
+            if response.status_code not in RETRIED:
+                break
+            time.sleep(0.05 * 2**attempt)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:200]}")
+        return response
+
+    def values(self, rng: np.random.Generator) -> list[float]:
+        return [float(v) for v in rng.uniform(0.2, 0.8, len(self.keys))]
+
+    def body(self, values: Sequence[float]) -> dict[str, Any]:
+        return {
+            "evaluations": [
+                {"task": key, "value": value, "entropy": 1.0}
+                for key, value in zip(self.keys, values, strict=True)
+            ]
+        }
+
+    def train(self, tally: Tally, client_id: str, seed: int) -> None:
+        """Create an adaptive run, report every stage, complete it."""
+        rng = np.random.default_rng(seed)
+        runs = f"{self.prefix}/runs"
+        run = self.call(tally, "POST", runs, {"adaptive": True, "client_id": client_id}).json()
+        stage: int | None = 0
+        while stage is not None:
+            values = self.values(rng)
+            started = time.perf_counter()
+            answer = self.call(
+                tally, "PUT", f"{runs}/{run['id']}/reports/{stage}", self.body(values)
+            )
+            acknowledged = time.perf_counter()
+            with tally.lock:
+                tally.report_s.append(acknowledged - started)
+                tally.acknowledged[(run["id"], stage)] = values
+            stage = self._next(tally, f"{runs}/{run['id']}/next", answer.json(), acknowledged)
+        self.call(tally, "POST", f"{runs}/{run['id']}/complete")
+
+    def _next(self, tally: Tally, path: str, report: dict[str, Any], acked: float) -> int | None:
+        """``GET next`` until no re-plan is pending; the stage to report (``None``: done)."""
+        replanning = bool(report.get("replanned"))
+        while True:
+            assignment = self.call(tally, "GET", path).json()
+            if not assignment.get("plan_pending"):
+                break
+            time.sleep(0.02)
+        if replanning:
+            with tally.lock:
+                tally.lag_s.append(time.perf_counter() - acked)
+        return None if assignment["done"] else int(assignment["stage"])
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _admin(server: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers=server.admin_headers, timeout=120.0)
+
+
+def create_project(server: ServerProcess, name: str, tasks: int) -> tuple[str, list[str]]:
+    """A project of ``tasks`` tasks, structured and open-ended in turn; its path and keys."""
+    keys = [f"task-{j}" for j in range(tasks)]
+    with _admin(server) as admin:
+        created = admin.post("/v1/projects", json={"name": name})
+        created.raise_for_status()
+        prefix = f"/v1/projects/{created.json()['id']}"
+        kinds = ["structured", "open_ended"]
+        body = {"tasks": [{"key": k, "kind": kinds[j % 2]} for j, k in enumerate(keys)]}
+        admin.post(f"{prefix}/tasks", json=body).raise_for_status()
+    return prefix, keys
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def check_reports(server: ServerProcess, prefix: str, tally: Tally, keys: Sequence[str]) -> int:
+    """Acknowledged reports missing or different when read back."""
+    bad = 0
+    runs = {run_id for run_id, _ in tally.acknowledged}
+    with _admin(server) as admin:
+        for run_id in runs:
+            view = admin.get(f"{prefix}/runs/{run_id}").json()
+            stored = {
+                report["stage"]: [e["value"] for e in report["evaluations"]]
+                for report in view["reports"]
+            }
+            for (rid, stage), values in tally.acknowledged.items():
+                if rid == run_id and stored.get(stage) != values:
+                    bad += 1
+    return bad
+
+
+def run_fleet(server: ServerProcess, trainers: int, tasks: int) -> list[str]:
+    """``trainers`` adaptive runs at once in one new project; the report lines."""
+    prefix, keys = create_project(server, f"load-{trainers}-{os.urandom(4).hex()}", tasks)
+    tally = Tally()
+    fleet = [Trainer(server.base_url, server.admin_token, prefix, keys) for _ in range(trainers)]
+    started = time.perf_counter()
+
+    def one(index: int) -> None:
+        try:
+            fleet[index].train(tally, f"trainer-{index}", seed=index)
+        except Exception as error:  # a trainer that gives up is a failure to report, not a crash
+            with tally.lock:
+                tally.failures.append(str(error)[:160])
+
+    with ThreadPoolExecutor(trainers) as pool:
+        list(pool.map(one, range(trainers)))
+    wall = time.perf_counter() - started
+    for trainer in fleet:
+        trainer.close()
+    lost = check_reports(server, prefix, tally, keys)
+    outside = sum(count for status, count in tally.statuses.items() if not 200 <= status < 300)
+    lines = [
+        f"fleet of {trainers} adaptive trainers, n = {tasks}: {wall:.1f} s",
+        "  answers by status: " + ", ".join(f"{s}: {c}" for s, c in sorted(tally.statuses.items())),
+        f"  answers outside 2xx: {outside}; trainers that gave up: {len(tally.failures)}",
+        f"  reports acknowledged: {len(tally.acknowledged)}; lost or altered: {lost}",
+        f"  report latency p50 {1000 * _percentile(tally.report_s, 50):.1f} ms, "
+        f"p99 {1000 * _percentile(tally.report_s, 99):.1f} ms",
+        f"  re-plan lag p50 {1000 * _percentile(tally.lag_s, 50):.1f} ms, "
+        f"p99 {1000 * _percentile(tally.lag_s, 99):.1f} ms over {len(tally.lag_s)} re-plans",
+    ]
+    lines += [f"  gave up: {message}" for message in tally.failures[:3]]
+    verdict = outside == 0 and lost == 0 and not tally.failures
+    verdict = verdict and _percentile(tally.report_s, 99) < 0.25
+    verdict = verdict and (not tally.lag_s or _percentile(tally.lag_s, 99) < 2.0)
+    lines.append(
+        f"  {'PASS' if verdict else 'FAIL'}: 0 outside 2xx, 0 lost, p99 < 250 ms, lag < 2 s"
+    )
+    return lines
+
+
+# --- plain reports with wrk -----------------------------------------------------------------
+
+LUA = """
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+local runs = {runs}
+local stages = {stages}
+local prefix = "{prefix}"
+local body = '{body}'
+local sent = 0
+request = function()
+  local stage = math.floor(sent / #runs)
+  if stage >= stages then
+    return wrk.format("GET", "/healthz")
+  end
+  local run = runs[(sent % #runs) + 1]
+  sent = sent + 1
+  return wrk.format("PUT", prefix .. "/runs/" .. run .. "/reports/" .. stage, nil, body)
+end
+"""
+
+
+def _wrk(url: str, script: Path, connections: int, duration: int) -> tuple[float, str]:
+    """Requests/s and wrk's latency lines for ``script`` against ``url``."""
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url,
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    latency = [line.strip() for line in output.splitlines() if re.match(r"\s+(50|99)%", line)]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    extra = f"non-2xx {non_2xx.group(1)}" if non_2xx else "non-2xx 0"
+    return (float(match.group(1)) if match else 0.0), "; ".join([*latency, extra])
+
+
+def fixed_runs(server: ServerProcess, prefix: str, count: int) -> list[str]:
+    """``count`` fixed runs following one stored schedule (no solve per run)."""
+    with _admin(server) as admin:
+        schedule = admin.post(f"{prefix}/schedules", json={})
+        schedule.raise_for_status()
+        body = {"schedule_id": schedule.json()["id"], "adaptive": False}
+        ids = []
+        for _ in range(count):
+            response = admin.post(f"{prefix}/runs", json=body)
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+    return ids
+
+
+def plain_reports(
+    server: ServerProcess, bare_url: str, tasks: int, connections: int, duration: int, runs: int
+) -> list[str]:
+    """Report throughput against the bare route's, same body, same connections."""
+    prefix, keys = create_project(server, f"plain-{os.urandom(4).hex()}", tasks)
+    run_ids = fixed_runs(server, prefix, runs)
+    body = json.dumps(
+        {"evaluations": [{"task": k, "value": 0.5, "entropy": 1.0} for k in keys]},
+        separators=(",", ":"),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        ordo_script, bare_script = Path(folder) / "ordo.lua", Path(folder) / "bare.lua"
+        lua_runs = "{" + ",".join(f'"{r}"' for r in run_ids) + "}"
+        auth = f'wrk.headers["Authorization"] = "Bearer {server.admin_token}"'
+        ordo_script.write_text(
+            LUA.format(auth=auth, runs=lua_runs, stages=tasks + 1, prefix=prefix, body=body)
+        )
+        bare_script.write_text(
+            LUA.format(auth="", runs=lua_runs, stages=tasks + 1, prefix="/bare", body=body)
+        )
+        ordo_rps, ordo_latency = _wrk(server.base_url, ordo_script, connections, duration)
+        bare_rps, bare_latency = _wrk(bare_url, bare_script, connections, duration)
+    ratio = ordo_rps / bare_rps if bare_rps else float("nan")
+    return [
+        f"plain reports, {connections} connections, {duration} s (wrk, {runs} fixed runs):",
+        f"  Ordo {ordo_rps:.0f} requests/s ({ordo_latency})",
+        f"  bare FastAPI route {bare_rps:.0f} requests/s ({bare_latency})",
+        f"  ratio {ratio:.3f}  {'PASS' if ratio >= 0.3 else 'FAIL'}: >= 0.3",
+    ]
+
+
+def single_reports(server: ServerProcess, tasks: int, count: int) -> list[str]:
+    """``count`` sequential reports (stage 0 of fixed runs) from one client: p50."""
+    prefix, keys = create_project(server, f"single-{os.urandom(4).hex()}", tasks)
+    run_ids = fixed_runs(server, prefix, count)
+    body = {"evaluations": [{"task": k, "value": 0.5, "entropy": 1.0} for k in keys]}
+    timings = []
+    with _admin(server) as admin:
+        for run_id in run_ids:
+            started = time.perf_counter()
+            admin.put(f"{prefix}/runs/{run_id}/reports/0", json=body).raise_for_status()
+            timings.append(time.perf_counter() - started)
+    p50 = 1000 * statistics.median(timings)
+    verdict = "PASS" if p50 <= 5.0 else "FAIL"
+    return [f"one report alone: p50 {p50:.1f} ms over {count}  {verdict}: <= 5 ms"]
+
+
+@contextmanager
+def bare_server(workers: int) -> Iterator[str]:
+    """:mod:`bench.bare_app` under uvicorn with ``workers`` processes; its base URL."""
+    port = free_port()
+    args = [
+        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", LOOPBACK,
+        "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(args)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def ordo_server(database_url: str | None, workers: int) -> Iterator[ServerProcess]:
+    """``ordo serve`` on ``database_url`` or on a temporary SQLite database."""
+    token = "load-admin-" + os.urandom(16).hex()
+    with tempfile.TemporaryDirectory(prefix="ordo-load-") as folder:
+        url = database_url or f"sqlite:///{Path(folder) / 'ordo.db'}"
+        with serve_subprocess(url, admin_token=token, workers=workers) as server:
+            yield server
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument("--tasks", type=int, default=6)
+    parser.add_argument("--trainers", type=int, nargs="*", default=[40, 100])
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--plain-runs", type=int, default=2000, help="fixed runs for wrk")
+    parser.add_argument("--single", type=int, default=200, help="sequential reports")
+    parser.add_argument("--no-wrk", action="store_true", help="skip the plain-report phase")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    database = "temporary SQLite" if args.database_url is None else args.database_url
+    print(f"ordo serve --workers {args.workers} on {database}")
+    with ordo_server(args.database_url, args.workers) as server:
+        for trainers in args.trainers:
+            print("\n".join(run_fleet(server, trainers, args.tasks)), flush=True)
+        print("\n".join(single_reports(server, args.tasks, args.single)), flush=True)
+        if not args.no_wrk:
+            if shutil.which("wrk") is None:
+                print("plain reports: skipped (wrk is not installed: apt-get install wrk)")
+            else:
+                with bare_server(args.workers) as bare_url:
+                    lines = plain_reports(
+                        server, bare_url, args.tasks, args.connections, args.duration,
+                        args.plain_runs,
+                    )  # fmt: skip
+                print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
