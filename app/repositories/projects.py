@@ -26,6 +26,22 @@ def get_project(session: Session, project_id: str) -> Project | None:
     return session.get(Project, project_id)
 
 
+def update_project(
+    session: Session,
+    project: Project,
+    *,
+    description: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Project:
+    """Set the given columns (``None``: unchanged) and flush; ``settings`` replaces the JSON."""
+    if description is not None:
+        project.description = description
+    if settings is not None:
+        project.settings = settings  # a new dict: the JSON column sees the change
+    session.flush()
+    return project
+
+
 def project_name_taken(session: Session, name: str) -> bool:
     """Whether a project already has this name."""
     return session.scalar(select(func.count()).where(Project.name == name)) != 0

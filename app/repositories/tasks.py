@@ -17,6 +17,12 @@ def list_tasks(session: Session, project_id: str) -> Sequence[Task]:
     return session.scalars(query).all()
 
 
+def count_tasks(session: Session, project_id: str) -> int:
+    """How many tasks the project has."""
+    query = select(func.count()).select_from(Task).where(Task.project_id == project_id)
+    return int(session.scalar(query) or 0)
+
+
 def get_task_by_key(session: Session, project_id: str, key: str) -> Task | None:
     """The project's task with this key, or ``None``."""
     return session.scalar(select(Task).where(Task.project_id == project_id, Task.key == key))

@@ -10,7 +10,7 @@ from app.deps import PrincipalDep, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
 from app.schemas.common import MAX_LIST_LIMIT, MAX_OFFSET, StorableText
 from app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from app.schemas.project import ProjectCreate, ProjectRead
+from app.schemas.project import ProjectCreate, ProjectRead, ProjectUpdate
 from app.services import keys as key_service
 from app.services import projects as project_service
 
@@ -57,6 +57,17 @@ def list_projects(
 def get_project(project: ProjectReader, session: SessionDep) -> ProjectRead:
     """Get one project."""
     return project_service.get_project(session, project)
+
+
+@router.patch(
+    "/{project_id}",
+    operation_id="update_project",
+    tags=["projects"],
+    responses=error_responses(*AUTH_ERRORS, 403, 404, 413, 422),
+)
+def update_project(body: ProjectUpdate, project: ProjectAdmin, session: SessionDep) -> ProjectRead:
+    """Change a project's description or settings, its solve policy included (project admin)."""
+    return project_service.update_project(session, project, body)
 
 
 @router.post(

@@ -7,15 +7,26 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from app.schemas.common import InputModel, OutputModel
+from app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from app.schemas.schedule import MAX_CONSTRAINTS, MAX_TIME_LIMIT_S
 
 ProjectName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.\- ]*$")
 ]
 
 
+DEFAULT_MAX_TIME_LIMIT_S = 60.0
+DEFAULT_MAX_CONSTRAINTS = 100
+DEFAULT_MAX_TASKS = 100
+
+
 class ProjectSettings(InputModel):
-    """Defaults of a project's estimation and planning."""
+    """Defaults of a project's estimation and planning, and what one solve may ask (policy).
+
+    The policy bounds every schedule request, `POST .../schedules` and the `schedule` of
+    `POST .../runs` alike (also a run's re-plans); a request past a bound is a 422 naming the
+    field and the bound. Only a project admin changes it (`PATCH /v1/projects/{project_id}`).
+    """
 
     default_prior_std: float = Field(
         default=0.1, gt=0, le=1e6, description="Prior std of an effect nobody imported (utility)."
@@ -24,6 +35,27 @@ class ProjectSettings(InputModel):
         default=0.05, gt=0, le=1e6, description="Observation noise std per evaluation (utility)."
     )
     rho: float = Field(default=0.0, ge=0, le=1, description="Forward-transfer retention.")
+    max_time_limit_s: float = Field(
+        default=DEFAULT_MAX_TIME_LIMIT_S,
+        gt=0,
+        le=MAX_TIME_LIMIT_S,
+        description="Policy: the longest solver time limit a schedule request may ask "
+        "(seconds); also the default time limit. The server's own cap "
+        "(`ORDO_SOLVER_TIME_LIMIT_S`) applies as well, the lower one wins.",
+    )
+    max_constraints: int = Field(
+        default=DEFAULT_MAX_CONSTRAINTS,
+        ge=0,
+        le=MAX_CONSTRAINTS,
+        description="Policy: the most constraints one schedule request may carry.",
+    )
+    max_tasks: int = Field(
+        default=DEFAULT_MAX_TASKS,
+        ge=1,
+        le=MAX_BATCH,
+        description="Policy: the most tasks one schedule may order (its `tasks`, or every task "
+        "of the project when it names none).",
+    )
 
 
 class ProjectCreate(InputModel):
@@ -44,6 +76,20 @@ class ProjectCreate(InputModel):
     name: ProjectName
     description: str = Field(default="", max_length=2000)
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
+
+
+class ProjectUpdate(InputModel):
+    """Changes to a project: fields left out keep their values, settings field by field."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"settings": {"max_time_limit_s": 10.0, "max_tasks": 40}}]}
+    )
+
+    description: str | None = Field(default=None, max_length=2000)
+    settings: ProjectSettings | None = Field(
+        default=None,
+        description="The settings to change; the ones not named keep their current values.",
+    )
 
 
 class ProjectRead(OutputModel):

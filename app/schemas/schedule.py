@@ -192,7 +192,8 @@ class ScheduleCreate(InputModel):
         default=None,
         gt=0,
         le=MAX_TIME_LIMIT_S,
-        description="Solver time limit (seconds); default and cap are the server's setting.",
+        description="Solver time limit (seconds); default and cap: the lower of the server's "
+        "setting and the project's `settings.max_time_limit_s`.",
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Solver and sampling seed.")
     label: str = Field(default="", max_length=200, description="Free text shown in the history.")

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import ConflictError
 from app.repositories import projects as project_repo
-from app.schemas.project import ProjectCreate, ProjectRead
+from app.schemas.project import ProjectCreate, ProjectRead, ProjectSettings, ProjectUpdate
 from app.services.auth import Principal, ProjectContext, require_global_admin
 from models import Project
 
@@ -43,3 +43,20 @@ def get_project(session: Session, context: ProjectContext) -> ProjectRead:
     project = project_repo.get_project(session, context.id)
     assert project is not None  # authorize_project found it in this transaction
     return _read(project)
+
+
+def update_project(session: Session, context: ProjectContext, body: ProjectUpdate) -> ProjectRead:
+    """Change the project's description and settings (its solve policy among them); the
+    settings the body does not name keep their values."""
+    project = project_repo.get_project(session, context.id)
+    assert project is not None  # authorize_project found it in this transaction
+    settings = None
+    if body.settings is not None:
+        current = ProjectSettings.model_validate(project.settings)
+        changes = body.settings.model_dump(mode="json", include=body.settings.model_fields_set)
+        merged = current.model_copy(update=changes)
+        settings = ProjectSettings.model_validate(merged.model_dump()).model_dump(mode="json")
+    updated = project_repo.update_project(
+        session, project, description=body.description, settings=settings
+    )
+    return _read(updated)

@@ -28,7 +28,7 @@ from app.repositories import tasks as task_repo
 from app.schemas.run import RunStatus
 from app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective, ScheduleRead
 from app.services.auth import ProjectContext
-from app.services.schedules import OrderRefiner, RefinedOrder, solve_and_store
+from app.services.schedules import OrderRefiner, RefinedOrder, check_policy, solve_and_store
 from app.settings import Settings
 from models import Run, Task
 from solver.constraints import check_order
@@ -264,6 +264,7 @@ def create_schedule(
 ) -> ScheduleRead:
     """``POST /schedules``: the ensemble for ``expected`` and ``thompson`` over every task (the
     recommendation and one posterior draw), the pairwise estimates otherwise."""
+    check_policy(session, context, request)
     ensemble_objective = request.objective in (
         ScheduleObjective.EXPECTED,
         ScheduleObjective.THOMPSON,

@@ -64,7 +64,12 @@ from app.services.recommendations import (
     solve_ensemble,
     uses_ensemble,
 )
-from app.services.schedules import OrderRefiner, RefinedOrder, solve_and_store
+from app.services.schedules import (
+    OrderRefiner,
+    RefinedOrder,
+    check_policy,
+    solve_and_store,
+)
 from app.settings import Settings
 from models import Run, Schedule, StageReport
 from models.base import new_id
@@ -346,6 +351,8 @@ def create_run(
         existing = _claim_existing(session, context, body.client_id, settings=settings)
         if existing is not None:
             return existing, False
+    if body.schedule_id is None:
+        check_policy(session, context, body.schedule or ScheduleCreate(), field_prefix="schedule.")
     schedule_id = None
     if body.schedule_id is not None:
         schedule = run_repo.get_schedule(session, context.id, body.schedule_id)

@@ -19,6 +19,7 @@ from app.errors import ConstraintConflictError, FieldIssue, InvalidInputError, N
 from app.repositories import projects as project_repo
 from app.repositories import schedules as schedule_repo
 from app.repositories import tasks as task_repo
+from app.schemas.project import ProjectSettings
 from app.schemas.schedule import (
     ConstraintSpec,
     ContiguousSpec,
@@ -391,14 +392,60 @@ OrderRefiner = Callable[[OrderingProblem, OrderingResult, tuple[int, ...]], Refi
 """``(problem, solver result, project indexes of the scheduled tasks) -> refined order``."""
 
 
-def _time_limit_s(request: ScheduleCreate, settings: Settings) -> float:
+def _time_limit_s(request: ScheduleCreate, settings: Settings, policy: ProjectSettings) -> float:
+    """The request's time limit (default: the lower of the server's and the policy's cap)."""
     cap = settings.solver_time_limit_s
     if request.time_limit_s is None:
-        return cap
+        return min(cap, policy.max_time_limit_s)
     if request.time_limit_s > cap:
         issue = FieldIssue("time_limit_s", f"At most {cap:g} seconds on this server")
         raise InvalidInputError("The time limit is over the server's cap.", errors=[issue])
     return request.time_limit_s
+
+
+def check_policy(
+    session: Session, context: ProjectContext, request: ScheduleCreate, *, field_prefix: str = ""
+) -> None:
+    """Refuse a request past the project's solve policy (``ProjectSettings.max_*``), before any
+    estimate is read or model built: 422 naming each field and its bound. Called by
+    ``POST .../schedules`` and ``POST .../runs``, not by re-plans.
+
+    ``field_prefix`` is put before the field names (``"schedule."`` for a run's request). The
+    task count is the request's ``tasks``, or the project's tasks when it names none.
+    """
+    policy = context.settings
+    issues: list[FieldIssue] = []
+    if request.time_limit_s is not None and request.time_limit_s > policy.max_time_limit_s:
+        issues.append(
+            FieldIssue(
+                f"{field_prefix}time_limit_s",
+                f"At most {policy.max_time_limit_s:g} seconds by the project's policy "
+                "(settings.max_time_limit_s)",
+            )
+        )
+    if len(request.constraints) > policy.max_constraints:
+        issues.append(
+            FieldIssue(
+                f"{field_prefix}constraints",
+                f"At most {policy.max_constraints} constraints by the project's policy "
+                f"(settings.max_constraints), got {len(request.constraints)}",
+            )
+        )
+    tasks = (
+        len(request.tasks)
+        if request.tasks is not None
+        else task_repo.count_tasks(session, context.id)
+    )
+    if tasks > policy.max_tasks:
+        issues.append(
+            FieldIssue(
+                f"{field_prefix}tasks",
+                f"At most {policy.max_tasks} tasks per schedule by the project's policy "
+                f"(settings.max_tasks), got {tasks}",
+            )
+        )
+    if issues:
+        raise InvalidInputError("The request is over the project's solve policy.", errors=issues)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -463,7 +510,8 @@ def solve_and_store(
         The unit of work (only flushed here) and the authorized project.
     request
         Objective, ``rho`` (default: the project's), ``kappa``, constraints by task key, the
-        tasks to schedule (default all), time limit (default and cap: ``settings``), seed, label.
+        tasks to schedule (default all), time limit (default and cap: ``settings`` and the
+        project's policy), seed, label.
     run_id, parent_id
         The run asking and the schedule this one re-plans; stored as given.
     prefix
@@ -487,13 +535,15 @@ def solve_and_store(
     ------
     InvalidInputError
         422: unknown task keys (with the field path), invalid stages, a time limit over the cap.
+        The project's solve policy is checked by the entry points (:func:`check_policy`), so
+        that a policy changed mid-run does not fail the run's re-plans.
     ConstraintConflictError
         422: the constraints admit no order; the conflicting ones are named.
     solver.errors.NoSolutionError
         No order found within the time limit (the app renders it 503 with ``Retry-After``).
     """
     settings = settings or get_settings()
-    time_limit_s = _time_limit_s(request, settings)
+    time_limit_s = _time_limit_s(request, settings, project.settings)
     inputs = load_planning_inputs(session, project, request.tasks, model_override=model_override)
     converted = _convert_constraints(request.constraints, inputs)
     rho = project.settings.rho if request.rho is None else request.rho

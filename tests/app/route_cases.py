@@ -72,6 +72,9 @@ ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
     ),
     ("GET", "/v1/projects"): RouteCase(path=lambda s: "/v1/projects", scope="global"),
     ("GET", "/v1/projects/{project_id}"): RouteCase(path=_project),
+    ("PATCH", "/v1/projects/{project_id}"): RouteCase(
+        path=_project, body=lambda s: {"settings": {"max_tasks": 50}}, admin=True
+    ),
     ("POST", "/v1/projects/{project_id}/keys"): RouteCase(
         path=lambda s: f"{_project(s)}/keys",
         body=lambda s: {"role": "trainer"},

@@ -15,7 +15,14 @@ def test_create_project_returns_it_with_defaults(
     body = response.json()
     assert body["name"] == "omni"
     assert body["estimates_version"] == 0
-    assert body["settings"] == {"default_prior_std": 0.1, "default_noise_std": 0.05, "rho": 0.0}
+    assert body["settings"] == {
+        "default_prior_std": 0.1,
+        "default_noise_std": 0.05,
+        "rho": 0.0,
+        "max_time_limit_s": 60.0,
+        "max_constraints": 100,
+        "max_tasks": 100,
+    }
     fetched = client.get(f"/v1/projects/{body['id']}", headers=admin_headers)
     assert fetched.json() == body
 
@@ -74,3 +81,45 @@ def test_limit_is_capped(client: TestClient, admin_headers: dict[str, str]) -> N
     response = client.get("/v1/projects?limit=1001", headers=admin_headers)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "query.limit"
+
+
+def test_project_admin_changes_the_solve_policy_field_by_field(
+    client: TestClient, project: ProjectKeys
+) -> None:
+    url = f"/v1/projects/{project.id}"
+    defaults = client.get(url, headers=project.trainer).json()["settings"]
+    assert defaults == {
+        "default_prior_std": 0.1,
+        "default_noise_std": 0.05,
+        "rho": 0.0,
+        "max_time_limit_s": 60.0,
+        "max_constraints": 100,
+        "max_tasks": 100,
+    }
+    changed = client.patch(
+        url, json={"settings": {"max_tasks": 40, "max_time_limit_s": 5}}, headers=project.admin
+    )
+    assert changed.status_code == 200, changed.text
+    expected = {**defaults, "max_tasks": 40, "max_time_limit_s": 5.0}
+    assert changed.json()["settings"] == expected
+    assert client.get(url, headers=project.trainer).json()["settings"] == expected
+    again = client.patch(url, json={"description": "policy set"}, headers=project.admin)
+    assert again.json()["settings"] == expected
+    assert again.json()["description"] == "policy set"
+
+
+def test_trainer_cannot_change_the_policy_and_bad_bounds_are_422(
+    client: TestClient, project: ProjectKeys
+) -> None:
+    url = f"/v1/projects/{project.id}"
+    refused = client.patch(url, json={"settings": {"max_tasks": 1000}}, headers=project.trainer)
+    assert refused.status_code == 403
+    for policy, field in [
+        ({"max_tasks": 0}, "settings.max_tasks"),
+        ({"max_constraints": 1001}, "settings.max_constraints"),
+        ({"max_time_limit_s": 3601}, "settings.max_time_limit_s"),
+    ]:
+        bad = client.patch(url, json={"settings": policy}, headers=project.admin)
+        assert bad.status_code == 422, bad.text
+        assert [e["field"] for e in bad.json()["errors"]] == [field]
+    assert client.get(url, headers=project.admin).json()["settings"]["max_tasks"] == 100

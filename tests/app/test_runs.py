@@ -380,3 +380,42 @@ def test_a_replan_on_tied_estimates_keeps_the_plans_tie_break(
     assert answer["replanned"] is True
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
     assert [stage["task"] for stage in view["stages"]] == planned
+
+
+# --- the project's solve policy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "field", "reason"),
+    [
+        ({"time_limit_s": 3, "tasks": ["math", "code"]}, "schedule.time_limit_s",
+         "At most 2 seconds by the project's policy (settings.max_time_limit_s)"),
+        ({"tasks": ["math", "code"],
+          "constraints": [{"type": "precedence", "before": "math", "after": "code"}] * 2},
+         "schedule.constraints",
+         "At most 1 constraints by the project's policy (settings.max_constraints), got 2"),
+        ({"objective": "maximin"}, "schedule.tasks",
+         "At most 2 tasks per schedule by the project's policy (settings.max_tasks), got 3"),
+        (None, "schedule.tasks",
+         "At most 2 tasks per schedule by the project's policy (settings.max_tasks), got 3"),
+    ],
+)  # fmt: skip
+def test_run_schedule_past_the_project_policy_is_422(
+    client: TestClient,
+    tasked: ProjectKeys,
+    schedule: dict[str, Any] | None,
+    field: str,
+    reason: str,
+) -> None:
+    policy = {"max_time_limit_s": 2, "max_constraints": 1, "max_tasks": 2}
+    patched = client.patch(
+        f"/v1/projects/{tasked.id}", json={"settings": policy}, headers=tasked.admin
+    )
+    assert patched.status_code == 200, patched.text
+    body = {} if schedule is None else {"schedule": schedule}
+    problem = _problem(_create(client, tasked, body), 422, "validation_failed")
+    assert problem["errors"] == [{"field": field, "reason": reason}]
+    assert client.get(_runs(tasked), headers=tasked.trainer).json()["items"] == []
+    within = {"schedule": {"tasks": ["math", "code"], "time_limit_s": 2}}
+    created = _create(client, tasked, within)
+    assert created.status_code == 201, created.text

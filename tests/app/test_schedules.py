@@ -540,3 +540,53 @@ def any_live_server(request: pytest.FixtureRequest) -> LiveServer:
 
 def test_concurrent_solves_get_contiguous_versions(any_live_server: LiveServer) -> None:
     assert _concurrent_versions(any_live_server, 8) == list(range(1, 9))
+
+
+def _set_policy(client: TestClient, project: ProjectKeys, **policy: Any) -> dict[str, Any]:
+    response = client.patch(
+        f"/v1/projects/{project.id}", json={"settings": policy}, headers=project.admin
+    )
+    assert response.status_code == 200, response.text
+    settings: dict[str, Any] = response.json()["settings"]
+    return settings
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({"time_limit_s": 5.5}, "time_limit_s",
+         "At most 5 seconds by the project's policy (settings.max_time_limit_s)"),
+        ({"constraints": [{"type": "precedence", "before": "math", "after": "code"}] * 2},
+         "constraints",
+         "At most 1 constraints by the project's policy (settings.max_constraints), got 2"),
+        ({}, "tasks", "At most 2 tasks per schedule by the project's policy (settings.max_tasks), "
+         "got 3"),
+    ],
+)  # fmt: skip
+def test_request_past_the_project_policy_is_422(
+    client: TestClient, example: ProjectKeys, body: dict[str, Any], field: str, reason: str
+) -> None:
+    _set_policy(client, example, max_time_limit_s=5, max_constraints=1, max_tasks=2)
+    if field != "tasks":
+        body = {**body, "tasks": ["math", "code"]}
+    response = client.post(_url(example), json=body, headers=example.admin)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["errors"] == [{"field": field, "reason": reason}]
+    assert client.get(_url(example), headers=example.admin).json()["items"] == []
+
+
+def test_request_within_the_project_policy_is_201(client: TestClient, example: ProjectKeys) -> None:
+    _set_policy(client, example, max_time_limit_s=5, max_constraints=1, max_tasks=2)
+    body = {
+        "tasks": ["math", "code"],
+        "constraints": [{"type": "precedence", "before": "code", "after": "math"}],
+        "time_limit_s": 5,
+    }
+    response = client.post(_url(example), json=body, headers=example.admin)
+    assert response.status_code == 201, response.text
+    assert response.json()["order"] == ["code", "math"]
+    # no time limit asked: the policy's is the default
+    default = client.post(_url(example), json={"tasks": ["math"]}, headers=example.admin)
+    assert default.status_code == 201, default.text
+    assert default.json()["request"]["time_limit_s"] == 5
