@@ -53,6 +53,13 @@ def test_digits_trainer_reports_through_ordo_and_measures_forgetting(
     assert written["random_bwt"] == pytest.approx(summary.random_bwt)
 
 
+def test_digits_example_reproduces_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    digits = load_example("digits_curriculum")
+    argv = ["--runs", "2", "--random-runs", "1", "--epochs", "1", "--seed", "4"]
+    first, second = digits.main(argv), digits.main(argv)
+    assert first == second
+
+
 def test_digits_forgetting_is_measured_not_assumed() -> None:
     digits = load_example("digits_curriculum")
     data = digits.load_tasks(0)
