@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -116,14 +121,34 @@ def serve(
     _check_schema(settings)
     _bootstrap_admin(settings)
     typer.echo(f"Ordo API docs: http://{host}:{port}/docs")
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level,
-    )
+    with _multiprocess_metrics(workers):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level,
+        )
+
+
+@contextmanager
+def _multiprocess_metrics(workers: int) -> Iterator[None]:
+    """Several workers: a fresh PROMETHEUS_MULTIPROC_DIR (unless set), removed at exit.
+
+    Each worker writes its metrics there and ``/metrics`` sums them (``app.metrics``); the
+    workers inherit the variable, set before they start.
+    """
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="ordo-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @db_cli.command("upgrade")

@@ -1,30 +1,167 @@
-"""Prometheus metrics: default HTTP metrics plus Ordo's own counters, one registry per app."""
+"""Prometheus metrics: HTTP metrics, Ordo's domain metrics, and ``/metrics`` behind a token.
+
+HTTP metrics (the instrumentator's) and ``ordo_db_unavailable_total`` live in one registry per
+app, so that several apps in one process (tests) do not collide. The domain metrics are
+process-wide (services record them without an app at hand); every app's registry includes them.
+
+Several worker processes: with ``PROMETHEUS_MULTIPROC_DIR`` set (``ordo serve --workers N``
+sets a temporary one), every process writes its values to files there and ``/metrics`` sums
+them over all workers, whichever worker answers. The variable must be set before the workers
+start, and the directory should be empty at start.
+
+``/metrics`` answers the metrics token (``ORDO_METRICS_TOKEN``) or a global admin key as
+``Authorization: Bearer``; anything else is a 401 problem+json.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
-UNMEASURED_PATHS = ["/healthz", "/readyz", "/metrics"]
+from app.db import unit_of_work
+from app.deps import bearer, get_database
+from app.errors import UnauthorizedError
+from app.security import token_matches
+from app.services.auth import Principal, authenticate
+from app.settings import Settings
+
+METRICS_PATH = "/metrics"
+UNMEASURED_PATHS = ["/healthz", "/readyz", METRICS_PATH]
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SOLVE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# --- domain metrics (process-wide) ---------------------------------------------------------------
+
+REPORTS_STORED = Counter(
+    "ordo_reports_stored_total",
+    "Stage reports stored (committed); replays of a stored report are not counted.",
+    registry=None,
+)
+REPLANS = Counter(
+    "ordo_replans_total",
+    "Adaptive re-plans after a report, by outcome: replanned (a new plan is current) or kept "
+    "(the solver could not answer; the run keeps its plan).",
+    ["outcome"],
+    registry=None,
+)
+SOLVE_DURATION = Histogram(
+    "ordo_solve_duration_seconds",
+    "Wall time of successful solves, by the solver's method and kind: schedule (POST "
+    ".../schedules), run (a run's first plan) or replan.",
+    ["method", "kind"],
+    buckets=SOLVE_BUCKETS_S,
+    registry=None,
+)
+STALE_RUNS = Counter(
+    "ordo_stale_runs_observed_total",
+    "Lease expiries: writes that found a run stale (its lease expired), by what the write was: "
+    "report, heartbeat or reclaim (POST .../runs with the run's client_id).",
+    ["event"],
+    registry=None,
+)
+RATE_LIMITED = Counter(
+    "ordo_rate_limited_requests_total",
+    "Requests refused by a rate limiter. Always 0 for now: Ordo has no rate limiter yet.",
+    registry=None,
+)
+QUEUE_DEPTH = Gauge(
+    "ordo_queue_depth",
+    "Jobs waiting in the background queue. Always 0 for now: Ordo has no background jobs yet.",
+    registry=None,
+    multiprocess_mode="livesum",
+)
+DOMAIN_METRICS = (REPORTS_STORED, REPLANS, SOLVE_DURATION, STALE_RUNS, RATE_LIMITED, QUEUE_DEPTH)
+
+
+def _preset_labels() -> None:
+    """Export every known series at 0, so that dashboards and rate() see them from the start."""
+    for outcome in ("replanned", "kept"):
+        REPLANS.labels(outcome=outcome)
+    for name in ("report", "heartbeat", "reclaim"):
+        STALE_RUNS.labels(event=name)
+    QUEUE_DEPTH.set(0)
+
+
+_preset_labels()
+
+
+# --- recording after commit ----------------------------------------------------------------------
+
+_PENDING_KEY = "ordo_metrics_after_commit"
+
+
+def after_commit(session: Session, record: Callable[[], object]) -> None:
+    """Run ``record`` once the session's transaction commits; drop it on rollback.
+
+    A counter of stored things must not count what a failed commit never stored.
+    """
+    session.info.setdefault(_PENDING_KEY, []).append(record)
+
+
+@event.listens_for(Session, "after_commit")
+def _record_committed(session: Session) -> None:
+    for record in session.info.pop(_PENDING_KEY, []):
+        record()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)
+
+
+def solve_kind(*, run_id: str | None, parent_id: str | None) -> str:
+    """The ``kind`` label of a solve: ``replan``, ``run`` or ``schedule``."""
+    if parent_id is not None:
+        return "replan"
+    return "run" if run_id is not None else "schedule"
+
+
+@contextmanager
+def timed_solve(*, kind: str) -> Iterator[Callable[[str], None]]:
+    """Time a solve; call the yielded function with the solver's method once it succeeded."""
+    start = time.perf_counter()
+
+    def done(method: str) -> None:
+        SOLVE_DURATION.labels(method=method, kind=kind).observe(time.perf_counter() - start)
+
+    yield done
+
+
+# --- per-app metrics and the endpoint ------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class AppMetrics:
-    """Ordo's own metrics (the HTTP ones belong to the instrumentator)."""
+    """The app's registry (HTTP and domain metrics) and its own counters."""
 
     registry: CollectorRegistry
     db_unavailable: Counter
 
 
 def install_metrics(app: FastAPI) -> AppMetrics:
-    """Instrument ``app`` and expose ``/metrics``.
-
-    Each app gets its own registry so that several apps in one process (tests) do not collide.
-    """
+    """Instrument ``app`` and serve ``/metrics`` (token or global admin key; not in the spec)."""
     registry = CollectorRegistry()
     instrumentator = Instrumentator(
         should_group_status_codes=True,
@@ -33,10 +170,51 @@ def install_metrics(app: FastAPI) -> AppMetrics:
         registry=registry,
     )
     instrumentator.add(metrics.default(latency_lowr_buckets=LATENCY_BUCKETS_S, registry=registry))
-    instrumentator.instrument(app).expose(app, include_in_schema=False)
+    instrumentator.instrument(app)
     db_unavailable = Counter(
         "ordo_db_unavailable_total",
         "Requests answered 503 because the database was unreachable.",
         registry=registry,
     )
-    return AppMetrics(registry=registry, db_unavailable=db_unavailable)
+    for collector in DOMAIN_METRICS:
+        registry.register(collector)
+    app_metrics = AppMetrics(registry=registry, db_unavailable=db_unavailable)
+    app.add_api_route(METRICS_PATH, _metrics_endpoint, methods=["GET"], include_in_schema=False)
+    return app_metrics
+
+
+async def _metrics_endpoint(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Response:
+    """Prometheus metrics (metrics token or global admin key)."""
+    settings: Settings = request.app.state.settings
+    token = credentials.credentials if credentials is not None else None
+    await _authorize(request, settings, token)
+    app_metrics: AppMetrics = request.app.state.metrics
+    return Response(content=render(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The exposition text: this registry, or every worker's files in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+async def _authorize(request: Request, settings: Settings, token: str | None) -> None:
+    """The metrics token, the configured admin token (no database), then a stored admin key."""
+    if not token:
+        raise UnauthorizedError()
+    metrics_token = settings.metrics_token
+    if metrics_token is not None and token_matches(token, metrics_token.get_secret_value()):
+        return
+    principal = await run_in_threadpool(_stored_principal, request, settings, token)
+    if not principal.is_global_admin:
+        raise UnauthorizedError("/metrics needs the metrics token or a global admin key.")
+
+
+def _stored_principal(request: Request, settings: Settings, token: str) -> Principal:
+    with unit_of_work(get_database(request).read_sessions) as session:
+        return authenticate(session, token, admin_token=settings.admin_token, touch=False)

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MIB = 1024 * 1024
 ADMIN_TOKEN_MIN_CHARS = 32
 ADMIN_TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+METRICS_TOKEN_MIN_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
         description=f"Global admin token, at least {ADMIN_TOKEN_MIN_CHARS} characters. When "
         "unset, `ordo serve` generates one at first start, stores it hashed and prints it once; "
         "when set, `ordo serve` revokes the generated ones.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=f"Bearer token of `/metrics` (for a scraper), at least "
+        f"{METRICS_TOKEN_MIN_CHARS} characters. A global admin key is accepted too.",
     )
     max_body_bytes: int = Field(default=MIB, gt=0, description="Request body limit (bytes).")
     solver_time_limit_s: float = Field(default=30.0, gt=0)
@@ -71,6 +77,16 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
             raise ValueError(
                 f"ORDO_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_CHARS} characters "
+                f"(it has {len(value.get_secret_value())}); make one with: {ADMIN_TOKEN_HINT}"
+            )
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < METRICS_TOKEN_MIN_CHARS:
+            raise ValueError(
+                f"ORDO_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_CHARS} characters "
                 f"(it has {len(value.get_secret_value())}); make one with: {ADMIN_TOKEN_HINT}"
             )
         return value

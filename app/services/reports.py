@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from app.errors import ConflictError, FieldIssue, InvalidInputError, ServiceError
+from app.metrics import REPLANS, REPORTS_STORED, STALE_RUNS, after_commit
 from app.repositories import estimates as estimate_repo
 from app.repositories import observations as observation_repo
 from app.repositories import projects as project_repo
@@ -248,6 +249,8 @@ def put_report(
     evaluated = _tasks_of(body, by_key)
     now = run_repo.db_now(session)
     late = run_service.effective_status(run, now) is RunStatus.STALE
+    if late:
+        after_commit(session, STALE_RUNS.labels(event="report").inc)
     observation_repo.lock_statistics(session, context.id, exclusive=False)
     trained = by_key[order[stage - 1]] if stage >= 1 else None
     report = report_repo.add_report(
@@ -302,6 +305,8 @@ def put_report(
             session, context, run, schedule, stage, project_keys=keys, settings=settings
         )
         order = list(schedule.order)
+        outcome = "replanned" if replanned else "kept"
+        after_commit(session, REPLANS.labels(outcome=outcome).inc)
     report_read = ReportRead(
         stage=stage,
         task=trained.key if trained else None,
@@ -332,6 +337,7 @@ def put_report(
     )
     report.response = response.model_dump(mode="json")
     session.flush()
+    after_commit(session, REPORTS_STORED.inc)
     return response
 
 

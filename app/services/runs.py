@@ -31,6 +31,7 @@ from app.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from app.metrics import STALE_RUNS, after_commit
 from app.repositories import reports as report_repo
 from app.repositories import runs as run_repo
 from app.repositories import tasks as task_repo
@@ -399,6 +400,7 @@ def _claim_existing(
         return None
     now = run_repo.db_now(session)
     if effective_status(run, now) is RunStatus.STALE:
+        after_commit(session, STALE_RUNS.labels(event="reclaim").inc)
         run.lease_token += 1
         renew_lease(run, now, settings)
         session.flush()
@@ -592,7 +594,10 @@ def heartbeat(
             "the run was re-claimed.",
             errors=[FieldIssue("lease_token", f"Current token is {run.lease_token}")],
         )
-    renew_lease(run, run_repo.db_now(session), settings)
+    now = run_repo.db_now(session)
+    if effective_status(run, now) is RunStatus.STALE:
+        after_commit(session, STALE_RUNS.labels(event="heartbeat").inc)
+    renew_lease(run, now, settings)
     session.flush()
     return lease_of(run, settings)
 

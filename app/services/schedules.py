@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from app.errors import ConstraintConflictError, FieldIssue, InvalidInputError, NotFoundError
+from app.metrics import solve_kind, timed_solve
 from app.repositories import projects as project_repo
 from app.repositories import schedules as schedule_repo
 from app.repositories import tasks as task_repo
@@ -560,7 +561,9 @@ def solve_and_store(
     params = SolveParams(
         time_limit_s=time_limit_s, num_workers=settings.solver_workers, seed=request.seed
     )
-    result = _solve(problem, params, request.constraints, converted, inputs)
+    with timed_solve(kind=solve_kind(run_id=run_id, parent_id=parent_id)) as solved_by:
+        result = _solve(problem, params, request.constraints, converted, inputs)
+        solved_by(result.method)
     planned: Prediction | None = None
     if refine is not None:
         refined = refine(problem, result, inputs.indexes)

@@ -155,12 +155,14 @@ ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
     ),
 }
 
-# Routes that need no key at all; anything else outside /v1 must be listed here too.
+# Routes outside /v1 with their own check: the metrics token or a global admin key
+# (tests/app/test_observability.py).
+OPERATOR_PATHS = frozenset({"/metrics"})
+# Routes that need no key at all; anything else outside /v1 must be listed here or above.
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
         "/readyz",
-        "/metrics",
         "/openapi.json",
         "/docs",
         "/docs/oauth2-redirect",

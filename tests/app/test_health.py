@@ -33,11 +33,13 @@ def test_readyz_is_503_when_schema_is_behind(tmp_path: Path) -> None:
     assert "ordo db upgrade" in response.json()["checks"]["schema"]
 
 
-def test_metrics_count_requests_by_route_template(client: TestClient, project: ProjectKeys) -> None:
+def test_metrics_count_requests_by_route_template(
+    client: TestClient, project: ProjectKeys, admin_headers: dict[str, str]
+) -> None:
     for _ in range(3):
         client.get(f"/v1/projects/{project.id}", headers=project.trainer)
     client.get("/healthz")
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=admin_headers).text
     line = 'http_requests_total{handler="/v1/projects/{project_id}",method="GET",status="2xx"} 3.0'
     assert line in text
     assert 'handler="/healthz"' not in text

@@ -1,0 +1,212 @@
+"""/metrics behind a token (metrics token or global admin key) and Ordo's domain metrics."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.settings import Settings
+from models import Run
+from tests.conftest import (
+    ADMIN_TOKEN,
+    LiveServer,
+    migrated_sqlite_url,
+    postgres_database,
+    require_postgres,
+    run_live_server,
+)
+from tests.factories import ProjectKeys, bearer, create_project_with_keys
+
+METRICS_TOKEN = "metrics-" + secrets.token_hex(16)
+TASKS = ("math", "code", "poetry")
+PROBLEM = "application/problem+json"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a /metrics text (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The test settings with a metrics token."""
+    return Settings(database_url=database_url, admin_token=ADMIN_TOKEN, metrics_token=METRICS_TOKEN)
+
+
+# --- /metrics needs a token ----------------------------------------------------------------------
+
+
+def test_metrics_token_must_be_long() -> None:
+    with pytest.raises(ValidationError, match="ORDO_METRICS_TOKEN must be at least 32") as info:
+        Settings(metrics_token="short-token")
+    assert "short-token" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer ", "Bearer wrong-" + "x" * 32, "Basic dXNlcjpwYXNz", f"Bearer {METRICS_TOKEN}x"],
+    ids=["none", "empty", "wrong", "basic", "token-plus-one"],  # stable ids (xdist)
+)
+def test_metrics_without_a_valid_token_is_401(
+    client: TestClient, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["www-authenticate"] == 'Bearer realm="ordo"'
+    assert response.json()["code"] == "unauthorized"
+    assert "ordo_" not in response.text.replace('"code":"unauthorized"', "")
+
+
+def test_metrics_refuse_project_keys(client: TestClient, project: ProjectKeys) -> None:
+    for headers in (project.admin, project.trainer):
+        assert client.get("/metrics", headers=headers).status_code == 401
+
+
+def test_metrics_accept_the_metrics_token_and_global_admin_keys(
+    client: TestClient, global_admin_key: str
+) -> None:
+    for token in (METRICS_TOKEN, ADMIN_TOKEN, global_admin_key):
+        response = client.get("/metrics", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/plain")
+        assert "# TYPE ordo_reports_stored_total counter" in response.text
+
+
+def test_metrics_stay_out_of_the_spec(client: TestClient) -> None:
+    assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+
+
+# --- domain metrics ------------------------------------------------------------------------------
+
+
+def _report(client: TestClient, project: ProjectKeys, run_id: str, stage: int) -> Any:
+    body = {"evaluations": [{"task": key, "value": 0.5 + 0.01 * stage} for key in TASKS]}
+    response = client.put(
+        f"/v1/projects/{project.id}/runs/{run_id}/reports/{stage}",
+        json=body,
+        headers=project.trainer,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_domain_metrics_count_reports_replans_and_solves(
+    client: TestClient, session: Session
+) -> None:
+    project = create_project_with_keys(session, task_keys=TASKS)
+    session.commit()
+    metrics = bearer(METRICS_TOKEN)
+    before = client.get("/metrics", headers=metrics).text
+    for name in ("ordo_rate_limited_requests_total", "ordo_queue_depth"):
+        assert sample(before, name) == 0.0
+    assert "no rate limiter yet" in before
+    assert "no background jobs yet" in before
+    run = client.post(
+        f"/v1/projects/{project.id}/runs", json={"adaptive": True}, headers=project.trainer
+    )
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+    assert _report(client, project, run_id, 0)["replanned"] is False  # baseline: no re-plan
+    assert _report(client, project, run_id, 1)["replanned"] is True
+    _report(client, project, run_id, 1)  # a replay stores nothing
+    after = client.get("/metrics", headers=metrics).text
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("ordo_reports_stored_total") == 2.0
+    assert delta("ordo_replans_total", outcome="replanned") == 1.0
+    assert delta("ordo_replans_total", outcome="kept") == 0.0
+    assert delta("ordo_solve_duration_seconds_count", kind="run") == 1.0
+    assert delta("ordo_solve_duration_seconds_count", kind="replan") == 1.0
+    assert delta("ordo_solve_duration_seconds_sum", kind="replan") > 0.0
+    assert sample(after, "ordo_stale_runs_observed_total", event="report") >= 0.0
+
+
+def test_stale_runs_are_counted_once_committed(client: TestClient, session: Session) -> None:
+    tasked = create_project_with_keys(session, task_keys=TASKS)
+    session.commit()
+    run = client.post(
+        f"/v1/projects/{tasked.id}/runs", json={"client_id": "job-1"}, headers=tasked.trainer
+    ).json()
+    session.execute(update(Run).where(Run.id == run["id"]).values(lease_expires_at=Run.created_at))
+    session.commit()
+    metrics = bearer(METRICS_TOKEN)
+    before = client.get("/metrics", headers=metrics).text
+    heartbeat = client.post(
+        f"/v1/projects/{tasked.id}/runs/{run['id']}/heartbeat", json={}, headers=tasked.trainer
+    )
+    assert heartbeat.status_code == 200, heartbeat.text
+    after = client.get("/metrics", headers=metrics).text
+    labels = {"event": "heartbeat"}
+    assert sample(after, "ordo_stale_runs_observed_total", **labels) - sample(
+        before, "ordo_stale_runs_observed_total", **labels
+    ) == pytest.approx(1.0)
+
+
+# --- live servers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind."""
+    if request.param == "sqlite":
+        yield migrated_sqlite_url(tmp_path / "ordo.sqlite")
+        return
+    with postgres_database(require_postgres()) as url:
+        yield url
+
+
+def _live_metrics(server: LiveServer, token: str | None) -> httpx.Response:
+    headers = bearer(token) if token else {}
+    return httpx.get(f"{server.base_url}/metrics", headers=headers, timeout=10)
+
+
+def test_live_metrics_need_a_token_and_sum_over_workers(server_url: str, tmp_path: Path) -> None:
+    """Two workers with PROMETHEUS_MULTIPROC_DIR: /metrics counts every worker's requests."""
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    env = {"ORDO_METRICS_TOKEN": METRICS_TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    with run_live_server(server_url, env=env, workers=2) as server:
+        assert _live_metrics(server, None).status_code == 401
+        assert _live_metrics(server, "wrong-" + "x" * 40).status_code == 401
+        assert _live_metrics(server, ADMIN_TOKEN).status_code == 200
+        with httpx.Client(base_url=server.base_url, headers=server.admin_headers) as http:
+            project = http.post("/v1/projects", json={"name": "metrics"}).json()
+            keys = [{"key": key} for key in TASKS]
+            assert http.post(f"/v1/projects/{project['id']}/tasks", json={"tasks": keys}).is_success
+            trainer = http.post(
+                f"/v1/projects/{project['id']}/keys", json={"role": "trainer", "name": "t"}
+            ).json()["key"]
+            for _ in range(20):  # fresh connections: spread over both workers
+                assert httpx.get(f"{server.base_url}/v1/projects", headers=server.admin_headers)
+        with httpx.Client(base_url=server.base_url, headers=bearer(trainer)) as http:
+            runs = f"/v1/projects/{project['id']}/runs"
+            run_id = http.post(runs, json={"adaptive": True}).json()["id"]
+            for stage in (0, 1):
+                body = {"evaluations": [{"task": key, "value": 0.5 + stage} for key in TASKS]}
+                assert http.put(f"{runs}/{run_id}/reports/{stage}", json=body).is_success
+        text = _live_metrics(server, METRICS_TOKEN).text
+    labels = {"handler": "/v1/projects", "method": "GET", "status": "2xx"}
+    assert sample(text, "http_requests_total", **labels) == 20.0
+    assert sample(text, "ordo_reports_stored_total") == 2.0
+    assert sample(text, "ordo_replans_total", outcome="replanned") == 1.0
+    assert sample(text, "ordo_solve_duration_seconds_count", kind="run") == 1.0
+    assert sample(text, "ordo_solve_duration_seconds_count", kind="replan") == 1.0
+    assert sample(text, "ordo_queue_depth") == 0.0
