@@ -29,6 +29,7 @@ from app.db import (
     schema_status,
     session_scope,
 )
+from app.logging_config import logging_config
 from app.services.auth import ensure_global_admin, revoke_generated_admins, rotate_global_admin
 from app.settings import Settings, get_settings
 
@@ -128,7 +129,10 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            # JSON lines; the app's middleware writes the access lines (with the request id).
+            log_config=logging_config(settings.log_level),
             log_level=settings.log_level,
+            access_log=False,
         )
 
 

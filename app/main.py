@@ -17,7 +17,7 @@ from app.db import build_engine, is_sqlite, make_database
 from app.docs import STATIC_URL, install_redoc
 from app.errors import ERROR_DESCRIPTIONS, PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
-from app.middleware import BodyLimitMiddleware
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.routes import (
     calibration,
     estimates,
@@ -101,8 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = install_metrics(app)
     if settings.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
-    # Added last, so outermost: oversized bodies never reach routing or auth.
+    # Oversized bodies never reach routing or auth.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Added last, so outermost: every answer (a 413 too) has a request id and an access line.
+    app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         description="Host header allow-list (TrustedHostMiddleware); unset means no check.",
     )
     docs_enabled: bool = True
-    log_level: str = "info"
+    log_level: str = Field(default="info", description="Log level of the server's JSON logs.")
 
     @field_validator("admin_token")
     @classmethod
