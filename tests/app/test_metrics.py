@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.cli import _multiprocess_metrics
+from app.metrics import MULTIPROC_ENV
 from app.settings import Settings
 from models import Run
 from tests.conftest import (
@@ -210,3 +213,21 @@ def test_live_metrics_need_a_token_and_sum_over_workers(server_url: str, tmp_pat
     assert sample(text, "ordo_solve_duration_seconds_count", kind="run") == 1.0
     assert sample(text, "ordo_solve_duration_seconds_count", kind="replan") == 1.0
     assert sample(text, "ordo_queue_depth") == 0.0
+
+
+def test_ordo_serve_gives_several_workers_a_temporary_multiprocess_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with _multiprocess_metrics(1):
+        assert MULTIPROC_ENV not in os.environ
+    with _multiprocess_metrics(3):
+        directory = Path(os.environ[MULTIPROC_ENV])
+        assert directory.is_dir()
+        assert list(directory.iterdir()) == []
+    assert MULTIPROC_ENV not in os.environ
+    assert not directory.exists()
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    with _multiprocess_metrics(3):
+        assert os.environ[MULTIPROC_ENV] == str(tmp_path)
+    assert tmp_path.is_dir()
