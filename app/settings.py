@@ -14,6 +14,16 @@ ADMIN_TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))
 METRICS_TOKEN_MIN_CHARS = 32
 
 
+def _long_enough(value: SecretStr | None, variable: str, minimum: int) -> SecretStr | None:
+    """``value`` when unset or at least ``minimum`` characters; the error never echoes it."""
+    if value is not None and len(value.get_secret_value()) < minimum:
+        raise ValueError(
+            f"{variable} must be at least {minimum} characters "
+            f"(it has {len(value.get_secret_value())}); make one with: {ADMIN_TOKEN_HINT}"
+        )
+    return value
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment (prefix ``ORDO_``).
 
@@ -74,22 +84,12 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _admin_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN_CHARS:
-            raise ValueError(
-                f"ORDO_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_CHARS} characters "
-                f"(it has {len(value.get_secret_value())}); make one with: {ADMIN_TOKEN_HINT}"
-            )
-        return value
+        return _long_enough(value, "ORDO_ADMIN_TOKEN", ADMIN_TOKEN_MIN_CHARS)
 
     @field_validator("metrics_token")
     @classmethod
     def _metrics_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < METRICS_TOKEN_MIN_CHARS:
-            raise ValueError(
-                f"ORDO_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_CHARS} characters "
-                f"(it has {len(value.get_secret_value())}); make one with: {ADMIN_TOKEN_HINT}"
-            )
-        return value
+        return _long_enough(value, "ORDO_METRICS_TOKEN", METRICS_TOKEN_MIN_CHARS)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,15 @@ from fastapi.testclient import TestClient
 
 from tests.factories import ProjectKeys, bearer
 
+DEFAULT_SETTINGS = {
+    "default_prior_std": 0.1,
+    "default_noise_std": 0.05,
+    "rho": 0.0,
+    "max_time_limit_s": 60.0,
+    "max_constraints": 100,
+    "max_tasks": 100,
+}
+
 
 def test_create_project_returns_it_with_defaults(
     client: TestClient, admin_headers: dict[str, str]
@@ -15,14 +24,7 @@ def test_create_project_returns_it_with_defaults(
     body = response.json()
     assert body["name"] == "omni"
     assert body["estimates_version"] == 0
-    assert body["settings"] == {
-        "default_prior_std": 0.1,
-        "default_noise_std": 0.05,
-        "rho": 0.0,
-        "max_time_limit_s": 60.0,
-        "max_constraints": 100,
-        "max_tasks": 100,
-    }
+    assert body["settings"] == DEFAULT_SETTINGS
     fetched = client.get(f"/v1/projects/{body['id']}", headers=admin_headers)
     assert fetched.json() == body
 
@@ -88,14 +90,7 @@ def test_project_admin_changes_the_solve_policy_field_by_field(
 ) -> None:
     url = f"/v1/projects/{project.id}"
     defaults = client.get(url, headers=project.trainer).json()["settings"]
-    assert defaults == {
-        "default_prior_std": 0.1,
-        "default_noise_std": 0.05,
-        "rho": 0.0,
-        "max_time_limit_s": 60.0,
-        "max_constraints": 100,
-        "max_tasks": 100,
-    }
+    assert defaults == DEFAULT_SETTINGS
     changed = client.patch(
         url, json={"settings": {"max_tasks": 40, "max_time_limit_s": 5}}, headers=project.admin
     )
