@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.cli import _multiprocess_metrics
-from app.metrics import MULTIPROC_ENV
+from app.metrics import MULTIPROC_ENV, after_commit
 from app.settings import Settings
 from models import Run
 from tests.conftest import (
@@ -139,7 +139,7 @@ def test_domain_metrics_count_reports_replans_and_solves(
     assert delta("ordo_solve_duration_seconds_count", kind="run") == 1.0
     assert delta("ordo_solve_duration_seconds_count", kind="replan") == 1.0
     assert delta("ordo_solve_duration_seconds_sum", kind="replan") > 0.0
-    assert sample(after, "ordo_stale_runs_observed_total", event="report") >= 0.0
+    assert delta("ordo_stale_runs_observed_total", event="report") == 0.0  # the lease was live
 
 
 def test_stale_runs_are_counted_once_committed(client: TestClient, session: Session) -> None:
@@ -161,6 +161,20 @@ def test_stale_runs_are_counted_once_committed(client: TestClient, session: Sess
     assert sample(after, "ordo_stale_runs_observed_total", **labels) - sample(
         before, "ordo_stale_runs_observed_total", **labels
     ) == pytest.approx(1.0)
+
+
+def test_after_commit_records_on_commit_only(session: Session) -> None:
+    """A rolled-back transaction's records are dropped, not carried into the next commit."""
+    recorded: list[str] = []
+    session.execute(select(1))
+    after_commit(session, lambda: recorded.append("rolled back"))
+    session.rollback()
+    assert recorded == []
+    session.execute(select(1))
+    after_commit(session, lambda: recorded.append("committed"))
+    assert recorded == []
+    session.commit()
+    assert recorded == ["committed"]
 
 
 # --- live servers --------------------------------------------------------------------------------
