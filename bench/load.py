@@ -158,21 +158,20 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def check_reports(server: ServerProcess, prefix: str, tally: Tally, keys: Sequence[str]) -> int:
-    """Acknowledged reports missing or different when read back."""
-    bad = 0
-    runs = {run_id for run_id, _ in tally.acknowledged}
+def check_reports(server: ServerProcess, prefix: str, tally: Tally) -> int:
+    """Acknowledged reports missing or different when read back (one read per run)."""
+    stored: dict[str, dict[int, list[float]]] = {}
     with _admin(server) as admin:
-        for run_id in runs:
+        for run_id in {run_id for run_id, _ in tally.acknowledged}:
             view = admin.get(f"{prefix}/runs/{run_id}").json()
-            stored = {
+            stored[run_id] = {
                 report["stage"]: [e["value"] for e in report["evaluations"]]
                 for report in view["reports"]
             }
-            for (rid, stage), values in tally.acknowledged.items():
-                if rid == run_id and stored.get(stage) != values:
-                    bad += 1
-    return bad
+    return sum(
+        stored[run_id].get(stage) != values
+        for (run_id, stage), values in tally.acknowledged.items()
+    )
 
 
 def run_fleet(server: ServerProcess, trainers: int, tasks: int) -> list[str]:
@@ -194,7 +193,7 @@ def run_fleet(server: ServerProcess, trainers: int, tasks: int) -> list[str]:
     wall = time.perf_counter() - started
     for trainer in fleet:
         trainer.close()
-    lost = check_reports(server, prefix, tally, keys)
+    lost = check_reports(server, prefix, tally)
     outside = sum(count for status, count in tally.statuses.items() if not 200 <= status < 300)
     lines = [
         f"fleet of {trainers} adaptive trainers, n = {tasks}: {wall:.1f} s",
