@@ -106,9 +106,9 @@ def ensure_global_admin(session: Session) -> str | None:
 
 def rotate_global_admin(session: Session) -> RotatedAdmin:
     """Revoke every generated global admin key and issue a new one (its token shown once)."""
-    revoked = key_repo.revoke_global_admins(session, utcnow())
+    revoked = revoke_generated_admins(session)
     token = _issue_global_admin(session, name="global admin (issued by ordo admin rotate)")
-    return RotatedAdmin(token=token, revoked_key_ids=tuple(revoked))
+    return RotatedAdmin(token=token, revoked_key_ids=revoked)
 
 
 def revoke_generated_admins(session: Session) -> tuple[str, ...]:

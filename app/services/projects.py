@@ -52,10 +52,9 @@ def update_project(session: Session, context: ProjectContext, body: ProjectUpdat
     assert project is not None  # authorize_project found it in this transaction
     settings = None
     if body.settings is not None:
-        current = ProjectSettings.model_validate(project.settings)
-        changes = body.settings.model_dump(mode="json", include=body.settings.model_fields_set)
-        merged = current.model_copy(update=changes)
-        settings = ProjectSettings.model_validate(merged.model_dump()).model_dump(mode="json")
+        changes = body.settings.model_dump(exclude_unset=True)
+        merged = ProjectSettings.model_validate({**context.settings.model_dump(), **changes})
+        settings = merged.model_dump(mode="json")
     updated = project_repo.update_project(
         session, project, description=body.description, settings=settings
     )
