@@ -100,6 +100,9 @@ def get_principal(
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ProjectIdPath = Annotated[str, Path(max_length=64, description="The project's id."), StorableText]
+# Errors of every route under /v1/projects/{project_id}: 422 answers a malformed `project_id`
+# (or another path parameter).
+PROJECT_ROUTE_ERRORS = (401, 404, 422, 503)
 
 
 def project_reader(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import ProjectAdmin, ProjectReader, SessionDep
+from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
 from app.schemas.calibration import CalibrationRead, RecomputeRead
 from app.schemas.common import MAX_LIST_LIMIT
@@ -14,15 +14,13 @@ from app.services import calibration as calibration_service
 from app.services import reports as report_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}")
-# Every route here: 422 answers a malformed `project_id` (or another path parameter).
-AUTH_ERRORS = (401, 404, 422, 503)
 
 
 @router.get(
     "/calibration",
     operation_id="get_calibration",
     tags=["runs"],
-    responses=error_responses(*AUTH_ERRORS, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 422),
 )
 def get_calibration(
     project: ProjectReader,
@@ -37,7 +35,7 @@ def get_calibration(
     "/estimates/recompute",
     operation_id="recompute_estimates",
     tags=["estimates"],
-    responses=error_responses(*AUTH_ERRORS, 403),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 403),
 )
 def recompute_estimates(project: ProjectAdmin, session: SessionDep) -> RecomputeRead:
     """Rebuild every estimate's statistics from the raw observations."""

@@ -6,14 +6,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 
-from app.deps import ProjectAdmin, ProjectReader, SessionDep
+from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
 from app.schemas.estimate import EstimatesRead, PriorsImport, PriorsImported
 from app.services import estimates as estimate_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}", tags=["estimates"])
-# Every route here: 422 answers a malformed `project_id` (or another path parameter).
-AUTH_ERRORS = (401, 404, 422, 503)
 
 _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
@@ -27,7 +25,7 @@ _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/priors",
     operation_id="import_priors",
-    responses=error_responses(*AUTH_ERRORS, 403, 413, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 403, 413, 422),
 )
 def import_priors(
     body: Annotated[PriorsImport, Body()], project: ProjectAdmin, session: SessionDep
@@ -40,7 +38,7 @@ def import_priors(
     "/estimates",
     operation_id="get_estimates",
     response_model=EstimatesRead,
-    responses={**_CSV_RESPONSE, **error_responses(*AUTH_ERRORS, 422)},
+    responses={**_CSV_RESPONSE, **error_responses(*PROJECT_ROUTE_ERRORS, 422)},
 )
 def get_estimates(
     project: ProjectReader,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import ProjectReader, SessionDep, SettingsDep
+from app.deps import PROJECT_ROUTE_ERRORS, ProjectReader, SessionDep, SettingsDep
 from app.errors import error_responses
 from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
 from app.schemas.report import ReportAccepted, ReportCreate
@@ -24,8 +24,6 @@ from app.services import reports as report_service
 from app.services import runs as run_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/runs", tags=["runs"])
-# Every route here: 422 answers a malformed `project_id` (or another path parameter).
-AUTH_ERRORS = (401, 404, 422, 503)
 RunIdPath = Annotated[str, Path(max_length=64, description="The run's id."), StorableText]
 StagePath = Annotated[
     int, Path(ge=0, le=MAX_BATCH, description="0: the baseline; k: after training stage k.")
@@ -38,7 +36,7 @@ StagePath = Annotated[
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "The run this `client_id` created before.", "model": RunRead},
-        **error_responses(*AUTH_ERRORS, 413, 422),
+        **error_responses(*PROJECT_ROUTE_ERRORS, 413, 422),
     },
 )
 def create_run(
@@ -55,7 +53,7 @@ def create_run(
     return run
 
 
-@router.get("", operation_id="list_runs", responses=error_responses(*AUTH_ERRORS, 422))
+@router.get("", operation_id="list_runs", responses=error_responses(*PROJECT_ROUTE_ERRORS, 422))
 def list_runs(
     project: ProjectReader,
     session: SessionDep,
@@ -69,7 +67,7 @@ def list_runs(
     )
 
 
-@router.get("/{run_id}", operation_id="get_run", responses=error_responses(*AUTH_ERRORS))
+@router.get("/{run_id}", operation_id="get_run", responses=error_responses(*PROJECT_ROUTE_ERRORS))
 def get_run(
     project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
 ) -> RunRead:
@@ -78,7 +76,9 @@ def get_run(
 
 
 @router.get(
-    "/{run_id}/next", operation_id="get_next_stage", responses=error_responses(*AUTH_ERRORS)
+    "/{run_id}/next",
+    operation_id="get_next_stage",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS),
 )
 def get_next_stage(
     project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
@@ -90,7 +90,7 @@ def get_next_stage(
 @router.post(
     "/{run_id}/heartbeat",
     operation_id="heartbeat_run",
-    responses=error_responses(*AUTH_ERRORS, 409, 413, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, 413, 422),
 )
 def heartbeat_run(
     project: ProjectReader,
@@ -108,7 +108,7 @@ def heartbeat_run(
 @router.post(
     "/{run_id}/complete",
     operation_id="complete_run",
-    responses=error_responses(*AUTH_ERRORS, 409),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409),
 )
 def complete_run(
     project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
@@ -120,7 +120,7 @@ def complete_run(
 @router.post(
     "/{run_id}/fail",
     operation_id="fail_run",
-    responses=error_responses(*AUTH_ERRORS, 409, 413, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, 413, 422),
 )
 def fail_run(
     body: RunFail,
@@ -136,7 +136,7 @@ def fail_run(
 @router.put(
     "/{run_id}/reports/{stage}",
     operation_id="put_report",
-    responses=error_responses(*AUTH_ERRORS, 409, 413, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, 413, 422),
 )
 def put_report(
     body: ReportCreate,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
-from app.deps import ProjectAdmin, ProjectReader, SessionDep, SettingsDep
+from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep, SettingsDep
 from app.errors import error_responses
 from app.schemas.common import MAX_LIST_LIMIT, StorableText
 from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
@@ -14,8 +14,6 @@ from app.services import recommendations as recommendation_service
 from app.services import schedules as schedule_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/schedules", tags=["schedules"])
-# Every route here: 422 answers a malformed `project_id` (or another path parameter).
-AUTH_ERRORS = (401, 404, 422, 503)
 SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "No order was found within the time limit, or the database is "
@@ -29,7 +27,7 @@ ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's 
     "",
     operation_id="create_schedule",
     status_code=status.HTTP_201_CREATED,
-    responses={**error_responses(*AUTH_ERRORS, 403, 413, 422), **SOLVE_UNAVAILABLE},
+    responses={**error_responses(*PROJECT_ROUTE_ERRORS, 403, 413, 422), **SOLVE_UNAVAILABLE},
 )
 def create_schedule(
     body: ScheduleCreate, project: ProjectAdmin, session: SessionDep, settings: SettingsDep
@@ -42,7 +40,9 @@ def create_schedule(
     return recommendation_service.create_schedule(session, project, body, settings=settings)
 
 
-@router.get("", operation_id="list_schedules", responses=error_responses(*AUTH_ERRORS, 422))
+@router.get(
+    "", operation_id="list_schedules", responses=error_responses(*PROJECT_ROUTE_ERRORS, 422)
+)
 def list_schedules(
     project: ProjectReader,
     session: SessionDep,
@@ -64,7 +64,9 @@ def list_schedules(
     )
 
 
-@router.get("/{schedule_id}", operation_id="get_schedule", responses=error_responses(*AUTH_ERRORS))
+@router.get(
+    "/{schedule_id}", operation_id="get_schedule", responses=error_responses(*PROJECT_ROUTE_ERRORS)
+)
 def get_schedule(
     project: ProjectReader, session: SessionDep, schedule_id: ScheduleIdPath
 ) -> ScheduleRead:

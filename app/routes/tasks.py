@@ -6,15 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from app.deps import ProjectAdmin, ProjectReader, SessionDep
+from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
 from app.schemas.common import StorableText
 from app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
 from app.services import tasks as task_service
 
 router = APIRouter(prefix="/v1/projects/{project_id}/tasks", tags=["tasks"])
-# Every route here: 422 answers a malformed `project_id` (or another path parameter).
-AUTH_ERRORS = (401, 404, 422, 503)
 TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key."), StorableText]
 
 
@@ -22,7 +20,7 @@ TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key.")
     "",
     operation_id="create_tasks",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(*AUTH_ERRORS, 403, 409, 413, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 403, 409, 413, 422),
 )
 def create_tasks(
     body: TaskBatchCreate, project: ProjectAdmin, session: SessionDep
@@ -31,13 +29,15 @@ def create_tasks(
     return task_service.create_tasks(session, project, body)
 
 
-@router.get("", operation_id="list_tasks", responses=error_responses(*AUTH_ERRORS))
+@router.get("", operation_id="list_tasks", responses=error_responses(*PROJECT_ROUTE_ERRORS))
 def list_tasks(project: ProjectReader, session: SessionDep) -> list[TaskRead]:
     """List the project's tasks in index order."""
     return task_service.list_tasks(session, project)
 
 
-@router.get("/{task_key}", operation_id="get_task", responses=error_responses(*AUTH_ERRORS))
+@router.get(
+    "/{task_key}", operation_id="get_task", responses=error_responses(*PROJECT_ROUTE_ERRORS)
+)
 def get_task(project: ProjectReader, session: SessionDep, task_key: TaskKeyPath) -> TaskRead:
     """Get one task by key."""
     return task_service.get_task(session, project, task_key)
@@ -46,7 +46,7 @@ def get_task(project: ProjectReader, session: SessionDep, task_key: TaskKeyPath)
 @router.patch(
     "/{task_key}",
     operation_id="update_task",
-    responses=error_responses(*AUTH_ERRORS, 403, 409, 413, 422),
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 403, 409, 413, 422),
 )
 def update_task(
     body: TaskUpdate, project: ProjectAdmin, session: SessionDep, task_key: TaskKeyPath
