@@ -21,6 +21,7 @@ from ordo_client._calls import (
 from ordo_client.models import (
     ApiKey,
     ApiKeyCreated,
+    Calibration,
     EffectName,
     Estimates,
     Health,
@@ -353,5 +354,18 @@ def fail_run(project: str, run_id: str, reason: str) -> Call[RunInfo]:
         project_path(project, "runs", run_id, "fail"),
         model_parser(RunInfo),
         json={"reason": reason},
+        retry_safe=True,
+    )
+
+
+# --- calibration ---
+
+
+def get_calibration(project: str, *, limit: int) -> Call[Calibration]:
+    return Call(
+        "GET",
+        project_path(project, "calibration"),
+        model_parser(Calibration),
+        params=params(limit=limit),
         retry_safe=True,
     )

@@ -51,6 +51,7 @@ from ordo_client.errors import LeaseLostError, OrdoConnectionError, OrdoError
 from ordo_client.models import (
     ApiKey,
     ApiKeyCreated,
+    Calibration,
     EffectName,
     Estimates,
     Health,
@@ -368,6 +369,10 @@ class AsyncClient:
     async def get_run(self, project: str, run_id: str) -> RunInfo:
         """One run: stages, schedules followed, reports and lease."""
         return await self.execute(_api.get_run(project, run_id))
+
+    async def get_calibration(self, project: str, *, limit: int = 100) -> Calibration:
+        """Predicted against observed final utilities of the ``limit`` latest completed runs."""
+        return await self.execute(_api.get_calibration(project, limit=limit))
 
     async def list_runs(
         self,

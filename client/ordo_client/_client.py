@@ -23,6 +23,7 @@ from ordo_client.errors import LeaseLostError
 from ordo_client.models import (
     ApiKey,
     ApiKeyCreated,
+    Calibration,
     EffectName,
     Estimates,
     Health,
@@ -363,6 +364,10 @@ class Client:
     def get_run(self, project: str, run_id: str) -> RunInfo:
         """One run: stages, schedules followed, reports and lease."""
         return self.execute(_api.get_run(project, run_id))
+
+    def get_calibration(self, project: str, *, limit: int = 100) -> Calibration:
+        """Predicted against observed final utilities of the ``limit`` latest completed runs."""
+        return self.execute(_api.get_calibration(project, limit=limit))
 
     def list_runs(
         self,

@@ -384,6 +384,45 @@ class RunPage(OrdoModel):
     next_page_token: str | None = None
 
 
+# --- calibration -------------------------------------------------------------------------------
+
+
+class TaskCalibration(OrdoModel):
+    """One task of a completed run: observed final utility and the plans' predictions of it."""
+
+    task: str
+    observed: float
+    predicted_initial: float | None = None
+    predicted_final: float | None = None
+    inside_initial: bool | None = None
+    inside_final: bool | None = None
+
+
+class RunCalibration(OrdoModel):
+    """One completed run: its first and last plan against what it observed."""
+
+    run_id: str
+    initial_schedule_id: str | None = None
+    final_schedule_id: str | None = None
+    stages_reported: int
+    tasks: list[TaskCalibration]
+    mae_initial: float | None = None
+    mae_final: float | None = None
+    coverage_initial: float | None = None
+    coverage_final: float | None = None
+
+
+class Calibration(OrdoModel):
+    """Predicted against observed final utilities over the most recent completed runs."""
+
+    runs: list[RunCalibration]
+    count: int
+    mae_initial: float | None = None
+    mae_final: float | None = None
+    coverage_initial: float | None = None
+    coverage_final: float | None = None
+
+
 # --- health ------------------------------------------------------------------------------------
 
 
