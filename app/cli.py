@@ -7,31 +7,23 @@
 
 from __future__ import annotations
 
+import logging.config
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from alembic import command
-from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.cli_client import register_client_commands
-from app.db import (
-    alembic_config,
-    build_engine,
-    is_sqlite,
-    make_database,
-    schema_status,
-    session_scope,
-)
-from app.logging_config import logging_config
-from app.services.auth import ensure_global_admin, revoke_generated_admins, rotate_global_admin
-from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+# The server's modules (settings, database, services, solver) and uvicorn are imported inside the
+# commands that need them: `ordo --help` and the client commands load none of them.
 
 cli = typer.Typer(
     name="ordo",
@@ -53,6 +45,10 @@ def _fail(message: str) -> typer.Exit:
 
 def _load_settings() -> Settings:
     """The settings, or exit 1 naming each invalid variable (never echoing its value)."""
+    from pydantic import ValidationError
+
+    from app.settings import get_settings
+
     try:
         return get_settings()
     except ValidationError as exc:
@@ -65,6 +61,10 @@ def _load_settings() -> Settings:
 
 
 def _check_schema(settings: Settings) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import build_engine, schema_status
+
     engine = build_engine(settings)
     try:
         status = schema_status(engine)
@@ -86,6 +86,9 @@ def _bootstrap_admin(settings: Settings) -> None:
     Unset: at first start, make a token, store it hashed and show it once. Set: the configured
     token replaces the generated ones, so they are revoked.
     """
+    from app.db import build_engine, make_database, session_scope
+    from app.services.auth import ensure_global_admin, revoke_generated_admins
+
     engine = build_engine(settings)
     try:
         with session_scope(make_database(engine)) as session:
@@ -114,6 +117,11 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the API (refuses to start when the schema is behind or the admin token is short)."""
+    import uvicorn
+
+    from app.db import is_sqlite
+    from app.logging_config import logging_config
+
     settings = _load_settings()
     host = host or settings.host
     port = port or settings.port
@@ -134,6 +142,33 @@ def serve(
             log_level=settings.log_level,
             access_log=False,
         )
+
+
+@cli.command()
+def worker() -> None:
+    """Run background jobs (run plans) until interrupted; start any number, on any machine.
+
+    Give the API processes ``ORDO_JOB_RUNNER=external`` when dedicated workers run the jobs.
+    """
+    import signal
+    import threading
+
+    from app.db import build_engine, make_database
+    from app.logging_config import logging_config
+    from app.worker import run_worker
+
+    settings = _load_settings()
+    _check_schema(settings)
+    logging.config.dictConfig(logging_config(settings.log_level))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    engine = build_engine(settings)
+    typer.echo("Ordo worker: waiting for jobs (Ctrl-C stops).")
+    try:
+        run_worker(make_database(engine), settings, stop=stop)
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -160,6 +195,10 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Apply the migrations up to a revision (default: head)."""
+    from alembic import command
+
+    from app.db import alembic_config
+
     settings = _load_settings()
     command.upgrade(alembic_config(settings.database_url), revision)
     _print_current(settings)
@@ -176,6 +215,7 @@ def db_recompute_estimates(
     project: Annotated[str, typer.Option("--project", help="The project's id.")],
 ) -> None:
     """Rebuild a project's estimate statistics from its raw observations."""
+    from app.db import build_engine, make_database, session_scope
     from app.repositories.projects import get_project
     from app.services.reports import recompute_statistics
 
@@ -206,6 +246,9 @@ def admin_rotate() -> None:
             "`ordo admin rotate` again."
         )
     _check_schema(settings)
+    from app.db import build_engine, make_database, session_scope
+    from app.services.auth import rotate_global_admin
+
     engine = build_engine(settings)
     try:
         with session_scope(make_database(engine)) as session:
@@ -222,6 +265,8 @@ def admin_rotate() -> None:
 
 
 def _print_current(settings: Settings) -> None:
+    from app.db import build_engine, schema_status
+
     engine = build_engine(settings)
     try:
         status = schema_status(engine)

@@ -1,7 +1,10 @@
-"""The `ordo` CLI: db upgrade/current, serve refusing a schema that is behind, admin bootstrap."""
+"""The `ordo` CLI: db upgrade/current, serve refusing a schema that is behind, admin bootstrap,
+and help that loads none of the server's heavy modules."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +74,32 @@ def _assert_token_not_stored(session: Session, token: str) -> None:
     assert connection is not None
     dump = "\n".join(connection.iterdump())
     assert token.split("_", 2)[2] not in dump
+
+
+# The solver (OR-Tools, scipy), the web and database stack and the client's HTTP stack: `ordo
+# --help` needs none of them, and each costs tenths of a second to import.
+HEAVY_MODULES = ("ortools", "scipy", "numpy", "pandas", "sqlalchemy", "alembic", "fastapi",
+                 "uvicorn", "httpx", "solver")  # fmt: skip
+SHOW_HELP_AND_LIST_MODULES = """
+import sys
+from app.cli import main
+sys.argv = ["ordo", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    assert exit.code == 0, exit.code
+print(" ".join(sorted({name.partition(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("command", [["--help"], ["runs", "--help"], ["schedule", "--help"]])
+def test_help_imports_no_heavy_module(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_HELP_AND_LIST_MODULES, *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(result.stdout.splitlines()[-1].split())
+    assert "typer" in loaded  # the check itself ran
+    assert loaded.isdisjoint(HEAVY_MODULES), sorted(loaded.intersection(HEAVY_MODULES))

@@ -28,7 +28,7 @@ def runner(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> CliRunne
     monkeypatch.setenv("ORDO_URL", live_server.base_url)
     monkeypatch.setenv("ORDO_TOKEN", live_server.admin_token)
     monkeypatch.delenv("ORDO_PROJECT", raising=False)
-    monkeypatch.setenv("COLUMNS", "250")  # rich's width off a terminal: whole ids in tables
+    monkeypatch.setenv("COLUMNS", "100")  # rich's width off a terminal: tables must fit it
     return CliRunner()
 
 
@@ -75,11 +75,11 @@ def test_flags_win_over_the_environment(
 
 def test_tasks(runner: CliRunner, project: ProjectAccess) -> None:
     assert "poetry" in invoke(runner, "tasks")
-    rows = json.loads(invoke(runner, "tasks", "-f", "json"))
+    rows = json.loads(invoke(runner, "tasks", "list", "-f", "json"))
     assert [(r["index"], r["key"], r["kind"]) for r in rows] == [
         (0, "math", "structured"), (1, "code", "structured"), (2, "poetry", "open_ended"),
     ]  # fmt: skip
-    other = invoke(runner, "tasks", "--project", project.id, "-f", "csv")
+    other = invoke(runner, "tasks", "list", "--project", project.id, "-f", "csv")
     assert other.splitlines()[0] == "index,key,name,kind,reward,goal,scale,weight"
 
 
@@ -87,7 +87,7 @@ def test_missing_project_and_unknown_project(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["tasks"])
     assert result.exit_code == 1
     assert "ORDO_PROJECT" in result.output
-    result = runner.invoke(cli, ["tasks", "--project", "nope"])
+    result = runner.invoke(cli, ["tasks", "list", "--project", "nope"])
     assert result.exit_code == 1
     assert "404" in result.output
 
@@ -159,10 +159,10 @@ def test_schedule_history_runs_and_report(
 
     with project.trainer() as trainer:
         run = trainer.start_run(project.id, adaptive=True, client_id="cli-run")
-    listed = json.loads(invoke(runner, "runs", "-f", "json"))
+    listed = json.loads(invoke(runner, "runs", "list", "-f", "json"))
     assert [r["id"] for r in listed] == [run.id]
     assert "cli-run" in invoke(runner, "runs")
-    assert invoke(runner, "runs", "--status", "completed", "-f", "json").strip() == "[]"
+    assert invoke(runner, "runs", "list", "--status", "completed", "-f", "json").strip() == "[]"
 
     accepted = json.loads(
         invoke(
