@@ -32,9 +32,10 @@ cli = typer.Typer(
     add_completion=False,
 )
 db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-cli.add_typer(db_cli, name="db")
+SERVER_PANEL = "Server commands (ORDO_DATABASE_URL, ORDO_ADMIN_TOKEN, ...)"
+cli.add_typer(db_cli, name="db", rich_help_panel=SERVER_PANEL)
 admin_cli = typer.Typer(help="The global admin token.", no_args_is_help=True)
-cli.add_typer(admin_cli, name="admin")
+cli.add_typer(admin_cli, name="admin", rich_help_panel=SERVER_PANEL)
 register_client_commands(cli)
 
 
@@ -110,7 +111,7 @@ def _bootstrap_admin(settings: Settings) -> None:
         typer.echo(f"    {token}")
 
 
-@cli.command()
+@cli.command(rich_help_panel=SERVER_PANEL)
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default ORDO_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default ORDO_PORT).")] = None,
@@ -144,7 +145,7 @@ def serve(
         )
 
 
-@cli.command()
+@cli.command(rich_help_panel=SERVER_PANEL)
 def worker() -> None:
     """Run background jobs (run plans) until interrupted; start any number, on any machine.
 

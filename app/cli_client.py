@@ -1142,6 +1142,7 @@ def demo(
     )
 
 
+# In the tour's order (typer lists the commands, then the groups).
 CLIENT_COMMANDS: tuple[Callable[..., None], ...] = (
     projects,
     estimates,
@@ -1161,9 +1162,12 @@ CLIENT_GROUPS: tuple[tuple[str, typer.Typer], ...] = (
 )
 
 
+CLIENT_PANEL = "Client commands (ORDO_URL, ORDO_TOKEN, ORDO_PROJECT)"
+
+
 def register_client_commands(cli: typer.Typer) -> None:
     """Add the client commands (projects, keys, tasks, priors, ...) to the ``ordo`` CLI."""
     for command in CLIENT_COMMANDS:
-        cli.command(command.__name__)(command)
+        cli.command(command.__name__, rich_help_panel=CLIENT_PANEL)(command)
     for name, group in CLIENT_GROUPS:
-        cli.add_typer(group, name=name)
+        cli.add_typer(group, name=name, rich_help_panel=CLIENT_PANEL)
