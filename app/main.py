@@ -20,6 +20,7 @@ from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.routes import (
     calibration,
+    dashboard,
     estimates,
     health,
     predictions,
@@ -57,6 +58,7 @@ ROUTERS = (
     predictions.router,
     runs.router,
     calibration.router,
+    dashboard.router,
 )
 
 

@@ -169,5 +169,9 @@ PUBLIC_PATHS = frozenset(
         "/redoc",
         "/docs-assets/redoc.standalone.js",
         "/static-offline-docs",
+        # The dashboard's page and assets: static files; the page reads /v1 with the user's key.
+        "/dashboard",
+        "/dashboard/",
+        "/dashboard/{asset}",
     }
 )
