@@ -342,7 +342,7 @@
   // of the realized value; a filled dot fell inside it, a cross outside.
   function calibration(opts) {
     const points = opts.points; // [{label, predicted, observed, lower, upper, inside}]
-    const size = opts.size || 360;
+    const size = opts.size || 420;
     const margin = 52;
     const svg = svgRoot(size + 16, size + 8, opts.label);
     const values = points.flatMap((p) => [p.predicted, p.observed, p.lower, p.upper]).filter((v) => v !== null && v !== undefined);

@@ -600,7 +600,13 @@
     const container = h("div", {});
     const stamp = h("p", { class: "help", role: "status" });
 
+    const signature = (r) => JSON.stringify([r.status, r.reports.length, r.schedules.length, r.next_stage, r.lease.token, r.lease.expires_at]);
+    let shown = null;
+    let reportsShown = 0;
+
     const draw = (current) => {
+      shown = signature(current);
+      reportsShown = current.reports.length;
       const reported = current.reports.length;
       const liveNow = current.status === "active" || current.status === "stale";
       const stages = h(
@@ -641,11 +647,14 @@
       try {
         const current = await api(`${project(projectId)}/runs/${encodeURIComponent(runId)}`);
         if (token !== renderToken) return;
-        const before = container.querySelector("[data-reports]");
-        const changed = !before || before.getAttribute("data-reports") !== String(current.reports.length);
-        draw(current);
+        // Redraw only on change, so that a poll does not take the keyboard focus away.
+        const now = signature(current);
+        if (now !== shown) {
+          const moreReports = current.reports.length !== reportsShown;
+          draw(current);
+          if (moreReports) announce(`Run updated: ${current.reports.length} reports.`);
+        }
         stamp.textContent = `Live: refreshed every ${POLL_MS / 1000} s, last at ${new Date().toLocaleTimeString()}.`;
-        if (changed) announce(`Run updated: ${current.reports.length} reports.`);
         if (current.status === "active" || current.status === "stale") pollTimer = window.setTimeout(poll, POLL_MS);
         else stamp.textContent = `The run is ${current.status}: no more updates.`;
       } catch (error) {
