@@ -198,4 +198,13 @@ def ping(engine: Engine) -> None:
 
 
 def _read_only(engine: Engine) -> Engine:
+    """Reads see one snapshot: a history assembled by several queries is consistent.
+
+    PostgreSQL: ``REPEATABLE READ, READ ONLY`` (never a serialization failure for a reader).
+    SQLite: a deferred ``BEGIN``, whose first read fixes the snapshot under WAL.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True, **{READ_ONLY_OPTION: True}
+        )
     return engine.execution_options(**{READ_ONLY_OPTION: True})

@@ -56,10 +56,28 @@ async def write_gate(request: Request) -> AsyncIterator[None]:
         await asyncio.wait_for(gate.acquire(), timeout=WRITE_QUEUE_TIMEOUT_S)
     except TimeoutError as error:
         raise UnavailableError("The server is busy; retry later.") from error
+    loop = asyncio.get_running_loop()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            gate.release()
+
+    # A route that has committed and then waits (for a plan job) lets the next writer in.
+    request.state.release_write_gate = lambda: loop.call_soon_threadsafe(release)
     try:
         yield
     finally:
-        gate.release()
+        release()
+
+
+def release_write_gate(request: Request) -> None:
+    """Let the next writing request in now (call only after this request's commit)."""
+    release = getattr(request.state, "release_write_gate", None)
+    if release is not None:
+        release()
 
 
 def get_session(
@@ -80,6 +98,7 @@ def get_session(
 # an error response instead of a 200 for data that was never stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 def get_principal(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,6 +30,7 @@ from app.routes import (
     tasks,
 )
 from app.settings import Settings, get_settings
+from app.worker import embedded_worker
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.write_gate = asyncio.Semaphore(writers)
     logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))
-    try:
-        yield
-    finally:
-        engine.dispose()
+    with ExitStack() as stack:
+        if settings.job_runner == "embedded" and settings.job_thread:
+            stack.enter_context(embedded_worker(app.state.database, settings))
+        try:
+            yield
+        finally:
+            stack.close()
+            engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

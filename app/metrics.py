@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.db import unit_of_work
 from app.deps import bearer, get_database
 from app.errors import UnauthorizedError
+from app.repositories import jobs as job_repo
 from app.security import token_matches
 from app.services.auth import Principal, authenticate
 from app.settings import Settings
@@ -87,9 +88,9 @@ RATE_LIMITED = Counter(
 )
 QUEUE_DEPTH = Gauge(
     "ordo_queue_depth",
-    "Jobs waiting in the background queue. Always 0 for now: Ordo has no background jobs yet.",
+    "Plan jobs waiting or running (every project), read from the database at each scrape.",
     registry=None,
-    multiprocess_mode="livesum",
+    multiprocess_mode="mostrecent",
 )
 DOMAIN_METRICS = (REPORTS_STORED, REPLANS, SOLVE_DURATION, STALE_RUNS, RATE_LIMITED, QUEUE_DEPTH)
 
@@ -191,6 +192,7 @@ async def _metrics_endpoint(
     settings: Settings = request.app.state.settings
     token = credentials.credentials if credentials is not None else None
     await _authorize(request, settings, token)
+    await run_in_threadpool(_read_queue_depth, request)
     app_metrics: AppMetrics = request.app.state.metrics
     return Response(content=render(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -213,6 +215,11 @@ async def _authorize(request: Request, settings: Settings, token: str | None) ->
     principal = await run_in_threadpool(_stored_principal, request, settings, token)
     if not principal.is_global_admin:
         raise UnauthorizedError("/metrics needs the metrics token or a global admin key.")
+
+
+def _read_queue_depth(request: Request) -> None:
+    with unit_of_work(get_database(request).read_sessions) as session:
+        QUEUE_DEPTH.set(sum(job_repo.queue_depth(session).values()))
 
 
 def _stored_principal(request: Request, settings: Settings, token: str) -> Principal:

@@ -74,6 +74,40 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0, description="Run lease length (seconds).")
     heartbeat_grace_s: float = Field(default=120.0, gt=0)
 
+    job_runner: Literal["embedded", "external"] = Field(
+        default="embedded",
+        description=(
+            "Who runs background jobs (run plans): embedded, a worker thread in each `ordo serve` "
+            "process; external, only `ordo worker` processes (scale-out on PostgreSQL)."
+        ),
+    )
+    job_thread: bool = Field(
+        default=True,
+        description=(
+            "Embedded runner only: start the worker thread. Off, a request that waits for a job "
+            "(`GET .../next`, `POST .../runs`) runs it itself."
+        ),
+    )
+    job_lease_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="A claimed job not finished within this many seconds is claimed again.",
+    )
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    job_retry_backoff_s: float = Field(default=1.0, gt=0)
+    job_poll_s: float = Field(
+        default=1.0, gt=0, description="Longest sleep of an idle worker between queue checks."
+    )
+    plan_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long `GET .../next` and `POST .../runs` wait for a pending plan before answering "
+            "with the current one and `plan_pending: true`."
+        ),
+    )
+
     allowed_hosts: list[str] | None = Field(
         default=None,
         description="Host header allow-list (TrustedHostMiddleware); unset means no check.",

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Double, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, UTCDateTime, new_id, utcnow
@@ -15,7 +24,12 @@ class Schedule(Base):
     """One solve's answer; never updated. ``version`` is a per-project sequence."""
 
     __tablename__ = "ordo_schedules"
-    __table_args__ = (UniqueConstraint("project_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "version"),
+        # One plan per (run, stage): a job run twice, or by two workers, stores one schedule.
+        # An index, not a constraint: SQLite adds it without rebuilding the table.
+        Index("ux_ordo_schedules_run_stage", "run_id", "run_stage", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("ordo_projects.id", ondelete="CASCADE"))
@@ -28,6 +42,8 @@ class Schedule(Base):
     run_id: Mapped[str | None] = mapped_column(
         ForeignKey("ordo_runs.id", ondelete="SET NULL", use_alter=True), index=True
     )
+    # The stage after which the run asked for this plan (0: its first plan); None: no run's.
+    run_stage: Mapped[int | None] = mapped_column(Integer)
     estimates_version: Mapped[int] = mapped_column(BigInteger)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     order: Mapped[list[str]] = mapped_column(JSON)

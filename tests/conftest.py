@@ -206,8 +206,12 @@ def session(database: Database) -> Iterator[Session]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    """Settings pointing at the test database, with a known global admin token."""
-    return Settings(database_url=database_url, admin_token=ADMIN_TOKEN)
+    """Settings pointing at the test database, with a known global admin token.
+
+    No embedded worker thread: the test's requests share one connection, so a plan job runs in
+    the request that waits for it (``GET .../next``, ``POST .../runs``), as it can in production.
+    """
+    return Settings(database_url=database_url, admin_token=ADMIN_TOKEN, job_thread=False)
 
 
 @pytest.fixture

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
 
-from app.deps import PROJECT_ROUTE_ERRORS, ProjectReader, SessionDep, SettingsDep
+from app.db import unit_of_work
+from app.deps import (
+    PROJECT_ROUTE_ERRORS,
+    DatabaseDep,
+    ProjectReader,
+    SessionDep,
+    SettingsDep,
+    release_write_gate,
+)
 from app.errors import error_responses
 from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
 from app.schemas.report import ReportAccepted, ReportCreate
@@ -20,6 +28,7 @@ from app.schemas.run import (
     RunRead,
     RunStatus,
 )
+from app.services import planning
 from app.services import reports as report_service
 from app.services import runs as run_service
 
@@ -43,14 +52,28 @@ def create_run(
     body: RunCreate,
     project: ProjectReader,
     session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
+    request: Request,
     response: Response,
 ) -> RunRead:
-    """Start a run from a schedule or a fresh solve; the same `client_id` returns its run."""
+    """Start a run from a schedule or a fresh solve; the same `client_id` returns its run.
+
+    A fresh solve is a job: the run is stored first, then the answer waits up to the server's
+    `plan_wait_s` for its plan (`plan_pending: true` if it is not there yet; `GET .../next`
+    waits for it again). Constraints that admit no order fail the run, with the reason.
+    """
     run, created = run_service.create_run(session, project, body, settings=settings)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return run
+    if not run.plan_pending:
+        return run
+    session.commit()
+    release_write_gate(request)
+    session.close()
+    planning.await_plan(database, settings, run.id)
+    with unit_of_work(database.read_sessions) as reader:
+        return run_service.get_run(reader, project, run.id, settings=settings)
 
 
 @router.get("", operation_id="list_runs", responses=error_responses(*PROJECT_ROUTE_ERRORS, 422))
@@ -81,9 +104,22 @@ def get_run(
     responses=error_responses(*PROJECT_ROUTE_ERRORS),
 )
 def get_next_stage(
-    project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
+    project: ProjectReader,
+    session: SessionDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    run_id: RunIdPath,
 ) -> NextStage:
-    """Get the stage to train and report now (0: the baseline), with the lease; or `done`."""
+    """Get the stage to train and report now (0: the baseline), with the lease; or `done`.
+
+    While a plan of the run is being made, waits up to the server's `plan_wait_s` for it, then
+    answers with the current plan and `plan_pending: true`.
+    """
+    answer = run_service.next_stage(session, project, run_id, settings=settings)
+    if not answer.plan_pending or answer.stage == 0:
+        return answer
+    session.close()  # no connection is held while waiting
+    planning.await_plan(database, settings, run_id)
     return run_service.next_stage(session, project, run_id, settings=settings)
 
 
@@ -142,9 +178,19 @@ def put_report(
     body: ReportCreate,
     project: ProjectReader,
     session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     run_id: RunIdPath,
     stage: StagePath,
+    background: BackgroundTasks,
 ) -> ReportAccepted:
-    """Report stage k's evaluations; the same body again returns the stored answer."""
-    return report_service.put_report(session, project, run_id, stage, body, settings=settings)
+    """Report stage k's evaluations; the same body again returns the stored answer.
+
+    An adaptive run's re-plan is queued with the report (`plan_pending: true`); `GET .../next`
+    waits for it.
+    """
+    answer = report_service.put_report(session, project, run_id, stage, body, settings=settings)
+    if answer.plan_pending and settings.job_runner == "embedded":
+        # Start on the re-plan as soon as the answer is sent (the worker thread may be first).
+        background.add_task(planning.run_next_job, database, settings, run_id=answer.run_id)
+    return answer

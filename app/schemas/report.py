@@ -93,6 +93,21 @@ class ReportAccepted(OutputModel):
     report: ReportRead
     observations: int = Field(description="Raw effect observations this report added.")
     estimates_version: int = Field(description="The project's estimates version after it.")
-    schedule_id: str | None = Field(description="The run's plan after this report.")
-    replanned: bool = Field(description="Whether this report produced a new plan.")
+    schedule_id: str | None = Field(
+        description="The run's current plan when the report was stored."
+    )
+    replanned: bool = Field(
+        description=(
+            "Deprecated, always false: re-plans are jobs now. `plan_pending` says whether one "
+            "is on its way; `GET .../next` waits for it."
+        ),
+        json_schema_extra={"deprecated": True},
+    )
+    plan_pending: bool = Field(
+        default=False,
+        description=(
+            "A re-plan of the run was queued (or is running): `next` is the current plan's "
+            "stage and may change; ask `GET .../next`, which waits for the new plan."
+        ),
+    )
     next: StageAssignment

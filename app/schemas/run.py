@@ -160,6 +160,14 @@ class NextStage(OutputModel):
     task: str | None = Field(description="The task to train in this stage (null for stage 0).")
     status: RunStatus
     lease: Lease | None = None
+    plan_pending: bool = Field(
+        default=False,
+        description=(
+            "A plan of the run is still being made (the server waited `plan_wait_s` for it): "
+            "`stage`/`task` come from the current plan; with no plan yet past the baseline, "
+            "`stage` is null: ask again."
+        ),
+    )
 
 
 class RunSummary(OutputModel):
@@ -186,6 +194,10 @@ class RunRead(RunSummary):
     schedules: list[ScheduleVersion] = Field(description="Oldest first; the last is current.")
     reports: list[ReportRead]
     lease: Lease
+    plan_pending: bool = Field(
+        default=False,
+        description="A plan of the run is being made; `stages` show the current one (if any).",
+    )
 
 
 class RunList(OutputModel):

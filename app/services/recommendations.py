@@ -28,7 +28,15 @@ from app.repositories import tasks as task_repo
 from app.schemas.run import RunStatus
 from app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective, ScheduleRead
 from app.services.auth import ProjectContext
-from app.services.schedules import OrderRefiner, RefinedOrder, check_policy, solve_and_store
+from app.services.schedules import (
+    OrderRefiner,
+    RefinedOrder,
+    SolvedSchedule,
+    check_policy,
+    solve_and_store,
+    solve_schedule,
+    store_schedule,
+)
 from app.settings import Settings
 from models import Run, Task
 from solver.constraints import check_order
@@ -243,11 +251,11 @@ def solve_ensemble(
     run_id: str | None = None,
     parent_id: str | None = None,
     prefix: Sequence[str] = (),
-) -> ScheduleRead:
-    """Solve the pairwise estimates for a feasible start, then plan on the ensemble; store it."""
+) -> SolvedSchedule:
+    """Solve the pairwise estimates for a feasible start, then plan on the ensemble (unstored)."""
     current = history.records.get(run_id) if run_id is not None and prefix else None
     refine = ensemble_refiner(history, mode=mode, seed=seed, current=current)
-    return solve_and_store(
+    return solve_schedule(
         session,
         context,
         request.model_copy(update={"tasks": None}),
@@ -277,7 +285,8 @@ def create_schedule(
                 if request.objective is ScheduleObjective.THOMPSON
                 else PlanMode.EXPLOIT
             )
-            return solve_ensemble(
+            solved = solve_ensemble(
                 session, context, request, history, mode=mode, seed=request.seed, settings=settings
             )
+            return store_schedule(session, solved)
     return solve_and_store(session, context, request, settings=settings)

@@ -1,10 +1,11 @@
-"""Use case of stage reports: store, observe, update the statistics, re-plan; idempotently.
+"""Use case of stage reports: store, observe, update the statistics, ask for a re-plan; once.
 
-One report is one transaction (Brandur's "claim the key and do the work in the same
+One report is one short transaction (Brandur's "claim the key and do the work in the same
 transaction"): the run row is locked first, so a resent report waits for the first and replays
 its stored response; then the report, its evaluations, the raw observations and the atomic
-``x = x + delta`` increments of the statistics are written together, and an adaptive run's next
-plan is solved and stored. Nothing is half-applied.
+``x = x + delta`` increments of the statistics are written together, and an adaptive run's
+re-plan is queued as a job in the same transaction (``app.services.planning`` solves it off the
+request path). Nothing is half-applied, and a stored report always has its re-plan.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, FieldIssue, InvalidInputError, ServiceError
-from app.metrics import REPLANS, REPORTS_STORED, STALE_RUNS, after_commit
+from app.errors import ConflictError, FieldIssue, InvalidInputError
+from app.logging_config import REQUEST_ID
+from app.metrics import REPORTS_STORED, STALE_RUNS, after_commit
 from app.repositories import estimates as estimate_repo
 from app.repositories import observations as observation_repo
 from app.repositories import projects as project_repo
@@ -32,12 +34,10 @@ from app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
 from app.schemas.calibration import RecomputeRead
 from app.schemas.report import EvaluationRead, ReportAccepted, ReportCreate, ReportRead
 from app.schemas.run import RunStatus
-from app.schemas.schedule import ScheduleCreate
 from app.services import runs as run_service
 from app.services.auth import ProjectContext
 from app.settings import Settings
-from models import Run, Schedule, StageReport, Task
-from solver.errors import SolverError
+from models import Run, StageReport, Task
 from solver.estimation import (
     EffectKind,
     LevelRegressionStats,
@@ -155,6 +155,11 @@ def _check_turn(run: Run, stage: int, order: Sequence[str]) -> None:
     expected = run.next_stage
     if stage == expected and stage <= len(order):
         return
+    if not order and run.schedule_id is None and stage >= 1:
+        raise run_service.PlanPendingError(
+            "The run's first plan is still being made: ask `GET .../next` for the stage to train.",
+            errors=[FieldIssue("stage", "No plan yet")],
+        )
     if expected > len(order):
         detail = f"All {len(order)} stages were reported; complete the run."
         issue = FieldIssue("stage", "No stage left")
@@ -298,15 +303,9 @@ def put_report(
         version = project_repo.bump_estimates_version(session, context.id)
     else:
         version = observation_repo.estimates_version(session, context.id)
-    replanned = False
     if schedule is not None and _should_replan(run, stage, order):
-        keys = [task.key for task in all_tasks]
-        schedule, replanned = _replan(
-            session, context, run, schedule, stage, project_keys=keys, settings=settings
-        )
-        order = list(schedule.order)
-        outcome = "replanned" if replanned else "kept"
-        after_commit(session, REPLANS.labels(outcome=outcome).inc)
+        # The re-plan is a job (app.services.planning): this transaction solves nothing.
+        run_service.request_plan(session, run, request_id=REQUEST_ID.get())
     report_read = ReportRead(
         stage=stage,
         task=trained.key if trained else None,
@@ -332,7 +331,8 @@ def put_report(
         observations=len(observations),
         estimates_version=version,
         schedule_id=run.schedule_id,
-        replanned=replanned,
+        replanned=False,
+        plan_pending=run_service.plan_pending(session, run),
         next=run_service.stage_assignment(order, run.next_stage, finished=False),
     )
     report.response = response.model_dump(mode="json")
@@ -372,57 +372,6 @@ def _apply(
 def _should_replan(run: Run, stage: int, order: Sequence[str]) -> bool:
     """Adaptive runs re-plan after every training stage that leaves a choice (>= 2 stages)."""
     return run.adaptive and stage >= 1 and len(order) - stage >= 2
-
-
-def base_request(schedule: Schedule, project_keys: Sequence[str]) -> ScheduleCreate:
-    """The solve options a schedule was made with, over exactly its tasks.
-
-    The tasks are listed in the project's index order (``project_keys``), not in the plan's:
-    the solver breaks ties by task index, so listing them in plan order would flip every tie
-    at each re-plan (a run planned 5, 4, 3, ... on equal estimates re-planned to 5, 0, 1, ...).
-    """
-    fields = {k: v for k, v in schedule.request.items() if k in ScheduleCreate.model_fields}
-    scheduled = set(schedule.order)
-    fields["tasks"] = [key for key in project_keys if key in scheduled]
-    return ScheduleCreate.model_validate(fields)
-
-
-def _replan(
-    session: Session,
-    context: ProjectContext,
-    run: Run,
-    schedule: Schedule,
-    stage: int,
-    *,
-    project_keys: Sequence[str],
-    settings: Settings,
-) -> tuple[Schedule, bool]:
-    """Solve the remaining stages with the trained prefix fixed; the new plan becomes current.
-
-    If the solver cannot answer (no solution within the time limit, a constraint set the
-    prefix made infeasible), the run keeps its plan: a report is never lost to a re-plan.
-    """
-    label = f"run {run.id} after stage {stage}"
-    base = base_request(schedule, project_keys).model_copy(update={"label": label})
-    try:
-        with session.begin_nested():
-            solved = run_service.solve_plan(
-                session,
-                context,
-                run,
-                base,
-                stage=stage,
-                settings=settings,
-                parent_id=schedule.id,
-                prefix=list(schedule.order[:stage]),
-            )
-    except (ServiceError, SolverError) as error:
-        logger.warning("run %s keeps its plan after stage %d: %s", run.id, stage, error)
-        return schedule, False
-    run.schedule_id = solved.id
-    replanned = run_repo.get_schedule(session, context.id, solved.id)
-    assert replanned is not None
-    return replanned, True
 
 
 # --- recomputation -------------------------------------------------------------------------------

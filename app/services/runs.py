@@ -31,7 +31,9 @@ from app.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from app.logging_config import REQUEST_ID
 from app.metrics import STALE_RUNS, after_commit
+from app.repositories import jobs as job_repo
 from app.repositories import reports as report_repo
 from app.repositories import runs as run_repo
 from app.repositories import tasks as task_repo
@@ -52,9 +54,10 @@ from app.schemas.run import (
     ScheduleVersion,
     StageRead,
 )
-from app.schemas.schedule import ScheduleCreate, ScheduleObjective, ScheduleRead
+from app.schemas.schedule import ScheduleCreate, ScheduleObjective
 from app.services import estimates as estimate_service
 from app.services.auth import ProjectContext
+from app.services.job_events import wake_workers
 from app.services.recommendations import (
     RUN_MODEL_MAX_TASKS,
     PlanMode,
@@ -68,8 +71,10 @@ from app.services.recommendations import (
 from app.services.schedules import (
     OrderRefiner,
     RefinedOrder,
+    SolvedSchedule,
     check_policy,
-    solve_and_store,
+    solve_schedule,
+    validate_request,
 )
 from app.settings import Settings
 from models import Run, Schedule, StageReport
@@ -90,12 +95,20 @@ logger = logging.getLogger(__name__)
 
 FINISHED = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value})
 MAX_SEED = 2**31 - 1
+# The key, on a first plan's job, of the run's creation request (the job solves it later).
+PLAN_PAYLOAD_SCHEDULE = "schedule"
 
 
 class RunFinishedError(ConflictError):
     """The run is completed or failed: it takes no more stages or heartbeats."""
 
     code = "run_finished"
+
+
+class PlanPendingError(ConflictError):
+    """The run has no plan yet: only its baseline can be reported."""
+
+    code = "plan_pending"
 
 
 class LeaseSupersededError(ConflictError):
@@ -161,8 +174,8 @@ def solve_plan(
     settings: Settings,
     parent_id: str | None = None,
     prefix: Sequence[str] = (),
-) -> ScheduleRead:
-    """Solve and store the run's plan after ``stage`` with its strategy and level model.
+) -> SolvedSchedule:
+    """Solve the run's plan after ``stage`` with its strategy and level model (unstored).
 
     ``constant`` goes straight to the schedules service. ``entropy`` and ``state`` fold their
     level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
@@ -224,7 +237,7 @@ def solve_plan(
             else request.objective
         )
         request = request.model_copy(update={"objective": objective, "rho": 1.0})
-    return solve_and_store(
+    return solve_schedule(
         session,
         context,
         request,
@@ -234,6 +247,19 @@ def solve_plan(
         model_override=model,
         settings=settings,
     )
+
+
+def base_request(schedule: Schedule, project_keys: Sequence[str]) -> ScheduleCreate:
+    """The solve options a schedule was made with, over exactly its tasks.
+
+    The tasks are listed in the project's index order (``project_keys``), not in the plan's:
+    the solver breaks ties by task index, so listing them in plan order would flip every tie
+    at each re-plan (a run planned 5, 4, 3, ... on equal estimates re-planned to 5, 0, 1, ...).
+    """
+    fields = {k: v for k, v in schedule.request.items() if k in ScheduleCreate.model_fields}
+    scheduled = set(schedule.order)
+    fields["tasks"] = [key for key in project_keys if key in scheduled]
+    return ScheduleCreate.model_validate(fields)
 
 
 # --- the run model (solver.learning) --------------------------------------------------------------
@@ -279,7 +305,7 @@ def solve_run_model_plan(
     settings: Settings,
     parent_id: str | None = None,
     prefix: Sequence[str] = (),
-) -> ScheduleRead:
+) -> SolvedSchedule:
     """A plan of the whole-run model fitted to every evaluation of every run of the project.
 
     The model's pairwise part (``solver.learning.run_model_effects``: ``R`` in the forward
@@ -294,7 +320,7 @@ def solve_run_model_plan(
     if request.objective is ScheduleObjective.EXPECTED:
         entropy_now = history.last_entropy(run.id) if prefix else None
         refine = _run_model_refiner(model, weights, entropy_now=entropy_now)
-    return solve_and_store(
+    return solve_schedule(
         session,
         context,
         request,
@@ -384,10 +410,10 @@ def create_run(
     stored = run_repo.get_run(session, context.id, run.id)
     assert stored is not None
     if schedule_id is None:
+        # The plan is a job (app.services.planning): this transaction solves nothing.
         base = body.schedule or ScheduleCreate()
-        solved = solve_plan(session, context, stored, base, stage=0, settings=settings)
-        stored.schedule_id = solved.id
-        session.flush()
+        validate_request(session, context, base, settings=settings, field_prefix="schedule.")
+        request_plan(session, stored, base, request_id=REQUEST_ID.get())
     return read_run(session, context, stored, settings=settings), True
 
 
@@ -425,6 +451,31 @@ def _summary_fields(run: Run, order: Sequence[str], now: datetime) -> dict[str, 
         "finished_at": run.finished_at,
         "fail_reason": run.fail_reason,
     }
+
+
+def plan_pending(session: Session, run: Run) -> bool:
+    """Whether a plan job of the run is waiting or being worked on."""
+    return job_repo.pending_for_run(session, run.id) is not None
+
+
+def request_plan(
+    session: Session, run: Run, schedule: ScheduleCreate | None = None, *, request_id: str | None
+) -> bool:
+    """Queue a plan job for ``run`` in this transaction (coalesced per run; ``True``: queued).
+
+    ``schedule``: the creation request of the run's first plan, kept on the job. Workers see the
+    job when the transaction commits; this process's embedded worker is woken then.
+    """
+    now = run_repo.db_now(session)
+    queued = job_repo.enqueue_run_plan(
+        session, run.project_id, run.id, at=now, request_id=request_id
+    )
+    if queued and schedule is not None:
+        job = job_repo.pending_for_run(session, run.id)
+        assert job is not None
+        job.payload = {PLAN_PAYLOAD_SCHEDULE: schedule.model_dump(mode="json", exclude_unset=True)}
+    after_commit(session, wake_workers)
+    return queued
 
 
 def report_reads(
@@ -496,6 +547,7 @@ def read_run(
             ],
             "reports": report_reads(session, run, reports, keys),
             "lease": lease_of(run, settings),
+            "plan_pending": plan_pending(session, run),
         }
     )
 
@@ -564,7 +616,14 @@ def next_stage(
     status = effective_status(run, now)
     order = current_order(session, run)
     assignment = stage_assignment(order, run.next_stage, finished=run.status in FINISHED)
+    pending = plan_pending(session, run)
+    if pending and not order and run.status not in FINISHED:
+        # No plan yet: the baseline needs none; a later stage waits for the first plan.
+        assignment = StageAssignment(done=False, stage=run.next_stage, task=None)
+        if run.next_stage >= 1:
+            assignment = StageAssignment(done=False, stage=None, task=None)
     return NextStage(
+        plan_pending=pending,
         done=assignment.done,
         stage=assignment.stage,
         task=assignment.task,

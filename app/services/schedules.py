@@ -1,7 +1,9 @@
 """Use cases of schedules: solve over the current estimates, store, read the history.
 
-:func:`solve_and_store` is also the entry point of runs and adaptive re-planning: a re-plan
-passes the run, the parent schedule and the trained prefix, and gets a new immutable schedule.
+:func:`solve_schedule` solves and :func:`store_schedule` stores, in separate transactions where
+the caller can (the planning jobs of runs: no lock and no write slot is held while solving);
+:func:`solve_and_store` does both. A re-plan passes the run, the parent schedule and the trained
+prefix, and gets a new immutable schedule.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import re
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -297,6 +300,38 @@ def _convert_constraints(
     return _ConvertedConstraints(tuple(constraints), tuple(sources))
 
 
+def validate_request(
+    session: Session,
+    context: ProjectContext,
+    request: ScheduleCreate,
+    *,
+    settings: Settings,
+    field_prefix: str = "",
+) -> None:
+    """422 for what a solve of ``request`` would reject before solving, without solving.
+
+    Unknown or repeated task keys, invalid constraints, a time limit over the cap: checked when
+    a run is created, so that its plan (a job, solved later) fails only if the constraints admit
+    no order.
+    """
+    _time_limit_s(request, settings, context.settings)
+    tasks = task_repo.list_tasks(session, context.id)
+    keys = [task.key for task in tasks]
+    indexes = _selected_indexes(keys, request.tasks, field=f"{field_prefix}tasks")
+    converter = _ConstraintConverter(
+        index={keys[i]: position for position, i in enumerate(indexes)},
+        project_keys=frozenset(keys),
+        kinds=tuple(tasks[i].kind for i in indexes),
+        issues=[],
+    )
+    for i, spec in enumerate(request.constraints):
+        converter.convert(spec, f"{field_prefix}constraints[{i}]")
+    if converter.issues:
+        raise InvalidInputError(
+            "The constraints are invalid; see `errors`.", errors=converter.issues
+        )
+
+
 def _prefix_indexes(prefix: Sequence[str], inputs: PlanningInputs) -> tuple[int, ...]:
     index = {key: i for i, key in enumerate(inputs.keys)}
     issues = _key_issues(prefix, index, field="prefix", unknown="Task {key!r} is not scheduled")
@@ -491,7 +526,7 @@ def _solve(
         raise _conflict_error(error, specs, converted, inputs) from error
 
 
-def solve_and_store(
+def solve_schedule(
     session: Session,
     project: ProjectContext,
     request: ScheduleCreate,
@@ -502,8 +537,8 @@ def solve_and_store(
     model_override: EffectModel | None = None,
     refine: OrderRefiner | None = None,
     settings: Settings | None = None,
-) -> ScheduleRead:
-    """Solve ``request`` over the project's current estimates and store the schedule.
+) -> SolvedSchedule:
+    """Solve ``request`` over the project's current estimates (nothing is written).
 
     Parameters
     ----------
@@ -528,9 +563,8 @@ def solve_and_store(
 
     Returns
     -------
-    ScheduleRead
-        The stored schedule; ``version`` is the project's next, allocated under the project row
-        lock, so concurrent solves get contiguous, distinct versions.
+    SolvedSchedule
+        The schedule's column values, to store with :func:`store_schedule`.
 
     Raises
     ------
@@ -580,13 +614,9 @@ def solve_and_store(
     prediction = planned or predict_order(inputs.model, result.order, rho=rho)
     solved = request.model_dump(mode="json")
     solved.update(rho=rho, time_limit_s=time_limit_s, prefix=list(prefix))
-    # Serialise version allocation per project (PostgreSQL; SQLite writers are serial anyway).
-    project_repo.lock_project(session, project.id)
-    schedule = schedule_repo.add_schedule(
-        session,
-        project.id,
-        {
-            "version": schedule_repo.next_version(session, project.id),
+    return SolvedSchedule(
+        project_id=project.id,
+        values={
             "parent_id": parent_id,
             "run_id": run_id,
             "estimates_version": inputs.estimates_version,
@@ -603,7 +633,45 @@ def solve_and_store(
             ),
         },
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SolvedSchedule:
+    """A solve's answer not stored yet: the project and the schedule's column values."""
+
+    project_id: str
+    values: dict[str, Any]
+
+    @property
+    def order(self) -> list[str]:
+        """Task keys in the solved order."""
+        return list(self.values["order"])
+
+
+def store_schedule(
+    session: Session, solved: SolvedSchedule, *, run_stage: int | None = None
+) -> ScheduleRead:
+    """Store ``solved`` as the project's next version (``run_stage``: the run's plan stage).
+
+    The version is allocated under the project row lock, so concurrent stores get contiguous,
+    distinct versions; the lock is held only from here to the commit, never while solving.
+    """
+    project_repo.lock_project(session, solved.project_id)
+    values = dict(solved.values, run_stage=run_stage)
+    values["version"] = schedule_repo.next_version(session, solved.project_id)
+    schedule = schedule_repo.add_schedule(session, solved.project_id, values)
     return _read(schedule)
+
+
+def solve_and_store(
+    session: Session,
+    project: ProjectContext,
+    request: ScheduleCreate,
+    *,
+    settings: Settings | None = None,
+) -> ScheduleRead:
+    """Solve ``request`` (:func:`solve_schedule`) and store the schedule in the same session."""
+    return store_schedule(session, solve_schedule(session, project, request, settings=settings))
 
 
 def _solver_objective(objective: ScheduleObjective) -> Objective:

@@ -46,7 +46,7 @@ from ordo_client._lease import (
     silence_reason,
 )
 from ordo_client._retry import RetryPolicy
-from ordo_client._run import RunHandle, report_body
+from ordo_client._run import RunHandle, awaits_plan, report_body
 from ordo_client.errors import LeaseLostError, OrdoConnectionError, OrdoError
 from ordo_client.models import (
     ApiKey,
@@ -419,8 +419,15 @@ class AsyncRun(RunHandle["AsyncClient"]):
         return self.info
 
     async def next(self) -> NextStage:
-        """The stage to report next and the task to train in it (``done`` when none is left)."""
-        return self._took_stage(await self._client.execute(_api.next_stage(self.project, self.id)))
+        """The stage to report next and the task to train in it (``done`` when none is left).
+
+        While the run's first plan is still being made, asks again (the server waits on each).
+        """
+        while True:
+            call = _api.next_stage(self.project, self.id)
+            stage = self._took_stage(await self._client.execute(call))
+            if not awaits_plan(stage):
+                return stage
 
     async def stages(self) -> AsyncIterator[NextStage]:
         """Yield the next stage until the run is done; report each before asking again.

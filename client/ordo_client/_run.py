@@ -87,6 +87,11 @@ class RunHandle(Generic[ClientT]):
         return stage
 
 
+def awaits_plan(stage: NextStage) -> bool:
+    """No stage yet because the run's plan is still being made: ask ``next`` again."""
+    return stage.plan_pending and not stage.done and stage.stage is None
+
+
 class Run(RunHandle["Client"]):
     """A run of a project, bound to the client that started or attached to it.
 
@@ -107,8 +112,15 @@ class Run(RunHandle["Client"]):
         return self.info
 
     def next(self) -> NextStage:
-        """The stage to report next and the task to train in it (``done`` when none is left)."""
-        return self._took_stage(self._client.execute(_api.next_stage(self.project, self.id)))
+        """The stage to report next and the task to train in it (``done`` when none is left).
+
+        While the run's first plan is still being made (past the baseline, no stage yet), asks
+        again: the server waits for the plan on each call, so this does not spin.
+        """
+        while True:
+            stage = self._took_stage(self._client.execute(_api.next_stage(self.project, self.id)))
+            if not awaits_plan(stage):
+                return stage
 
     def stages(self) -> Iterator[NextStage]:
         """Yield the next stage until the run is done; report each before asking again.

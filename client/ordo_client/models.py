@@ -307,6 +307,8 @@ class NextStage(OrdoModel):
     task: str | None = None
     status: str = "active"
     lease: Lease | None = None
+    # A plan is being made; with no stage, ask again (``Run.next`` does).
+    plan_pending: bool = False
 
 
 class EvaluationRecord(OrdoModel):
@@ -349,6 +351,8 @@ class ReportAccepted(OrdoModel):
     estimates_version: int
     schedule_id: str | None = None
     replanned: bool = False
+    # A re-plan was queued: ``next`` may change; ``Run.next()`` waits for it.
+    plan_pending: bool = False
     next: StageAssignment
 
 

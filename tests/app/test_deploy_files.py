@@ -33,7 +33,7 @@ from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDO_CLI = Path(sys.executable).with_name("ordo")
-COMPOSE_SERVICES = {"db", "migrate", "api"}
+COMPOSE_SERVICES = {"db", "migrate", "api", "worker"}
 CONTAINER_PORT = 8000
 
 
@@ -72,6 +72,17 @@ def _option(command: list[str], name: str) -> str:
 
 def test_compose_defines_db_migrate_and_api(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == COMPOSE_SERVICES
+
+
+def test_compose_worker_runs_the_jobs_the_api_leaves_to_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker, api = services["worker"], services["api"]
+    assert worker["command"] == ["ordo", "worker"]
+    assert worker["environment"]["ORDO_DATABASE_URL"] == api["environment"]["ORDO_DATABASE_URL"]
+    assert api["environment"]["ORDO_JOB_RUNNER"] == "external"
+    assert worker["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert "ports" not in worker
 
 
 def test_db_is_postgres_15_with_a_pg_isready_healthcheck_on_its_own_database(

@@ -47,7 +47,12 @@ def sample(text: str, name: str, **labels: str) -> float:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """The test settings with a metrics token."""
-    return Settings(database_url=database_url, admin_token=ADMIN_TOKEN, metrics_token=METRICS_TOKEN)
+    return Settings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        metrics_token=METRICS_TOKEN,
+        job_thread=False,
+    )
 
 
 # --- /metrics needs a token ----------------------------------------------------------------------
@@ -119,15 +124,20 @@ def test_domain_metrics_count_reports_replans_and_solves(
     for name in ("ordo_rate_limited_requests_total", "ordo_queue_depth"):
         assert sample(before, name) == 0.0
     assert "no rate limiter yet" in before
-    assert "no background jobs yet" in before
+    assert "Plan jobs waiting" in before
     run = client.post(
         f"/v1/projects/{project.id}/runs", json={"adaptive": True}, headers=project.trainer
     )
     assert run.status_code == 201, run.text
     run_id = run.json()["id"]
-    assert _report(client, project, run_id, 0)["replanned"] is False  # baseline: no re-plan
-    assert _report(client, project, run_id, 1)["replanned"] is True
+    assert _report(client, project, run_id, 0)["plan_pending"] is False  # baseline: no re-plan
+    assert _report(client, project, run_id, 1)["plan_pending"] is True  # a re-plan job
     _report(client, project, run_id, 1)  # a replay stores nothing
+    # The job runs in the request that waits for it.
+    next_stage = client.get(
+        f"/v1/projects/{project.id}/runs/{run_id}/next", headers=project.trainer
+    )
+    assert next_stage.json()["plan_pending"] is False
     after = client.get("/metrics", headers=metrics).text
 
     def delta(name: str, **labels: str) -> float:
@@ -219,6 +229,8 @@ def test_live_metrics_need_a_token_and_sum_over_workers(server_url: str, tmp_pat
             for stage in (0, 1):
                 body = {"evaluations": [{"task": key, "value": 0.5 + stage} for key in TASKS]}
                 assert http.put(f"{runs}/{run_id}/reports/{stage}", json=body).is_success
+            # The re-plan is a job of either worker's thread; `next` waits for it.
+            assert http.get(f"{runs}/{run_id}/next").json()["plan_pending"] is False
         text = _live_metrics(server, METRICS_TOKEN).text
     labels = {"handler": "/v1/projects", "method": "GET", "status": "2xx"}
     assert sample(text, "http_requests_total", **labels) == 20.0

@@ -57,6 +57,9 @@ def _evaluation(trained: list[str]) -> list[dict[str, Any]]:
 
 
 def _report(client: TestClient, project: ProjectKeys, run: dict[str, Any], stage: int) -> Any:
+    """Ask for the next stage, as a trainer does (a pending re-plan runs), then report it."""
+    following = client.get(f"{_runs(project)}/{run['id']}/next", headers=project.trainer).json()
+    assert following["stage"] == stage, following
     view = client.get(f"{_runs(project)}/{run['id']}", headers=project.trainer).json()
     trained = [s["task"] for s in view["stages"][:stage]]
     body = {"evaluations": _evaluation(trained)}
@@ -136,9 +139,11 @@ def test_an_exploit_replan_is_the_ensembles_recommendation_from_every_report(
         _runs(project), json={"adaptive": True, "strategy": "exploit"}, headers=project.trainer
     ).json()
     _report(client, project, third, 0)
-    answer = _report(client, project, third, 1)
-    assert answer["replanned"] is True
-    replan = session.get(Schedule, answer["schedule_id"])
+    assert _report(client, project, third, 1)["plan_pending"] is True
+    following = client.get(f"{_runs(project)}/{third['id']}/next", headers=project.trainer)
+    assert following.json()["plan_pending"] is False
+    view = client.get(f"{_runs(project)}/{third['id']}", headers=project.trainer).json()
+    replan = session.get(Schedule, view["schedule_id"])
     assert replan is not None
     assert (replan.status, replan.bound, replan.gap) == ("feasible", None, None)
     assert replan.method == "ensemble:exploit"
@@ -221,6 +226,8 @@ def test_a_run_model_replan_keeps_the_prefix_and_respects_the_constraints(
     run = client.post(_runs(project), json=body, headers=project.trainer).json()
     for stage in range(3):
         answer = _report(client, project, run, stage)
+    assert answer["plan_pending"] is True
+    following = client.get(f"{_runs(project)}/{run['id']}/next", headers=project.trainer).json()
     view = client.get(f"{_runs(project)}/{run['id']}", headers=project.trainer).json()
     assert len(view["schedules"]) == 3  # the first plan and two re-plans
     plans = [session.get(Schedule, s["id"]) for s in view["schedules"]]
@@ -234,7 +241,7 @@ def test_a_run_model_replan_keeps_the_prefix_and_respects_the_constraints(
     current = plans[-1]
     assert current is not None
     assert [stage["task"] for stage in view["stages"]] == current.order
-    assert answer["next"]["task"] == current.order[2]
+    assert following["task"] == current.order[2]
 
 
 @pytest.mark.parametrize(("count", "rho"), [(4, 1.0), (13, 0.0)])

@@ -28,6 +28,7 @@ def settings(database_url: str) -> Settings:
         admin_token=ADMIN_TOKEN,
         heartbeat_grace_s=GRACE_S,
         lease_seconds=GRACE_S / 2,
+        job_thread=False,
     )
 
 
@@ -305,11 +306,16 @@ def test_adaptive_run_replans_into_a_linked_chain(
     run = _create(client, tasked, {"adaptive": True, "strategy": "thompson"}).json()
     initial = run["schedule_id"]
     first_task = run["stages"][0]["task"]
-    assert _report(client, tasked, run["id"], 0).json()["replanned"] is False
+    assert _report(client, tasked, run["id"], 0).json()["plan_pending"] is False
     answer = _report(client, tasked, run["id"], 1).json()
-    assert answer["replanned"] is True
-    assert answer["schedule_id"] != initial
-    replan = session.get(Schedule, answer["schedule_id"])
+    # The report queues the re-plan (a job) and answers at once, with the plan it had.
+    assert (answer["plan_pending"], answer["replanned"]) == (True, False)
+    assert answer["schedule_id"] == initial
+    following = _next(client, tasked, run["id"])  # waits for the job (here: runs it)
+    assert following["plan_pending"] is False
+    current = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert current["schedule_id"] != initial
+    replan = session.get(Schedule, current["schedule_id"])
     assert replan is not None
     assert (replan.parent_id, replan.run_id) == (initial, run["id"])
     assert replan.order[0] == first_task
@@ -317,9 +323,10 @@ def test_adaptive_run_replans_into_a_linked_chain(
     assert replan.request["objective"] == "thompson"
     # Seeded by the project's name and the run's sequence number (no client_id): stable names.
     assert replan.request["seed"] == _first_run_seed(session, tasked)
-    assert answer["next"] == {"done": False, "stage": 2, "task": replan.order[1]}
+    assert (following["stage"], following["task"]) == (2, replan.order[1])
+    assert replan.run_stage == 1
     # One stage left after stage 2: nothing to choose, no new plan.
-    assert _report(client, tasked, run["id"], 2).json()["replanned"] is False
+    assert _report(client, tasked, run["id"], 2).json()["plan_pending"] is False
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
     assert [s["id"] for s in view["schedules"]] == [initial, replan.id]
     assert [s["parent_id"] for s in view["schedules"]] == [None, initial]
@@ -329,7 +336,7 @@ def test_adaptive_run_replans_into_a_linked_chain(
 def test_fixed_run_never_replans(client: TestClient, tasked: ProjectKeys) -> None:
     run = _create(client, tasked, {"strategy": "mean_variance"}).json()
     for stage in range(4):
-        assert _report(client, tasked, run["id"], stage).json()["replanned"] is False
+        assert _report(client, tasked, run["id"], stage).json()["plan_pending"] is False
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
     assert len(view["schedules"]) == 1
 
@@ -340,9 +347,11 @@ def test_replan_of_a_run_started_from_a_stored_schedule(
     stored = _create(client, tasked).json()["schedule_id"]
     run = _create(client, tasked, {"schedule_id": stored, "adaptive": True}).json()
     _report(client, tasked, run["id"], 0)
-    answer = _report(client, tasked, run["id"], 1).json()
+    _report(client, tasked, run["id"], 1)
+    _next(client, tasked, run["id"])
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
-    assert [s["id"] for s in view["schedules"]] == [stored, answer["schedule_id"]]
+    assert [s["id"] for s in view["schedules"]] == [stored, view["schedule_id"]]
+    assert view["schedule_id"] != stored
 
 
 @pytest.mark.parametrize("level_model", ["entropy", "state"])
@@ -353,6 +362,7 @@ def test_state_aware_runs_plan_on_their_level_model(
     run = _create(client, tasked, body).json()
     assert run["level_model"] == level_model
     for stage in range(3):
+        _next(client, tasked, run["id"])
         assert _report(client, tasked, run["id"], stage).status_code == 200
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
     assert len(view["schedules"]) == 2
@@ -376,9 +386,10 @@ def test_a_replan_on_tied_estimates_keeps_the_plans_tie_break(
     run = _create(client, tasked, {"adaptive": True, "level_model": "constant"}).json()
     planned = [stage["task"] for stage in run["stages"]]
     _report(client, tasked, run["id"], 0)
-    answer = _report(client, tasked, run["id"], 1).json()
-    assert answer["replanned"] is True
+    assert _report(client, tasked, run["id"], 1).json()["plan_pending"] is True
+    _next(client, tasked, run["id"])
     view = client.get(f"{_runs(tasked)}/{run['id']}", headers=tasked.trainer).json()
+    assert len(view["schedules"]) == 2
     assert [stage["task"] for stage in view["stages"]] == planned
 
 

@@ -276,7 +276,7 @@ def test_replanning_keeps_the_prefix_and_links_run_and_parent(
     run = Run(project_id=example.id, client_id="job-1")
     session.add(run)
     session.flush()
-    replanned = schedule_service.solve_and_store(
+    solved_plan = schedule_service.solve_schedule(
         session,
         _context(example),
         ScheduleCreate(),
@@ -284,6 +284,7 @@ def test_replanning_keeps_the_prefix_and_links_run_and_parent(
         parent_id=first["id"],
         prefix=["poetry"],
     )
+    replanned = schedule_service.store_schedule(session, solved_plan, run_stage=1)
     session.commit()
     assert replanned.order == ["poetry", "math", "code"]
     assert replanned.objective == pytest.approx(1.35)

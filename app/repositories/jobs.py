@@ -1,0 +1,169 @@
+"""SQL for background jobs: enqueue (coalesced per run), claim (SKIP LOCKED), finish (fenced).
+
+Lock order (every writer takes locks in this order, so no two wait on each other in a cycle):
+the run row (``runs.get_run(for_update=True)``), then the job row, then the project row (schedule
+versions). A worker claims a job in a transaction of its own that holds no other lock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from models import Job
+
+RUN_PLAN = "run_plan"
+TODO = "todo"
+DOING = "doing"
+DONE = "done"
+FAILED = "failed"
+_TODO_WHERE = text("status = 'todo'")
+# PostgreSQL channel idle workers LISTEN on; each enqueue NOTIFYs it (delivered at commit).
+NOTIFY_CHANNEL = "ordo_jobs"
+
+
+def enqueue_run_plan(
+    session: Session, project_id: str, run_id: str, *, at: datetime, request_id: str | None
+) -> bool:
+    """Ask for the run's plan to be brought up to date; ``False`` when one is already pending.
+
+    The partial unique index on ``run_id`` where ``status = 'todo'`` coalesces: a run has at
+    most one waiting job, which plans for the run's state when it runs. A job being worked on
+    (``doing``) does not count: the state it read may already be old.
+    """
+    values = {
+        "project_id": project_id,
+        "run_id": run_id,
+        "kind": RUN_PLAN,
+        "status": TODO,
+        "attempts": 0,
+        "payload": {},
+        "request_id": request_id,
+        "created_at": at,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    statement = (
+        insert(Job)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["run_id"], index_where=_TODO_WHERE)
+        .returning(Job.id)
+    )
+    queued = session.scalar(statement) is not None
+    if queued and dialect == "postgresql":
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, run_id)))
+    return queued
+
+
+def claim(
+    session: Session, *, now: datetime, lease_s: float, run_id: str | None = None
+) -> Job | None:
+    """Take the oldest claimable job (of ``run_id`` if given) for ``lease_s`` seconds.
+
+    Claimable: ``todo``, or ``doing`` past its lease (its worker died mid-job, or it failed and
+    its retry backoff is over). PostgreSQL skips rows other workers hold (``SKIP LOCKED``);
+    SQLite's writers are serial anyway. The claim counts an attempt: finishing is fenced on it.
+    """
+    query = (
+        select(Job)
+        .where(
+            or_(Job.status == TODO, (Job.status == DOING) & (Job.locked_until < now)),
+        )
+        .order_by(Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if run_id is not None:
+        query = query.where(Job.run_id == run_id)
+    job = session.scalar(query)
+    if job is None:
+        return None
+    job.status = DOING
+    job.attempts += 1
+    job.started_at = now
+    job.locked_until = now + timedelta(seconds=lease_s)
+    session.flush()
+    return job
+
+
+def still_held(session: Session, job_id: int, attempts: int) -> bool:
+    """Lock the job row; whether the claim numbered ``attempts`` still holds it."""
+    query = (
+        select(Job.id)
+        .where(Job.id == job_id, Job.status == DOING, Job.attempts == attempts)
+        .with_for_update()
+    )
+    return session.scalar(query) is not None
+
+
+def finish(
+    session: Session,
+    job_id: int,
+    attempts: int,
+    *,
+    outcome: str,
+    at: datetime,
+    failed: bool = False,
+    error: str | None = None,
+) -> bool:
+    """End the job if claim ``attempts`` still holds it (``False``: another worker took it)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == DOING, Job.attempts == attempts)
+        .values(
+            status=FAILED if failed else DONE,
+            outcome=outcome,
+            error=error,
+            finished_at=at,
+            locked_until=None,
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def retry_later(
+    session: Session, job_id: int, attempts: int, *, error: str, retry_at: datetime
+) -> bool:
+    """Keep the job claimed until ``retry_at``; any worker may claim it again after that."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == DOING, Job.attempts == attempts)
+        .values(locked_until=retry_at, error=error[:2000])
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def pending_for_run(session: Session, run_id: str) -> Job | None:
+    """The run's oldest unfinished job, if any."""
+    query = (
+        select(Job)
+        .where(Job.run_id == run_id, Job.status.in_((TODO, DOING)))
+        .order_by(Job.id)
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def latest_for_run(session: Session, run_id: str) -> Job | None:
+    """The run's newest job, finished or not."""
+    query = select(Job).where(Job.run_id == run_id).order_by(Job.id.desc()).limit(1)
+    return session.scalar(query)
+
+
+def get_job(session: Session, job_id: int) -> Job | None:
+    """The job with this id, or ``None``."""
+    return session.get(Job, job_id)
+
+
+def queue_depth(session: Session) -> dict[str, int]:
+    """Unfinished jobs by status (``todo``, ``doing``), every project."""
+    query = (
+        select(Job.status, func.count()).where(Job.status.in_((TODO, DOING))).group_by(Job.status)
+    )
+    counts = {TODO: 0, DOING: 0}
+    counts.update({status: int(count) for status, count in session.execute(query).all()})
+    return counts

@@ -1,0 +1,301 @@
+"""Run plans off the request path: one home for asking, computing, storing and awaiting plans.
+
+A report or a run creation only *asks* for a plan (:func:`request_plan`: one row in
+``ordo_jobs``, in the request's own transaction, so a stored report always has its re-plan).
+A worker runs the job (:func:`run_next_job`) in three steps, none of which holds a lock while
+solving:
+
+1. **read** one snapshot (REPEATABLE READ on PostgreSQL): the run, its plan, the project's
+   history and estimates; decide which plan the run needs now (:func:`wanted_stage`);
+2. **solve** with the run's strategy and level model (``runs.solve_plan``), nothing written;
+3. **write** in a short transaction: lock the run row, check that the run is still where the
+   snapshot saw it and that this worker's claim still holds, store the schedule (unique per
+   ``(run, stage)``) and point the run at it.
+
+Coalescing: a run has at most one waiting job, and a job plans for the state it reads, so a
+burst of reports makes one re-plan. Idempotence: a job whose plan exists already, or whose run
+moved on, stores nothing. Crash safety: a claim is a lease (``job_lease_s``); a job whose
+worker died is claimed again, and the unique ``(run_id, run_stage)`` index keeps one plan.
+
+Lock order: the run row, then the job row, then the project row (schedule versions).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db import Database, unit_of_work
+from app.errors import ServiceError
+from app.metrics import REPLANS, after_commit
+from app.repositories import jobs as job_repo
+from app.repositories import projects as project_repo
+from app.repositories import runs as run_repo
+from app.repositories import tasks as task_repo
+from app.schemas.project import ProjectSettings
+from app.schemas.schedule import ScheduleCreate
+from app.security import Role
+from app.services import runs as run_service
+from app.services.auth import Principal, ProjectContext
+from app.services.schedules import SolvedSchedule, store_schedule
+from app.settings import Settings
+from models import Run, Schedule
+from solver.errors import SolverError
+
+logger = logging.getLogger(__name__)
+
+WORKER_KEY_ID = "ordo-worker"
+
+
+# --- which plan a run needs ----------------------------------------------------------------------
+
+
+def plan_stage(schedule: Schedule) -> int:
+    """The stage after which ``schedule`` was planned (0: a first plan; older rows: the prefix)."""
+    if schedule.run_stage is not None:
+        return schedule.run_stage
+    return len(schedule.request.get("prefix") or [])
+
+
+def wanted_stage(run: Run, schedule: Schedule | None) -> int | None:
+    """The stage whose plan the run needs now, or ``None`` when its plan is current.
+
+    A run with no plan needs its first (stage 0). An adaptive run that has reported training
+    stage ``k >= 1`` with at least two stages left needs a plan made after ``k``.
+    """
+    if run.status in run_service.FINISHED:
+        return None
+    if schedule is None:
+        return 0 if run.schedule_id is None else None
+    reported = run.next_stage - 1
+    left = len(schedule.order) - reported
+    if run.adaptive and reported >= 1 and left >= 2 and plan_stage(schedule) < reported:
+        return reported
+    return None
+
+
+# --- running a job -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A job as claimed: its id, the attempt that fences it, what it carries."""
+
+    id: int
+    attempts: int
+    project_id: str
+    run_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the read step decided and the solve produced."""
+
+    stage: int
+    seen: tuple[int, str | None]
+    solved: SolvedSchedule | None
+    error: str | None = None
+
+
+def run_next_job(database: Database, settings: Settings, *, run_id: str | None = None) -> bool:
+    """Claim the oldest claimable job (of ``run_id``) and run it; ``False`` when none was free."""
+    claim = _claim(database, settings, run_id=run_id)
+    if claim is None:
+        return False
+    try:
+        outcome = _run_plan_job(database, claim, settings)
+    except Exception as error:
+        logger.exception("job %d (attempt %d) failed", claim.id, claim.attempts)
+        _retry_or_fail(database, claim, settings, error)
+        return True
+    logger.info("job %d: %s", claim.id, outcome)
+    return True
+
+
+def _claim(database: Database, settings: Settings, *, run_id: str | None) -> _Claim | None:
+    with unit_of_work(database.sessions) as session:
+        now = run_repo.db_now(session)
+        job = job_repo.claim(session, now=now, lease_s=settings.job_lease_s, run_id=run_id)
+        if job is None:
+            return None
+        return _Claim(
+            id=job.id,
+            attempts=job.attempts,
+            project_id=job.project_id,
+            run_id=job.run_id,
+            payload=dict(job.payload or {}),
+        )
+
+
+def _context(session: Session, project_id: str) -> ProjectContext | None:
+    project = project_repo.get_project(session, project_id)
+    if project is None:
+        return None
+    principal = Principal(key_id=WORKER_KEY_ID, role=Role.ADMIN, project_id=project_id)
+    settings = ProjectSettings.model_validate(project.settings)
+    return ProjectContext(id=project_id, settings=settings, principal=principal)
+
+
+def _run_plan_job(database: Database, claim: _Claim, settings: Settings) -> str:
+    assert claim.run_id is not None
+    plan = _read_and_solve(database, claim, settings)
+    return _store(database, claim, plan)
+
+
+def _read_and_solve(database: Database, claim: _Claim, settings: Settings) -> _Plan | None:
+    """Steps 1 and 2: decide on one snapshot, solve; ``None`` when no plan is needed."""
+    assert claim.run_id is not None
+    with unit_of_work(database.read_sessions) as session:
+        run = run_repo.get_run(session, claim.project_id, claim.run_id)
+        context = _context(session, claim.project_id)
+        if run is None or context is None:
+            return None
+        schedule = run_service.current_schedule(session, run)
+        stage = wanted_stage(run, schedule)
+        if stage is None:
+            return None
+        seen = (run.next_stage, run.schedule_id)
+        if schedule is None:
+            base = ScheduleCreate.model_validate(
+                claim.payload.get(run_service.PLAN_PAYLOAD_SCHEDULE) or {}
+            )
+            prefix: list[str] = []
+            parent_id = None
+        else:
+            keys = [task.key for task in task_repo.list_tasks(session, claim.project_id)]
+            label = f"run {run.id} after stage {stage}"
+            base = run_service.base_request(schedule, keys).model_copy(update={"label": label})
+            prefix = list(schedule.order[:stage])
+            parent_id = schedule.id
+        try:
+            solved = run_service.solve_plan(
+                session,
+                context,
+                run,
+                base,
+                stage=stage,
+                settings=settings,
+                parent_id=parent_id,
+                prefix=prefix,
+            )
+        except (ServiceError, SolverError) as error:
+            return _Plan(
+                stage=stage, seen=seen, solved=None, error=str(error) or type(error).__name__
+            )
+        return _Plan(stage=stage, seen=seen, solved=solved)
+
+
+def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
+    """Step 3: store the plan if the run is still where the snapshot saw it; the outcome."""
+    assert claim.run_id is not None
+    with unit_of_work(database.sessions) as session:
+        now = run_repo.db_now(session)
+        run = run_repo.get_run(session, claim.project_id, claim.run_id, for_update=True)
+        if not job_repo.still_held(session, claim.id, claim.attempts):
+            return "lost"  # another worker claimed it again; its answer counts
+        outcome = _apply(session, run, plan)
+        job_repo.finish(session, claim.id, claim.attempts, outcome=outcome, at=now)
+        if plan is not None and plan.stage >= 1 and outcome in ("planned", "kept"):
+            after_commit(session, REPLANS.labels(outcome=_replan_label(outcome)).inc)
+        return outcome
+
+
+def _replan_label(outcome: str) -> str:
+    return "replanned" if outcome == "planned" else "kept"
+
+
+def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
+    if run is None or plan is None:
+        return "noop"
+    if (run.next_stage, run.schedule_id) != plan.seen or run.status in run_service.FINISHED:
+        return "superseded"  # the run moved on; the job its report queued plans for it
+    if plan.solved is None:
+        if plan.stage == 0:
+            # No first plan can be made (constraints that admit no order, a policy changed
+            # since): the run cannot start; say why on the run.
+            now = run_repo.db_now(session)
+            run.status = "failed"
+            run.finished_at = now
+            run.fail_reason = f"No plan could be made: {plan.error}"[:2000]
+            return "failed_run"
+        logger.warning("run %s keeps its plan after stage %d: %s", run.id, plan.stage, plan.error)
+        return "kept"
+    try:
+        with session.begin_nested():
+            stored = store_schedule(session, plan.solved, run_stage=plan.stage)
+    except IntegrityError:
+        return "duplicate"  # this (run, stage) has its plan already
+    run.schedule_id = stored.id
+    session.flush()
+    return "planned"
+
+
+def _retry_or_fail(database: Database, claim: _Claim, settings: Settings, error: Exception) -> None:
+    """After an unexpected error: retry after a jittered backoff, or fail after the last attempt.
+
+    A run whose first plan fails for good is failed too, with the reason: it could never start.
+    """
+    message = f"{type(error).__name__}: {error}"[:2000]
+    with unit_of_work(database.sessions) as session:
+        now = run_repo.db_now(session)
+        if claim.attempts < settings.job_max_attempts:
+            backoff = settings.job_retry_backoff_s * 2 ** (claim.attempts - 1)
+            retry_at = now + timedelta(seconds=backoff * random.uniform(0.5, 1.5))
+            job_repo.retry_later(
+                session, claim.id, claim.attempts, error=message, retry_at=retry_at
+            )
+            return
+        run = None
+        if claim.run_id is not None:
+            run = run_repo.get_run(session, claim.project_id, claim.run_id, for_update=True)
+        if run is not None and run.schedule_id is None and run.status not in run_service.FINISHED:
+            run.status = "failed"
+            run.finished_at = now
+            run.fail_reason = f"No plan could be made: {message}"[:2000]
+        job_repo.finish(
+            session, claim.id, claim.attempts, outcome="error", at=now, failed=True, error=message
+        )
+
+
+# --- waiting for a plan --------------------------------------------------------------------------
+
+
+def await_plan(
+    database: Database,
+    settings: Settings,
+    run_id: str,
+    *,
+    timeout_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until no plan job of the run is pending; ``False`` when ``timeout_s`` ran out.
+
+    With the embedded runner, a job no worker has claimed yet is run here, by the waiting
+    request itself; otherwise the wait polls, 5 ms doubling to 100 ms.
+    """
+    timeout = settings.plan_wait_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        with unit_of_work(database.read_sessions) as session:
+            job = job_repo.pending_for_run(session, run_id)
+            status = job.status if job is not None else None
+        if status is None:
+            return True
+        helps = settings.job_runner == "embedded" and status == job_repo.TODO
+        if helps and run_next_job(database, settings, run_id=run_id):
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.1)

@@ -1,0 +1,91 @@
+"""Job workers: the loop of `ordo worker`, and the embedded thread of `ordo serve`.
+
+Any number of workers, in any number of processes on any machine with the database URL, take
+jobs from ``ordo_jobs`` (``app.services.planning.run_next_job``: claims skip rows other
+workers hold, finishes are fenced by the claim). An idle worker sleeps until a job is committed:
+on PostgreSQL it LISTENs on ``ordo_jobs`` (every enqueue NOTIFYs); in the embedded thread, this
+process's enqueues wake it directly; either way it looks again every ``job_poll_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from app.db import Database, is_sqlite
+from app.repositories.jobs import NOTIFY_CHANNEL
+from app.services.job_events import wait_for_work
+from app.services.planning import run_next_job
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def work(
+    database: Database,
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    wait: Callable[[float], None] | None = None,
+) -> None:
+    """Run jobs until ``stop`` is set; sleep with ``wait`` (default: this process's wake-ups)."""
+    idle_wait = wait or wait_for_work
+    while not stop.is_set():
+        try:
+            ran = run_next_job(database, settings)
+        except DBAPIError:
+            # The database is away (restart, failover): the job stays claimable; try later.
+            logger.warning("worker: the database is unavailable; retrying", exc_info=True)
+            stop.wait(settings.job_poll_s)
+            continue
+        if not ran:
+            idle_wait(settings.job_poll_s)
+
+
+@contextmanager
+def embedded_worker(database: Database, settings: Settings) -> Iterator[None]:
+    """A worker thread for the lifetime of the block (``ordo serve`` with the embedded runner)."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=work, args=(database, settings), kwargs={"stop": stop}, name="ordo-jobs", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=settings.job_poll_s + 5)
+
+
+def run_worker(database: Database, settings: Settings, *, stop: threading.Event) -> None:
+    """The loop of ``ordo worker``: LISTEN/NOTIFY on PostgreSQL, polling on SQLite."""
+    if is_sqlite(settings.database_url):
+        work(database, settings, stop=stop, wait=lambda timeout_s: _sleep(stop, timeout_s))
+        return
+    with _listener(settings.database_url) as wait:
+        work(database, settings, stop=stop, wait=wait)
+
+
+def _sleep(stop: threading.Event, timeout_s: float) -> None:
+    stop.wait(timeout_s)
+
+
+@contextmanager
+def _listener(database_url: str) -> Iterator[Callable[[float], None]]:
+    """A LISTENing connection; yields ``wait(timeout_s)``, which returns on a notification."""
+    url = make_url(database_url).set(drivername="postgresql")
+    conninfo = url.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+        def wait(timeout_s: float) -> None:
+            for _ in connection.notifies(timeout=timeout_s, stop_after=1):
+                pass
+
+        yield wait
