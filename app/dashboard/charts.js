@@ -322,7 +322,13 @@
         svg.appendChild(el("polygon", { points: upper.concat(lower).join(" "), fill: colour, "fill-opacity": 0.15, stroke: "none" }));
       }
       if (s.points.length > 1) {
-        const d = s.points.map((p, i) => `${i ? (s.step ? "H" + x(p.x) + "V" : "L") : "M"}${s.step && i ? y(p.y) : x(p.x) + "," + y(p.y)}`).join("");
+        // A step series holds its value until the next point (the best run so far).
+        const d = s.points
+          .map((p, i) => {
+            if (i === 0) return `M${x(p.x)},${y(p.y)}`;
+            return s.step ? `H${x(p.x)}V${y(p.y)}` : `L${x(p.x)},${y(p.y)}`;
+          })
+          .join("");
         svg.appendChild(el("path", { d: d, fill: "none", stroke: colour, "stroke-width": 2, "stroke-dasharray": s.dashed ? "6 4" : null, class: "series-line" }));
       }
       for (const p of s.points) {

@@ -7,8 +7,9 @@ project key and visits every view; each must show the project's task keys and dr
 marks, with no console error, no failed request and no request off the server's origin. The run
 page must redraw when the trainer reports a stage while it is open.
 
-With ``ORDO_DASHBOARD_SCREENSHOTS=<dir>`` the SQLite case also writes one PNG per view there
-(``make``-free: ``ORDO_DASHBOARD_SCREENSHOTS=docs pytest tests/app/test_dashboard_browser.py``).
+With ``ORDO_DASHBOARD_SCREENSHOTS=<dir>`` the SQLite case also writes one PNG per view there;
+``ORDO_DASHBOARD_SCREENSHOTS=docs .venv/bin/pytest tests/app/test_dashboard_browser.py``
+refreshes the README's screenshots.
 """
 
 from __future__ import annotations
