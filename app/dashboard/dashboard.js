@@ -313,7 +313,7 @@
     return h(
       "dl",
       { class: "figures" },
-      h("dt", {}, "Version"), h("dd", {}, `v${s.version}${s.label ? ` · ${s.label}` : ""}`),
+      h("dt", {}, "Version"), h("dd", { "data-testid": "schedule-version" }, `v${s.version}${s.label ? ` · ${s.label}` : ""}`),
       h("dt", {}, "Order"), h("dd", {}, s.order.join(" → ")),
       h("dt", {}, "Predicted objective"), h("dd", {}, `${C.fmt(s.predicted.objective.mean)} ± ${C.fmt(s.predicted.objective.std)}`),
       h("dt", {}, "Method, status"), h("dd", {}, `${s.method}, ${s.status}`),

@@ -75,6 +75,9 @@ class Dashboard:
     def sign_in(self, key: str) -> None:
         """Type the key into the password field and submit; wait for the next view."""
         self.page.goto(f"{self.base_url}/dashboard/")
+        self.wait_ready()
+        if self.page.is_visible("#sign-out"):
+            self.page.click("#sign-out")
         self.wait_ready('[data-route="sign-in"]')
         self.page.fill("#api-key", key)
         # The form is replaced once the key is checked: by a view, or by itself with an alert.
@@ -398,4 +401,33 @@ def test_empty_project_says_what_to_do_next(
     dashboard.sign_in(populated.server.admin_token)
     dashboard.goto(f"/projects/{populated.empty_project_id}{view}")
     assert hint in (dashboard.page.locator("main .empty").first.text_content() or "")
+    dashboard.assert_clean()
+
+
+# --- the one write -------------------------------------------------------------------------------
+
+
+def test_overview_solves_a_recommendation_for_an_admin_only(
+    dashboard: Dashboard, populated: Populated
+) -> None:
+    project = populated.project
+    dashboard.sign_in(project.trainer_key)
+    dashboard.goto(f"/projects/{project.id}")
+    dashboard.page.click("text=Solve a new recommendation")
+    dashboard.page.wait_for_selector("text=Only a project admin key may solve a schedule.")
+    assert all("HTTP 403" in failure for failure in dashboard.failures)
+    dashboard.failures.clear()
+    dashboard.console_errors.clear()  # Chromium logs the 403 the page explains
+
+    dashboard.sign_in(project.admin_key)
+    dashboard.goto(f"/projects/{project.id}")
+    before = dashboard.page.locator("[data-testid=schedule-version]").text_content() or ""
+    dashboard.page.evaluate("() => document.querySelector('main').removeAttribute('data-ready')")
+    dashboard.page.click("text=Solve a new recommendation")
+    dashboard.wait_ready()
+    after = dashboard.page.locator("[data-testid=schedule-version]").text_content() or ""
+    assert after.startswith("v")
+    assert after.endswith("dashboard recommendation")
+    assert after != before
+    assert dashboard.count("svg .interval .mark") == N
     dashboard.assert_clean()
