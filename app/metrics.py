@@ -15,6 +15,7 @@ start, and the directory should be empty at start.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from prometheus_client import (
 )
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.db import unit_of_work
@@ -45,6 +47,8 @@ from app.repositories import jobs as job_repo
 from app.security import token_matches
 from app.services.auth import Principal, authenticate
 from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 UNMEASURED_PATHS = ["/healthz", "/readyz", METRICS_PATH]
@@ -218,8 +222,12 @@ async def _authorize(request: Request, settings: Settings, token: str | None) ->
 
 
 def _read_queue_depth(request: Request) -> None:
-    with unit_of_work(get_database(request).read_sessions) as session:
-        QUEUE_DEPTH.set(sum(job_repo.queue_depth(session).values()))
+    """Refresh the queue depth; with the database away, keep the last value (and count it)."""
+    try:
+        with unit_of_work(get_database(request).read_sessions) as session:
+            QUEUE_DEPTH.set(sum(job_repo.queue_depth(session).values()))
+    except DBAPIError:
+        logger.warning("/metrics: the database is unavailable; ordo_queue_depth not refreshed")
 
 
 def _stored_principal(request: Request, settings: Settings, token: str) -> Principal:

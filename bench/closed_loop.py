@@ -292,8 +292,14 @@ class HttpOrdo:
         return str(self._call("POST", f"{self._prefix}/runs", body)["id"])
 
     def next_stage(self, run_id: str) -> int | None:
-        """GET .../runs/{run}/next: the task's index, ``None`` when done."""
+        """GET .../runs/{run}/next: the task's index, ``None`` when done.
+
+        Asked again while a plan is pending (the server waits on each call), so every stage
+        follows the plan made from every report before it, as in process.
+        """
         assignment = self._call("GET", f"{self._prefix}/runs/{run_id}/next")
+        while assignment.get("plan_pending") and not assignment["done"]:
+            assignment = self._call("GET", f"{self._prefix}/runs/{run_id}/next")
         if assignment["done"] or assignment["task"] is None:
             return None
         return self._index[assignment["task"]]

@@ -8,8 +8,8 @@ then prints:
    ``--tasks`` tasks, each one adaptive run: create it, report the baseline, then ``GET next``
    and report every stage to the end, and complete it. Per fleet: the answers by status (every
    non-2xx counts; a trainer retries a 503 or a 500 up to three times, as the client does),
-   report latency p50 / p99, re-plan lag (report acknowledged -> ``GET next`` answers without
-   ``plan_pending``; the report's own answer carries the plan while re-plans are inline), and
+   report latency p50 / p99, re-plan lag (report acknowledged with ``plan_pending`` ->
+   ``GET next`` answers without it), and
    acknowledged reports lost or altered (every 2xx report read back and compared).
 2. **Plain reports** with ``wrk`` (Debian's package), ``--connections`` connections for
    ``--duration`` seconds: baseline and stage reports of fixed runs that follow one stored
@@ -121,13 +121,15 @@ class Trainer:
         self.call(tally, "POST", f"{runs}/{run['id']}/complete")
 
     def _next(self, tally: Tally, path: str, report: dict[str, Any], acked: float) -> int | None:
-        """``GET next`` until no re-plan is pending; the stage to report (``None``: done)."""
-        replanning = bool(report.get("replanned"))
+        """``GET next`` until no re-plan is pending; the stage to report (``None``: done).
+
+        The server waits up to its ``plan_wait_s`` on each call, so asking again does not spin.
+        """
+        replanning = bool(report.get("plan_pending") or report.get("replanned"))
         while True:
             assignment = self.call(tally, "GET", path).json()
             if not assignment.get("plan_pending"):
                 break
-            time.sleep(0.02)
         if replanning:
             with tally.lock:
                 tally.lag_s.append(time.perf_counter() - acked)
@@ -336,19 +338,38 @@ def bare_server(workers: int) -> Iterator[str]:
 
 
 @contextmanager
-def ordo_server(database_url: str | None, workers: int) -> Iterator[ServerProcess]:
-    """``ordo serve`` on ``database_url`` or on a temporary SQLite database."""
+def ordo_server(
+    database_url: str | None, workers: int, job_workers: int = 0
+) -> Iterator[ServerProcess]:
+    """``ordo serve`` on ``database_url`` or on a temporary SQLite database, and ``job_workers``
+    ``ordo worker`` processes (0: the server's embedded worker runs the jobs)."""
     token = "load-admin-" + os.urandom(16).hex()
+    env = {"ORDO_JOB_RUNNER": "external"} if job_workers else {}
     with tempfile.TemporaryDirectory(prefix="ordo-load-") as folder:
         url = database_url or f"sqlite:///{Path(folder) / 'ordo.db'}"
-        with serve_subprocess(url, admin_token=token, workers=workers) as server:
-            yield server
+        with serve_subprocess(url, admin_token=token, workers=workers, env=env) as server:
+            processes = [_job_worker(url) for _ in range(job_workers)]
+            try:
+                yield server
+            finally:
+                for process in processes:
+                    process.terminate()
+                    process.wait(timeout=30)
+
+
+def _job_worker(database_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ORDO_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "app.cli", "worker"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument(
+        "--job-workers", type=int, default=1, help="`ordo worker` processes (0: embedded)"
+    )
     parser.add_argument("--tasks", type=int, default=6)
     parser.add_argument("--trainers", type=int, nargs="*", default=[40, 100])
     parser.add_argument("--connections", type=int, default=100)
@@ -363,8 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     database = "temporary SQLite" if args.database_url is None else args.database_url
-    print(f"ordo serve --workers {args.workers} on {database}")
-    with ordo_server(args.database_url, args.workers) as server:
+    print(f"ordo serve --workers {args.workers} and {args.job_workers} ordo worker on {database}")
+    with ordo_server(args.database_url, args.workers, args.job_workers) as server:
         for trainers in args.trainers:
             print("\n".join(run_fleet(server, trainers, args.tasks)), flush=True)
         print("\n".join(single_reports(server, args.tasks, args.single)), flush=True)

@@ -66,7 +66,7 @@ def stage_loop(client: Client, project_id: str, *, client_id: str, seed: int) ->
             for task in TASKS:  # evaluate every task, not only the one trained
                 scores[task["key"]], entropies[task["key"]] = trainer.evaluate(task["key"])
             accepted = run.report(stage.stage or 0, scores, entropy=entropies)
-            upcoming = accepted.next.task or "(done)"
+            upcoming = "(re-planning)" if accepted.plan_pending else accepted.next.task or "(done)"
             print(f"stage {accepted.report.stage}: trained {stage.task or '-'}; next {upcoming}")
     run.complete()
     return trained

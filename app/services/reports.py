@@ -303,9 +303,13 @@ def put_report(
         version = project_repo.bump_estimates_version(session, context.id)
     else:
         version = observation_repo.estimates_version(session, context.id)
+    pending = False
     if schedule is not None and _should_replan(run, stage, order):
         # The re-plan is a job (app.services.planning): this transaction solves nothing.
         run_service.request_plan(session, run, request_id=REQUEST_ID.get())
+        pending = True
+    elif run.adaptive or schedule is None:
+        pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
     report_read = ReportRead(
         stage=stage,
         task=trained.key if trained else None,
@@ -332,7 +336,7 @@ def put_report(
         estimates_version=version,
         schedule_id=run.schedule_id,
         replanned=False,
-        plan_pending=run_service.plan_pending(session, run),
+        plan_pending=pending,
         next=run_service.stage_assignment(order, run.next_stage, finished=False),
     )
     report.response = response.model_dump(mode="json")

@@ -9,8 +9,10 @@ older token is refused with 409.
 
 Lock order, the same in every write path so PostgreSQL never deadlocks: the API key row (auth;
 at most once a minute), the run row, the project's statistics lock (shared by reports), the
-statistics cells in key order, the project row (last, so reports serialize only briefly).
-Creating a run locks the project row but no existing run.
+statistics cells in key order, the project row (last, so reports serialize only briefly), then
+the run's waiting job (insert, coalesced). A plan job takes the run row, its own job row, then the
+project row (schedule version) in a short transaction after solving with no lock held
+(``app.services.planning``). Creating a run locks no existing run and solves nothing.
 """
 
 from __future__ import annotations
