@@ -30,7 +30,7 @@ from app.routes import (
     tasks,
 )
 from app.settings import Settings, get_settings
-from app.worker import embedded_worker
+from app.worker import embedded_worker, plan_listener
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.write_gate = asyncio.Semaphore(writers)
     logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))
     with ExitStack() as stack:
+        stack.enter_context(plan_listener(settings.database_url))
         if settings.job_runner == "embedded" and settings.job_thread:
             stack.enter_context(embedded_worker(app.state.database, settings))
         try:

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from app.db import Database, is_sqlite
-from app.repositories.jobs import NOTIFY_CHANNEL
-from app.services.job_events import wait_for_work
+from app.repositories.jobs import NOTIFY_CHANNEL, PLANS_CHANNEL
+from app.services.job_events import plan_done, wait_for_work
 from app.services.planning import run_next_job
 from app.settings import Settings
 
@@ -89,3 +89,39 @@ def _listener(database_url: str) -> Iterator[Callable[[float], None]]:
                 pass
 
         yield wait
+
+
+@contextmanager
+def plan_listener(database_url: str) -> Iterator[None]:
+    """PostgreSQL: relay ``NOTIFY ordo_plans`` to this process's waiting requests (a thread).
+
+    Nothing on SQLite: there, waiting requests look at the database every quarter second.
+    """
+    if is_sqlite(database_url):
+        yield
+        return
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_relay_plans, args=(database_url, stop), name="ordo-plans", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _relay_plans(database_url: str, stop: threading.Event) -> None:
+    url = make_url(database_url).set(drivername="postgresql")
+    conninfo = url.render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
+                connection.execute(f"LISTEN {PLANS_CHANNEL}")
+                while not stop.is_set():
+                    for notification in connection.notifies(timeout=1.0):
+                        plan_done(notification.payload)
+        except psycopg.Error:
+            logger.warning("plan listener: the database is unavailable; retrying")
+            stop.wait(1.0)

@@ -24,6 +24,8 @@ FAILED = "failed"
 _TODO_WHERE = text("status = 'todo'")
 # PostgreSQL channel idle workers LISTEN on; each enqueue NOTIFYs it (delivered at commit).
 NOTIFY_CHANNEL = "ordo_jobs"
+# PostgreSQL channel of finished plan jobs (payload: the run id); API processes LISTEN on it.
+PLANS_CHANNEL = "ordo_plans"
 
 
 def enqueue_run_plan(
@@ -57,6 +59,12 @@ def enqueue_run_plan(
     if queued and dialect == "postgresql":
         session.execute(select(func.pg_notify(NOTIFY_CHANNEL, run_id)))
     return queued
+
+
+def announce_plan(session: Session, run_id: str) -> None:
+    """NOTIFY the API processes (PostgreSQL; delivered at commit) that the run's job ended."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(PLANS_CHANNEL, run_id)))
 
 
 def claim(

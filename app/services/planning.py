@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -45,6 +44,7 @@ from app.schemas.schedule import ScheduleCreate
 from app.security import Role
 from app.services import runs as run_service
 from app.services.auth import Principal, ProjectContext
+from app.services.job_events import plan_done, plan_waiter
 from app.services.schedules import SolvedSchedule, store_schedule
 from app.settings import Settings
 from models import Run, Schedule
@@ -53,6 +53,8 @@ from solver.errors import SolverError
 logger = logging.getLogger(__name__)
 
 WORKER_KEY_ID = "ordo-worker"
+# A waiting request looks at the database at least this often (seconds).
+RECHECK_S = 0.25
 
 
 # --- which plan a run needs ----------------------------------------------------------------------
@@ -204,6 +206,8 @@ def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
             return "lost"  # another worker claimed it again; its answer counts
         outcome = _apply(session, run, plan)
         job_repo.finish(session, claim.id, claim.attempts, outcome=outcome, at=now)
+        job_repo.announce_plan(session, claim.run_id)
+        after_commit(session, lambda: plan_done(claim.run_id or ""))
         if plan is not None and plan.stage >= 1 and outcome in ("planned", "kept"):
             after_commit(session, REPLANS.labels(outcome=_replan_label(outcome)).inc)
         return outcome
@@ -275,27 +279,28 @@ def await_plan(
     run_id: str,
     *,
     timeout_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Wait until no plan job of the run is pending; ``False`` when ``timeout_s`` ran out.
 
     With the embedded runner, a job no worker has claimed yet is run here, by the waiting
-    request itself; otherwise the wait polls, 5 ms doubling to 100 ms.
+    request itself. Otherwise the wait sleeps until the job's end wakes it (``job_events``),
+    looking at the database again every ``RECHECK_S`` in case a wake-up was lost.
     """
     timeout = settings.plan_wait_s if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        with unit_of_work(database.read_sessions) as session:
-            job = job_repo.pending_for_run(session, run_id)
-            status = job.status if job is not None else None
-        if status is None:
-            return True
-        helps = settings.job_runner == "embedded" and status == job_repo.TODO
-        if helps and run_next_job(database, settings, run_id=run_id):
-            continue
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.1)
+    with plan_waiter(run_id) as finished:
+        while True:
+            with unit_of_work(database.read_sessions) as session:
+                job = job_repo.pending_for_run(session, run_id)
+                status = job.status if job is not None else None
+            if status is None:
+                return True
+            helps = settings.job_runner == "embedded" and status == job_repo.TODO
+            if helps and run_next_job(database, settings, run_id=run_id):
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Woken by the job's end (this process, or NOTIFY from another); else look again.
+            finished.wait(min(remaining, RECHECK_S))
+            finished.clear()
