@@ -76,12 +76,16 @@ def _sleep(stop: threading.Event, timeout_s: float) -> None:
     stop.wait(timeout_s)
 
 
+def _conninfo(database_url: str) -> str:
+    """The SQLAlchemy URL as a libpq URI for a plain psycopg connection (LISTEN)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
 @contextmanager
 def _listener(database_url: str) -> Iterator[Callable[[float], None]]:
     """A LISTENing connection; yields ``wait(timeout_s)``, which returns on a notification."""
-    url = make_url(database_url).set(drivername="postgresql")
-    conninfo = url.render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as connection:
+    with psycopg.connect(_conninfo(database_url), autocommit=True) as connection:
         connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
         def wait(timeout_s: float) -> None:
@@ -113,8 +117,7 @@ def plan_listener(database_url: str) -> Iterator[None]:
 
 
 def _relay_plans(database_url: str, stop: threading.Event) -> None:
-    url = make_url(database_url).set(drivername="postgresql")
-    conninfo = url.render_as_string(hide_password=False)
+    conninfo = _conninfo(database_url)
     while not stop.is_set():
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:

@@ -8,6 +8,7 @@ versions). A worker claims a job in a transaction of its own that holds no other
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -29,7 +30,13 @@ PLANS_CHANNEL = "ordo_plans"
 
 
 def enqueue_run_plan(
-    session: Session, project_id: str, run_id: str, *, at: datetime, request_id: str | None
+    session: Session,
+    project_id: str,
+    run_id: str,
+    *,
+    at: datetime,
+    request_id: str | None,
+    payload: dict[str, Any] | None = None,
 ) -> bool:
     """Ask for the run's plan to be brought up to date; ``False`` when one is already pending.
 
@@ -43,7 +50,7 @@ def enqueue_run_plan(
         "kind": RUN_PLAN,
         "status": TODO,
         "attempts": 0,
-        "payload": {},
+        "payload": payload or {},
         "request_id": request_id,
         "created_at": at,
     }
@@ -154,17 +161,6 @@ def pending_for_run(session: Session, run_id: str) -> Job | None:
         .limit(1)
     )
     return session.scalar(query)
-
-
-def latest_for_run(session: Session, run_id: str) -> Job | None:
-    """The run's newest job, finished or not."""
-    query = select(Job).where(Job.run_id == run_id).order_by(Job.id.desc()).limit(1)
-    return session.scalar(query)
-
-
-def get_job(session: Session, job_id: int) -> Job | None:
-    """The job with this id, or ``None``."""
-    return session.get(Job, job_id)
 
 
 def queue_depth(session: Session) -> dict[str, int]:

@@ -40,6 +40,7 @@ from app.repositories import projects as project_repo
 from app.repositories import runs as run_repo
 from app.repositories import tasks as task_repo
 from app.schemas.project import ProjectSettings
+from app.schemas.run import RunStatus
 from app.schemas.schedule import ScheduleCreate
 from app.security import Role
 from app.services import runs as run_service
@@ -78,9 +79,8 @@ def wanted_stage(run: Run, schedule: Schedule | None) -> int | None:
     if schedule is None:
         return 0 if run.schedule_id is None else None
     reported = run.next_stage - 1
-    left = len(schedule.order) - reported
-    if run.adaptive and reported >= 1 and left >= 2 and plan_stage(schedule) < reported:
-        return reported
+    if run_service.replans_after(run, reported, len(schedule.order)):
+        return reported if plan_stage(schedule) < reported else None
     return None
 
 
@@ -226,10 +226,7 @@ def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
         if plan.stage == 0:
             # No first plan can be made (constraints that admit no order, a policy changed
             # since): the run cannot start; say why on the run.
-            now = run_repo.db_now(session)
-            run.status = "failed"
-            run.finished_at = now
-            run.fail_reason = f"No plan could be made: {plan.error}"[:2000]
+            _fail_unplanned(session, run, str(plan.error))
             return "failed_run"
         logger.warning("run %s keeps its plan after stage %d: %s", run.id, plan.stage, plan.error)
         return "kept"
@@ -262,12 +259,17 @@ def _retry_or_fail(database: Database, claim: _Claim, settings: Settings, error:
         if claim.run_id is not None:
             run = run_repo.get_run(session, claim.project_id, claim.run_id, for_update=True)
         if run is not None and run.schedule_id is None and run.status not in run_service.FINISHED:
-            run.status = "failed"
-            run.finished_at = now
-            run.fail_reason = f"No plan could be made: {message}"[:2000]
+            _fail_unplanned(session, run, message)
         job_repo.finish(
             session, claim.id, claim.attempts, outcome="error", at=now, failed=True, error=message
         )
+
+
+def _fail_unplanned(session: Session, run: Run, reason: str) -> None:
+    """Fail a run that can never start because no first plan can be made; say why on it."""
+    run.status = RunStatus.FAILED.value
+    run.finished_at = run_repo.db_now(session)
+    run.fail_reason = f"No plan could be made: {reason}"[:2000]
 
 
 # --- waiting for a plan --------------------------------------------------------------------------
@@ -277,17 +279,14 @@ def await_plan(
     database: Database,
     settings: Settings,
     run_id: str,
-    *,
-    timeout_s: float | None = None,
 ) -> bool:
-    """Wait until no plan job of the run is pending; ``False`` when ``timeout_s`` ran out.
+    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
 
     With the embedded runner, a job no worker has claimed yet is run here, by the waiting
     request itself. Otherwise the wait sleeps until the job's end wakes it (``job_events``),
     looking at the database again every ``RECHECK_S`` in case a wake-up was lost.
     """
-    timeout = settings.plan_wait_s if timeout_s is None else timeout_s
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + settings.plan_wait_s
     with plan_waiter(run_id) as finished:
         while True:
             with unit_of_work(database.read_sessions) as session:

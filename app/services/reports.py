@@ -304,9 +304,9 @@ def put_report(
     else:
         version = observation_repo.estimates_version(session, context.id)
     pending = False
-    if schedule is not None and _should_replan(run, stage, order):
+    if schedule is not None and run_service.replans_after(run, stage, len(order)):
         # The re-plan is a job (app.services.planning): this transaction solves nothing.
-        run_service.request_plan(session, run, request_id=REQUEST_ID.get())
+        run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
         pending = True
     elif run.adaptive or schedule is None:
         pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
@@ -371,11 +371,6 @@ def _apply(
 
 
 # --- adaptive re-planning ------------------------------------------------------------------------
-
-
-def _should_replan(run: Run, stage: int, order: Sequence[str]) -> bool:
-    """Adaptive runs re-plan after every training stage that leaves a choice (>= 2 stages)."""
-    return run.adaptive and stage >= 1 and len(order) - stage >= 2
 
 
 # --- recomputation -------------------------------------------------------------------------------

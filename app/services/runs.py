@@ -415,7 +415,7 @@ def create_run(
         # The plan is a job (app.services.planning): this transaction solves nothing.
         base = body.schedule or ScheduleCreate()
         validate_request(session, context, base, settings=settings, field_prefix="schedule.")
-        request_plan(session, stored, base, request_id=REQUEST_ID.get())
+        request_plan(session, stored, base, at=now, request_id=REQUEST_ID.get())
     return read_run(session, context, stored, settings=settings), True
 
 
@@ -461,23 +461,34 @@ def plan_pending(session: Session, run: Run) -> bool:
 
 
 def request_plan(
-    session: Session, run: Run, schedule: ScheduleCreate | None = None, *, request_id: str | None
+    session: Session,
+    run: Run,
+    schedule: ScheduleCreate | None = None,
+    *,
+    at: datetime,
+    request_id: str | None,
 ) -> bool:
     """Queue a plan job for ``run`` in this transaction (coalesced per run; ``True``: queued).
 
     ``schedule``: the creation request of the run's first plan, kept on the job. Workers see the
     job when the transaction commits; this process's embedded worker is woken then.
     """
-    now = run_repo.db_now(session)
+    payload = None
+    if schedule is not None:
+        payload = {PLAN_PAYLOAD_SCHEDULE: schedule.model_dump(mode="json", exclude_unset=True)}
     queued = job_repo.enqueue_run_plan(
-        session, run.project_id, run.id, at=now, request_id=request_id
+        session, run.project_id, run.id, at=at, request_id=request_id, payload=payload
     )
-    if queued and schedule is not None:
-        job = job_repo.pending_for_run(session, run.id)
-        assert job is not None
-        job.payload = {PLAN_PAYLOAD_SCHEDULE: schedule.model_dump(mode="json", exclude_unset=True)}
     after_commit(session, wake_workers)
     return queued
+
+
+def replans_after(run: Run, reported: int, stage_count: int) -> bool:
+    """Whether training stage ``reported`` of ``run`` calls for a new plan.
+
+    Adaptive runs re-plan after every training stage (>= 1) that leaves a choice (>= 2 stages).
+    """
+    return run.adaptive and reported >= 1 and stage_count - reported >= 2
 
 
 def report_reads(
@@ -621,9 +632,8 @@ def next_stage(
     pending = plan_pending(session, run)
     if pending and not order and run.status not in FINISHED:
         # No plan yet: the baseline needs none; a later stage waits for the first plan.
-        assignment = StageAssignment(done=False, stage=run.next_stage, task=None)
-        if run.next_stage >= 1:
-            assignment = StageAssignment(done=False, stage=None, task=None)
+        stage = run.next_stage if run.next_stage == 0 else None
+        assignment = StageAssignment(done=False, stage=stage, task=None)
     return NextStage(
         plan_pending=pending,
         done=assignment.done,

@@ -160,7 +160,7 @@ def test_a_job_run_again_stores_nothing_new(
     with unit_of_work(database.sessions) as writer:
         run = writer.get(Run, run_id)
         assert run is not None
-        assert run_service.request_plan(writer, run, request_id=None)
+        assert run_service.request_plan(writer, run, at=db_now(writer), request_id=None)
     assert planning.run_next_job(database, settings)
     assert _plans(session, run_id) == before
     assert _jobs(session, run_id)[-1].outcome == "noop"
