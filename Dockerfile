@@ -1,4 +1,5 @@
-# Ordo API image: `docker compose up` runs it with PostgreSQL (see docker-compose.yml).
+# Ordo API image. Alone: `docker run -p 127.0.0.1:8000:8000 -v ordo-data:/data ordo` (SQLite in
+# /data, migrated at start); with PostgreSQL and a worker: docker-compose.yml.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,11 +18,19 @@ COPY models ./models
 COPY migrations ./migrations
 RUN pip install . && rm -rf /src/build
 
-# The service never needs root. Its working directory is where a default SQLite file would go.
+# `ordo serve` migrates the database before serving (deploy/docker-entrypoint.sh); other
+# commands (`ordo worker`, `ordo admin rotate`) run as given.
+COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/ordo-entrypoint
+
+# The service never needs root. SQLite data lives in the /data volume unless ORDO_DATABASE_URL
+# points elsewhere (compose points it at PostgreSQL); a named volume takes the directory's owner.
 RUN useradd --create-home --uid 10001 --user-group ordo \
-    && install -d -o ordo -g ordo /var/lib/ordo
+    && install -d -o ordo -g ordo /data
+ENV ORDO_DATABASE_URL=sqlite:////data/ordo.sqlite
+VOLUME ["/data"]
 USER ordo
-WORKDIR /var/lib/ordo
+WORKDIR /data
 
 EXPOSE 8000
+ENTRYPOINT ["/usr/local/bin/ordo-entrypoint"]
 CMD ["ordo", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -2,9 +2,11 @@
 
 There is no Docker engine to run them here, so these tests read ``docker-compose.yml``,
 ``Dockerfile`` and ``.dockerignore`` and check what would otherwise only break at deploy time:
-service ordering, health checks, credentials that match between services, ports, the image's
-contents, and that the commands they run exist in the real ``ordo`` CLI. The README's list of
-``ORDO_*`` variables is checked against ``Settings`` both ways.
+service ordering, health checks, credentials that match between services, ports (published on
+loopback unless told otherwise), the image's contents, volume and user, and that the commands
+they run exist in the real ``ordo`` CLI. The image's entrypoint script runs for real: it migrates
+a fresh SQLite file and then serves it. The README's list of ``ORDO_*`` variables is checked
+against ``Settings`` both ways.
 """
 
 from __future__ import annotations
@@ -13,28 +15,36 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
 from app.db import VERSION_TABLE
+from app.server_process import free_port
 from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDO_CLI = Path(sys.executable).with_name("ordo")
 COMPOSE_SERVICES = {"db", "migrate", "api", "worker"}
 CONTAINER_PORT = 8000
+ENTRYPOINT_SCRIPT = REPO_ROOT / "deploy" / "docker-entrypoint.sh"
+# `${VAR:-default}` in a compose value: the variable and what compose uses when it is unset.
+COMPOSE_DEFAULT = re.compile(r"^\$\{(?P<name>\w+):-(?P<default>[^}]*)\}$")
+SERVE_START_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +162,40 @@ def test_api_serves_on_the_published_port_and_healthchecks_healthz(
     assert command[:2] == ["ordo", "serve"]
     assert _option(command, "--host") == "0.0.0.0"
     assert int(_option(command, "--port")) == CONTAINER_PORT
-    assert api["ports"] == [f"{CONTAINER_PORT}:{CONTAINER_PORT}"]
+    assert api["ports"] == [f"${{ORDO_BIND:-127.0.0.1}}:{CONTAINER_PORT}:{CONTAINER_PORT}"]
     assert check[0] == "CMD"
     assert f"http://127.0.0.1:{CONTAINER_PORT}/healthz" in check[-1]
+
+
+def _published_host(mapping: str) -> tuple[str | None, str]:
+    """``(variable, default host)`` of a ``HOST:PUBLISHED:CONTAINER`` port mapping."""
+    host, published, container = mapping.rsplit(":", 2)
+    assert published.isdigit(), mapping
+    assert container.isdigit(), mapping
+    match = COMPOSE_DEFAULT.match(host)
+    if match is None:
+        return None, host
+    return match["name"], match["default"]
+
+
+def test_every_published_port_binds_to_loopback_unless_told_otherwise(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """A bare ``8000:8000`` would publish on every interface of the host."""
+    published = [mapping for service in services.values() for mapping in service.get("ports", [])]
+
+    assert published
+    for mapping in published:
+        assert isinstance(mapping, str), "the short syntax, so the host address is visible"
+        variable, host = _published_host(mapping)
+        assert host == "127.0.0.1", mapping
+        assert variable in {None, "ORDO_BIND"}, mapping
+
+
+def test_readme_says_how_to_publish_on_every_interface() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+
+    assert "ORDO_BIND=0.0.0.0 docker compose up" in readme
 
 
 def test_services_running_ordo_build_the_repository_image(
@@ -222,6 +263,62 @@ def test_dockerfile_uses_python_311_slim(dockerfile: list[tuple[str, str]]) -> N
     assert dockerfile[0] == ("FROM", "python:3.11-slim")
 
 
+def _arguments(dockerfile: list[tuple[str, str]], instruction: str) -> list[str]:
+    return [arguments for name, arguments in dockerfile if name == instruction]
+
+
+def _image_env(dockerfile: list[tuple[str, str]]) -> dict[str, str]:
+    """The image's ``ENV KEY=VALUE`` settings (the ``KEY=VALUE`` form only)."""
+    env: dict[str, str] = {}
+    for arguments in _arguments(dockerfile, "ENV"):
+        for word in shlex.split(arguments):
+            key, _, value = word.partition("=")
+            env[key] = value
+    return env
+
+
+def _volumes(dockerfile: list[tuple[str, str]]) -> set[str]:
+    volumes: set[str] = set()
+    for arguments in _arguments(dockerfile, "VOLUME"):
+        parsed = json.loads(arguments) if arguments.startswith("[") else arguments.split()
+        volumes.update(parsed)
+    return volumes
+
+
+def test_image_keeps_its_sqlite_database_in_a_declared_volume(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    url = make_url(_image_env(dockerfile)["ORDO_DATABASE_URL"])
+
+    assert url.drivername == "sqlite"
+    assert url.database is not None
+    assert str(Path(url.database).parent) in _volumes(dockerfile)
+
+
+def test_image_volume_belongs_to_the_user_the_service_runs_as(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    """A named volume copies the directory's owner: the non-root user can write its database."""
+    user = _arguments(dockerfile, "USER")[-1]
+    (volume,) = _volumes(dockerfile)
+    runs = " ".join(_arguments(dockerfile, "RUN"))
+
+    assert re.search(rf"install -d -o {user} -g {user} (\S+ )*{re.escape(volume)}\b", runs)
+    assert _arguments(dockerfile, "WORKDIR")[-1] == volume
+
+
+def test_image_entrypoint_is_the_migrating_script(dockerfile: list[tuple[str, str]]) -> None:
+    (entrypoint,) = (json.loads(arguments) for arguments in _arguments(dockerfile, "ENTRYPOINT"))
+    copies = [arguments.split() for arguments in _arguments(dockerfile, "COPY")]
+    script_copy = next(words for words in copies if words[-1] == entrypoint[0])
+
+    assert entrypoint == [script_copy[-1]], "exec form, so CMD arrives as its arguments"
+    assert "--chmod=0755" in script_copy
+    assert REPO_ROOT / script_copy[-2] == ENTRYPOINT_SCRIPT
+    assert "ordo db upgrade" in ENTRYPOINT_SCRIPT.read_text()
+    assert not _dockerignored(script_copy[-2])
+
+
 def test_dockerfile_installs_client_and_service(dockerfile: list[tuple[str, str]]) -> None:
     runs = [arguments for instruction, arguments in dockerfile if instruction == "RUN"]
 
@@ -233,7 +330,8 @@ def _copied_sources(dockerfile: list[tuple[str, str]]) -> set[str]:
     sources: set[str] = set()
     for instruction, arguments in dockerfile:
         if instruction == "COPY":
-            sources.update(part.rstrip("/") for part in arguments.split()[:-1])
+            words = [word for word in arguments.split() if not word.startswith("--")]
+            sources.update(part.rstrip("/") for part in words[:-1])
     return sources
 
 
@@ -304,6 +402,82 @@ def test_compose_migrate_command_migrates_a_real_database(
     assert len(versions) == 1
 
 
+def _entrypoint_env(tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment with the ``ordo`` console script first on ``PATH``, as in the image."""
+    env = _cli_env(tmp_path)
+    env["PATH"] = os.pathsep.join([str(ORDO_CLI.parent), env.get("PATH", "")])
+    return env
+
+
+def _version_rows(database: Path) -> list[tuple[str]]:
+    with closing(sqlite3.connect(database)) as connection:
+        tables = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+        ).fetchall()
+        if not tables:
+            return []
+        rows: list[tuple[str]] = connection.execute(
+            f"SELECT version_num FROM {VERSION_TABLE}"
+        ).fetchall()
+        return rows
+
+
+def _wait_until_ready(base_url: str, process: subprocess.Popen[bytes]) -> httpx.Response:
+    """``/readyz``'s first 200 (database reachable, schema at head); fail if the process exits."""
+    deadline = time.monotonic() + SERVE_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the entrypoint exited with {process.returncode}"
+        try:
+            response = httpx.get(f"{base_url}/readyz", timeout=1.0)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    pytest.fail(f"nothing ready on {base_url} within {SERVE_START_TIMEOUT_S} s")
+
+
+def test_entrypoint_migrates_a_fresh_database_and_then_serves_it(tmp_path: Path) -> None:
+    """The image's start, minus Docker: the script with the CMD's argv on an empty SQLite file.
+
+    ``ordo serve`` alone refuses an unmigrated database (exit 1), so an answer from ``/readyz``,
+    which checks that the schema is at head, shows the script migrated before serving.
+    """
+    port = free_port()
+    argv = ["ordo", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    output = tmp_path / "entrypoint.log"
+    with output.open("wb") as log:
+        process = subprocess.Popen(
+            ["sh", str(ENTRYPOINT_SCRIPT), *argv],
+            env=_entrypoint_env(tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            ready = _wait_until_ready(f"http://127.0.0.1:{port}", process)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    assert ready.json()["status"] == "ok"
+    assert len(_version_rows(tmp_path / "ordo.sqlite")) == 1
+    log_text = output.read_text()
+    # `ordo db upgrade` reports the revision before `ordo serve` prints its docs address.
+    assert log_text.index("head") < log_text.index("Ordo API docs:")
+
+
+def test_entrypoint_runs_other_commands_without_migrating(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT_SCRIPT), "ordo", "db", "current"],
+        env=_entrypoint_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert _version_rows(tmp_path / "ordo.sqlite") == []
+
+
 def test_serve_accepts_the_options_compose_and_the_image_pass(tmp_path: Path) -> None:
     result = subprocess.run(
         [ORDO_CLI, "serve", "--help"], env=_cli_env(tmp_path), capture_output=True, text=True
@@ -316,6 +490,7 @@ def test_serve_accepts_the_options_compose_and_the_image_pass(tmp_path: Path) ->
 
 # Variables the README may name besides the server's settings: the client's and the tooling's.
 NON_SETTING_VARIABLES = {
+    "ORDO_BIND",  # docker-compose.yml: the host address the API port is published on
     "ORDO_URL",
     "ORDO_TOKEN",
     "ORDO_PROJECT",
