@@ -111,8 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     # Oversized bodies never reach routing or auth.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    # Added last, so outermost: every answer (a 413 too) has a request id and an access line.
-    app.add_middleware(RequestContextMiddleware)
+    # Outside Starlette's ServerErrorMiddleware too, so that every answer (a 413, a 500) has a
+    # request id and an access line.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: RequestContextMiddleware(build_stack())  # type: ignore[method-assign]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
 from app.errors import ServiceError
+from app.logging_config import REQUEST_ID
 from app.metrics import REPLANS, after_commit
 from app.repositories import jobs as job_repo
 from app.repositories import projects as project_repo
@@ -96,6 +97,7 @@ class _Claim:
     project_id: str
     run_id: str | None
     payload: dict[str, Any]
+    request_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +111,24 @@ class _Plan:
 
 
 def run_next_job(database: Database, settings: Settings, *, run_id: str | None = None) -> bool:
-    """Claim the oldest claimable job (of ``run_id``) and run it; ``False`` when none was free."""
+    """Claim the oldest claimable job (of ``run_id``) and run it; ``False`` when none was free.
+
+    While it runs, log lines carry the id of the request that queued the job (or none), also
+    when the job runs inside another request that waits for it.
+    """
     claim = _claim(database, settings, run_id=run_id)
     if claim is None:
         return False
+    token = REQUEST_ID.set(claim.request_id)
     try:
         outcome = _run_plan_job(database, claim, settings)
     except Exception as error:
         logger.exception("job %d (attempt %d) failed", claim.id, claim.attempts)
         _retry_or_fail(database, claim, settings, error)
-        return True
-    logger.info("job %d: %s", claim.id, outcome)
+    else:
+        logger.info("job %d: %s", claim.id, outcome)
+    finally:
+        REQUEST_ID.reset(token)
     return True
 
 
@@ -135,6 +144,7 @@ def _claim(database: Database, settings: Settings, *, run_id: str | None) -> _Cl
             project_id=job.project_id,
             run_id=job.run_id,
             payload=dict(job.payload or {}),
+            request_id=job.request_id,
         )
 
 

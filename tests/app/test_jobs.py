@@ -9,6 +9,9 @@ processes on PostgreSQL, and kills one worker with SIGKILL on the way.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
+from app.logging_config import REQUEST_ID, JsonFormatter
 from app.repositories import jobs as job_repo
 from app.repositories.runs import db_now
 from app.services import planning
@@ -229,6 +233,32 @@ def test_unknown_keys_in_a_runs_schedule_are_422_before_anything_is_stored(
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "schedule.constraints[0].task"
     assert session.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_a_jobs_log_lines_carry_the_request_id_that_queued_it(
+    client: TestClient, tasked: ProjectKeys, database: Database, settings: Settings
+) -> None:
+    headers = {**tasked.trainer, "X-Request-ID": "trace-job-7"}
+    assert client.post(_runs(tasked), json={"adaptive": True}, headers=headers).status_code == 201
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    planning_logger = logging.getLogger(planning.__name__)
+    previous_level = planning_logger.level
+    planning_logger.setLevel(logging.INFO)
+    planning_logger.addHandler(handler)
+    try:
+        with unit_of_work(database.sessions) as writer:
+            job_id = writer.scalar(select(func.max(Job.id)))
+        assert planning.run_next_job(database, settings)  # the worker, outside any request
+    finally:
+        planning_logger.removeHandler(handler)
+        planning_logger.setLevel(previous_level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(r["message"], r.get("request_id")) for r in lines] == [
+        (f"job {job_id}: planned", "trace-job-7")
+    ]
+    assert REQUEST_ID.get() is None  # set for the job only
 
 
 # --- replicas and workers in their own processes -------------------------------------------------

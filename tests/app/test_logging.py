@@ -92,6 +92,42 @@ def test_every_line_of_a_request_carries_its_id(app: FastAPI, client: TestClient
     assert all(a["duration_ms"] >= 0 for a in access_lines)
 
 
+def test_an_unhandled_error_is_a_500_with_its_request_id(app: FastAPI) -> None:
+    """Starlette answers a 500 outside the app's middleware; it carries the id all the same."""
+
+    def failing_route() -> dict[str, str]:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/test-fail", failing_route)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    access = logging.getLogger("ordo.access")
+    previous_level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            given = client.get("/test-fail", headers={"X-Request-ID": "req-500"})
+            generated = client.get("/test-fail")
+    finally:
+        root.removeHandler(handler)
+        access.setLevel(previous_level)
+    assert (given.status_code, given.headers["x-request-id"]) == (500, "req-500")
+    assert given.headers["content-type"] == "application/problem+json"
+    assert given.json()["code"] == "internal_error"
+    assert generated.status_code == 500
+    assert HEX32.fullmatch(generated.headers["x-request-id"])
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    ids = ["req-500", generated.headers["x-request-id"]]
+    errors = [r for r in lines if r["message"] == "unhandled error on GET /test-fail"]
+    assert [r["request_id"] for r in errors] == ids
+    assert all("RuntimeError: boom" in r["exception"] for r in errors)
+    access_lines = [(r["request_id"], r["status"]) for r in lines if r["logger"] == "ordo.access"]
+    assert access_lines == [(ids[0], 500), (ids[1], 500)]
+
+
 def test_json_formatter_writes_one_object_per_line() -> None:
     token = REQUEST_ID.set("abc")
     try:
