@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -46,6 +47,125 @@ class FieldError(BaseModel):
     reason: str
 
 
+class ErrorCode(StrEnum):
+    """Every value the API answers in a problem's ``code``; see :data:`ERROR_CODES`."""
+
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    RUN_FINISHED = "run_finished"
+    PLAN_PENDING = "plan_pending"
+    CLIENT_ID_CONFLICT = "client_id_conflict"
+    LEASE_SUPERSEDED = "lease_superseded"
+    LEASE_LOST = "lease_lost"
+    REPORT_MISMATCH = "report_mismatch"
+    STAGE_OUT_OF_TURN = "stage_out_of_turn"
+    CONTENT_TOO_LARGE = "content_too_large"
+    VALIDATION_FAILED = "validation_failed"
+    INFEASIBLE = "infeasible"
+    LEASE_TOKEN_REQUIRED = "lease_token_required"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+    UNAVAILABLE = "unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    SCHEMA_NOT_MIGRATED = "schema_not_migrated"
+    NOT_READY = "not_ready"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCodeInfo:
+    """The HTTP status a code is answered with, and what it means to a client."""
+
+    status: int
+    meaning: str
+
+
+# The contract: docs/errors.md is this table (tests/app/test_error_codes.py compares them).
+ERROR_CODES: Mapping[ErrorCode, ErrorCodeInfo] = {
+    ErrorCode.BAD_REQUEST: ErrorCodeInfo(
+        400, "The request cannot be read as HTTP the API accepts."
+    ),
+    ErrorCode.UNAUTHORIZED: ErrorCodeInfo(
+        401, "No API key, or one that is malformed, unknown, revoked or expired."
+    ),
+    ErrorCode.FORBIDDEN: ErrorCodeInfo(403, "The key is valid but its role may not do this."),
+    ErrorCode.NOT_FOUND: ErrorCodeInfo(
+        404, "No such route or object (another project's objects look the same)."
+    ),
+    ErrorCode.METHOD_NOT_ALLOWED: ErrorCodeInfo(405, "The route does not take this HTTP method."),
+    ErrorCode.CONFLICT: ErrorCodeInfo(
+        409, "Conflicts with the current state: a name or key that already exists."
+    ),
+    ErrorCode.RUN_FINISHED: ErrorCodeInfo(
+        409, "The run is completed or failed: it takes no more stages, reports or heartbeats."
+    ),
+    ErrorCode.PLAN_PENDING: ErrorCodeInfo(
+        409, "The run has no plan yet: only its baseline can be reported; ask `next` again."
+    ),
+    ErrorCode.CLIENT_ID_CONFLICT: ErrorCodeInfo(
+        409,
+        "The `client_id` names a run created with a different request; `errors` names the "
+        "fields that differ.",
+    ),
+    ErrorCode.LEASE_SUPERSEDED: ErrorCodeInfo(
+        409, "The lease token is older than the run's: another holder took the run over."
+    ),
+    ErrorCode.LEASE_LOST: ErrorCodeInfo(
+        409, "The lease token is not the current holder's: stop working on this run."
+    ),
+    ErrorCode.REPORT_MISMATCH: ErrorCodeInfo(
+        409, "This stage was already reported with a different body."
+    ),
+    ErrorCode.STAGE_OUT_OF_TURN: ErrorCodeInfo(
+        409, "The stage is not the one the run expects next; `errors` names the expected one."
+    ),
+    ErrorCode.CONTENT_TOO_LARGE: ErrorCodeInfo(413, "The request body is over the size limit."),
+    ErrorCode.VALIDATION_FAILED: ErrorCodeInfo(
+        422, "Invalid input; `errors` lists each field and reason."
+    ),
+    ErrorCode.INFEASIBLE: ErrorCodeInfo(
+        422, "The constraints admit no order; `errors` names the conflicting ones."
+    ),
+    ErrorCode.LEASE_TOKEN_REQUIRED: ErrorCodeInfo(
+        428, "A write on a run needs the holder's `Ordo-Lease-Token` header."
+    ),
+    ErrorCode.RATE_LIMITED: ErrorCodeInfo(
+        429,
+        "Too many requests (or failed sign-ins) from this key or address; retry after "
+        "`Retry-After` seconds.",
+    ),
+    ErrorCode.INTERNAL_ERROR: ErrorCodeInfo(500, "An unexpected server error (logged)."),
+    ErrorCode.UNAVAILABLE: ErrorCodeInfo(
+        503, "The server is busy or the solver cannot answer now; retry after `Retry-After`."
+    ),
+    ErrorCode.DATABASE_UNAVAILABLE: ErrorCodeInfo(
+        503, "The database is unreachable; retry after `Retry-After` seconds."
+    ),
+    ErrorCode.SCHEMA_NOT_MIGRATED: ErrorCodeInfo(
+        503, "The database schema is behind the code: run `ordo db upgrade`."
+    ),
+    ErrorCode.NOT_READY: ErrorCodeInfo(503, "`/readyz`: the database or its schema is not ready."),
+}
+
+
+def error_code_table() -> str:
+    """The codes as a Markdown table (code, status, meaning), ordered by status then code."""
+    rows = sorted(ERROR_CODES.items(), key=lambda item: (item[1].status, item[0].value))
+    lines = ["| Code | Status | Meaning |", "|---|---|---|"]
+    lines += [f"| `{code.value}` | {info.status} | {info.meaning} |" for code, info in rows]
+    return "\n".join(lines) + "\n"
+
+
+# The enum's description in the OpenAPI spec lists every code with its status and meaning.
+ErrorCode.__doc__ = (
+    "Stable machine-readable error code. Each value, its status and meaning:\n\n"
+    + (error_code_table())
+)
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document; ``code`` is a stable machine-readable error code."""
 
@@ -55,7 +175,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    code: str
+    code: ErrorCode
     errors: list[FieldError] | None = None
 
 
@@ -74,7 +194,20 @@ class ServiceError(Exception):
     """Base of every error a service raises; ``status`` is the HTTP status it maps to."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass whose ``code`` is not an :class:`ErrorCode` or has another status."""
+        super().__init_subclass__(**kwargs)
+        code = cls.__dict__.get("code", cls.code)
+        if code not in ERROR_CODES:
+            raise TypeError(f"{cls.__qualname__}.code must be an ErrorCode member, not {code!r}")
+        code = cls.code = ErrorCode(code)
+        if ERROR_CODES[code].status != cls.status:
+            raise TypeError(
+                f"{cls.__qualname__}: {code.value} is answered with {ERROR_CODES[code].status}, "
+                f"not {cls.status}"
+            )
 
     def __init__(
         self,
@@ -93,14 +226,14 @@ class NotFoundError(ServiceError):
     """The object does not exist, or belongs to another project (indistinguishable)."""
 
     status = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class UnauthorizedError(ServiceError):
     """No credentials, or credentials that are malformed, unknown, revoked or expired."""
 
     status = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
     def __init__(self, detail: str = "Missing or invalid API key.") -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="ordo"'})
@@ -110,34 +243,34 @@ class ForbiddenError(ServiceError):
     """The key is valid but its role does not allow the action."""
 
     status = 403
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class ConflictError(ServiceError):
     """The request conflicts with the current state (duplicate key, different replay...)."""
 
     status = 409
-    code = "conflict"
+    code = ErrorCode.CONFLICT
 
 
 class InvalidInputError(ServiceError):
     """Well-formed JSON whose content is wrong: unknown task keys, shapes, duplicates."""
 
     status = 422
-    code = "validation_failed"
+    code = ErrorCode.VALIDATION_FAILED
 
 
 class ConstraintConflictError(InvalidInputError):
     """The constraints admit no order; ``errors`` names the conflicting ones (or the cycle)."""
 
-    code = "infeasible"
+    code = ErrorCode.INFEASIBLE
 
 
 class UnavailableError(ServiceError):
     """A dependency (the database, the solver) cannot answer now; retry later."""
 
     status = 503
-    code = "unavailable"
+    code = ErrorCode.UNAVAILABLE
 
 
 SOLVER_ERROR_STATUS: Mapping[type[SolverError], type[ServiceError]] = {
@@ -167,7 +300,7 @@ def problem_response(
     status: int,
     detail: str,
     *,
-    code: str,
+    code: ErrorCode,
     errors: Sequence[FieldIssue] = (),
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -185,6 +318,17 @@ def problem_response(
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+# Statuses Starlette and FastAPI raise themselves, as HTTPException.
+HTTP_STATUS_CODES: Mapping[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.CONTENT_TOO_LARGE,
+}
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -238,6 +382,14 @@ def unparsable_body_issue(cause: BaseException | None) -> FieldIssue | None:
     return None
 
 
+def http_error_code(status: int) -> ErrorCode:
+    """The code of an HTTP error raised by the framework (routing, body limits)."""
+    code = HTTP_STATUS_CODES.get(status)
+    if code is not None:
+        return code
+    return ErrorCode.BAD_REQUEST if status < 500 else ErrorCode.INTERNAL_ERROR
+
+
 # --- handlers --------------------------------------------------------------------------------
 
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError)
@@ -265,7 +417,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         return problem_response(
             422,
             "The request is invalid; see `errors`.",
-            code="validation_failed",
+            code=ErrorCode.VALIDATION_FAILED,
             errors=issues,
         )
 
@@ -277,14 +429,13 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
             return problem_response(
                 422,
                 "The request body cannot be parsed; see `errors`.",
-                code="validation_failed",
+                code=ErrorCode.VALIDATION_FAILED,
                 errors=[body_issue],
             )
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
         if status == 404:
             detail = "No such resource."
-        code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
-        return problem_response(status, detail, code=code, headers=exc.headers)
+        return problem_response(status, detail, code=http_error_code(status), headers=exc.headers)
 
     async def on_schema_missing(request: Request, exc: Exception) -> JSONResponse:
         logger.warning(
@@ -293,7 +444,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         return problem_response(
             503,
             f"The database schema is not migrated; {UPGRADE_HINT}.",
-            code="schema_not_migrated",
+            code=ErrorCode.SCHEMA_NOT_MIGRATED,
             headers={"Retry-After": str(retry_after_s)},
         )
 
@@ -316,13 +467,13 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         return problem_response(
             503,
             "The database is unavailable; retry later.",
-            code="database_unavailable",
+            code=ErrorCode.DATABASE_UNAVAILABLE,
             headers={"Retry-After": str(retry_after_s)},
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "Internal server error.", code="internal_error")
+        return problem_response(500, "Internal server error.", code=ErrorCode.INTERNAL_ERROR)
 
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(SolverError, on_solver_error)

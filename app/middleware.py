@@ -12,7 +12,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE
+from app.errors import PROBLEM_MEDIA_TYPE, ErrorCode
 from app.logging_config import ACCESS_LOGGER, REQUEST_ID
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -109,7 +109,7 @@ class BodyLimitMiddleware:
                 "title": "Content Too Large",
                 "status": 413,
                 "detail": f"The request body is over the limit of {self.max_body_bytes} bytes.",
-                "code": "content_too_large",
+                "code": ErrorCode.CONTENT_TOO_LARGE.value,
             },
             separators=(",", ":"),
         ).encode()

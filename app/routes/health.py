@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database, schema_status
-from app.errors import problem_response
+from app.errors import ErrorCode, problem_response
 from app.schemas.health import Health, Readiness
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     return problem_response(
         503,
         "Not ready: " + "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
-        code="not_ready",
+        code=ErrorCode.NOT_READY,
         headers={"Retry-After": str(request.app.state.settings.retry_after_s)},
         extra={"checks": checks},
     )

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, FieldIssue, InvalidInputError
+from app.errors import ConflictError, ErrorCode, FieldIssue, InvalidInputError
 from app.logging_config import REQUEST_ID
 from app.metrics import REPORTS_STORED, STALE_RUNS, after_commit
 from app.repositories import estimates as estimate_repo
@@ -54,13 +54,13 @@ logger = logging.getLogger(__name__)
 class ReportMismatchError(ConflictError):
     """This stage was already reported with a different body."""
 
-    code = "report_mismatch"
+    code = ErrorCode.REPORT_MISMATCH
 
 
 class StageOutOfTurnError(ConflictError):
     """The stage is not the one the run expects next."""
 
-    code = "stage_out_of_turn"
+    code = ErrorCode.STAGE_OUT_OF_TURN
 
 
 # --- conversions between stored rows (task ids) and the estimation core (task indexes) -----------

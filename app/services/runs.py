@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import (
     ConflictError,
+    ErrorCode,
     FieldIssue,
     InvalidInputError,
     NotFoundError,
@@ -104,19 +105,19 @@ PLAN_PAYLOAD_SCHEDULE = "schedule"
 class RunFinishedError(ConflictError):
     """The run is completed or failed: it takes no more stages or heartbeats."""
 
-    code = "run_finished"
+    code = ErrorCode.RUN_FINISHED
 
 
 class PlanPendingError(ConflictError):
     """The run has no plan yet: only its baseline can be reported."""
 
-    code = "plan_pending"
+    code = ErrorCode.PLAN_PENDING
 
 
 class LeaseSupersededError(ConflictError):
     """The caller's lease token is older than the run's: another holder took the run over."""
 
-    code = "lease_superseded"
+    code = ErrorCode.LEASE_SUPERSEDED
 
 
 # --- small rules ---------------------------------------------------------------------------------
