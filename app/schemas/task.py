@@ -39,6 +39,13 @@ class Goal(StrEnum):
 
 
 Metadata = Annotated[dict[str, Any], Field(max_length=100)]
+# A weight or a scale past these is a unit mistake; the bounds keep weighted utilities (reported
+# values are at most 1e12) and their squares finite, so every prediction has a finite std.
+MAX_WEIGHT = 1e6
+MIN_SCALE = 1e-6
+MAX_SCALE = 1e12
+Scale = Annotated[float, Field(ge=MIN_SCALE, le=MAX_SCALE)]
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
 
 _TASK_EXAMPLE: dict[str, JsonValue] = {
     "key": "math",
@@ -62,8 +69,8 @@ class TaskCreate(InputModel):
     kind: TaskKind = TaskKind.OTHER
     reward: RewardKind = RewardKind.OTHER
     goal: Goal = Goal.MAXIMIZE
-    scale: float = Field(default=1.0, gt=0, description="Reported values are divided by this.")
-    weight: float = Field(default=1.0, ge=0, description="Weight in the objective.")
+    scale: Scale = Field(default=1.0, description="Reported values are divided by this.")
+    weight: Weight = Field(default=1.0, description="Weight in the objective.")
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -85,8 +92,8 @@ class TaskUpdate(InputModel):
     kind: TaskKind | None = None
     reward: RewardKind | None = None
     goal: Goal | None = None
-    scale: float | None = Field(default=None, gt=0)
-    weight: float | None = Field(default=None, ge=0)
+    scale: Scale | None = None
+    weight: Weight | None = None
     metadata: Metadata | None = None
 
 

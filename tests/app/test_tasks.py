@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import ProjectKeys
@@ -103,7 +105,38 @@ def test_invalid_task_fields_are_named(client: TestClient, project: ProjectKeys)
         "tasks[2].extra",
     }
     assert errors["tasks[1].weight"] == "Input should be a finite number"
-    assert errors["tasks[0].scale"] == "Input should be greater than 0"
+    assert errors["tasks[0].scale"] == "Input should be greater than or equal to 0.000001"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("weight", 1e300), ("weight", 1e6 * 1.01), ("scale", 1e-300), ("scale", 1e13)],
+)
+def test_weights_and_scales_past_their_bounds_are_422(
+    client: TestClient, project: ProjectKeys, field: str, value: float
+) -> None:
+    """Found by schemathesis: a weight of 1e300 made every schedule's objective std inf (null)."""
+    response = _create(client, project, [{"key": "a", field: value}])
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == [f"tasks[0].{field}"]
+    created = _create(client, project, [{"key": "a"}])
+    assert created.status_code == 201
+    patched = client.patch(f"{_tasks_url(project)}/a", json={field: value}, headers=project.admin)
+    assert patched.status_code == 422
+    assert [e["field"] for e in patched.json()["errors"]] == [field]
+
+
+def test_the_largest_weight_and_smallest_scale_predict_a_finite_std(
+    client: TestClient, project: ProjectKeys
+) -> None:
+    tasks = [{"key": "a", "weight": 1e6, "scale": 1e-6}, {"key": "b", "scale": 1e12}]
+    assert _create(client, project, tasks).status_code == 201
+    response = client.post(f"/v1/projects/{project.id}/schedules", json={}, headers=project.admin)
+    assert response.status_code == 201, response.text
+    objective = response.json()["predicted"]["objective"]
+    assert math.isfinite(objective["mean"])
+    assert math.isfinite(objective["std"])
+    assert objective["std"] > 0
 
 
 def test_empty_and_oversized_batches_are_422(client: TestClient, project: ProjectKeys) -> None:
