@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
 from app.errors import UnavailableError
+from app.retry import track_commits
 from app.schemas.common import StorableText
 from app.services.auth import Principal, ProjectContext, authenticate, authorize_project
 from app.settings import Settings
@@ -91,6 +92,7 @@ def get_session(
     database = get_database(request)
     factory = database.read_sessions if request.method in READ_METHODS else database.sessions
     with unit_of_work(factory) as session:
+        track_commits(request, session)
         yield session
 
 

@@ -19,7 +19,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -471,6 +477,17 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
             headers={"Retry-After": str(retry_after_s)},
         )
 
+    async def on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
+        # A concurrent request stored the same key first, on every try (app/retry.py).
+        logger.warning(
+            "integrity conflict on %s %s: %s", request.method, request.url.path, exc.__class__
+        )
+        return problem_response(
+            409,
+            "A concurrent request changed the same data; retry the request.",
+            code=ErrorCode.CONFLICT,
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "Internal server error.", code=ErrorCode.INTERNAL_ERROR)
@@ -482,6 +499,7 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     for error_type in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error_type, on_database_unavailable)
     app.add_exception_handler(ProgrammingError, on_programming_error)
+    app.add_exception_handler(IntegrityError, on_integrity_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

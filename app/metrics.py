@@ -44,6 +44,7 @@ from app.db import unit_of_work
 from app.deps import bearer, get_database
 from app.errors import UnauthorizedError
 from app.repositories import jobs as job_repo
+from app.retry import DB_RETRIES
 from app.security import token_matches
 from app.services.auth import Principal, authenticate
 from app.settings import Settings
@@ -96,7 +97,15 @@ QUEUE_DEPTH = Gauge(
     registry=None,
     multiprocess_mode="mostrecent",
 )
-DOMAIN_METRICS = (REPORTS_STORED, REPLANS, SOLVE_DURATION, STALE_RUNS, RATE_LIMITED, QUEUE_DEPTH)
+DOMAIN_METRICS = (
+    REPORTS_STORED,
+    REPLANS,
+    SOLVE_DURATION,
+    STALE_RUNS,
+    RATE_LIMITED,
+    DB_RETRIES,
+    QUEUE_DEPTH,
+)
 
 
 def _preset_labels() -> None:

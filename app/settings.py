@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     db_connect_timeout_s: int = Field(default=5, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     db_lock_timeout_ms: int = Field(default=5_000, ge=0)
+    db_retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description=(
+            "Tries of a request whose transaction lost a race (serialization failure, deadlock, "
+            "lock timeout, SQLite busy, a concurrent insert of the same key); 1 never retries."
+        ),
+    )
 
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After sent with 503 answers.")
     lease_seconds: float = Field(default=60.0, gt=0, description="Run lease length (seconds).")

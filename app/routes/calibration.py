@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 
 from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.calibration import CalibrationRead, RecomputeRead
 from app.schemas.common import MAX_LIST_LIMIT
 from app.services import calibration as calibration_service
 from app.services import reports as report_service
 
-router = APIRouter(prefix="/v1/projects/{project_id}")
+router = APIRouter(route_class=RetryingRoute, prefix="/v1/projects/{project_id}")
 
 
 @router.get(

@@ -8,10 +8,13 @@ from fastapi import APIRouter, Body, Query, Response
 
 from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.estimate import EstimatesRead, PriorsImport, PriorsImported
 from app.services import estimates as estimate_service
 
-router = APIRouter(prefix="/v1/projects/{project_id}", tags=["estimates"])
+router = APIRouter(
+    route_class=RetryingRoute, prefix="/v1/projects/{project_id}", tags=["estimates"]
+)
 
 _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {

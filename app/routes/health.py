@@ -11,10 +11,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database, schema_status
 from app.errors import ErrorCode, problem_response
+from app.retry import RetryingRoute
 from app.schemas.health import Health, Readiness
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=RetryingRoute, tags=["health"])
 
 
 @router.get("/healthz", operation_id="healthz")

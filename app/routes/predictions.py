@@ -6,10 +6,13 @@ from fastapi import APIRouter
 
 from app.deps import ProjectReader, SessionDep
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.prediction import PredictionCreate, PredictionRead
 from app.services import predictions as prediction_service
 
-router = APIRouter(prefix="/v1/projects/{project_id}/predictions", tags=["predictions"])
+router = APIRouter(
+    route_class=RetryingRoute, prefix="/v1/projects/{project_id}/predictions", tags=["predictions"]
+)
 
 
 @router.post(

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from app.deps import PrincipalDep, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.common import MAX_LIST_LIMIT, MAX_OFFSET, StorableText
 from app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.schemas.project import ProjectCreate, ProjectRead, ProjectUpdate
 from app.services import keys as key_service
 from app.services import projects as project_service
 
-router = APIRouter(prefix="/v1/projects")
+router = APIRouter(route_class=RetryingRoute, prefix="/v1/projects")
 AUTH_ERRORS = (401, 503)
 
 

@@ -16,6 +16,7 @@ from app.deps import (
     release_write_gate,
 )
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
 from app.schemas.report import ReportAccepted, ReportCreate
 from app.schemas.run import (
@@ -32,7 +33,9 @@ from app.services import planning
 from app.services import reports as report_service
 from app.services import runs as run_service
 
-router = APIRouter(prefix="/v1/projects/{project_id}/runs", tags=["runs"])
+router = APIRouter(
+    route_class=RetryingRoute, prefix="/v1/projects/{project_id}/runs", tags=["runs"]
+)
 RunIdPath = Annotated[str, Path(max_length=64, description="The run's id."), StorableText]
 StagePath = Annotated[
     int, Path(ge=0, le=MAX_BATCH, description="0: the baseline; k: after training stage k.")

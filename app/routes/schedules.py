@@ -8,12 +8,15 @@ from fastapi import APIRouter, Path, Query, status
 
 from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep, SettingsDep
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.common import MAX_LIST_LIMIT, StorableText
 from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
 from app.services import recommendations as recommendation_service
 from app.services import schedules as schedule_service
 
-router = APIRouter(prefix="/v1/projects/{project_id}/schedules", tags=["schedules"])
+router = APIRouter(
+    route_class=RetryingRoute, prefix="/v1/projects/{project_id}/schedules", tags=["schedules"]
+)
 SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "No order was found within the time limit, or the database is "

@@ -8,11 +8,14 @@ from fastapi import APIRouter, Path, status
 
 from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
 from app.errors import error_responses
+from app.retry import RetryingRoute
 from app.schemas.common import StorableText
 from app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
 from app.services import tasks as task_service
 
-router = APIRouter(prefix="/v1/projects/{project_id}/tasks", tags=["tasks"])
+router = APIRouter(
+    route_class=RetryingRoute, prefix="/v1/projects/{project_id}/tasks", tags=["tasks"]
+)
 TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key."), StorableText]
 
 
