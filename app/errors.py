@@ -30,6 +30,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.db import UPGRADE_HINT, is_missing_table
+from app.problem_examples import problem_examples
 from app.schemas.common import (
     LOCATION_CONTEXT,
     MAX_JSON_DEPTH,
@@ -518,6 +519,31 @@ ERROR_DESCRIPTIONS: Mapping[int, str] = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries for the given error statuses (content filled in by the spec)."""
-    return {status: {"description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+def error_responses(
+    *statuses: int, examples: Mapping[int, Sequence[str]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the given error statuses, each with problem+json examples.
+
+    ``examples`` names, per status, the :data:`app.problem_examples.PROBLEM_EXAMPLES` to show
+    instead of that status's defaults (the schema reference is added by the spec).
+    """
+    unknown = set(examples or {}) - set(statuses)
+    if unknown:
+        raise ValueError(f"examples for undeclared statuses {sorted(unknown)}")
+    chosen = examples or {}
+    return {
+        status: {
+            "description": ERROR_DESCRIPTIONS[status],
+            "content": problem_content(status, chosen.get(status)),
+        }
+        for status in statuses
+    }
+
+
+def problem_content(status: int, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``content`` of an error response: problem+json with ``names``' examples (or defaults).
+
+    For error responses written by hand (``responses={409: {"description": ..., "content":
+    problem_content(409, ["lease_lost"])}}``); the spec adds the schema reference.
+    """
+    return {PROBLEM_MEDIA_TYPE: {"examples": problem_examples(status, names)}}

@@ -18,6 +18,7 @@ from app.docs import STATIC_URL, install_redoc
 from app.errors import ERROR_DESCRIPTIONS, PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
 from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.problem_examples import problem_examples
 from app.routes import (
     calibration,
     dashboard,
@@ -136,12 +137,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(problem_schema.pop("$defs", {}))
     schemas["Problem"] = problem_schema
-    problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
     for path_item in spec.get("paths", {}).values():
         for operation in path_item.values():
             for code, response in operation.get("responses", {}).items():
                 if code.isdigit() and int(code) >= 400:
-                    response["content"] = problem_content
+                    content = response.get("content", {})
+                    examples = content.get(PROBLEM_MEDIA_TYPE, {}).get("examples")
+                    if examples is None and code == "422" and "application/json" in content:
+                        examples = problem_examples(422)  # FastAPI's own, for parameters
+                    # A response declared without examples stays so (tests/app/test_openapi.py
+                    # refuses it): declare errors with error_responses or problem_content.
+                    response["content"] = {
+                        PROBLEM_MEDIA_TYPE: {"schema": problem_ref}
+                        | ({"examples": examples} if examples else {})
+                    }
                     if code == "422":  # FastAPI adds its own to operations with parameters
                         response["description"] = ERROR_DESCRIPTIONS[422]
     app.openapi_schema = spec

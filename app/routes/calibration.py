@@ -20,6 +20,7 @@ router = APIRouter(route_class=RetryingRoute, prefix="/v1/projects/{project_id}"
 @router.get(
     "/calibration",
     operation_id="get_calibration",
+    summary="Compare predicted and observed outcomes of finished runs",
     tags=["runs"],
     responses=error_responses(*PROJECT_ROUTE_ERRORS, 422),
 )
@@ -35,6 +36,7 @@ def get_calibration(
 @router.post(
     "/estimates/recompute",
     operation_id="recompute_estimates",
+    summary="Recompute the estimates from the raw observations",
     tags=["estimates"],
     responses=error_responses(*PROJECT_ROUTE_ERRORS, 403),
 )

@@ -20,7 +20,15 @@ _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON (default) or, with `format=csv`, CSV with the header "
         "`effect,src,dst,mean,std,count`.",
-        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "effect,src,dst,mean,std,count\n"
+                "F,math,code,0.05,0.06,1\n"
+                "B,code,poetry,-0.1,0.03,2\n"
+                "L,,math,0.6,0.03,2\n",
+            }
+        },
     }
 }
 
@@ -28,6 +36,7 @@ _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/priors",
     operation_id="import_priors",
+    summary="Import prior estimates of the effects",
     responses=error_responses(*PROJECT_ROUTE_ERRORS, 403, 413, 422),
 )
 def import_priors(
@@ -40,6 +49,7 @@ def import_priors(
 @router.get(
     "/estimates",
     operation_id="get_estimates",
+    summary="Get the effect estimates (JSON or CSV)",
     response_model=EstimatesRead,
     responses={**_CSV_RESPONSE, **error_responses(*PROJECT_ROUTE_ERRORS, 422)},
 )

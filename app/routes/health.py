@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Database, schema_status
-from app.errors import ErrorCode, problem_response
+from app.errors import ErrorCode, problem_content, problem_response
 from app.retry import RetryingRoute
 from app.schemas.health import Health, Readiness
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(route_class=RetryingRoute, tags=["health"])
 
 
-@router.get("/healthz", operation_id="healthz")
+@router.get("/healthz", operation_id="healthz", summary="Check that the server is alive")
 def healthz() -> Health:
     """Liveness: answers without touching the database."""
     return Health()
@@ -27,8 +27,14 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     operation_id="readyz",
+    summary="Check that the server can serve requests",
     response_model=Readiness,
-    responses={503: {"description": "The database is unreachable or its schema is not at head."}},
+    responses={
+        503: {
+            "description": "The database is unreachable or its schema is not at head.",
+            "content": problem_content(503, ["not_ready"]),
+        }
+    },
 )
 async def readyz(request: Request) -> Readiness | JSONResponse:
     """Readiness: the database answers and its schema is at the migration head."""

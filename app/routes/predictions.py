@@ -18,6 +18,7 @@ router = APIRouter(
 @router.post(
     "",
     operation_id="create_predictions",
+    summary="Predict the outcome of given orders",
     responses=error_responses(401, 404, 413, 422, 503),
 )
 def create_predictions(

@@ -22,9 +22,17 @@ AUTH_ERRORS = (401, 503)
 @router.post(
     "",
     operation_id="create_project",
+    summary="Create a project",
     tags=["projects"],
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(*AUTH_ERRORS, 403, 409, 413, 422),
+    responses=error_responses(
+        *AUTH_ERRORS,
+        403,
+        409,
+        413,
+        422,
+        examples={403: ["not_global_admin"], 409: ["project_exists"]},
+    ),
 )
 def create_project(
     body: ProjectCreate, principal: PrincipalDep, session: SessionDep
@@ -36,6 +44,7 @@ def create_project(
 @router.get(
     "",
     operation_id="list_projects",
+    summary="List the projects your key can see",
     tags=["projects"],
     responses=error_responses(*AUTH_ERRORS, 422),
 )
@@ -52,6 +61,7 @@ def list_projects(
 @router.get(
     "/{project_id}",
     operation_id="get_project",
+    summary="Get a project",
     tags=["projects"],
     responses=error_responses(*AUTH_ERRORS, 404, 422),
 )
@@ -63,6 +73,7 @@ def get_project(project: ProjectReader, session: SessionDep) -> ProjectRead:
 @router.patch(
     "/{project_id}",
     operation_id="update_project",
+    summary="Change a project's description or settings",
     tags=["projects"],
     responses=error_responses(*AUTH_ERRORS, 403, 404, 413, 422),
 )
@@ -74,6 +85,7 @@ def update_project(body: ProjectUpdate, project: ProjectAdmin, session: SessionD
 @router.post(
     "/{project_id}/keys",
     operation_id="create_api_key",
+    summary="Create an API key (shown once)",
     tags=["keys"],
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(*AUTH_ERRORS, 403, 404, 413, 422),
@@ -86,6 +98,7 @@ def create_api_key(body: ApiKeyCreate, project: ProjectAdmin, session: SessionDe
 @router.get(
     "/{project_id}/keys",
     operation_id="list_api_keys",
+    summary="List a project's API keys",
     tags=["keys"],
     responses=error_responses(*AUTH_ERRORS, 403, 404, 422),
 )
@@ -97,6 +110,7 @@ def list_api_keys(project: ProjectAdmin, session: SessionDep) -> list[ApiKeyRead
 @router.delete(
     "/{project_id}/keys/{key_id}",
     operation_id="revoke_api_key",
+    summary="Revoke an API key",
     tags=["keys"],
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(*AUTH_ERRORS, 403, 404, 422),

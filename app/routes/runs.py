@@ -45,6 +45,7 @@ StagePath = Annotated[
 @router.post(
     "",
     operation_id="create_run",
+    summary="Start a run (or get the one its client_id started)",
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "The run this `client_id` created before.", "model": RunRead},
@@ -79,7 +80,12 @@ def create_run(
         return run_service.get_run(reader, project, run.id, settings=settings)
 
 
-@router.get("", operation_id="list_runs", responses=error_responses(*PROJECT_ROUTE_ERRORS, 422))
+@router.get(
+    "",
+    operation_id="list_runs",
+    summary="List a project's runs, newest first",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 422),
+)
 def list_runs(
     project: ProjectReader,
     session: SessionDep,
@@ -93,7 +99,12 @@ def list_runs(
     )
 
 
-@router.get("/{run_id}", operation_id="get_run", responses=error_responses(*PROJECT_ROUTE_ERRORS))
+@router.get(
+    "/{run_id}",
+    operation_id="get_run",
+    summary="Get a run with its stages, plans and reports",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS),
+)
 def get_run(
     project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
 ) -> RunRead:
@@ -104,6 +115,7 @@ def get_run(
 @router.get(
     "/{run_id}/next",
     operation_id="get_next_stage",
+    summary="Ask what to train next",
     responses=error_responses(*PROJECT_ROUTE_ERRORS),
 )
 def get_next_stage(
@@ -129,7 +141,10 @@ def get_next_stage(
 @router.post(
     "/{run_id}/heartbeat",
     operation_id="heartbeat_run",
-    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, 413, 422),
+    summary="Keep a run's lease",
+    responses=error_responses(
+        *PROJECT_ROUTE_ERRORS, 409, 413, 422, examples={409: ["run_finished"]}
+    ),
 )
 def heartbeat_run(
     project: ProjectReader,
@@ -147,7 +162,8 @@ def heartbeat_run(
 @router.post(
     "/{run_id}/complete",
     operation_id="complete_run",
-    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409),
+    summary="Mark a run completed",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, examples={409: ["run_already_finished"]}),
 )
 def complete_run(
     project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
@@ -159,7 +175,10 @@ def complete_run(
 @router.post(
     "/{run_id}/fail",
     operation_id="fail_run",
-    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, 413, 422),
+    summary="Mark a run failed",
+    responses=error_responses(
+        *PROJECT_ROUTE_ERRORS, 409, 413, 422, examples={409: ["run_already_finished"]}
+    ),
 )
 def fail_run(
     body: RunFail,
@@ -175,7 +194,17 @@ def fail_run(
 @router.put(
     "/{run_id}/reports/{stage}",
     operation_id="put_report",
-    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, 413, 422),
+    summary="Report a stage's evaluations",
+    responses=error_responses(
+        *PROJECT_ROUTE_ERRORS,
+        409,
+        413,
+        422,
+        examples={
+            409: ["report_mismatch", "stage_out_of_turn", "plan_pending", "run_finished"],
+            422: ["validation_failed", "unknown_task"],
+        },
+    ),
 )
 def put_report(
     body: ReportCreate,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 
 from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep, SettingsDep
-from app.errors import error_responses
+from app.errors import error_responses, problem_content
 from app.retry import RetryingRoute
 from app.schemas.common import MAX_LIST_LIMIT, StorableText
 from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
@@ -20,7 +20,8 @@ router = APIRouter(
 SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "No order was found within the time limit, or the database is "
-        "unavailable; retry after `Retry-After` seconds."
+        "unavailable; retry after `Retry-After` seconds.",
+        "content": problem_content(503, ["solver_unavailable", "database_unavailable"]),
     }
 }
 ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's id."), StorableText]
@@ -29,8 +30,18 @@ ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's 
 @router.post(
     "",
     operation_id="create_schedule",
+    summary="Solve and store a schedule (the recommendation by default)",
     status_code=status.HTTP_201_CREATED,
-    responses={**error_responses(*PROJECT_ROUTE_ERRORS, 403, 413, 422), **SOLVE_UNAVAILABLE},
+    responses={
+        **error_responses(
+            *PROJECT_ROUTE_ERRORS,
+            403,
+            413,
+            422,
+            examples={422: ["validation_failed", "infeasible"]},
+        ),
+        **SOLVE_UNAVAILABLE,
+    },
 )
 def create_schedule(
     body: ScheduleCreate, project: ProjectAdmin, session: SessionDep, settings: SettingsDep
@@ -44,7 +55,10 @@ def create_schedule(
 
 
 @router.get(
-    "", operation_id="list_schedules", responses=error_responses(*PROJECT_ROUTE_ERRORS, 422)
+    "",
+    operation_id="list_schedules",
+    summary="List a project's schedules, newest first",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS, 422),
 )
 def list_schedules(
     project: ProjectReader,
@@ -68,7 +82,10 @@ def list_schedules(
 
 
 @router.get(
-    "/{schedule_id}", operation_id="get_schedule", responses=error_responses(*PROJECT_ROUTE_ERRORS)
+    "/{schedule_id}",
+    operation_id="get_schedule",
+    summary="Get a schedule",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS),
 )
 def get_schedule(
     project: ProjectReader, session: SessionDep, schedule_id: ScheduleIdPath

@@ -22,6 +22,7 @@ TaskKeyPath = Annotated[str, Path(max_length=100, description="The task's key.")
 @router.post(
     "",
     operation_id="create_tasks",
+    summary="Add tasks to a project",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(*PROJECT_ROUTE_ERRORS, 403, 409, 413, 422),
 )
@@ -32,14 +33,22 @@ def create_tasks(
     return task_service.create_tasks(session, project, body)
 
 
-@router.get("", operation_id="list_tasks", responses=error_responses(*PROJECT_ROUTE_ERRORS))
+@router.get(
+    "",
+    operation_id="list_tasks",
+    summary="List a project's tasks",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS),
+)
 def list_tasks(project: ProjectReader, session: SessionDep) -> list[TaskRead]:
     """List the project's tasks in index order."""
     return task_service.list_tasks(session, project)
 
 
 @router.get(
-    "/{task_key}", operation_id="get_task", responses=error_responses(*PROJECT_ROUTE_ERRORS)
+    "/{task_key}",
+    operation_id="get_task",
+    summary="Get a task by its key",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS),
 )
 def get_task(project: ProjectReader, session: SessionDep, task_key: TaskKeyPath) -> TaskRead:
     """Get one task by key."""
@@ -49,6 +58,7 @@ def get_task(project: ProjectReader, session: SessionDep, task_key: TaskKeyPath)
 @router.patch(
     "/{task_key}",
     operation_id="update_task",
+    summary="Change a task",
     responses=error_responses(*PROJECT_ROUTE_ERRORS, 403, 409, 413, 422),
 )
 def update_task(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, JsonValue
 
 from app.schemas.common import OutputModel
 
@@ -40,8 +40,57 @@ class RunCalibration(OutputModel):
     )
 
 
+_CALIBRATION_READ_EXAMPLE: dict[str, JsonValue] = {
+    "runs": [
+        {
+            "run_id": "82862022-93c8-4f8e-b395-a8af086e791b",
+            "initial_schedule_id": "dd6dbc9e-6d8b-4e3a-9284-2117b140c1c8",
+            "final_schedule_id": "b5338263-fb8b-4f23-b95e-519c51717fe6",
+            "stages_reported": 3,
+            "tasks": [
+                {
+                    "task": "math",
+                    "observed": 0.62,
+                    "predicted_initial": 0.58,
+                    "predicted_final": 0.61,
+                    "inside_initial": True,
+                    "inside_final": True,
+                },
+                {
+                    "task": "code",
+                    "observed": 0.41,
+                    "predicted_initial": 0.36,
+                    "predicted_final": 0.4,
+                    "inside_initial": True,
+                    "inside_final": True,
+                },
+                {
+                    "task": "poetry",
+                    "observed": 0.47,
+                    "predicted_initial": 0.55,
+                    "predicted_final": 0.49,
+                    "inside_initial": False,
+                    "inside_final": True,
+                },
+            ],
+            "mae_initial": 0.0567,
+            "mae_final": 0.0133,
+            "coverage_initial": 0.6667,
+            "coverage_final": 1.0,
+        }
+    ],
+    "count": 3,
+    "mae_initial": 0.0567,
+    "mae_final": 0.0133,
+    "coverage_initial": 0.6667,
+    "coverage_final": 1.0,
+}
+
+
 class CalibrationRead(OutputModel):
     """Calibration over the most recent completed runs (utility units)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_CALIBRATION_READ_EXAMPLE]})
 
     runs: list[RunCalibration]
     count: int = Field(description="Task predictions compared (over all runs).")
@@ -57,8 +106,18 @@ class CalibrationRead(OutputModel):
     )
 
 
+_RECOMPUTE_READ_EXAMPLE: dict[str, JsonValue] = {
+    "observations": 12,
+    "cells": 12,
+    "changed_cells": 0,
+    "estimates_version": 5,
+}
+
+
 class RecomputeRead(OutputModel):
     """The outcome of recomputing the statistics from the raw observations."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_RECOMPUTE_READ_EXAMPLE]})
 
     observations: int
     cells: int = Field(description="Effect cells with observations.")

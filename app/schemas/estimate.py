@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Discriminator, Field, Tag
+from pydantic import ConfigDict, Discriminator, Field, JsonValue, Tag
 
 from app.schemas.common import MAX_BATCH, InputModel, OutputModel
 from app.schemas.task import TaskKey
@@ -110,8 +110,13 @@ PriorsImport = Annotated[
 ]
 
 
+_PRIORS_IMPORTED_EXAMPLE: dict[str, JsonValue] = {"imported": 6, "estimates_version": 1}
+
+
 class PriorsImported(OutputModel):
     """How many prior cells were written, and the estimates version after the import."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PRIORS_IMPORTED_EXAMPLE]})
 
     imported: int
     estimates_version: int
@@ -133,8 +138,29 @@ class VectorEstimate(OutputModel):
     count: list[int]
 
 
+_ESTIMATES_READ_EXAMPLE: dict[str, JsonValue] = {
+    "version": 4,
+    "tasks": ["math", "code", "poetry"],
+    "F": {
+        "mean": [[None, 0.05, 0.0], [0.04, None, -0.01], [-0.01, 0.0, None]],
+        "std": [[None, 0.06, 0.07], [0.06, None, 0.07], [0.08, 0.08, None]],
+        "count": [[None, 1, 1], [1, None, 1], [0, 0, None]],
+    },
+    "B": {
+        "mean": [[None, 0.01, -0.08], [0.03, None, -0.1], [-0.02, 0.0, None]],
+        "std": [[None, 0.05, 0.03], [0.05, None, 0.03], [0.04, 0.04, None]],
+        "count": [[None, 1, 2], [1, None, 2], [2, 2, None]],
+    },
+    "L": {"mean": [0.6, 0.4, 0.5], "std": [0.03, 0.04, 0.03], "count": [2, 2, 2]},
+    "G": {"mean": [0.18, 0.09, 0.09], "std": [0.04, 0.05, 0.04], "count": [2, 2, 2]},
+    "D": {"mean": [-0.12, -0.08, 0.09], "std": [0.05, 0.05, 0.05], "count": [2, 2, 2]},
+}
+
+
 class EstimatesRead(OutputModel):
     """Current posteriors of every effect; the diagonal of F and B is ``null``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_ESTIMATES_READ_EXAMPLE]})
 
     version: int = Field(description="Bumped on every change of the estimates.")
     tasks: list[str] = Field(description="Task keys in index order: the matrices' axes.")

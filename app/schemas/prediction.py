@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, JsonValue
 
 from app.schemas.common import MAX_BATCH, InputModel, OutputModel
 from app.schemas.schedule import MAX_KAPPA, ObjectivePrediction, TaskPrediction
@@ -85,8 +85,49 @@ class RandomOrderPrediction(OutputModel):
     score: float
 
 
+_PREDICTION_READ_EXAMPLE: dict[str, JsonValue] = {
+    "estimates_version": 4,
+    "rho": 0.0,
+    "objective": "expected",
+    "tasks": ["math", "code", "poetry"],
+    "orders": [
+        {
+            "order": ["math", "code", "poetry"],
+            "tasks": [
+                {"task": "math", "mean": 0.61, "std": 0.05, "lower": 0.512, "upper": 0.708},
+                {"task": "code", "mean": 0.4, "std": 0.06, "lower": 0.2824, "upper": 0.5176},
+                {"task": "poetry", "mean": 0.5, "std": 0.04, "lower": 0.4216, "upper": 0.5784},
+            ],
+            "objective": {"mean": 1.51, "std": 0.09},
+            "score": 1.51,
+        },
+        {
+            "order": ["poetry", "math", "code"],
+            "tasks": [
+                {"task": "poetry", "mean": 0.32, "std": 0.06, "lower": 0.2024, "upper": 0.4376},
+                {"task": "math", "mean": 0.63, "std": 0.05, "lower": 0.532, "upper": 0.728},
+                {"task": "code", "mean": 0.4, "std": 0.06, "lower": 0.2824, "upper": 0.5176},
+            ],
+            "objective": {"mean": 1.35, "std": 0.1},
+            "score": 1.35,
+        },
+    ],
+    "random_order": {
+        "tasks": [
+            {"task": "math", "mean": 0.605, "std": 0.05, "lower": 0.507, "upper": 0.703},
+            {"task": "code", "mean": 0.405, "std": 0.06, "lower": 0.2874, "upper": 0.5226},
+            {"task": "poetry", "mean": 0.41, "std": 0.05, "lower": 0.312, "upper": 0.508},
+        ],
+        "objective": {"mean": 1.42, "std": 0.09},
+        "score": 1.42,
+    },
+}
+
+
 class PredictionRead(OutputModel):
     """Predictions of each given order and of a random order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PREDICTION_READ_EXAMPLE]})
 
     estimates_version: int
     rho: float

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, JsonValue, StringConstraints
 
 from app.schemas.common import MAX_BATCH, InputModel, OutputModel
 from app.schemas.schedule import MAX_CONSTRAINTS, MAX_TIME_LIMIT_S
@@ -92,8 +92,27 @@ class ProjectUpdate(InputModel):
     )
 
 
+_PROJECT_READ_EXAMPLE: dict[str, JsonValue] = {
+    "id": "a3006654-d0ce-4350-813d-fb6f1df6f66d",
+    "name": "llm-posttrain",
+    "description": "RL post-training curriculum: math, code, poetry",
+    "created_at": "2026-11-27T09:00:00Z",
+    "estimates_version": 4,
+    "settings": {
+        "default_prior_std": 0.1,
+        "default_noise_std": 0.05,
+        "rho": 0.0,
+        "max_time_limit_s": 60.0,
+        "max_constraints": 100,
+        "max_tasks": 100,
+    },
+}
+
+
 class ProjectRead(OutputModel):
     """A project as the API shows it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PROJECT_READ_EXAMPLE]})
 
     id: str
     name: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, JsonValue
 
 from app.schemas.common import MAX_BATCH, InputModel, OutputModel
 from app.schemas.task import TaskKey
@@ -86,8 +86,35 @@ class StageAssignment(OutputModel):
     task: str | None
 
 
+_REPORT_ACCEPTED_EXAMPLE: dict[str, JsonValue] = {
+    "run_id": "82862022-93c8-4f8e-b395-a8af086e791b",
+    "report": {
+        "stage": 1,
+        "task": "poetry",
+        "late": False,
+        "steps": 2000,
+        "tokens": 120000000,
+        "wall_time_s": 5400.0,
+        "evaluations": [
+            {"task": "math", "value": 0.4, "utility": 0.4, "stderr": 0.01, "entropy": 0.66},
+            {"task": "code", "value": 0.33, "utility": 0.33, "stderr": 0.01, "entropy": 0.61},
+            {"task": "poetry", "value": 0.61, "utility": 0.61, "stderr": 0.01, "entropy": 1.02},
+        ],
+        "created_at": "2026-11-27T11:07:00Z",
+    },
+    "observations": 4,
+    "estimates_version": 5,
+    "schedule_id": "dd6dbc9e-6d8b-4e3a-9284-2117b140c1c8",
+    "replanned": False,
+    "plan_pending": True,
+    "next": {"done": False, "stage": 2, "task": "code"},
+}
+
+
 class ReportAccepted(OutputModel):
     """The answer to a report; sending the same body again returns it unchanged."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_REPORT_ACCEPTED_EXAMPLE]})
 
     run_id: str
     report: ReportRead

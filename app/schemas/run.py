@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from app.schemas.common import InputModel, OutputModel
 from app.schemas.report import ReportRead
@@ -123,12 +123,21 @@ class RunCreate(InputModel):
         return LevelModel.RUN_MODEL
 
 
+_LEASE_EXAMPLE: dict[str, JsonValue] = {
+    "token": 1,
+    "expires_at": "2026-11-27T09:42:00Z",
+    "heartbeat_interval_s": 60.0,
+}
+
+
 class Lease(OutputModel):
     """The run's lease: heartbeat before ``expires_at`` (DB clock) or the run turns stale.
 
     ``token`` grows whenever a new holder claims the run (``client_id`` again after it went
     stale); a heartbeat with an older token is refused (fencing).
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_LEASE_EXAMPLE]})
 
     token: int
     expires_at: datetime | None
@@ -152,8 +161,20 @@ class ScheduleVersion(OutputModel):
     created_at: datetime
 
 
+_NEXT_STAGE_EXAMPLE: dict[str, JsonValue] = {
+    "done": False,
+    "stage": 2,
+    "task": "code",
+    "status": "active",
+    "lease": {"token": 1, "expires_at": "2026-11-27T09:42:00Z", "heartbeat_interval_s": 60.0},
+    "plan_pending": False,
+}
+
+
 class NextStage(OutputModel):
     """What the trainer does now: evaluate (stage 0, the baseline), train a task, or stop."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_NEXT_STAGE_EXAMPLE]})
 
     done: bool = Field(description="No stage left: the run is finished or fully reported.")
     stage: int | None = Field(description="The stage to report next (0: baseline).")
@@ -187,8 +208,77 @@ class RunSummary(OutputModel):
     fail_reason: str | None
 
 
+_RUN_READ_EXAMPLE: dict[str, JsonValue] = {
+    "id": "82862022-93c8-4f8e-b395-a8af086e791b",
+    "client_id": "job-2026-11-27-a",
+    "status": "active",
+    "adaptive": True,
+    "strategy": "thompson",
+    "level_model": "run_model",
+    "schedule_id": "b5338263-fb8b-4f23-b95e-519c51717fe6",
+    "next_stage": 2,
+    "stage_count": 3,
+    "created_at": "2026-11-27T09:30:00Z",
+    "finished_at": None,
+    "fail_reason": None,
+    "stages": [
+        {"index": 1, "task": "poetry", "status": "reported"},
+        {"index": 2, "task": "code", "status": "next"},
+        {"index": 3, "task": "math", "status": "planned"},
+    ],
+    "schedules": [
+        {
+            "id": "dd6dbc9e-6d8b-4e3a-9284-2117b140c1c8",
+            "version": 2,
+            "parent_id": None,
+            "created_at": "2026-11-27T09:30:00Z",
+        },
+        {
+            "id": "b5338263-fb8b-4f23-b95e-519c51717fe6",
+            "version": 3,
+            "parent_id": "dd6dbc9e-6d8b-4e3a-9284-2117b140c1c8",
+            "created_at": "2026-11-27T11:07:01Z",
+        },
+    ],
+    "reports": [
+        {
+            "stage": 0,
+            "task": None,
+            "late": False,
+            "steps": 0,
+            "tokens": 0,
+            "wall_time_s": 310.0,
+            "evaluations": [
+                {"task": "math", "value": 0.41, "utility": 0.41, "stderr": 0.01, "entropy": 0.61},
+                {"task": "code", "value": 0.33, "utility": 0.33, "stderr": 0.01, "entropy": 0.58},
+                {"task": "poetry", "value": 0.52, "utility": 0.52, "stderr": 0.01, "entropy": 0.93},
+            ],
+            "created_at": "2026-11-27T09:35:00Z",
+        },
+        {
+            "stage": 1,
+            "task": "poetry",
+            "late": False,
+            "steps": 2000,
+            "tokens": 120000000,
+            "wall_time_s": 5400.0,
+            "evaluations": [
+                {"task": "math", "value": 0.4, "utility": 0.4, "stderr": 0.01, "entropy": 0.66},
+                {"task": "code", "value": 0.33, "utility": 0.33, "stderr": 0.01, "entropy": 0.61},
+                {"task": "poetry", "value": 0.61, "utility": 0.61, "stderr": 0.01, "entropy": 1.02},
+            ],
+            "created_at": "2026-11-27T11:07:00Z",
+        },
+    ],
+    "lease": {"token": 1, "expires_at": "2026-11-27T09:42:00Z", "heartbeat_interval_s": 60.0},
+    "plan_pending": False,
+}
+
+
 class RunRead(RunSummary):
     """One run: its stages, the schedule versions it followed, its reports and lease."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_RUN_READ_EXAMPLE]})
 
     stages: list[StageRead]
     schedules: list[ScheduleVersion] = Field(description="Oldest first; the last is current.")
@@ -200,8 +290,31 @@ class RunRead(RunSummary):
     )
 
 
+_RUN_LIST_EXAMPLE: dict[str, JsonValue] = {
+    "items": [
+        {
+            "id": "82862022-93c8-4f8e-b395-a8af086e791b",
+            "client_id": "job-2026-11-27-a",
+            "status": "active",
+            "adaptive": True,
+            "strategy": "thompson",
+            "level_model": "run_model",
+            "schedule_id": "b5338263-fb8b-4f23-b95e-519c51717fe6",
+            "next_stage": 2,
+            "stage_count": 3,
+            "created_at": "2026-11-27T09:30:00Z",
+            "finished_at": None,
+            "fail_reason": None,
+        }
+    ],
+    "next_page_token": None,
+}
+
+
 class RunList(OutputModel):
     """One page of runs, newest first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_RUN_LIST_EXAMPLE]})
 
     items: list[RunSummary]
     next_page_token: str | None = Field(description="Pass as `page_token` for the next page.")

@@ -97,8 +97,25 @@ class TaskUpdate(InputModel):
     metadata: Metadata | None = None
 
 
+_TASK_READ_EXAMPLE: dict[str, JsonValue] = {
+    "key": "math",
+    "index": 0,
+    "name": "Competition math",
+    "kind": "structured",
+    "reward": "verifiable",
+    "goal": "maximize",
+    "scale": 1.0,
+    "weight": 1.0,
+    "metadata": {"benchmark": "MATH-500"},
+    "created_at": "2026-11-27T09:10:00Z",
+    "updated_at": "2026-11-27T09:10:00Z",
+}
+
+
 class TaskRead(OutputModel):
     """A task as the API shows it; ``index`` is its row/column in every matrix."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_TASK_READ_EXAMPLE]})
 
     key: str
     index: int
