@@ -1,4 +1,4 @@
-"""CP-SAT model of the constrained ordering problem (DESIGN §2, Solver).
+"""CP-SAT model of the constrained ordering problem (docs/design.md §7).
 
 Model over tasks ``0..n-1``:
 

@@ -1,4 +1,4 @@
-"""Gaussian posteriors of effects from additive sufficient statistics (DESIGN §2, Estimation).
+"""Gaussian posteriors of effects from additive sufficient statistics (docs/design.md §3).
 
 Pipeline: a run's per-stage evaluations become raw :class:`Observation` s
 (:func:`stage_observations`, :func:`extract_observations`); observations fold into additive
@@ -123,7 +123,7 @@ def gaussian_posterior(
 
 
 class EffectKind(StrEnum):
-    """Which effect an observation measures (DESIGN §2)."""
+    """Which effect an observation measures (docs/design.md §3)."""
 
     FORWARD = "F"
     BACKWARD = "B"

@@ -10,8 +10,8 @@ every evaluation is a data point of one Bayesian linear regression instead: the 
 
 with ``x = H(s) - H_ref`` the mean policy entropy reported with the evaluation minus the mean
 baseline entropy (0 when no entropy is reported). ``R[i, j]`` is what a task trained *before*
-``j`` leaves in ``j``'s final level (``rho`` of DESIGN §2 times ``F``, or an entropy or skill
-effect: it is estimated, not assumed). One run of ``K`` stages gives ``(K + 1) n`` points, and
+``j`` leaves in ``j``'s final level (``rho`` of docs/design.md §2 times ``F``, or an entropy or
+skill effect: it is estimated, not assumed). One run of ``K`` stages gives ``(K + 1) n`` points, and
 their noise is independent (differences of consecutive evaluations, which the additive
 statistics use, are not).
 
@@ -577,7 +577,8 @@ def run_model_effects(model: RunModel, weights: npt.ArrayLike) -> EffectModel:
     """The pairwise (LOP) part of the run model as an :class:`EffectModel`; solve with ``rho = 1``.
 
     ``forward`` holds ``R`` (what an earlier task leaves in a later one's final level), so
-    ``sum_j w_j S_j = const + sum_{a before b} (w_a B[b, a] + w_b R[a, b])`` as in DESIGN §2.
+    ``sum_j w_j S_j = const + sum_{a before b} (w_a B[b, a] + w_b R[a, b])`` as in
+    docs/design.md §2.
     The entropy term is left out (not pairwise): :func:`refine_order` adds it.
     """
     w = np.asarray(weights, dtype=np.float64)

@@ -1,6 +1,6 @@
 """From effect posteriors to the solver's inputs: mean models, Thompson samples, problems.
 
-Three level models, all Linear Ordering Problems (DESIGN §2):
+Three level models, all Linear Ordering Problems (docs/design.md §5):
 
 - ``constant`` (pairwise): ``S_j = L[j] + rho * sum_{i before j} F[i, j]
   + sum_{i after j} B[i, j]``;

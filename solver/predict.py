@@ -1,5 +1,5 @@
 """Predictions with uncertainty: each task's final utility and the objective, for an order or a
-uniformly random order (DESIGN §2; effects independent Gaussians).
+uniformly random order (docs/design.md §4; effects independent Gaussians).
 
 For an order ``pi``::
 

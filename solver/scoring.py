@@ -1,4 +1,4 @@
-"""The scoring oracle: any order's value in original units (DESIGN §2).
+"""The scoring oracle: any order's value in original units (docs/design.md §2).
 
 Every solver path (subset DP, CP-SAT, LOP heuristics) reports the objective recomputed here, so
 this module is the single definition of what an order is worth. It is written from the per-task

@@ -38,7 +38,7 @@ class Objective(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EffectModel:
-    """Posterior means and variances of the pairwise effects (DESIGN §2).
+    """Posterior means and variances of the pairwise effects (docs/design.md §2).
 
     Attributes
     ----------

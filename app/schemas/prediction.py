@@ -14,7 +14,7 @@ MAX_ORDERS = 100
 
 
 class PredictionObjective(StrEnum):
-    """Which objective ``score`` reports (DESIGN §2)."""
+    """Which objective ``score`` reports (docs/design.md §4)."""
 
     EXPECTED = "expected"
     MAXIMIN = "maximin"

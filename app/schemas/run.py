@@ -87,7 +87,7 @@ class RunCreate(InputModel):
         default=None,
         description="Outcome model of the plans: `run_model` (default for `exploit` and "
         "`thompson`): the ensemble fitted to every evaluation of every run of the project "
-        "(`POST .../schedules` with `model: ensemble`); `constant` (pairwise, DESIGN §2), "
+        "(`POST .../schedules` with `model: ensemble`); `constant` (pairwise, docs/design.md §5), "
         "`entropy` (levels depend on the policy entropy the earlier stages leave; uses the "
         "project's `rho`) or `state` (also on the uplift earlier stages gave the task): the "
         "stored pairwise estimates (default for `mean_variance`).",

@@ -26,7 +26,7 @@ Stage = Annotated[int, Field(ge=1, le=MAX_BATCH, description=STAGE_DESCRIPTION)]
 
 
 class ScheduleObjective(StrEnum):
-    """What a schedule maximizes (DESIGN §2).
+    """What a schedule maximizes (docs/design.md §4).
 
     ``thompson`` solves ``expected`` on one posterior sample drawn with the request's seed.
     """
@@ -166,8 +166,8 @@ class ScheduleCreate(InputModel):
         "run of the project, several outcome models weighted by how well they predict held-out "
         "runs, anchored on the orders already observed (objectives `expected`, the "
         "recommendation, and `thompson`, one posterior draw; every task of the project, at most "
-        "40). `pairwise`: the stored pairwise estimates (DESIGN §2), which `mean_variance`, "
-        "`rho`, task subsets and larger projects always use.",
+        "40). `pairwise`: the stored pairwise estimates (docs/design.md §2), which "
+        "`mean_variance`, `rho`, task subsets and larger projects always use.",
     )
     rho: float | None = Field(
         default=None,

@@ -16,7 +16,7 @@ TaskKey = Annotated[
 
 
 class TaskKind(StrEnum):
-    """Domain of the task; drives the entropy dynamics (DESIGN §1)."""
+    """Domain of the task; drives the entropy dynamics (docs/design.md §1)."""
 
     STRUCTURED = "structured"
     OPEN_ENDED = "open_ended"

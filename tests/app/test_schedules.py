@@ -1,10 +1,10 @@
 """Schedules: solving with every objective and constraint, history paging, errors.
 
-The effects are DESIGN §2's worked example (math, code, poetry; rho = 0, unit weights) imported
-as priors. Without observations the posterior equals the prior, so every optimum below is
-hand-computed from ``S_j = L[j] + sum_{i after j} B[i][j]``: (math, code, poetry) is worth 1.51,
-(poetry, math, code) 1.35, and the other four orders 1.49 (code, math, poetry),
-1.43 (code, poetry, math), 1.41 (math, poetry, code) and 1.33 (poetry, code, math).
+The effects are the worked example of docs/design.md §2 (math, code, poetry; rho = 0, unit
+weights) imported as priors. Without observations the posterior equals the prior, so every
+optimum below is hand-computed from ``S_j = L[j] + sum_{i after j} B[i][j]``: (math, code,
+poetry) is worth 1.51, (poetry, math, code) 1.35, and the other four orders 1.49 (code, math,
+poetry), 1.43 (code, poetry, math), 1.41 (math, poetry, code) and 1.33 (poetry, code, math).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ WORKED_NAMES = ("math", "code", "poetry")
 
 
 def worked_example_model() -> EffectModel:
-    """DESIGN §2 worked example: math, code, poetry; rho = 0, unit weights."""
+    """docs/design.md §2 worked example: math, code, poetry; rho = 0, unit weights."""
     backward = np.zeros((3, 3))
     backward[CODE, POETRY] = -0.10
     backward[MATH, POETRY] = -0.08

@@ -128,7 +128,7 @@ def test_entropy_maps_are_learnt_from_the_reported_trajectory() -> None:
 
 
 def test_predictions_match_the_design_worked_example() -> None:
-    """DESIGN §2: (math, code, poetry) totals 1.51, (poetry, math, code) 1.35."""
+    """docs/design.md §2: (math, code, poetry) totals 1.51, (poetry, math, code) 1.35."""
     backward = {
         (CODE, POETRY): -0.10,
         (MATH, POETRY): -0.08,

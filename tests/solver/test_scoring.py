@@ -1,4 +1,4 @@
-"""The scoring oracle: DESIGN's worked example and the LOP reduction checked against it."""
+"""The scoring oracle: docs/design.md §2's worked example, and the LOP reduction against it."""
 
 from __future__ import annotations
 
