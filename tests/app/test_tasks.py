@@ -129,14 +129,18 @@ def test_weights_and_scales_past_their_bounds_are_422(
 def test_the_largest_weight_and_smallest_scale_predict_a_finite_std(
     client: TestClient, project: ProjectKeys
 ) -> None:
+    """Found by schemathesis too: a Thompson schedule over a weight of 1e300 answered 500."""
     tasks = [{"key": "a", "weight": 1e6, "scale": 1e-6}, {"key": "b", "scale": 1e12}]
     assert _create(client, project, tasks).status_code == 201
-    response = client.post(f"/v1/projects/{project.id}/schedules", json={}, headers=project.admin)
-    assert response.status_code == 201, response.text
-    objective = response.json()["predicted"]["objective"]
-    assert math.isfinite(objective["mean"])
-    assert math.isfinite(objective["std"])
-    assert objective["std"] > 0
+    url = f"/v1/projects/{project.id}/schedules"
+    for objective_name in ("expected", "thompson", "maximin", "mean_variance"):
+        body = {"objective": objective_name, "kappa": 1.0}
+        response = client.post(url, json=body, headers=project.admin)
+        assert response.status_code == 201, response.text
+        objective = response.json()["predicted"]["objective"]
+        assert math.isfinite(objective["mean"])
+        assert math.isfinite(objective["std"])
+        assert objective["std"] > 0
 
 
 def test_empty_and_oversized_batches_are_422(client: TestClient, project: ProjectKeys) -> None:
