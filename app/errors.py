@@ -66,7 +66,6 @@ class ErrorCode(StrEnum):
     RUN_FINISHED = "run_finished"
     PLAN_PENDING = "plan_pending"
     CLIENT_ID_CONFLICT = "client_id_conflict"
-    LEASE_SUPERSEDED = "lease_superseded"
     LEASE_LOST = "lease_lost"
     REPORT_MISMATCH = "report_mismatch"
     STAGE_OUT_OF_TURN = "stage_out_of_turn"
@@ -116,9 +115,6 @@ ERROR_CODES: Mapping[ErrorCode, ErrorCodeInfo] = {
         409,
         "The `client_id` names a run created with a different request; `errors` names the "
         "fields that differ.",
-    ),
-    ErrorCode.LEASE_SUPERSEDED: ErrorCodeInfo(
-        409, "The lease token is older than the run's: another holder took the run over."
     ),
     ErrorCode.LEASE_LOST: ErrorCodeInfo(
         409, "The lease token is not the current holder's: stop working on this run."
@@ -515,6 +511,8 @@ ERROR_DESCRIPTIONS: Mapping[int, str] = {
     422: "Invalid input; `errors` lists each field and reason. Refused everywhere: text with NUL "
     "(`\\u0000`) or an unpaired surrogate, a body that is not UTF-8 JSON, numbers over 4300 "
     f"digits, free-form JSON (task `metadata`) nested over {MAX_JSON_DEPTH} levels.",
+    428: "The write on a run needs the holder's lease token in the `Ordo-Lease-Token` header "
+    "(code `lease_token_required`).",
     503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
 

@@ -275,9 +275,16 @@ class HttpOrdo:
             for key, kind in zip(self.keys, world.kinds, strict=True)
         ]
         self._call("POST", f"{self._prefix}/tasks", {"tasks": tasks})
+        # Each run's lease token, sent with every write on it (fencing).
+        self._lease_tokens: dict[str, int] = {}
 
-    def _call(self, method: str, path: str, body: object | None = None) -> Any:
-        response = self._http.request(method, path, json=body)
+    def _call(
+        self, method: str, path: str, body: object | None = None, *, run_id: str | None = None
+    ) -> Any:
+        headers = None
+        if run_id is not None:
+            headers = {"Ordo-Lease-Token": str(self._lease_tokens[run_id])}
+        response = self._http.request(method, path, json=body, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
@@ -289,7 +296,9 @@ class HttpOrdo:
     def create_run(self, client_id: str) -> str:
         """POST .../runs with the service's defaults (adaptive)."""
         body = {"client_id": client_id, "adaptive": True}
-        return str(self._call("POST", f"{self._prefix}/runs", body)["id"])
+        run = self._call("POST", f"{self._prefix}/runs", body)
+        self._lease_tokens[run["id"]] = int(run["lease"]["token"])
+        return str(run["id"])
 
     def next_stage(self, run_id: str) -> int | None:
         """GET .../runs/{run}/next: the task's index, ``None`` when done.
@@ -317,11 +326,11 @@ class HttpOrdo:
                 }
             )
         path = f"{self._prefix}/runs/{run_id}/reports/{stage}"
-        self._call("PUT", path, {"evaluations": evaluations})
+        self._call("PUT", path, {"evaluations": evaluations}, run_id=run_id)
 
     def complete(self, run_id: str) -> None:
         """POST .../runs/{run}/complete."""
-        self._call("POST", f"{self._prefix}/runs/{run_id}/complete")
+        self._call("POST", f"{self._prefix}/runs/{run_id}/complete", run_id=run_id)
 
     def recommendation(self) -> Prediction:
         """POST .../schedules with the project's defaults; its predicted objective over ``n``."""

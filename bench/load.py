@@ -78,10 +78,22 @@ class Trainer:
         )
         self.prefix, self.keys = prefix, list(keys)
 
-    def call(self, tally: Tally, method: str, path: str, body: object = None) -> httpx.Response:
-        """One request, retried on 5xx (each answer counted); raises after the last try."""
+    def call(
+        self,
+        tally: Tally,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        lease_token: int | None = None,
+    ) -> httpx.Response:
+        """One request, retried on 5xx (each answer counted); raises after the last try.
+
+        ``lease_token``: sent as ``Ordo-Lease-Token`` (every write on a run needs it).
+        """
+        headers = None if lease_token is None else {"Ordo-Lease-Token": str(lease_token)}
         for attempt in range(ATTEMPTS):
-            response = self.http.request(method, path, json=body)
+            response = self.http.request(method, path, json=body, headers=headers)
             tally.answer(response.status_code)
             if response.status_code not in RETRIED:
                 break
@@ -106,19 +118,19 @@ class Trainer:
         rng = np.random.default_rng(seed)
         runs = f"{self.prefix}/runs"
         run = self.call(tally, "POST", runs, {"adaptive": True, "client_id": client_id}).json()
+        token = int(run["lease"]["token"])
         stage: int | None = 0
         while stage is not None:
             values = self.values(rng)
             started = time.perf_counter()
-            answer = self.call(
-                tally, "PUT", f"{runs}/{run['id']}/reports/{stage}", self.body(values)
-            )
+            path = f"{runs}/{run['id']}/reports/{stage}"
+            answer = self.call(tally, "PUT", path, self.body(values), lease_token=token)
             acknowledged = time.perf_counter()
             with tally.lock:
                 tally.report_s.append(acknowledged - started)
                 tally.acknowledged[(run["id"], stage)] = values
             stage = self._next(tally, f"{runs}/{run['id']}/next", answer.json(), acknowledged)
-        self.call(tally, "POST", f"{runs}/{run['id']}/complete")
+        self.call(tally, "POST", f"{runs}/{run['id']}/complete", lease_token=token)
 
     def _next(self, tally: Tally, path: str, report: dict[str, Any], acked: float) -> int | None:
         """``GET next`` until no re-plan is pending; the stage to report (``None``: done).
@@ -221,6 +233,8 @@ def run_fleet(server: ServerProcess, trainers: int, tasks: int) -> list[str]:
 
 LUA = """
 wrk.headers["Content-Type"] = "application/json"
+-- Every run is fresh: its lease token is 1 (fixed_runs checks).
+wrk.headers["Ordo-Lease-Token"] = "1"
 {auth}
 local runs = {runs}
 local stages = {stages}
@@ -262,6 +276,8 @@ def fixed_runs(server: ServerProcess, prefix: str, count: int) -> list[str]:
         for _ in range(count):
             response = admin.post(f"{prefix}/runs", json=body)
             response.raise_for_status()
+            if response.json()["lease"]["token"] != 1:
+                raise RuntimeError("a fresh run's lease token is not 1")
             ids.append(response.json()["id"])
     return ids
 
@@ -306,7 +322,8 @@ def single_reports(server: ServerProcess, tasks: int, count: int) -> list[str]:
     with _admin(server) as admin:
         for run_id in run_ids:
             started = time.perf_counter()
-            admin.put(f"{prefix}/runs/{run_id}/reports/0", json=body).raise_for_status()
+            url = f"{prefix}/runs/{run_id}/reports/0"
+            admin.put(url, json=body, headers={"Ordo-Lease-Token": "1"}).raise_for_status()
             timings.append(time.perf_counter() - started)
     p50 = 1000 * statistics.median(timings)
     verdict = "PASS" if p50 <= 5.0 else "FAIL"

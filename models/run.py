@@ -50,6 +50,9 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     fail_reason: Mapped[str | None] = mapped_column(String(2000))
+    # The creation request, defaults resolved (app.services.runs.creation_request): the same
+    # client_id must come with the same request. NULL for runs made before it was kept.
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class StageReport(Base):

@@ -685,7 +685,7 @@
     ]);
     const out = [h("h1", {}, "Learning"), h("p", { class: "lead" }, "Is Ordo learning? Its predictions against what the completed runs realized, and its recommendation against the best run so far.")];
     if (!calibration.runs.length) {
-      out.push(empty("No completed run yet: report every stage of a run, then mark it complete; its final utilities are compared with what its plans predicted.", `curl -X POST "$ORDO/v1/projects/${projectId}/runs/$RUN/complete" -H "Authorization: Bearer $TRAINER_KEY"`));
+      out.push(empty("No completed run yet: report every stage of a run, then mark it complete; its final utilities are compared with what its plans predicted.", `curl -X POST "$ORDO/v1/projects/${projectId}/runs/$RUN/complete" -H "Authorization: Bearer $TRAINER_KEY" -H "Ordo-Lease-Token: $LEASE_TOKEN"`));
       return out;
     }
     const scheduleById = new Map(schedules.map((s) => [s.id, s]));

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request, Response, status
 
 from app.db import unit_of_work
 from app.deps import (
@@ -15,7 +15,7 @@ from app.deps import (
     SettingsDep,
     release_write_gate,
 )
-from app.errors import error_responses
+from app.errors import error_responses, problem_content
 from app.retry import RetryingRoute
 from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
 from app.schemas.report import ReportAccepted, ReportCreate
@@ -40,6 +40,31 @@ RunIdPath = Annotated[str, Path(max_length=64, description="The run's id."), Sto
 StagePath = Annotated[
     int, Path(ge=0, le=MAX_BATCH, description="0: the baseline; k: after training stage k.")
 ]
+LeaseTokenHeader = Annotated[
+    int | None,
+    Header(
+        alias=run_service.LEASE_TOKEN_HEADER,
+        ge=0,
+        le=2**63 - 1,
+        description="The holder's lease token (`lease.token` of the run as created or claimed): "
+        "required on every write on a run; another holder's answers 409 `lease_lost`, none "
+        "428 `lease_token_required`.",
+    ),
+]
+# Fencing answers of every write on a run (app.services.runs.check_lease).
+LEASE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "Conflicts with the run's state; `lease_lost`: the `Ordo-Lease-Token` is "
+        "not the holder's (the run was re-claimed; `detail` names the token that holds it).",
+        "content": problem_content(409, ["lease_lost", "run_finished"]),
+    },
+    428: {
+        "description": "No `Ordo-Lease-Token` header (`lease_token_required`).",
+        "content": problem_content(428),
+    },
+}
+# What a report can meet besides a lost lease.
+REPORT_CONFLICTS = ["lease_lost", "report_mismatch", "stage_out_of_turn", "plan_pending"]
 
 
 @router.post(
@@ -50,6 +75,11 @@ StagePath = Annotated[
     responses={
         200: {"description": "The run this `client_id` created before.", "model": RunRead},
         **error_responses(*PROJECT_ROUTE_ERRORS, 413, 422),
+        409: {
+            "description": "`client_id_conflict`: the `client_id` names a run created with a "
+            "different request; `errors` names the fields that differ.",
+            "content": problem_content(409, ["client_id_conflict"]),
+        },
     },
 )
 def create_run(
@@ -142,20 +172,27 @@ def get_next_stage(
     "/{run_id}/heartbeat",
     operation_id="heartbeat_run",
     summary="Keep a run's lease",
-    responses=error_responses(
-        *PROJECT_ROUTE_ERRORS, 409, 413, 422, examples={409: ["run_finished"]}
-    ),
+    responses={
+        **error_responses(*PROJECT_ROUTE_ERRORS, 413, 422),
+        **LEASE_ERRORS,
+    },
 )
 def heartbeat_run(
     project: ProjectReader,
     session: SessionDep,
     settings: SettingsDep,
     run_id: RunIdPath,
+    lease_token: LeaseTokenHeader = None,
     body: HeartbeatCreate | None = None,
 ) -> Lease:
-    """Renew the run's lease (a stale run becomes active again)."""
+    """Renew the holder's lease (a stale run becomes active again)."""
     return run_service.heartbeat(
-        session, project, run_id, body or HeartbeatCreate(), settings=settings
+        session,
+        project,
+        run_id,
+        body or HeartbeatCreate(),
+        lease_token=lease_token,
+        settings=settings,
     )
 
 
@@ -163,22 +200,32 @@ def heartbeat_run(
     "/{run_id}/complete",
     operation_id="complete_run",
     summary="Mark a run completed",
-    responses=error_responses(*PROJECT_ROUTE_ERRORS, 409, examples={409: ["run_already_finished"]}),
+    responses={
+        **error_responses(*PROJECT_ROUTE_ERRORS, 422),
+        **LEASE_ERRORS,
+    },
 )
 def complete_run(
-    project: ProjectReader, session: SessionDep, settings: SettingsDep, run_id: RunIdPath
+    project: ProjectReader,
+    session: SessionDep,
+    settings: SettingsDep,
+    run_id: RunIdPath,
+    lease_token: LeaseTokenHeader = None,
 ) -> RunRead:
-    """End the run as completed (idempotent)."""
-    return run_service.complete_run(session, project, run_id, settings=settings)
+    """End the run as completed (idempotent); an admin key may omit the lease token."""
+    return run_service.complete_run(
+        session, project, run_id, lease_token=lease_token, settings=settings
+    )
 
 
 @router.post(
     "/{run_id}/fail",
     operation_id="fail_run",
     summary="Mark a run failed",
-    responses=error_responses(
-        *PROJECT_ROUTE_ERRORS, 409, 413, 422, examples={409: ["run_already_finished"]}
-    ),
+    responses={
+        **error_responses(*PROJECT_ROUTE_ERRORS, 413, 422),
+        **LEASE_ERRORS,
+    },
 )
 def fail_run(
     body: RunFail,
@@ -186,25 +233,25 @@ def fail_run(
     session: SessionDep,
     settings: SettingsDep,
     run_id: RunIdPath,
+    lease_token: LeaseTokenHeader = None,
 ) -> RunRead:
-    """End the run as failed, with a reason (idempotent)."""
-    return run_service.fail_run(session, project, run_id, body, settings=settings)
+    """End the run as failed, with a reason (idempotent); an admin key may omit the token."""
+    return run_service.fail_run(
+        session, project, run_id, body, lease_token=lease_token, settings=settings
+    )
 
 
 @router.put(
     "/{run_id}/reports/{stage}",
     operation_id="put_report",
     summary="Report a stage's evaluations",
-    responses=error_responses(
-        *PROJECT_ROUTE_ERRORS,
-        409,
-        413,
-        422,
-        examples={
-            409: ["report_mismatch", "stage_out_of_turn", "plan_pending", "run_finished"],
-            422: ["validation_failed", "unknown_task"],
-        },
-    ),
+    responses={
+        **error_responses(
+            *PROJECT_ROUTE_ERRORS, 413, 422, examples={422: ["validation_failed", "unknown_task"]}
+        ),
+        **LEASE_ERRORS,
+        409: {**LEASE_ERRORS[409], "content": problem_content(409, REPORT_CONFLICTS)},
+    },
 )
 def put_report(
     body: ReportCreate,
@@ -215,13 +262,16 @@ def put_report(
     run_id: RunIdPath,
     stage: StagePath,
     background: BackgroundTasks,
+    lease_token: LeaseTokenHeader = None,
 ) -> ReportAccepted:
     """Report stage k's evaluations; the same body again returns the stored answer.
 
     An adaptive run's re-plan is queued with the report (`plan_pending: true`); `GET .../next`
     waits for it.
     """
-    answer = report_service.put_report(session, project, run_id, stage, body, settings=settings)
+    answer = report_service.put_report(
+        session, project, run_id, stage, body, lease_token=lease_token, settings=settings
+    )
     if answer.plan_pending and settings.job_runner == "embedded":
         # Start on the re-plan as soon as the answer is sent (the worker thread may be first).
         background.add_task(planning.run_next_job, database, settings, run_id=answer.run_id)

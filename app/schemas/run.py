@@ -133,8 +133,10 @@ _LEASE_EXAMPLE: dict[str, JsonValue] = {
 class Lease(OutputModel):
     """The run's lease: heartbeat before ``expires_at`` (DB clock) or the run turns stale.
 
-    ``token`` grows whenever a new holder claims the run (``client_id`` again after it went
-    stale); a heartbeat with an older token is refused (fencing).
+    ``token`` is the fencing token: every write on the run (report, heartbeat, complete, fail)
+    sends it in the ``Ordo-Lease-Token`` header. It grows whenever a new holder claims the run
+    (``client_id`` again after it went stale); the old holder's writes are then refused with
+    409 ``lease_lost``.
     """
 
     model_config = ConfigDict(json_schema_extra={"examples": [_LEASE_EXAMPLE]})
@@ -321,11 +323,19 @@ class RunList(OutputModel):
 
 
 class HeartbeatCreate(InputModel):
-    """A heartbeat; give the lease token to be fenced off when another holder took over."""
+    """A heartbeat's optional body: the lease token, read when no ``Ordo-Lease-Token`` is sent.
+
+    The header is the contract; a body token that differs from the header is a 422.
+    """
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"lease_token": 1}]})
 
-    lease_token: int | None = Field(default=None, ge=0)
+    lease_token: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="The holder's lease token (the older way; send the header instead).",
+    )
 
 
 class RunFail(InputModel):

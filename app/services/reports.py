@@ -229,14 +229,17 @@ def put_report(
     stage: int,
     body: ReportCreate,
     *,
+    lease_token: int | None,
     settings: Settings,
 ) -> ReportAccepted:
     """Store stage ``stage``'s evaluations once; the same body again replays the answer.
 
-    Raises 409 for a different body of a stored stage, a stage out of turn (naming the
-    expected one) or a finished run; 422 for unknown or repeated task keys.
+    Fenced first (``lease_token``: 428 without one, 409 ``lease_lost`` for another holder's, a
+    replay included). Raises 409 for a different body of a stored stage, a stage out of turn
+    (naming the expected one) or a finished run; 422 for unknown or repeated task keys.
     """
     run = run_service.get_run_row(session, context, run_id, for_update=True)
+    run_service.check_lease(run, lease_token, context)
     digest = body_digest(body)
     existing = report_repo.get_report(session, run.id, stage)
     if existing is not None:

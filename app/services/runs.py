@@ -4,8 +4,11 @@ Lease model (DB clock throughout): a run holds a lease that every heartbeat and 
 renews until ``now + heartbeat_grace_s``; a run silent past it is ``stale``. Staleness is
 evaluated lazily: reads show it, writes store it. A stale run that reports or heartbeats again is
 active again (its reports meanwhile are flagged ``late``). ``lease_token`` is a fencing token: it
-grows when a new holder re-claims a stale run with its ``client_id``, and a heartbeat carrying an
-older token is refused with 409.
+grows when a new holder re-claims a stale run with its ``client_id``. Every write on a run (report,
+heartbeat, complete, fail) carries the holder's token in the ``Ordo-Lease-Token`` header
+(:func:`check_lease`): another token is refused with 409 ``lease_lost``, none with 428
+``lease_token_required`` (an admin key may end a run without one). A ``client_id`` sent again
+with a different request is refused with 409 ``client_id_conflict``.
 
 Lock order, the same in every write path so PostgreSQL never deadlocks: the API key row (auth;
 at most once a minute), the run row, the project's statistics lock (shared by reports), the
@@ -22,8 +25,9 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -33,6 +37,7 @@ from app.errors import (
     FieldIssue,
     InvalidInputError,
     NotFoundError,
+    ServiceError,
 )
 from app.logging_config import REQUEST_ID
 from app.metrics import STALE_RUNS, after_commit
@@ -58,6 +63,7 @@ from app.schemas.run import (
     StageRead,
 )
 from app.schemas.schedule import ScheduleCreate, ScheduleObjective
+from app.security import Role
 from app.services import estimates as estimate_service
 from app.services.auth import ProjectContext
 from app.services.job_events import wake_workers
@@ -114,13 +120,116 @@ class PlanPendingError(ConflictError):
     code = ErrorCode.PLAN_PENDING
 
 
-class LeaseSupersededError(ConflictError):
-    """The caller's lease token is older than the run's: another holder took the run over."""
+class LeaseLostError(ConflictError):
+    """The caller's lease token is not the run's: another holder took the run over."""
 
-    code = ErrorCode.LEASE_SUPERSEDED
+    code = ErrorCode.LEASE_LOST
+
+
+class LeaseTokenRequiredError(ServiceError):
+    """A write on a run came without the holder's lease token (``Ordo-Lease-Token``)."""
+
+    status = 428
+    code = ErrorCode.LEASE_TOKEN_REQUIRED
+
+
+class ClientIdConflictError(ConflictError):
+    """The ``client_id`` names a run that was created with a different request."""
+
+    code = ErrorCode.CLIENT_ID_CONFLICT
 
 
 # --- small rules ---------------------------------------------------------------------------------
+
+LEASE_TOKEN_HEADER = "Ordo-Lease-Token"
+# How a problem names the header (as the validation errors do: ``header.<name>``).
+LEASE_TOKEN_FIELD = f"header.{LEASE_TOKEN_HEADER}"
+
+
+def check_lease(
+    run: Run,
+    token: int | None,
+    context: ProjectContext,
+    *,
+    admin_may_omit: bool = False,
+    field: str = LEASE_TOKEN_FIELD,
+) -> None:
+    """Fencing: a write on ``run`` goes through only with the current holder's token.
+
+    Raises 428 ``lease_token_required`` without a token and 409 ``lease_lost`` (naming the token
+    that holds the run now) for any other token. ``admin_may_omit``: an admin key may send no
+    token (an operator ending a run it does not hold); a token it does send is checked.
+    """
+    if token is None:
+        if admin_may_omit and context.principal.role is Role.ADMIN:
+            return
+        raise LeaseTokenRequiredError(
+            f"A write on a run needs the holder's lease token in the `{LEASE_TOKEN_HEADER}` "
+            "header (`lease.token` of the run as created or claimed).",
+            errors=[FieldIssue(LEASE_TOKEN_FIELD, "Field required")],
+        )
+    if token != run.lease_token:
+        raise LeaseLostError(
+            f"Lease token {token} does not hold the run: token {run.lease_token} holds it now "
+            "(the run was re-claimed by its `client_id`); stop working on it.",
+            errors=[FieldIssue(field, f"Current token is {run.lease_token}")],
+        )
+
+
+def creation_request(body: RunCreate) -> dict[str, Any]:
+    """What ``body`` asks for, as stored on the run: equal requests, equal dicts.
+
+    Defaults are resolved, then left out: ``strategy`` and ``level_model`` take the defaults of
+    the kind of run, a run that solves (no ``schedule_id``) has its ``schedule`` options (``{}``
+    and none ask the same), and a field sent with its default value is the same as one left out
+    (so a field added later with a default does not change what older runs asked for).
+    """
+    schedule = body.schedule
+    if body.schedule_id is None and schedule is None:
+        schedule = ScheduleCreate()
+    resolved = body.model_copy(
+        update={
+            "strategy": body.resolved_strategy(),
+            "level_model": body.resolved_level_model(),
+            "schedule": schedule,
+        }
+    )
+    return resolved.model_dump(mode="json", exclude_defaults=True)
+
+
+def differing_fields(
+    stored: Mapping[str, Any], asked: Mapping[str, Any], *, prefix: str = ""
+) -> list[str]:
+    """Paths of the fields whose values differ between two requests (``schedule.rho``)."""
+    fields: list[str] = []
+    for key in sorted(set(stored) | set(asked)):
+        old, new = stored.get(key), asked.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            fields += differing_fields(old, new, prefix=f"{prefix}{key}.")
+        else:
+            fields.append(f"{prefix}{key}")
+    return fields
+
+
+def check_same_request(run: Run, asked: Mapping[str, Any]) -> None:
+    """409 ``client_id_conflict`` when ``run`` was created with another request than ``asked``.
+
+    Runs stored before requests were kept (``request`` NULL) cannot be compared: they match.
+    """
+    if run.request is None or run.request == asked:
+        return
+    issues = [FieldIssue("client_id", f"Names run {run.id}, created with a different request")]
+    issues += [
+        FieldIssue(field, "Differs from the request that created the run")
+        for field in differing_fields(run.request, asked)
+    ]
+    raise ClientIdConflictError(
+        f"client_id {run.client_id!r} names run {run.id}, created with a different request; "
+        "send the same request to get that run back, or use a new client_id for a new run.",
+        errors=issues,
+    )
 
 
 def effective_status(run: Run, now: datetime) -> RunStatus:
@@ -376,9 +485,13 @@ def current_order(session: Session, run: Run) -> list[str]:
 def create_run(
     session: Session, context: ProjectContext, body: RunCreate, *, settings: Settings
 ) -> tuple[RunRead, bool]:
-    """Start a run, or return the one ``client_id`` already made; ``True`` when created."""
+    """Start a run, or return the one ``client_id`` already made; ``True`` when created.
+
+    The same ``client_id`` with a different request is a 409 (:func:`check_same_request`).
+    """
+    asked = creation_request(body)
     if body.client_id is not None:
-        existing = _claim_existing(session, context, body.client_id, settings=settings)
+        existing = _claim_existing(session, context, body.client_id, asked, settings=settings)
         if existing is not None:
             return existing, False
     if body.schedule_id is None:
@@ -401,6 +514,7 @@ def create_run(
         status=RunStatus.ACTIVE.value,
         next_stage=0,
         lease_token=1,
+        request=asked,
         created_at=now,
     )
     renew_lease(run, now, settings)
@@ -409,6 +523,7 @@ def create_run(
         # needed, and none is taken while the unique index made us wait).
         created = run_repo.find_run_by_client(session, context.id, body.client_id or "")
         assert created is not None
+        check_same_request(created, asked)
         return read_run(session, context, created, settings=settings), False
     stored = run_repo.get_run(session, context.id, run.id)
     assert stored is not None
@@ -421,12 +536,21 @@ def create_run(
 
 
 def _claim_existing(
-    session: Session, context: ProjectContext, client_id: str, *, settings: Settings
+    session: Session,
+    context: ProjectContext,
+    client_id: str,
+    asked: Mapping[str, Any],
+    *,
+    settings: Settings,
 ) -> RunRead | None:
-    """The run of ``client_id``; a stale one is re-claimed: new holder, new fencing token."""
+    """The run of ``client_id``; a stale one is re-claimed: new holder, new fencing token.
+
+    Only by the same request (``asked``, as :func:`creation_request` makes it); another is 409.
+    """
     run = run_repo.find_run_by_client(session, context.id, client_id, for_update=True)
     if run is None:
         return None
+    check_same_request(run, asked)
     now = run_repo.db_now(session)
     if effective_status(run, now) is RunStatus.STALE:
         after_commit(session, STALE_RUNS.labels(event="reclaim").inc)
@@ -654,18 +778,26 @@ def heartbeat(
     run_id: str,
     body: HeartbeatCreate,
     *,
+    lease_token: int | None,
     settings: Settings,
 ) -> Lease:
-    """Renew the lease (DB clock); a stale run becomes active again."""
+    """Renew the holder's lease (DB clock); a stale run becomes active again.
+
+    The token comes from the ``Ordo-Lease-Token`` header (``lease_token``), else from the body
+    (the older way); both given must agree (422).
+    """
+    token, field = lease_token, LEASE_TOKEN_FIELD
+    if body.lease_token is not None:
+        if lease_token is not None and body.lease_token != lease_token:
+            raise InvalidInputError(
+                f"The body's lease_token differs from the `{LEASE_TOKEN_HEADER}` header.",
+                errors=[FieldIssue("lease_token", f"Differs from the header ({lease_token})")],
+            )
+        token, field = body.lease_token, "lease_token"
     run = get_run_row(session, context, run_id, for_update=True)
+    check_lease(run, token, context, field=field)
     if run.status in FINISHED:
         raise RunFinishedError(f"The run is {run.status}; it keeps no lease.")
-    if body.lease_token is not None and body.lease_token != run.lease_token:
-        raise LeaseSupersededError(
-            f"Lease token {body.lease_token} was superseded by {run.lease_token}: "
-            "the run was re-claimed.",
-            errors=[FieldIssue("lease_token", f"Current token is {run.lease_token}")],
-        )
     now = run_repo.db_now(session)
     if effective_status(run, now) is RunStatus.STALE:
         after_commit(session, STALE_RUNS.labels(event="heartbeat").inc)
@@ -680,10 +812,12 @@ def _finish(
     run_id: str,
     status: RunStatus,
     *,
+    lease_token: int | None,
     settings: Settings,
     reason: str | None = None,
 ) -> RunRead:
     run = get_run_row(session, context, run_id, for_update=True)
+    check_lease(run, lease_token, context, admin_may_omit=True)
     if run.status == status.value:
         # Idempotent: ending a run the same way again changes nothing.
         return read_run(session, context, run, settings=settings)
@@ -698,16 +832,35 @@ def _finish(
 
 
 def complete_run(
-    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
+    session: Session,
+    context: ProjectContext,
+    run_id: str,
+    *,
+    lease_token: int | None,
+    settings: Settings,
 ) -> RunRead:
-    """End the run as completed (again: no change; after ``fail``: 409)."""
-    return _finish(session, context, run_id, RunStatus.COMPLETED, settings=settings)
+    """End the run as completed (again: no change; after ``fail``: 409); fenced."""
+    return _finish(
+        session, context, run_id, RunStatus.COMPLETED, lease_token=lease_token, settings=settings
+    )
 
 
 def fail_run(
-    session: Session, context: ProjectContext, run_id: str, body: RunFail, *, settings: Settings
+    session: Session,
+    context: ProjectContext,
+    run_id: str,
+    body: RunFail,
+    *,
+    lease_token: int | None,
+    settings: Settings,
 ) -> RunRead:
-    """End the run as failed with a reason (again: no change; after ``complete``: 409)."""
+    """End the run as failed with a reason (again: no change; after ``complete``: 409); fenced."""
     return _finish(
-        session, context, run_id, RunStatus.FAILED, settings=settings, reason=body.reason
+        session,
+        context,
+        run_id,
+        RunStatus.FAILED,
+        lease_token=lease_token,
+        settings=settings,
+        reason=body.reason,
     )

@@ -51,6 +51,14 @@ PriorInput = PriorEntry | Mapping[str, Any]
 ScheduleInput = ScheduleRequest | Mapping[str, Any]
 
 
+LEASE_TOKEN_HEADER = "Ordo-Lease-Token"
+
+
+def lease_headers(lease_token: int | None) -> dict[str, str]:
+    """The fencing header of a write on a run (none without a token: the server answers 428)."""
+    return {} if lease_token is None else {LEASE_TOKEN_HEADER: str(lease_token)}
+
+
 def project_path(project: str, *rest: str) -> str:
     """``/v1/projects/{project}/...`` with every segment encoded."""
     return "/".join(["/v1/projects", segment(project), *(segment(part) for part in rest)])
@@ -315,7 +323,13 @@ def next_stage(project: str, run_id: str) -> Call[NextStage]:
 
 
 def put_report(
-    project: str, run_id: str, stage: int, body: Mapping[str, Any], *, timeout_s: float
+    project: str,
+    run_id: str,
+    stage: int,
+    body: Mapping[str, Any],
+    *,
+    lease_token: int | None,
+    timeout_s: float,
 ) -> Call[ReportAccepted]:
     # Idempotent: the same body for the same stage returns the stored answer.
     return Call(
@@ -323,6 +337,7 @@ def put_report(
         project_path(project, "runs", run_id, "reports", str(stage)),
         model_parser(ReportAccepted),
         json=dict(body),
+        headers=lease_headers(lease_token),
         retry_safe=True,
         timeout_s=timeout_s,
     )
@@ -334,26 +349,28 @@ def heartbeat(project: str, run_id: str, lease_token: int | None) -> Call[Lease]
         "POST",
         project_path(project, "runs", run_id, "heartbeat"),
         model_parser(Lease),
-        json={"lease_token": lease_token},
+        headers=lease_headers(lease_token),
     )
 
 
-def complete_run(project: str, run_id: str) -> Call[RunInfo]:
+def complete_run(project: str, run_id: str, *, lease_token: int | None) -> Call[RunInfo]:
     # The server documents complete and fail as idempotent: a repeat returns the same run.
     return Call(
         "POST",
         project_path(project, "runs", run_id, "complete"),
         model_parser(RunInfo),
+        headers=lease_headers(lease_token),
         retry_safe=True,
     )
 
 
-def fail_run(project: str, run_id: str, reason: str) -> Call[RunInfo]:
+def fail_run(project: str, run_id: str, reason: str, *, lease_token: int | None) -> Call[RunInfo]:
     return Call(
         "POST",
         project_path(project, "runs", run_id, "fail"),
         model_parser(RunInfo),
         json={"reason": reason},
+        headers=lease_headers(lease_token),
         retry_safe=True,
     )
 

@@ -362,9 +362,10 @@ class AsyncClient:
         info = await self.execute(_api.create_run(project, body, timeout_s=self.solve_timeout_s))
         return AsyncRun(self, project, info)
 
-    async def run(self, project: str, run_id: str) -> AsyncRun:
-        """Attach to an existing run (after a restart, for instance)."""
-        return AsyncRun(self, project, await self.get_run(project, run_id))
+    async def run(self, project: str, run_id: str, *, lease_token: int | None = None) -> AsyncRun:
+        """Attach to an existing run (after a restart, for instance); see ``Client.run``."""
+        info = await self.get_run(project, run_id)
+        return AsyncRun(self, project, info, lease_token=lease_token)
 
     async def get_run(self, project: str, run_id: str) -> RunInfo:
         """One run: stages, schedules followed, reports and lease."""
@@ -469,26 +470,31 @@ class AsyncRun(RunHandle["AsyncClient"]):
         )
         accepted = await self._client.execute(
             _api.put_report(
-                self.project, self.id, stage, body, timeout_s=self._client.solve_timeout_s
+                self.project,
+                self.id,
+                stage,
+                body,
+                lease_token=self.lease_token,
+                timeout_s=self._client.solve_timeout_s,
             )
         )
         self.last_report = accepted
         return accepted
 
     async def heartbeat(self) -> Lease:
-        """Extend the lease; refused (``ConflictError``/``NotFoundError``) when it was lost."""
-        lease = await self._client.execute(_api.heartbeat(self.project, self.id, self.lease_token))
-        self.lease_token = lease.token
-        return lease
+        """Extend the lease; ``LeaseFencedError`` when another holder took the run over."""
+        return await self._client.execute(_api.heartbeat(self.project, self.id, self.lease_token))
 
     async def complete(self) -> RunInfo:
-        """Declare the run finished."""
-        self.info = await self._client.execute(_api.complete_run(self.project, self.id))
+        """Declare the run finished (``LeaseFencedError`` if this holder lost the lease)."""
+        call = _api.complete_run(self.project, self.id, lease_token=self.lease_token)
+        self.info = await self._client.execute(call)
         return self.info
 
     async def fail(self, reason: str) -> RunInfo:
         """Declare the run failed, with the reason (kept with the run)."""
-        self.info = await self._client.execute(_api.fail_run(self.project, self.id, reason))
+        call = _api.fail_run(self.project, self.id, reason, lease_token=self.lease_token)
+        self.info = await self._client.execute(call)
         return self.info
 
 

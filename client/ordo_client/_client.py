@@ -357,9 +357,15 @@ class Client:
         info = self.execute(_api.create_run(project, body, timeout_s=self.solve_timeout_s))
         return Run(self, project, info)
 
-    def run(self, project: str, run_id: str) -> Run:
-        """Attach to an existing run (after a restart, for instance)."""
-        return Run(self, project, self.get_run(project, run_id))
+    def run(self, project: str, run_id: str, *, lease_token: int | None = None) -> Run:
+        """Attach to an existing run (after a restart, for instance).
+
+        ``lease_token``: the token this holder was given (``run.lease_token``, kept across the
+        restart), so that its writes are fenced off if another holder took the run over since.
+        Without one the run's current token is taken: the caller declares itself the holder (an
+        operator ending a run, a process that knows no other holder exists).
+        """
+        return Run(self, project, self.get_run(project, run_id), lease_token=lease_token)
 
     def get_run(self, project: str, run_id: str) -> RunInfo:
         """One run: stages, schedules followed, reports and lease."""

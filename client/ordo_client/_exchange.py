@@ -37,6 +37,7 @@ def request_options(call: Call[Any]) -> dict[str, Any]:
         "url": call.path,
         "json": call.json,
         "params": call.params or None,
+        "headers": call.headers or None,
         "timeout": timeout,
     }
 

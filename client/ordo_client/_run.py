@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ordo_client import _api
+from ordo_client.errors import LeaseLostError
 from ordo_client.models import Lease, NextStage, ReportAccepted, RunInfo
 
 if TYPE_CHECKING:
@@ -59,15 +60,21 @@ class RunHandle(Generic[ClientT]):
     info : RunInfo
         The run as last fetched.
     lease_token : int or None
-        Fencing token of this holder's lease, sent with every heartbeat.
+        Fencing token of this holder's lease, as given when the run was created, claimed or
+        attached to; sent with every write (header ``Ordo-Lease-Token``) and never replaced by
+        the token of another holder.
     """
 
-    def __init__(self, client: ClientT, project: str, info: RunInfo) -> None:
+    def __init__(
+        self, client: ClientT, project: str, info: RunInfo, *, lease_token: int | None = None
+    ) -> None:
         self._client = client
         self.project = project
         self.id = info.id
         self.info = info
-        self.lease_token: int | None = info.lease.token if info.lease is not None else None
+        if lease_token is None and info.lease is not None:
+            lease_token = info.lease.token
+        self.lease_token: int | None = lease_token
         self.last_report: ReportAccepted | None = None
 
     def __repr__(self) -> str:
@@ -81,9 +88,20 @@ class RunHandle(Generic[ClientT]):
         return lease.heartbeat_interval_s if lease is not None else None
 
     def _took_stage(self, stage: NextStage) -> NextStage:
-        """Keep the lease token a ``next`` answer carries."""
-        if stage.lease is not None:
-            self.lease_token = stage.lease.token
+        """The ``next`` answer, unless it shows that another holder took the run over.
+
+        Raises
+        ------
+        LeaseLostError
+            When the run's lease token is no longer this holder's (before any training is
+            wasted on a stage whose report would be refused).
+        """
+        lease = stage.lease
+        if lease is not None and self.lease_token is not None and lease.token != self.lease_token:
+            raise LeaseLostError(
+                f"lease of run {self.id} lost: token {lease.token} holds it now, this holder's "
+                f"is {self.lease_token} (the run was re-claimed by its client_id)"
+            )
         return stage
 
 
@@ -164,24 +182,29 @@ class Run(RunHandle["Client"]):
         )
         accepted = self._client.execute(
             _api.put_report(
-                self.project, self.id, stage, body, timeout_s=self._client.solve_timeout_s
+                self.project,
+                self.id,
+                stage,
+                body,
+                lease_token=self.lease_token,
+                timeout_s=self._client.solve_timeout_s,
             )
         )
         self.last_report = accepted
         return accepted
 
     def heartbeat(self) -> Lease:
-        """Extend the lease; refused (``ConflictError``/``NotFoundError``) when it was lost."""
-        lease = self._client.execute(_api.heartbeat(self.project, self.id, self.lease_token))
-        self.lease_token = lease.token
-        return lease
+        """Extend the lease; ``LeaseFencedError`` when another holder took the run over."""
+        return self._client.execute(_api.heartbeat(self.project, self.id, self.lease_token))
 
     def complete(self) -> RunInfo:
-        """Declare the run finished."""
-        self.info = self._client.execute(_api.complete_run(self.project, self.id))
+        """Declare the run finished (``LeaseFencedError`` if this holder lost the lease)."""
+        call = _api.complete_run(self.project, self.id, lease_token=self.lease_token)
+        self.info = self._client.execute(call)
         return self.info
 
     def fail(self, reason: str) -> RunInfo:
         """Declare the run failed, with the reason (kept with the run)."""
-        self.info = self._client.execute(_api.fail_run(self.project, self.id, reason))
+        call = _api.fail_run(self.project, self.id, reason, lease_token=self.lease_token)
+        self.info = self._client.execute(call)
         return self.info

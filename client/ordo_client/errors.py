@@ -8,11 +8,15 @@
     ├── PermissionDeniedError    403: the key's role does not allow the action
     ├── NotFoundError            404: no such object in the key's project
     ├── ConflictError            409: conflicts with the current state (e.g. a different report)
+    │   └── LeaseFencedError     409 ``lease_lost``: another holder took the run over
+    ├── LeaseTokenRequiredError  428 ``lease_token_required``: a write on a run without a token
     ├── RateLimitedError         429
     ├── UnavailableError         502 / 503 / 504: retry later (``retry_after_s``)
     └── ServerError              other 5xx
     OrdoConnectionError          no answer at all (connection refused, timeout), after retries
-    LeaseLostError               the heartbeat thread could not keep a run's lease
+    LeaseLostError               the run's lease is lost: a heartbeat thread could not keep
+                                 it, ``next`` shows another holder, or a write was fenced off
+                                 (``LeaseFencedError`` is one too)
 """
 
 from __future__ import annotations
@@ -125,6 +129,26 @@ class LeaseLostError(Exception):
     """The run's lease could not be kept: another worker may take the run over."""
 
 
+class LeaseFencedError(ConflictError, LeaseLostError):
+    """409 ``lease_lost``: this holder's lease token no longer holds the run; stop working on it.
+
+    The run went silent past its grace period and was re-claimed by its ``client_id``: a new
+    holder has a newer token and this holder's write was refused (nothing was stored).
+    ``detail`` names the token that holds the run now. Also a ``LeaseLostError``.
+    """
+
+
+class LeaseTokenRequiredError(OrdoError):
+    """428 ``lease_token_required``: a write on a run came without its lease token."""
+
+
+# Errors told apart by their problem ``code`` before their status.
+_ERROR_BY_CODE: dict[str, type[OrdoError]] = {
+    "lease_lost": LeaseFencedError,
+    "lease_token_required": LeaseTokenRequiredError,
+}
+
+
 _ERROR_BY_STATUS: dict[int, type[OrdoError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -172,12 +196,15 @@ def error_from_response(response: httpx.Response) -> OrdoError:
         for item in raw_errors
         if isinstance(item, dict)
     )
-    error_type = _ERROR_BY_STATUS.get(status, ServerError if status >= 500 else OrdoError)
+    code = str(problem.get("code") or "")
+    error_type = _ERROR_BY_CODE.get(code) or _ERROR_BY_STATUS.get(
+        status, ServerError if status >= 500 else OrdoError
+    )
     return error_type(
         status=status,
         title=str(problem.get("title") or response.reason_phrase or "Error"),
         detail=str(problem.get("detail") or response.text[:500] or "(no detail)"),
-        code=str(problem.get("code") or ""),
+        code=code,
         errors=errors,
         retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
         problem=problem,

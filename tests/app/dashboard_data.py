@@ -21,6 +21,8 @@ TASK_KEYS = tuple(key for key, _kind, _name in DEMO_TASKS)
 # Seconds the solver may take per plan: the plans are small, and the test has a budget.
 SOLVE_LIMIT_S = 2.0
 HTTP_TIMEOUT_S = 60.0
+# Every run here keeps its first holder: lease token 1.
+LEASE = {"Ordo-Lease-Token": "1"}
 
 
 @dataclass
@@ -71,7 +73,7 @@ def _report(
         "steps": 1000 * stage,
     }
     url = f"/v1/projects/{project_id}/runs/{run_id}/reports/{stage}"
-    return _ok(http.put(url, json=body, headers=headers))
+    return _ok(http.put(url, json=body, headers={**headers, **LEASE}))
 
 
 def _drive(
@@ -154,7 +156,7 @@ def populate(http: httpx.Client, admin_headers: dict[str, str]) -> PopulatedProj
             }
         run_id = _ok(http.post(runs, json=body, headers=trainer))["id"]
         _drive(http, project_id, trainer, run_id, Simulator(world, seed=number))
-        _ok(http.post(f"{runs}/{run_id}/complete", headers=trainer))
+        _ok(http.post(f"{runs}/{run_id}/complete", headers={**trainer, **LEASE}))
         completed.append(run_id)
     _ok(
         http.post(

@@ -3,9 +3,10 @@
 Every route under ``/v1`` needs one entry here, keyed by ``(method, path template)``; the matrix
 test fails for a route without one. Add an entry when you add a route.
 
-``Subject`` is the project under test ("A", with tasks ``math`` and ``code``); ``path`` and
-``body`` build the request for it. ``admin`` routes answer 403 to A's trainer key; the others
-answer 2xx to it. ``scope="global"`` marks routes outside any project.
+``Subject`` is the project under test ("A", with tasks ``math`` and ``code``); ``path``,
+``body`` and ``headers`` build the request for it (writes on a run send its lease token).
+``admin`` routes answer 403 to A's trainer key; the others answer 2xx to it.
+``scope="global"`` marks routes outside any project.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from models import Run
 from tests.factories import ProjectKeys
 
 SUBJECT_TASKS = ("math", "code")
+# The subject run's lease token, sent by every write on it.
+SUBJECT_LEASE_TOKEN = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class RouteCase:
     success: int = 200
     scope: Literal["project", "global"] = "project"
     query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _project(s: Subject) -> str:
@@ -49,7 +53,13 @@ def _project(s: Subject) -> str:
 
 def create_subject_run(session: Session, project_id: str) -> str:
     """An active run of the project with no plan (enough for every run route); its id."""
-    run = Run(project_id=project_id, adaptive=False, strategy="exploit", status="active")
+    run = Run(
+        project_id=project_id,
+        adaptive=False,
+        strategy="exploit",
+        status="active",
+        lease_token=SUBJECT_LEASE_TOKEN,
+    )
     session.add(run)
     session.flush()
     return run.id
@@ -59,6 +69,7 @@ def _run(s: Subject) -> str:
     return f"{_project(s)}/runs/{s.run_id}"
 
 
+_LEASE = {"Ordo-Lease-Token": str(SUBJECT_LEASE_TOKEN)}
 _BASELINE = {"evaluations": [{"task": "math", "value": 0.5}, {"task": "code", "value": 0.4}]}
 
 
@@ -120,16 +131,16 @@ ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
         path=lambda s: f"{_run(s)}/next"
     ),
     ("POST", "/v1/projects/{project_id}/runs/{run_id}/heartbeat"): RouteCase(
-        path=lambda s: f"{_run(s)}/heartbeat", body=lambda s: {}
+        path=lambda s: f"{_run(s)}/heartbeat", body=lambda s: {}, headers=_LEASE
     ),
     ("POST", "/v1/projects/{project_id}/runs/{run_id}/complete"): RouteCase(
-        path=lambda s: f"{_run(s)}/complete"
+        path=lambda s: f"{_run(s)}/complete", headers=_LEASE
     ),
     ("POST", "/v1/projects/{project_id}/runs/{run_id}/fail"): RouteCase(
-        path=lambda s: f"{_run(s)}/fail", body=lambda s: {"reason": "matrix"}
+        path=lambda s: f"{_run(s)}/fail", body=lambda s: {"reason": "matrix"}, headers=_LEASE
     ),
     ("PUT", "/v1/projects/{project_id}/runs/{run_id}/reports/{stage}"): RouteCase(
-        path=lambda s: f"{_run(s)}/reports/0", body=lambda s: _BASELINE
+        path=lambda s: f"{_run(s)}/reports/0", body=lambda s: _BASELINE, headers=_LEASE
     ),
     ("GET", "/v1/projects/{project_id}/calibration"): RouteCase(
         path=lambda s: f"{_project(s)}/calibration"

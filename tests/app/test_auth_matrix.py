@@ -63,7 +63,8 @@ def test_every_other_route_is_declared_public() -> None:
 
 def _call(client: TestClient, method: str, case: RouteCase, subject: Subject, headers: Any) -> Any:
     body = case.body(subject) if case.body else None
-    return client.request(method, case.path(subject), json=body, params=case.query, headers=headers)
+    sent = {**case.headers, **(headers or {})}
+    return client.request(method, case.path(subject), json=body, params=case.query, headers=sent)
 
 
 def _with_project(case: RouteCase, subject: Subject, project_id: str) -> str:

@@ -119,6 +119,7 @@ def _reporter(
             body = {"schedule_id": schedule, "client_id": f"reporter-{number}-run-{r}"}
             created = sent.status(http.post(runs, json=body))
             run_id = created.json()["id"]
+            lease = {"Ordo-Lease-Token": str(created.json()["lease"]["token"])}
             with sent.lock:
                 sent.orders[run_id] = [stage["task"] for stage in created.json()["stages"]]
             for stage in range(N_TASKS + 1):
@@ -127,19 +128,29 @@ def _reporter(
                     sent.bodies[(run_id, stage)] = report
                 path = f"{runs}/{run_id}/reports/{stage}"
                 index = number * REPORTS_EACH + r * (N_TASKS + 1) + stage
-                _send(http, path, report, sent, resend=index % RESEND_EVERY == 3)
-            sent.status(http.post(f"{runs}/{run_id}/complete"))
+                _send(http, path, report, sent, lease, resend=index % RESEND_EVERY == 3)
+            sent.status(http.post(f"{runs}/{run_id}/complete", headers=lease))
 
 
-def _send(http: httpx.Client, path: str, body: dict[str, Any], sent: Sent, *, resend: bool) -> None:
+def _send(
+    http: httpx.Client,
+    path: str,
+    body: dict[str, Any],
+    sent: Sent,
+    lease: dict[str, str],
+    *,
+    resend: bool,
+) -> None:
     """PUT once, or twice at the same moment (a client retrying before the first answer)."""
     if not resend:
-        sent.status(http.put(path, json=body))
+        sent.status(http.put(path, json=body, headers=lease))
         return
     answers: list[httpx.Response] = []
-    duplicate = threading.Thread(target=lambda: answers.append(http.put(path, json=body)))
+    duplicate = threading.Thread(
+        target=lambda: answers.append(http.put(path, json=body, headers=lease))
+    )
     duplicate.start()
-    first = http.put(path, json=body)
+    first = http.put(path, json=body, headers=lease)
     duplicate.join()
     sent.status(first)
     sent.status(answers[0])

@@ -68,6 +68,8 @@ def _context(project: ProjectKeys) -> ProjectContext:
 # --- priors and kinds ----------------------------------------------------------------------------
 
 KINDS = {"a": "structured", "b": "structured", "p": "open_ended", "q": "open_ended"}
+# Every run here keeps its first holder: lease token 1.
+LEASE = {"Ordo-Lease-Token": "1"}
 
 
 def test_empirical_bayes_prior_by_kind_pair(client: TestClient, session: Session) -> None:
@@ -178,7 +180,9 @@ def test_posterior_intervals_cover_an_additive_truth(client: TestClient, session
                 ]
             }
             response = client.put(
-                f"{runs}/{run['id']}/reports/{stage}", json=body, headers=project.trainer
+                f"{runs}/{run['id']}/reports/{stage}",
+                json=body,
+                headers={**project.trainer, **LEASE},
             )
             assert response.status_code == 200, response.text
     body = _estimates(client, project)
@@ -242,7 +246,9 @@ def _run_reports(
             }
             assert (
                 client.put(
-                    f"{path}/{run['id']}/reports/{stage}", json=body, headers=project.trainer
+                    f"{path}/{run['id']}/reports/{stage}",
+                    json=body,
+                    headers={**project.trainer, **LEASE},
                 ).status_code
                 == 200
             )
@@ -308,8 +314,8 @@ def test_cli_recomputes_a_project(cli_database: str) -> None:
             client.put(
                 f"/v1/projects/{project_id}/runs/{run['id']}/reports/{stage}",
                 json=body,
-                headers=admin,
-            )
+                headers={**admin, **LEASE},
+            ).raise_for_status()
     result = CliRunner().invoke(cli, ["db", "recompute-estimates", "--project", project_id])
     assert result.exit_code == 0, result.output
     # Two training stages: G, L and one F or B each, in 6 distinct cells (no entropy, no D).

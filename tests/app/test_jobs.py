@@ -77,7 +77,9 @@ def _next(client: TestClient, project: ProjectKeys, run_id: str) -> dict[str, An
 def _report(client: TestClient, project: ProjectKeys, run_id: str, stage: int) -> Any:
     body = {"evaluations": [{"task": key, "value": 0.3 + 0.1 * stage} for key in TASKS]}
     return client.put(
-        f"{_runs(project)}/{run_id}/reports/{stage}", json=body, headers=project.trainer
+        f"{_runs(project)}/{run_id}/reports/{stage}",
+        json=body,
+        headers={**project.trainer, "Ordo-Lease-Token": "1"},  # the run's first holder
     )
 
 
@@ -292,6 +294,7 @@ def _trainer(base_url: str, token: str, project_id: str, results: list[Any]) -> 
         created = http.post(runs, json={"adaptive": True})
         results.append(created.status_code)
         run_id = created.json()["id"]
+        lease = {"Ordo-Lease-Token": str(created.json()["lease"]["token"])}
         while True:
             following = http.get(f"{runs}/{run_id}/next")
             results.append(following.status_code)
@@ -301,9 +304,10 @@ def _trainer(base_url: str, token: str, project_id: str, results: list[Any]) -> 
             if body["stage"] is None:
                 continue
             values = {"evaluations": [{"task": k, "value": 0.5} for k in TASKS]}
-            report = http.put(f"{runs}/{run_id}/reports/{body['stage']}", json=values)
+            url = f"{runs}/{run_id}/reports/{body['stage']}"
+            report = http.put(url, json=values, headers=lease)
             results.append(report.status_code)
-        results.append(http.post(f"{runs}/{run_id}/complete").status_code)
+        results.append(http.post(f"{runs}/{run_id}/complete", headers=lease).status_code)
 
 
 @pytest.mark.postgres

@@ -33,6 +33,8 @@ from tests.factories import ProjectKeys, bearer, create_project_with_keys
 METRICS_TOKEN = "metrics-" + secrets.token_hex(16)
 TASKS = ("math", "code", "poetry")
 PROBLEM = "application/problem+json"
+# Every run here keeps its first holder: lease token 1.
+LEASE = {"Ordo-Lease-Token": "1"}
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -108,7 +110,7 @@ def _report(client: TestClient, project: ProjectKeys, run_id: str, stage: int) -
     response = client.put(
         f"/v1/projects/{project.id}/runs/{run_id}/reports/{stage}",
         json=body,
-        headers=project.trainer,
+        headers={**project.trainer, **LEASE},
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -163,7 +165,8 @@ def test_stale_runs_are_counted_once_committed(client: TestClient, session: Sess
     metrics = bearer(METRICS_TOKEN)
     before = client.get("/metrics", headers=metrics).text
     heartbeat = client.post(
-        f"/v1/projects/{tasked.id}/runs/{run['id']}/heartbeat", json={}, headers=tasked.trainer
+        f"/v1/projects/{tasked.id}/runs/{run['id']}/heartbeat",
+        headers={**tasked.trainer, **LEASE},
     )
     assert heartbeat.status_code == 200, heartbeat.text
     after = client.get("/metrics", headers=metrics).text
@@ -228,7 +231,8 @@ def test_live_metrics_need_a_token_and_sum_over_workers(server_url: str, tmp_pat
             run_id = http.post(runs, json={"adaptive": True}).json()["id"]
             for stage in (0, 1):
                 body = {"evaluations": [{"task": key, "value": 0.5 + stage} for key in TASKS]}
-                assert http.put(f"{runs}/{run_id}/reports/{stage}", json=body).is_success
+                url = f"{runs}/{run_id}/reports/{stage}"
+                assert http.put(url, json=body, headers=LEASE).is_success
             # The re-plan is a job of either worker's thread; `next` waits for it.
             assert http.get(f"{runs}/{run_id}/next").json()["plan_pending"] is False
         text = _live_metrics(server, METRICS_TOKEN).text

@@ -69,11 +69,15 @@ def _body(stage: int) -> dict[str, Any]:
     }
 
 
+# Every run here keeps its first holder: lease token 1.
+LEASE = {"Ordo-Lease-Token": "1"}
+
+
 def _put(client: TestClient, project: ProjectKeys, run_id: str, stage: int, body: Any) -> Any:
     return client.put(
         f"/v1/projects/{project.id}/runs/{run_id}/reports/{stage}",
         json=body,
-        headers=project.trainer,
+        headers={**project.trainer, **LEASE},
     )
 
 
@@ -180,7 +184,9 @@ def test_same_body_replays_the_stored_response(
     first = _put(client, tasked, run_id, 1, _body(1))
     _put(client, tasked, run_id, 2, _body(2))
     again = client.put(
-        f"/v1/projects/{tasked.id}/runs/{run_id}/reports/1", json=_body(1), headers=tasked.admin
+        f"/v1/projects/{tasked.id}/runs/{run_id}/reports/1",
+        json=_body(1),
+        headers={**tasked.admin, **LEASE},
     )
     assert again.status_code == first.status_code == 200
     assert again.content == first.content  # stored answer, though the run has moved on
@@ -237,7 +243,7 @@ def test_non_finite_values_are_422(
     response = client.put(
         f"/v1/projects/{tasked.id}/runs/{run_id}/reports/0",
         content=f'{{"evaluations": [{{"task": "math", "value": {literal}}}]}}',
-        headers={**tasked.trainer, "Content-Type": "application/json"},
+        headers={**tasked.trainer, **LEASE, "Content-Type": "application/json"},
     )
     problem = _problem(response, 422, "validation_failed")
     assert problem["errors"][0]["field"] == "evaluations[0].value"

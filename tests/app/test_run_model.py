@@ -56,6 +56,11 @@ def _evaluation(trained: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def _holder(project: ProjectKeys, run: dict[str, Any]) -> dict[str, str]:
+    """The trainer's headers with the run's lease token."""
+    return {**project.trainer, "Ordo-Lease-Token": str(run["lease"]["token"])}
+
+
 def _report(client: TestClient, project: ProjectKeys, run: dict[str, Any], stage: int) -> Any:
     """Ask for the next stage, as a trainer does (a pending re-plan runs), then report it."""
     following = client.get(f"{_runs(project)}/{run['id']}/next", headers=project.trainer).json()
@@ -64,7 +69,7 @@ def _report(client: TestClient, project: ProjectKeys, run: dict[str, Any], stage
     trained = [s["task"] for s in view["stages"][:stage]]
     body = {"evaluations": _evaluation(trained)}
     response = client.put(
-        f"{_runs(project)}/{run['id']}/reports/{stage}", json=body, headers=project.trainer
+        f"{_runs(project)}/{run['id']}/reports/{stage}", json=body, headers=_holder(project, run)
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -75,7 +80,7 @@ def _train(client: TestClient, project: ProjectKeys, body: dict[str, Any]) -> di
     run = client.post(_runs(project), json=body, headers=project.trainer).json()
     for stage in range(len(KEYS) + 1):
         _report(client, project, run, stage)
-    done = client.post(f"{_runs(project)}/{run['id']}/complete", headers=project.trainer)
+    done = client.post(f"{_runs(project)}/{run['id']}/complete", headers=_holder(project, run))
     assert done.status_code == 200, done.text
     view: dict[str, Any] = done.json()
     return view

@@ -48,12 +48,17 @@ def _create(client: TestClient, project: ProjectKeys, body: Any = None) -> Any:
     return client.post(_runs(project), json=body or {}, headers=project.trainer)
 
 
+def _holder(project: ProjectKeys, token: int = 1) -> dict[str, str]:
+    """The trainer's headers with the lease token of the run's first holder."""
+    return {**project.trainer, "Ordo-Lease-Token": str(token)}
+
+
 def _report(
     client: TestClient, project: ProjectKeys, run_id: str, stage: int, value: float = 0.5
 ) -> Any:
     body = {"evaluations": [{"task": key, "value": value + 0.01 * stage} for key in TASKS]}
     return client.put(
-        f"{_runs(project)}/{run_id}/reports/{stage}", json=body, headers=project.trainer
+        f"{_runs(project)}/{run_id}/reports/{stage}", json=body, headers=_holder(project)
     )
 
 
@@ -158,7 +163,7 @@ def test_next_walks_the_plan_then_says_done(client: TestClient, tasked: ProjectK
     assert [s["status"] for s in view["stages"]] == ["reported"] * 3
     assert [r["stage"] for r in view["reports"]] == [0, 1, 2, 3]
     assert [r["task"] for r in view["reports"]] == [None, *order]
-    client.post(f"{_runs(tasked)}/{run['id']}/complete", headers=tasked.trainer)
+    client.post(f"{_runs(tasked)}/{run['id']}/complete", headers=_holder(tasked))
     done = _next(client, tasked, run["id"])
     assert (done["done"], done["status"], done["lease"]) == (True, "completed", None)
 
@@ -175,9 +180,9 @@ def test_stage_statuses_mark_the_next_one(client: TestClient, tasked: ProjectKey
 # --- lease ---------------------------------------------------------------------------------------
 
 
-def _heartbeat(client: TestClient, project: ProjectKeys, run_id: str, token: int | None) -> Any:
-    body = {} if token is None else {"lease_token": token}
-    return client.post(f"{_runs(project)}/{run_id}/heartbeat", json=body, headers=project.trainer)
+def _heartbeat(client: TestClient, project: ProjectKeys, run_id: str, token: int) -> Any:
+    url = f"{_runs(project)}/{run_id}/heartbeat"
+    return client.post(url, headers=_holder(project, token))
 
 
 def test_heartbeat_renews_the_lease(client: TestClient, tasked: ProjectKeys) -> None:
@@ -188,7 +193,9 @@ def test_heartbeat_renews_the_lease(client: TestClient, tasked: ProjectKeys) -> 
     lease = response.json()
     assert lease["token"] == 1
     assert lease["expires_at"] > run["lease"]["expires_at"]
-    assert _heartbeat(client, tasked, run["id"], None).status_code == 200
+    # The token in the body (the older way) is still taken.
+    url = f"{_runs(tasked)}/{run['id']}/heartbeat"
+    assert client.post(url, json={"lease_token": 1}, headers=tasked.trainer).status_code == 200
 
 
 def test_silent_run_turns_stale_and_late_reports_are_kept(
@@ -229,8 +236,8 @@ def test_reclaiming_a_stale_run_fences_the_old_holder(
     assert reclaimed.json()["id"] == run["id"]
     assert reclaimed.json()["lease"]["token"] == 2
     assert reclaimed.json()["status"] == "active"
-    body = _problem(_heartbeat(client, tasked, run["id"], 1), 409, "lease_superseded")
-    assert body["errors"] == [{"field": "lease_token", "reason": "Current token is 2"}]
+    body = _problem(_heartbeat(client, tasked, run["id"], 1), 409, "lease_lost")
+    assert body["errors"] == [{"field": "header.Ordo-Lease-Token", "reason": "Current token is 2"}]
     assert _heartbeat(client, tasked, run["id"], 2).status_code == 200
 
 
@@ -239,7 +246,7 @@ def test_reclaiming_a_stale_run_fences_the_old_holder(
 
 def _end(client: TestClient, project: ProjectKeys, run_id: str, how: str) -> Any:
     body = {"reason": "out of memory"} if how == "fail" else None
-    return client.post(f"{_runs(project)}/{run_id}/{how}", json=body, headers=project.trainer)
+    return client.post(f"{_runs(project)}/{run_id}/{how}", json=body, headers=_holder(project))
 
 
 def test_complete_is_idempotent_and_final(client: TestClient, tasked: ProjectKeys) -> None:
@@ -252,7 +259,7 @@ def test_complete_is_idempotent_and_final(client: TestClient, tasked: ProjectKey
     assert again.status_code == 200
     assert again.json()["finished_at"] == first.json()["finished_at"]
     _problem(_end(client, tasked, run_id, "fail"), 409, "run_finished")
-    _problem(_heartbeat(client, tasked, run_id, None), 409, "run_finished")
+    _problem(_heartbeat(client, tasked, run_id, 1), 409, "run_finished")
     _problem(_report(client, tasked, run_id, 0), 409, "run_finished")
 
 
@@ -263,7 +270,7 @@ def test_fail_keeps_the_reason(client: TestClient, tasked: ProjectKeys) -> None:
     assert (failed.json()["status"], failed.json()["fail_reason"]) == ("failed", "out of memory")
     assert _end(client, tasked, run_id, "fail").status_code == 200
     _problem(_end(client, tasked, run_id, "complete"), 409, "run_finished")
-    missing = client.post(f"{_runs(tasked)}/{run_id}/fail", json={}, headers=tasked.trainer)
+    missing = client.post(f"{_runs(tasked)}/{run_id}/fail", json={}, headers=_holder(tasked))
     assert missing.status_code == 422
 
 
