@@ -1125,7 +1125,7 @@ def _predicted(value: float | None, inside: bool | None) -> str:
 
 def demo(
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for the table (CSV, Markdown) and the chart.")
+        Path, typer.Option("--out", help="Folder for the tables, learning curve and chart.")
     ] = Path("demo-out"),
     runs_count: Annotated[int, typer.Option("--runs", min=1, help="Simulated training runs.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the world and the runs.")] = 0,

@@ -1,4 +1,4 @@
-"""``ordo demo`` end to end (kept short: two runs) and its simulated world."""
+"""``ordo demo`` end to end (kept short: two runs), twice, and its simulated world."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.demo import STRATEGIES
+from app.demo import STRATEGIES, Comparison, chart_limits
 from app.simulation import (
     STRUCTURED,
     all_orders,
@@ -22,6 +22,7 @@ from app.simulation import (
     train_batch,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,12 +60,57 @@ def test_the_demo_writes_the_comparison_table_and_the_chart(
     assert chart.startswith(PNG_SIGNATURE)
     assert len(chart) > 10_000
 
-    # The same seed reproduces the same runs, plans and table (plans are seeded by the project
-    # name and the run's client_id, both derived from the seed).
-    again = tmp_path / "again"
-    repeat = CliRunner().invoke(cli, ["demo", "--runs", "2", "--out", str(again), "--seed", "1"])
+    with (out / "learning.csv").open() as handle:
+        learning = list(csv.DictReader(handle))
+    assert [(r["strategy"], r["run"], r["plan"]) for r in learning] == [
+        ("ordo", "1", "thompson"),
+        ("ordo", "2", "exploit"),
+        ("random", "", ""),
+        ("structured_first", "", ""),
+        ("joint", "", ""),
+    ]
+    best_mean = final_scores(world, all_orders(world.n)).mean(axis=1).max()
+    for row in learning:
+        assert float(row["regret"]) == pytest.approx(
+            best_mean - float(row["simulated_mean"]), abs=2e-6
+        )
+    assert all(float(r["regret"]) >= -1e-9 for r in learning if r["strategy"] == "ordo")
+    assert "Regret per run" in result.output
+    joint_wins = float(learning[-1]["simulated_mean"]) > best_mean
+    said = " ".join(result.output.split())
+    assert ("It wins in this simulator" in said) is bool(joint_wins)
+    assert ("does not beat the best order" in said) is not bool(joint_wins)
+
+    # The same seed prints and writes the same tables and chart, byte for byte: plans are
+    # seeded by the project name and the run's client_id, both derived from the seed.
+    written = {path.name: path.read_bytes() for path in out.iterdir()}
+    repeat = CliRunner().invoke(cli, ["demo", "--runs", "2", "--out", str(out), "--seed", "1"])
     assert repeat.exit_code == 0, repeat.output
-    assert (again / "comparison.csv").read_text() == (out / "comparison.csv").read_text()
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == written
+    assert sorted(written) == [
+        "comparison.csv", "comparison.md", "comparison.png", "learning.csv"
+    ]  # fmt: skip
+    assert _tables(repeat.output) == _tables(result.output)
+
+
+def _tables(output: str) -> str:
+    """What the demo printed from its first table on (before it: a temporary path and port)."""
+    return output[output.index("Final utility per task") :]
+
+
+def test_the_chart_spans_every_prediction() -> None:
+    comparison = Comparison(
+        tasks=("a", "b"),
+        predicted={"ordo": [0.05, 1.3], "joint": [None, None]},
+        simulated={"ordo": [0.5, 0.6], "joint": [0.55, 0.7]},
+        ordo_order=("a", "b"),
+        best_order=("a", "b"),
+        best_mean=0.6,
+        runs=1,
+    )
+    low, high = chart_limits(comparison)
+    assert low <= 0.05
+    assert high > 1.3
 
 
 def test_joint_training_spends_the_same_budget_as_one_stage_per_task() -> None:
@@ -91,3 +137,22 @@ def test_order_matters_in_the_demo_world() -> None:
     structured_first = final_scores(world, kind_first_orders(world, STRUCTURED)).mean()
     open_first = final_scores(world, kind_first_orders(world, "open_ended")).mean()
     assert structured_first > open_first
+
+
+def test_the_readme_quotes_the_default_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "defaults"
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = (out / "comparison.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert table in readme, "README.md's demo table is not what `ordo demo` writes"
+    with (out / "learning.csv").open() as handle:
+        means = {row["strategy"]: float(row["simulated_mean"]) for row in csv.DictReader(handle)}
+    best_mean = final_scores(demo_world(0), all_orders(6)).mean(axis=1).max()
+    demo_section = " ".join(readme[readme.index("### Demo") :].split())
+    assert f"the best of all 720 orders reaches {best_mean:.3f}." in demo_section
+    assert f"It wins in this simulator ({means['joint']:.3f}, above every order)" in demo_section
+    assert means["joint"] > best_mean
