@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     job_poll_s: float = Field(
         default=1.0, gt=0, description="Longest sleep of an idle worker between queue checks."
     )
+    schedule_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description=(
+            "How long `POST .../schedules` waits for its solve (a job) before answering 202 "
+            "with the job to poll."
+        ),
+    )
     plan_wait_s: float = Field(
         default=2.0,
         ge=0,

@@ -14,7 +14,7 @@ JOB_STATUSES = ("todo", "doing", "done", "failed")
 
 
 class Job(Base):
-    """One unit of background work (today: a run's plan), claimed by one worker at a time.
+    """One unit of background work (a run's plan, a long schedule solve), claimed by one worker.
 
     Lifecycle: ``todo`` -> ``doing`` (claimed; ``locked_until`` is the claim's lease) ->
     ``done`` or ``failed``. A ``doing`` job past ``locked_until`` is claimable again: its worker
@@ -52,6 +52,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(String(2000))
     request_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A schedule job's answer: {"schedule_id": ...}, or the problem document it failed with.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

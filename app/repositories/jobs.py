@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models import Job
 
 RUN_PLAN = "run_plan"
+SCHEDULE = "schedule"
 TODO = "todo"
 DOING = "doing"
 DONE = "done"
@@ -68,16 +69,60 @@ def enqueue_run_plan(
     return queued
 
 
-def announce_plan(session: Session, run_id: str) -> None:
-    """NOTIFY the API processes (PostgreSQL; delivered at commit) that the run's job ended."""
+def enqueue_schedule(
+    session: Session,
+    project_id: str,
+    *,
+    at: datetime,
+    request_id: str | None,
+    payload: dict[str, Any],
+) -> int:
+    """Queue a schedule solve (``POST .../schedules``); its id. Never coalesced."""
+    job = Job(
+        project_id=project_id,
+        run_id=None,
+        kind=SCHEDULE,
+        status=TODO,
+        attempts=0,
+        payload=payload,
+        request_id=request_id,
+        created_at=at,
+    )
+    session.add(job)
+    session.flush()
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(PLANS_CHANNEL, run_id)))
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(job.id))))
+    return job.id
+
+
+def get_job(session: Session, project_id: str, job_id: int) -> Job | None:
+    """The project's job with this id, or ``None``."""
+    return session.scalar(select(Job).where(Job.project_id == project_id, Job.id == job_id))
+
+
+def announce_plan(session: Session, key: str) -> None:
+    """NOTIFY the API processes (PostgreSQL; delivered at commit) that a job ended.
+
+    ``key``: the run's id for a run plan, :func:`waiter_key` for any other job.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(PLANS_CHANNEL, key)))
+
+
+def waiter_key(job_id: int) -> str:
+    """What requests waiting for job ``job_id`` wait on (run plans: the run's id)."""
+    return f"job:{job_id}"
 
 
 def claim(
-    session: Session, *, now: datetime, lease_s: float, run_id: str | None = None
+    session: Session,
+    *,
+    now: datetime,
+    lease_s: float,
+    run_id: str | None = None,
+    job_id: int | None = None,
 ) -> Job | None:
-    """Take the oldest claimable job (of ``run_id`` if given) for ``lease_s`` seconds.
+    """Take the oldest claimable job (of ``run_id``, or ``job_id``, if given) for ``lease_s`` s.
 
     Claimable: ``todo``, or ``doing`` past its lease (its worker died mid-job, or it failed and
     its retry backoff is over). PostgreSQL skips rows other workers hold (``SKIP LOCKED``);
@@ -94,6 +139,8 @@ def claim(
     )
     if run_id is not None:
         query = query.where(Job.run_id == run_id)
+    if job_id is not None:
+        query = query.where(Job.id == job_id)
     job = session.scalar(query)
     if job is None:
         return None
@@ -124,20 +171,22 @@ def finish(
     at: datetime,
     failed: bool = False,
     error: str | None = None,
+    result: dict[str, Any] | None = None,
 ) -> bool:
     """End the job if claim ``attempts`` still holds it (``False``: another worker took it)."""
-    result = session.execute(
+    updated = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == DOING, Job.attempts == attempts)
         .values(
             status=FAILED if failed else DONE,
             outcome=outcome,
             error=error,
+            result=result,
             finished_at=at,
             locked_until=None,
         )
     )
-    return bool(getattr(result, "rowcount", 0))
+    return bool(getattr(updated, "rowcount", 0))
 
 
 def retry_later(

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
-from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep, SettingsDep
-from app.errors import error_responses, problem_content
+from app.db import unit_of_work
+from app.deps import (
+    PROJECT_ROUTE_ERRORS,
+    DatabaseDep,
+    ProjectAdmin,
+    ProjectReader,
+    SessionDep,
+    SettingsDep,
+    release_write_gate,
+)
+from app.errors import (
+    ErrorCode,
+    FieldIssue,
+    error_responses,
+    problem_content,
+    problem_response,
+)
 from app.retry import RetryingRoute
 from app.schemas.common import MAX_LIST_LIMIT, StorableText
-from app.schemas.schedule import ScheduleCreate, ScheduleList, ScheduleRead
-from app.services import recommendations as recommendation_service
+from app.schemas.schedule import (
+    ScheduleCreate,
+    ScheduleJobRead,
+    ScheduleJobStatus,
+    ScheduleList,
+    ScheduleRead,
+)
+from app.services import planning, schedule_jobs
 from app.services import schedules as schedule_service
 
 router = APIRouter(
@@ -25,6 +48,33 @@ SOLVE_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     }
 }
 ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's id."), StorableText]
+JobIdPath = Annotated[str, Path(max_length=32, description="The job's id."), StorableText]
+
+
+PREFER_ASYNC = "respond-async"
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="`respond-async` (RFC 7240): answer 202 with the job at once, never wait.",
+    ),
+    StorableText,
+]
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": ScheduleJobRead,
+        "description": "The solve outlasted the server's wait (`schedule_wait_s`), or "
+        "`Prefer: respond-async` was sent: poll the job at `Location` "
+        "(`GET .../schedules/jobs/{job_id}`) until it has `succeeded` or `failed`.",
+        "headers": {
+            "Location": {"description": "The job's URL.", "schema": {"type": "string"}},
+            "Retry-After": {
+                "description": "Seconds to wait before polling.",
+                "schema": {"type": "integer"},
+            },
+        },
+    }
+}
 
 
 @router.post(
@@ -32,7 +82,9 @@ ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's 
     operation_id="create_schedule",
     summary="Solve and store a schedule (the recommendation by default)",
     status_code=status.HTTP_201_CREATED,
+    response_model=ScheduleRead,
     responses={
+        **ACCEPTED,
         **error_responses(
             *PROJECT_ROUTE_ERRORS,
             403,
@@ -44,14 +96,93 @@ ScheduleIdPath = Annotated[str, Path(max_length=64, description="The schedule's 
     },
 )
 def create_schedule(
-    body: ScheduleCreate, project: ProjectAdmin, session: SessionDep, settings: SettingsDep
-) -> ScheduleRead:
+    body: ScheduleCreate,
+    project: ProjectAdmin,
+    session: SessionDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+    prefer: PreferHeader = None,
+) -> ScheduleRead | JSONResponse:
     """Plan the best order and store it as a new schedule.
 
     With the defaults this is the project's **recommendation**: the order with the highest
     posterior mean objective under the ensemble fitted to every run of the project (see
-    `model`); `objective: thompson` draws once from the same posterior."""
-    return recommendation_service.create_schedule(session, project, body, settings=settings)
+    `model`); `objective: thompson` draws once from the same posterior.
+
+    The solve is a job, run off the request: the answer waits up to the server's
+    `schedule_wait_s` for it (201 with the schedule, or the solver's problem); a longer solve
+    answers 202 with the job to poll. The request is checked (policy, task keys, constraints)
+    before it is queued."""
+    job_id = schedule_jobs.submit(session, project, body, settings=settings)
+    session.commit()
+    release_write_gate(request)
+    session.close()  # no connection is held while the job solves
+    if PREFER_ASYNC not in (prefer or "").lower():
+        planning.await_job(
+            database,
+            settings,
+            job_id,
+            wait_s=settings.schedule_wait_s,
+            run_here=schedule_jobs.runs_here(settings),
+        )
+    with unit_of_work(database.read_sessions) as reader:
+        job = schedule_jobs.get_job(reader, project, str(job_id))
+        if job.status is ScheduleJobStatus.SUCCEEDED and job.schedule_id is not None:
+            response.headers["Location"] = schedule_url(project.id, job.schedule_id)
+            return schedule_service.get_schedule(reader, project, job.schedule_id)
+    return job_answer(project.id, job, retry_after_s=settings.retry_after_s)
+
+
+def schedule_url(project_id: str, schedule_id: str) -> str:
+    """The path of a schedule."""
+    return f"/v1/projects/{quote(project_id, safe='')}/schedules/{quote(schedule_id, safe='')}"
+
+
+def job_answer(project_id: str, job: ScheduleJobRead, *, retry_after_s: int) -> JSONResponse:
+    """A failed job's problem, or 202 with a job still queued or running."""
+    if job.problem is not None:
+        problem = job.problem
+        issues = [FieldIssue(e["field"], e["reason"]) for e in problem.errors or ()]
+        headers = {"Retry-After": str(retry_after_s)} if problem.status == 503 else None
+        return problem_response(
+            problem.status,
+            problem.detail,
+            code=ErrorCode(problem.code),
+            errors=issues,
+            headers=headers,
+        )
+    location = f"/v1/projects/{quote(project_id, safe='')}/schedules/jobs/{job.id}"
+    return JSONResponse(
+        job.model_dump(mode="json"),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers={"Location": location, "Retry-After": "1"},
+    )
+
+
+@router.get(
+    "/jobs/{job_id}",
+    operation_id="get_schedule_job",
+    summary="Poll a schedule solve that answered 202",
+    responses=error_responses(*PROJECT_ROUTE_ERRORS),
+)
+def get_schedule_job(
+    project: ProjectReader,
+    session: SessionDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    job_id: JobIdPath,
+) -> ScheduleJobRead:
+    """Get a schedule job: `queued`, `running`, `succeeded` (with `schedule_id`) or `failed`
+    (with the `problem` the solve answered)."""
+    job = schedule_jobs.get_job(session, project, job_id)
+    if job.status is ScheduleJobStatus.QUEUED and schedule_jobs.runs_here(settings):
+        session.close()
+        planning.run_next_job(database, settings, job_id=int(job.id))
+        with unit_of_work(database.read_sessions) as reader:
+            job = schedule_jobs.get_job(reader, project, job_id)
+    return job
 
 
 @router.get(

@@ -342,3 +342,52 @@ class ScheduleList(OutputModel):
 
     items: list[ScheduleRead]
     next_page_token: str | None = Field(description="Pass as `page_token` for the next page.")
+
+
+class ScheduleJobStatus(StrEnum):
+    """Where a schedule job stands."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobProblem(OutputModel):
+    """Why a schedule job failed: the problem `POST .../schedules` would have answered."""
+
+    status: int = Field(description="The HTTP status the solve's error maps to (422, 503...).")
+    code: str = Field(description="The error code (see `Problem.code`).")
+    detail: str
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="Each offending field and why (`field`, `reason`)."
+    )
+
+
+_SCHEDULE_JOB_EXAMPLE: dict[str, JsonValue] = {
+    "id": "42",
+    "status": "succeeded",
+    "attempts": 1,
+    "created_at": "2026-11-27T09:20:00Z",
+    "started_at": "2026-11-27T09:20:01Z",
+    "finished_at": "2026-11-27T09:20:41Z",
+    "schedule_id": "c95483f8-110b-4e88-879c-381c6aa88782",
+    "problem": None,
+}
+
+
+class ScheduleJobRead(OutputModel):
+    """A schedule solve running off the request path (`POST .../schedules` answered 202)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SCHEDULE_JOB_EXAMPLE]})
+
+    id: str
+    status: ScheduleJobStatus
+    attempts: int = Field(description="Workers that took the job (more than 1 after a crash).")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    schedule_id: str | None = Field(
+        description="The schedule stored, once `succeeded` (`GET .../schedules/{schedule_id}`)."
+    )
+    problem: JobProblem | None = Field(description="Why it failed, once `failed`.")

@@ -1,4 +1,4 @@
-"""Run plans off the request path: one home for asking, computing, storing and awaiting plans.
+"""Plans off the request path: one home for asking, computing, storing and awaiting plans.
 
 A report or a run creation only *asks* for a plan (:func:`request_plan`: one row in
 ``ordo_jobs``, in the request's own transaction, so a stored report always has its re-plan).
@@ -17,6 +17,10 @@ burst of reports makes one re-plan. Idempotence: a job whose plan exists already
 moved on, stores nothing. Crash safety: a claim is a lease (``job_lease_s``); a job whose
 worker died is claimed again, and the unique ``(run_id, run_stage)`` index keeps one plan.
 
+Schedule jobs (``POST .../schedules``) take the same three steps: read the project's history
+and estimates on one snapshot, solve, store the schedule as the project's next version with the
+job's result (:func:`run_next_job` runs both kinds; :func:`await_job` waits for one).
+
 Lock order: the run row, then the job row, then the project row (schedule versions).
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
-from app.errors import ServiceError
+from app.errors import NotFoundError, ServiceError, service_error_from_solver
 from app.logging_config import REQUEST_ID
 from app.metrics import REPLANS, after_commit
 from app.repositories import jobs as job_repo
@@ -44,12 +49,13 @@ from app.schemas.project import ProjectSettings
 from app.schemas.run import RunStatus
 from app.schemas.schedule import ScheduleCreate
 from app.security import Role
+from app.services import recommendations as recommendation_service
 from app.services import runs as run_service
 from app.services.auth import Principal, ProjectContext
 from app.services.job_events import plan_done, plan_waiter
 from app.services.schedules import SolvedSchedule, store_schedule
 from app.settings import Settings
-from models import Run, Schedule
+from models import Job, Run, Schedule
 from solver.errors import SolverError
 
 logger = logging.getLogger(__name__)
@@ -93,6 +99,7 @@ class _Claim:
     """A job as claimed: its id, the attempt that fences it, what it carries."""
 
     id: int
+    kind: str
     attempts: int
     project_id: str
     run_id: str | None
@@ -110,18 +117,28 @@ class _Plan:
     error: str | None = None
 
 
-def run_next_job(database: Database, settings: Settings, *, run_id: str | None = None) -> bool:
-    """Claim the oldest claimable job (of ``run_id``) and run it; ``False`` when none was free.
+def run_next_job(
+    database: Database,
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    job_id: int | None = None,
+) -> bool:
+    """Claim the oldest claimable job (of ``run_id``, or ``job_id``) and run it; ``False`` when
+    none was free.
 
     While it runs, log lines carry the id of the request that queued the job (or none), also
     when the job runs inside another request that waits for it.
     """
-    claim = _claim(database, settings, run_id=run_id)
+    claim = _claim(database, settings, run_id=run_id, job_id=job_id)
     if claim is None:
         return False
     token = REQUEST_ID.set(claim.request_id)
     try:
-        outcome = _run_plan_job(database, claim, settings)
+        if claim.kind == job_repo.SCHEDULE:
+            outcome = _run_schedule_job(database, claim, settings)
+        else:
+            outcome = _run_plan_job(database, claim, settings)
     except Exception as error:
         logger.exception("job %d (attempt %d) failed", claim.id, claim.attempts)
         _retry_or_fail(database, claim, settings, error)
@@ -132,14 +149,19 @@ def run_next_job(database: Database, settings: Settings, *, run_id: str | None =
     return True
 
 
-def _claim(database: Database, settings: Settings, *, run_id: str | None) -> _Claim | None:
+def _claim(
+    database: Database, settings: Settings, *, run_id: str | None, job_id: int | None
+) -> _Claim | None:
     with unit_of_work(database.sessions) as session:
         now = run_repo.db_now(session)
-        job = job_repo.claim(session, now=now, lease_s=settings.job_lease_s, run_id=run_id)
+        job = job_repo.claim(
+            session, now=now, lease_s=settings.job_lease_s, run_id=run_id, job_id=job_id
+        )
         if job is None:
             return None
         return _Claim(
             id=job.id,
+            kind=job.kind,
             attempts=job.attempts,
             project_id=job.project_id,
             run_id=job.run_id,
@@ -250,6 +272,71 @@ def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
     return "planned"
 
 
+# --- schedule jobs --------------------------------------------------------------------------------
+
+SCHEDULE_PAYLOAD_REQUEST = "request"
+
+
+def _run_schedule_job(database: Database, claim: _Claim, settings: Settings) -> str:
+    """Solve a ``POST .../schedules`` request on one snapshot, then store it with the result.
+
+    A request the solver refuses (constraints that admit no order, no order within the time
+    limit, a project deleted since) fails the job with the problem the route would have
+    answered: running it again would give the same answer.
+    """
+    request = ScheduleCreate.model_validate(claim.payload[SCHEDULE_PAYLOAD_REQUEST])
+    solved: SolvedSchedule | None = None
+    problem: ServiceError | None = None
+    with unit_of_work(database.read_sessions) as session:
+        context = _context(session, claim.project_id)
+        try:
+            if context is None:
+                raise NotFoundError("The project was deleted.")
+            solved = recommendation_service.solve_requested(
+                session, context, request, settings=settings
+            )
+        except ServiceError as error:
+            problem = error
+        except SolverError as error:
+            problem = service_error_from_solver(error)
+    with unit_of_work(database.sessions) as session:
+        now = run_repo.db_now(session)
+        if not job_repo.still_held(session, claim.id, claim.attempts):
+            return "lost"
+        if solved is not None:
+            stored = store_schedule(session, solved)
+            outcome, result, failed = "stored", {"schedule_id": stored.id}, False
+        else:
+            assert problem is not None
+            outcome, result, failed = "refused", problem_document(problem), True
+        job_repo.finish(
+            session,
+            claim.id,
+            claim.attempts,
+            outcome=outcome,
+            at=now,
+            failed=failed,
+            error=None if problem is None else problem.detail[:2000],
+            result=result,
+        )
+        key = job_repo.waiter_key(claim.id)
+        job_repo.announce_plan(session, key)
+        after_commit(session, lambda: plan_done(key))
+        return outcome
+
+
+def problem_document(error: ServiceError) -> dict[str, Any]:
+    """The problem+json fields of ``error`` (kept on a failed job, answered by its resource)."""
+    document: dict[str, Any] = {
+        "status": error.status,
+        "code": str(error.code),
+        "detail": error.detail,
+    }
+    if error.errors:
+        document["errors"] = [{"field": e.field, "reason": e.reason} for e in error.errors]
+    return document
+
+
 def _retry_or_fail(database: Database, claim: _Claim, settings: Settings, error: Exception) -> None:
     """After an unexpected error: retry after a jittered backoff, or fail after the last attempt.
 
@@ -285,27 +372,71 @@ def _fail_unplanned(session: Session, run: Run, reason: str) -> None:
 # --- waiting for a plan --------------------------------------------------------------------------
 
 
-def await_plan(
+def await_plan(database: Database, settings: Settings, run_id: str) -> bool:
+    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``."""
+
+    def pending(session: Session) -> str | None:
+        job = job_repo.pending_for_run(session, run_id)
+        return job.status if job is not None else None
+
+    return _wait_for(
+        database,
+        settings,
+        key=run_id,
+        wait_s=settings.plan_wait_s,
+        pending=pending,
+        run_here=lambda: run_next_job(database, settings, run_id=run_id),
+    )
+
+
+def await_job(
+    database: Database, settings: Settings, job_id: int, *, wait_s: float, run_here: bool
+) -> bool:
+    """Wait until job ``job_id`` has ended; ``False`` after ``wait_s`` seconds.
+
+    ``run_here``: run the job in this request if no worker has claimed it.
+    """
+
+    def pending(session: Session) -> str | None:
+        job = session.get(Job, job_id)
+        if job is None or job.status not in (job_repo.TODO, job_repo.DOING):
+            return None
+        return job.status
+
+    return _wait_for(
+        database,
+        settings,
+        key=job_repo.waiter_key(job_id),
+        wait_s=wait_s,
+        pending=pending,
+        run_here=lambda: run_here and run_next_job(database, settings, job_id=job_id),
+    )
+
+
+def _wait_for(
     database: Database,
     settings: Settings,
-    run_id: str,
+    *,
+    key: str,
+    wait_s: float,
+    pending: Callable[[Session], str | None],
+    run_here: Callable[[], bool],
 ) -> bool:
-    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
+    """Wait until ``pending`` (the job's status, ``None`` once ended) is ``None``.
 
     With the embedded runner, a job no worker has claimed yet is run here, by the waiting
     request itself. Otherwise the wait sleeps until the job's end wakes it (``job_events``),
     looking at the database again every ``RECHECK_S`` in case a wake-up was lost.
     """
-    deadline = time.monotonic() + settings.plan_wait_s
-    with plan_waiter(run_id) as finished:
+    deadline = time.monotonic() + wait_s
+    with plan_waiter(key) as finished:
         while True:
             with unit_of_work(database.read_sessions) as session:
-                job = job_repo.pending_for_run(session, run_id)
-                status = job.status if job is not None else None
+                status = pending(session)
             if status is None:
                 return True
             helps = settings.job_runner == "embedded" and status == job_repo.TODO
-            if helps and run_next_job(database, settings, run_id=run_id):
+            if helps and run_here():
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -26,16 +26,13 @@ from app.repositories import projects as project_repo
 from app.repositories import reports as report_repo
 from app.repositories import tasks as task_repo
 from app.schemas.run import RunStatus
-from app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective, ScheduleRead
+from app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective
 from app.services.auth import ProjectContext
 from app.services.schedules import (
     OrderRefiner,
     RefinedOrder,
     SolvedSchedule,
-    check_policy,
-    solve_and_store,
     solve_schedule,
-    store_schedule,
 )
 from app.settings import Settings
 from models import Run, Task
@@ -267,12 +264,12 @@ def solve_ensemble(
     )
 
 
-def create_schedule(
+def solve_requested(
     session: Session, context: ProjectContext, request: ScheduleCreate, *, settings: Settings
-) -> ScheduleRead:
-    """``POST /schedules``: the ensemble for ``expected`` and ``thompson`` over every task (the
-    recommendation and one posterior draw), the pairwise estimates otherwise."""
-    check_policy(session, context, request)
+) -> SolvedSchedule:
+    """What ``POST /schedules`` solves (nothing is stored): the ensemble for ``expected`` and
+    ``thompson`` over every task (the recommendation and one posterior draw), the pairwise
+    estimates otherwise."""
     ensemble_objective = request.objective in (
         ScheduleObjective.EXPECTED,
         ScheduleObjective.THOMPSON,
@@ -285,8 +282,7 @@ def create_schedule(
                 if request.objective is ScheduleObjective.THOMPSON
                 else PlanMode.EXPLOIT
             )
-            solved = solve_ensemble(
+            return solve_ensemble(
                 session, context, request, history, mode=mode, seed=request.seed, settings=settings
             )
-            return store_schedule(session, solved)
-    return solve_and_store(session, context, request, settings=settings)
+    return solve_schedule(session, context, request, settings=settings)

@@ -1,9 +1,9 @@
 """Use cases of schedules: solve over the current estimates, store, read the history.
 
-:func:`solve_schedule` solves and :func:`store_schedule` stores, in separate transactions where
-the caller can (the planning jobs of runs: no lock and no write slot is held while solving);
-:func:`solve_and_store` does both. A re-plan passes the run, the parent schedule and the trained
-prefix, and gets a new immutable schedule.
+:func:`solve_schedule` solves and :func:`store_schedule` stores, in separate transactions: every
+solve runs in a job (``app/services/planning.py``), which holds no lock and no write slot while
+solving. A re-plan passes the run, the parent schedule and the trained prefix, and gets a new
+immutable schedule.
 """
 
 from __future__ import annotations
@@ -661,17 +661,6 @@ def store_schedule(
     values["version"] = schedule_repo.next_version(session, solved.project_id)
     schedule = schedule_repo.add_schedule(session, solved.project_id, values)
     return _read(schedule)
-
-
-def solve_and_store(
-    session: Session,
-    project: ProjectContext,
-    request: ScheduleCreate,
-    *,
-    settings: Settings | None = None,
-) -> ScheduleRead:
-    """Solve ``request`` (:func:`solve_schedule`) and store the schedule in the same session."""
-    return store_schedule(session, solve_schedule(session, project, request, settings=settings))
 
 
 def _solver_objective(objective: ScheduleObjective) -> Objective:

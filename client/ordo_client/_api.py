@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import httpx
+
 from ordo_client._calls import (
     Call,
     dump,
@@ -39,6 +41,7 @@ from ordo_client.models import (
     RunInfo,
     RunPage,
     Schedule,
+    ScheduleJob,
     SchedulePage,
     ScheduleRequest,
     Strategy,
@@ -237,13 +240,32 @@ def get_estimates_csv(project: str) -> Call[str]:
 # --- schedules and predictions ---
 
 
-def create_schedule(project: str, request: ScheduleInput, *, timeout_s: float) -> Call[Schedule]:
+def create_schedule(
+    project: str, request: ScheduleInput, *, timeout_s: float
+) -> Call[Schedule | ScheduleJob]:
+    """The schedule (201), or the job solving it when the solve outlasts the server's wait (202)."""
     return Call(
         "POST",
         project_path(project, "schedules"),
-        model_parser(Schedule),
+        schedule_or_job,
         json=dump(request),
         timeout_s=timeout_s,
+    )
+
+
+def schedule_or_job(response: httpx.Response) -> Schedule | ScheduleJob:
+    """Parse a ``POST .../schedules`` answer: 202 carries a job, 201 the schedule."""
+    if response.status_code == 202:
+        return ScheduleJob.model_validate_json(response.content)
+    return Schedule.model_validate_json(response.content)
+
+
+def get_schedule_job(project: str, job_id: str) -> Call[ScheduleJob]:
+    return Call(
+        "GET",
+        project_path(project, "schedules", "jobs", job_id),
+        model_parser(ScheduleJob),
+        retry_safe=True,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -38,6 +39,7 @@ from ordo_client._client import (
     resolve_url,
 )
 from ordo_client._exchange import Backoff, after_response, after_transport_error, request_options
+from ordo_client._jobs import SCHEDULE_POLL_S, finished_schedule_id, timed_out
 from ordo_client._lease import (
     beat_interval_s,
     default_lost_after_s,
@@ -67,6 +69,7 @@ from ordo_client.models import (
     RunInfo,
     RunPage,
     Schedule,
+    ScheduleJob,
     SchedulePage,
     ScheduleRequest,
     Strategy,
@@ -282,13 +285,30 @@ class AsyncClient:
         """Solve for the best order over the current estimates; stored as a new schedule.
 
         Give a ``ScheduleRequest`` (or dict), or its fields as keywords. Not retried (each solve
-        stores a schedule); waits up to ``solve_timeout_s``.
+        stores a schedule). A long solve is a job on the server (202): it is polled until it
+        ends, up to ``solve_timeout_s`` in all.
         """
-        return await self.execute(
+        started = time.monotonic()
+        answer = await self.execute(
             _api.create_schedule(
                 project, _api.schedule_request(request, options), timeout_s=self.solve_timeout_s
             )
         )
+        while isinstance(answer, ScheduleJob):
+            schedule_id = finished_schedule_id(answer, url=self.url)
+            if schedule_id is not None:
+                return await self.get_schedule(project, schedule_id)
+            waited_s = time.monotonic() - started
+            if waited_s >= self.solve_timeout_s:
+                raise timed_out(answer, waited_s)
+            await asyncio.sleep(SCHEDULE_POLL_S)
+            answer = await self.get_schedule_job(project, answer.id)
+        return answer
+
+    async def get_schedule_job(self, project: str, job_id: str) -> ScheduleJob:
+        """A schedule solve the server answered with 202: ``queued``, ``running``,
+        ``succeeded`` (with ``schedule_id``) or ``failed`` (with its ``problem``)."""
+        return await self.execute(_api.get_schedule_job(project, job_id))
 
     async def list_schedules(
         self,

@@ -15,6 +15,7 @@ import httpx
 from ordo_client import _api
 from ordo_client._calls import Call
 from ordo_client._exchange import Backoff, after_response, after_transport_error, request_options
+from ordo_client._jobs import SCHEDULE_POLL_S, finished_schedule_id, timed_out
 from ordo_client._lease import LeaseKeeper
 from ordo_client._retry import RetryPolicy
 from ordo_client._run import Run
@@ -36,6 +37,7 @@ from ordo_client.models import (
     RunInfo,
     RunPage,
     Schedule,
+    ScheduleJob,
     SchedulePage,
     ScheduleRequest,
     Strategy,
@@ -276,13 +278,30 @@ class Client:
 
         Give a ``ScheduleRequest`` (or dict), or its fields as keywords:
         ``solve_schedule(pid, objective="maximin", constraints=[...], time_limit_s=5)``.
-        Not retried (each solve stores a schedule); waits up to ``solve_timeout_s``.
+        Not retried (each solve stores a schedule). A long solve is a job on the server (202):
+        it is polled until it ends, up to ``solve_timeout_s`` in all.
         """
-        return self.execute(
+        started = time.monotonic()
+        answer = self.execute(
             _api.create_schedule(
                 project, _api.schedule_request(request, options), timeout_s=self.solve_timeout_s
             )
         )
+        while isinstance(answer, ScheduleJob):
+            schedule_id = finished_schedule_id(answer, url=self.url)
+            if schedule_id is not None:
+                return self.get_schedule(project, schedule_id)
+            waited_s = time.monotonic() - started
+            if waited_s >= self.solve_timeout_s:
+                raise timed_out(answer, waited_s)
+            time.sleep(SCHEDULE_POLL_S)
+            answer = self.get_schedule_job(project, answer.id)
+        return answer
+
+    def get_schedule_job(self, project: str, job_id: str) -> ScheduleJob:
+        """A schedule solve the server answered with 202: ``queued``, ``running``,
+        ``succeeded`` (with ``schedule_id``) or ``failed`` (with its ``problem``)."""
+        return self.execute(_api.get_schedule_job(project, job_id))
 
     def list_schedules(
         self,

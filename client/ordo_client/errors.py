@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -189,7 +190,32 @@ def error_from_response(response: httpx.Response) -> OrdoError:
             problem = body
     except ValueError:
         pass
-    status = response.status_code
+    return error_from_problem(
+        problem,
+        status=response.status_code,
+        title=response.reason_phrase,
+        detail=response.text[:500],
+        retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+        method=response.request.method,
+        url=str(response.request.url),
+    )
+
+
+def error_from_problem(
+    problem: Mapping[str, Any],
+    *,
+    status: int | None = None,
+    title: str = "",
+    detail: str = "",
+    retry_after_s: float | None = None,
+    method: str = "",
+    url: str = "",
+) -> OrdoError:
+    """The exception for a problem document (an error answer, or a failed job's ``problem``);
+    ``status`` (the answer's) wins over the document's; ``title`` and ``detail`` fill in what the
+    document lacks."""
+    if status is None:
+        status = int(problem.get("status") or 500)
     raw_errors = problem.get("errors") or []
     errors = tuple(
         FieldError(field=str(item.get("field", "")), reason=str(item.get("reason", "")))
@@ -202,12 +228,12 @@ def error_from_response(response: httpx.Response) -> OrdoError:
     )
     return error_type(
         status=status,
-        title=str(problem.get("title") or response.reason_phrase or "Error"),
-        detail=str(problem.get("detail") or response.text[:500] or "(no detail)"),
+        title=str(problem.get("title") or title or "Error"),
+        detail=str(problem.get("detail") or detail or "(no detail)"),
         code=code,
         errors=errors,
-        retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
-        problem=problem,
-        method=response.request.method,
-        url=str(response.request.url),
+        retry_after_s=retry_after_s,
+        problem=dict(problem),
+        method=method,
+        url=url,
     )

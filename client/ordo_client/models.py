@@ -243,6 +243,19 @@ class SchedulePage(OrdoModel):
     next_page_token: str | None = None
 
 
+class ScheduleJob(OrdoModel):
+    """A schedule solve running off the request (the server answered 202): poll it."""
+
+    id: str
+    status: str = Field(description="queued, running, succeeded or failed.")
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    schedule_id: str | None = None
+    problem: dict[str, Any] | None = None
+
+
 class OrderPrediction(OrdoModel):
     """Predicted final utilities of one given order."""
 
