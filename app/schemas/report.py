@@ -86,22 +86,24 @@ class StageAssignment(OutputModel):
     task: str | None
 
 
+REPORT_READ_EXAMPLE: dict[str, JsonValue] = {
+    "stage": 1,
+    "task": "poetry",
+    "late": False,
+    "steps": 2000,
+    "tokens": 120000000,
+    "wall_time_s": 5400.0,
+    "evaluations": [
+        {"task": "math", "value": 0.4, "utility": 0.4, "stderr": 0.01, "entropy": 0.66},
+        {"task": "code", "value": 0.33, "utility": 0.33, "stderr": 0.01, "entropy": 0.61},
+        {"task": "poetry", "value": 0.61, "utility": 0.61, "stderr": 0.01, "entropy": 1.02},
+    ],
+    "created_at": "2026-11-27T11:07:00Z",
+}
+
 _REPORT_ACCEPTED_EXAMPLE: dict[str, JsonValue] = {
     "run_id": "82862022-93c8-4f8e-b395-a8af086e791b",
-    "report": {
-        "stage": 1,
-        "task": "poetry",
-        "late": False,
-        "steps": 2000,
-        "tokens": 120000000,
-        "wall_time_s": 5400.0,
-        "evaluations": [
-            {"task": "math", "value": 0.4, "utility": 0.4, "stderr": 0.01, "entropy": 0.66},
-            {"task": "code", "value": 0.33, "utility": 0.33, "stderr": 0.01, "entropy": 0.61},
-            {"task": "poetry", "value": 0.61, "utility": 0.61, "stderr": 0.01, "entropy": 1.02},
-        ],
-        "created_at": "2026-11-27T11:07:00Z",
-    },
+    "report": REPORT_READ_EXAMPLE,
     "observations": 4,
     "estimates_version": 5,
     "schedule_id": "dd6dbc9e-6d8b-4e3a-9284-2117b140c1c8",

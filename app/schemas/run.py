@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from app.schemas.common import InputModel, OutputModel
-from app.schemas.report import ReportRead
+from app.schemas.report import REPORT_READ_EXAMPLE, ReportRead
 from app.schemas.schedule import ScheduleCreate
 
 ClientId = Annotated[
@@ -257,20 +257,7 @@ _RUN_READ_EXAMPLE: dict[str, JsonValue] = {
             ],
             "created_at": "2026-11-27T09:35:00Z",
         },
-        {
-            "stage": 1,
-            "task": "poetry",
-            "late": False,
-            "steps": 2000,
-            "tokens": 120000000,
-            "wall_time_s": 5400.0,
-            "evaluations": [
-                {"task": "math", "value": 0.4, "utility": 0.4, "stderr": 0.01, "entropy": 0.66},
-                {"task": "code", "value": 0.33, "utility": 0.33, "stderr": 0.01, "entropy": 0.61},
-                {"task": "poetry", "value": 0.61, "utility": 0.61, "stderr": 0.01, "entropy": 1.02},
-            ],
-            "created_at": "2026-11-27T11:07:00Z",
-        },
+        REPORT_READ_EXAMPLE,
     ],
     "lease": {"token": 1, "expires_at": "2026-11-27T09:42:00Z", "heartbeat_interval_s": 60.0},
     "plan_pending": False,
@@ -293,22 +280,7 @@ class RunRead(RunSummary):
 
 
 _RUN_LIST_EXAMPLE: dict[str, JsonValue] = {
-    "items": [
-        {
-            "id": "82862022-93c8-4f8e-b395-a8af086e791b",
-            "client_id": "job-2026-11-27-a",
-            "status": "active",
-            "adaptive": True,
-            "strategy": "thompson",
-            "level_model": "run_model",
-            "schedule_id": "b5338263-fb8b-4f23-b95e-519c51717fe6",
-            "next_stage": 2,
-            "stage_count": 3,
-            "created_at": "2026-11-27T09:30:00Z",
-            "finished_at": None,
-            "fail_reason": None,
-        }
-    ],
+    "items": [{field: _RUN_READ_EXAMPLE[field] for field in RunSummary.model_fields}],
     "next_page_token": None,
 }
 

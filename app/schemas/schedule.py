@@ -293,44 +293,7 @@ class ScheduleRead(OutputModel):
 
 
 _SCHEDULE_LIST_EXAMPLE: dict[str, JsonValue] = {
-    "items": [
-        {
-            "id": "c95483f8-110b-4e88-879c-381c6aa88782",
-            "version": 1,
-            "parent_id": None,
-            "run_id": None,
-            "estimates_version": 4,
-            "label": "",
-            "request": {
-                "objective": "expected",
-                "model": "ensemble",
-                "rho": 0.0,
-                "kappa": 0.0,
-                "constraints": [],
-                "tasks": None,
-                "time_limit_s": 5.0,
-                "seed": 0,
-                "label": "",
-                "prefix": [],
-            },
-            "order": ["math", "code", "poetry"],
-            "objective": 1.51,
-            "bound": 1.51,
-            "gap": 0.0,
-            "status": "optimal",
-            "method": "exact",
-            "wall_time_s": 0.0067,
-            "predicted": {
-                "tasks": [
-                    {"task": "math", "mean": 0.61, "std": 0.05, "lower": 0.512, "upper": 0.708},
-                    {"task": "code", "mean": 0.4, "std": 0.06, "lower": 0.2824, "upper": 0.5176},
-                    {"task": "poetry", "mean": 0.5, "std": 0.04, "lower": 0.4216, "upper": 0.5784},
-                ],
-                "objective": {"mean": 1.51, "std": 0.09},
-            },
-            "created_at": "2026-11-27T09:20:00Z",
-        }
-    ],
+    "items": [_SCHEDULE_READ_EXAMPLE],
     "next_page_token": None,
 }
 
