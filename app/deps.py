@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Path, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
-from app.errors import UnavailableError
+from app.errors import RateLimitedError, UnavailableError
 from app.retry import track_commits
 from app.schemas.common import StorableText
-from app.services.auth import Principal, ProjectContext, authenticate, authorize_project
+from app.services.auth import (
+    Principal,
+    ProjectContext,
+    authenticate,
+    authorize_project,
+    record_key_use,
+)
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.rate_limits import RateLimits
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Longest wait of a write request for its turn (then 503): the database's statement timeout.
@@ -39,8 +49,47 @@ def get_database(request: Request) -> Database:
     return database
 
 
-async def write_gate(request: Request) -> AsyncIterator[None]:
+async def get_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Principal:
+    """The authenticated caller (401 otherwise), within its key's rate limit (429 otherwise).
+
+    Runs before :func:`write_gate`, in a read-only unit of work of its own: a request with a bad
+    token never waits for a write slot, takes one or opens a write transaction. A 401 counts as a
+    failed sign-in of the client's address (:class:`app.rate_limits.RateLimitMiddleware`).
+    """
+    token = credentials.credentials if credentials is not None else None
+    settings = get_settings_dep(request)
+    database = get_database(request)
+    principal = await run_in_threadpool(_authenticate, database, token, settings)
+    limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
+    # A request run again after a lost race (app.retry) resolves this again: count it once.
+    if limits is not None and not getattr(request.state, "key_rate_counted", False):
+        request.state.key_rate_counted = True
+        wait_s = await limits.hit_key(principal.key_id)
+        if wait_s is not None:
+            raise RateLimitedError(
+                "Too many requests with this API key; retry later.", retry_after_s=wait_s
+            )
+    return principal
+
+
+def _authenticate(database: Database, token: str | None, settings: Settings) -> Principal:
+    with unit_of_work(database.read_sessions) as session:
+        return authenticate(session, token, admin_token=settings.admin_token, touch=False)
+
+
+# The caller, authenticated but not yet holding a session (use PrincipalDep in routes).
+AuthenticatedDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def write_gate(request: Request, _caller: AuthenticatedDep) -> AsyncIterator[None]:
     """Queue writing requests in the event loop, at most as many at once as can hold a connection.
+
+    Only an authenticated caller (``_caller``) queues: every route's session depends on this
+    gate, so a rejected key is answered before any write slot or transaction, whatever the order
+    of a route's parameters.
 
     SQLite: one at a time (one writer). PostgreSQL: the pool's size. Waiting anywhere else
     fails under a burst: a request parked in SQLite's busy handler holds a worker thread, and
@@ -103,23 +152,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
-def get_principal(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+def current_principal(
+    request: Request, principal: AuthenticatedDep, session: SessionDep
 ) -> Principal:
-    """The authenticated caller (401 otherwise)."""
-    token = credentials.credentials if credentials is not None else None
-    return authenticate(
-        session,
-        token,
-        admin_token=settings.admin_token,
-        touch=request.method not in READ_METHODS,
-    )
+    """The authenticated caller; a write records the key's use in the request's transaction."""
+    if request.method not in READ_METHODS:
+        record_key_use(session, principal)
+    return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 ProjectIdPath = Annotated[str, Path(max_length=64, description="The project's id."), StorableText]
 # Errors of every route under /v1/projects/{project_id}: 422 answers a malformed `project_id`
 # (or another path parameter).

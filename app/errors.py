@@ -276,6 +276,16 @@ class UnavailableError(ServiceError):
     code = ErrorCode.UNAVAILABLE
 
 
+class RateLimitedError(ServiceError):
+    """Over a rate limit (app/rate_limits.py); retry after ``Retry-After`` seconds."""
+
+    status = 429
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
 SOLVER_ERROR_STATUS: Mapping[type[SolverError], type[ServiceError]] = {
     InvalidProblemError: InvalidInputError,
     InfeasibleError: ConstraintConflictError,
@@ -513,6 +523,8 @@ ERROR_DESCRIPTIONS: Mapping[int, str] = {
     f"digits, free-form JSON (task `metadata`) nested over {MAX_JSON_DEPTH} levels.",
     428: "The write on a run needs the holder's lease token in the `Ordo-Lease-Token` header "
     "(code `lease_token_required`).",
+    429: "Too many requests from this key or address, or too many failed sign-ins from this "
+    "address (code `rate_limited`); retry after `Retry-After` seconds.",
     503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
 

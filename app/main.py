@@ -15,10 +15,17 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.db import build_engine, is_sqlite, make_database
 from app.docs import STATIC_URL, install_redoc
-from app.errors import ERROR_DESCRIPTIONS, PROBLEM_MEDIA_TYPE, Problem, install_error_handlers
+from app.errors import (
+    ERROR_DESCRIPTIONS,
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    install_error_handlers,
+    problem_content,
+)
 from app.metrics import install_metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.problem_examples import problem_examples
+from app.rate_limits import UNLIMITED_PATHS, RateLimitMiddleware, build_rate_limits
 from app.routes import (
     calibration,
     dashboard,
@@ -74,6 +81,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         1 if is_sqlite(settings.database_url) else settings.db_pool_size + settings.db_max_overflow
     )
     app.state.write_gate = asyncio.Semaphore(writers)
+    # Built here, in the server's event loop (the asyncio storage binds its locks to it).
+    app.state.rate_limits = build_rate_limits(settings)
     logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))
     with ExitStack() as stack:
         stack.enter_context(plan_listener(settings.database_url))
@@ -112,12 +121,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     # Oversized bodies never reach routing or auth.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Outside the body limit: an address over its budget is answered before its body is read.
+    app.add_middleware(RateLimitMiddleware)
     # Outside Starlette's ServerErrorMiddleware too, so that every answer (a 413, a 500) has a
     # request id and an access line.
     build_stack = app.build_middleware_stack
     app.build_middleware_stack = lambda: RequestContextMiddleware(build_stack())  # type: ignore[method-assign]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+_RATE_LIMITED_RESPONSE = {
+    "description": ERROR_DESCRIPTIONS[429],
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds until the limit lets the next request in.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": problem_content(429),
+}
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -138,8 +161,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schemas.update(problem_schema.pop("$defs", {}))
     schemas["Problem"] = problem_schema
     problem_ref = {"$ref": "#/components/schemas/Problem"}
-    for path_item in spec.get("paths", {}).values():
+    for path, path_item in spec.get("paths", {}).items():
         for operation in path_item.values():
+            if path not in UNLIMITED_PATHS:  # app.rate_limits answers 429 anywhere else
+                operation.setdefault("responses", {}).setdefault("429", _RATE_LIMITED_RESPONSE)
             for code, response in operation.get("responses", {}).items():
                 if code.isdigit() and int(code) >= 400:
                     content = response.get("content", {})

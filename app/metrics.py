@@ -88,7 +88,8 @@ STALE_RUNS = Counter(
 )
 RATE_LIMITED = Counter(
     "ordo_rate_limited_requests_total",
-    "Requests refused by a rate limiter. Always 0 for now: Ordo has no rate limiter yet.",
+    "Requests answered 429: over a per-key or per-address rate limit, or after too many "
+    "failed sign-ins from one address.",
     registry=None,
 )
 QUEUE_DEPTH = Gauge(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -12,6 +13,8 @@ MIB = 1024 * 1024
 ADMIN_TOKEN_MIN_CHARS = 32
 ADMIN_TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 METRICS_TOKEN_MIN_CHARS = 32
+# Rate limit counters: in this process, or in Redis (shared by every process and replica).
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 
 
 def _long_enough(value: SecretStr | None, variable: str, minimum: int) -> SecretStr | None:
@@ -80,6 +83,28 @@ class Settings(BaseSettings):
     )
 
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After sent with 503 answers.")
+
+    # Rate limits (app/rate_limits.py), written as "1200/minute" or "5/second;1000/hour".
+    rate_limit_enabled: bool = Field(
+        default=True, description="Apply the rate limits below (per key, per address, sign-ins)."
+    )
+    rate_limit_per_key: str = Field(
+        default="1200/minute",
+        description="Requests of one API key (all its trainers together), counted after sign-in.",
+    )
+    rate_limit_per_address: str = Field(
+        default="2400/minute", description="Requests from one client address, signed in or not."
+    )
+    auth_failure_limit: str = Field(
+        default="20/minute",
+        description="Failed sign-ins (answered 401) from one client address; past it, every "
+        "request from that address answers 429 before its key is checked.",
+    )
+    rate_limit_storage_url: str = Field(
+        default="memory://",
+        description="Where counters live: memory:// (each process its own) or redis://host:port/db "
+        "(shared by every process and replica; install the `redis` extra).",
+    )
     lease_seconds: float = Field(default=60.0, gt=0, description="Run lease length (seconds).")
     heartbeat_grace_s: float = Field(default=120.0, gt=0)
 
@@ -132,6 +157,26 @@ class Settings(BaseSettings):
     )
     docs_enabled: bool = True
     log_level: str = Field(default="info", description="Log level of the server's JSON logs.")
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_address", "auth_failure_limit")
+    @classmethod
+    def _is_a_rate_limit(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as error:
+            raise ValueError(
+                f"{value!r} is not a rate limit; write e.g. '1200/minute' or '5/second;1000/hour'"
+            ) from error
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _is_a_limit_storage(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+            known = ", ".join(f"{s}://" for s in RATE_LIMIT_STORAGE_SCHEMES)
+            raise ValueError(f"the rate limit storage must be one of {known}")
+        return value
 
     @field_validator("admin_token")
     @classmethod

@@ -210,8 +210,15 @@ def settings(database_url: str) -> Settings:
 
     No embedded worker thread: the test's requests share one connection, so a plan job runs in
     the request that waits for it (``GET .../next``, ``POST .../runs``), as it can in production.
+    No rate limits: tests send many requests from one address with one key
+    (tests/app/test_rate_limits.py sets its own).
     """
-    return Settings(database_url=database_url, admin_token=ADMIN_TOKEN, job_thread=False)
+    return Settings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        job_thread=False,
+        rate_limit_enabled=False,
+    )
 
 
 @pytest.fixture
@@ -269,12 +276,15 @@ LiveServer = ServerProcess
 def run_live_server(
     database_url: str, *, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[LiveServer]:
-    """Serve the app with uvicorn in a subprocess until the block ends (the URL is migrated)."""
+    """Serve the app with uvicorn in a subprocess until the block ends (the URL is migrated).
+
+    Rate limits are off unless ``env`` turns them on: tests send bursts from one address.
+    """
     with serve_subprocess(
         database_url,
         admin_token=ADMIN_TOKEN,
         workers=workers,
-        env=env,
+        env={"ORDO_RATE_LIMIT_ENABLED": "false", **(env or {})},
         migrate=False,
         start_timeout_s=SERVER_START_TIMEOUT_S,
     ) as server:

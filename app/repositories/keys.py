@@ -76,10 +76,10 @@ def revoke_key(session: Session, project_id: str, key_id: str, at: datetime) -> 
 TOUCH_RESOLUTION = timedelta(seconds=60)
 
 
-def touch_key(session: Session, key_pk: str, at: datetime) -> None:
-    """Record a use of the key (at most once per TOUCH_RESOLUTION)."""
+def touch_key(session: Session, key_id: str, at: datetime) -> None:
+    """Record a use of the key with public id ``key_id`` (at most once per TOUCH_RESOLUTION)."""
     stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at - TOUCH_RESOLUTION)
-    session.execute(update(ApiKey).where(ApiKey.id == key_pk, stale).values(last_used_at=at))
+    session.execute(update(ApiKey).where(ApiKey.key_id == key_id, stale).values(last_used_at=at))
 
 
 def has_global_admin(session: Session) -> bool:

@@ -69,8 +69,14 @@ def authenticate(
     if key.expires_at is not None and key.expires_at <= now:
         raise UnauthorizedError()
     if touch:
-        key_repo.touch_key(session, key.id, now)
+        key_repo.touch_key(session, key.key_id, now)
     return Principal(key_id=key.key_id, role=Role(key.role), project_id=key.project_id)
+
+
+def record_key_use(session: Session, principal: Principal) -> None:
+    """Record a use of the caller's stored key (at most once a minute; not for the env token)."""
+    if principal.key_id != ENV_ADMIN_KEY_ID:
+        key_repo.touch_key(session, principal.key_id, utcnow())
 
 
 def authorize_project(
