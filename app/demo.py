@@ -537,6 +537,7 @@ def run_demo(config: DemoConfig, console: Console) -> Comparison:
             admin_token=admin_token,
             sqlite_synchronous="NORMAL",
             solver_time_limit_s=config.time_limit_s,
+            rate_limit_enabled=False,  # one local caller, as fast as it can go
         )
         with serve_in_thread(settings) as base_url:
             console.print(f"Ordo is serving on {base_url} (docs at {base_url}/docs)")

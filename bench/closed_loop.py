@@ -244,7 +244,8 @@ def live_server() -> Iterator[ServerProcess]:
         serve_subprocess(
             f"sqlite:///{Path(folder) / 'ordo.db'}",
             admin_token="bench-admin-" + os.urandom(12).hex(),
-            env={"ORDO_LOG_LEVEL": "warning"},
+            # Every simulated trainer shares one address: no rate limits in the benchmark.
+            env={"ORDO_LOG_LEVEL": "warning", "ORDO_RATE_LIMIT_ENABLED": "false"},
             start_timeout_s=SERVER_START_TIMEOUT_S,
         ) as server,
     ):

@@ -361,7 +361,10 @@ def ordo_server(
     """``ordo serve`` on ``database_url`` or on a temporary SQLite database, and ``job_workers``
     ``ordo worker`` processes (0: the server's embedded worker runs the jobs)."""
     token = "load-admin-" + os.urandom(16).hex()
-    env = {"ORDO_JOB_RUNNER": "external"} if job_workers else {}
+    # The fleet shares one address and a few keys: measure the service, not its rate limiter.
+    env = {"ORDO_RATE_LIMIT_ENABLED": "false"}
+    if job_workers:
+        env["ORDO_JOB_RUNNER"] = "external"
     with tempfile.TemporaryDirectory(prefix="ordo-load-") as folder:
         url = database_url or f"sqlite:///{Path(folder) / 'ordo.db'}"
         with serve_subprocess(url, admin_token=token, workers=workers, env=env) as server:

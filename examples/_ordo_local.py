@@ -36,7 +36,10 @@ def ordo_server(url: str | None = None, token: str | None = None) -> Iterator[tu
         database_url = f"sqlite:///{Path(folder) / 'ordo.sqlite'}"
         command.upgrade(alembic_config(database_url), "head")
         settings = Settings(
-            database_url=database_url, admin_token=admin_token, sqlite_synchronous="NORMAL"
+            database_url=database_url,
+            admin_token=admin_token,
+            sqlite_synchronous="NORMAL",
+            rate_limit_enabled=False,  # a throwaway server for one local caller
         )
         with serve_in_thread(settings) as base_url:
             yield base_url, admin_token
