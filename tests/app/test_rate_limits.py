@@ -7,6 +7,7 @@ against a real server process.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -17,11 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.errors import ConfigurationError
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from app.db import Database
 from app.main import create_app
+from app.rate_limits import open_storage
 from app.settings import Settings
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -95,6 +99,16 @@ def test_defaults_limit_a_real_deployment() -> None:
 def test_bad_limit_settings_are_refused(field: str, value: str) -> None:
     with pytest.raises(ValueError, match=field):
         Settings.model_validate({field: value})
+
+
+def test_the_storage_url_chooses_where_counters_live() -> None:
+    assert isinstance(open_storage("memory://"), MemoryStorage)
+    # redis:// reaches limits' Redis storage (through redis-py, the `redis` extra).
+    if importlib.util.find_spec("redis") is None:
+        with pytest.raises(ConfigurationError, match="'redis' prerequisite"):
+            open_storage("redis://127.0.0.1:6379/0")
+    else:
+        assert isinstance(open_storage("redis://127.0.0.1:6379/0"), RedisStorage)
 
 
 # --- per key and per address ---------------------------------------------------------------------
