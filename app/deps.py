@@ -84,12 +84,13 @@ def _authenticate(database: Database, token: str | None, settings: Settings) -> 
 AuthenticatedDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def write_gate(request: Request, _caller: AuthenticatedDep) -> AsyncIterator[None]:
+async def write_gate(request: Request) -> AsyncIterator[None]:
     """Queue writing requests in the event loop, at most as many at once as can hold a connection.
 
-    Only an authenticated caller (``_caller``) queues: every route's session depends on this
-    gate, so a rejected key is answered before any write slot or transaction, whatever the order
-    of a route's parameters.
+    Routes authenticate first: their project or principal parameter comes before the session,
+    and :func:`current_principal` resolves the caller before the session, so a rejected key is
+    answered before it queues here (``tests/app/test_rate_limits.py`` holds every slot and checks
+    each write route).
 
     SQLite: one at a time (one writer). PostgreSQL: the pool's size. Waiting anywhere else
     fails under a burst: a request parked in SQLite's busy handler holds a worker thread, and
@@ -155,7 +156,10 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 def current_principal(
     request: Request, principal: AuthenticatedDep, session: SessionDep
 ) -> Principal:
-    """The authenticated caller; a write records the key's use in the request's transaction."""
+    """The authenticated caller; a write records the key's use in the request's transaction.
+
+    ``principal`` comes before ``session``: the key is checked before the write gate.
+    """
     if request.method not in READ_METHODS:
         record_key_use(session, principal)
     return principal

@@ -17,16 +17,19 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import ConfigurationError
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from app.db import Database
 from app.main import create_app
 from app.rate_limits import open_storage
 from app.settings import Settings
+from tests.app.route_cases import ROUTE_CASES, SUBJECT_TASKS, Subject, create_subject_run
 from tests.conftest import (
     ADMIN_TOKEN,
     migrated_sqlite_url,
@@ -34,7 +37,7 @@ from tests.conftest import (
     require_postgres,
     run_live_server,
 )
-from tests.factories import ProjectKeys, bearer
+from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
 PROBLEM = "application/problem+json"
 BAD_TOKEN = "ordo_0123456789abcdef_" + "x" * 43
@@ -206,6 +209,37 @@ def test_bad_tokens_are_answered_while_every_write_slot_is_taken(
         elapsed_s = time.monotonic() - started
     assert statuses == [401] * 20 + [429] * 40
     assert elapsed_s < 10.0  # a request queued for the gate would wait 30 s, then 503
+
+
+WRITE_ROUTES = sorted(key for key in ROUTE_CASES if key[0] not in {"GET", "HEAD", "OPTIONS"})
+
+
+@pytest.mark.parametrize(("method", "path"), WRITE_ROUTES)
+def test_every_write_route_checks_the_key_before_the_write_gate(
+    app: FastAPI, client: TestClient, session: Session, method: str, path: str
+) -> None:
+    """With every write slot taken, a bad, a revoked or no key is still answered 401 at once."""
+    case = ROUTE_CASES[(method, path)]
+    project = create_project_with_keys(session, task_keys=SUBJECT_TASKS)
+    run_id = create_subject_run(session, project.id)
+    session.commit()
+    key_id = project.trainer_token.split("_")[1]
+    subject = Subject(project=project, trainer_key_id=key_id, run_id=run_id)
+    gate: asyncio.Semaphore = app.state.write_gate
+    assert client.portal is not None
+    while not gate.locked():
+        client.portal.call(gate.acquire)
+    for headers in [bearer(BAD_TOKEN), bearer(project.revoked_token), {}]:
+        started = time.monotonic()
+        response = client.request(
+            method,
+            case.path(subject),
+            json=case.body(subject) if case.body else None,
+            params=case.query,
+            headers={**case.headers, **headers},
+        )
+        assert response.status_code == 401, response.text
+        assert time.monotonic() - started < 5.0  # the gate's queue gives up after 30 s
 
 
 # --- a real server -------------------------------------------------------------------------------
