@@ -160,6 +160,10 @@ ROUTE_CASES: dict[tuple[str, str], RouteCase] = {
         path=lambda s: f"{_project(s)}/schedules/00000000-0000-4000-8000-000000000000",
         success=404,
     ),
+    # Likewise for a job: a fresh subject has none (test_schedule_jobs.py checks the 200).
+    ("GET", "/v1/projects/{project_id}/schedules/jobs/{job_id}"): RouteCase(
+        path=lambda s: f"{_project(s)}/schedules/jobs/999999999999", success=404
+    ),
     ("POST", "/v1/projects/{project_id}/predictions"): RouteCase(
         path=lambda s: f"{_project(s)}/predictions",
         body=lambda s: {"orders": [["math", "code"], ["code", "math"]]},
