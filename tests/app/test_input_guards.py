@@ -183,6 +183,7 @@ def test_nul_in_any_path_parameter_of_any_route_is_422(
         "run_id": subject.run_id,
         "stage": "0",
         "schedule_id": str(uuid.uuid4()),
+        "job_id": "999999999999",
     }
     before = _rows(session)
     checked = 0
