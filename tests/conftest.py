@@ -291,6 +291,27 @@ def run_live_server(
         yield server
 
 
+@contextmanager
+def live_server_on(
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+) -> Iterator[LiveServer]:
+    """A live server on a fresh, migrated database: ``backend`` is "sqlite" or "postgresql"."""
+    if backend == "sqlite":
+        url = migrated_sqlite_url(tmp_path_factory.mktemp("live") / "ordo.sqlite")
+        with run_live_server(url, env=env, workers=workers) as server:
+            yield server
+    else:
+        with (
+            postgres_database(require_postgres()) as url,
+            run_live_server(url, env=env, workers=workers) as server,
+        ):
+            yield server
+
+
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A real server process on a fresh, migrated SQLite file."""

@@ -26,13 +26,7 @@ from ordo_client import (
 )
 from ordo_client.models import TaskSpec
 from tests.client.conftest import ProjectAccess, new_project
-from tests.conftest import (
-    LiveServer,
-    migrated_sqlite_url,
-    postgres_database,
-    require_postgres,
-    run_live_server,
-)
+from tests.conftest import LiveServer, live_server_on
 
 GRACE_S = 0.6
 TASKS = [
@@ -51,16 +45,8 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """A live server whose runs turn stale after ``GRACE_S`` of silence."""
-    if request.param == "sqlite":
-        url = migrated_sqlite_url(tmp_path_factory.mktemp("fencing") / "ordo.sqlite")
-        with run_live_server(url, env=SHORT_LEASE) as live:
-            yield live
-    else:
-        with (
-            postgres_database(require_postgres()) as url,
-            run_live_server(url, env=SHORT_LEASE) as live,
-        ):
-            yield live
+    with live_server_on(request.param, tmp_path_factory, env=SHORT_LEASE) as live:
+        yield live
 
 
 @pytest.fixture

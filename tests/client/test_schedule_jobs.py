@@ -14,13 +14,7 @@ import httpx
 import pytest
 
 from ordo_client import AsyncClient, BadRequestError, Client
-from tests.conftest import (
-    LiveServer,
-    migrated_sqlite_url,
-    postgres_database,
-    require_postgres,
-    run_live_server,
-)
+from tests.conftest import LiveServer, live_server_on
 
 TASKS = ("math", "code", "poetry")
 NEVER_WAIT = {"ORDO_SCHEDULE_WAIT_S": "0"}
@@ -37,16 +31,8 @@ def impatient(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """A live server whose schedule solves always answer 202."""
-    if request.param == "sqlite":
-        url = migrated_sqlite_url(tmp_path_factory.mktemp("jobs") / "ordo.sqlite")
-        with run_live_server(url, env=NEVER_WAIT) as server:
-            yield server
-    else:
-        with (
-            postgres_database(require_postgres()) as url,
-            run_live_server(url, env=NEVER_WAIT) as server,
-        ):
-            yield server
+    with live_server_on(request.param, tmp_path_factory, env=NEVER_WAIT) as live:
+        yield live
 
 
 @pytest.fixture
