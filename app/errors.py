@@ -319,6 +319,19 @@ def problem_response(
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     """A problem+json response; ``title`` is the standard reason phrase of ``status``."""
+    body = problem_body(status, detail, code=code, errors=errors, extra=extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def problem_body(
+    status: int,
+    detail: str,
+    *,
+    code: ErrorCode,
+    errors: Sequence[FieldIssue] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The problem document of :func:`problem_response` (also kept by a failed job)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -330,7 +343,7 @@ def problem_response(
         body["errors"] = [{"field": e.field, "reason": e.reason} for e in errors]
     if extra:
         body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return body
 
 
 # Statuses Starlette and FastAPI raise themselves, as HTTPException.

@@ -100,7 +100,7 @@ def get_job(session: Session, project_id: str, job_id: int) -> Job | None:
     return session.scalar(select(Job).where(Job.project_id == project_id, Job.id == job_id))
 
 
-def announce_plan(session: Session, key: str) -> None:
+def announce_done(session: Session, key: str) -> None:
     """NOTIFY the API processes (PostgreSQL; delivered at commit) that a job ended.
 
     ``key``: the run's id for a run plan, :func:`waiter_key` for any other job.

@@ -19,7 +19,6 @@ from app.deps import (
     release_write_gate,
 )
 from app.errors import (
-    ErrorCode,
     FieldIssue,
     error_responses,
     problem_content,
@@ -144,14 +143,10 @@ def job_answer(project_id: str, job: ScheduleJobRead, *, retry_after_s: int) -> 
     """A failed job's problem, or 202 with a job still queued or running."""
     if job.problem is not None:
         problem = job.problem
-        issues = [FieldIssue(e["field"], e["reason"]) for e in problem.errors or ()]
+        issues = [FieldIssue(e.field, e.reason) for e in problem.errors or ()]
         headers = {"Retry-After": str(retry_after_s)} if problem.status == 503 else None
         return problem_response(
-            problem.status,
-            problem.detail,
-            code=ErrorCode(problem.code),
-            errors=issues,
-            headers=headers,
+            problem.status, problem.detail, code=problem.code, errors=issues, headers=headers
         )
     location = f"/v1/projects/{quote(project_id, safe='')}/schedules/jobs/{job.id}"
     return JSONResponse(

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, JsonValue, Tag
 
+from app.errors import ErrorCode, FieldError
 from app.schemas.common import MAX_BATCH, InputModel, OutputModel
 from app.schemas.task import TaskKey, TaskKind
 
@@ -320,10 +321,10 @@ class JobProblem(OutputModel):
     """Why a schedule job failed: the problem `POST .../schedules` would have answered."""
 
     status: int = Field(description="The HTTP status the solve's error maps to (422, 503...).")
-    code: str = Field(description="The error code (see `Problem.code`).")
+    code: ErrorCode
     detail: str
-    errors: list[dict[str, str]] | None = Field(
-        default=None, description="Each offending field and why (`field`, `reason`)."
+    errors: list[FieldError] | None = Field(
+        default=None, description="Each offending field and why."
     )
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database, unit_of_work
-from app.errors import NotFoundError, ServiceError, service_error_from_solver
+from app.errors import NotFoundError, ServiceError, problem_body, service_error_from_solver
 from app.logging_config import REQUEST_ID
 from app.metrics import REPLANS, after_commit
 from app.repositories import jobs as job_repo
@@ -238,7 +238,7 @@ def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
             return "lost"  # another worker claimed it again; its answer counts
         outcome = _apply(session, run, plan)
         job_repo.finish(session, claim.id, claim.attempts, outcome=outcome, at=now)
-        job_repo.announce_plan(session, claim.run_id)
+        job_repo.announce_done(session, claim.run_id)
         after_commit(session, lambda: plan_done(claim.run_id or ""))
         if plan is not None and plan.stage >= 1 and outcome in ("planned", "kept"):
             after_commit(session, REPLANS.labels(outcome=_replan_label(outcome)).inc)
@@ -308,7 +308,10 @@ def _run_schedule_job(database: Database, claim: _Claim, settings: Settings) -> 
             outcome, result, failed = "stored", {"schedule_id": stored.id}, False
         else:
             assert problem is not None
-            outcome, result, failed = "refused", problem_document(problem), True
+            outcome, failed = "refused", True
+            result = problem_body(
+                problem.status, problem.detail, code=problem.code, errors=problem.errors
+            )
         job_repo.finish(
             session,
             claim.id,
@@ -320,21 +323,9 @@ def _run_schedule_job(database: Database, claim: _Claim, settings: Settings) -> 
             result=result,
         )
         key = job_repo.waiter_key(claim.id)
-        job_repo.announce_plan(session, key)
+        job_repo.announce_done(session, key)
         after_commit(session, lambda: plan_done(key))
         return outcome
-
-
-def problem_document(error: ServiceError) -> dict[str, Any]:
-    """The problem+json fields of ``error`` (kept on a failed job, answered by its resource)."""
-    document: dict[str, Any] = {
-        "status": error.status,
-        "code": str(error.code),
-        "detail": error.detail,
-    }
-    if error.errors:
-        document["errors"] = [{"field": e.field, "reason": e.reason} for e in error.errors]
-    return document
 
 
 def _retry_or_fail(database: Database, claim: _Claim, settings: Settings, error: Exception) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.errors import NotFoundError
+from app.errors import ErrorCode, NotFoundError
 from app.logging_config import REQUEST_ID
 from app.metrics import after_commit
 from app.repositories import jobs as job_repo
@@ -97,6 +97,6 @@ def _crashed(job: Job) -> JobProblem:
     """A job that failed on every attempt with an unexpected error (logged by the worker)."""
     return JobProblem(
         status=503,
-        code="unavailable",
+        code=ErrorCode.UNAVAILABLE,
         detail=f"The solve failed on each of its {job.attempts} attempts; retry later.",
     )

@@ -23,6 +23,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from app.db import build_engine, make_database
 from app.deps import SessionDep
@@ -217,7 +218,24 @@ def test_sqlite_busy_runs_again_once_the_writer_is_gone(tmp_path: Path) -> None:
     assert retries("transient") >= before + 1
 
 
-def test_only_races_are_retried() -> None:
+def test_only_races_are_retried(tmp_path: Path) -> None:
+    """Real errors of a real database: a duplicate key is a race, a bad query is not."""
+    engine = build_engine(Settings(database_url=migrated_sqlite_url(tmp_path / "kinds.sqlite")))
+    caught: list[BaseException] = []
+    statements = (
+        "CREATE TABLE kinds (k VARCHAR(8) PRIMARY KEY)",
+        "INSERT INTO kinds (k) VALUES ('a')",
+        "INSERT INTO kinds (k) VALUES ('a')",  # unique violation
+        "SELECT nope FROM kinds",  # no such column
+    )
+    for statement in statements:
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(statement))
+        except DBAPIError as error:
+            caught.append(error)
+    engine.dispose()
+    assert [retry_reason(error) for error in caught] == ["integrity", None]
     assert retry_reason(ValueError("not a database error")) is None
 
 
