@@ -8,10 +8,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# The client first: it changes less often than the service, so its layer stays cached.
+# The client (with its `ordo` command) first: it changes less often than the service, so its
+# layer stays cached. Its LICENSE is a link to the repository's.
+COPY LICENSE ./
 COPY client ./client
-RUN pip install ./client
+RUN pip install "./client[cli]"
+# The service: one import package, ordo_server, with these folders mapped under it.
 COPY pyproject.toml README.md ./
+COPY ordo_server ./ordo_server
 COPY app ./app
 COPY solver ./solver
 COPY models ./models

@@ -14,11 +14,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml client/pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ./client -e .
+	$(BIN)/python -m pip install --quiet -e "./client[cli,demo]" -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ./client -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e "./client[cli,demo]" -e ".[dev]"
 	touch $@
 
 run: $(VENV)/.installed
@@ -46,7 +46,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.closed_loop
 
 openapi: $(VENV)/.installed
-	$(BIN)/python -m app.openapi_export openapi.json
+	$(BIN)/python -m ordo_server.app.openapi_export openapi.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,8 +1,9 @@
-"""The ``ordo`` command line: ``ordo serve``, ``ordo db upgrade|current|recompute-estimates``,
-``ordo admin rotate``.
+"""The server's command line: ``ordo-server serve``, ``worker``,
+``db upgrade|current|recompute-estimates`` and ``admin rotate``.
 
-``cli`` is the typer app; other modules may add commands or sub-apps to it
-(``cli.add_typer(...)``) before ``main`` runs.
+``cli`` is the ``ordo-server`` typer app. ``register`` adds the same commands to another app: the
+client distribution's ``ordo`` command loads it through the ``ordo.cli`` entry point, so that with
+both installed ``ordo serve`` is ``ordo-server serve``. The server never imports the client.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli_client import register_client_commands
-
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from ordo_server.app.settings import Settings
 
 # The server's modules (settings, database, services, solver) and uvicorn are imported inside the
 # commands that need them: `ordo --help` and the client commands load none of them.
 
 cli = typer.Typer(
-    name="ordo",
-    help="Ordo: curriculum scheduling optimizer service.",
+    name="ordo-server",
+    help="Ordo's server: serve the API, run job workers, migrate the database.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -36,7 +35,6 @@ SERVER_PANEL = "Server commands (ORDO_DATABASE_URL, ORDO_ADMIN_TOKEN, ...)"
 cli.add_typer(db_cli, name="db", rich_help_panel=SERVER_PANEL)
 admin_cli = typer.Typer(help="The global admin token.", no_args_is_help=True)
 cli.add_typer(admin_cli, name="admin", rich_help_panel=SERVER_PANEL)
-register_client_commands(cli)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -48,7 +46,7 @@ def _load_settings() -> Settings:
     """The settings, or exit 1 naming each invalid variable (never echoing its value)."""
     from pydantic import ValidationError
 
-    from app.settings import get_settings
+    from ordo_server.app.settings import get_settings
 
     try:
         return get_settings()
@@ -64,7 +62,7 @@ def _load_settings() -> Settings:
 def _check_schema(settings: Settings) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from app.db import build_engine, schema_status
+    from ordo_server.app.db import build_engine, schema_status
 
     engine = build_engine(settings)
     try:
@@ -87,8 +85,8 @@ def _bootstrap_admin(settings: Settings) -> None:
     Unset: at first start, make a token, store it hashed and show it once. Set: the configured
     token replaces the generated ones, so they are revoked.
     """
-    from app.db import build_engine, make_database, session_scope
-    from app.services.auth import ensure_global_admin, revoke_generated_admins
+    from ordo_server.app.db import build_engine, make_database, session_scope
+    from ordo_server.app.services.auth import ensure_global_admin, revoke_generated_admins
 
     engine = build_engine(settings)
     try:
@@ -120,8 +118,8 @@ def serve(
     """Serve the API (refuses to start when the schema is behind or the admin token is short)."""
     import uvicorn
 
-    from app.db import is_sqlite
-    from app.logging_config import logging_config
+    from ordo_server.app.db import is_sqlite
+    from ordo_server.app.logging_config import logging_config
 
     settings = _load_settings()
     host = host or settings.host
@@ -133,7 +131,7 @@ def serve(
     typer.echo(f"Ordo API docs: http://{host}:{port}/docs")
     with _multiprocess_metrics(workers):
         uvicorn.run(
-            "app.main:create_app",
+            "ordo_server.app.main:create_app",
             factory=True,
             host=host,
             port=port,
@@ -154,9 +152,9 @@ def worker() -> None:
     import signal
     import threading
 
-    from app.db import build_engine, make_database
-    from app.logging_config import logging_config
-    from app.worker import run_worker
+    from ordo_server.app.db import build_engine, make_database
+    from ordo_server.app.logging_config import logging_config
+    from ordo_server.app.worker import run_worker
 
     settings = _load_settings()
     _check_schema(settings)
@@ -198,7 +196,7 @@ def db_upgrade(
     """Apply the migrations up to a revision (default: head)."""
     from alembic import command
 
-    from app.db import alembic_config
+    from ordo_server.app.db import alembic_config
 
     settings = _load_settings()
     command.upgrade(alembic_config(settings.database_url), revision)
@@ -216,9 +214,9 @@ def db_recompute_estimates(
     project: Annotated[str, typer.Option("--project", help="The project's id.")],
 ) -> None:
     """Rebuild a project's estimate statistics from its raw observations."""
-    from app.db import build_engine, make_database, session_scope
-    from app.repositories.projects import get_project
-    from app.services.reports import recompute_statistics
+    from ordo_server.app.db import build_engine, make_database, session_scope
+    from ordo_server.app.repositories.projects import get_project
+    from ordo_server.app.services.reports import recompute_statistics
 
     settings = _load_settings()
     engine = build_engine(settings)
@@ -247,8 +245,8 @@ def admin_rotate() -> None:
             "`ordo admin rotate` again."
         )
     _check_schema(settings)
-    from app.db import build_engine, make_database, session_scope
-    from app.services.auth import rotate_global_admin
+    from ordo_server.app.db import build_engine, make_database, session_scope
+    from ordo_server.app.services.auth import rotate_global_admin
 
     engine = build_engine(settings)
     try:
@@ -266,7 +264,7 @@ def admin_rotate() -> None:
 
 
 def _print_current(settings: Settings) -> None:
-    from app.db import build_engine, schema_status
+    from ordo_server.app.db import build_engine, schema_status
 
     engine = build_engine(settings)
     try:
@@ -278,8 +276,14 @@ def _print_current(settings: Settings) -> None:
     typer.echo(f"Database revision: {current} ({state})")
 
 
+def register(target: typer.Typer) -> None:
+    """Add the server commands and groups to ``target`` (the ``ordo.cli`` entry point)."""
+    target.registered_commands.extend(cli.registered_commands)
+    target.registered_groups.extend(cli.registered_groups)
+
+
 def main() -> None:
-    """Entry point of the ``ordo`` script."""
+    """Entry point of the ``ordo-server`` script."""
     cli()
 
 

@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-import migrations
-from app.settings import Settings
+from ordo_server import migrations
+from ordo_server.app.settings import Settings
 
 VERSION_TABLE = "ordo_alembic_version"
 UPGRADE_HINT = "run `ordo db upgrade`"

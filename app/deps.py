@@ -11,21 +11,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.db import Database, unit_of_work
-from app.errors import RateLimitedError, UnavailableError
-from app.retry import track_commits
-from app.schemas.common import StorableText
-from app.services.auth import (
+from ordo_server.app.db import Database, unit_of_work
+from ordo_server.app.errors import RateLimitedError, UnavailableError
+from ordo_server.app.retry import track_commits
+from ordo_server.app.schemas.common import StorableText
+from ordo_server.app.services.auth import (
     Principal,
     ProjectContext,
     authenticate,
     authorize_project,
     record_key_use,
 )
-from app.settings import Settings
+from ordo_server.app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.rate_limits import RateLimits
+    from ordo_server.app.rate_limits import RateLimits
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Longest wait of a write request for its turn (then 503): the database's statement timeout.

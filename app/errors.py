@@ -29,15 +29,20 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db import UPGRADE_HINT, is_missing_table
-from app.problem_examples import problem_examples
-from app.schemas.common import (
+from ordo_server.app.db import UPGRADE_HINT, is_missing_table
+from ordo_server.app.problem_examples import problem_examples
+from ordo_server.app.schemas.common import (
     LOCATION_CONTEXT,
     MAX_JSON_DEPTH,
     UNSTORABLE_TEXT,
     escape_unstorable,
 )
-from solver.errors import InfeasibleError, InvalidProblemError, NoSolutionError, SolverError
+from ordo_server.solver.errors import (
+    InfeasibleError,
+    InvalidProblemError,
+    NoSolutionError,
+    SolverError,
+)
 
 logger = logging.getLogger(__name__)
 

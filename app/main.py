@@ -13,20 +13,21 @@ from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from app.db import build_engine, is_sqlite, make_database
-from app.docs import STATIC_URL, install_redoc
-from app.errors import (
+from ordo_server import __version__
+from ordo_server.app.db import build_engine, is_sqlite, make_database
+from ordo_server.app.docs import STATIC_URL, install_redoc
+from ordo_server.app.errors import (
     ERROR_DESCRIPTIONS,
     PROBLEM_MEDIA_TYPE,
     Problem,
     install_error_handlers,
     problem_content,
 )
-from app.metrics import install_metrics
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.problem_examples import problem_examples
-from app.rate_limits import UNLIMITED_PATHS, RateLimitMiddleware, build_rate_limits
-from app.routes import (
+from ordo_server.app.metrics import install_metrics
+from ordo_server.app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from ordo_server.app.problem_examples import problem_examples
+from ordo_server.app.rate_limits import UNLIMITED_PATHS, RateLimitMiddleware, build_rate_limits
+from ordo_server.app.routes import (
     calibration,
     dashboard,
     estimates,
@@ -37,13 +38,13 @@ from app.routes import (
     schedules,
     tasks,
 )
-from app.settings import Settings, get_settings
-from app.worker import embedded_worker, plan_listener
+from ordo_server.app.settings import Settings, get_settings
+from ordo_server.app.worker import embedded_worker, plan_listener
 
 logger = logging.getLogger(__name__)
 
 API_TITLE = "Ordo"
-API_VERSION = "1.0.0"
+API_VERSION = __version__  # one version: the package, its API and the client
 API_DESCRIPTION = (
     "Curriculum scheduling optimizer: in which order should a training job train its tasks? "
     "Authenticate with `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."

@@ -40,14 +40,14 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.db import unit_of_work
-from app.deps import bearer, get_database
-from app.errors import UnauthorizedError
-from app.repositories import jobs as job_repo
-from app.retry import DB_RETRIES
-from app.security import token_matches
-from app.services.auth import Principal, authenticate
-from app.settings import Settings
+from ordo_server.app.db import unit_of_work
+from ordo_server.app.deps import bearer, get_database
+from ordo_server.app.errors import UnauthorizedError
+from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.retry import DB_RETRIES
+from ordo_server.app.security import token_matches
+from ordo_server.app.services.auth import Principal, authenticate
+from ordo_server.app.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, ErrorCode
-from app.logging_config import ACCESS_LOGGER, REQUEST_ID
+from ordo_server.app.errors import PROBLEM_MEDIA_TYPE, ErrorCode
+from ordo_server.app.logging_config import ACCESS_LOGGER, REQUEST_ID
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is kept when short and printable ASCII without spaces (it goes into every log

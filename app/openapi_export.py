@@ -1,4 +1,5 @@
-"""Write the OpenAPI spec: ``python -m app.openapi_export openapi.json`` (``make openapi``)."""
+"""Write the OpenAPI spec (``make openapi``):
+``python -m ordo_server.app.openapi_export openapi.json``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from app.main import create_app
-from app.settings import Settings
+from ordo_server.app.main import create_app
+from ordo_server.app.settings import Settings
 
 
 def render_openapi() -> str:

@@ -36,9 +36,9 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ErrorCode, problem_response
-from app.metrics import RATE_LIMITED
-from app.settings import Settings
+from ordo_server.app.errors import ErrorCode, problem_response
+from ordo_server.app.metrics import RATE_LIMITED
+from ordo_server.app.settings import Settings
 
 logger = logging.getLogger(__name__)
 

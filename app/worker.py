@@ -18,11 +18,11 @@ import psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from app.db import Database, is_sqlite
-from app.repositories.jobs import NOTIFY_CHANNEL, PLANS_CHANNEL
-from app.services.job_events import plan_done, wait_for_work
-from app.services.planning import run_next_job
-from app.settings import Settings
+from ordo_server.app.db import Database, is_sqlite
+from ordo_server.app.repositories.jobs import NOTIFY_CHANNEL, PLANS_CHANNEL
+from ordo_server.app.services.job_events import plan_done, wait_for_work
+from ordo_server.app.services.planning import run_next_job
+from ordo_server.app.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.server_process import serve_subprocess
+from ordo_server.app.server_process import serve_subprocess
 
 SMALL_SIZES = (6, 8, 10, 12)
 CONSTRAINED_SIZE = 30

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.schemas.report import ReportCreate
+from ordo_server.app.schemas.report import ReportCreate
 
 app = FastAPI()
 

@@ -34,9 +34,9 @@ import scipy.stats
 
 from bench.worlds.base import Evaluation, FloatArray, IntArray, World
 from bench.worlds.oracle import OracleResult
-from solver.estimation import TaskKind
-from solver.lop import solve_lop
-from solver.types import Order
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.lop import solve_lop
+from ordo_server.solver.types import Order
 
 __all__ = [
     "GPHyper",

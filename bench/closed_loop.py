@@ -52,7 +52,6 @@ from typing import Any, Literal, Protocol
 import httpx
 import numpy as np
 
-from app.server_process import ServerProcess, serve_subprocess
 from bench.baselines import (
     Trace,
     best_of_random,
@@ -67,10 +66,11 @@ from bench.baselines import (
 from bench.worlds import draw_world, family_names
 from bench.worlds.base import Evaluation, World
 from bench.worlds.oracle import OracleResult, oracle
-from solver.estimation import TaskKind
-from solver.learning import RunRecord
-from solver.recommend import RecommendConfig, plan_seed, recommend, thompson_order
-from solver.types import Order
+from ordo_server.app.server_process import ServerProcess, serve_subprocess
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import RunRecord
+from ordo_server.solver.recommend import RecommendConfig, plan_seed, recommend, thompson_order
+from ordo_server.solver.types import Order
 
 Transport = Literal["http", "in-process"]
 _KEY_UNSAFE = re.compile(r"[^\w.-]")

@@ -52,9 +52,9 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 
-from solver.estimation import TaskKind  # noqa: E402
-from solver.learning import RunRecord, fit_run_model  # noqa: E402
-from solver.recommend import (  # noqa: E402
+from ordo_server.solver.estimation import TaskKind  # noqa: E402
+from ordo_server.solver.learning import RunRecord, fit_run_model  # noqa: E402
+from ordo_server.solver.recommend import (  # noqa: E402
     Recommendation,
     fit_order_posterior,
     plan_seed,

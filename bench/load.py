@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.server_process import LOOPBACK, ServerProcess, free_port, serve_subprocess
+from ordo_server.app.server_process import LOOPBACK, ServerProcess, free_port, serve_subprocess
 
 RETRIED = (500, 502, 503, 504)
 ATTEMPTS = 3
@@ -379,7 +379,7 @@ def ordo_server(
 
 def _job_worker(database_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ORDO_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "app.cli", "worker"]
+    command = [sys.executable, "-m", "ordo_server.app.cli", "worker"]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.lop import solve_lop
-from solver.types import FloatMatrix
+from ordo_server.solver.lop import solve_lop
+from ordo_server.solver.types import FloatMatrix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INSTANCES = REPO_ROOT.parent / "shared" / "benchmarks" / "lop"

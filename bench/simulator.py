@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app import simulation
-from app.simulation import (
+from ordo_server.app import simulation
+from ordo_server.app.simulation import (
     Evaluation,
     FloatArray,
     IntArray,
@@ -27,7 +27,7 @@ from app.simulation import (
     train_batch,
     true_scores,
 )
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 __all__ = [
     "ORACLE_MAX_TASKS",

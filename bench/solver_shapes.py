@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solver import SolveParams, solve_ordering
-from solver.solve import Method
-from solver.types import (
+from ordo_server.solver import SolveParams, solve_ordering
+from ordo_server.solver.solve import Method
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     KindOrder,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from alembic import command
 
-from app.db import alembic_config
-from app.demo import serve_in_thread
-from app.settings import Settings
+from ordo_client.demo import serve_in_thread
+from ordo_server.app.db import alembic_config
+from ordo_server.app.settings import Settings
 
 
 @contextmanager

@@ -10,9 +10,9 @@ import logging.config
 from alembic import context
 from sqlalchemy import Connection
 
-from app.db import VERSION_TABLE, build_engine
-from app.settings import Settings, get_settings
-from models import Base
+from ordo_server.app.db import VERSION_TABLE, build_engine
+from ordo_server.app.settings import Settings, get_settings
+from ordo_server.models import Base
 
 config = context.config
 if config.config_file_name is not None:

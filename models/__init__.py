@@ -1,12 +1,12 @@
 """SQLAlchemy ORM models of Ordo (one module per aggregate); importing needs no database."""
 
-from models.base import NAMING_CONVENTION, Base
-from models.estimate import EFFECTS, PAIR_EFFECTS, TASK_EFFECTS, Estimate, Observation
-from models.job import JOB_STATUSES, Job
-from models.project import ApiKey, Project
-from models.run import Run, StageEvaluation, StageReport
-from models.schedule import Schedule
-from models.task import Task
+from ordo_server.models.base import NAMING_CONVENTION, Base
+from ordo_server.models.estimate import EFFECTS, PAIR_EFFECTS, TASK_EFFECTS, Estimate, Observation
+from ordo_server.models.job import JOB_STATUSES, Job
+from ordo_server.models.project import ApiKey, Project
+from ordo_server.models.run import Run, StageEvaluation, StageReport
+from ordo_server.models.schedule import Schedule
+from ordo_server.models.task import Task
 
 __all__ = [
     "EFFECTS",

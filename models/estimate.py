@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Double, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigIntPK, UTCDateTime, utcnow
+from ordo_server.models.base import Base, BigIntPK, UTCDateTime, utcnow
 
 EFFECTS = ("F", "B", "L", "G", "D")
 PAIR_EFFECTS = ("F", "B")

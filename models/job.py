@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigIntPK, UTCDateTime, utcnow
+from ordo_server.models.base import Base, BigIntPK, UTCDateTime, utcnow
 
 JOB_STATUSES = ("todo", "doing", "done", "failed")
 

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigIntPK, UTCDateTime, new_id, utcnow
+from ordo_server.models.base import Base, BigIntPK, UTCDateTime, new_id, utcnow
 
 
 class Run(Base):

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime, new_id, utcnow
+from ordo_server.models.base import Base, UTCDateTime, new_id, utcnow
 
 
 class Schedule(Base):

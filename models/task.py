@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, CheckConstraint, Double, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, UTCDateTime, new_id, utcnow
+from ordo_server.models.base import Base, UTCDateTime, new_id, utcnow
 
 
 class Task(Base):

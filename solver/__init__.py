@@ -5,13 +5,23 @@ Entry points: :func:`solve_ordering` (best order with objective, bound, gap and 
 :func:`predict_order` / :func:`predict_random_order` (predicted utilities with std).
 """
 
-from solver.constraints import check_order, describe_constraint
-from solver.cpsat import OrderingModel, build_ordering_model
-from solver.errors import InfeasibleError, InvalidProblemError, NoSolutionError, SolverError
-from solver.predict import Prediction, predict_order, predict_random_order
-from solver.scoring import lop_weights, predicted_utilities, score_order, variance_weights
-from solver.solve import solve_ordering
-from solver.types import (
+from ordo_server.solver.constraints import check_order, describe_constraint
+from ordo_server.solver.cpsat import OrderingModel, build_ordering_model
+from ordo_server.solver.errors import (
+    InfeasibleError,
+    InvalidProblemError,
+    NoSolutionError,
+    SolverError,
+)
+from ordo_server.solver.predict import Prediction, predict_order, predict_random_order
+from ordo_server.solver.scoring import (
+    lop_weights,
+    predicted_utilities,
+    score_order,
+    variance_weights,
+)
+from ordo_server.solver.solve import solve_ordering
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     EffectModel,
@@ -29,7 +39,7 @@ from solver.types import (
     SolveParams,
     SolveStatus,
 )
-from solver.validation import validate_problem
+from ordo_server.solver.validation import validate_problem
 
 __all__ = [
     "Constraint",

@@ -25,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from ortools.sat.python import cp_model
 
-from solver.errors import InfeasibleError
-from solver.types import (
+from ordo_server.solver.errors import InfeasibleError
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     ForbiddenAdjacency,
@@ -37,7 +37,7 @@ from solver.types import (
     Precedence,
     RequiredAdjacency,
 )
-from solver.validation import validate_order
+from ordo_server.solver.validation import validate_order
 
 __all__ = [
     "CompiledConstraints",

@@ -43,16 +43,16 @@ import numpy as np
 import numpy.typing as npt
 from ortools.sat.python import cp_model
 
-from solver.constraints import (
+from ordo_server.solver.constraints import (
     OrderVariables,
     add_constraint,
     describe_constraint,
     needs_arcs,
 )
-from solver.errors import InfeasibleError, NoSolutionError
-from solver.presolve import PairFixing, fix_pairs
-from solver.scoring import objective_weights
-from solver.types import Constraint, FloatMatrix, Objective, Order, OrderingProblem
+from ordo_server.solver.errors import InfeasibleError, NoSolutionError
+from ordo_server.solver.presolve import PairFixing, fix_pairs
+from ordo_server.solver.scoring import objective_weights
+from ordo_server.solver.types import Constraint, FloatMatrix, Objective, Order, OrderingProblem
 
 __all__ = [
     "OBJECTIVE_SCALE",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from solver.types import Constraint
+from ordo_server.solver.types import Constraint
 
 
 class SolverError(Exception):

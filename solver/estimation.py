@@ -65,7 +65,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from solver.types import FloatMatrix
+from ordo_server.solver.types import FloatMatrix
 
 ArrayLike = npt.ArrayLike
 

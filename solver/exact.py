@@ -28,10 +28,10 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from solver.constraints import CompiledConstraints, compile_constraints
-from solver.errors import InfeasibleError
-from solver.scoring import objective_weights
-from solver.types import FloatMatrix, Objective, Order, OrderingProblem, PinnedPosition
+from ordo_server.solver.constraints import CompiledConstraints, compile_constraints
+from ordo_server.solver.errors import InfeasibleError
+from ordo_server.solver.scoring import objective_weights
+from ordo_server.solver.types import FloatMatrix, Objective, Order, OrderingProblem, PinnedPosition
 
 __all__ = ["MAX_EXACT_TASKS", "ExactSolution", "solve_exact"]
 

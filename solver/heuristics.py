@@ -39,7 +39,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from solver.types import FloatMatrix, Order
+from ordo_server.solver.types import FloatMatrix, Order
 
 logger = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from solver.estimation import TaskKind
-from solver.lop import solve_lop
-from solver.types import EffectModel, FloatMatrix, Order
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.lop import solve_lop
+from ordo_server.solver.types import EffectModel, FloatMatrix, Order
 
 IntArray = npt.NDArray[np.int64]
 

@@ -53,16 +53,16 @@ from multiprocessing.connection import Connection
 import numpy as np
 from ortools.sat.python import cp_model
 
-from solver.cpsat import solver_parameters
-from solver.errors import InvalidProblemError
-from solver.heuristics import (
+from ordo_server.solver.cpsat import solver_parameters
+from ordo_server.solver.errors import InvalidProblemError
+from ordo_server.solver.heuristics import (
     becker_order,
     insertion_local_search,
     lop_value,
     memetic_lop,
     serve_memetic,
 )
-from solver.lp_bound import (
+from ordo_server.solver.lp_bound import (
     LpBoundResult,
     cutting_plane_bound,
     fixed_pair_bounds,
@@ -71,7 +71,7 @@ from solver.lp_bound import (
     pair_objective,
     pairs_to_order,
 )
-from solver.types import FloatMatrix, Order
+from ordo_server.solver.types import FloatMatrix, Order
 
 logger = logging.getLogger(__name__)
 

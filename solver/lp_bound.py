@@ -34,7 +34,7 @@ import numpy.typing as npt
 import scipy.optimize
 import scipy.sparse
 
-from solver.types import FloatMatrix
+from ordo_server.solver.types import FloatMatrix
 
 try:  # scipy's bundled HiGHS binding (private; see _IncrementalLp)
     from scipy.optimize._highspy import _core as _highs_core

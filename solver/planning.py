@@ -29,8 +29,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from solver.estimation import EffectEstimates, LevelModel, Posterior
-from solver.types import (
+from ordo_server.solver.estimation import EffectEstimates, LevelModel, Posterior
+from ordo_server.solver.types import (
     Constraint,
     EffectModel,
     FloatMatrix,

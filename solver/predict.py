@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from solver.scoring import (
+from ordo_server.solver.scoring import (
     adjacency_sum,
     lop_weights,
     predicted_utilities,
     predicted_variances,
 )
-from solver.types import EffectModel, FloatMatrix
-from solver.validation import validate_order
+from ordo_server.solver.types import EffectModel, FloatMatrix
+from ordo_server.solver.validation import validate_order
 
 __all__ = ["Prediction", "predict_order", "predict_random_order"]
 

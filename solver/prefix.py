@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from solver.constraints import describe_constraint, normalized_position
-from solver.errors import InfeasibleError
-from solver.scoring import adjacency_sum, predicted_utilities, predicted_variances
-from solver.types import (
+from ordo_server.solver.constraints import describe_constraint, normalized_position
+from ordo_server.solver.errors import InfeasibleError
+from ordo_server.solver.scoring import adjacency_sum, predicted_utilities, predicted_variances
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     EffectModel,

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from solver.constraints import compile_constraints, implied_precedences
-from solver.types import ContiguousGroup, OrderingProblem, RequiredAdjacency
+from ordo_server.solver.constraints import compile_constraints, implied_precedences
+from ordo_server.solver.types import ContiguousGroup, OrderingProblem, RequiredAdjacency
 
 __all__ = ["PairFixing", "fix_pairs"]
 

@@ -46,8 +46,8 @@ from math import comb, log, pi
 import numpy as np
 import numpy.typing as npt
 
-from solver.estimation import TaskKind
-from solver.learning import (
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import (
     RunModelConfig,
     RunModelPosterior,
     RunRecord,
@@ -56,8 +56,8 @@ from solver.learning import (
     mean_entropy,
     predict_final_utilities,
 )
-from solver.lop import solve_lop
-from solver.transition import (
+from ordo_server.solver.lop import solve_lop
+from ordo_server.solver.transition import (
     TransitionConfig,
     TransitionModel,
     TransitionState,
@@ -66,7 +66,7 @@ from solver.transition import (
     rollout,
     sample_transition_params,
 )
-from solver.types import FloatMatrix, Order
+from ordo_server.solver.types import FloatMatrix, Order
 
 IntArray = npt.NDArray[np.int64]
 Feasible = Callable[[Order], bool]

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from solver.types import EffectModel, FloatMatrix, Objective, Order, OrderingProblem
-from solver.validation import validate_order
+from ordo_server.solver.types import EffectModel, FloatMatrix, Objective, Order, OrderingProblem
+from ordo_server.solver.validation import validate_order
 
 __all__ = [
     "adjacency_sum",

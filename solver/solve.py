@@ -27,20 +27,20 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from solver.constraints import (
+from ordo_server.solver.constraints import (
     check_order,
     compile_constraints,
     describe_constraint,
     precheck_constraints,
 )
-from solver.cpsat import explain_infeasibility, solve_cpsat
-from solver.errors import InfeasibleError, InvalidProblemError
-from solver.exact import MAX_EXACT_TASKS, solve_exact
-from solver.heuristics import memetic_lop
-from solver.lop import solve_lop
-from solver.prefix import PrefixReduction, reduce_prefix
-from solver.scoring import lop_weights, objective_weights, score_order
-from solver.types import (
+from ordo_server.solver.cpsat import explain_infeasibility, solve_cpsat
+from ordo_server.solver.errors import InfeasibleError, InvalidProblemError
+from ordo_server.solver.exact import MAX_EXACT_TASKS, solve_exact
+from ordo_server.solver.heuristics import memetic_lop
+from ordo_server.solver.lop import solve_lop
+from ordo_server.solver.prefix import PrefixReduction, reduce_prefix
+from ordo_server.solver.scoring import lop_weights, objective_weights, score_order
+from ordo_server.solver.types import (
     Objective,
     Order,
     OrderingProblem,
@@ -48,7 +48,7 @@ from solver.types import (
     SolveParams,
     SolveStatus,
 )
-from solver.validation import validate_params, validate_problem
+from ordo_server.solver.validation import validate_params, validate_problem
 
 __all__ = ["EXACT_MAX_TASKS", "EXACT_MAX_TASKS_SEQUENCED", "Method", "solve_ordering"]
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from solver.estimation import TaskKind
-from solver.learning import RunModelConfig, RunRecord, entropy_maps, mean_entropy
-from solver.types import FloatMatrix
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import RunModelConfig, RunRecord, entropy_maps, mean_entropy
+from ordo_server.solver.types import FloatMatrix
 
 IntArray = npt.NDArray[np.int64]
 

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from solver.errors import InvalidProblemError
-from solver.types import (
+from ordo_server.solver.errors import InvalidProblemError
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     EffectModel,

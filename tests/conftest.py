@@ -35,11 +35,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
-from app.db import Database, alembic_config, build_engine
-from app.main import create_app
-from app.server_process import ServerProcess, serve_subprocess
-from app.server_process import free_port as free_port
-from app.settings import Settings
+from ordo_server.app.db import Database, alembic_config, build_engine
+from ordo_server.app.main import create_app
+from ordo_server.app.server_process import ServerProcess, serve_subprocess
+from ordo_server.app.server_process import free_port as free_port
+from ordo_server.app.settings import Settings
 from tests.factories import ProjectKeys, bearer, create_key, create_project_with_keys
 
 with warnings.catch_warnings():

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.repositories import keys as key_repo
-from app.schemas.project import ProjectSettings
-from app.security import Role, generate_key
-from models import Project, Task
-from models.base import utcnow
+from ordo_server.app.repositories import keys as key_repo
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.security import Role, generate_key
+from ordo_server.models import Project, Task
+from ordo_server.models.base import utcnow
 
 _names = itertools.count()
 

@@ -15,8 +15,8 @@ from sqlalchemy import Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Estimate, Observation
-from models.base import utcnow
+from ordo_server.models import Estimate, Observation
+from ordo_server.models.base import utcnow
 
 _ESTIMATE_KEY = ["project_id", "effect", "src_task_id", "dst_task_id"]
 

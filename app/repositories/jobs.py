@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from models import Job
+from ordo_server.models import Job
 
 RUN_PLAN = "run_plan"
 SCHEDULE = "schedule"

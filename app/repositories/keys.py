@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from models import ApiKey
+from ordo_server.models import ApiKey
 
 
 def add_key(

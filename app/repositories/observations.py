@@ -16,8 +16,8 @@ from sqlalchemy import Insert, delete, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Observation, Project
-from models.estimate import LevelStats
+from ordo_server.models import Observation, Project
+from ordo_server.models.estimate import LevelStats
 
 LEVEL_SUMS = (
     "sum_u",

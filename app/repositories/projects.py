@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from models import Project
+from ordo_server.models import Project
 
 
 def add_project(

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from models import Run, StageEvaluation, StageReport
+from ordo_server.models import Run, StageEvaluation, StageReport
 
 
 @dataclass(frozen=True, slots=True)

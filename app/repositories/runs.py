@@ -9,7 +9,7 @@ from sqlalchemy import and_, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Run, Schedule
+from ordo_server.models import Run, Schedule
 
 _SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 # clock_timestamp(), not now(): now() is frozen at the start of the transaction.

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Schedule
+from ordo_server.models import Schedule
 
 
 def next_version(session: Session, project_id: str) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Task
+from ordo_server.models import Task
 
 
 def list_tasks(session: Session, project_id: str) -> Sequence[Task]:

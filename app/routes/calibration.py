@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
-from app.errors import error_responses
-from app.retry import RetryingRoute
-from app.schemas.calibration import CalibrationRead, RecomputeRead
-from app.schemas.common import MAX_LIST_LIMIT
-from app.services import calibration as calibration_service
-from app.services import reports as report_service
+from ordo_server.app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
+from ordo_server.app.errors import error_responses
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.calibration import CalibrationRead, RecomputeRead
+from ordo_server.app.schemas.common import MAX_LIST_LIMIT
+from ordo_server.app.services import calibration as calibration_service
+from ordo_server.app.services import reports as report_service
 
 router = APIRouter(route_class=RetryingRoute, prefix="/v1/projects/{project_id}")
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, RedirectResponse
 
-from app.errors import NotFoundError
+from ordo_server.app.errors import NotFoundError
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
 # The only files served: a fixed table, so no request path ever reaches the filesystem.

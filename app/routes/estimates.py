@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 
-from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
-from app.errors import error_responses
-from app.retry import RetryingRoute
-from app.schemas.estimate import EstimatesRead, PriorsImport, PriorsImported
-from app.services import estimates as estimate_service
+from ordo_server.app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
+from ordo_server.app.errors import error_responses
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.estimate import EstimatesRead, PriorsImport, PriorsImported
+from ordo_server.app.services import estimates as estimate_service
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}", tags=["estimates"]

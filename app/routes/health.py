@@ -9,10 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import Database, schema_status
-from app.errors import ErrorCode, problem_content, problem_response
-from app.retry import RetryingRoute
-from app.schemas.health import Health, Readiness
+from ordo_server.app.db import Database, schema_status
+from ordo_server.app.errors import ErrorCode, problem_content, problem_response
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.health import Health, Readiness
 
 logger = logging.getLogger(__name__)
 router = APIRouter(route_class=RetryingRoute, tags=["health"])

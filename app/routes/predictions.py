@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import ProjectReader, SessionDep
-from app.errors import error_responses
-from app.retry import RetryingRoute
-from app.schemas.prediction import PredictionCreate, PredictionRead
-from app.services import predictions as prediction_service
+from ordo_server.app.deps import ProjectReader, SessionDep
+from ordo_server.app.errors import error_responses
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.prediction import PredictionCreate, PredictionRead
+from ordo_server.app.services import predictions as prediction_service
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}/predictions", tags=["predictions"]

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import PrincipalDep, ProjectAdmin, ProjectReader, SessionDep
-from app.errors import error_responses
-from app.retry import RetryingRoute
-from app.schemas.common import MAX_LIST_LIMIT, MAX_OFFSET, StorableText
-from app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from app.schemas.project import ProjectCreate, ProjectRead, ProjectUpdate
-from app.services import keys as key_service
-from app.services import projects as project_service
+from ordo_server.app.deps import PrincipalDep, ProjectAdmin, ProjectReader, SessionDep
+from ordo_server.app.errors import error_responses
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.common import MAX_LIST_LIMIT, MAX_OFFSET, StorableText
+from ordo_server.app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from ordo_server.app.schemas.project import ProjectCreate, ProjectRead, ProjectUpdate
+from ordo_server.app.services import keys as key_service
+from ordo_server.app.services import projects as project_service
 
 router = APIRouter(route_class=RetryingRoute, prefix="/v1/projects")
 AUTH_ERRORS = (401, 503)

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request, Response, status
 
-from app.db import unit_of_work
-from app.deps import (
+from ordo_server.app.db import unit_of_work
+from ordo_server.app.deps import (
     PROJECT_ROUTE_ERRORS,
     DatabaseDep,
     ProjectReader,
@@ -15,11 +15,11 @@ from app.deps import (
     SettingsDep,
     release_write_gate,
 )
-from app.errors import error_responses, problem_content
-from app.retry import RetryingRoute
-from app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
-from app.schemas.report import ReportAccepted, ReportCreate
-from app.schemas.run import (
+from ordo_server.app.errors import error_responses, problem_content
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
+from ordo_server.app.schemas.report import ReportAccepted, ReportCreate
+from ordo_server.app.schemas.run import (
     HeartbeatCreate,
     Lease,
     NextStage,
@@ -29,9 +29,9 @@ from app.schemas.run import (
     RunRead,
     RunStatus,
 )
-from app.services import planning
-from app.services import reports as report_service
-from app.services import runs as run_service
+from ordo_server.app.services import planning
+from ordo_server.app.services import reports as report_service
+from ordo_server.app.services import runs as run_service
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}/runs", tags=["runs"]

@@ -8,8 +8,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from app.db import unit_of_work
-from app.deps import (
+from ordo_server.app.db import unit_of_work
+from ordo_server.app.deps import (
     PROJECT_ROUTE_ERRORS,
     DatabaseDep,
     ProjectAdmin,
@@ -18,23 +18,23 @@ from app.deps import (
     SettingsDep,
     release_write_gate,
 )
-from app.errors import (
+from ordo_server.app.errors import (
     FieldIssue,
     error_responses,
     problem_content,
     problem_response,
 )
-from app.retry import RetryingRoute
-from app.schemas.common import MAX_LIST_LIMIT, StorableText
-from app.schemas.schedule import (
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.common import MAX_LIST_LIMIT, StorableText
+from ordo_server.app.schemas.schedule import (
     ScheduleCreate,
     ScheduleJobRead,
     ScheduleJobStatus,
     ScheduleList,
     ScheduleRead,
 )
-from app.services import planning, schedule_jobs
-from app.services import schedules as schedule_service
+from ordo_server.app.services import planning, schedule_jobs
+from ordo_server.app.services import schedules as schedule_service
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}/schedules", tags=["schedules"]

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
-from app.errors import error_responses
-from app.retry import RetryingRoute
-from app.schemas.common import StorableText
-from app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
-from app.services import tasks as task_service
+from ordo_server.app.deps import PROJECT_ROUTE_ERRORS, ProjectAdmin, ProjectReader, SessionDep
+from ordo_server.app.errors import error_responses
+from ordo_server.app.retry import RetryingRoute
+from ordo_server.app.schemas.common import StorableText
+from ordo_server.app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
+from ordo_server.app.services import tasks as task_service
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}/tasks", tags=["tasks"]

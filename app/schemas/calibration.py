@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, JsonValue
 
-from app.schemas.common import OutputModel
+from ordo_server.app.schemas.common import OutputModel
 
 
 class TaskCalibration(OutputModel):

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Discriminator, Field, JsonValue, Tag
 
-from app.schemas.common import MAX_BATCH, InputModel, OutputModel
-from app.schemas.task import TaskKey
+from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.task import TaskKey
 
 MAX_PRIOR_ENTRIES = 100_000
 # Priors and effects are utility differences; anything beyond this is a unit mistake.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, JsonValue
 
-from app.schemas.common import OutputModel
+from ordo_server.app.schemas.common import OutputModel
 
 _HEALTH_EXAMPLE: dict[str, JsonValue] = {"status": "ok"}
 

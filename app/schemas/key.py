@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import ConfigDict, Field, JsonValue
 
-from app.schemas.common import InputModel, OutputModel
-from app.security import Role
+from ordo_server.app.schemas.common import InputModel, OutputModel
+from ordo_server.app.security import Role
 
 
 class ApiKeyCreate(InputModel):

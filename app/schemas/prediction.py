@@ -6,9 +6,9 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field, JsonValue
 
-from app.schemas.common import MAX_BATCH, InputModel, OutputModel
-from app.schemas.schedule import MAX_KAPPA, ObjectivePrediction, TaskPrediction
-from app.schemas.task import TaskKey
+from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.schedule import MAX_KAPPA, ObjectivePrediction, TaskPrediction
+from ordo_server.app.schemas.task import TaskKey
 
 MAX_ORDERS = 100
 

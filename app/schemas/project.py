@@ -7,8 +7,8 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, JsonValue, StringConstraints
 
-from app.schemas.common import MAX_BATCH, InputModel, OutputModel
-from app.schemas.schedule import MAX_CONSTRAINTS, MAX_TIME_LIMIT_S
+from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.schedule import MAX_CONSTRAINTS, MAX_TIME_LIMIT_S
 
 ProjectName = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.\- ]*$")

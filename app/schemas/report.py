@@ -7,8 +7,8 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, JsonValue
 
-from app.schemas.common import MAX_BATCH, InputModel, OutputModel
-from app.schemas.task import TaskKey
+from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.task import TaskKey
 
 # Reported values are scores; anything beyond this is a unit mistake, and it keeps sums of
 # squares far from overflow.

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
-from app.schemas.common import InputModel, OutputModel
-from app.schemas.report import REPORT_READ_EXAMPLE, ReportRead
-from app.schemas.schedule import ScheduleCreate
+from ordo_server.app.schemas.common import InputModel, OutputModel
+from ordo_server.app.schemas.report import REPORT_READ_EXAMPLE, ReportRead
+from ordo_server.app.schemas.schedule import ScheduleCreate
 
 ClientId = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.:\-]*$")

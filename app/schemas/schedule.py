@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, JsonValue, Tag
 
-from app.errors import ErrorCode, FieldError
-from app.schemas.common import MAX_BATCH, InputModel, OutputModel
-from app.schemas.task import TaskKey, TaskKind
+from ordo_server.app.errors import ErrorCode, FieldError
+from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.task import TaskKey, TaskKind
 
 MAX_CONSTRAINTS = 1000
 # A schema-level ceiling; the server's own cap (settings.solver_time_limit_s) is usually lower.

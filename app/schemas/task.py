@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, JsonValue, StringConstraints
 
-from app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
 
 TaskKey = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][\w.\-]*$")

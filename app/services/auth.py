@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from app.errors import ForbiddenError, NotFoundError, UnauthorizedError
-from app.repositories import keys as key_repo
-from app.repositories import projects as project_repo
-from app.schemas.project import ProjectSettings
-from app.security import Role, generate_key, parse_key, secret_matches, token_matches
-from models.base import utcnow
+from ordo_server.app.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from ordo_server.app.repositories import keys as key_repo
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.security import Role, generate_key, parse_key, secret_matches, token_matches
+from ordo_server.models.base import utcnow
 
 ENV_ADMIN_KEY_ID = "env-admin"
 # Hash compared against when the key id is unknown, so that both paths cost the same.

@@ -7,12 +7,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.repositories import reports as report_repo
-from app.repositories import runs as run_repo
-from app.repositories import tasks as task_repo
-from app.schemas.calibration import CalibrationRead, RunCalibration, TaskCalibration
-from app.services.auth import ProjectContext
-from models import Run, Schedule
+from ordo_server.app.repositories import reports as report_repo
+from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.schemas.calibration import CalibrationRead, RunCalibration, TaskCalibration
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.models import Run, Schedule
 
 
 def predicted_means(schedule: Schedule | None) -> dict[str, float]:

@@ -12,14 +12,14 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.orm import Session
 
-from app.errors import FieldIssue, InvalidInputError
-from app.repositories import estimates as estimate_repo
-from app.repositories import observations as observation_repo
-from app.repositories import projects as project_repo
-from app.repositories import tasks as task_repo
-from app.repositories.estimates import EstimateStats, PriorCell
-from app.repositories.observations import LevelSums
-from app.schemas.estimate import (
+from ordo_server.app.errors import FieldIssue, InvalidInputError
+from ordo_server.app.repositories import estimates as estimate_repo
+from ordo_server.app.repositories import observations as observation_repo
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.repositories.estimates import EstimateStats, PriorCell
+from ordo_server.app.repositories.observations import LevelSums
+from ordo_server.app.schemas.estimate import (
     PAIR_EFFECTS,
     Effect,
     EstimatesRead,
@@ -29,10 +29,10 @@ from app.schemas.estimate import (
     PriorsImported,
     VectorEstimate,
 )
-from app.schemas.project import ProjectSettings
-from app.services.auth import ProjectContext
-from models import Task
-from solver.estimation import (
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.models import Task
+from ordo_server.solver.estimation import (
     EffectEstimates,
     EffectKey,
     EffectKind,
@@ -45,7 +45,7 @@ from solver.estimation import (
     TaskKind,
     estimate_effects,
 )
-from solver.types import FloatMatrix
+from ordo_server.solver.types import FloatMatrix
 
 CSV_HEADER = ("effect", "src", "dst", "mean", "std", "count")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.errors import FieldIssue, InvalidInputError, NotFoundError
-from app.repositories import keys as key_repo
-from app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from app.security import generate_key
-from app.services.auth import ProjectContext
-from models.base import utcnow
+from ordo_server.app.errors import FieldIssue, InvalidInputError, NotFoundError
+from ordo_server.app.repositories import keys as key_repo
+from ordo_server.app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from ordo_server.app.security import generate_key
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.models.base import utcnow
 
 
 def create_key(session: Session, context: ProjectContext, body: ApiKeyCreate) -> ApiKeyCreated:

@@ -37,26 +37,31 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import Database, unit_of_work
-from app.errors import NotFoundError, ServiceError, problem_body, service_error_from_solver
-from app.logging_config import REQUEST_ID
-from app.metrics import REPLANS, after_commit
-from app.repositories import jobs as job_repo
-from app.repositories import projects as project_repo
-from app.repositories import runs as run_repo
-from app.repositories import tasks as task_repo
-from app.schemas.project import ProjectSettings
-from app.schemas.run import RunStatus
-from app.schemas.schedule import ScheduleCreate
-from app.security import Role
-from app.services import recommendations as recommendation_service
-from app.services import runs as run_service
-from app.services.auth import Principal, ProjectContext
-from app.services.job_events import plan_done, plan_waiter
-from app.services.schedules import SolvedSchedule, store_schedule
-from app.settings import Settings
-from models import Job, Run, Schedule
-from solver.errors import SolverError
+from ordo_server.app.db import Database, unit_of_work
+from ordo_server.app.errors import (
+    NotFoundError,
+    ServiceError,
+    problem_body,
+    service_error_from_solver,
+)
+from ordo_server.app.logging_config import REQUEST_ID
+from ordo_server.app.metrics import REPLANS, after_commit
+from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.schemas.run import RunStatus
+from ordo_server.app.schemas.schedule import ScheduleCreate
+from ordo_server.app.security import Role
+from ordo_server.app.services import recommendations as recommendation_service
+from ordo_server.app.services import runs as run_service
+from ordo_server.app.services.auth import Principal, ProjectContext
+from ordo_server.app.services.job_events import plan_done, plan_waiter
+from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
+from ordo_server.app.settings import Settings
+from ordo_server.models import Job, Run, Schedule
+from ordo_server.solver.errors import SolverError
 
 logger = logging.getLogger(__name__)
 

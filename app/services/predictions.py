@@ -7,19 +7,23 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from app.errors import FieldIssue, InvalidInputError
-from app.schemas.prediction import (
+from ordo_server.app.errors import FieldIssue, InvalidInputError
+from ordo_server.app.schemas.prediction import (
     OrderPrediction,
     PredictionCreate,
     PredictionObjective,
     PredictionRead,
     RandomOrderPrediction,
 )
-from app.schemas.schedule import ObjectivePrediction
-from app.services.auth import ProjectContext
-from app.services.schedules import PlanningInputs, load_planning_inputs, task_predictions
-from solver.predict import Prediction, predict_order, predict_random_order
-from solver.types import Order
+from ordo_server.app.schemas.schedule import ObjectivePrediction
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.schedules import (
+    PlanningInputs,
+    load_planning_inputs,
+    task_predictions,
+)
+from ordo_server.solver.predict import Prediction, predict_order, predict_random_order
+from ordo_server.solver.types import Order
 
 
 def _permutation_issue(order: Sequence[str], keys: Sequence[str], field: str) -> FieldIssue | None:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError
-from app.repositories import projects as project_repo
-from app.schemas.project import ProjectCreate, ProjectRead, ProjectSettings, ProjectUpdate
-from app.services.auth import Principal, ProjectContext, require_global_admin
-from models import Project
+from ordo_server.app.errors import ConflictError
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.schemas.project import (
+    ProjectCreate,
+    ProjectRead,
+    ProjectSettings,
+    ProjectUpdate,
+)
+from ordo_server.app.services.auth import Principal, ProjectContext, require_global_admin
+from ordo_server.models import Project
 
 
 def _read(project: Project) -> ProjectRead:

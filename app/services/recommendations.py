@@ -22,25 +22,25 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.repositories import projects as project_repo
-from app.repositories import reports as report_repo
-from app.repositories import tasks as task_repo
-from app.schemas.run import RunStatus
-from app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective
-from app.services.auth import ProjectContext
-from app.services.schedules import (
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import reports as report_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.schemas.run import RunStatus
+from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.schedules import (
     OrderRefiner,
     RefinedOrder,
     SolvedSchedule,
     solve_schedule,
 )
-from app.settings import Settings
-from models import Run, Task
-from solver.constraints import check_order
-from solver.estimation import TaskKind
-from solver.learning import RunRecord
-from solver.predict import Prediction
-from solver.recommend import (
+from ordo_server.app.settings import Settings
+from ordo_server.models import Run, Task
+from ordo_server.solver.constraints import check_order
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import RunRecord
+from ordo_server.solver.predict import Prediction
+from ordo_server.solver.recommend import (
     OrderPosterior,
     RecommendConfig,
     fit_order_posterior,
@@ -48,7 +48,7 @@ from solver.recommend import (
     recommend,
     thompson_order,
 )
-from solver.types import FloatMatrix, OrderingProblem, OrderingResult
+from ordo_server.solver.types import FloatMatrix, OrderingProblem, OrderingResult
 
 ENSEMBLE_MIN_RUNS = 2
 """Completed runs over every task before the ensemble plans: it weighs its models by how well

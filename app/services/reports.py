@@ -20,25 +20,25 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, ErrorCode, FieldIssue, InvalidInputError
-from app.logging_config import REQUEST_ID
-from app.metrics import REPORTS_STORED, STALE_RUNS, after_commit
-from app.repositories import estimates as estimate_repo
-from app.repositories import observations as observation_repo
-from app.repositories import projects as project_repo
-from app.repositories import reports as report_repo
-from app.repositories import runs as run_repo
-from app.repositories import tasks as task_repo
-from app.repositories.estimates import StatIncrement
-from app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
-from app.schemas.calibration import RecomputeRead
-from app.schemas.report import EvaluationRead, ReportAccepted, ReportCreate, ReportRead
-from app.schemas.run import RunStatus
-from app.services import runs as run_service
-from app.services.auth import ProjectContext
-from app.settings import Settings
-from models import Run, StageReport, Task
-from solver.estimation import (
+from ordo_server.app.errors import ConflictError, ErrorCode, FieldIssue, InvalidInputError
+from ordo_server.app.logging_config import REQUEST_ID
+from ordo_server.app.metrics import REPORTS_STORED, STALE_RUNS, after_commit
+from ordo_server.app.repositories import estimates as estimate_repo
+from ordo_server.app.repositories import observations as observation_repo
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import reports as report_repo
+from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.repositories.estimates import StatIncrement
+from ordo_server.app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
+from ordo_server.app.schemas.calibration import RecomputeRead
+from ordo_server.app.schemas.report import EvaluationRead, ReportAccepted, ReportCreate, ReportRead
+from ordo_server.app.schemas.run import RunStatus
+from ordo_server.app.services import runs as run_service
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.settings import Settings
+from ordo_server.models import Run, StageReport, Task
+from ordo_server.solver.estimation import (
     EffectKind,
     LevelRegressionStats,
     Observation,

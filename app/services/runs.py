@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import (
+from ordo_server.app.errors import (
     ConflictError,
     ErrorCode,
     FieldIssue,
@@ -39,15 +39,15 @@ from app.errors import (
     NotFoundError,
     ServiceError,
 )
-from app.logging_config import REQUEST_ID
-from app.metrics import STALE_RUNS, after_commit
-from app.repositories import jobs as job_repo
-from app.repositories import reports as report_repo
-from app.repositories import runs as run_repo
-from app.repositories import tasks as task_repo
-from app.schemas.common import is_storable_text
-from app.schemas.report import EvaluationRead, ReportRead, StageAssignment
-from app.schemas.run import (
+from ordo_server.app.logging_config import REQUEST_ID
+from ordo_server.app.metrics import STALE_RUNS, after_commit
+from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.repositories import reports as report_repo
+from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.schemas.common import is_storable_text
+from ordo_server.app.schemas.report import EvaluationRead, ReportRead, StageAssignment
+from ordo_server.app.schemas.run import (
     HeartbeatCreate,
     Lease,
     LevelModel,
@@ -62,12 +62,12 @@ from app.schemas.run import (
     ScheduleVersion,
     StageRead,
 )
-from app.schemas.schedule import ScheduleCreate, ScheduleObjective
-from app.security import Role
-from app.services import estimates as estimate_service
-from app.services.auth import ProjectContext
-from app.services.job_events import wake_workers
-from app.services.recommendations import (
+from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleObjective
+from ordo_server.app.security import Role
+from ordo_server.app.services import estimates as estimate_service
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.job_events import wake_workers
+from ordo_server.app.services.recommendations import (
     RUN_MODEL_MAX_TASKS,
     PlanMode,
     ProjectHistory,
@@ -77,7 +77,7 @@ from app.services.recommendations import (
     solve_ensemble,
     uses_ensemble,
 )
-from app.services.schedules import (
+from ordo_server.app.services.schedules import (
     OrderRefiner,
     RefinedOrder,
     SolvedSchedule,
@@ -85,11 +85,11 @@ from app.services.schedules import (
     solve_schedule,
     validate_request,
 )
-from app.settings import Settings
-from models import Run, Schedule, StageReport
-from models.base import new_id
-from solver.constraints import check_order
-from solver.learning import (
+from ordo_server.app.settings import Settings
+from ordo_server.models import Run, Schedule, StageReport
+from ordo_server.models.base import new_id
+from ordo_server.solver.constraints import check_order
+from ordo_server.solver.learning import (
     RunModel,
     fit_run_model,
     predicted_objective,
@@ -97,8 +97,8 @@ from solver.learning import (
     restrict_run_model,
     run_model_effects,
 )
-from solver.planning import LevelModelName, effect_model, sample_estimates
-from solver.types import EffectModel, FloatMatrix, OrderingProblem, OrderingResult
+from ordo_server.solver.planning import LevelModelName, effect_model, sample_estimates
+from ordo_server.solver.types import EffectModel, FloatMatrix, OrderingProblem, OrderingResult
 
 logger = logging.getLogger(__name__)
 

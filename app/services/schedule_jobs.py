@@ -12,18 +12,23 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.errors import ErrorCode, NotFoundError
-from app.logging_config import REQUEST_ID
-from app.metrics import after_commit
-from app.repositories import jobs as job_repo
-from app.repositories import runs as run_repo
-from app.schemas.schedule import JobProblem, ScheduleCreate, ScheduleJobRead, ScheduleJobStatus
-from app.services.auth import ProjectContext
-from app.services.job_events import wake_workers
-from app.services.planning import SCHEDULE_PAYLOAD_REQUEST
-from app.services.schedules import check_policy, validate_request
-from app.settings import Settings
-from models import Job
+from ordo_server.app.errors import ErrorCode, NotFoundError
+from ordo_server.app.logging_config import REQUEST_ID
+from ordo_server.app.metrics import after_commit
+from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.schemas.schedule import (
+    JobProblem,
+    ScheduleCreate,
+    ScheduleJobRead,
+    ScheduleJobStatus,
+)
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.job_events import wake_workers
+from ordo_server.app.services.planning import SCHEDULE_PAYLOAD_REQUEST
+from ordo_server.app.services.schedules import check_policy, validate_request
+from ordo_server.app.settings import Settings
+from ordo_server.models import Job
 
 _STATUS = {
     job_repo.TODO: ScheduleJobStatus.QUEUED,

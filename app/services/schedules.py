@@ -18,13 +18,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import ConstraintConflictError, FieldIssue, InvalidInputError, NotFoundError
-from app.metrics import solve_kind, timed_solve
-from app.repositories import projects as project_repo
-from app.repositories import schedules as schedule_repo
-from app.repositories import tasks as task_repo
-from app.schemas.project import ProjectSettings
-from app.schemas.schedule import (
+from ordo_server.app.errors import (
+    ConstraintConflictError,
+    FieldIssue,
+    InvalidInputError,
+    NotFoundError,
+)
+from ordo_server.app.metrics import solve_kind, timed_solve
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import schedules as schedule_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.schemas.schedule import (
     ConstraintSpec,
     ContiguousSpec,
     ForbiddenAdjacencySpec,
@@ -41,16 +46,16 @@ from app.schemas.schedule import (
     TaskPrediction,
     WindowSpec,
 )
-from app.services import estimates as estimate_service
-from app.services.auth import ProjectContext
-from app.settings import Settings, get_settings
-from models import Schedule
-from solver import solve_ordering
-from solver.errors import InfeasibleError
-from solver.estimation import EffectEstimates
-from solver.planning import effect_model, sample_estimates
-from solver.predict import Prediction, predict_order
-from solver.types import (
+from ordo_server.app.services import estimates as estimate_service
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.settings import Settings, get_settings
+from ordo_server.models import Schedule
+from ordo_server.solver import solve_ordering
+from ordo_server.solver.errors import InfeasibleError
+from ordo_server.solver.estimation import EffectEstimates
+from ordo_server.solver.planning import effect_model, sample_estimates
+from ordo_server.solver.predict import Prediction, predict_order
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     EffectModel,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, FieldIssue, InvalidInputError, NotFoundError
-from app.repositories import projects as project_repo
-from app.repositories import tasks as task_repo
-from app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
-from app.services.auth import ProjectContext
-from models import Task
+from ordo_server.app.errors import ConflictError, FieldIssue, InvalidInputError, NotFoundError
+from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.schemas.task import TaskBatchCreate, TaskRead, TaskUpdate
+from ordo_server.app.services.auth import ProjectContext
+from ordo_server.models import Task
 
 MAX_TASKS_PER_PROJECT = 1000
 

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from bench.worlds.base import FloatArray, IntArray
 from bench.worlds.oracle import StepWorld
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 __all__ = [
     "VERSION",

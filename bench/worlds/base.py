@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from app.simulation import Evaluation
-from solver.estimation import TaskKind
+from ordo_server.app.simulation import Evaluation
+from ordo_server.solver.estimation import TaskKind
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -52,7 +52,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from bench.worlds.base import Evaluation, FloatArray, IntArray
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 __all__ = [
     "VERSION",

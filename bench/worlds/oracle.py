@@ -30,7 +30,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from bench.worlds.base import Evaluation, FloatArray, IntArray, World
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 __all__ = [
     "ORACLE_MAX_TASKS",

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.worlds.base import Evaluation, FloatArray, IntArray
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 __all__ = ["VERSION", "PolicyJob", "PolicyWorld", "policy_world"]
 

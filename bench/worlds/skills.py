@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.simulation import Simulator, WorldParams, final_scores, joint_final_scores
 from bench import simulator
 from bench.worlds.base import FloatArray, IntArray
-from solver.estimation import TaskKind
+from ordo_server.app.simulation import Simulator, WorldParams, final_scores, joint_final_scores
+from ordo_server.solver.estimation import TaskKind
 
 __all__ = ["VERSION", "SkillsWorld", "skills_world"]
 

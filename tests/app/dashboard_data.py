@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from app.simulation import DEMO_TASKS, STRUCTURED, Simulator, demo_world
+from ordo_server.app.simulation import DEMO_TASKS, STRUCTURED, Simulator, demo_world
 
 PROJECT_NAME = "dashboard-demo"
 TASK_KEYS = tuple(key for key, _kind, _name in DEMO_TASKS)

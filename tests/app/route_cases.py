@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from models import Run
+from ordo_server.models import Run
 from tests.factories import ProjectKeys
 
 SUBJECT_TASKS = ("math", "code")

@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.main import create_app
-from app.server_process import free_port, ordo_command
-from app.services.auth import rotate_global_admin
-from app.settings import ADMIN_TOKEN_MIN_CHARS, Settings, get_settings
+from ordo_server.app.cli import cli
+from ordo_server.app.main import create_app
+from ordo_server.app.server_process import free_port, ordo_command
+from ordo_server.app.services.auth import rotate_global_admin
+from ordo_server.app.settings import ADMIN_TOKEN_MIN_CHARS, Settings, get_settings
 from tests.conftest import migrated_sqlite_url, postgres_database, require_postgres
 from tests.factories import ProjectKeys, bearer
 
@@ -81,7 +81,15 @@ def test_a_server_process_refuses_a_short_admin_token(tmp_path: Path, command: l
     if command == ["serve"]:
         args = ordo_command("serve", "--port", port)
     else:
-        args = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", port]
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "ordo_server.app.main:create_app",
+            "--port",
+            port,
+        ]
     env = {
         **os.environ,
         "ORDO_DATABASE_URL": migrated_sqlite_url(tmp_path / "short.sqlite"),

@@ -17,8 +17,8 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.main import create_app
-from app.settings import Settings
+from ordo_server.app.main import create_app
+from ordo_server.app.settings import Settings
 from tests.app.route_cases import (
     OPERATOR_PATHS,
     PUBLIC_PATHS,

@@ -23,12 +23,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.db import build_engine
-from app.schemas.report import ReportCreate
-from app.settings import Settings
-from models import Estimate, Observation, StageReport, Task
-from models.estimate import LevelStats
-from solver.estimation import StatsTable, extract_observations, recompute
+from ordo_server.app.db import build_engine
+from ordo_server.app.schemas.report import ReportCreate
+from ordo_server.app.settings import Settings
+from ordo_server.models import Estimate, Observation, StageReport, Task
+from ordo_server.models.estimate import LevelStats
+from ordo_server.solver.estimation import StatsTable, extract_observations, recompute
 from tests.conftest import (
     LiveServer,
     migrated_sqlite_url,

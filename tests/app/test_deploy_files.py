@@ -33,9 +33,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from app.db import VERSION_TABLE
-from app.server_process import free_port
-from app.settings import Settings
+from ordo_server.app.db import VERSION_TABLE
+from ordo_server.app.server_process import free_port
+from ordo_server.app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDO_CLI = Path(sys.executable).with_name("ordo")
@@ -322,7 +322,7 @@ def test_image_entrypoint_is_the_migrating_script(dockerfile: list[tuple[str, st
 def test_dockerfile_installs_client_and_service(dockerfile: list[tuple[str, str]]) -> None:
     runs = [arguments for instruction, arguments in dockerfile if instruction == "RUN"]
 
-    assert any(re.search(r"pip install \./client\b", run) for run in runs)
+    assert any(re.search(r"pip install \"?\./client\b", run) for run in runs)
     assert any(re.search(r"pip install \.(\s|$)", run) for run in runs)
 
 
@@ -346,9 +346,8 @@ def _dockerignored(path: str) -> bool:
 
 def test_image_gets_every_package_the_build_needs(dockerfile: list[tuple[str, str]]) -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    needed = {pattern.rstrip("*") for pattern in includes}
-    needed |= {"client", "pyproject.toml", pyproject["project"]["readme"]}
+    package_dirs = pyproject["tool"]["setuptools"]["package-dir"].values()
+    needed = {*package_dirs, "client", "LICENSE", "pyproject.toml", pyproject["project"]["readme"]}
 
     copied = _copied_sources(dockerfile)
 

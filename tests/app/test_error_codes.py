@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import app
-from app.errors import (
+from ordo_server import app
+from ordo_server.app.errors import (
     ERROR_CODES,
     ConflictError,
     ErrorCode,
@@ -32,7 +32,7 @@ def _all_subclasses(cls: type[ServiceError]) -> Iterator[type[ServiceError]]:
 
 
 def _import_every_app_module() -> None:
-    for module in pkgutil.walk_packages(app.__path__, prefix="app."):
+    for module in pkgutil.walk_packages(app.__path__, prefix="ordo_server.app."):
         importlib.import_module(module.name)
 
 

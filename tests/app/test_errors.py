@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from ordo_server.app.main import create_app
+from ordo_server.app.settings import Settings
 from tests.conftest import ADMIN_TOKEN, free_port
 from tests.factories import ProjectKeys, bearer
 

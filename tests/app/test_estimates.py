@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.repositories.estimates import StatIncrement, add_statistics, list_estimates
-from models import Task
-from models.base import utcnow
+from ordo_server.app.repositories.estimates import StatIncrement, add_statistics, list_estimates
+from ordo_server.models import Task
+from ordo_server.models.base import utcnow
 from tests.factories import ProjectKeys, create_project_with_keys
 
 TASKS = ("math", "code", "poetry")

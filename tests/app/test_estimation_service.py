@@ -15,17 +15,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.main import create_app
-from app.repositories.estimates import StatIncrement, add_statistics
-from app.schemas.project import ProjectSettings
-from app.security import Role
-from app.services.auth import Principal, ProjectContext
-from app.services.estimates import project_estimates
-from app.settings import Settings, get_settings
-from models import Estimate, Task
-from models.base import utcnow
-from solver.estimation import TaskKind
+from ordo_server.app.cli import cli
+from ordo_server.app.main import create_app
+from ordo_server.app.repositories.estimates import StatIncrement, add_statistics
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.security import Role
+from ordo_server.app.services.auth import Principal, ProjectContext
+from ordo_server.app.services.estimates import project_estimates
+from ordo_server.app.settings import Settings, get_settings
+from ordo_server.models import Estimate, Task
+from ordo_server.models.base import utcnow
+from ordo_server.solver.estimation import TaskKind
 from tests.conftest import ADMIN_TOKEN, migrated_sqlite_url
 from tests.factories import ProjectKeys, bearer, create_project_with_keys
 

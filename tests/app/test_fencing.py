@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.settings import Settings
-from models import Run, StageReport
+from ordo_server.app.settings import Settings
+from ordo_server.models import Run, StageReport
 from tests.conftest import ADMIN_TOKEN
 from tests.factories import ProjectKeys, create_project_with_keys
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from ordo_server.app.main import create_app
+from ordo_server.app.settings import Settings
 from tests.conftest import sqlite_url
 from tests.factories import ProjectKeys
 

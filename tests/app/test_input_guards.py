@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.schemas.common import MAX_JSON_DEPTH, MAX_OFFSET, UNSTORABLE_TEXT
-from models.base import Base
+from ordo_server.app.schemas.common import MAX_JSON_DEPTH, MAX_OFFSET, UNSTORABLE_TEXT
+from ordo_server.models.base import Base
 from tests.app.route_cases import ROUTE_CASES, SUBJECT_TASKS, Subject, create_subject_run
 from tests.factories import create_project_with_keys
 

@@ -29,15 +29,15 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import Database, unit_of_work
-from app.logging_config import REQUEST_ID, JsonFormatter
-from app.repositories import jobs as job_repo
-from app.repositories.runs import db_now
-from app.services import planning
-from app.services import runs as run_service
-from app.services.schedules import SolvedSchedule, store_schedule
-from app.settings import Settings
-from models import Job, Run, Schedule
+from ordo_server.app.db import Database, unit_of_work
+from ordo_server.app.logging_config import REQUEST_ID, JsonFormatter
+from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.repositories.runs import db_now
+from ordo_server.app.services import planning
+from ordo_server.app.services import runs as run_service
+from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
+from ordo_server.app.settings import Settings
+from ordo_server.models import Job, Run, Schedule
 from tests.conftest import ADMIN_TOKEN, postgres_database, require_postgres, run_live_server
 from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
@@ -270,7 +270,7 @@ def test_a_jobs_log_lines_carry_the_request_id_that_queued_it(
 def _worker(database_url: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     worker_env = {**os.environ, **env, "ORDO_DATABASE_URL": database_url}
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"],
+        [sys.executable, "-m", "ordo_server.app.cli", "worker"],
         env=worker_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

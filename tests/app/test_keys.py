@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models import ApiKey
+from ordo_server.models import ApiKey
 from tests.factories import ProjectKeys, bearer
 
 

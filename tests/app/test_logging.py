@@ -18,8 +18,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.logging_config import REQUEST_ID, JsonFormatter
-from app.server_process import free_port, ordo_command
+from ordo_server.app.logging_config import REQUEST_ID, JsonFormatter
+from ordo_server.app.server_process import free_port, ordo_command
 from tests.conftest import (
     ADMIN_TOKEN,
     REPO_ROOT,

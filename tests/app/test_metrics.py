@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.cli import _multiprocess_metrics
-from app.metrics import MULTIPROC_ENV, after_commit
-from app.settings import Settings
-from models import Run
+from ordo_server.app.cli import _multiprocess_metrics
+from ordo_server.app.metrics import MULTIPROC_ENV, after_commit
+from ordo_server.app.settings import Settings
+from ordo_server.models import Run
 from tests.conftest import (
     ADMIN_TOKEN,
     LiveServer,

@@ -11,9 +11,9 @@ import pytest
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.errors import PROBLEM_MEDIA_TYPE, Problem, error_responses, problem_content
-from app.main import ROUTERS
-from app.openapi_export import render_openapi
+from ordo_server.app.errors import PROBLEM_MEDIA_TYPE, Problem, error_responses, problem_content
+from ordo_server.app.main import ROUTERS
+from ordo_server.app.openapi_export import render_openapi
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from solver.predict import predict_order, predict_random_order
-from solver.types import EffectModel
+from ordo_server.solver.predict import predict_order, predict_random_order
+from ordo_server.solver.types import EffectModel
 from tests.app.test_schedules import BACKWARD, LEVELS, STD, setup_worked_example
 from tests.factories import ProjectKeys
 

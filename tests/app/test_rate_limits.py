@@ -25,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.main import create_app
-from app.rate_limits import open_storage
-from app.settings import Settings
+from ordo_server.app.db import Database
+from ordo_server.app.main import create_app
+from ordo_server.app.rate_limits import open_storage
+from ordo_server.app.settings import Settings
 from tests.app.route_cases import ROUTE_CASES, SUBJECT_TASKS, Subject, create_subject_run
 from tests.conftest import (
     ADMIN_TOKEN,

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Estimate, Observation, Project, StageReport, Task
-from models.estimate import LevelStats
+from ordo_server.models import Estimate, Observation, Project, StageReport, Task
+from ordo_server.models.estimate import LevelStats
 from tests.factories import ProjectKeys, create_project_with_keys
 
 TASKS = ("math", "code", "poetry")

@@ -25,11 +25,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from app.db import build_engine, make_database
-from app.deps import SessionDep
-from app.errors import install_error_handlers
-from app.retry import DB_RETRIES, RetryingRoute, retry_reason
-from app.settings import Settings
+from ordo_server.app.db import build_engine, make_database
+from ordo_server.app.deps import SessionDep
+from ordo_server.app.errors import install_error_handlers
+from ordo_server.app.retry import DB_RETRIES, RetryingRoute, retry_reason
+from ordo_server.app.settings import Settings
 from tests.conftest import LiveServer, migrated_sqlite_url
 
 PG = pytest.param("postgresql", marks=pytest.mark.postgres)

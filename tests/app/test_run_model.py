@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from models import Project, Schedule, Task
-from solver.estimation import TaskKind
-from solver.learning import RunRecord
-from solver.recommend import plan_seed, recommend, thompson_order
+from ordo_server.models import Project, Schedule, Task
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import RunRecord
+from ordo_server.solver.recommend import plan_seed, recommend, thompson_order
 from tests.factories import ProjectKeys, create_project_with_keys
 
 KINDS = {"math": "structured", "code": "structured", "poetry": "open_ended", "chat": "open_ended"}

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.settings import Settings
-from models import Project, Run, Schedule
-from solver.recommend import plan_seed
+from ordo_server.app.settings import Settings
+from ordo_server.models import Project, Run, Schedule
+from ordo_server.solver.recommend import plan_seed
 from tests.conftest import ADMIN_TOKEN
 from tests.factories import ProjectKeys, create_project_with_keys
 

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import Database
-from app.services.planning import run_next_job
-from app.settings import Settings
-from models import Job
+from ordo_server.app.db import Database
+from ordo_server.app.services.planning import run_next_job
+from ordo_server.app.settings import Settings
+from ordo_server.models import Job
 from tests.app.test_jobs import _worker
 from tests.conftest import ADMIN_TOKEN, postgres_database, require_postgres, run_live_server
 from tests.factories import ProjectKeys, bearer, create_project_with_keys

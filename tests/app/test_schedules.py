@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.schemas.project import ProjectSettings
-from app.schemas.schedule import ScheduleCreate
-from app.security import Role
-from app.services import schedules as schedule_service
-from app.services.auth import Principal, ProjectContext
-from models import Run, Schedule
+from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.schemas.schedule import ScheduleCreate
+from ordo_server.app.security import Role
+from ordo_server.app.services import schedules as schedule_service
+from ordo_server.app.services.auth import Principal, ProjectContext
+from ordo_server.models import Run, Schedule
 from tests.conftest import LiveServer
 from tests.factories import ProjectKeys, bearer
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app.db import build_engine, make_database
-from app.settings import Settings
+from ordo_server.app.db import build_engine, make_database
+from ordo_server.app.settings import Settings
 from tests.conftest import migrated_sqlite_url
 
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from alembic import command
 
-from app.db import alembic_config
-from app.server_process import ServerProcess, serve_subprocess
+from ordo_server.app.db import alembic_config
+from ordo_server.app.server_process import ServerProcess, serve_subprocess
 from tests.conftest import ADMIN_TOKEN, postgres_database, require_postgres, sqlite_url
 
 PROBLEM = "application/problem+json"

@@ -17,7 +17,7 @@ from bench.baselines import GPHyper, GPPosterior, NaivePairwise, Trace
 from bench.worlds import draw_world
 from bench.worlds.base import Evaluation, FloatArray, IntArray
 from bench.worlds.oracle import OracleResult, all_orders, true_mean_utility
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 
 class AdditiveJob:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.server_process import ServerProcess
 from bench.closed_loop import (
     FIXED,
     SEQUENTIAL,
@@ -26,6 +25,7 @@ from bench.closed_loop import (
 )
 from bench.worlds import draw_world
 from bench.worlds.oracle import oracle
+from ordo_server.app.server_process import ServerProcess
 
 ARGS = [
     "--transport",

@@ -17,7 +17,7 @@ from bench.worlds.digits import (
     rotated_world,
     split_world,
 )
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 Factory = Callable[..., DigitsWorld]
 FAMILIES: list[Factory] = [split_world, permuted_world, rotated_world]

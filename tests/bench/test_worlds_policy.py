@@ -10,7 +10,7 @@ import pytest
 
 from bench.worlds.base import IntArray, World
 from bench.worlds.policy import VERSION, PolicyWorld, policy_world
-from solver.estimation import TaskKind
+from ordo_server.solver.estimation import TaskKind
 
 
 def _all_orders(n: int) -> IntArray:

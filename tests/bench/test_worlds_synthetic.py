@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.simulation import joint_final_scores
 from bench import simulator
 from bench.worlds import FAMILIES, additive, draw_world, family_names, recency
 from bench.worlds.additive import AdditiveWorld, additive_world
@@ -23,7 +22,8 @@ from bench.worlds.oracle import (
 )
 from bench.worlds.recency import RecencyWorld, recency_world
 from bench.worlds.skills import SkillsWorld, skills_world
-from solver.estimation import TaskKind
+from ordo_server.app.simulation import joint_final_scores
+from ordo_server.solver.estimation import TaskKind
 
 FAMILY_NAMES = ("skills", "additive", "recency")
 N = 6

@@ -222,7 +222,7 @@ def test_reads_wait_for_a_server_that_is_not_up_yet(
     processes: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        args = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+        args = [sys.executable, "-m", "uvicorn", "--factory", "ordo_server.app.main:create_app",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
         env = {**os.environ, "ORDO_DATABASE_URL": url}
         processes.append(subprocess.Popen(args, cwd=REPO_ROOT, env=env))

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
 from ordo_client import Client
+from ordo_client.cli import build_cli
 from tests.client.conftest import ProjectAccess, new_project
 from tests.conftest import LiveServer
+
+cli = build_cli()  # the `ordo` command, with the server's commands
 
 TASKS = [
     {"key": "math", "kind": "structured"},

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
 from ordo_client import Client
+from ordo_client.cli import build_cli
 from tests.conftest import LiveServer
+
+cli = build_cli()  # the `ordo` command, with the server's commands
 
 WIDTH = 100
 STAGES = {

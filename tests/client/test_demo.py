@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.demo import STRATEGIES, Comparison, chart_limits
-from app.simulation import (
+from ordo_client.cli import build_cli
+from ordo_client.demo import STRATEGIES, Comparison, chart_limits
+from ordo_server.app.simulation import (
     STRUCTURED,
     all_orders,
     demo_world,
@@ -21,6 +21,8 @@ from app.simulation import (
     mini_stage_params,
     train_batch,
 )
+
+cli = build_cli()  # the `ordo` command, with the server's commands
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -12,9 +12,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from app.db import VERSION_TABLE, alembic_config, build_engine, head_revisions, schema_status
-from app.settings import Settings
-from models import Base
+from ordo_server.app.db import (
+    VERSION_TABLE,
+    alembic_config,
+    build_engine,
+    head_revisions,
+    schema_status,
+)
+from ordo_server.app.settings import Settings
+from ordo_server.models import Base
 from tests.conftest import postgres_database, require_postgres, sqlite_url
 
 

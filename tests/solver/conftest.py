@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from solver.types import Objective, OrderingProblem
+from ordo_server.solver.types import Objective, OrderingProblem
 from tests.solver.factories import constraints_satisfied_by, make_problem, random_model
 
 

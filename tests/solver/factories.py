@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from solver.constraints import check_order
-from solver.scoring import score_order
-from solver.types import (
+from ordo_server.solver.constraints import check_order
+from ordo_server.solver.scoring import score_order
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     EffectModel,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from solver import InfeasibleError, solve_ordering
-from solver.constraints import check_order, precheck_constraints
-from solver.solve import Method
-from solver.types import (
+from ordo_server.solver import InfeasibleError, solve_ordering
+from ordo_server.solver.constraints import check_order, precheck_constraints
+from ordo_server.solver.solve import Method
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     ForbiddenAdjacency,

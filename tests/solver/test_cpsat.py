@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from solver import cpsat
-from solver.cpsat import OBJECTIVE_SCALE, TRIPLE_MAX_TASKS, build_ordering_model, solve_cpsat
-from solver.errors import NoSolutionError
-from solver.exact import solve_exact
-from solver.scoring import score_order
-from solver.types import ContiguousGroup, Objective, OrderingProblem, RequiredAdjacency
+from ordo_server.solver import cpsat
+from ordo_server.solver.cpsat import (
+    OBJECTIVE_SCALE,
+    TRIPLE_MAX_TASKS,
+    build_ordering_model,
+    solve_cpsat,
+)
+from ordo_server.solver.errors import NoSolutionError
+from ordo_server.solver.exact import solve_exact
+from ordo_server.solver.scoring import score_order
+from ordo_server.solver.types import ContiguousGroup, Objective, OrderingProblem, RequiredAdjacency
 from tests.solver.conftest import feasible_problems
 from tests.solver.factories import five_mixed_constraints, make_problem, random_model
 

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from solver.estimation import (
+from ordo_server.solver.estimation import (
     EffectKind,
     EstimationConfig,
     LevelRegressionStats,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from solver import InfeasibleError
-from solver.constraints import check_order
-from solver.exact import solve_exact
-from solver.scoring import score_order
-from solver.types import Objective, OrderingProblem, Precedence
+from ordo_server.solver import InfeasibleError
+from ordo_server.solver.constraints import check_order
+from ordo_server.solver.exact import solve_exact
+from ordo_server.solver.scoring import score_order
+from ordo_server.solver.types import Objective, OrderingProblem, Precedence
 from tests.solver.conftest import feasible_problems
 from tests.solver.factories import brute_force, make_problem, random_model
 

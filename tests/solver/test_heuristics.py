@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from solver.heuristics import (
+from ordo_server.solver.heuristics import (
     becker_order,
     insertion_local_search,
     lop_value,
     memetic_lop,
 )
-from solver.types import FloatMatrix, Order
+from ordo_server.solver.types import FloatMatrix, Order
 
 
 def random_weights(n: int, seed: int, *, integral: bool = True) -> FloatMatrix:
@@ -114,7 +114,7 @@ def test_memetic_handles_trivial_sizes(n: int) -> None:
 def test_incremental_prefix_matrix_matches_a_fresh_one_after_many_moves(integral: bool) -> None:
     # The search keeps the prefix matrix and value up to date move by move (O(n |i-j|) each);
     # any slip would silently mislead it, so compare with a recomputation.
-    from solver.heuristics import _OrderState, _SearchSpace
+    from ordo_server.solver.heuristics import _OrderState, _SearchSpace
 
     n = 30
     weights = random_weights(n, 9, integral=integral)
@@ -131,7 +131,7 @@ def test_incremental_prefix_matrix_matches_a_fresh_one_after_many_moves(integral
 
 @pytest.mark.parametrize("seed", range(5))
 def test_crossovers_give_permutations_and_keep_common_parents(seed: int) -> None:
-    from solver.heuristics import _cycle_crossover, _order_based_crossover
+    from ordo_server.solver.heuristics import _cycle_crossover, _order_based_crossover
 
     rng = np.random.default_rng(seed)
     first = rng.permutation(40).astype(np.int64)
@@ -146,7 +146,7 @@ def test_crossovers_give_permutations_and_keep_common_parents(seed: int) -> None
 def test_a_child_replaces_the_worst_or_the_closest_member_it_beats(closest: bool) -> None:
     # Closest replacement keeps the population diverse: of the members worse than the child, the
     # one nearest to it (positions) goes, not the worst; members better than it always stay.
-    from solver.heuristics import _Individual, _Memetic, _Settings
+    from ordo_server.solver.heuristics import _Individual, _Memetic, _Settings
 
     n = 6
     search = _Memetic(
@@ -170,7 +170,7 @@ def test_a_child_replaces_the_worst_or_the_closest_member_it_beats(closest: bool
 def test_diverse_selection_keeps_a_distant_child_over_a_near_copy_of_the_best() -> None:
     # Dynamic diversity management: early in the run an order closer than the threshold to a
     # better one loses its place to a distant child, even a worse one; the best always stays.
-    from solver.heuristics import _Individual, _Memetic, _Settings
+    from ordo_server.solver.heuristics import _Individual, _Memetic, _Settings
 
     n = 40
     weights = random_weights(n, 3, integral=True)
@@ -228,7 +228,7 @@ def test_diverse_choice_chooses_as_the_stepwise_greedy() -> None:
     # The one-pass selection must choose the same orders in the same sequence as the greedy
     # that rescans every candidate per choice, ties in value and distance included: 200 random
     # pools of 2-24 orders on a coarse grid (many ties) and thresholds from ~0 to 0.7.
-    from solver.heuristics import _diverse_choice
+    from ordo_server.solver.heuristics import _diverse_choice
 
     for seed in range(200):
         rng = np.random.default_rng(seed)

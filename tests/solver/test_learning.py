@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from solver.estimation import TaskKind
-from solver.learning import (
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import (
     RunModel,
     RunModelConfig,
     RunRecord,
@@ -21,9 +21,9 @@ from solver.learning import (
     restrict_run_model,
     run_model_effects,
 )
-from solver.scoring import score_order
-from solver.solve import solve_ordering
-from solver.types import Order, OrderingProblem, SolveParams
+from ordo_server.solver.scoring import score_order
+from ordo_server.solver.solve import solve_ordering
+from ordo_server.solver.types import Order, OrderingProblem, SolveParams
 
 S, OE = TaskKind.STRUCTURED, TaskKind.OPEN_ENDED
 MATH, CODE, POETRY = 0, 1, 2

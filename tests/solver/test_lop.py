@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from solver.errors import InvalidProblemError
-from solver.heuristics import (
+from ordo_server.solver.errors import InvalidProblemError
+from ordo_server.solver.heuristics import (
     becker_order,
     lop_value,
     memetic_lop,
     serve_memetic,
 )
-from solver.lop import _SecondSearch, _Shared, solve_lop
-from solver.lp_bound import cutting_plane_bound
-from solver.scoring import lop_weights
-from solver.types import FloatMatrix
+from ordo_server.solver.lop import _SecondSearch, _Shared, solve_lop
+from ordo_server.solver.lp_bound import cutting_plane_bound
+from ordo_server.solver.scoring import lop_weights
+from ordo_server.solver.types import FloatMatrix
 from tests.solver.factories import random_model
 
 LOLIB_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "lop"

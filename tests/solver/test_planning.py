@@ -7,14 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from solver.estimation import (
+from ordo_server.solver.estimation import (
     EffectKind,
     Observation,
     TaskKind,
     estimate_effects,
     recompute,
 )
-from solver.planning import (
+from ordo_server.solver.planning import (
     effect_model,
     ordering_problem,
     predicted_utilities,

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from solver import predict_order, predict_random_order, score_order
+from ordo_server.solver import predict_order, predict_random_order, score_order
 from tests.solver.factories import make_problem, random_model
 
 

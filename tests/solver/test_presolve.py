@@ -8,10 +8,10 @@ import itertools
 import numpy as np
 from hypothesis import given, settings
 
-from solver.constraints import check_order
-from solver.cpsat import build_ordering_model
-from solver.presolve import fix_pairs
-from solver.types import (
+from ordo_server.solver.constraints import check_order
+from ordo_server.solver.cpsat import build_ordering_model
+from ordo_server.solver.presolve import fix_pairs
+from ordo_server.solver.types import (
     ContiguousGroup,
     KindOrder,
     OrderingProblem,

@@ -23,16 +23,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver.estimation import TaskKind
-from solver.learning import RunRecord, insertion_moves
-from solver.recommend import (
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import RunRecord, insertion_moves
+from ordo_server.solver.recommend import (
     RecommendConfig,
     fit_order_posterior,
     plan_seed,
     recommend,
     thompson_order,
 )
-from solver.types import Order
+from ordo_server.solver.types import Order
 
 S, OE = TaskKind.STRUCTURED, TaskKind.OPEN_ENDED
 World = dict[str, np.ndarray]

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solver.scoring import (
+from ordo_server.solver.scoring import (
     lop_weights,
     objective_weights,
     predicted_utilities,
     score_order,
     variance_weights,
 )
-from solver.types import Objective
+from ordo_server.solver.types import Objective
 from tests.solver.factories import (
     CODE,
     MATH,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from solver import SolveParams, check_order, score_order, solve_ordering
-from solver.exact import solve_exact
-from solver.solve import Method
-from solver.types import (
+from ordo_server.solver import SolveParams, check_order, score_order, solve_ordering
+from ordo_server.solver.exact import solve_exact
+from ordo_server.solver.solve import Method
+from ordo_server.solver.types import (
     Constraint,
     ContiguousGroup,
     ForbiddenAdjacency,

@@ -13,10 +13,10 @@ import itertools
 import numpy as np
 import pytest
 
-from solver.estimation import TaskKind
-from solver.learning import RunRecord
-from solver.recommend import RecommendConfig, recommend
-from solver.transition import (
+from ordo_server.solver.estimation import TaskKind
+from ordo_server.solver.learning import RunRecord
+from ordo_server.solver.recommend import RecommendConfig, recommend
+from ordo_server.solver.transition import (
     TransitionConfig,
     TransitionState,
     baseline_noise,
@@ -24,7 +24,7 @@ from solver.transition import (
     rollout,
     sample_transition_params,
 )
-from solver.types import Order
+from ordo_server.solver.types import Order
 
 S, OE = TaskKind.STRUCTURED, TaskKind.OPEN_ENDED
 N = 5

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from solver import InvalidProblemError, SolveParams, solve_ordering
-from solver.types import (
+from ordo_server.solver import InvalidProblemError, SolveParams, solve_ordering
+from ordo_server.solver.types import (
     ContiguousGroup,
     KindOrder,
     OrderingProblem,
@@ -17,7 +17,7 @@ from solver.types import (
     Precedence,
     RequiredAdjacency,
 )
-from solver.validation import validate_params, validate_problem
+from ordo_server.solver.validation import validate_params, validate_problem
 from tests.solver.factories import make_problem, random_model
 
 

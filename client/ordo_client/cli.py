@@ -1,4 +1,8 @@
-"""Client-side ``ordo`` commands: they talk to a running server through ``ordo_client``.
+"""The ``ordo`` command: client commands that talk to a running server through ``ordo_client``.
+
+It needs the ``cli`` extra (``pip install 'ordo-client[cli]'``: typer and rich). Commands that
+other installed distributions declare under the ``ordo.cli`` entry point join it: with
+``ordo-server`` installed, ``ordo serve``, ``ordo worker``, ``ordo db ...`` and ``ordo admin ...``.
 
 Configuration comes from ``ORDO_URL``, ``ORDO_TOKEN`` and ``ORDO_PROJECT``; the ``--url``,
 ``--token`` and ``--project`` flags win. Commands whose output is data take
@@ -20,14 +24,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from importlib.metadata import entry_points
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
-import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
+try:
+    import typer
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+except ModuleNotFoundError as missing:  # pragma: no cover - depends on the installed extras
+    raise SystemExit(
+        f"The ordo command needs {missing.name}: pip install 'ordo-client[cli]'"
+    ) from missing
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -1134,7 +1144,13 @@ def demo(
     ] = 2.0,
 ) -> None:
     """Run the whole loop in-process on simulated tasks and compare Ordo with other orders."""
-    from app.demo import DemoConfig, run_demo  # the server and the simulator load only here
+    try:  # the server and the simulator load only here
+        from ordo_client.demo import DemoConfig, run_demo
+    except ModuleNotFoundError as missing:
+        raise _fail(
+            f"ordo demo runs a server in-process and needs {missing.name}: "
+            "pip install 'ordo-client[demo]'"
+        ) from missing
 
     run_demo(
         DemoConfig(out_dir=out, runs=runs_count, seed=seed, time_limit_s=time_limit_s),
@@ -1165,9 +1181,28 @@ CLIENT_GROUPS: tuple[tuple[str, typer.Typer], ...] = (
 CLIENT_PANEL = "Client commands (ORDO_URL, ORDO_TOKEN, ORDO_PROJECT)"
 
 
-def register_client_commands(cli: typer.Typer) -> None:
-    """Add the client commands (projects, keys, tasks, priors, ...) to the ``ordo`` CLI."""
+PLUGIN_GROUP = "ordo.cli"
+
+
+def build_cli(*, plugins: bool = True) -> typer.Typer:
+    """The ``ordo`` app: the client commands, then those of every ``ordo.cli`` entry point."""
+    cli = typer.Typer(
+        name="ordo",
+        help="Ordo: curriculum scheduling optimizer service.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
     for command in CLIENT_COMMANDS:
         cli.command(command.__name__, rich_help_panel=CLIENT_PANEL)(command)
     for name, group in CLIENT_GROUPS:
         cli.add_typer(group, name=name, rich_help_panel=CLIENT_PANEL)
+    if plugins:
+        for entry_point in entry_points(group=PLUGIN_GROUP):
+            register: Callable[[typer.Typer], None] = entry_point.load()
+            register(cli)
+    return cli
+
+
+def main() -> None:
+    """Entry point of the ``ordo`` script."""
+    build_cli()()

@@ -48,10 +48,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from app.db import alembic_config
-from app.main import create_app
-from app.settings import Settings
-from app.simulation import (
+from ordo_client import Client, RetryPolicy
+from ordo_client.models import Predictions, TaskPrediction
+from ordo_server.app.db import alembic_config
+from ordo_server.app.main import create_app
+from ordo_server.app.settings import Settings
+from ordo_server.app.simulation import (
     DEMO_TASKS,
     OPEN_ENDED,
     STRUCTURED,
@@ -63,8 +65,6 @@ from app.simulation import (
     joint_final_scores,
     kind_first_orders,
 )
-from ordo_client import Client, RetryPolicy
-from ordo_client.models import Predictions, TaskPrediction
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
