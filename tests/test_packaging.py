@@ -173,3 +173,21 @@ def test_one_version_for_both_distributions_and_the_api() -> None:
         f"## {ordo_server.__version__.removesuffix('.dev0')}"
         in (REPO_ROOT / "CHANGELOG.md").read_text()
     )
+
+
+SOLVER_MAY_IMPORT = {"numpy", "scipy", "networkx", "ortools", "ordo_server"}
+
+
+def test_the_solver_stays_pure() -> None:
+    """solver/ imports the standard library, numpy, scipy, networkx, OR-Tools and itself."""
+    offenders: dict[str, set[str]] = {}
+    for path in (REPO_ROOT / "solver").rglob("*.py"):
+        outside = {
+            name
+            for name in _imported_modules(path)
+            if name.partition(".")[0] not in SOLVER_MAY_IMPORT | sys.stdlib_module_names
+            or (name.startswith("ordo_server.") and not name.startswith("ordo_server.solver"))
+        }
+        if outside:
+            offenders[path.name] = outside
+    assert offenders == {}
