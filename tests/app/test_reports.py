@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ordo_server.app.services.statistics import fold_now
 from ordo_server.models import Estimate, Observation, Project, StageReport, Task
 from ordo_server.models.estimate import LevelStats
 from tests.factories import ProjectKeys, create_project_with_keys
@@ -142,6 +143,8 @@ def test_statistics_are_the_sums_of_the_observations(
 ) -> None:
     for stage in range(3):
         _put(client, tasked, run_id, stage, _body(stage))
+    assert fold_now(session, tasked.id) == 2  # one delta per observing report
+    session.commit()
     keys = {t.id: t.key for t in session.scalars(select(Task))}
     cells = {
         (c.effect, keys[c.src_task_id], keys[c.dst_task_id]): (c.count, c.sum_x, c.sum_x2)
@@ -174,7 +177,15 @@ def test_each_observing_report_bumps_the_estimates_version_once(
     project = session.get(Project, tasked.id)
     assert project is not None
     session.refresh(project)
+    assert project.estimates_version == 0  # the two deltas are not folded yet
+    fold_now(session, tasked.id)
+    session.commit()
+    session.refresh(project)
     assert project.estimates_version == 2
+    assert (
+        client.get(f"/v1/projects/{tasked.id}", headers=tasked.trainer).json()["estimates_version"]
+        == 2
+    )
 
 
 def test_same_body_replays_the_stored_response(
