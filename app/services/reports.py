@@ -42,6 +42,7 @@ from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run, StageReport, Task
+from ordo_server.models.base import new_id
 from ordo_server.solver.estimation import (
     EffectKind,
     LevelRegressionStats,
@@ -263,18 +264,51 @@ def put_report(
     late = run_service.effective_status(run, now) is RunStatus.STALE
     if late:
         after_commit(session, STALE_RUNS.labels(event="report").inc)
-    stat_repo.lock_statistics(session, context.id, exclusive=False)
     trained = by_key[order[stage - 1]] if stage >= 1 else None
+    observations: list[Observation] = []
+    if trained is not None:
+        index = {task.id: position for position, task in enumerate(all_tasks)}
+        current = {
+            index[task.id]: (utility(task, evaluation.value), evaluation.entropy)
+            for task, evaluation in zip(evaluated, body.evaluations, strict=True)
+        }
+        observations = _observe(session, run, stage, current, index[trained.id], index)
+        # Shared: reports never wait for each other here, only for a fold or a recomputation.
+        stat_repo.lock_statistics(session, context.id, exclusive=False)
+    run.next_stage = stage + 1
+    run_service.renew_lease(run, now, settings)
+    pending = False
+    if schedule is not None and run_service.replans_after(run, stage, len(order)):
+        # The re-plan is a job (app.services.planning): this transaction solves nothing.
+        run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
+        pending = True
+    elif run.adaptive or schedule is None:
+        pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
+    # The folded version plus the deltas this transaction sees, and its own delta (a baseline
+    # appends none, so it leaves the version alone).
+    version = stat_repo.estimates_version(session, context.id) + (1 if observations else 0)
+    response = ReportAccepted(
+        run_id=run.id,
+        report=_report_read(body, evaluated, stage=stage, trained=trained, late=late, at=now),
+        observations=len(observations),
+        estimates_version=version,
+        schedule_id=run.schedule_id,
+        replanned=False,
+        plan_pending=pending,
+        next=run_service.stage_assignment(order, run.next_stage, finished=False),
+    )
+    # The answer is stored with the report in one INSERT (a replay answers it again).
     report = report_repo.add_report(
         session,
         StageReport(
+            id=new_id(),
             project_id=context.id,
             run_id=run.id,
             stage=stage,
             task_id=trained.id if trained else None,
             body_hash=digest,
             body=body.model_dump(mode="json"),
-            response={},
+            response=response.model_dump(mode="json"),
             late=late,
             steps=body.steps,
             tokens=body.tokens,
@@ -293,28 +327,23 @@ def put_report(
         for task, evaluation in zip(evaluated, body.evaluations, strict=True)
     ]
     report_repo.add_evaluations(session, report.id, rows)
-    observations: list[Observation] = []
-    if trained is not None:
-        index = {task.id: position for position, task in enumerate(all_tasks)}
-        current = {
-            index[task.id]: (utility(task, evaluation.value), evaluation.entropy)
-            for task, evaluation in zip(evaluated, body.evaluations, strict=True)
-        }
-        observations = _observe(session, run, stage, current, index[trained.id], index)
+    if observations:
         _apply(session, context.id, run, report, observations, all_tasks, now=now)
-    run.next_stage = stage + 1
-    run_service.renew_lease(run, now, settings)
-    # The folded version plus the deltas this transaction sees, its own included. A baseline
-    # appends no delta, so it leaves the version alone.
-    version = stat_repo.estimates_version(session, context.id)
-    pending = False
-    if schedule is not None and run_service.replans_after(run, stage, len(order)):
-        # The re-plan is a job (app.services.planning): this transaction solves nothing.
-        run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
-        pending = True
-    elif run.adaptive or schedule is None:
-        pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
-    report_read = ReportRead(
+    after_commit(session, REPORTS_STORED.inc)
+    return response
+
+
+def _report_read(
+    body: ReportCreate,
+    evaluated: Sequence[Task],
+    *,
+    stage: int,
+    trained: Task | None,
+    late: bool,
+    at: datetime,
+) -> ReportRead:
+    """The stored report as answered."""
+    return ReportRead(
         stage=stage,
         task=trained.key if trained else None,
         late=late,
@@ -331,22 +360,8 @@ def put_report(
             )
             for task, evaluation in zip(evaluated, body.evaluations, strict=True)
         ],
-        created_at=now,
+        created_at=at,
     )
-    response = ReportAccepted(
-        run_id=run.id,
-        report=report_read,
-        observations=len(observations),
-        estimates_version=version,
-        schedule_id=run.schedule_id,
-        replanned=False,
-        plan_pending=pending,
-        next=run_service.stage_assignment(order, run.next_stage, finished=False),
-    )
-    report.response = response.model_dump(mode="json")
-    session.flush()
-    after_commit(session, REPORTS_STORED.inc)
-    return response
 
 
 def _apply(
