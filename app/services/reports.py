@@ -246,7 +246,9 @@ def put_report(
     run = run_service.get_run_row(session, context, run_id, for_update=True)
     run_service.check_lease(run, lease_token, context)
     digest = body_digest(body)
-    existing = report_repo.get_report(session, run.id, stage)
+    # Reports are stored in turn (``next_stage`` only moves to stage + 1 when one is stored), so
+    # only a stage before ``next_stage`` can have one: a fresh report skips the look-up.
+    existing = report_repo.get_report(session, run.id, stage) if stage < run.next_stage else None
     if existing is not None:
         if existing.body_hash != digest:
             raise ReportMismatchError(
