@@ -151,10 +151,12 @@ def fold_if_due(database: Database, project_id: str) -> int:
     Below :data:`FOLD_FORCE` it folds only if no report holds the lock right now, so a fold
     never makes a report wait.
     """
-    with unit_of_work(database.sessions) as session:
+    # Counted in a read-only session first: on SQLite a writing one takes the write lock.
+    with unit_of_work(database.read_sessions) as session:
         waiting = stat_repo.count_deltas(session, project_id)
-        if waiting < FOLD_AFTER:
-            return 0
+    if waiting < FOLD_AFTER:
+        return 0
+    with unit_of_work(database.sessions) as session:
         if waiting < FOLD_FORCE:
             if not stat_repo.try_lock_statistics(session, project_id):
                 return 0

@@ -9,6 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ordo_server.app.db import Database
+from ordo_server.app.repositories.statistics import count_deltas, estimates_version
+from ordo_server.app.services import statistics
 from ordo_server.app.services.statistics import fold_now
 from ordo_server.models import Estimate, Observation, Project, StageReport, Task
 from ordo_server.models.estimate import LevelStats
@@ -297,3 +300,31 @@ def test_partial_evaluations_give_partial_observations(
     assert _observations(session, tasked.id) == _approx(
         [("G", "math", "math", 0.2), ("L", "math", "math", 0.7)]
     )
+
+
+def _sorted_statistics(session: Session, project_id: str) -> tuple[list[str], list[str]]:
+    cells, levels = statistics.current_statistics(session, project_id)
+    session.expire_all()
+    return sorted(map(repr, cells)), sorted(map(repr, levels))
+
+
+def test_a_job_folds_the_deltas_once_enough_wait(
+    client: TestClient,
+    tasked: ProjectKeys,
+    run_id: str,
+    session: Session,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(statistics, "FOLD_AFTER", 2)
+    _put(client, tasked, run_id, 0, _body(0))
+    _put(client, tasked, run_id, 1, _body(1))
+    assert statistics.fold_if_due(database, tasked.id) == 0  # one delta waits
+    seen = _sorted_statistics(session, tasked.id)
+    _put(client, tasked, run_id, 2, _body(2))
+    before = _sorted_statistics(session, tasked.id)
+    assert before != seen
+    assert statistics.fold_if_due(database, tasked.id) == 2
+    assert count_deltas(session, tasked.id) == 0
+    assert _sorted_statistics(session, tasked.id) == before  # bit for bit
+    assert estimates_version(session, tasked.id) == 2
