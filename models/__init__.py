@@ -1,7 +1,14 @@
 """SQLAlchemy ORM models of Ordo (one module per aggregate); importing needs no database."""
 
 from ordo_server.models.base import NAMING_CONVENTION, Base
-from ordo_server.models.estimate import EFFECTS, PAIR_EFFECTS, TASK_EFFECTS, Estimate, Observation
+from ordo_server.models.estimate import (
+    EFFECTS,
+    PAIR_EFFECTS,
+    TASK_EFFECTS,
+    Estimate,
+    Observation,
+    StatDelta,
+)
 from ordo_server.models.job import JOB_STATUSES, Job
 from ordo_server.models.project import ApiKey, Project
 from ordo_server.models.run import Run, StageEvaluation, StageReport
@@ -24,5 +31,6 @@ __all__ = [
     "Schedule",
     "StageEvaluation",
     "StageReport",
+    "StatDelta",
     "Task",
 ]

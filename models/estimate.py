@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Double, ForeignKey, String
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Double, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ordo_server.models.base import Base, BigIntPK, UTCDateTime, utcnow
@@ -16,11 +17,12 @@ _EFFECT_CHECK = "effect IN ('F', 'B', 'L', 'G', 'D')"
 
 
 class Estimate(Base):
-    """Sufficient statistics ``(count, sum_x, sum_x2)`` and prior of one effect cell.
+    """Folded sufficient statistics ``(count, sum_x, sum_x2)`` and prior of one effect cell.
 
     ``F`` and ``B`` cells are ordered pairs ``src != dst``; ``L``, ``G`` and ``D`` are per task
-    with ``src_task_id == dst_task_id``. The statistics only grow by ``x = x + delta`` so that
-    concurrent reports lose nothing. A NULL prior means "use the project default".
+    with ``src_task_id == dst_task_id``. Reports do not write here: they append a ``StatDelta``,
+    and a fold adds the deltas in id order. The current statistics are these rows plus the
+    project's unfolded deltas. A NULL prior means "use the project default".
     """
 
     __tablename__ = "ordo_estimates"
@@ -84,7 +86,7 @@ class LevelStats(Base):
 
     ``y`` is the level, ``u`` the uplift and ``h`` the entropy shift of each observation that
     carries both covariates (``solver.estimation.LevelRegressionStats``); like ``Estimate`` they
-    only grow by ``x = x + delta``.
+    are folded from ``StatDelta`` rows.
     """
 
     __tablename__ = "ordo_level_stats"
@@ -106,3 +108,24 @@ class LevelStats(Base):
     sum_hy: Mapped[float] = mapped_column(Double, default=0.0)
     sum_y2: Mapped[float] = mapped_column(Double, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class StatDelta(Base):
+    """The statistics one observing report adds, appended in the report's transaction.
+
+    ``cells`` holds ``[effect, src_task_id, dst_task_id, count, sum_x, sum_x2]`` rows and
+    ``levels`` ``[task_id, count, *LEVEL_SUMS]`` rows. A report inserts one row and updates no
+    shared row, so reports of one project never wait for each other. A fold
+    (``app.services.statistics``) deletes deltas, adds them to ``Estimate`` and ``LevelStats``
+    in id order and adds their number to the project's ``estimates_version``: the version a
+    reader sees is that column plus the number of unfolded deltas.
+    """
+
+    __tablename__ = "ordo_stat_deltas"
+    __table_args__ = (Index("ix_ordo_stat_deltas_project_id_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("ordo_projects.id", ondelete="CASCADE"))
+    cells: Mapped[list[Any]] = mapped_column(JSON)
+    levels: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

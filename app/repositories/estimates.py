@@ -169,6 +169,13 @@ def replace_statistics(
     _upsert_statistics(session, project_id, cells, at=at, accumulate=False)
 
 
+def set_statistics(
+    session: Session, project_id: str, cells: Sequence[StatIncrement], *, at: datetime
+) -> None:
+    """Overwrite the statistics of ``cells`` (a fold's sums), creating missing cells."""
+    _upsert_statistics(session, project_id, cells, at=at, accumulate=False)
+
+
 def _upsert_statistics(
     session: Session,
     project_id: str,

@@ -1,8 +1,8 @@
 """SQL for raw observations and the per-task level-regression statistics.
 
-Observations are append-only; the statistics derived from them only grow by ``x = x + delta``
-(one ``INSERT ... ON CONFLICT DO UPDATE``, the same statement on PostgreSQL and SQLite), or are
-overwritten wholesale by a recomputation under the project row lock.
+Observations are append-only; the level statistics derived from them are written by a fold of
+the reports' deltas (``app.services.statistics``) or overwritten wholesale by a recomputation,
+both holding the project's statistics lock exclusive.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, delete, insert, select, text
+from sqlalchemy import Insert, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ordo_server.models import Observation, Project
+from ordo_server.models import Observation
 from ordo_server.models.estimate import LevelStats
 
 LEVEL_SUMS = (
@@ -127,26 +127,25 @@ def _values(project_id: str, cell: LevelSums, at: datetime) -> dict[str, Any]:
     }
 
 
-def add_level_stats(
-    session: Session, project_id: str, increments: Sequence[LevelSums], *, at: datetime
+def set_level_stats(
+    session: Session, project_id: str, cells: Sequence[LevelSums], *, at: datetime
 ) -> None:
-    """Add to tasks' level statistics with ``x = x + delta`` (creating missing rows).
+    """Overwrite tasks' level statistics with ``cells`` (a fold's sums), creating missing rows.
 
     Rows are written in task-id order, so concurrent writers lock them in the same order.
     """
-    if not increments:
+    if not cells:
         return
     insert = _insert(session)
-    add = {name: _LEVEL_STATS.c[name] + insert.excluded[name] for name in LEVEL_SUMS}
     statement: Insert = insert.on_conflict_do_update(
         index_elements=["project_id", "task_id"],
         set_={
-            "count": _LEVEL_STATS.c.count + insert.excluded.count,
-            **add,
+            "count": insert.excluded.count,
+            **{name: insert.excluded[name] for name in LEVEL_SUMS},
             "updated_at": insert.excluded.updated_at,
         },
     )
-    ordered = sorted(increments, key=lambda cell: cell.task_id)
+    ordered = sorted(cells, key=lambda cell: cell.task_id)
     session.execute(statement, [_values(project_id, cell, at) for cell in ordered])
 
 
@@ -170,28 +169,3 @@ def replace_level_stats(
     session.execute(delete(LevelStats).where(LevelStats.project_id == project_id))
     if cells:
         session.execute(insert(LevelStats), [_values(project_id, cell, at) for cell in cells])
-
-
-# Advisory-lock namespace of "the statistics of one project" (any constant of our own).
-_STATISTICS_LOCK_SPACE = 0x0D0
-
-
-def lock_statistics(session: Session, project_id: str, *, exclusive: bool) -> None:
-    """Hold the project's statistics lock until commit (PostgreSQL; SQLite has one writer).
-
-    Reports take it shared, so they never wait for each other here; a recomputation takes it
-    exclusive, so it never overwrites a statistic that an uncommitted report is adding to.
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    session.execute(
-        text(f"SELECT {function}(:space, hashtext(:project_id))"),
-        {"space": _STATISTICS_LOCK_SPACE, "project_id": project_id},
-    )
-
-
-def estimates_version(session: Session, project_id: str) -> int:
-    """The project's current estimates version, read now (not from the identity map)."""
-    query = select(Project.estimates_version).where(Project.id == project_id)
-    return int(session.scalar(query) or 0)

@@ -57,12 +57,15 @@ def list_projects(
     return session.scalars(query).all()
 
 
-def bump_estimates_version(session: Session, project_id: str) -> int:
-    """Atomically increment the project's estimates version and return the new value."""
+def bump_estimates_version(session: Session, project_id: str, *, by: int = 1) -> int:
+    """Atomically add ``by`` to the project's folded estimates version; the new column value.
+
+    The version readers see also counts unfolded deltas (``repositories.statistics``).
+    """
     result = session.execute(
         update(Project)
         .where(Project.id == project_id)
-        .values(estimates_version=Project.estimates_version + 1)
+        .values(estimates_version=Project.estimates_version + by)
         .returning(Project.estimates_version)
     )
     return int(result.scalar_one())

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from ordo_server.app.errors import FieldIssue, InvalidInputError
 from ordo_server.app.repositories import estimates as estimate_repo
-from ordo_server.app.repositories import observations as observation_repo
 from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.repositories.estimates import EstimateStats, PriorCell
 from ordo_server.app.repositories.observations import LevelSums
@@ -30,6 +30,7 @@ from ordo_server.app.schemas.estimate import (
     VectorEstimate,
 )
 from ordo_server.app.schemas.project import ProjectSettings
+from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import ProjectContext
 from ordo_server.models import Task
 from ordo_server.solver.estimation import (
@@ -63,7 +64,8 @@ def import_priors(
     else:
         cells = _cells_from_entries(body, tasks)
     estimate_repo.set_priors(session, context.id, cells)
-    version = project_repo.bump_estimates_version(session, context.id)
+    project_repo.bump_estimates_version(session, context.id)
+    version = stat_repo.estimates_version(session, context.id)
     return PriorsImported(imported=len(cells), estimates_version=version)
 
 
@@ -290,8 +292,7 @@ def project_estimates(session: Session, context: ProjectContext) -> ProjectEstim
     """
     tasks = task_repo.list_tasks(session, context.id)
     index = {task.id: position for position, task in enumerate(tasks)}
-    cells = estimate_repo.list_estimates(session, context.id)
-    levels = observation_repo.list_level_stats(session, context.id)
+    cells, levels = stat_service.current_statistics(session, context.id)
     imported = _imported(cells, index)
     estimates = estimate_effects(
         stats_table(cells, levels, index),
@@ -368,10 +369,8 @@ def _vector(p: _EffectPosterior) -> VectorEstimate:
 def get_estimates(session: Session, context: ProjectContext) -> EstimatesRead:
     """Posterior mean, std and count of every effect, with the estimates version."""
     keys, posteriors = _load(session, context)
-    project = project_repo.get_project(session, context.id)
-    assert project is not None
     return EstimatesRead(
-        version=project.estimates_version,
+        version=stat_repo.estimates_version(session, context.id),
         tasks=keys,
         F=_matrix(posteriors[Effect.F]),
         B=_matrix(posteriors[Effect.B]),

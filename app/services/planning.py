@@ -56,6 +56,7 @@ from ordo_server.app.schemas.schedule import ScheduleCreate
 from ordo_server.app.security import Role
 from ordo_server.app.services import recommendations as recommendation_service
 from ordo_server.app.services import runs as run_service
+from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
 from ordo_server.app.services.job_events import plan_done, plan_waiter
 from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
@@ -140,6 +141,9 @@ def run_next_job(
         return False
     token = REQUEST_ID.set(claim.request_id)
     try:
+        # Reports append statistics deltas; a job folds them before it reads (short, never
+        # waiting for reports in flight), so readers add up few.
+        stat_service.fold_if_due(database, claim.project_id)
         if claim.kind == job_repo.SCHEDULE:
             outcome = _run_schedule_job(database, claim, settings)
         else:

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from ordo_server.app.errors import ConflictError
 from ordo_server.app.repositories import projects as project_repo
+from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.schemas.project import (
     ProjectCreate,
     ProjectRead,
@@ -16,8 +17,11 @@ from ordo_server.app.services.auth import Principal, ProjectContext, require_glo
 from ordo_server.models import Project
 
 
-def _read(project: Project) -> ProjectRead:
-    return ProjectRead.model_validate(project)
+def _read(session: Session, project: Project) -> ProjectRead:
+    """The project as answered; its estimates version counts unfolded statistics deltas."""
+    read = ProjectRead.model_validate(project)
+    version = stat_repo.estimates_version(session, project.id)
+    return read.model_copy(update={"estimates_version": version})
 
 
 def create_project(session: Session, principal: Principal, body: ProjectCreate) -> ProjectRead:
@@ -31,7 +35,7 @@ def create_project(session: Session, principal: Principal, body: ProjectCreate) 
         description=body.description,
         settings=body.settings.model_dump(mode="json"),
     )
-    return _read(project)
+    return _read(session, project)
 
 
 def list_projects(
@@ -40,14 +44,14 @@ def list_projects(
     """Projects the caller can see: all for a global admin, else the key's own project."""
     only_id = None if principal.project_id is None else principal.project_id
     rows = project_repo.list_projects(session, only_id=only_id, limit=limit, offset=offset)
-    return [_read(row) for row in rows]
+    return [_read(session, row) for row in rows]
 
 
 def get_project(session: Session, context: ProjectContext) -> ProjectRead:
     """The authorized project."""
     project = project_repo.get_project(session, context.id)
     assert project is not None  # authorize_project found it in this transaction
-    return _read(project)
+    return _read(session, project)
 
 
 def update_project(session: Session, context: ProjectContext, body: ProjectUpdate) -> ProjectRead:
@@ -63,4 +67,4 @@ def update_project(session: Session, context: ProjectContext, body: ProjectUpdat
     updated = project_repo.update_project(
         session, project, description=body.description, settings=settings
     )
-    return _read(updated)
+    return _read(session, updated)

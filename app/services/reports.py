@@ -1,11 +1,13 @@
-"""Use case of stage reports: store, observe, update the statistics, ask for a re-plan; once.
+"""Use case of stage reports: store, observe, append the statistics, ask for a re-plan; once.
 
 One report is one short transaction (Brandur's "claim the key and do the work in the same
 transaction"): the run row is locked first, so a resent report waits for the first and replays
-its stored response; then the report, its evaluations, the raw observations and the atomic
-``x = x + delta`` increments of the statistics are written together, and an adaptive run's
+its stored response; then the report, its evaluations, the raw observations and one delta of
+the statistics (``app.services.statistics``) are inserted together, and an adaptive run's
 re-plan is queued as a job in the same transaction (``app.services.planning`` solves it off the
-request path). Nothing is half-applied, and a stored report always has its re-plan.
+request path). Nothing is half-applied, and a stored report always has its re-plan. A report
+updates no row that another run's report writes (no project row, no statistics row), so the
+reports of one project never wait for each other.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ordo_server.app.repositories import observations as observation_repo
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.repositories.estimates import StatIncrement
 from ordo_server.app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
@@ -35,9 +38,11 @@ from ordo_server.app.schemas.calibration import RecomputeRead
 from ordo_server.app.schemas.report import EvaluationRead, ReportAccepted, ReportCreate, ReportRead
 from ordo_server.app.schemas.run import RunStatus
 from ordo_server.app.services import runs as run_service
+from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run, StageReport, Task
+from ordo_server.models.base import new_id
 from ordo_server.solver.estimation import (
     EffectKind,
     LevelRegressionStats,
@@ -241,7 +246,9 @@ def put_report(
     run = run_service.get_run_row(session, context, run_id, for_update=True)
     run_service.check_lease(run, lease_token, context)
     digest = body_digest(body)
-    existing = report_repo.get_report(session, run.id, stage)
+    # Reports are stored in turn (``next_stage`` only moves to stage + 1 when one is stored), so
+    # only a stage before ``next_stage`` can have one: a fresh report skips the look-up.
+    existing = report_repo.get_report(session, run.id, stage) if stage < run.next_stage else None
     if existing is not None:
         if existing.body_hash != digest:
             raise ReportMismatchError(
@@ -259,18 +266,51 @@ def put_report(
     late = run_service.effective_status(run, now) is RunStatus.STALE
     if late:
         after_commit(session, STALE_RUNS.labels(event="report").inc)
-    observation_repo.lock_statistics(session, context.id, exclusive=False)
     trained = by_key[order[stage - 1]] if stage >= 1 else None
+    observations: list[Observation] = []
+    if trained is not None:
+        index = {task.id: position for position, task in enumerate(all_tasks)}
+        current = {
+            index[task.id]: (utility(task, evaluation.value), evaluation.entropy)
+            for task, evaluation in zip(evaluated, body.evaluations, strict=True)
+        }
+        observations = _observe(session, run, stage, current, index[trained.id], index)
+        # Shared: reports never wait for each other here, only for a fold or a recomputation.
+        stat_repo.lock_statistics(session, context.id, exclusive=False)
+    run.next_stage = stage + 1
+    run_service.renew_lease(run, now, settings)
+    pending = False
+    if schedule is not None and run_service.replans_after(run, stage, len(order)):
+        # The re-plan is a job (app.services.planning): this transaction solves nothing.
+        run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
+        pending = True
+    elif run.adaptive or schedule is None:
+        pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
+    # The folded version plus the deltas this transaction sees, and its own delta (a baseline
+    # appends none, so it leaves the version alone).
+    version = stat_repo.estimates_version(session, context.id) + (1 if observations else 0)
+    response = ReportAccepted(
+        run_id=run.id,
+        report=_report_read(body, evaluated, stage=stage, trained=trained, late=late, at=now),
+        observations=len(observations),
+        estimates_version=version,
+        schedule_id=run.schedule_id,
+        replanned=False,
+        plan_pending=pending,
+        next=run_service.stage_assignment(order, run.next_stage, finished=False),
+    )
+    # The answer is stored with the report in one INSERT (a replay answers it again).
     report = report_repo.add_report(
         session,
         StageReport(
+            id=new_id(),
             project_id=context.id,
             run_id=run.id,
             stage=stage,
             task_id=trained.id if trained else None,
             body_hash=digest,
             body=body.model_dump(mode="json"),
-            response={},
+            response=response.model_dump(mode="json"),
             late=late,
             steps=body.steps,
             tokens=body.tokens,
@@ -289,31 +329,23 @@ def put_report(
         for task, evaluation in zip(evaluated, body.evaluations, strict=True)
     ]
     report_repo.add_evaluations(session, report.id, rows)
-    observations: list[Observation] = []
-    if trained is not None:
-        index = {task.id: position for position, task in enumerate(all_tasks)}
-        current = {
-            index[task.id]: (utility(task, evaluation.value), evaluation.entropy)
-            for task, evaluation in zip(evaluated, body.evaluations, strict=True)
-        }
-        observations = _observe(session, run, stage, current, index[trained.id], index)
-        _apply(session, context.id, run, report, observations, all_tasks, now=now)
-    run.next_stage = stage + 1
-    run_service.renew_lease(run, now, settings)
-    # Late in the transaction: the project row lock serializes reports only from here on. A
-    # baseline changes no estimate, so it leaves the version (and the lock) alone.
     if observations:
-        version = project_repo.bump_estimates_version(session, context.id)
-    else:
-        version = observation_repo.estimates_version(session, context.id)
-    pending = False
-    if schedule is not None and run_service.replans_after(run, stage, len(order)):
-        # The re-plan is a job (app.services.planning): this transaction solves nothing.
-        run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
-        pending = True
-    elif run.adaptive or schedule is None:
-        pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
-    report_read = ReportRead(
+        _apply(session, context.id, run, report, observations, all_tasks, now=now)
+    after_commit(session, REPORTS_STORED.inc)
+    return response
+
+
+def _report_read(
+    body: ReportCreate,
+    evaluated: Sequence[Task],
+    *,
+    stage: int,
+    trained: Task | None,
+    late: bool,
+    at: datetime,
+) -> ReportRead:
+    """The stored report as answered."""
+    return ReportRead(
         stage=stage,
         task=trained.key if trained else None,
         late=late,
@@ -330,22 +362,8 @@ def put_report(
             )
             for task, evaluation in zip(evaluated, body.evaluations, strict=True)
         ],
-        created_at=now,
+        created_at=at,
     )
-    response = ReportAccepted(
-        run_id=run.id,
-        report=report_read,
-        observations=len(observations),
-        estimates_version=version,
-        schedule_id=run.schedule_id,
-        replanned=False,
-        plan_pending=pending,
-        next=run_service.stage_assignment(order, run.next_stage, finished=False),
-    )
-    report.response = response.model_dump(mode="json")
-    session.flush()
-    after_commit(session, REPORTS_STORED.inc)
-    return response
 
 
 def _apply(
@@ -358,7 +376,7 @@ def _apply(
     *,
     now: datetime,
 ) -> None:
-    """Append the raw observations and add their statistics (``x = x + delta``)."""
+    """Append the raw observations and one delta of their statistics (no shared row)."""
     task_ids = [task.id for task in tasks]
     observation_repo.add_observations(
         session,
@@ -369,8 +387,8 @@ def _apply(
         at=now,
     )
     delta = stored_stats(increments(observations), task_ids)
-    estimate_repo.add_statistics(session, project_id, delta.cells, at=now)
-    observation_repo.add_level_stats(session, project_id, delta.levels, at=now)
+    cells, levels = stat_service.delta_rows(delta.cells, delta.levels)
+    stat_repo.add_delta(session, project_id, cells, levels, at=now)
 
 
 # --- adaptive re-planning ------------------------------------------------------------------------
@@ -382,11 +400,13 @@ def _apply(
 def recompute_statistics(session: Session, project_id: str) -> RecomputeRead:
     """Rebuild every statistic of the project from its raw observations.
 
-    Takes the statistics lock exclusively (reports hold it shared while they add increments),
-    so no report is half-way while the statistics are rebuilt and none is lost afterwards.
-    The result equals the incremental statistics (counts exactly, sums to rounding).
+    Takes the statistics lock exclusively (reports hold it shared while they append deltas),
+    so no report is half-way while the statistics are rebuilt and none is lost afterwards. The
+    unfolded deltas are dropped (the observations behind them are in the recomputation) and
+    counted into the folded version. The result equals the incremental statistics (counts
+    exactly, sums to rounding).
     """
-    observation_repo.lock_statistics(session, project_id, exclusive=True)
+    stat_repo.lock_statistics(session, project_id, exclusive=True)
     project_repo.lock_project(session, project_id)
     tasks = task_repo.list_tasks(session, project_id)
     task_ids = [task.id for task in tasks]
@@ -394,9 +414,10 @@ def recompute_statistics(session: Session, project_id: str) -> RecomputeRead:
     rows = list(observation_repo.iter_observations(session, project_id))
     table = recompute(solver_observations(rows, index))
     fresh = stored_stats(table, task_ids)
+    before_cells, _ = stat_service.current_statistics(session, project_id)
     before = {
         (c.effect, c.src_task_id, c.dst_task_id): (c.count, c.sum_x, c.sum_x2)
-        for c in estimate_repo.list_estimates(session, project_id)
+        for c in before_cells
         if c.count
     }
     after = {
@@ -408,7 +429,9 @@ def recompute_statistics(session: Session, project_id: str) -> RecomputeRead:
     now = run_repo.db_now(session)
     estimate_repo.replace_statistics(session, project_id, fresh.cells, at=now)
     observation_repo.replace_level_stats(session, project_id, fresh.levels, at=now)
-    version = project_repo.bump_estimates_version(session, project_id)
+    dropped = stat_repo.take_deltas(session, project_id)
+    project_repo.bump_estimates_version(session, project_id, by=len(dropped) + 1)
+    version = stat_repo.estimates_version(session, project_id)
     return RecomputeRead(
         observations=len(rows),
         cells=len(fresh.cells),

@@ -27,6 +27,7 @@ from ordo_server.app.errors import (
 from ordo_server.app.metrics import solve_kind, timed_solve
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import schedules as schedule_repo
+from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.schemas.schedule import (
@@ -137,8 +138,6 @@ def load_planning_inputs(
         raise ValueError(f"model_override covers {model_override.n} tasks, not {len(current.keys)}")
     else:
         model = model_override
-    project = project_repo.get_project(session, context.id)
-    assert project is not None  # authorized in this transaction
     kinds = {task.key: task.kind for task in task_repo.list_tasks(session, context.id)}
     return PlanningInputs(
         keys=tuple(current.keys[i] for i in indexes),
@@ -147,7 +146,7 @@ def load_planning_inputs(
         model=model.restricted(indexes),
         estimates=None if model_override is not None else current.estimates,
         weights=current.weights,
-        estimates_version=project.estimates_version,
+        estimates_version=stat_repo.estimates_version(session, context.id),
         project_keys=frozenset(current.keys),
     )
 

@@ -24,7 +24,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ordo_server.app.db import build_engine
+from ordo_server.app.repositories.statistics import estimates_version
 from ordo_server.app.schemas.report import ReportCreate
+from ordo_server.app.services.statistics import current_statistics, fold_now
 from ordo_server.app.settings import Settings
 from ordo_server.models import Estimate, Observation, StageReport, Task
 from ordo_server.models.estimate import LevelStats
@@ -190,8 +192,24 @@ def _check_database(engine: Engine, project: str, sent: Sent) -> None:
             )
         }
     with Session(engine) as session:
+        # What readers see before the fold (folded rows plus deltas) is what the fold stores.
+        seen_cells, seen_levels = current_statistics(session, project)
+        version = estimates_version(session, project)
+        fold_now(session, project)
+        session.commit()
+        assert estimates_version(session, project) == version
+        session.commit()
+    with Session(engine) as session:
         cells = session.scalars(select(Estimate).where(Estimate.project_id == project)).all()
         levels = session.scalars(select(LevelStats).where(LevelStats.project_id == project)).all()
+    assert {
+        (c.effect, c.src_task_id, c.dst_task_id, c.count, c.sum_x, c.sum_x2) for c in cells
+    } == {(c.effect, c.src_task_id, c.dst_task_id, c.count, c.sum_x, c.sum_x2) for c in seen_cells}
+    assert {(row.task_id, row.count, row.sum_y, row.sum_y2) for row in levels} == {
+        (row.task_id, row.count, row.sums[5], row.sums[8]) for row in seen_levels
+    }
+    observing = sum(1 for _, stage, _ in reports if stage >= 1)
+    assert version == observing  # one version per observing report, none lost
     with engine.connect() as connection:
         observation_count = len(
             connection.execute(

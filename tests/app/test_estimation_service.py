@@ -22,6 +22,7 @@ from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.security import Role
 from ordo_server.app.services.auth import Principal, ProjectContext
 from ordo_server.app.services.estimates import project_estimates
+from ordo_server.app.services.statistics import current_statistics, fold_now
 from ordo_server.app.settings import Settings, get_settings
 from ordo_server.models import Estimate, Task
 from ordo_server.models.base import utcnow
@@ -210,9 +211,11 @@ def test_posterior_intervals_cover_an_additive_truth(client: TestClient, session
 def _stats(
     session: Session, project_id: str
 ) -> dict[tuple[str, str, str], tuple[int, float, float]]:
+    """The statistics readers see (folded rows plus unfolded deltas)."""
     session.expire_all()
-    rows = session.scalars(select(Estimate).where(Estimate.project_id == project_id))
-    return {(r.effect, r.src_task_id, r.dst_task_id): (r.count, r.sum_x, r.sum_x2) for r in rows}
+    cells, _ = current_statistics(session, project_id)
+    session.commit()
+    return {(r.effect, r.src_task_id, r.dst_task_id): (r.count, r.sum_x, r.sum_x2) for r in cells}
 
 
 def _same(a: dict[Any, tuple[int, float, float]], b: dict[Any, tuple[int, float, float]]) -> bool:
@@ -266,6 +269,8 @@ def test_recompute_equals_the_incremental_statistics(client: TestClient, session
     assert response.status_code == 200, response.text
     result = response.json()
     assert (result["observations"], result["changed_cells"]) == (72, 0)
+    # 12 observing reports, their deltas unfolded until now, then the recomputation.
+    assert result["estimates_version"] == 13
     assert result["cells"] == len(incremental)
     assert _same(_stats(session, project.id), incremental)
 
@@ -274,6 +279,7 @@ def test_recompute_repairs_drifted_statistics(client: TestClient, session: Sessi
     project = _project(session, KINDS)
     _run_reports(client, project, list(KINDS), runs=1, seed=2)
     correct = _stats(session, project.id)
+    fold_now(session, project.id)  # the folded rows, then drift them
     session.execute(
         update(Estimate)
         .where(Estimate.project_id == project.id, Estimate.effect == "G")

@@ -9,6 +9,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ordo_server.app.db import Database
+from ordo_server.app.repositories.statistics import count_deltas, estimates_version
+from ordo_server.app.services import statistics
+from ordo_server.app.services.statistics import fold_now
 from ordo_server.models import Estimate, Observation, Project, StageReport, Task
 from ordo_server.models.estimate import LevelStats
 from tests.factories import ProjectKeys, create_project_with_keys
@@ -142,6 +146,8 @@ def test_statistics_are_the_sums_of_the_observations(
 ) -> None:
     for stage in range(3):
         _put(client, tasked, run_id, stage, _body(stage))
+    assert fold_now(session, tasked.id) == 2  # one delta per observing report
+    session.commit()
     keys = {t.id: t.key for t in session.scalars(select(Task))}
     cells = {
         (c.effect, keys[c.src_task_id], keys[c.dst_task_id]): (c.count, c.sum_x, c.sum_x2)
@@ -174,7 +180,15 @@ def test_each_observing_report_bumps_the_estimates_version_once(
     project = session.get(Project, tasked.id)
     assert project is not None
     session.refresh(project)
+    assert project.estimates_version == 0  # the two deltas are not folded yet
+    fold_now(session, tasked.id)
+    session.commit()
+    session.refresh(project)
     assert project.estimates_version == 2
+    assert (
+        client.get(f"/v1/projects/{tasked.id}", headers=tasked.trainer).json()["estimates_version"]
+        == 2
+    )
 
 
 def test_same_body_replays_the_stored_response(
@@ -286,3 +300,31 @@ def test_partial_evaluations_give_partial_observations(
     assert _observations(session, tasked.id) == _approx(
         [("G", "math", "math", 0.2), ("L", "math", "math", 0.7)]
     )
+
+
+def _sorted_statistics(session: Session, project_id: str) -> tuple[list[str], list[str]]:
+    cells, levels = statistics.current_statistics(session, project_id)
+    session.expire_all()
+    return sorted(map(repr, cells)), sorted(map(repr, levels))
+
+
+def test_a_job_folds_the_deltas_once_enough_wait(
+    client: TestClient,
+    tasked: ProjectKeys,
+    run_id: str,
+    session: Session,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(statistics, "FOLD_AFTER", 2)
+    _put(client, tasked, run_id, 0, _body(0))
+    _put(client, tasked, run_id, 1, _body(1))
+    assert statistics.fold_if_due(database, tasked.id) == 0  # one delta waits
+    seen = _sorted_statistics(session, tasked.id)
+    _put(client, tasked, run_id, 2, _body(2))
+    before = _sorted_statistics(session, tasked.id)
+    assert before != seen
+    assert statistics.fold_if_due(database, tasked.id) == 2
+    assert count_deltas(session, tasked.id) == 0
+    assert _sorted_statistics(session, tasked.id) == before  # bit for bit
+    assert estimates_version(session, tasked.id) == 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from ordo_server.app.db import (
     VERSION_TABLE,
@@ -89,3 +91,59 @@ def test_tables_and_constraints_follow_the_naming_convention(empty_database_url:
                     assert unique["name"] is None or unique["name"].startswith(f"uq_{table}_")
     finally:
         engine.dispose()
+
+
+def test_downgrade_from_0007_folds_the_statistics_deltas(empty_database_url: str) -> None:
+    """Deltas left at a downgrade end up in the statistics rows and the estimates version."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0007")
+    engine = build_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    cells = [["F", "a", "b", 1, 0.5, 0.25], ["G", "b", "b", 1, 0.25, 0.0625]]
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO ordo_projects (id, name, description, created_at,"
+                    " estimates_version, settings) VALUES ('p', 'p', '', :now, 3, '{}')"
+                ),
+                {"now": now},
+            )
+            for key in ("a", "b"):
+                connection.execute(
+                    text(
+                        'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind,'
+                        " reward, goal, scale, weight, metadata, created_at, updated_at)"
+                        " VALUES (:k, 'p', :k, :i, :k, 'structured', 'other', 'maximize', 1.0,"
+                        " 1.0, '{}', :now, :now)"
+                    ),
+                    {"k": key, "i": ord(key) - ord("a"), "now": now},
+                )
+            for _ in range(2):
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_stat_deltas (project_id, cells, levels, created_at)"
+                        " VALUES ('p', :cells, :levels, :now)"
+                    ),
+                    {
+                        "cells": json.dumps(cells),
+                        "levels": json.dumps([["b", 1, *range(9)]]),
+                        "now": now,
+                    },
+                )
+        command.downgrade(config, "0006")
+        with engine.connect() as connection:
+            stats = connection.execute(
+                text("SELECT effect, count, sum_x, sum_x2 FROM ordo_estimates ORDER BY effect")
+            ).all()
+            level = connection.execute(
+                text("SELECT count, sum_u, sum_y2 FROM ordo_level_stats WHERE task_id = 'b'")
+            ).one()
+            version = connection.execute(
+                text("SELECT estimates_version FROM ordo_projects")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in stats] == [("F", 2, 1.0, 0.5), ("G", 2, 0.5, 0.125)]
+    assert tuple(level) == (2, 0.0, 16.0)
+    assert version == 5
