@@ -783,14 +783,20 @@ class Benchmark:
 
 
 def world_specs(
-    families: Sequence[str], sizes: Sequence[int], seeds: int, runs: int, repeats: int
+    families: Sequence[str],
+    sizes: Sequence[int],
+    seeds: int,
+    runs: int,
+    repeats: int,
+    first_seed: int = 0,
 ) -> list[WorldSpec]:
-    """Every world of the benchmark, family by family."""
+    """Every world of the benchmark, family by family: seeds ``first_seed ..
+    first_seed + seeds - 1`` (0-9 are the evaluation worlds; tune on others)."""
     return [
         WorldSpec(family, n, seed, runs, repeats)
         for family in families
         for n in sizes
-        for seed in range(seeds)
+        for seed in range(first_seed, first_seed + seeds)
     ]
 
 
@@ -886,6 +892,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--families", nargs="+", default=None, help="default: every family")
     parser.add_argument("--n", type=int, nargs="+", default=[6, 8], help="task counts (<= 8)")
     parser.add_argument("--seeds", type=int, default=10, help="worlds per family and n")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first world seed (0-9: the evaluation worlds; tune on 100 and up)",
+    )
     parser.add_argument("--runs", type=int, default=8, help="successive runs per method")
     parser.add_argument("--repeats", type=int, default=8, help="seeds of best-of-R random")
     parser.add_argument("--transport", choices=["http", "in-process"], default="http")
@@ -907,7 +919,9 @@ def main(argv: Sequence[str] | None = None) -> Benchmark:
     unknown = sorted(set(families) - set(family_names()))
     if unknown:
         raise SystemExit(f"unknown families {unknown} (known: {', '.join(family_names())})")
-    specs = world_specs(families, args.n, args.seeds, args.runs, args.repeats)
+    specs = world_specs(
+        families, args.n, args.seeds, args.runs, args.repeats, first_seed=args.first_seed
+    )
 
     def progress(outcome: WorldOutcome) -> None:
         if not args.quiet:
