@@ -25,7 +25,7 @@ the median time of the in-process planning calls.
 
 Objective: final *mean* utility over tasks (utility units); regret in % of the oracle's best
 (:func:`bench.baselines.regret_percent`). Ordo is reached through :class:`OrdoTransport`:
-:class:`InProcessOrdo` calls :func:`solver.recommend.thompson_order` and
+:class:`InProcessOrdo` calls :func:`solver.recommend.explore_order` and
 :func:`solver.recommend.recommend` directly, :class:`HttpOrdo` drives a live server (one
 project per world, the service's defaults). Every seed is derived from ``(family, n, seed,
 run)``, so the figures are deterministic for the arguments.
@@ -69,7 +69,7 @@ from bench.worlds.oracle import OracleResult, oracle
 from ordo_server.app.server_process import ServerProcess, serve_subprocess
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
-from ordo_server.solver.recommend import RecommendConfig, plan_seed, recommend, thompson_order
+from ordo_server.solver.recommend import RecommendConfig, explore_order, plan_seed, recommend
 from ordo_server.solver.types import Order
 
 Transport = Literal["http", "in-process"]
@@ -148,7 +148,7 @@ class _Run:
 class InProcessOrdo:
     """Ordo's learning loop without HTTP: :mod:`solver.recommend` called directly.
 
-    A new run follows ``thompson_order`` over every run so far, seeded by
+    A new run follows ``explore_order`` over every run so far, seeded by
     ``plan_seed(project, client_id)`` as the service seeds it; after each stage report it is
     re-planned with ``current`` = its record so far (its trained prefix stays fixed, same seed).
     The recommendation is ``recommend`` over every run. Weights ``1/n``: the objective is the
@@ -166,17 +166,17 @@ class InProcessOrdo:
         self.config = config
         self.weights = np.full(len(kinds), 1.0 / len(kinds))
         self.runs: dict[str, _Run] = {}
-        self.timings: dict[str, list[float]] = {"thompson_order": [], "recommend": []}
+        self.timings: dict[str, list[float]] = {"explore_order": [], "recommend": []}
 
     def _records(self, exclude: _Run | None = None) -> list[RunRecord]:
         return [run.record() for run in self.runs.values() if run is not exclude]
 
-    def _thompson(self, run: _Run, current: RunRecord | None) -> Order:
+    def _explore(self, run: _Run, current: RunRecord | None) -> Order:
         history = self._records(exclude=run)
         if current is not None:
             history.append(current)
         started = time.perf_counter()
-        order = thompson_order(
+        order = explore_order(
             history,
             kinds=self.kinds,
             weights=self.weights,
@@ -184,15 +184,15 @@ class InProcessOrdo:
             current=current,
             config=self.config,
         )
-        self.timings["thompson_order"].append(time.perf_counter() - started)
+        self.timings["explore_order"].append(time.perf_counter() - started)
         return order
 
     def create_run(self, client_id: str) -> str:
-        """Start a run planned by one Thompson draw over every run so far."""
+        """Start a run planned by ``explore_order`` over every run so far."""
         if client_id in self.runs:
             raise ValueError(f"run {client_id!r} exists")
         run = _Run(seed=plan_seed(self.project, client_id), plan=())
-        run.plan = self._thompson(run, None)
+        run.plan = self._explore(run, None)
         self.runs[client_id] = run
         return client_id
 
@@ -213,7 +213,7 @@ class InProcessOrdo:
         run.utilities.append(dict(evaluation.values))
         run.entropies.append(dict(evaluation.entropies))
         if stage >= 1 and len(run.plan) - stage >= 2:
-            plan = self._thompson(run, run.record())
+            plan = self._explore(run, run.record())
             if plan[:stage] != tuple(run.trained):
                 raise RuntimeError(f"re-plan {plan} does not keep the prefix {run.trained}")
             run.plan = plan
@@ -783,14 +783,20 @@ class Benchmark:
 
 
 def world_specs(
-    families: Sequence[str], sizes: Sequence[int], seeds: int, runs: int, repeats: int
+    families: Sequence[str],
+    sizes: Sequence[int],
+    seeds: int,
+    runs: int,
+    repeats: int,
+    first_seed: int = 0,
 ) -> list[WorldSpec]:
-    """Every world of the benchmark, family by family."""
+    """Every world of the benchmark, family by family: seeds ``first_seed ..
+    first_seed + seeds - 1`` (0-9 are the evaluation worlds; tune on others)."""
     return [
         WorldSpec(family, n, seed, runs, repeats)
         for family in families
         for n in sizes
-        for seed in range(seeds)
+        for seed in range(first_seed, first_seed + seeds)
     ]
 
 
@@ -858,7 +864,7 @@ def report_lines(bench: Benchmark, *, runs: int, transport: Transport) -> list[s
     lines += [t.line() for t in targets]
     lines += ["", "wall time per family (s): "]
     lines += [f"  {family:<16}{seconds:8.1f}" for family, seconds in bench.family_wall_s.items()]
-    for name in ("recommend", "thompson_order"):
+    for name in ("recommend", "explore_order"):
         times = [t for o in bench.outcomes for t in o.timings.get(name, [])]
         if times:
             lines.append(
@@ -886,6 +892,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--families", nargs="+", default=None, help="default: every family")
     parser.add_argument("--n", type=int, nargs="+", default=[6, 8], help="task counts (<= 8)")
     parser.add_argument("--seeds", type=int, default=10, help="worlds per family and n")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first world seed (0-9: the evaluation worlds; tune on 100 and up)",
+    )
     parser.add_argument("--runs", type=int, default=8, help="successive runs per method")
     parser.add_argument("--repeats", type=int, default=8, help="seeds of best-of-R random")
     parser.add_argument("--transport", choices=["http", "in-process"], default="http")
@@ -907,7 +919,9 @@ def main(argv: Sequence[str] | None = None) -> Benchmark:
     unknown = sorted(set(families) - set(family_names()))
     if unknown:
         raise SystemExit(f"unknown families {unknown} (known: {', '.join(family_names())})")
-    specs = world_specs(families, args.n, args.seeds, args.runs, args.repeats)
+    specs = world_specs(
+        families, args.n, args.seeds, args.runs, args.repeats, first_seed=args.first_seed
+    )
 
     def progress(outcome: WorldOutcome) -> None:
         if not args.quiet:

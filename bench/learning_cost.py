@@ -17,7 +17,9 @@ half-trained. It then times, ``--repeats`` times each (wall ms, ``time.perf_coun
 * ``fit``: :func:`solver.recommend.fit_order_posterior` alone;
 * ``recommend``: :func:`solver.recommend.recommend` (fit + search);
 * ``thompson``: :func:`solver.recommend.thompson_order` (fit + draw + search);
-* ``replan``: ``thompson_order`` with ``current=`` the half-trained run (a re-plan mid-run);
+* ``explore``: :func:`solver.recommend.explore_order` (what an adaptive run follows: fit +
+  expected-improvement search);
+* ``replan``: ``explore_order`` with ``current=`` the half-trained run (a re-plan mid-run);
 * ``legacy``: the old :func:`solver.learning.fit_run_model` (sizes in ``--legacy-sizes``, at
   most 40; off the request path above ``RecommendConfig.run_model_max_tasks`` = 12), at most 3
   repeats (it takes seconds at ``n = 40``).
@@ -26,7 +28,7 @@ Memory: ``peak MB`` is the largest ``tracemalloc`` peak of one extra (untimed) c
 (numpy buffers included); ``rss MB`` is the growth of the subprocess's maximum resident set size
 (``ru_maxrss``) from after the history was built to the end.
 
-Targets (issue): fitting and planning (``recommend`` and ``thompson``) median <= 100 ms at
+Targets (issue): fitting and planning (``recommend``, ``thompson``, ``explore``) median <= 100 ms at
 ``n = 8`` with 8 runs of history and <= 2 s at ``n = 30``: one PASS/FAIL line per target and
 call, for the sizes that were run.
 """
@@ -56,6 +58,7 @@ from ordo_server.solver.estimation import TaskKind  # noqa: E402
 from ordo_server.solver.learning import RunRecord, fit_run_model  # noqa: E402
 from ordo_server.solver.recommend import (  # noqa: E402
     Recommendation,
+    explore_order,
     fit_order_posterior,
     plan_seed,
     recommend,
@@ -71,10 +74,10 @@ LEGACY_MAX_TASKS = 40
 """``fit_run_model`` is not timed above this many tasks (dense ``~3 n^2`` inverse)."""
 
 TARGETS_MS = {8: 100.0, 30: 2000.0}
-"""Median wall ms allowed for the plan calls (``recommend``, ``thompson``) at each ``n``."""
+"""Median wall ms allowed for the plan calls (:data:`PLAN_CALLS`) at each ``n``."""
 
-PLAN_CALLS = ("recommend", "thompson")
-CALLS = ("fit", "recommend", "thompson", "replan")
+PLAN_CALLS = ("recommend", "thompson", "explore")
+CALLS = ("fit", "recommend", "thompson", "explore", "replan")
 
 
 # --- the synthetic world -------------------------------------------------------------------
@@ -213,7 +216,8 @@ def _calls(history: History, repeat: int) -> dict[str, Callable[[], object]]:
         "fit": lambda: fit_order_posterior(runs, kinds=kinds, weights=w),
         "recommend": lambda: recommend(runs, kinds=kinds, weights=w),
         "thompson": lambda: thompson_order(runs, kinds=kinds, weights=w, seed=seed),
-        "replan": lambda: thompson_order(
+        "explore": lambda: explore_order(runs, kinds=kinds, weights=w, seed=seed),
+        "replan": lambda: explore_order(
             with_current, kinds=kinds, weights=w, seed=seed, current=history.current
         ),
         "legacy": lambda: fit_run_model(runs, kinds=kinds),
@@ -296,7 +300,7 @@ def _cell(times: list[float] | None) -> str:
 
 HEADER = (
     f"{'n':>3} {'runs':>4} | {'fit med/max':>17} | {'recommend':>17} | {'thompson':>17} | "
-    f"{'replan':>17} | {'legacy fit':>17} | {'peak MB':>8} {'rss MB':>7}"
+    f"{'explore':>17} | {'replan':>17} | {'legacy fit':>17} | {'peak MB':>8} {'rss MB':>7}"
 )
 
 

@@ -17,14 +17,16 @@ the project's own runs decide how much each is believed:
   completed runs held out in turn): the mixture weights that predict the held-out runs best,
   with a small Dirichlet pseudo-count. A model the data contradict loses weight, one that
   predicts unseen orders well gains it;
-- **recommendation** (:func:`recommend`): the order with the highest posterior mean of the
-  mixture among the observed orders, each model's optimum and the local optima of the mixture
-  mean (insertion moves): by construction never below the best observed order's posterior
-  mean;
-- **exploration** (:func:`thompson_order`): Thompson sampling over the ensemble: a member drawn
-  by weight, its parameters drawn from their posterior, its residual process drawn jointly on
-  the candidate orders; the next run follows that draw's argmax, so exploration goes where the
-  posterior says a better order may be, and stops when it is sure.
+- **recommendation** (:func:`recommend`): among the observed orders, each model's optimum and
+  the local optima of the mixture mean (insertion moves), the best observed order (highest
+  posterior mean) unless a candidate beats it with posterior probability ``beat_probability``
+  (0.9); unobserved candidates' means are discounted by ``trust``. By construction never below
+  the best observed order's posterior mean;
+- **exploration** (:func:`explore_order`): the next run follows the order of highest expected
+  improvement over the best observed order (:func:`improvement_order`, exact for the
+  mixture), re-planned after every stage with the trained prefix fixed; before any run has
+  completed, one Thompson draw (:func:`thompson_order`: a member drawn by weight, its
+  parameters from their posterior, its residual process jointly on the candidate orders).
 
 A run being re-planned (``current``) conditions the models on the state it has reached: the
 transition model rolls forward from its last evaluation, the run model from its entropy.
@@ -41,10 +43,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
-from math import comb, log, pi
+from math import comb, log, pi, sqrt
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import (
@@ -75,7 +78,9 @@ __all__ = [
     "OrderPosterior",
     "RecommendConfig",
     "Recommendation",
+    "explore_order",
     "fit_order_posterior",
+    "improvement_order",
     "plan_seed",
     "recommend",
     "thompson_order",
@@ -132,6 +137,14 @@ class RecommendConfig:
         the benchmark's (seeds 100-111 and 200-211 of every family, n = 6) and never left the
         recommendation worse than the best run on average; it costs 0.2-0.5 points at R = 2-4
         where the models fit (synthetic families).
+    beat_probability : float or None
+        The recommendation is the best observed order (highest posterior mean among the
+        completed runs' orders) unless another candidate beats it with at least this posterior
+        probability (:func:`_chosen`). 0.9 left the mean regret as it was on the tuning worlds
+        (seeds 100-111 and 200-211 of every family, n = 6; after 4 runs 4.54 -> 4.42 %, after
+        8 3.27 -> 3.29 %) and took the share of (world, R) where the recommendation is within
+        the noise of the best run so far from 92 % to 99 %. ``None``: the highest decision
+        value, whatever its odds.
     max_moves : int
         Neighbourhood size of one search round: above it (about 20 free tasks) a task moves
         at most ``max_moves // (2 * free)`` positions (at least 2) instead of anywhere.
@@ -151,6 +164,7 @@ class RecommendConfig:
     starts: int = 3
     max_moves: int = 400
     trust_prior: tuple[float, float] | None = (0.5, 0.5)
+    beat_probability: float | None = 0.9
     max_rounds: int = 60
     noise_sd: float = 0.02
     transition: TransitionConfig = field(default_factory=TransitionConfig)
@@ -530,29 +544,58 @@ class OrderPosterior:
     n: int
     trust: float = 1.0
 
-    def moments(self, orders: npt.ArrayLike) -> tuple[FloatMatrix, FloatMatrix]:
-        """Mixture mean and standard deviation of the objective, shape (P,) each.
+    def moments(
+        self, orders: npt.ArrayLike, *, conditioned: bool = True
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        """Mixture mean and standard deviation of the objective, shape (P,) each
+        (``conditioned=False``: from the start, ignoring the run being re-planned)."""
+        count = len(np.atleast_2d(np.asarray(orders)))
+        means, second = np.zeros(count), np.zeros(count)
+        for weight, mean, var in self.member_moments(orders, conditioned=conditioned):
+            means += weight * mean
+            second += weight * (var + mean**2)
+        return means, np.sqrt(np.maximum(second - means**2, 0.0))
+
+    def member_moments(
+        self, orders: npt.ArrayLike, *, conditioned: bool = True, plug_in: bool = False
+    ) -> list[tuple[float, FloatMatrix, FloatMatrix]]:
+        """Every active member's normalized weight, mean and variance of the objective, shape
+        (P,) each: the mixture is these Gaussians (``plug_in``: each model at its parameters'
+        posterior mean, without its parameter variance: the cheap version a search climbs).
 
         Each model's prediction and the distances to the observed orders are computed once
         and shared by the members (one per residual scale) built on them.
         """
         array, distances = self._with_distances(orders)
-        means, second = np.zeros(len(array)), np.zeros(len(array))
         predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
-        for member, weight in self._active():
+        active = self._active()
+        total = sum(weight for _, weight in active)
+        out: list[tuple[float, FloatMatrix, FloatMatrix]] = []
+        for member, weight in active:
             key = id(member.predictor)
-            if key not in predicted:
-                predicted[key] = member.predictor.moments(array, conditioned=True)
+            if key not in predicted and plug_in:
+                point = member.predictor.point(array, conditioned=conditioned)
+                predicted[key] = point, np.zeros(len(point))
+            elif key not in predicted:
+                predicted[key] = member.predictor.moments(array, conditioned=conditioned)
             model_mean, model_var = predicted[key]
             residual_mean, residual_var = member.residual.predict(array, distances)
             mean, var = _combine(
                 model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
-            means += weight * mean
-            second += weight * (var + mean**2)
-        total = sum(weight for _, weight in self._active())
-        means, second = means / total, second / total
-        return means, np.sqrt(np.maximum(second - means**2, 0.0))
+            out.append((weight / total, mean, var))
+        return out
+
+    def expected_improvement(
+        self, orders: npt.ArrayLike, incumbent: float, *, plug_in: bool = False
+    ) -> FloatMatrix:
+        """Expected improvement of the objective over ``incumbent``, shape (P,): exact for the
+        mixture (the weighted sum of its Gaussian members' improvements); ``plug_in``: on
+        :meth:`member_moments`' cheap version."""
+        total: FloatMatrix = np.zeros(len(np.atleast_2d(np.asarray(orders))))
+        for weight, mean, var in self.member_moments(orders, plug_in=plug_in):
+            total = total + weight * _gaussian_improvement(mean, np.sqrt(var), incumbent)
+        return total
 
     def _active(self) -> list[tuple[_Member, float]]:
         """The members with a weight that counts (>= 1e-6), with their weights."""
@@ -601,6 +644,14 @@ class OrderPosterior:
                 total += weight
         first, second = first / total, second / total
         return first, np.sqrt(np.maximum(second - first**2, 0.0))
+
+
+def _gaussian_improvement(mean: FloatMatrix, std: FloatMatrix, incumbent: float) -> FloatMatrix:
+    """``E[max(X - incumbent, 0)]`` for ``X ~ N(mean, std^2)``."""
+    std = np.maximum(std, 1e-12)
+    z = (mean - incumbent) / std
+    improvement = (mean - incumbent) * special.ndtr(z) + std * np.exp(-0.5 * z**2) / sqrt(2 * pi)
+    return np.asarray(np.maximum(improvement, 0.0), dtype=np.float64)
 
 
 def _combine(
@@ -966,6 +1017,43 @@ def _decision_values(
     return np.where(known, values, pulled)
 
 
+def _beat_probability(posterior: OrderPosterior, orders: IntArray, incumbent: int) -> FloatMatrix:
+    """Posterior probability that each of ``orders`` has a higher objective than
+    ``orders[incumbent]``, shape (P,): per member a Gaussian difference (the two taken as
+    independent, which overstates the spread of the difference: conservative), mixed by
+    weight."""
+    probability: FloatMatrix = np.zeros(len(orders))
+    for weight, mean, var in posterior.member_moments(orders):
+        spread = np.sqrt(np.maximum(var + var[incumbent], 1e-18))
+        probability = probability + weight * special.ndtr((mean - mean[incumbent]) / spread)
+    return probability
+
+
+def _chosen(
+    posterior: OrderPosterior,
+    candidates: Sequence[Order],
+    array: IntArray,
+    values: FloatMatrix,
+    beat_probability: float | None,
+) -> int:
+    """Index of the recommended candidate: the highest decision value; with
+    ``beat_probability``, the best observed candidate unless a higher one beats it with at
+    least that posterior probability."""
+    best = int(np.argmax(values))
+    seen = set(posterior.observed)
+    known = [i for i, c in enumerate(candidates) if c in seen]
+    if beat_probability is None or not known or best in known:
+        return best
+    incumbent = max(known, key=lambda i: float(values[i]))
+    probability = _beat_probability(posterior, array, incumbent)
+    eligible = [
+        i
+        for i in range(len(candidates))
+        if i == incumbent or (values[i] > values[incumbent] and probability[i] >= beat_probability)
+    ]
+    return max(eligible, key=lambda i: float(values[i]))
+
+
 def recommend(
     runs: Sequence[RunRecord],
     *,
@@ -977,7 +1065,8 @@ def recommend(
     config: RecommendConfig | None = None,
     posterior: OrderPosterior | None = None,
 ) -> Recommendation:
-    """The order with the highest posterior mean objective (``mean - risk * std``).
+    """The order with the highest posterior mean objective (``mean - risk * std``), the best
+    observed order unless a candidate beats it with probability ``config.beat_probability``.
 
     Candidates: ``starts`` (e.g. the constrained solver's order), the observed orders, the run
     model's pairwise optimum, and the local optima of the mixture mean from the best of them.
@@ -1004,7 +1093,8 @@ def recommend(
     array = np.array(unique, dtype=np.int64)
     mean, std = posterior.moments(array)
     observed = [o for o in posterior.observed if o[:fixed] == posterior.prefix]
-    chosen = int(np.argmax(_decision_values(posterior, unique, mean - config.risk * std)))
+    values = _decision_values(posterior, unique, mean - config.risk * std)
+    chosen = _chosen(posterior, unique, array, values, config.beat_probability)
     order = unique[chosen]
     best_observed, best_mean = None, None
     if observed:
@@ -1082,3 +1172,96 @@ def thompson_order(
     sample = mean + residual.predict(array)[0] + chol @ rng.standard_normal(len(array))
     chosen: Order = unique[int(np.argmax(sample))]
     return chosen
+
+
+def improvement_order(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    weights: npt.ArrayLike,
+    current: RunRecord | None = None,
+    is_feasible: Feasible | None = None,
+    starts: Sequence[Order] = (),
+    config: RecommendConfig | None = None,
+    posterior: OrderPosterior | None = None,
+    seed: int = 0,
+) -> Order:
+    """The next run's order by expected improvement over the ensemble posterior.
+
+    The incumbent is the best posterior mean among the observed orders (from the start, not
+    conditioned on ``current``); the improvement of the mixture is exact (its Gaussian
+    members' improvements, weighted). Candidates: the start orders, a random one (``seed``),
+    and the local optima, from the best of them and the random one, of the improvement with
+    every model at its parameters' posterior mean (one rollout per order; the candidates are
+    then compared on the full improvement). Deterministic for its inputs.
+    """
+    config = config or RecommendConfig()
+    w = np.asarray(weights, dtype=np.float64)
+    posterior = posterior or fit_order_posterior(
+        runs, kinds=kinds, weights=w, current=current, config=config
+    )
+    incumbent = -np.inf
+    if posterior.observed:
+        incumbent = float(np.max(posterior.moments(posterior.observed, conditioned=False)[0]))
+    if not np.isfinite(incumbent):
+        incumbent = float(np.max(posterior.finals)) if len(posterior.finals) else 0.0
+
+    def score(orders: IntArray) -> FloatMatrix:
+        return posterior.expected_improvement(orders, incumbent)
+
+    def climb(orders: IntArray) -> FloatMatrix:
+        return posterior.expected_improvement(orders, incumbent, plug_in=True)
+
+    rng = np.random.default_rng(seed)
+    fixed = len(posterior.prefix)
+    candidates = _start_orders(posterior, w, starts, is_feasible)
+    free = [t for t in range(posterior.n) if t not in set(posterior.prefix)]
+    random_start = (*posterior.prefix, *(free[i] for i in rng.permutation(len(free))))
+    if is_feasible is None or is_feasible(random_start):
+        candidates.append(random_start)
+    values = score(np.array(candidates, dtype=np.int64))
+    ranked = [candidates[i] for i in np.argsort(-values, kind="stable")[: config.starts]]
+    if random_start in candidates and random_start not in ranked:
+        ranked.append(random_start)
+    candidates += _climbed(climb, ranked, fixed, is_feasible, config)
+    unique = list(dict.fromkeys(candidates))
+    chosen: Order = unique[int(np.argmax(score(np.array(unique, dtype=np.int64))))]
+    return chosen
+
+
+def explore_order(
+    runs: Sequence[RunRecord],
+    *,
+    kinds: Sequence[TaskKind | None],
+    weights: npt.ArrayLike,
+    seed: int,
+    current: RunRecord | None = None,
+    is_feasible: Feasible | None = None,
+    starts: Sequence[Order] = (),
+    config: RecommendConfig | None = None,
+    posterior: OrderPosterior | None = None,
+) -> Order:
+    """The next run's order (what an adaptive run follows and re-plans with).
+
+    Before any run has completed, one Thompson draw (:func:`thompson_order`: nothing to improve
+    on yet, and the draw spreads the first runs); from then on the order of highest expected
+    improvement over the best observed order (:func:`improvement_order`). Deterministic for
+    ``seed`` and the inputs.
+    """
+    config = config or RecommendConfig()
+    w = np.asarray(weights, dtype=np.float64)
+    posterior = posterior or fit_order_posterior(
+        runs, kinds=kinds, weights=w, current=current, config=config
+    )
+    plan = thompson_order if not posterior.observed else improvement_order
+    return plan(
+        runs,
+        kinds=kinds,
+        weights=w,
+        seed=seed,
+        current=current,
+        is_feasible=is_feasible,
+        starts=starts,
+        config=config,
+        posterior=posterior,
+    )

@@ -78,8 +78,9 @@ class RunCreate(InputModel):
     strategy: RunStrategy | None = Field(
         default=None,
         description="How the plans choose: `exploit` follows the recommendation (the highest "
-        "posterior mean), `thompson` one posterior draw per run (exploration by value: it "
-        "explores where a better order may be and exploits once the posterior is sure), "
+        "posterior mean), `thompson` exploration by value (under `run_model`: the order of "
+        "highest expected improvement over the best order observed, one posterior draw before "
+        "any run has completed; under the other level models one posterior draw per run), "
         "`mean_variance` trades mean for variance (`kappa`). Default: `thompson` for adaptive "
         "runs, `exploit` otherwise.",
     )

@@ -1,7 +1,8 @@
 """Use case of the recommendation: plans on the posterior over orders' outcomes.
 
 What ``POST /schedules`` answers with the project defaults, what an ``exploit`` run follows and
-what a ``thompson`` run explores with, under the ``run_model`` level model: the ensemble of
+what an adaptive ``thompson`` run explores with (by expected improvement,
+``solver.recommend.explore_order``), under the ``run_model`` level model: the ensemble of
 ``solver.recommend`` fitted to every run of the project (:func:`load_history`, nothing
 cached), once :data:`ENSEMBLE_MIN_RUNS` runs have completed. The solver first solves the
 project's pairwise estimates under the request's constraints (a feasible start, and the only
@@ -43,6 +44,7 @@ from ordo_server.solver.predict import Prediction
 from ordo_server.solver.recommend import (
     OrderPosterior,
     RecommendConfig,
+    explore_order,
     fit_order_posterior,
     plan_seed,
     recommend,
@@ -68,10 +70,14 @@ _KINDS = {"structured": TaskKind.STRUCTURED, "open_ended": TaskKind.OPEN_ENDED}
 
 
 class PlanMode(StrEnum):
-    """``exploit``: the recommendation (posterior mean); ``thompson``: one posterior draw."""
+    """``exploit``: the recommendation (posterior mean); ``thompson``: one posterior draw (what
+    ``POST /schedules`` answers for objective ``thompson``); ``explore``: what an adaptive
+    ``thompson`` run follows, :func:`solver.recommend.explore_order` (expected improvement over
+    the best observed order; one posterior draw before any run has completed)."""
 
     EXPLOIT = "exploit"
     THOMPSON = "thompson"
+    EXPLORE = "explore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +210,9 @@ def ensemble_refiner(
             return not check_order(problem, order)
 
         start = tuple(int(t) for t in result.order)
-        if mode is PlanMode.THOMPSON:
-            order = thompson_order(
+        if mode in (PlanMode.THOMPSON, PlanMode.EXPLORE):
+            plan = thompson_order if mode is PlanMode.THOMPSON else explore_order
+            order = plan(
                 runs,
                 kinds=history.kinds,
                 weights=history.weights,

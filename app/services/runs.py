@@ -293,8 +293,9 @@ def solve_plan(
     level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
     override with ``rho = 1``; the Thompson sample is then drawn here, from every posterior.
     ``run_model``: the ensemble of ``solver.recommend`` (``app.services.recommendations``):
-    ``exploit`` follows the recommendation, ``thompson`` one posterior draw (seeded by the
-    project's name and the run's ``client_id``); before ``ENSEMBLE_MIN_RUNS`` completed runs
+    ``exploit`` follows the recommendation, ``thompson`` explores by expected improvement
+    (``solver.recommend.explore_order``; seeded by the project's name and the run's
+    ``client_id``); before ``ENSEMBLE_MIN_RUNS`` completed runs
     or over ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise estimates, as
     ``POST .../schedules`` does; for a subset of the tasks ``exploit`` solves the run model
     (:func:`solve_run_model_plan`) up to ``RUN_MODEL_MAX_TASKS`` project tasks (its dense
@@ -305,7 +306,7 @@ def solve_plan(
     history = load_history(session, context.id)
     run_model = run.level_model == LevelModel.RUN_MODEL.value
     if run_model and ensemble_strategy and uses_ensemble(base, history):
-        mode = PlanMode.THOMPSON if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
+        mode = PlanMode.EXPLORE if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
         return solve_ensemble(
             session,
             context,

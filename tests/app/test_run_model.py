@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ordo_server.models import Project, Schedule, Task
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
-from ordo_server.solver.recommend import plan_seed, recommend, thompson_order
+from ordo_server.solver.recommend import explore_order, plan_seed, recommend
 from tests.factories import ProjectKeys, create_project_with_keys
 
 KINDS = {"math": "structured", "code": "structured", "poetry": "open_ended", "chat": "open_ended"}
@@ -170,7 +170,7 @@ def test_an_exploit_replan_is_the_ensembles_recommendation_from_every_report(
         assert float(mean[0]) >= expected.best_observed_mean - 1e-12
 
 
-def test_a_thompson_run_is_a_draw_seeded_by_project_name_and_client_id(
+def test_a_thompson_run_explores_seeded_by_project_name_and_client_id(
     client: TestClient, project: ProjectKeys, session: Session
 ) -> None:
     _train(client, project, {"adaptive": True})
@@ -183,12 +183,12 @@ def test_a_thompson_run_is_a_draw_seeded_by_project_name_and_client_id(
     run = client.post(_runs(project), json=body, headers=project.trainer).json()
     schedule = session.get(Schedule, run["schedule_id"])
     assert schedule is not None
-    assert schedule.method == "ensemble:thompson"
+    assert schedule.method == "ensemble:explore"
     stored = session.get(Project, project.id)
     assert stored is not None
     records = _records(client, project)[:2]
     seed = plan_seed(stored.name, "job-3")
-    order = thompson_order(records, kinds=_kinds(), weights=np.ones(4), seed=seed, starts=[start])
+    order = explore_order(records, kinds=_kinds(), weights=np.ones(4), seed=seed, starts=[start])
     assert _order(run) == [KEYS[t] for t in order]
 
 

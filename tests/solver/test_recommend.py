@@ -27,7 +27,9 @@ from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord, insertion_moves
 from ordo_server.solver.recommend import (
     RecommendConfig,
+    explore_order,
     fit_order_posterior,
+    improvement_order,
     plan_seed,
     recommend,
     thompson_order,
@@ -399,3 +401,98 @@ def test_without_trust_prior_or_held_out_runs_trust_is_one() -> None:
     assert off.trust == 1.0
     one = fit_order_posterior(runs[:1], kinds=KINDS, weights=ONES)
     assert one.trust == 1.0  # no held-out run: nothing to judge the models by
+
+
+# --- 8. exploration by expected improvement ---------------------------------------------------
+
+
+def test_explore_is_a_thompson_draw_until_a_run_has_completed() -> None:
+    world = _additive_world(N, seed=3)
+    running = _run(world, _additive_utility, (2, 0, 1, 3, 4), stages=2)
+    for seed in (0, 5):
+        assert explore_order(
+            [running], kinds=KINDS, weights=ONES, seed=seed, current=running
+        ) == thompson_order([running], kinds=KINDS, weights=ONES, seed=seed, current=running)
+
+
+def test_explore_plans_are_identical_for_identical_inputs_and_keep_prefix_and_constraints() -> None:
+    world = _additive_world(N, seed=9)
+    runs = _runs(world, _additive_utility, 4, seed=21, noise_sd=0.01)
+    first = explore_order(runs, kinds=KINDS, weights=ONES, seed=3)
+    assert first == explore_order(_fresh(runs), kinds=list(KINDS), weights=ONES.copy(), seed=3)
+    assert first == improvement_order(runs, kinds=KINDS, weights=ONES, seed=3)
+    current = _run(world, _additive_utility, (4, 2, 0, 1, 3), stages=2)
+    replan = explore_order([*runs, current], kinds=KINDS, weights=ONES, seed=3, current=current)
+    assert replan[:2] == (4, 2)
+    assert sorted(replan) == list(range(N))
+    a, b = first[0], first[1]
+
+    def feasible(order: Order) -> bool:
+        return order.index(a) > order.index(b)
+
+    assert feasible(explore_order(runs, kinds=KINDS, weights=ONES, seed=3, is_feasible=feasible))
+
+
+def test_the_mixture_improvement_is_exact() -> None:
+    # The improvement of the mixture is the weighted sum of its Gaussian members' ones: check
+    # it against sampling the mixture.
+    world = _last_task_world(N, seed=1)
+    runs = _runs(world, _last_task_utility, 5, seed=31, noise_sd=0.01)
+    posterior = fit_order_posterior(runs, kinds=KINDS, weights=ONES)
+    orders = np.array([(0, 1, 2, 3, 4), (4, 3, 2, 1, 0), runs[0].trained], dtype=np.int64)
+    incumbent = float(posterior.finals.max())
+    exact = posterior.expected_improvement(orders, incumbent)
+    rng = np.random.default_rng(0)
+    members = posterior.member_moments(orders)
+    weights = np.array([w for w, _, _ in members])
+    pick = rng.choice(len(members), size=200_000, p=weights / weights.sum())
+    means = np.array([m for _, m, _ in members])[pick]  # (S, P)
+    stds = np.sqrt(np.array([v for _, _, v in members]))[pick]
+    samples = means + stds * rng.standard_normal(means.shape)
+    sampled = np.maximum(samples - incumbent, 0.0).mean(axis=0)
+    assert np.all(exact >= 0.0)
+    assert exact == pytest.approx(sampled, abs=3e-3 * max(1.0, float(exact.max())))
+
+
+def test_on_noiseless_data_an_observed_order_offers_no_improvement_over_the_best() -> None:
+    world = _additive_world(N, seed=5)
+    runs = _runs(world, _additive_utility, 6, seed=7)
+    posterior = fit_order_posterior(runs, kinds=KINDS, weights=ONES, config=NOISELESS)
+    observed = [run.trained for run in runs]
+    incumbent = float(posterior.moments(observed)[0].max())
+    improvement = posterior.expected_improvement(observed, incumbent)
+    assert np.all(improvement <= 5e-3)
+    order = explore_order(runs, kinds=KINDS, weights=ONES, seed=0, config=NOISELESS)
+    chosen = posterior.expected_improvement([order], incumbent)[0]
+    assert chosen >= float(improvement.max()) - 1e-12
+
+
+# --- 9. the best observed order is the default recommendation -------------------------------
+
+
+def test_an_unobserved_order_is_recommended_only_when_it_likely_beats_the_best_observed() -> None:
+    world = _last_task_world(N, seed=2)
+    runs = _runs(world, _last_task_utility, 4, seed=41, noise_sd=0.01)
+    observed = {run.trained for run in runs}
+    never = recommend(runs, kinds=KINDS, weights=ONES, config=RecommendConfig(beat_probability=1.0))
+    assert never.order in observed
+    assert never.order == never.best_observed
+    default = recommend(runs, kinds=KINDS, weights=ONES)
+    free = recommend(runs, kinds=KINDS, weights=ONES, config=RecommendConfig(beat_probability=None))
+    assert free.mean >= default.mean - 1e-12
+    assert default.mean >= never.mean - 1e-12
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(4, 5), count=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
+def test_on_noiseless_data_the_recommendation_is_the_best_observed_or_predicted_above_it(
+    n: int, count: int, seed: int
+) -> None:
+    world = _additive_world(n, seed)
+    runs = _runs(world, _additive_utility, count, seed=seed)
+    rec = recommend(runs, kinds=[S] * n, weights=np.ones(n), config=NOISELESS)
+    best = max(_objective(world, _additive_utility, run.trained) for run in runs)
+    if rec.observed:
+        assert _objective(world, _additive_utility, rec.order) == pytest.approx(best)
+    else:
+        assert rec.mean >= best - 2e-3
