@@ -96,6 +96,10 @@ def _view(client: TestClient, project: ProjectKeys, run_id: str) -> dict[str, An
     return view
 
 
+def _without_status(view: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in view.items() if key != "status"}
+
+
 def _reclaimed_run(client: TestClient, project: ProjectKeys) -> dict[str, Any]:
     """A run whose first holder (token 1) reported its baseline, then went silent and lost it."""
     run = _create(client, project, {"client_id": "job-1"}).json()
@@ -125,8 +129,12 @@ def test_the_stale_holder_is_fenced_off_and_stores_nothing(
     assert problem["errors"] == [{"field": f"header.{HEADER}", "reason": "Current token is 2"}]
 
     after = _view(client, tasked, run["id"])
-    assert after == before  # status, next stage, reports, lease expiry: all unchanged
-    assert (after["status"], after["next_stage"], after["fail_reason"]) == ("active", 1, None)
+    # Next stage, reports, lease token and expiry: all unchanged. The status is derived from the
+    # stored expiry at read time, so on a slow machine the clock alone may have turned the run
+    # stale since `before`; the unchanged expiry says the write did not touch it.
+    assert _without_status(after) == _without_status(before)
+    assert after["status"] in {"active", "stale"}
+    assert (after["next_stage"], after["fail_reason"]) == (1, None)
     reports = session.scalar(
         select(func.count()).select_from(StageReport).where(StageReport.run_id == run["id"])
     )
