@@ -26,6 +26,8 @@ Lock order: the run row, then the job row, then the project row (schedule versio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,7 +61,7 @@ from ordo_server.app.services import recommendations as recommendation_service
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
-from ordo_server.app.services.job_events import plan_done, plan_waiter
+from ordo_server.app.services.job_events import async_plan_waiter, plan_done, plan_waiter
 from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
@@ -387,6 +390,42 @@ def await_plan(database: Database, settings: Settings, run_id: str) -> bool:
         pending=pending,
         run_here=lambda: run_next_job(database, settings, run_id=run_id),
     )
+
+
+def _plan_job_status(database: Database, run_id: str) -> str | None:
+    """The status of the run's pending plan job (``None``: none pending): one short read."""
+    with unit_of_work(database.read_sessions) as session:
+        job = job_repo.pending_for_run(session, run_id)
+        return job.status if job is not None else None
+
+
+async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
+    """:func:`await_plan` for a route: waits in the event loop, holding no worker thread and no
+    database connection; ``False`` after ``plan_wait_s``.
+
+    Each look at the database is one short unit of work on a worker thread, and so is a job
+    this request runs itself (embedded runner, job not claimed yet). A thread that waited here
+    instead would be kept from the requests that hold a pooled connection and need a thread to
+    finish: with enough waiting trainers they time out on the pool (503).
+    """
+    deadline = time.monotonic() + settings.plan_wait_s
+    with async_plan_waiter(run_id) as finished:
+        while True:
+            status = await to_thread.run_sync(_plan_job_status, database, run_id)
+            if status is None:
+                return True
+            helps = settings.job_runner == "embedded" and status == job_repo.TODO
+            if helps and await to_thread.run_sync(
+                lambda: run_next_job(database, settings, run_id=run_id)
+            ):
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Woken by the job's end (this process, or NOTIFY from another); else look again.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(remaining, RECHECK_S))
+            finished.clear()
 
 
 def await_job(
