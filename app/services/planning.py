@@ -261,6 +261,18 @@ def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
         return outcome
 
 
+def _moved_on(run: Run, plan: _Plan) -> bool:
+    """Whether the run is no longer where the job's snapshot saw it.
+
+    A first plan (stage 0) is superseded only by another plan: the baseline report, which a
+    run may send before it has a plan, queues none (``replans_after``), so a first plan it
+    superseded would leave the run without any plan, answering ``done`` after its baseline.
+    """
+    if plan.stage == 0:
+        return run.schedule_id != plan.seen[1]
+    return (run.next_stage, run.schedule_id) != plan.seen
+
+
 def _replan_label(outcome: str) -> str:
     return "replanned" if outcome == "planned" else "kept"
 
@@ -268,7 +280,7 @@ def _replan_label(outcome: str) -> str:
 def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
     if run is None or plan is None:
         return "noop"
-    if (run.next_stage, run.schedule_id) != plan.seen or run.status in run_service.FINISHED:
+    if _moved_on(run, plan) or run.status in run_service.FINISHED:
         return "superseded"  # the run moved on; the job its report queued plans for it
     if plan.solved is None:
         if plan.stage == 0:
