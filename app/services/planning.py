@@ -391,23 +391,6 @@ def _fail_unplanned(session: Session, run: Run, reason: str) -> None:
 # --- waiting for a plan --------------------------------------------------------------------------
 
 
-def await_plan(database: Database, settings: Settings, run_id: str) -> bool:
-    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``."""
-
-    def pending(session: Session) -> str | None:
-        job = job_repo.pending_for_run(session, run_id)
-        return job.status if job is not None else None
-
-    return _wait_for(
-        database,
-        settings,
-        key=run_id,
-        wait_s=settings.plan_wait_s,
-        pending=pending,
-        run_here=lambda: run_next_job(database, settings, run_id=run_id),
-    )
-
-
 def _plan_job_status(database: Database, run_id: str) -> str | None:
     """The status of the run's pending plan job (``None``: none pending): one short read."""
     with unit_of_work(database.read_sessions) as session:
@@ -416,8 +399,9 @@ def _plan_job_status(database: Database, run_id: str) -> str | None:
 
 
 async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
-    """:func:`await_plan` for a route: waits in the event loop, holding no worker thread and no
-    database connection; ``False`` after ``plan_wait_s``.
+    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
+
+    For a route: waits in the event loop, holding no worker thread and no database connection.
 
     Each look at the database is one short unit of work on a worker thread, and so is a job
     this request runs itself (embedded runner, job not claimed yet). A thread that waited here
