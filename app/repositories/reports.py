@@ -130,8 +130,9 @@ def project_evaluations(session: Session, project_id: str) -> list[ProjectEvalua
             StageEvaluation.entropy,
         )
         .join(StageEvaluation, StageEvaluation.report_id == StageReport.id)
-        .join(Run, Run.id == StageReport.run_id)
-        .where(Run.project_id == project_id)
+        # The report's own indexed project_id: a join through the runs read every report of
+        # every project (a sequential scan of the reports table on each plan job).
+        .where(StageReport.project_id == project_id)
         .order_by(StageReport.run_id, StageReport.stage, StageEvaluation.id)
     )
     return [ProjectEvaluation(*row) for row in session.execute(query).all()]

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from ordo_server.app.db import unit_of_work
 from ordo_server.app.deps import (
     PROJECT_ROUTE_ERRORS,
+    AuthenticatedDep,
     DatabaseDep,
+    ProjectIdPath,
     ProjectReader,
     SessionDep,
     SettingsDep,
@@ -32,6 +35,7 @@ from ordo_server.app.schemas.run import (
 from ordo_server.app.services import planning
 from ordo_server.app.services import reports as report_service
 from ordo_server.app.services import runs as run_service
+from ordo_server.app.services.auth import authorize_project
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}/runs", tags=["runs"]
@@ -82,7 +86,7 @@ REPORT_CONFLICTS = ["lease_lost", "report_mismatch", "stage_out_of_turn", "plan_
         },
     },
 )
-def create_run(
+async def create_run(
     body: RunCreate,
     project: ProjectReader,
     session: SessionDep,
@@ -97,17 +101,29 @@ def create_run(
     `plan_wait_s` for its plan (`plan_pending: true` if it is not there yet; `GET .../next`
     waits for it again). Constraints that admit no order fail the run, with the reason.
     """
-    run, created = run_service.create_run(session, project, body, settings=settings)
+
+    def create() -> tuple[RunRead, bool]:
+        run, created = run_service.create_run(session, project, body, settings=settings)
+        if run.plan_pending:
+            session.commit()
+            session.close()  # no connection is held while waiting
+        return run, created
+
+    # Database work runs on worker threads; the wait for the plan runs in the event loop, so a
+    # waiting request holds no thread and no connection (planning.await_plan_async).
+    run, created = await run_in_threadpool(create)
     if not created:
         response.status_code = status.HTTP_200_OK
     if not run.plan_pending:
         return run
-    session.commit()
     release_write_gate(request)
-    session.close()
-    planning.await_plan(database, settings, run.id)
-    with unit_of_work(database.read_sessions) as reader:
-        return run_service.get_run(reader, project, run.id, settings=settings)
+    await planning.await_plan_async(database, settings, run.id)
+
+    def read() -> RunRead:
+        with unit_of_work(database.read_sessions) as reader:
+            return run_service.get_run(reader, project, run.id, settings=settings)
+
+    return await run_in_threadpool(read)
 
 
 @router.get(
@@ -148,24 +164,32 @@ def get_run(
     summary="Ask what to train next",
     responses=error_responses(*PROJECT_ROUTE_ERRORS),
 )
-def get_next_stage(
-    project: ProjectReader,
-    session: SessionDep,
+async def get_next_stage(
+    run_id: RunIdPath,
+    project_id: ProjectIdPath,
+    principal: AuthenticatedDep,
     database: DatabaseDep,
     settings: SettingsDep,
-    run_id: RunIdPath,
 ) -> NextStage:
     """Get the stage to train and report now (0: the baseline), with the lease; or `done`.
 
     While a plan of the run is being made, waits up to the server's `plan_wait_s` for it, then
     answers with the current plan and `plan_pending: true`.
     """
-    answer = run_service.next_stage(session, project, run_id, settings=settings)
+
+    # Each read is one short unit of work on one worker thread (the key's project check with
+    # it), and the wait runs in the event loop: a waiting request holds no connection and no
+    # thread, so waiting trainers never starve the requests that hold a pooled connection.
+    def read() -> NextStage:
+        with unit_of_work(database.read_sessions) as session:
+            project = authorize_project(session, principal, project_id, admin=False)
+            return run_service.next_stage(session, project, run_id, settings=settings)
+
+    answer = await run_in_threadpool(read)
     if not answer.plan_pending or answer.stage == 0:
         return answer
-    session.close()  # no connection is held while waiting
-    planning.await_plan(database, settings, run_id)
-    return run_service.next_stage(session, project, run_id, settings=settings)
+    await planning.await_plan_async(database, settings, run_id)
+    return await run_in_threadpool(read)
 
 
 @router.post(

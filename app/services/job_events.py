@@ -6,16 +6,24 @@
   listener thread (``app.worker.plan_listener``) relays it here, so a plan stored by an
   ``ordo worker`` on another machine wakes the waiting request at once. Waiters still look at
   the database now and then: a lost notification costs latency, never correctness.
+
+A request waits either on a thread (:func:`plan_waiter`) or in the event loop
+(:func:`async_plan_waiter`). Routes wait in the event loop: a waiting request then holds
+neither a database connection nor one of the process's worker threads, which the requests that
+hold a connection need to finish (a thread pool full of waiters starved them until their pooled
+connections timed out: 503).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _wake = threading.Event()
-_waiters: dict[str, set[threading.Event]] = {}
+_waiters: dict[str, set[Callable[[], None]]] = {}
 _lock = threading.Lock()
 
 
@@ -31,25 +39,46 @@ def wait_for_work(timeout_s: float) -> None:
 
 
 @contextmanager
+def _registered(key: str, wake: Callable[[], None]) -> Iterator[None]:
+    with _lock:
+        _waiters.setdefault(key, set()).add(wake)
+    try:
+        yield
+    finally:
+        with _lock:
+            wakers = _waiters.get(key)
+            if wakers is not None:
+                wakers.discard(wake)
+                if not wakers:
+                    del _waiters[key]
+
+
+@contextmanager
 def plan_waiter(run_id: str) -> Iterator[threading.Event]:
     """An event set when a plan job of ``run_id`` finishes, for the block's duration."""
     event = threading.Event()
-    with _lock:
-        _waiters.setdefault(run_id, set()).add(event)
-    try:
+    with _registered(run_id, event.set):
         yield event
-    finally:
-        with _lock:
-            events = _waiters.get(run_id)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del _waiters[run_id]
+
+
+@contextmanager
+def async_plan_waiter(run_id: str) -> Iterator[asyncio.Event]:
+    """:func:`plan_waiter` for a coroutine: an event of the running loop, set from any thread."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+
+    def wake() -> None:
+        # A closed loop raises RuntimeError: nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(event.set)
+
+    with _registered(run_id, wake):
+        yield event
 
 
 def plan_done(run_id: str) -> None:
     """Wake every request of this process waiting for ``run_id``'s plan."""
     with _lock:
-        events = list(_waiters.get(run_id, ()))
-    for event in events:
-        event.set()
+        wakers = list(_waiters.get(run_id, ()))
+    for wake in wakers:
+        wake()

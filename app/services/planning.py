@@ -26,6 +26,8 @@ Lock order: the run row, then the job row, then the project row (schedule versio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,7 +61,7 @@ from ordo_server.app.services import recommendations as recommendation_service
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
-from ordo_server.app.services.job_events import plan_done, plan_waiter
+from ordo_server.app.services.job_events import async_plan_waiter, plan_done, plan_waiter
 from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
@@ -69,6 +72,10 @@ logger = logging.getLogger(__name__)
 WORKER_KEY_ID = "ordo-worker"
 # A waiting request looks at the database at least this often (seconds).
 RECHECK_S = 0.25
+# On PostgreSQL, where each API process's listener relays every job's end (NOTIFY), a waiting
+# route looks again only this often: each look is a transaction, and a fleet of waiters looking
+# four times a second took the CPU the job worker needed (fleet of 100: 400 looks/s).
+NOTIFIED_RECHECK_S = 1.0
 
 
 # --- which plan a run needs ----------------------------------------------------------------------
@@ -254,6 +261,18 @@ def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
         return outcome
 
 
+def _moved_on(run: Run, plan: _Plan) -> bool:
+    """Whether the run is no longer where the job's snapshot saw it.
+
+    A first plan (stage 0) is superseded only by another plan: the baseline report, which a
+    run may send before it has a plan, queues none (``replans_after``), so a first plan it
+    superseded would leave the run without any plan, answering ``done`` after its baseline.
+    """
+    if plan.stage == 0:
+        return run.schedule_id != plan.seen[1]
+    return (run.next_stage, run.schedule_id) != plan.seen
+
+
 def _replan_label(outcome: str) -> str:
     return "replanned" if outcome == "planned" else "kept"
 
@@ -261,7 +280,7 @@ def _replan_label(outcome: str) -> str:
 def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
     if run is None or plan is None:
         return "noop"
-    if (run.next_stage, run.schedule_id) != plan.seen or run.status in run_service.FINISHED:
+    if _moved_on(run, plan) or run.status in run_service.FINISHED:
         return "superseded"  # the run moved on; the job its report queued plans for it
     if plan.solved is None:
         if plan.stage == 0:
@@ -372,21 +391,43 @@ def _fail_unplanned(session: Session, run: Run, reason: str) -> None:
 # --- waiting for a plan --------------------------------------------------------------------------
 
 
-def await_plan(database: Database, settings: Settings, run_id: str) -> bool:
-    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``."""
-
-    def pending(session: Session) -> str | None:
+def _plan_job_status(database: Database, run_id: str) -> str | None:
+    """The status of the run's pending plan job (``None``: none pending): one short read."""
+    with unit_of_work(database.read_sessions) as session:
         job = job_repo.pending_for_run(session, run_id)
         return job.status if job is not None else None
 
-    return _wait_for(
-        database,
-        settings,
-        key=run_id,
-        wait_s=settings.plan_wait_s,
-        pending=pending,
-        run_here=lambda: run_next_job(database, settings, run_id=run_id),
-    )
+
+async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
+    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
+
+    For a route: waits in the event loop, holding no worker thread and no database connection.
+
+    Each look at the database is one short unit of work on a worker thread, and so is a job
+    this request runs itself (embedded runner, job not claimed yet). A thread that waited here
+    instead would be kept from the requests that hold a pooled connection and need a thread to
+    finish: with enough waiting trainers they time out on the pool (503).
+    """
+    deadline = time.monotonic() + settings.plan_wait_s
+    notified = database.engine.dialect.name == "postgresql"
+    recheck_s = NOTIFIED_RECHECK_S if notified else RECHECK_S
+    with async_plan_waiter(run_id) as finished:
+        while True:
+            status = await to_thread.run_sync(_plan_job_status, database, run_id)
+            if status is None:
+                return True
+            helps = settings.job_runner == "embedded" and status == job_repo.TODO
+            if helps and await to_thread.run_sync(
+                lambda: run_next_job(database, settings, run_id=run_id)
+            ):
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # Woken by the job's end (this process, or NOTIFY from another); else look again.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
+            finished.clear()
 
 
 def await_job(

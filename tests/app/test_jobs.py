@@ -211,6 +211,42 @@ def test_a_claim_whose_worker_died_is_taken_again_and_the_dead_one_is_fenced(
         assert not job_repo.finish(writer, *dead, outcome="planned", at=db_now(writer))
 
 
+def test_a_first_plan_stores_although_the_baseline_was_reported_while_it_solved(
+    client: TestClient,
+    tasked: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+) -> None:
+    created = client.post(_runs(tasked), json={"adaptive": True}, headers=tasked.trainer)
+    run_id = created.json()["id"]
+    # A worker claims the first plan and reads its snapshot (next_stage 0) ...
+    with unit_of_work(database.sessions) as writer:
+        job = job_repo.claim(writer, now=db_now(writer), lease_s=60.0, run_id=run_id)
+        assert job is not None
+        claim = planning._Claim(
+            id=job.id,
+            kind=job.kind,
+            attempts=job.attempts,
+            project_id=job.project_id,
+            run_id=job.run_id,
+            payload=dict(job.payload or {}),
+            request_id=job.request_id,
+        )
+    plan = planning._read_and_solve(database, claim, settings)
+    assert plan is not None
+    assert plan.seen == (0, None)
+    # ... the trainer reports the baseline while it solves (that queues no plan) ...
+    assert _report(client, tasked, run_id, 0).status_code == 200
+    assert [job.status for job in _jobs(session, run_id)] == ["doing"]
+    # ... and the first plan is stored all the same: the run would otherwise never get one.
+    assert planning._store(database, claim, plan) == "planned"
+    [stored] = _plans(session, run_id)
+    following = _next(client, tasked, run_id)
+    assert (following["done"], following["stage"]) == (False, 1)
+    assert following["task"] == stored.order[0]
+
+
 def test_a_first_plan_whose_constraints_admit_no_order_fails_the_run_with_the_reason(
     client: TestClient, tasked: ProjectKeys, database: Database, settings: Settings
 ) -> None:

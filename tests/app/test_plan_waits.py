@@ -1,0 +1,79 @@
+"""Requests that wait for a plan hold no worker thread and no pooled connection.
+
+A live server with no worker (``ORDO_JOB_RUNNER=external``) keeps a run's first plan pending,
+so every ``GET .../next`` past the baseline waits the whole ``plan_wait_s``. More waiters than
+the server has worker threads (anyio's 40) and a pool of two connections: other requests still
+answer at once, and every waiter answers 200 with ``plan_pending``. When the wait held a thread
+(before), the waiters took every thread for ``plan_wait_s`` and the requests holding a pooled
+connection could not finish: at 100 trainers they timed out on the pool (503).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import live_server_on
+
+WAITERS = 60  # more than anyio's 40 worker threads
+PLAN_WAIT_S = 6.0
+TASKS = ("math", "code", "poetry")
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_waiting_trainers_hold_no_thread_and_no_connection(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {
+        "ORDO_JOB_RUNNER": "external",
+        "ORDO_PLAN_WAIT_S": str(PLAN_WAIT_S),
+        "ORDO_DB_POOL_SIZE": "2",
+        "ORDO_DB_MAX_OVERFLOW": "0",
+        "ORDO_DB_POOL_TIMEOUT_S": "2",
+    }
+    with live_server_on(backend, tmp_path_factory, env=env) as server:
+        with httpx.Client(
+            base_url=server.base_url, headers=server.admin_headers, timeout=60
+        ) as http:
+            project = http.post("/v1/projects", json={"name": "waits"}).json()
+            runs = f"/v1/projects/{project['id']}/runs"
+            tasks = {"tasks": [{"key": key} for key in TASKS]}
+            assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
+            run = http.post(runs, json={"adaptive": True}).json()
+            assert run["plan_pending"] is True  # nobody runs jobs here
+            lease = {"Ordo-Lease-Token": str(run["lease"]["token"])}
+            baseline = {"evaluations": [{"task": key, "value": 0.5} for key in TASKS]}
+            assert http.put(
+                f"{runs}/{run['id']}/reports/0", json=baseline, headers=lease
+            ).is_success
+
+        def wait_for_next(_: int) -> tuple[int, bool, float]:
+            started = time.monotonic()
+            with httpx.Client(
+                base_url=server.base_url, headers=server.admin_headers, timeout=60
+            ) as client:
+                answer = client.get(f"{runs}/{run['id']}/next")
+            return answer.status_code, answer.json().get("plan_pending"), time.monotonic() - started
+
+        with ThreadPoolExecutor(WAITERS) as pool:
+            waiting = pool.map(wait_for_next, range(WAITERS))
+            time.sleep(1.0)  # every waiter is in its wait now
+            with httpx.Client(
+                base_url=server.base_url, headers=server.admin_headers, timeout=60
+            ) as http:
+                started = time.monotonic()
+                answers = [http.get(f"{runs}/{run['id']}").status_code for _ in range(5)]
+                answers.append(http.get(f"{runs}/{run['id']}/next").status_code)  # a waiter too
+                probe_s = time.monotonic() - started - PLAN_WAIT_S
+            waited = list(waiting)
+    assert answers == [200] * 6
+    # Five reads answer while 60 trainers wait: well under the wait they would otherwise queue for.
+    assert probe_s < PLAN_WAIT_S / 2, probe_s
+    assert [status for status, _, _ in waited] == [200] * WAITERS
+    assert all(pending for _, pending, _ in waited)
+    assert all(seconds >= PLAN_WAIT_S - 0.5 for _, _, seconds in waited)
