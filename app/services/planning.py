@@ -119,6 +119,19 @@ class _Claim:
     payload: dict[str, Any]
     request_id: str | None
 
+    @classmethod
+    def of(cls, job: Job) -> _Claim:
+        """The claim of ``job``, a row just claimed (its ``attempts`` already counted)."""
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            attempts=job.attempts,
+            project_id=job.project_id,
+            run_id=job.run_id,
+            payload=dict(job.payload or {}),
+            request_id=job.request_id,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -173,17 +186,7 @@ def _claim(
         job = job_repo.claim(
             session, now=now, lease_s=settings.job_lease_s, run_id=run_id, job_id=job_id
         )
-        if job is None:
-            return None
-        return _Claim(
-            id=job.id,
-            kind=job.kind,
-            attempts=job.attempts,
-            project_id=job.project_id,
-            run_id=job.run_id,
-            payload=dict(job.payload or {}),
-            request_id=job.request_id,
-        )
+        return None if job is None else _Claim.of(job)
 
 
 def _context(session: Session, project_id: str) -> ProjectContext | None:

@@ -224,15 +224,7 @@ def test_a_first_plan_stores_although_the_baseline_was_reported_while_it_solved(
     with unit_of_work(database.sessions) as writer:
         job = job_repo.claim(writer, now=db_now(writer), lease_s=60.0, run_id=run_id)
         assert job is not None
-        claim = planning._Claim(
-            id=job.id,
-            kind=job.kind,
-            attempts=job.attempts,
-            project_id=job.project_id,
-            run_id=job.run_id,
-            payload=dict(job.payload or {}),
-            request_id=job.request_id,
-        )
+        claim = planning._Claim.of(job)
     plan = planning._read_and_solve(database, claim, settings)
     assert plan is not None
     assert plan.seen == (0, None)
