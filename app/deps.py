@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Path, Request, Security
@@ -37,16 +37,30 @@ bearer = HTTPBearer(
 )
 
 
-def get_settings_dep(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+def database_of(request: Request) -> Database:
     """The database opened in the lifespan (or the one a test put in its place)."""
     database: Database = request.app.state.database
     return database
+
+
+# Dependencies that touch no I/O are coroutines: FastAPI runs a plain `def` dependency on a
+# worker thread, and each hop costs the event loop more than the dependency's own work.
+
+
+async def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return settings_of(request)
+
+
+async def get_database(request: Request) -> Database:
+    """The database opened in the lifespan (or the one a test put in its place)."""
+    return database_of(request)
 
 
 async def get_principal(
@@ -60,8 +74,8 @@ async def get_principal(
     failed sign-in of the client's address (:class:`app.rate_limits.RateLimitMiddleware`).
     """
     token = credentials.credentials if credentials is not None else None
-    settings = get_settings_dep(request)
-    database = get_database(request)
+    settings = settings_of(request)
+    database = database_of(request)
     principal = await run_in_threadpool(_authenticate, database, token, settings)
     limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
     # A request run again after a lost race (app.retry) resolves this again: count it once.
@@ -131,19 +145,39 @@ def release_write_gate(request: Request) -> None:
         release()
 
 
-def get_session(
+async def get_session(
     request: Request, _gate: Annotated[None, Depends(write_gate, scope="function")]
-) -> Iterator[Session]:
+) -> AsyncIterator[Session]:
     """One unit of work per request: commit on success, roll back on error.
 
     Reads get a read-only session (a deferred BEGIN on SQLite), everything else a writing one
-    (BEGIN IMMEDIATE on SQLite), after :func:`write_gate`.
+    (BEGIN IMMEDIATE on SQLite), after :func:`write_gate`. The session is made in the event loop
+    (no I/O: it connects on its first statement, on the route's worker thread); its end, commit
+    or rollback, takes one worker thread.
     """
-    database = get_database(request)
+    database = database_of(request)
     factory = database.read_sessions if request.method in READ_METHODS else database.sessions
-    with unit_of_work(factory) as session:
-        track_commits(request, session)
+    session = factory()
+    track_commits(request, session)
+    try:
         yield session
+    except BaseException:
+        await run_in_threadpool(_end, session, commit=False)
+        raise
+    await run_in_threadpool(_end, session, commit=True)
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    """Commit (or roll back) and close ``session``; a failed commit rolls back and raises."""
+    with session:
+        if not commit:
+            session.rollback()
+            return
+        try:
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 # "function" scope: the commit happens before the response is sent, so a failed commit becomes
@@ -173,17 +207,27 @@ PROJECT_ROUTE_ERRORS = (401, 404, 422, 503)
 
 
 def project_reader(
-    project_id: ProjectIdPath, principal: PrincipalDep, session: SessionDep
+    request: Request, project_id: ProjectIdPath, principal: AuthenticatedDep, session: SessionDep
 ) -> ProjectContext:
-    """The project, for any key of it (trainer or admin)."""
-    return authorize_project(session, principal, project_id, admin=False)
+    """The project, for any key of it (trainer or admin); a write records the key's use."""
+    return _project(request, session, principal, project_id, admin=False)
 
 
 def project_admin(
-    project_id: ProjectIdPath, principal: PrincipalDep, session: SessionDep
+    request: Request, project_id: ProjectIdPath, principal: AuthenticatedDep, session: SessionDep
 ) -> ProjectContext:
-    """The project, for an admin key of it only (403 for trainers)."""
-    return authorize_project(session, principal, project_id, admin=True)
+    """The project, for an admin key of it only (403 for trainers); a write records the use."""
+    return _project(request, session, principal, project_id, admin=True)
+
+
+def _project(
+    request: Request, session: Session, principal: Principal, project_id: str, *, admin: bool
+) -> ProjectContext:
+    # One worker thread for both steps (what current_principal does, then the project):
+    # ``principal`` comes before ``session``, so the key is checked before the write gate.
+    if request.method not in READ_METHODS:
+        record_key_use(session, principal)
+    return authorize_project(session, principal, project_id, admin=admin)
 
 
 ProjectReader = Annotated[ProjectContext, Depends(project_reader)]

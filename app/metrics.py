@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ordo_server.app.db import unit_of_work
-from ordo_server.app.deps import bearer, get_database
+from ordo_server.app.deps import bearer, database_of
 from ordo_server.app.errors import UnauthorizedError
 from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.retry import DB_RETRIES
@@ -234,12 +234,12 @@ async def _authorize(request: Request, settings: Settings, token: str | None) ->
 def _read_queue_depth(request: Request) -> None:
     """Refresh the queue depth; with the database away, keep the last value (and count it)."""
     try:
-        with unit_of_work(get_database(request).read_sessions) as session:
+        with unit_of_work(database_of(request).read_sessions) as session:
             QUEUE_DEPTH.set(sum(job_repo.queue_depth(session).values()))
     except DBAPIError:
         logger.warning("/metrics: the database is unavailable; ordo_queue_depth not refreshed")
 
 
 def _stored_principal(request: Request, settings: Settings, token: str) -> Principal:
-    with unit_of_work(get_database(request).read_sessions) as session:
+    with unit_of_work(database_of(request).read_sessions) as session:
         return authenticate(session, token, admin_token=settings.admin_token, touch=False)
