@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -18,10 +19,21 @@ _POSTGRES_NOW = text("SELECT clock_timestamp()")
 
 def db_now(session: Session) -> datetime:
     """The database's clock, timezone-aware UTC: every lease uses it, never the app's."""
+    sqlite_clock = session.get_bind().dialect.name == "sqlite"
+    return _utc(session.scalar(_SQLITE_NOW if sqlite_clock else _POSTGRES_NOW))
+
+
+def _clock(session: Session) -> ColumnElement[Any]:
+    """The database's clock as a column (what :func:`db_now` reads)."""
     if session.get_bind().dialect.name == "sqlite":
-        stamp = str(session.scalar(_SQLITE_NOW))
-        return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
-    value = session.scalar(_POSTGRES_NOW)
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return func.clock_timestamp()
+
+
+def _utc(value: object) -> datetime:
+    """A clock reading (SQLite: text; PostgreSQL: a timestamp) as timezone-aware UTC."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
     assert isinstance(value, datetime)
     return value.astimezone(UTC)
 
@@ -52,6 +64,28 @@ def get_run(
     if for_update:
         query = query.with_for_update()
     return session.scalar(query)
+
+
+def run_with_plan(
+    session: Session, project_id: str, run_id: str, *, for_update: bool = False
+) -> tuple[Run, list[str] | None, datetime] | None:
+    """The run (``for_update``: its row locked, as :func:`get_run`), the task keys of the plan it
+    follows (``None`` without one) and the database clock, in one round trip; ``None`` when the
+    project has no such run. For what a trainer sends at every stage.
+    """
+    plan = and_(Schedule.id == Run.schedule_id, Schedule.project_id == Run.project_id)
+    query = (
+        select(Run, Schedule.order, _clock(session))
+        .outerjoin(Schedule, plan)
+        .where(Run.project_id == project_id, Run.id == run_id)
+    )
+    if for_update:
+        query = query.with_for_update(of=Run)
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    run, order, clock = row
+    return run, (None if order is None else list(order)), _utc(clock)
 
 
 def find_run_by_client(

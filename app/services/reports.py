@@ -243,7 +243,7 @@ def put_report(
     replay included). Raises 409 for a different body of a stored stage, a stage out of turn
     (naming the expected one) or a finished run; 422 for unknown or repeated task keys.
     """
-    run = run_service.get_run_row(session, context, run_id, for_update=True)
+    run, plan, now = run_service.run_with_plan(session, context, run_id, for_update=True)
     run_service.check_lease(run, lease_token, context)
     digest = body_digest(body)
     # Reports are stored in turn (``next_stage`` only moves to stage + 1 when one is stored), so
@@ -256,13 +256,11 @@ def put_report(
                 errors=[FieldIssue("body", "Differs from the stored report of this stage")],
             )
         return ReportAccepted.model_validate(existing.response)
-    schedule = run_service.current_schedule(session, run)
-    order = list(schedule.order) if schedule is not None else []
+    order = plan or []
     _check_turn(run, stage, order)
     all_tasks = task_repo.list_tasks(session, context.id)
     by_key = {task.key: task for task in all_tasks}
     evaluated = _tasks_of(body, by_key)
-    now = run_repo.db_now(session)
     late = run_service.effective_status(run, now) is RunStatus.STALE
     if late:
         after_commit(session, STALE_RUNS.labels(event="report").inc)
@@ -280,11 +278,11 @@ def put_report(
     run.next_stage = stage + 1
     run_service.renew_lease(run, now, settings)
     pending = False
-    if schedule is not None and run_service.replans_after(run, stage, len(order)):
+    if plan is not None and run_service.replans_after(run, stage, len(order)):
         # The re-plan is a job (app.services.planning): this transaction solves nothing.
         run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
         pending = True
-    elif run.adaptive or schedule is None:
+    elif run.adaptive or plan is None:
         pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
     # The folded version plus the deltas this transaction sees, and its own delta (a baseline
     # appends none, so it leaves the version alone).

@@ -467,6 +467,18 @@ def get_run_row(
     return run
 
 
+def run_with_plan(
+    session: Session, context: ProjectContext, run_id: str, *, for_update: bool = False
+) -> tuple[Run, list[str] | None, datetime]:
+    """The project's run (``for_update``: locked until commit), its plan's task keys (``None``
+    without a plan) and the database clock, in one round trip; 404 for a run the project does
+    not have."""
+    found = run_repo.run_with_plan(session, context.id, run_id, for_update=for_update)
+    if found is None:
+        raise NotFoundError("Run not found.")
+    return found
+
+
 def current_schedule(session: Session, run: Run) -> Schedule | None:
     """The plan the run follows now."""
     if run.schedule_id is None:
@@ -750,10 +762,9 @@ def next_stage(
     session: Session, context: ProjectContext, run_id: str, *, settings: Settings
 ) -> NextStage:
     """The stage to report now (0: the baseline), the task to train and the lease; or done."""
-    run = get_run_row(session, context, run_id)
-    now = run_repo.db_now(session)
+    run, plan, now = run_with_plan(session, context, run_id)
     status = effective_status(run, now)
-    order = current_order(session, run)
+    order = plan or []
     assignment = stage_assignment(order, run.next_stage, finished=run.status in FINISHED)
     pending = plan_pending(session, run)
     if pending and not order and run.status not in FINISHED:
@@ -795,11 +806,10 @@ def heartbeat(
                 errors=[FieldIssue("lease_token", f"Differs from the header ({lease_token})")],
             )
         token, field = body.lease_token, "lease_token"
-    run = get_run_row(session, context, run_id, for_update=True)
+    run, _plan, now = run_with_plan(session, context, run_id, for_update=True)
     check_lease(run, token, context, field=field)
     if run.status in FINISHED:
         raise RunFinishedError(f"The run is {run.status}; it keeps no lease.")
-    now = run_repo.db_now(session)
     if effective_status(run, now) is RunStatus.STALE:
         after_commit(session, STALE_RUNS.labels(event="heartbeat").inc)
     renew_lease(run, now, settings)
