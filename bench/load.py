@@ -269,9 +269,7 @@ def _wrk(url: str, script: Path, connections: int, duration: int) -> tuple[float
 def fixed_runs(server: ServerProcess, prefix: str, count: int) -> list[str]:
     """``count`` fixed runs following one stored schedule (no solve per run)."""
     with _admin(server) as admin:
-        schedule = admin.post(f"{prefix}/schedules", json={})
-        schedule.raise_for_status()
-        body = {"schedule_id": schedule.json()["id"], "adaptive": False}
+        body = {"schedule_id": _schedule_id(admin, prefix), "adaptive": False}
         ids = []
         for _ in range(count):
             response = admin.post(f"{prefix}/runs", json=body)
@@ -280,6 +278,25 @@ def fixed_runs(server: ServerProcess, prefix: str, count: int) -> list[str]:
                 raise RuntimeError("a fresh run's lease token is not 1")
             ids.append(response.json()["id"])
     return ids
+
+
+def _schedule_id(admin: httpx.Client, prefix: str) -> str:
+    """A new schedule's id; a 202 (the solve outlived the inline wait) is polled to its end."""
+    answer = admin.post(f"{prefix}/schedules", json={})
+    answer.raise_for_status()
+    if answer.status_code != 202:
+        schedule_id: str = answer.json()["id"]
+        return schedule_id
+    job_url = f"{prefix}/schedules/jobs/{answer.json()['id']}"
+    deadline = time.monotonic() + 120
+    while answer.json()["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = admin.get(job_url)
+        answer.raise_for_status()
+    if answer.json()["status"] != "succeeded":
+        raise RuntimeError(f"the schedule job ended {answer.json()['status']}: {answer.text}")
+    schedule_id = answer.json()["schedule_id"]
+    return schedule_id
 
 
 def plain_reports(
