@@ -70,7 +70,7 @@ from ordo_server.app.services.job_events import wake_workers
 from ordo_server.app.services.recommendations import (
     RUN_MODEL_MAX_TASKS,
     PlanMode,
-    ProjectHistory,
+    ProjectFits,
     every_task,
     load_history,
     run_seed,
@@ -91,7 +91,6 @@ from ordo_server.models.base import new_id
 from ordo_server.solver.constraints import check_order
 from ordo_server.solver.learning import (
     RunModel,
-    fit_run_model,
     predicted_objective,
     refine_order,
     restrict_run_model,
@@ -286,8 +285,13 @@ def solve_plan(
     settings: Settings,
     parent_id: str | None = None,
     prefix: Sequence[str] = (),
+    fits: ProjectFits | None = None,
 ) -> SolvedSchedule:
     """Solve the run's plan after ``stage`` with its strategy and level model (unstored).
+
+    ``fits``: the project's history and model fits read on this session's snapshot, shared by
+    the plans made on it (a worker's batch); default: read here. Fitted to the history alone,
+    so a shared one gives the plan a fresh one gives.
 
     ``constant`` goes straight to the schedules service. ``entropy`` and ``state`` fold their
     level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
@@ -303,7 +307,8 @@ def solve_plan(
     """
     strategy = RunStrategy(run.strategy)
     ensemble_strategy = strategy in (RunStrategy.EXPLOIT, RunStrategy.THOMPSON)
-    history = load_history(session, context.id)
+    fits = fits or ProjectFits(load_history(session, context.id))
+    history = fits.history
     run_model = run.level_model == LevelModel.RUN_MODEL.value
     if run_model and ensemble_strategy and uses_ensemble(base, history):
         mode = PlanMode.EXPLORE if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
@@ -311,7 +316,7 @@ def solve_plan(
             session,
             context,
             base,
-            history,
+            fits,
             mode=mode,
             seed=run_seed(session, context, run),
             settings=settings,
@@ -326,7 +331,7 @@ def solve_plan(
             context,
             run,
             base,
-            history,
+            fits,
             settings=settings,
             parent_id=parent_id,
             prefix=prefix,
@@ -413,7 +418,7 @@ def solve_run_model_plan(
     context: ProjectContext,
     run: Run,
     base: ScheduleCreate,
-    history: ProjectHistory,
+    fits: ProjectFits,
     *,
     settings: Settings,
     parent_id: str | None = None,
@@ -426,7 +431,8 @@ def solve_run_model_plan(
     ``expected`` objective, ``refine_order`` then adds the entropy state (from the entropy of
     the run's last report when re-planning). Cost: one fit, ~10-40 ms at n = 6-8.
     """
-    model = fit_run_model(history.fit_records(), kinds=history.kinds)
+    history = fits.history
+    model = fits.run_model()
     weights = history.weights
     request = base.model_copy(update={"rho": 1.0})
     refine = None
