@@ -297,14 +297,15 @@ def _run_plan_jobs(
 
 
 class _Snapshot:
-    """One read of a project for plan jobs: its task keys, history and model fits, each read
-    or fitted on first use and shared by every plan made on the read (one fit per batch)."""
+    """One read of a project for plan jobs: its task keys, and its history, estimates and model
+    fits (``ProjectFits``), each read or fitted on first use and shared by every plan made on
+    the read (one fit per batch)."""
 
     def __init__(self, session: Session, context: ProjectContext) -> None:
         self.session = session
         self.context = context
+        self.fits = ProjectFits(session, context)
         self._keys: list[str] | None = None
-        self._fits: ProjectFits | None = None
 
     def keys(self) -> list[str]:
         """The project's task keys in index order."""
@@ -312,13 +313,6 @@ class _Snapshot:
             tasks = task_repo.list_tasks(self.session, self.context.id)
             self._keys = [task.key for task in tasks]
         return self._keys
-
-    def fits(self) -> ProjectFits:
-        """The project's history and the models fitted to it (``ProjectFits``)."""
-        if self._fits is None:
-            history = recommendation_service.load_history(self.session, self.context.id)
-            self._fits = ProjectFits(history)
-        return self._fits
 
 
 def _read_and_solve(
@@ -381,7 +375,7 @@ def _solve_run(snapshot: _Snapshot, claim: _Claim, settings: Settings) -> _Plan 
             settings=settings,
             parent_id=parent_id,
             prefix=prefix,
-            fits=snapshot.fits(),
+            fits=snapshot.fits,
         )
     except (ServiceError, SolverError) as error:
         return _Plan(stage=stage, seen=seen, solved=None, error=str(error) or type(error).__name__)

@@ -33,7 +33,9 @@ from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.schemas.run import RunStatus
 from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective
+from ordo_server.app.services import estimates as estimate_service
 from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.estimates import ProjectEstimates
 from ordo_server.app.services.schedules import (
     OrderRefiner,
     RefinedOrder,
@@ -158,20 +160,37 @@ def load_history(session: Session, project_id: str) -> ProjectHistory:
 
 
 class ProjectFits:
-    """A project's history and the models fitted to it, each fitted on first use, then kept.
+    """What every plan made on one snapshot of a project shares: its history, the models fitted
+    to it and its pairwise estimates, each read or fitted on first use, then kept.
 
-    What every plan made on one snapshot shares (a worker's batch of re-plans: one history
-    read, one fit). Built from one read's history and used within that read; nothing is cached
-    across snapshots. The fits depend on the history alone, so a plan made with a shared
-    instance equals one made with a fresh one.
+    A worker's batch of re-plans reads the history and the estimates once and fits once. Lives
+    as long as the read session it reads with; nothing is cached across snapshots. Nothing in
+    it depends on the run being planned, so a plan made with a shared instance equals one made
+    with a fresh one.
     """
 
-    __slots__ = ("_order_posterior", "_run_model", "history")
+    __slots__ = ("_estimates", "_history", "_order_posterior", "_run_model", "context", "session")
 
-    def __init__(self, history: ProjectHistory) -> None:
-        self.history = history
+    def __init__(self, session: Session, context: ProjectContext) -> None:
+        self.session = session
+        self.context = context
+        self._history: ProjectHistory | None = None
+        self._estimates: ProjectEstimates | None = None
         self._order_posterior: OrderPosterior | None = None
         self._run_model: RunModel | None = None
+
+    @property
+    def history(self) -> ProjectHistory:
+        """Every run of the project (:func:`load_history`)."""
+        if self._history is None:
+            self._history = load_history(self.session, self.context.id)
+        return self._history
+
+    def estimates(self) -> ProjectEstimates:
+        """The pairwise estimates (``estimates.project_estimates``)."""
+        if self._estimates is None:
+            self._estimates = estimate_service.project_estimates(self.session, self.context)
+        return self._estimates
 
     def order_posterior(self, current: RunRecord | None) -> OrderPosterior:
         """The ensemble posterior (``solver.recommend``) conditioned on the run being re-planned
@@ -305,6 +324,7 @@ def solve_ensemble(
         prefix=prefix,
         refine=refine,
         settings=settings,
+        estimates=fits.estimates(),
     )
 
 
@@ -319,14 +339,13 @@ def solve_requested(
         ScheduleObjective.THOMPSON,
     )
     if request.model is ScheduleModel.ENSEMBLE and ensemble_objective:
-        history = load_history(session, context.id)
-        if uses_ensemble(request, history):
+        fits = ProjectFits(session, context)
+        if uses_ensemble(request, fits.history):
             mode = (
                 PlanMode.THOMPSON
                 if request.objective is ScheduleObjective.THOMPSON
                 else PlanMode.EXPLOIT
             )
-            fits = ProjectFits(history)
             return solve_ensemble(
                 session, context, request, fits, mode=mode, seed=request.seed, settings=settings
             )

@@ -64,7 +64,6 @@ from ordo_server.app.schemas.run import (
 )
 from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleObjective
 from ordo_server.app.security import Role
-from ordo_server.app.services import estimates as estimate_service
 from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.services.job_events import wake_workers
 from ordo_server.app.services.recommendations import (
@@ -72,7 +71,6 @@ from ordo_server.app.services.recommendations import (
     PlanMode,
     ProjectFits,
     every_task,
-    load_history,
     run_seed,
     solve_ensemble,
     uses_ensemble,
@@ -289,9 +287,9 @@ def solve_plan(
 ) -> SolvedSchedule:
     """Solve the run's plan after ``stage`` with its strategy and level model (unstored).
 
-    ``fits``: the project's history and model fits read on this session's snapshot, shared by
-    the plans made on it (a worker's batch); default: read here. Fitted to the history alone,
-    so a shared one gives the plan a fresh one gives.
+    ``fits``: the project's history, model fits and estimates on this session's snapshot,
+    shared by the plans made on it (a worker's batch); default: read here. Nothing in it
+    depends on the run, so a shared one gives the plan a fresh one gives.
 
     ``constant`` goes straight to the schedules service. ``entropy`` and ``state`` fold their
     level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
@@ -307,7 +305,7 @@ def solve_plan(
     """
     strategy = RunStrategy(run.strategy)
     ensemble_strategy = strategy in (RunStrategy.EXPLOIT, RunStrategy.THOMPSON)
-    fits = fits or ProjectFits(load_history(session, context.id))
+    fits = fits or ProjectFits(session, context)
     history = fits.history
     run_model = run.level_model == LevelModel.RUN_MODEL.value
     if run_model and ensemble_strategy and uses_ensemble(base, history):
@@ -341,7 +339,7 @@ def solve_plan(
         request = request.model_copy(update={"seed": run_seed(session, context, run)})
     model: EffectModel | None = None
     if run.level_model not in (LevelModel.CONSTANT.value, LevelModel.RUN_MODEL.value):
-        current = estimate_service.project_estimates(session, context)
+        current = fits.estimates()
         estimates = current.estimates
         if strategy is RunStrategy.THOMPSON:
             estimates = sample_estimates(estimates, seed=request.seed)
@@ -364,6 +362,7 @@ def solve_plan(
         prefix=prefix,
         model_override=model,
         settings=settings,
+        estimates=fits.estimates(),
     )
 
 
@@ -449,6 +448,7 @@ def solve_run_model_plan(
         model_override=run_model_effects(model, weights),
         refine=refine,
         settings=settings,
+        estimates=fits.estimates(),
     )
 
 
