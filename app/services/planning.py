@@ -28,7 +28,7 @@ worker died is claimed again, and the unique ``(run_id, run_stage)`` index keeps
 
 Schedule jobs (``POST .../schedules``) take the same three steps: read the project's history
 and estimates on one snapshot, solve, store the schedule as the project's next version with the
-job's result (:func:`run_next_job` runs both kinds; :func:`await_job` waits for one).
+job's result (:func:`run_next_job` runs both kinds; :func:`await_job_async` waits for one).
 
 Lock order: the run row, then the job row, then the project row (schedule versions). A claim
 takes only job rows (a batch's: SKIP LOCKED, never waiting), in a transaction of its own.
@@ -71,7 +71,7 @@ from ordo_server.app.services import recommendations as recommendation_service
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
-from ordo_server.app.services.job_events import async_plan_waiter, plan_done, plan_waiter
+from ordo_server.app.services.job_events import async_plan_waiter, plan_done
 from ordo_server.app.services.recommendations import ProjectFits
 from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
 from ordo_server.app.settings import Settings
@@ -526,7 +526,7 @@ def _fail_unplanned(session: Session, run: Run, reason: str) -> None:
     run.fail_reason = f"No plan could be made: {reason}"[:2000]
 
 
-# --- waiting for a plan --------------------------------------------------------------------------
+# --- waiting for a job ---------------------------------------------------------------------------
 
 
 def _plan_job_status(database: Database, run_id: str) -> str | None:
@@ -536,90 +536,83 @@ def _plan_job_status(database: Database, run_id: str) -> str | None:
         return job.status if job is not None else None
 
 
-async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
-    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
-
-    For a route: waits in the event loop, holding no worker thread and no database connection.
-
-    Each look at the database is one short unit of work on a worker thread, and so is a job
-    this request runs itself (embedded runner, job not claimed yet). A thread that waited here
-    instead would be kept from the requests that hold a pooled connection and need a thread to
-    finish: with enough waiting trainers they time out on the pool (503).
-    """
-    deadline = time.monotonic() + settings.plan_wait_s
-    notified = database.engine.dialect.name == "postgresql"
-    recheck_s = NOTIFIED_RECHECK_S if notified else RECHECK_S
-    with async_plan_waiter(run_id) as finished:
-        while True:
-            status = await to_thread.run_sync(_plan_job_status, database, run_id)
-            if status is None:
-                return True
-            helps = settings.job_runner == "embedded" and status == job_repo.TODO
-            if helps and await to_thread.run_sync(
-                lambda: run_next_job(database, settings, run_id=run_id)
-            ):
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            # Woken by the job's end (this process, or NOTIFY from another); else look again.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
-            finished.clear()
-
-
-def await_job(
-    database: Database, settings: Settings, job_id: int, *, wait_s: float, run_here: bool
-) -> bool:
-    """Wait until job ``job_id`` has ended; ``False`` after ``wait_s`` seconds.
-
-    ``run_here``: run the job in this request if no worker has claimed it.
-    """
-
-    def pending(session: Session) -> str | None:
+def _job_status(database: Database, job_id: int) -> str | None:
+    """The status of job ``job_id`` while it has not ended (``None``: ended): one short read."""
+    with unit_of_work(database.read_sessions) as session:
         job = session.get(Job, job_id)
         if job is None or job.status not in (job_repo.TODO, job_repo.DOING):
             return None
         return job.status
 
-    return _wait_for(
+
+async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
+    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
+
+    With the embedded runner, the run's job no worker has claimed yet runs in this request.
+    """
+    return await _wait_async(
+        database,
+        settings,
+        key=run_id,
+        wait_s=settings.plan_wait_s,
+        status=lambda: _plan_job_status(database, run_id),
+        run_here=lambda: run_next_job(database, settings, run_id=run_id),
+    )
+
+
+async def await_job_async(
+    database: Database, settings: Settings, job_id: int, *, wait_s: float, run_here: bool
+) -> bool:
+    """Wait until job ``job_id`` has ended; ``False`` after ``wait_s`` seconds.
+
+    ``run_here``: run the job in this request if no worker has claimed it (embedded runner).
+    """
+    return await _wait_async(
         database,
         settings,
         key=job_repo.waiter_key(job_id),
         wait_s=wait_s,
-        pending=pending,
-        run_here=lambda: run_here and run_next_job(database, settings, job_id=job_id),
+        status=lambda: _job_status(database, job_id),
+        run_here=(lambda: run_next_job(database, settings, job_id=job_id)) if run_here else None,
     )
 
 
-def _wait_for(
+async def _wait_async(
     database: Database,
     settings: Settings,
     *,
     key: str,
     wait_s: float,
-    pending: Callable[[Session], str | None],
-    run_here: Callable[[], bool],
+    status: Callable[[], str | None],
+    run_here: Callable[[], bool] | None,
 ) -> bool:
-    """Wait until ``pending`` (the job's status, ``None`` once ended) is ``None``.
+    """Wait until ``status()`` (the job's status, ``None`` once ended) is ``None``; ``False``
+    after ``wait_s`` seconds. The one wait loop of the routes.
 
-    With the embedded runner, a job no worker has claimed yet is run here, by the waiting
-    request itself. Otherwise the wait sleeps until the job's end wakes it (``job_events``),
-    looking at the database again every ``RECHECK_S`` in case a wake-up was lost.
+    Waits in the event loop, holding no worker thread and no database connection: each look
+    at the database is one short unit of work on a worker thread, and so is a job this request
+    runs itself (``run_here``, embedded runner, job not claimed yet). A thread that waited here
+    instead would be kept from the requests that hold a pooled connection and need a thread to
+    finish: with enough waiting requests they time out on the pool (503).
+
+    Woken by the job's end (``job_events``: this process, or NOTIFY from another); it looks at
+    the database again every ``RECHECK_S`` (``NOTIFIED_RECHECK_S`` on PostgreSQL) in case a
+    wake-up was lost.
     """
     deadline = time.monotonic() + wait_s
-    with plan_waiter(key) as finished:
+    notified = database.engine.dialect.name == "postgresql"
+    recheck_s = NOTIFIED_RECHECK_S if notified else RECHECK_S
+    with async_plan_waiter(key) as finished:
         while True:
-            with unit_of_work(database.read_sessions) as session:
-                status = pending(session)
-            if status is None:
+            current = await to_thread.run_sync(status)
+            if current is None:
                 return True
-            helps = settings.job_runner == "embedded" and status == job_repo.TODO
-            if helps and run_here():
+            helps = settings.job_runner == "embedded" and current == job_repo.TODO
+            if helps and run_here is not None and await to_thread.run_sync(run_here):
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            # Woken by the job's end (this process, or NOTIFY from another); else look again.
-            finished.wait(min(remaining, RECHECK_S))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
             finished.clear()
