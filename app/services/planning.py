@@ -192,7 +192,9 @@ def run_next_job(
         outcomes: dict[int, _Outcome] = {claim.id: error for claim in claims}
     else:
         if first.kind == job_repo.SCHEDULE:
-            outcomes = {first.id: _outcome(lambda: _run_schedule_job(database, first, settings))}
+            with _on_behalf_of(first):
+                outcome = _outcome(lambda: _run_schedule_job(database, first, settings))
+            outcomes = {first.id: outcome}
         else:
             outcomes = _run_plan_jobs(database, claims, settings)
     for claim in claims:
