@@ -127,6 +127,15 @@ class Settings(BaseSettings):
         gt=0,
         description="A claimed job not finished within this many seconds is claimed again.",
     )
+    job_batch_size: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description=(
+            "Most plan jobs of one project a worker claims together: one read, one model fit, "
+            "each run's plan stored on its own. The lease must cover the whole batch."
+        ),
+    )
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     job_retry_backoff_s: float = Field(default=1.0, gt=0)
     job_poll_s: float = Field(

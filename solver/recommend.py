@@ -29,7 +29,9 @@ the project's own runs decide how much each is believed:
   parameters from their posterior, its residual process jointly on the candidate orders).
 
 A run being re-planned (``current``) conditions the models on the state it has reached: the
-transition model rolls forward from its last evaluation, the run model from its entropy.
+transition model rolls forward from its last evaluation, the run model from its entropy. The
+fit does not depend on it: :meth:`OrderPosterior.given` conditions one fit on any run, so the
+runs of a project re-planned on the same data share one fit.
 
 Units: utilities as reported (``[0, 1]`` by convention); objective = weighted sum of final
 utilities. Orders are tuples of task indexes ``0..n-1``. Cost at ``n = 8`` with 8 runs:
@@ -41,7 +43,7 @@ a few tens of milliseconds (one BLAS thread); above ``run_model_max_tasks`` the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from math import comb, log, pi, sqrt
 
@@ -279,6 +281,10 @@ class _Predictor:
         """A predictor of one posterior draw (no parameter variance)."""
         raise NotImplementedError
 
+    def given(self, current: _Current) -> _Predictor:
+        """The same fitted predictor, conditioned on the run ``current`` (nothing refitted)."""
+        return self
+
 
 class _TransitionPredictor(_Predictor):
     name = "transition"
@@ -326,6 +332,9 @@ class _TransitionPredictor(_Predictor):
     def draw(self, rng: np.random.Generator) -> _Predictor:
         params = sample_transition_params(self.model, 1, rng)
         return _TransitionPredictor(self.model, params, self.weights, self.current)
+
+    def given(self, current: _Current) -> _Predictor:
+        return _TransitionPredictor(self.model, self.params, self.weights, current)
 
 
 class _RunModelPredictor(_Predictor):
@@ -391,6 +400,10 @@ class _RunModelPredictor(_Predictor):
         chol = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)))
         theta = self.posterior.mean + chol @ rng.standard_normal(len(cov))
         return _RunModelPredictor(self.posterior, self.weights, self.current, theta)
+
+    def given(self, current: _Current) -> _Predictor:
+        # ``theta`` stays the very posterior mean: ``moments`` tells a draw by identity.
+        return _RunModelPredictor(self.posterior, self.weights, current, self.theta)
 
 
 class _ConstantPredictor(_Predictor):
@@ -543,6 +556,27 @@ class OrderPosterior:
     prefix: Order
     n: int
     trust: float = 1.0
+
+    def given(self, current: RunRecord | None) -> OrderPosterior:
+        """This posterior for the run ``current`` being re-planned: predictions start from the
+        state it reached and orders keep its trained prefix (``None``: from the start).
+
+        Nothing is refitted: the models, their stacking weights and residual processes are fitted
+        to the runs alone, whichever run is re-planned. One fit therefore serves every run of a
+        project planned on the same data, and ``fit_order_posterior(runs, ..., current=run)`` is
+        ``fit_order_posterior(runs, ...).given(run)``, to the last bit.
+        """
+        state = _current(current, self.n)
+        conditioned: dict[int, _Predictor] = {}
+        members: list[_Member] = []
+        for member in self.members:
+            # Members sharing a model share its conditioned copy (``member_moments`` predicts
+            # each model once).
+            key = id(member.predictor)
+            if key not in conditioned:
+                conditioned[key] = member.predictor.given(state)
+            members.append(_Member(conditioned[key], member.residual, member.name))
+        return replace(self, members=tuple(members), prefix=state.prefix)
 
     def moments(
         self, orders: npt.ArrayLike, *, conditioned: bool = True
@@ -812,7 +846,8 @@ def fit_order_posterior(
     weights : array_like, shape (n,)
         Non-negative task weights of the objective.
     current : RunRecord, optional
-        The run being re-planned: predictions start from the state it reached.
+        The run being re-planned: predictions start from the state it reached
+        (:meth:`OrderPosterior.given`: the fit itself does not depend on it).
     config : RecommendConfig, optional
         Settings.
 
@@ -839,9 +874,8 @@ def fit_order_posterior(
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
     scores, held_means = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
-    state = _current(current, n)
     everything = list(range(len(data.complete)))
-    predictors = _predictors(data, everything, run_posterior, state, config)
+    predictors = _predictors(data, everything, run_posterior, _current(None, n), config)
     members: list[_Member] = []
     names: list[str] = []
     for predictor in predictors:
@@ -858,7 +892,7 @@ def fit_order_posterior(
     flat = scores.sum(axis=0).ravel()
     member_weights = _stacking_weights(scores)
     trust = _trust(held_means @ member_weights, data.finals[held], data.final_var, config)
-    return OrderPosterior(
+    posterior = OrderPosterior(
         trust=trust,
         members=tuple(members),
         member_weights=member_weights,
@@ -867,9 +901,10 @@ def fit_order_posterior(
         observed=[tuple(int(t) for t in order) for order in data.orders],
         finals=data.finals,
         final_var=data.final_var,
-        prefix=state.prefix,
+        prefix=(),
         n=n,
     )
+    return posterior if current is None else posterior.given(current)
 
 
 # --- search -----------------------------------------------------------------------------------

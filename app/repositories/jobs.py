@@ -1,4 +1,5 @@
-"""SQL for background jobs: enqueue (coalesced per run), claim (SKIP LOCKED), finish (fenced).
+"""SQL for background jobs: enqueue (coalesced per run), claim (SKIP LOCKED; a worker's batch
+of a project's plan jobs), finish (fenced).
 
 Lock order (every writer takes locks in this order, so no two wait on each other in a cycle):
 the run row (``runs.get_run(for_update=True)``), then the job row, then the project row (schedule
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import Select, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -128,15 +129,7 @@ def claim(
     its retry backoff is over). PostgreSQL skips rows other workers hold (``SKIP LOCKED``);
     SQLite's writers are serial anyway. The claim counts an attempt: finishing is fenced on it.
     """
-    query = (
-        select(Job)
-        .where(
-            or_(Job.status == TODO, (Job.status == DOING) & (Job.locked_until < now)),
-        )
-        .order_by(Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
+    query = _claimable(now).limit(1)
     if run_id is not None:
         query = query.where(Job.run_id == run_id)
     if job_id is not None:
@@ -144,12 +137,67 @@ def claim(
     job = session.scalar(query)
     if job is None:
         return None
+    _take(job, now, lease_s)
+    session.flush()
+    return job
+
+
+def claim_plans(
+    session: Session,
+    *,
+    now: datetime,
+    lease_s: float,
+    project_id: str,
+    limit: int,
+    besides: frozenset[str],
+) -> list[Job]:
+    """Take up to ``limit`` more claimable plan jobs of ``project_id``, oldest first, at most one
+    per run and none of the runs in ``besides`` (runs already claimed), each for ``lease_s`` s.
+
+    The rest of a worker's batch (:func:`claim` took its first job): the plans of one project
+    are made on one snapshot with one model fit. Rows other workers hold are skipped, as in
+    :func:`claim`; each claim counts an attempt of its own job.
+    """
+    if limit <= 0:
+        return []
+    query = (
+        _claimable(now)
+        .where(Job.project_id == project_id, Job.kind == RUN_PLAN, Job.run_id.not_in(besides))
+        .limit(limit)
+    )
+    taken: list[Job] = []
+    runs = set(besides)
+    for job in session.scalars(query):
+        # A run may have a waiting job and a stale claimed one: one plan per run is enough.
+        if job.run_id is None or job.run_id in runs:
+            continue
+        runs.add(job.run_id)
+        _take(job, now, lease_s)
+        taken.append(job)
+    session.flush()
+    return taken
+
+
+def _claimable(now: datetime) -> Select[Job]:
+    """Claimable jobs, oldest first, locked (rows other transactions hold are skipped).
+
+    Claimable: ``todo``, or ``doing`` past its lease (its worker died mid-job, or it failed and
+    its retry backoff is over).
+    """
+    return (
+        select(Job)
+        .where(or_(Job.status == TODO, (Job.status == DOING) & (Job.locked_until < now)))
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _take(job: Job, now: datetime, lease_s: float) -> None:
+    """Claim ``job`` (locked) for ``lease_s`` seconds; the claim counts an attempt."""
     job.status = DOING
     job.attempts += 1
     job.started_at = now
     job.locked_until = now + timedelta(seconds=lease_s)
-    session.flush()
-    return job
 
 
 def still_held(session: Session, job_id: int, attempts: int) -> bool:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ordo_server.app.db import unit_of_work
@@ -94,7 +95,7 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
         **SOLVE_UNAVAILABLE,
     },
 )
-def create_schedule(
+async def create_schedule(
     body: ScheduleCreate,
     project: ProjectAdmin,
     session: SessionDep,
@@ -114,24 +115,34 @@ def create_schedule(
     `schedule_wait_s` for it (201 with the schedule, or the solver's problem); a longer solve
     answers 202 with the job to poll. The request is checked (policy, task keys, constraints)
     before it is queued."""
-    job_id = schedule_jobs.submit(session, project, body, settings=settings)
-    session.commit()
+
+    def submit() -> int:
+        job_id = schedule_jobs.submit(session, project, body, settings=settings)
+        session.commit()
+        session.close()  # no connection is held while the job solves
+        return job_id
+
+    def answer() -> ScheduleRead | JSONResponse:
+        with unit_of_work(database.read_sessions) as reader:
+            job = schedule_jobs.get_job(reader, project, str(job_id))
+            if job.status is ScheduleJobStatus.SUCCEEDED and job.schedule_id is not None:
+                response.headers["Location"] = schedule_url(project.id, job.schedule_id)
+                return schedule_service.get_schedule(reader, project, job.schedule_id)
+        return job_answer(project.id, job, retry_after_s=settings.retry_after_s)
+
+    # Database work runs on worker threads; the wait for the job runs in the event loop, so a
+    # waiting request holds no thread and no connection (planning.await_job_async).
+    job_id = await run_in_threadpool(submit)
     release_write_gate(request)
-    session.close()  # no connection is held while the job solves
     if PREFER_ASYNC not in (prefer or "").lower():
-        planning.await_job(
+        await planning.await_job_async(
             database,
             settings,
             job_id,
             wait_s=settings.schedule_wait_s,
             run_here=schedule_jobs.runs_here(settings),
         )
-    with unit_of_work(database.read_sessions) as reader:
-        job = schedule_jobs.get_job(reader, project, str(job_id))
-        if job.status is ScheduleJobStatus.SUCCEEDED and job.schedule_id is not None:
-            response.headers["Location"] = schedule_url(project.id, job.schedule_id)
-            return schedule_service.get_schedule(reader, project, job.schedule_id)
-    return job_answer(project.id, job, retry_after_s=settings.retry_after_s)
+    return await run_in_threadpool(answer)
 
 
 def schedule_url(project_id: str, schedule_id: str) -> str:

@@ -7,8 +7,7 @@
   ``ordo worker`` on another machine wakes the waiting request at once. Waiters still look at
   the database now and then: a lost notification costs latency, never correctness.
 
-A request waits either on a thread (:func:`plan_waiter`) or in the event loop
-(:func:`async_plan_waiter`). Routes wait in the event loop: a waiting request then holds
+A request waits in the event loop (:func:`async_plan_waiter`): a waiting request then holds
 neither a database connection nor one of the process's worker threads, which the requests that
 hold a connection need to finish (a thread pool full of waiters starved them until their pooled
 connections timed out: 503).
@@ -54,16 +53,9 @@ def _registered(key: str, wake: Callable[[], None]) -> Iterator[None]:
 
 
 @contextmanager
-def plan_waiter(run_id: str) -> Iterator[threading.Event]:
-    """An event set when a plan job of ``run_id`` finishes, for the block's duration."""
-    event = threading.Event()
-    with _registered(run_id, event.set):
-        yield event
-
-
-@contextmanager
-def async_plan_waiter(run_id: str) -> Iterator[asyncio.Event]:
-    """:func:`plan_waiter` for a coroutine: an event of the running loop, set from any thread."""
+def async_plan_waiter(key: str) -> Iterator[asyncio.Event]:
+    """An event of the running loop, set from any thread when the job of ``key`` ends (a run's
+    plan job: the run's id; any other job: ``jobs.waiter_key``), for the block's duration."""
     loop = asyncio.get_running_loop()
     event = asyncio.Event()
 
@@ -72,7 +64,7 @@ def async_plan_waiter(run_id: str) -> Iterator[asyncio.Event]:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(event.set)
 
-    with _registered(run_id, wake):
+    with _registered(key, wake):
         yield event
 
 

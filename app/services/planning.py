@@ -12,6 +12,15 @@ solving:
    snapshot saw it and that this worker's claim still holds, store the schedule (unique per
    ``(run, stage)``) and point the run at it.
 
+Batches: a worker that claims a plan job also claims the other claimable plan jobs of its
+project (one per run, at most ``job_batch_size``, :func:`_claim`). They share step 1's snapshot
+and the model fit (``recommendations.ProjectFits``: the history is read and the ensemble fitted
+once, each run's plan conditioned on its own trained prefix); steps 2 and 3 stay per run, and
+each plan is stored as soon as it is solved. Seeds come from the project and the run, never
+from the batch, so a plan made in a batch is the plan made alone on the same snapshot. Each
+job ends on its own: one run's solver error or unexpected error does not touch the others.
+A request that runs its own run's job (embedded runner) runs that job alone.
+
 Coalescing: a run has at most one waiting job, and a job plans for the state it reads, so a
 burst of reports makes one re-plan. Idempotence: a job whose plan exists already, or whose run
 moved on, stores nothing. Crash safety: a claim is a lease (``job_lease_s``); a job whose
@@ -19,9 +28,10 @@ worker died is claimed again, and the unique ``(run_id, run_stage)`` index keeps
 
 Schedule jobs (``POST .../schedules``) take the same three steps: read the project's history
 and estimates on one snapshot, solve, store the schedule as the project's next version with the
-job's result (:func:`run_next_job` runs both kinds; :func:`await_job` waits for one).
+job's result (:func:`run_next_job` runs both kinds; :func:`await_job_async` waits for one).
 
-Lock order: the run row, then the job row, then the project row (schedule versions).
+Lock order: the run row, then the job row, then the project row (schedule versions). A claim
+takes only job rows (a batch's: SKIP LOCKED, never waiting), in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -61,7 +71,8 @@ from ordo_server.app.services import recommendations as recommendation_service
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
-from ordo_server.app.services.job_events import async_plan_waiter, plan_done, plan_waiter
+from ordo_server.app.services.job_events import async_plan_waiter, plan_done
+from ordo_server.app.services.recommendations import ProjectFits
 from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
@@ -143,6 +154,13 @@ class _Plan:
     error: str | None = None
 
 
+# The outcome of one job: what it stored (``planned``, ``kept``, ...), or the unexpected error
+# that makes it retry.
+_Outcome = str | Exception
+# What the solve step gives a plan job: the plan, ``None`` when none is needed, or the error.
+_Solved = _Plan | None | Exception
+
+
 def run_next_job(
     database: Database,
     settings: Settings,
@@ -153,40 +171,91 @@ def run_next_job(
     """Claim the oldest claimable job (of ``run_id``, or ``job_id``) and run it; ``False`` when
     none was free.
 
-    While it runs, log lines carry the id of the request that queued the job (or none), also
+    A worker's plan job (neither given) brings along the other claimable plan jobs of its
+    project, up to ``job_batch_size`` in all: one snapshot, one model fit, each run's plan
+    solved and stored on its own (:func:`_run_plan_jobs`). A request that runs its own run's job
+    runs that one alone.
+
+    While a job runs, log lines carry the id of the request that queued it (or none), also
     when the job runs inside another request that waits for it.
     """
-    claim = _claim(database, settings, run_id=run_id, job_id=job_id)
-    if claim is None:
+    claims = _claim(database, settings, run_id=run_id, job_id=job_id)
+    if not claims:
         return False
+    first = claims[0]
+    try:
+        with _on_behalf_of(first):
+            # Reports append statistics deltas; a job folds them before it reads (short, never
+            # waiting for reports in flight), so readers add up few.
+            stat_service.fold_if_due(database, first.project_id)
+    except Exception as error:
+        outcomes: dict[int, _Outcome] = {claim.id: error for claim in claims}
+    else:
+        if first.kind == job_repo.SCHEDULE:
+            with _on_behalf_of(first):
+                outcome = _outcome(lambda: _run_schedule_job(database, first, settings))
+            outcomes = {first.id: outcome}
+        else:
+            outcomes = _run_plan_jobs(database, claims, settings)
+    for claim in claims:
+        _end(database, settings, claim, outcomes[claim.id])
+    return True
+
+
+@contextlib.contextmanager
+def _on_behalf_of(claim: _Claim) -> Iterator[None]:
+    """Log lines within carry the id of the request that queued ``claim``'s job."""
     token = REQUEST_ID.set(claim.request_id)
     try:
-        # Reports append statistics deltas; a job folds them before it reads (short, never
-        # waiting for reports in flight), so readers add up few.
-        stat_service.fold_if_due(database, claim.project_id)
-        if claim.kind == job_repo.SCHEDULE:
-            outcome = _run_schedule_job(database, claim, settings)
-        else:
-            outcome = _run_plan_job(database, claim, settings)
-    except Exception as error:
-        logger.exception("job %d (attempt %d) failed", claim.id, claim.attempts)
-        _retry_or_fail(database, claim, settings, error)
-    else:
-        logger.info("job %d: %s", claim.id, outcome)
+        yield
     finally:
         REQUEST_ID.reset(token)
-    return True
+
+
+def _outcome(step: Callable[[], str]) -> _Outcome:
+    """``step()``'s outcome, or the unexpected error it raised (its job retries)."""
+    try:
+        return step()
+    except Exception as error:
+        return error
+
+
+def _end(database: Database, settings: Settings, claim: _Claim, outcome: _Outcome) -> None:
+    """Log a job's outcome; after an unexpected error, retry it later or fail it."""
+    with _on_behalf_of(claim):
+        if isinstance(outcome, Exception):
+            logger.error("job %d (attempt %d) failed", claim.id, claim.attempts, exc_info=outcome)
+            _retry_or_fail(database, claim, settings, outcome)
+        else:
+            logger.info("job %d: %s", claim.id, outcome)
 
 
 def _claim(
     database: Database, settings: Settings, *, run_id: str | None, job_id: int | None
-) -> _Claim | None:
+) -> list[_Claim]:
+    """The claimed jobs, in one short transaction that holds only their rows (none: empty).
+
+    The oldest claimable job (of ``run_id``, or ``job_id``); for a worker's plan job, the
+    other claimable plan jobs of its project too (one per run, ``job_batch_size`` in all).
+    """
     with unit_of_work(database.sessions) as session:
         now = run_repo.db_now(session)
-        job = job_repo.claim(
-            session, now=now, lease_s=settings.job_lease_s, run_id=run_id, job_id=job_id
-        )
-        return None if job is None else _Claim.of(job)
+        lease_s = settings.job_lease_s
+        job = job_repo.claim(session, now=now, lease_s=lease_s, run_id=run_id, job_id=job_id)
+        if job is None:
+            return []
+        jobs = [job]
+        worker = run_id is None and job_id is None
+        if worker and job.kind == job_repo.RUN_PLAN and job.run_id is not None:
+            jobs += job_repo.claim_plans(
+                session,
+                now=now,
+                lease_s=lease_s,
+                project_id=job.project_id,
+                limit=settings.job_batch_size - 1,
+                besides=frozenset({job.run_id}),
+            )
+        return [_Claim.of(claimed) for claimed in jobs]
 
 
 def _context(session: Session, project_id: str) -> ProjectContext | None:
@@ -198,53 +267,121 @@ def _context(session: Session, project_id: str) -> ProjectContext | None:
     return ProjectContext(id=project_id, settings=settings, principal=principal)
 
 
-def _run_plan_job(database: Database, claim: _Claim, settings: Settings) -> str:
-    assert claim.run_id is not None
-    plan = _read_and_solve(database, claim, settings)
-    return _store(database, claim, plan)
+def _run_plan_jobs(
+    database: Database, claims: Sequence[_Claim], settings: Settings
+) -> dict[int, _Outcome]:
+    """Steps 1 to 3 for plan jobs of one project: each run's plan is stored as soon as it is
+    solved, while the snapshot stays open for the next run.
 
+    Each job ends on its own: one run's solver error or unexpected error fails or retries that
+    job only. An error of the shared read retries every job that had not ended yet.
+    """
+    outcomes: dict[int, _Outcome] = {}
 
-def _read_and_solve(database: Database, claim: _Claim, settings: Settings) -> _Plan | None:
-    """Steps 1 and 2: decide on one snapshot, solve; ``None`` when no plan is needed."""
-    assert claim.run_id is not None
-    with unit_of_work(database.read_sessions) as session:
-        run = run_repo.get_run(session, claim.project_id, claim.run_id)
-        context = _context(session, claim.project_id)
-        if run is None or context is None:
-            return None
-        schedule = run_service.current_schedule(session, run)
-        stage = wanted_stage(run, schedule)
-        if stage is None:
-            return None
-        seen = (run.next_stage, run.schedule_id)
-        if schedule is None:
-            base = ScheduleCreate.model_validate(
-                claim.payload.get(run_service.PLAN_PAYLOAD_SCHEDULE) or {}
-            )
-            prefix: list[str] = []
-            parent_id = None
+    def store(claim: _Claim, solved: _Solved) -> None:
+        if isinstance(solved, Exception):
+            outcomes[claim.id] = solved
         else:
-            keys = [task.key for task in task_repo.list_tasks(session, claim.project_id)]
-            label = f"run {run.id} after stage {stage}"
-            base = run_service.base_request(schedule, keys).model_copy(update={"label": label})
-            prefix = list(schedule.order[:stage])
-            parent_id = schedule.id
-        try:
-            solved = run_service.solve_plan(
-                session,
-                context,
-                run,
-                base,
-                stage=stage,
-                settings=settings,
-                parent_id=parent_id,
-                prefix=prefix,
-            )
-        except (ServiceError, SolverError) as error:
-            return _Plan(
-                stage=stage, seen=seen, solved=None, error=str(error) or type(error).__name__
-            )
-        return _Plan(stage=stage, seen=seen, solved=solved)
+            outcomes[claim.id] = _outcome(lambda: _store(database, claim, solved))
+
+    if len(claims) > 1:
+        logger.info(
+            "plan jobs %s of project %s: one snapshot, one fit",
+            [claim.id for claim in claims],
+            claims[0].project_id,
+        )
+    try:
+        _read_and_solve(database, claims, settings, then=store)
+    except Exception as error:
+        for claim in claims:
+            outcomes.setdefault(claim.id, error)
+    return outcomes
+
+
+class _Snapshot:
+    """One read of a project for plan jobs: its task keys, and its history, estimates and model
+    fits (``ProjectFits``), each read or fitted on first use and shared by every plan made on
+    the read (one fit per batch)."""
+
+    def __init__(self, session: Session, context: ProjectContext) -> None:
+        self.session = session
+        self.context = context
+        self.fits = ProjectFits(session, context)
+        self._keys: list[str] | None = None
+
+    def keys(self) -> list[str]:
+        """The project's task keys in index order."""
+        if self._keys is None:
+            tasks = task_repo.list_tasks(self.session, self.context.id)
+            self._keys = [task.key for task in tasks]
+        return self._keys
+
+
+def _read_and_solve(
+    database: Database,
+    claims: Sequence[_Claim],
+    settings: Settings,
+    *,
+    then: Callable[[_Claim, _Solved], None],
+) -> None:
+    """Steps 1 and 2 for plan jobs of one project, on one snapshot: for each claim, decide and
+    solve (:func:`_solve_run`), then hand the result to ``then`` (with the error instead when
+    solving raised one the solver does not mean: that job retries, the others go on)."""
+    with unit_of_work(database.read_sessions) as session:
+        context = _context(session, claims[0].project_id)
+        snapshot = None if context is None else _Snapshot(session, context)
+        for claim in claims:
+            with _on_behalf_of(claim):
+                solved: _Solved = None
+                if snapshot is not None:
+                    try:
+                        solved = _solve_run(snapshot, claim, settings)
+                    except Exception as error:
+                        solved = error
+                then(claim, solved)
+
+
+def _solve_run(snapshot: _Snapshot, claim: _Claim, settings: Settings) -> _Plan | None:
+    """Decide which plan the claim's run needs on the snapshot and solve it; ``None`` when none
+    is needed. A solver's refusal is the plan's ``error``."""
+    assert claim.run_id is not None
+    session = snapshot.session
+    run = run_repo.get_run(session, claim.project_id, claim.run_id)
+    if run is None:
+        return None
+    schedule = run_service.current_schedule(session, run)
+    stage = wanted_stage(run, schedule)
+    if stage is None:
+        return None
+    seen = (run.next_stage, run.schedule_id)
+    if schedule is None:
+        base = ScheduleCreate.model_validate(
+            claim.payload.get(run_service.PLAN_PAYLOAD_SCHEDULE) or {}
+        )
+        prefix: list[str] = []
+        parent_id = None
+    else:
+        label = f"run {run.id} after stage {stage}"
+        base = run_service.base_request(schedule, snapshot.keys()).model_copy(
+            update={"label": label}
+        )
+        prefix = list(schedule.order[:stage])
+        parent_id = schedule.id
+    try:
+        solved = run_service.solve_plan(
+            session,
+            snapshot.context,
+            run,
+            base,
+            stage=stage,
+            settings=settings,
+            parent_id=parent_id,
+            prefix=prefix,
+            fits=snapshot.fits,
+        )
+    except (ServiceError, SolverError) as error:
+        return _Plan(stage=stage, seen=seen, solved=None, error=str(error) or type(error).__name__)
+    return _Plan(stage=stage, seen=seen, solved=solved)
 
 
 def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
@@ -391,7 +528,7 @@ def _fail_unplanned(session: Session, run: Run, reason: str) -> None:
     run.fail_reason = f"No plan could be made: {reason}"[:2000]
 
 
-# --- waiting for a plan --------------------------------------------------------------------------
+# --- waiting for a job ---------------------------------------------------------------------------
 
 
 def _plan_job_status(database: Database, run_id: str) -> str | None:
@@ -401,90 +538,83 @@ def _plan_job_status(database: Database, run_id: str) -> str | None:
         return job.status if job is not None else None
 
 
-async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
-    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
-
-    For a route: waits in the event loop, holding no worker thread and no database connection.
-
-    Each look at the database is one short unit of work on a worker thread, and so is a job
-    this request runs itself (embedded runner, job not claimed yet). A thread that waited here
-    instead would be kept from the requests that hold a pooled connection and need a thread to
-    finish: with enough waiting trainers they time out on the pool (503).
-    """
-    deadline = time.monotonic() + settings.plan_wait_s
-    notified = database.engine.dialect.name == "postgresql"
-    recheck_s = NOTIFIED_RECHECK_S if notified else RECHECK_S
-    with async_plan_waiter(run_id) as finished:
-        while True:
-            status = await to_thread.run_sync(_plan_job_status, database, run_id)
-            if status is None:
-                return True
-            helps = settings.job_runner == "embedded" and status == job_repo.TODO
-            if helps and await to_thread.run_sync(
-                lambda: run_next_job(database, settings, run_id=run_id)
-            ):
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            # Woken by the job's end (this process, or NOTIFY from another); else look again.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
-            finished.clear()
-
-
-def await_job(
-    database: Database, settings: Settings, job_id: int, *, wait_s: float, run_here: bool
-) -> bool:
-    """Wait until job ``job_id`` has ended; ``False`` after ``wait_s`` seconds.
-
-    ``run_here``: run the job in this request if no worker has claimed it.
-    """
-
-    def pending(session: Session) -> str | None:
+def _job_status(database: Database, job_id: int) -> str | None:
+    """The status of job ``job_id`` while it has not ended (``None``: ended): one short read."""
+    with unit_of_work(database.read_sessions) as session:
         job = session.get(Job, job_id)
         if job is None or job.status not in (job_repo.TODO, job_repo.DOING):
             return None
         return job.status
 
-    return _wait_for(
+
+async def await_plan_async(database: Database, settings: Settings, run_id: str) -> bool:
+    """Wait until no plan job of the run is pending; ``False`` after ``plan_wait_s``.
+
+    With the embedded runner, the run's job no worker has claimed yet runs in this request.
+    """
+    return await _wait_async(
+        database,
+        settings,
+        key=run_id,
+        wait_s=settings.plan_wait_s,
+        status=lambda: _plan_job_status(database, run_id),
+        run_here=lambda: run_next_job(database, settings, run_id=run_id),
+    )
+
+
+async def await_job_async(
+    database: Database, settings: Settings, job_id: int, *, wait_s: float, run_here: bool
+) -> bool:
+    """Wait until job ``job_id`` has ended; ``False`` after ``wait_s`` seconds.
+
+    ``run_here``: run the job in this request if no worker has claimed it (embedded runner).
+    """
+    return await _wait_async(
         database,
         settings,
         key=job_repo.waiter_key(job_id),
         wait_s=wait_s,
-        pending=pending,
-        run_here=lambda: run_here and run_next_job(database, settings, job_id=job_id),
+        status=lambda: _job_status(database, job_id),
+        run_here=(lambda: run_next_job(database, settings, job_id=job_id)) if run_here else None,
     )
 
 
-def _wait_for(
+async def _wait_async(
     database: Database,
     settings: Settings,
     *,
     key: str,
     wait_s: float,
-    pending: Callable[[Session], str | None],
-    run_here: Callable[[], bool],
+    status: Callable[[], str | None],
+    run_here: Callable[[], bool] | None,
 ) -> bool:
-    """Wait until ``pending`` (the job's status, ``None`` once ended) is ``None``.
+    """Wait until ``status()`` (the job's status, ``None`` once ended) is ``None``; ``False``
+    after ``wait_s`` seconds. The one wait loop of the routes.
 
-    With the embedded runner, a job no worker has claimed yet is run here, by the waiting
-    request itself. Otherwise the wait sleeps until the job's end wakes it (``job_events``),
-    looking at the database again every ``RECHECK_S`` in case a wake-up was lost.
+    Waits in the event loop, holding no worker thread and no database connection: each look
+    at the database is one short unit of work on a worker thread, and so is a job this request
+    runs itself (``run_here``, embedded runner, job not claimed yet). A thread that waited here
+    instead would be kept from the requests that hold a pooled connection and need a thread to
+    finish: with enough waiting requests they time out on the pool (503).
+
+    Woken by the job's end (``job_events``: this process, or NOTIFY from another); it looks at
+    the database again every ``RECHECK_S`` (``NOTIFIED_RECHECK_S`` on PostgreSQL) in case a
+    wake-up was lost.
     """
     deadline = time.monotonic() + wait_s
-    with plan_waiter(key) as finished:
+    notified = database.engine.dialect.name == "postgresql"
+    recheck_s = NOTIFIED_RECHECK_S if notified else RECHECK_S
+    with async_plan_waiter(key) as finished:
         while True:
-            with unit_of_work(database.read_sessions) as session:
-                status = pending(session)
-            if status is None:
+            current = await to_thread.run_sync(status)
+            if current is None:
                 return True
-            helps = settings.job_runner == "embedded" and status == job_repo.TODO
-            if helps and run_here():
+            helps = settings.job_runner == "embedded" and current == job_repo.TODO
+            if helps and run_here is not None and await to_thread.run_sync(run_here):
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            # Woken by the job's end (this process, or NOTIFY from another); else look again.
-            finished.wait(min(remaining, RECHECK_S))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
             finished.clear()

@@ -11,6 +11,11 @@ order, keeping the constraints and a run's trained prefix.
 
 Seeds are stable names, never random ids: the project's name and the run's ``client_id`` (or
 its sequence number in the project), so the same reports give the same plans on any server.
+
+The models are fitted to the project's history, never to the run being planned
+(:class:`ProjectFits`): the plans made on one snapshot (a worker's batch of re-plans) share one
+fit, each conditioned on its own run's trained prefix (``OrderPosterior.given``). A plan made
+in a batch is the plan made alone on the same snapshot.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.schemas.run import RunStatus
 from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleModel, ScheduleObjective
+from ordo_server.app.services import estimates as estimate_service
 from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.estimates import ProjectEstimates
 from ordo_server.app.services.schedules import (
     OrderRefiner,
     RefinedOrder,
@@ -39,7 +46,7 @@ from ordo_server.app.settings import Settings
 from ordo_server.models import Run, Task
 from ordo_server.solver.constraints import check_order
 from ordo_server.solver.estimation import TaskKind
-from ordo_server.solver.learning import RunRecord
+from ordo_server.solver.learning import RunModel, RunRecord, fit_run_model
 from ordo_server.solver.predict import Prediction
 from ordo_server.solver.recommend import (
     OrderPosterior,
@@ -152,6 +159,56 @@ def load_history(session: Session, project_id: str) -> ProjectHistory:
     return ProjectHistory(tasks, records, completed)
 
 
+class ProjectFits:
+    """What every plan made on one snapshot of a project shares: its history, the models fitted
+    to it and its pairwise estimates, each read or fitted on first use, then kept.
+
+    A worker's batch of re-plans reads the history and the estimates once and fits once. Lives
+    as long as the read session it reads with; nothing is cached across snapshots. Nothing in
+    it depends on the run being planned, so a plan made with a shared instance equals one made
+    with a fresh one.
+    """
+
+    __slots__ = ("_estimates", "_history", "_order_posterior", "_run_model", "context", "session")
+
+    def __init__(self, session: Session, context: ProjectContext) -> None:
+        self.session = session
+        self.context = context
+        self._history: ProjectHistory | None = None
+        self._estimates: ProjectEstimates | None = None
+        self._order_posterior: OrderPosterior | None = None
+        self._run_model: RunModel | None = None
+
+    @property
+    def history(self) -> ProjectHistory:
+        """Every run of the project (:func:`load_history`)."""
+        if self._history is None:
+            self._history = load_history(self.session, self.context.id)
+        return self._history
+
+    def estimates(self) -> ProjectEstimates:
+        """The pairwise estimates (``estimates.project_estimates``)."""
+        if self._estimates is None:
+            self._estimates = estimate_service.project_estimates(self.session, self.context)
+        return self._estimates
+
+    def order_posterior(self, current: RunRecord | None) -> OrderPosterior:
+        """The ensemble posterior (``solver.recommend``) conditioned on the run being re-planned
+        (``current``: its trained prefix and state; ``None`` for a plan from the start)."""
+        if self._order_posterior is None:
+            history = self.history
+            self._order_posterior = fit_order_posterior(
+                history.fit_records(), kinds=history.kinds, weights=history.weights
+            )
+        return self._order_posterior.given(current)
+
+    def run_model(self) -> RunModel:
+        """The whole-run model (``solver.learning.fit_run_model``) of every reported run."""
+        if self._run_model is None:
+            self._run_model = fit_run_model(self.history.fit_records(), kinds=self.history.kinds)
+        return self._run_model
+
+
 def run_seed(session: Session, context: ProjectContext, run: Run) -> int:
     """The run's sampling seed: project name and ``client_id`` (else its sequence number)."""
     project = project_repo.get_project(session, context.id)
@@ -193,18 +250,17 @@ def _prediction(posterior: OrderPosterior, order: tuple[int, ...]) -> Prediction
 
 
 def ensemble_refiner(
-    history: ProjectHistory, *, mode: PlanMode, seed: int, current: RunRecord | None
+    fits: ProjectFits, *, mode: PlanMode, seed: int, current: RunRecord | None
 ) -> OrderRefiner:
     """The ensemble as the schedules service's refine hook (the solver's order is one start)."""
+    history = fits.history
 
     def refine(
         problem: OrderingProblem, result: OrderingResult, indexes: tuple[int, ...]
     ) -> RefinedOrder:
         assert list(indexes) == list(range(len(history.tasks))), "the ensemble plans every task"
         runs = history.fit_records()
-        posterior = fit_order_posterior(
-            runs, kinds=history.kinds, weights=history.weights, current=current
-        )
+        posterior = fits.order_posterior(current)
 
         def feasible(order: tuple[int, ...]) -> bool:
             return not check_order(problem, order)
@@ -247,7 +303,7 @@ def solve_ensemble(
     session: Session,
     context: ProjectContext,
     request: ScheduleCreate,
-    history: ProjectHistory,
+    fits: ProjectFits,
     *,
     mode: PlanMode,
     seed: int,
@@ -257,8 +313,8 @@ def solve_ensemble(
     prefix: Sequence[str] = (),
 ) -> SolvedSchedule:
     """Solve the pairwise estimates for a feasible start, then plan on the ensemble (unstored)."""
-    current = history.records.get(run_id) if run_id is not None and prefix else None
-    refine = ensemble_refiner(history, mode=mode, seed=seed, current=current)
+    current = fits.history.records.get(run_id) if run_id is not None and prefix else None
+    refine = ensemble_refiner(fits, mode=mode, seed=seed, current=current)
     return solve_schedule(
         session,
         context,
@@ -268,6 +324,7 @@ def solve_ensemble(
         prefix=prefix,
         refine=refine,
         settings=settings,
+        estimates=fits.estimates(),
     )
 
 
@@ -282,14 +339,14 @@ def solve_requested(
         ScheduleObjective.THOMPSON,
     )
     if request.model is ScheduleModel.ENSEMBLE and ensemble_objective:
-        history = load_history(session, context.id)
-        if uses_ensemble(request, history):
+        fits = ProjectFits(session, context)
+        if uses_ensemble(request, fits.history):
             mode = (
                 PlanMode.THOMPSON
                 if request.objective is ScheduleObjective.THOMPSON
                 else PlanMode.EXPLOIT
             )
             return solve_ensemble(
-                session, context, request, history, mode=mode, seed=request.seed, settings=settings
+                session, context, request, fits, mode=mode, seed=request.seed, settings=settings
             )
     return solve_schedule(session, context, request, settings=settings)

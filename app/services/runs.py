@@ -64,15 +64,13 @@ from ordo_server.app.schemas.run import (
 )
 from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleObjective
 from ordo_server.app.security import Role
-from ordo_server.app.services import estimates as estimate_service
 from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.services.job_events import wake_workers
 from ordo_server.app.services.recommendations import (
     RUN_MODEL_MAX_TASKS,
     PlanMode,
-    ProjectHistory,
+    ProjectFits,
     every_task,
-    load_history,
     run_seed,
     solve_ensemble,
     uses_ensemble,
@@ -91,7 +89,6 @@ from ordo_server.models.base import new_id
 from ordo_server.solver.constraints import check_order
 from ordo_server.solver.learning import (
     RunModel,
-    fit_run_model,
     predicted_objective,
     refine_order,
     restrict_run_model,
@@ -286,8 +283,13 @@ def solve_plan(
     settings: Settings,
     parent_id: str | None = None,
     prefix: Sequence[str] = (),
+    fits: ProjectFits | None = None,
 ) -> SolvedSchedule:
     """Solve the run's plan after ``stage`` with its strategy and level model (unstored).
+
+    ``fits``: the project's history, model fits and estimates on this session's snapshot,
+    shared by the plans made on it (a worker's batch); default: read here. Nothing in it
+    depends on the run, so a shared one gives the plan a fresh one gives.
 
     ``constant`` goes straight to the schedules service. ``entropy`` and ``state`` fold their
     level terms into the forward matrix (``solver.planning.effect_model``), solved as a model
@@ -303,7 +305,8 @@ def solve_plan(
     """
     strategy = RunStrategy(run.strategy)
     ensemble_strategy = strategy in (RunStrategy.EXPLOIT, RunStrategy.THOMPSON)
-    history = load_history(session, context.id)
+    fits = fits or ProjectFits(session, context)
+    history = fits.history
     run_model = run.level_model == LevelModel.RUN_MODEL.value
     if run_model and ensemble_strategy and uses_ensemble(base, history):
         mode = PlanMode.EXPLORE if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
@@ -311,7 +314,7 @@ def solve_plan(
             session,
             context,
             base,
-            history,
+            fits,
             mode=mode,
             seed=run_seed(session, context, run),
             settings=settings,
@@ -326,7 +329,7 @@ def solve_plan(
             context,
             run,
             base,
-            history,
+            fits,
             settings=settings,
             parent_id=parent_id,
             prefix=prefix,
@@ -336,7 +339,7 @@ def solve_plan(
         request = request.model_copy(update={"seed": run_seed(session, context, run)})
     model: EffectModel | None = None
     if run.level_model not in (LevelModel.CONSTANT.value, LevelModel.RUN_MODEL.value):
-        current = estimate_service.project_estimates(session, context)
+        current = fits.estimates()
         estimates = current.estimates
         if strategy is RunStrategy.THOMPSON:
             estimates = sample_estimates(estimates, seed=request.seed)
@@ -359,6 +362,7 @@ def solve_plan(
         prefix=prefix,
         model_override=model,
         settings=settings,
+        estimates=fits.estimates(),
     )
 
 
@@ -413,7 +417,7 @@ def solve_run_model_plan(
     context: ProjectContext,
     run: Run,
     base: ScheduleCreate,
-    history: ProjectHistory,
+    fits: ProjectFits,
     *,
     settings: Settings,
     parent_id: str | None = None,
@@ -426,7 +430,8 @@ def solve_run_model_plan(
     ``expected`` objective, ``refine_order`` then adds the entropy state (from the entropy of
     the run's last report when re-planning). Cost: one fit, ~10-40 ms at n = 6-8.
     """
-    model = fit_run_model(history.fit_records(), kinds=history.kinds)
+    history = fits.history
+    model = fits.run_model()
     weights = history.weights
     request = base.model_copy(update={"rho": 1.0})
     refine = None
@@ -443,6 +448,7 @@ def solve_run_model_plan(
         model_override=run_model_effects(model, weights),
         refine=refine,
         settings=settings,
+        estimates=fits.estimates(),
     )
 
 

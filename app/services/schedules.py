@@ -49,6 +49,7 @@ from ordo_server.app.schemas.schedule import (
 )
 from ordo_server.app.services import estimates as estimate_service
 from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.estimates import ProjectEstimates
 from ordo_server.app.settings import Settings, get_settings
 from ordo_server.models import Schedule
 from ordo_server.solver import solve_ordering
@@ -123,14 +124,18 @@ def load_planning_inputs(
     *,
     field: str = "tasks",
     model_override: EffectModel | None = None,
+    estimates: ProjectEstimates | None = None,
 ) -> PlanningInputs:
     """The selected tasks (all by default) with the current posterior means and variances.
 
     The model is the estimates service's posteriors through ``solver.planning.effect_model``
     (constant levels). ``model_override`` replaces it; it must cover every task of the project
     in index order. The estimates version is the project's current one either way.
+    ``estimates``: the project's estimates read on this session's snapshot (default: read here).
     """
-    current = estimate_service.project_estimates(session, context)
+    current = (
+        estimate_service.project_estimates(session, context) if estimates is None else estimates
+    )
     indexes = _selected_indexes(current.keys, selection, field=field)
     if model_override is None:
         model = effect_model(current.estimates, current.weights)
@@ -541,6 +546,7 @@ def solve_schedule(
     model_override: EffectModel | None = None,
     refine: OrderRefiner | None = None,
     settings: Settings | None = None,
+    estimates: ProjectEstimates | None = None,
 ) -> SolvedSchedule:
     """Solve ``request`` over the project's current estimates (nothing is written).
 
@@ -564,6 +570,9 @@ def solve_schedule(
         gap (the bound holds for the solved model only) and the planner's objective and method.
     settings
         Server settings for the solver's time limit cap and workers; default the process's.
+    estimates
+        The project's estimates already read on this session's snapshot (plans made on one
+        snapshot share them); default: read here.
 
     Returns
     -------
@@ -583,7 +592,9 @@ def solve_schedule(
     """
     settings = settings or get_settings()
     time_limit_s = _time_limit_s(request, settings, project.settings)
-    inputs = load_planning_inputs(session, project, request.tasks, model_override=model_override)
+    inputs = load_planning_inputs(
+        session, project, request.tasks, model_override=model_override, estimates=estimates
+    )
     converted = _convert_constraints(request.constraints, inputs)
     rho = project.settings.rho if request.rho is None else request.rho
     problem = OrderingProblem(

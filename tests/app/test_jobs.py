@@ -211,6 +211,15 @@ def test_a_claim_whose_worker_died_is_taken_again_and_the_dead_one_is_fenced(
         assert not job_repo.finish(writer, *dead, outcome="planned", at=db_now(writer))
 
 
+def _solve(database: Database, claim: planning._Claim, settings: Settings) -> planning._Plan | None:
+    """Steps 1 and 2 of the claimed job alone (read and solve), nothing stored."""
+    solved: list[planning._Solved] = []
+    planning._read_and_solve(database, [claim], settings, then=lambda _, plan: solved.append(plan))
+    [plan] = solved
+    assert not isinstance(plan, Exception), plan
+    return plan
+
+
 def test_a_first_plan_stores_although_the_baseline_was_reported_while_it_solved(
     client: TestClient,
     tasked: ProjectKeys,
@@ -225,7 +234,7 @@ def test_a_first_plan_stores_although_the_baseline_was_reported_while_it_solved(
         job = job_repo.claim(writer, now=db_now(writer), lease_s=60.0, run_id=run_id)
         assert job is not None
         claim = planning._Claim.of(job)
-    plan = planning._read_and_solve(database, claim, settings)
+    plan = _solve(database, claim, settings)
     assert plan is not None
     assert plan.seen == (0, None)
     # ... the trainer reports the baseline while it solves (that queues no plan) ...

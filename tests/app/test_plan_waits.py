@@ -77,3 +77,56 @@ def test_waiting_trainers_hold_no_thread_and_no_connection(
     assert [status for status, _, _ in waited] == [200] * WAITERS
     assert all(pending for _, pending, _ in waited)
     assert all(seconds >= PLAN_WAIT_S - 0.5 for _, _, seconds in waited)
+
+
+SCHEDULE_WAIT_S = 4.0
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_waiting_schedule_requests_hold_no_thread_and_no_connection(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same for ``POST .../schedules``: no worker solves, so each request waits the whole
+    ``schedule_wait_s`` and answers 202 with its job, while other requests answer at once."""
+    env = {
+        "ORDO_JOB_RUNNER": "external",
+        "ORDO_SCHEDULE_WAIT_S": str(SCHEDULE_WAIT_S),
+        "ORDO_RATE_LIMIT_ENABLED": "false",
+        "ORDO_DB_POOL_SIZE": "2",
+        "ORDO_DB_MAX_OVERFLOW": "0",
+        "ORDO_DB_POOL_TIMEOUT_S": "2",
+    }
+    with live_server_on(backend, tmp_path_factory, env=env) as server:
+        with httpx.Client(
+            base_url=server.base_url, headers=server.admin_headers, timeout=60
+        ) as http:
+            project = http.post("/v1/projects", json={"name": "schedule-waits"}).json()
+            schedules = f"/v1/projects/{project['id']}/schedules"
+            tasks = {"tasks": [{"key": key} for key in TASKS]}
+            assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
+
+        def solve(_: int) -> tuple[int, float]:
+            started = time.monotonic()
+            with httpx.Client(
+                base_url=server.base_url, headers=server.admin_headers, timeout=60
+            ) as client:
+                answer = client.post(schedules, json={})
+            return answer.status_code, time.monotonic() - started
+
+        with ThreadPoolExecutor(WAITERS) as pool:
+            waiting = pool.map(solve, range(WAITERS))
+            time.sleep(1.0)  # every request is in its wait now
+            with httpx.Client(
+                base_url=server.base_url, headers=server.admin_headers, timeout=60
+            ) as http:
+                started = time.monotonic()
+                answers = [http.get(schedules).status_code for _ in range(5)]
+                probe_s = time.monotonic() - started
+            waited = list(waiting)
+    assert answers == [200] * 5
+    # Five reads answer while 60 requests wait: well under the wait they would otherwise queue for.
+    assert probe_s < SCHEDULE_WAIT_S / 2, probe_s
+    assert [status for status, _ in waited] == [202] * WAITERS
+    assert all(seconds >= SCHEDULE_WAIT_S - 0.5 for _, seconds in waited)

@@ -218,6 +218,32 @@ def test_plans_are_identical_for_identical_inputs() -> None:
         assert a == b
 
 
+def test_one_fit_conditioned_on_each_run_plans_as_a_fit_for_that_run_alone() -> None:
+    world = _additive_world(N, seed=8)
+    runs = _runs(world, _additive_utility, 4, seed=5, noise_sd=0.01)
+    partial = [
+        _run(world, _additive_utility, order, stages=stages)
+        for order, stages in (((4, 2, 0, 1, 3), 1), ((1, 3, 2, 0, 4), 2), ((0, 4, 3, 2, 1), 3))
+    ]
+    data = [*runs, *partial]
+    shared = fit_order_posterior(data, kinds=KINDS, weights=ONES)
+    orders = np.array(list(itertools.permutations(range(N))), dtype=np.int64)
+    # Last to first: conditioning on one run leaves the shared fit as it was for the next.
+    for current in reversed(partial):
+        alone = fit_order_posterior(_fresh(data), kinds=list(KINDS), weights=ONES, current=current)
+        given = shared.given(current)
+        assert given.prefix == alone.prefix == current.trained
+        for conditioned in (True, False):
+            expected = alone.moments(orders, conditioned=conditioned)
+            actual = given.moments(orders, conditioned=conditioned)
+            assert all(np.array_equal(a, b) for a, b in zip(actual, expected, strict=True))
+        for seed in (0, 9):
+            assert explore_order(
+                data, kinds=KINDS, weights=ONES, seed=seed, current=current, posterior=given
+            ) == explore_order(data, kinds=KINDS, weights=ONES, seed=seed, current=current)
+    assert shared.prefix == ()
+
+
 def test_thompson_explores_while_the_posterior_is_uncertain() -> None:
     world = _additive_world(N, seed=4)
     runs = _runs(world, _additive_utility, 2, seed=9, noise_sd=0.01)

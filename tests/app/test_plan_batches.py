@@ -1,0 +1,298 @@
+"""A worker's batch: the waiting plan jobs of one project on one snapshot, with one model fit.
+
+The test plays the worker (``ORDO_JOB_RUNNER=external``: no request runs a job). The project
+has two completed runs, so adaptive runs plan on the ensemble (``solver.recommend``), the fit
+that a batch makes once for all of its runs. What each test checks is what a trainer or an
+operator sees: every waiting run gets its plan from one call of the worker, the plan a run
+gets in a batch is the plan it gets alone from the same data, one run's failure stays its own,
+and claims, leases and re-runs behave as for a job alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ordo_server.app.db import Database, unit_of_work
+from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.repositories.runs import db_now
+from ordo_server.app.services import planning, recommendations
+from ordo_server.app.services import runs as run_service
+from ordo_server.app.settings import Settings
+from ordo_server.models import Job, Run, Schedule
+from ordo_server.solver.recommend import fit_order_posterior
+from tests.conftest import ADMIN_TOKEN
+from tests.factories import ProjectKeys, create_project_with_keys
+
+TASKS = ("math", "code", "poetry", "chat")
+# What training the row task does to the column task's utility (a small additive world).
+EFFECT = np.array(
+    [
+        [0.00, 0.03, -0.04, -0.02],
+        [0.02, 0.00, -0.05, -0.01],
+        [-0.01, 0.00, 0.00, 0.03],
+        [0.00, -0.02, 0.02, 0.00],
+    ]
+)
+GAIN = np.array([0.30, 0.25, 0.20, 0.15])
+# The columns of a stored plan that the same data must reproduce (not its wall time).
+PLAN_COLUMNS = ("order", "objective", "method", "predicted", "request", "parent_id")
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Jobs are left to the worker the test plays; retries come back quickly."""
+    return Settings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        job_runner="external",
+        plan_wait_s=0.05,
+        job_retry_backoff_s=0.05,
+    )
+
+
+@pytest.fixture
+def trained(
+    client: TestClient, session: Session, database: Database, settings: Settings
+) -> ProjectKeys:
+    """A project with two completed (non-adaptive) runs: the ensemble plans from here on."""
+    project = create_project_with_keys(session, task_keys=TASKS)
+    session.commit()
+    for _ in range(2):
+        run = _create(client, project, {"adaptive": False})
+        _work(database, settings)
+        for stage in range(len(TASKS) + 1):
+            _report(client, project, run, stage)
+        done = client.post(f"{_runs(project)}/{run['id']}/complete", headers=_holder(project, run))
+        assert done.status_code == 200, done.text
+    return project
+
+
+def _runs(project: ProjectKeys) -> str:
+    return f"/v1/projects/{project.id}/runs"
+
+
+def _holder(project: ProjectKeys, run: dict[str, Any]) -> dict[str, str]:
+    return {**project.trainer, "Ordo-Lease-Token": str(run["lease"]["token"])}
+
+
+def _create(client: TestClient, project: ProjectKeys, body: dict[str, Any]) -> dict[str, Any]:
+    created = client.post(_runs(project), json=body, headers=project.trainer)
+    assert created.status_code == 201, created.text
+    run: dict[str, Any] = created.json()
+    return run
+
+
+def _work(database: Database, settings: Settings) -> int:
+    """The worker: run jobs until none is free; how many times it found one."""
+    count = 0
+    while planning.run_next_job(database, settings):
+        count += 1
+    return count
+
+
+def _report(client: TestClient, project: ProjectKeys, run: dict[str, Any], stage: int) -> None:
+    """Report ``stage`` of the run's current plan: utilities of the tasks trained before it."""
+    following = client.get(f"{_runs(project)}/{run['id']}/next", headers=project.trainer).json()
+    assert following["stage"] == stage, following
+    view = client.get(f"{_runs(project)}/{run['id']}", headers=project.trainer).json()
+    trained = [TASKS.index(s["task"]) for s in view["stages"][:stage]]
+    utility = 0.2 + EFFECT[trained].sum(axis=0)
+    utility[trained] += GAIN[trained]
+    body = {"evaluations": [{"task": k, "value": float(utility[j])} for j, k in enumerate(TASKS)]}
+    url = f"{_runs(project)}/{run['id']}/reports/{stage}"
+    response = client.put(url, json=body, headers=_holder(project, run))
+    assert response.status_code == 200, response.text
+
+
+def _waiting_replans(
+    client: TestClient, project: ProjectKeys, database: Database, settings: Settings, count: int
+) -> list[str]:
+    """``count`` adaptive runs planned, reported to stage 1, each with its re-plan waiting.
+
+    Each run trains another task first, so each re-plan starts from its own state.
+    """
+    runs = [
+        _create(client, project, {"adaptive": True, "client_id": f"t-{i}", "schedule": _first(i)})
+        for i in range(count)
+    ]
+    assert _work(database, settings) == 1  # the first plans: one batch
+    for run in runs:
+        _report(client, project, run, 0)
+        _report(client, project, run, 1)
+    return [run["id"] for run in runs]
+
+
+def _first(task: int) -> dict[str, Any]:
+    """Solve options that train task ``task`` first."""
+    return {"constraints": [{"type": "pinned", "task": TASKS[task], "position": "first"}]}
+
+
+def _jobs(session: Session, project: ProjectKeys) -> list[Job]:
+    session.expire_all()
+    query = select(Job).where(Job.project_id == project.id).order_by(Job.id)
+    return list(session.scalars(query))
+
+
+def _waiting(session: Session, project: ProjectKeys) -> list[Job]:
+    return [job for job in _jobs(session, project) if job.status == job_repo.TODO]
+
+
+def _plans(session: Session, run_id: str) -> list[Schedule]:
+    session.expire_all()
+    query = select(Schedule).where(Schedule.run_id == run_id).order_by(Schedule.version)
+    return list(session.scalars(query))
+
+
+def _solved_alone(database: Database, job: Job, settings: Settings) -> planning._Plan:
+    """The plan the job's run needs, read and solved for it alone (nothing claimed or stored)."""
+    solved: list[planning._Solved] = []
+    claim = planning._Claim.of(job)
+    planning._read_and_solve(database, [claim], settings, then=lambda _, plan: solved.append(plan))
+    [plan] = solved
+    assert isinstance(plan, planning._Plan), plan
+    assert plan.solved is not None, plan.error
+    return plan
+
+
+def _counting_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the ensemble's fits (each still fits: the real function is called)."""
+    fits: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        fits.append(1)
+        return fit_order_posterior(*args, **kwargs)
+
+    monkeypatch.setattr(recommendations, "fit_order_posterior", counted)
+    return fits
+
+
+def test_one_worker_call_plans_every_waiting_run_of_the_project_with_one_fit(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_ids = _waiting_replans(client, trained, database, settings, 3)
+    waiting = _waiting(session, trained)
+    assert sorted(job.run_id or "" for job in waiting) == sorted(run_ids)
+    # What each run's re-plan is when it is made alone, from the data the batch will read.
+    alone = {job.run_id: _solved_alone(database, job, settings) for job in waiting}
+
+    fits = _counting_fits(monkeypatch)
+    assert planning.run_next_job(database, settings)  # one claim: the whole batch
+    assert len(fits) == 1
+    assert not planning.run_next_job(database, settings)  # nothing left
+
+    for job in _jobs(session, trained)[-3:]:
+        assert (job.status, job.outcome, job.attempts) == ("done", "planned", 1)
+    for run_id in run_ids:
+        first, replan = _plans(session, run_id)
+        expected = alone[run_id]
+        assert expected.solved is not None
+        assert (replan.run_stage, replan.method) == (1, "ensemble:explore")
+        assert replan.order[:1] == first.order[:1]  # the trained prefix is kept
+        assert replan.order[0] == TASKS[run_ids.index(run_id)]
+        for column in PLAN_COLUMNS:
+            assert getattr(replan, column) == expected.solved.values[column], column
+        following = client.get(f"{_runs(trained)}/{run_id}/next", headers=trained.trainer).json()
+        assert (following["stage"], following["task"]) == (2, replan.order[1])
+        assert following["plan_pending"] is False
+
+
+def test_one_runs_failure_in_a_batch_leaves_the_others_planned(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+) -> None:
+    cycle = [
+        {"type": "precedence", "before": "math", "after": "code"},
+        {"type": "precedence", "before": "code", "after": "math"},
+    ]
+    # Its constraints admit no order: the solver refuses its first plan.
+    refused = _create(client, trained, {"schedule": {"constraints": cycle}})
+    planned = _create(client, trained, {"adaptive": True, "client_id": "planned"})
+    # Its job cannot even be read (an unexpected error): that job alone retries.
+    broken = _create(client, trained, {"adaptive": True, "client_id": "broken"})
+    with unit_of_work(database.sessions) as writer:
+        writer.execute(
+            update(Job)
+            .where(Job.run_id == broken["id"])
+            .values(payload={run_service.PLAN_PAYLOAD_SCHEDULE: {"objective": "nonsense"}})
+        )
+    later = _create(client, trained, {"adaptive": True, "client_id": "later"})
+
+    assert planning.run_next_job(database, settings)  # one batch of four first plans
+
+    view = client.get(f"{_runs(trained)}/{refused['id']}", headers=trained.trainer).json()
+    assert view["status"] == "failed"
+    assert view["fail_reason"].startswith("No plan could be made:")
+    for run in (planned, later):
+        [plan] = _plans(session, run["id"])
+        assert plan.run_stage == 0
+        assert plan.method == "ensemble:explore"
+    by_run = {job.run_id: job for job in _jobs(session, trained)}
+    assert by_run[refused["id"]].outcome == "failed_run"
+    assert by_run[planned["id"]].outcome == by_run[later["id"]].outcome == "planned"
+    retried = by_run[broken["id"]]
+    assert (retried.status, retried.attempts, retried.outcome) == ("doing", 1, None)
+    assert "ValidationError" in str(retried.error)
+    assert _plans(session, broken["id"]) == []
+
+
+def test_a_batch_skips_a_claim_held_elsewhere_and_a_batch_run_again_stores_nothing_new(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+) -> None:
+    held, *others = _waiting_replans(client, trained, database, settings, 3)
+    # Another worker claims one re-plan with a short lease and dies.
+    with unit_of_work(database.sessions) as writer:
+        assert job_repo.claim(writer, now=db_now(writer), lease_s=1.0, run_id=held) is not None
+    assert planning.run_next_job(database, settings)
+    assert [len(_plans(session, run_id)) for run_id in (held, *others)] == [1, 2, 2]
+    assert not planning.run_next_job(database, settings)  # the held one is not free yet
+    time.sleep(1.1)
+    assert planning.run_next_job(database, settings)  # its lease is over: claimed again
+    [*_, job] = [job for job in _jobs(session, trained) if job.run_id == held]
+    assert (job.status, job.outcome, job.attempts) == ("done", "planned", 2)
+
+    # Every run asks again with nothing new reported: the batch stores nothing.
+    before = {run_id: _plans(session, run_id) for run_id in (held, *others)}
+    with unit_of_work(database.sessions) as writer:
+        for run_id in (held, *others):
+            run = writer.get(Run, run_id)
+            assert run is not None
+            assert run_service.request_plan(writer, run, at=db_now(writer), request_id=None)
+    assert planning.run_next_job(database, settings)
+    assert {run_id: _plans(session, run_id) for run_id in before} == before
+    assert [job.outcome for job in _jobs(session, trained)[-3:]] == ["noop"] * 3
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_batch_takes_at_most_job_batch_size_jobs(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+    batch_size: int,
+) -> None:
+    run_ids = _waiting_replans(client, trained, database, settings, 3)
+    bounded = settings.model_copy(update={"job_batch_size": batch_size})
+    assert planning.run_next_job(database, bounded)
+    assert len(_waiting(session, trained)) == 3 - batch_size
+    assert _work(database, bounded) == {1: 2, 2: 1}[batch_size]
+    assert all(len(_plans(session, run_id)) == 2 for run_id in run_ids)
