@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from ordo_server.app.repositories import keys as key_repo
@@ -112,3 +113,24 @@ def create_project_with_keys(
         revoked_token=revoked,
         task_keys=tuple(task_keys),
     )
+
+
+# A small additive world of four tasks (math, code, poetry, chat): what training the row task
+# does to the column task's utility, and what it does to its own.
+FOUR_TASK_EFFECT = np.array(
+    [
+        [0.00, 0.03, -0.04, -0.02],
+        [0.02, 0.00, -0.05, -0.01],
+        [-0.01, 0.00, 0.00, 0.03],
+        [0.00, -0.02, 0.02, 0.00],
+    ]
+)
+FOUR_TASK_GAIN = np.array([0.30, 0.25, 0.20, 0.15])
+
+
+def four_task_utilities(trained: Sequence[int]) -> np.ndarray:
+    """Every task's utility after training the tasks at ``trained`` (indices), in that order."""
+    index = list(trained)
+    utility: np.ndarray = 0.2 + FOUR_TASK_EFFECT[index].sum(axis=0)
+    utility[index] += FOUR_TASK_GAIN[index]
+    return utility

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -28,19 +27,9 @@ from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.recommend import fit_order_posterior
 from tests.conftest import ADMIN_TOKEN
-from tests.factories import ProjectKeys, create_project_with_keys
+from tests.factories import ProjectKeys, create_project_with_keys, four_task_utilities
 
 TASKS = ("math", "code", "poetry", "chat")
-# What training the row task does to the column task's utility (a small additive world).
-EFFECT = np.array(
-    [
-        [0.00, 0.03, -0.04, -0.02],
-        [0.02, 0.00, -0.05, -0.01],
-        [-0.01, 0.00, 0.00, 0.03],
-        [0.00, -0.02, 0.02, 0.00],
-    ]
-)
-GAIN = np.array([0.30, 0.25, 0.20, 0.15])
 # The columns of a stored plan that the same data must reproduce (not its wall time).
 PLAN_COLUMNS = ("order", "objective", "method", "predicted", "request", "parent_id")
 
@@ -103,8 +92,7 @@ def _report(client: TestClient, project: ProjectKeys, run: dict[str, Any], stage
     assert following["stage"] == stage, following
     view = client.get(f"{_runs(project)}/{run['id']}", headers=project.trainer).json()
     trained = [TASKS.index(s["task"]) for s in view["stages"][:stage]]
-    utility = 0.2 + EFFECT[trained].sum(axis=0)
-    utility[trained] += GAIN[trained]
+    utility = four_task_utilities(trained)
     body = {"evaluations": [{"task": k, "value": float(utility[j])} for j, k in enumerate(TASKS)]}
     url = f"{_runs(project)}/{run['id']}/reports/{stage}"
     response = client.put(url, json=body, headers=_holder(project, run))

@@ -16,11 +16,31 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import live_server_on
+from tests.conftest import LiveServer, live_server_on
 
 WAITERS = 60  # more than anyio's 40 worker threads
 PLAN_WAIT_S = 6.0
 TASKS = ("math", "code", "poetry")
+# Nobody runs jobs, and two pooled connections: a wait holding one would starve the rest.
+NO_WORKER_SMALL_POOL = {
+    "ORDO_JOB_RUNNER": "external",
+    "ORDO_DB_POOL_SIZE": "2",
+    "ORDO_DB_MAX_OVERFLOW": "0",
+    "ORDO_DB_POOL_TIMEOUT_S": "2",
+}
+
+
+def _admin(server: LiveServer) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers=server.admin_headers, timeout=60)
+
+
+def _project_with_tasks(server: LiveServer, name: str) -> str:
+    """A new project of TASKS; its path."""
+    with _admin(server) as http:
+        project = f"/v1/projects/{http.post('/v1/projects', json={'name': name}).json()['id']}"
+        tasks = {"tasks": [{"key": key} for key in TASKS]}
+        assert http.post(f"{project}/tasks", json=tasks).is_success
+    return project
 
 
 @pytest.mark.parametrize(
@@ -29,21 +49,10 @@ TASKS = ("math", "code", "poetry")
 def test_waiting_trainers_hold_no_thread_and_no_connection(
     backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = {
-        "ORDO_JOB_RUNNER": "external",
-        "ORDO_PLAN_WAIT_S": str(PLAN_WAIT_S),
-        "ORDO_DB_POOL_SIZE": "2",
-        "ORDO_DB_MAX_OVERFLOW": "0",
-        "ORDO_DB_POOL_TIMEOUT_S": "2",
-    }
+    env = {**NO_WORKER_SMALL_POOL, "ORDO_PLAN_WAIT_S": str(PLAN_WAIT_S)}
     with live_server_on(backend, tmp_path_factory, env=env) as server:
-        with httpx.Client(
-            base_url=server.base_url, headers=server.admin_headers, timeout=60
-        ) as http:
-            project = http.post("/v1/projects", json={"name": "waits"}).json()
-            runs = f"/v1/projects/{project['id']}/runs"
-            tasks = {"tasks": [{"key": key} for key in TASKS]}
-            assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
+        runs = f"{_project_with_tasks(server, 'waits')}/runs"
+        with _admin(server) as http:
             run = http.post(runs, json={"adaptive": True}).json()
             assert run["plan_pending"] is True  # nobody runs jobs here
             lease = {"Ordo-Lease-Token": str(run["lease"]["token"])}
@@ -54,18 +63,14 @@ def test_waiting_trainers_hold_no_thread_and_no_connection(
 
         def wait_for_next(_: int) -> tuple[int, bool, float]:
             started = time.monotonic()
-            with httpx.Client(
-                base_url=server.base_url, headers=server.admin_headers, timeout=60
-            ) as client:
+            with _admin(server) as client:
                 answer = client.get(f"{runs}/{run['id']}/next")
             return answer.status_code, answer.json().get("plan_pending"), time.monotonic() - started
 
         with ThreadPoolExecutor(WAITERS) as pool:
             waiting = pool.map(wait_for_next, range(WAITERS))
             time.sleep(1.0)  # every waiter is in its wait now
-            with httpx.Client(
-                base_url=server.base_url, headers=server.admin_headers, timeout=60
-            ) as http:
+            with _admin(server) as http:
                 started = time.monotonic()
                 answers = [http.get(f"{runs}/{run['id']}").status_code for _ in range(5)]
                 answers.append(http.get(f"{runs}/{run['id']}/next").status_code)  # a waiter too
@@ -91,36 +96,23 @@ def test_waiting_schedule_requests_hold_no_thread_and_no_connection(
     """The same for ``POST .../schedules``: no worker solves, so each request waits the whole
     ``schedule_wait_s`` and answers 202 with its job, while other requests answer at once."""
     env = {
-        "ORDO_JOB_RUNNER": "external",
+        **NO_WORKER_SMALL_POOL,
         "ORDO_SCHEDULE_WAIT_S": str(SCHEDULE_WAIT_S),
         "ORDO_RATE_LIMIT_ENABLED": "false",
-        "ORDO_DB_POOL_SIZE": "2",
-        "ORDO_DB_MAX_OVERFLOW": "0",
-        "ORDO_DB_POOL_TIMEOUT_S": "2",
     }
     with live_server_on(backend, tmp_path_factory, env=env) as server:
-        with httpx.Client(
-            base_url=server.base_url, headers=server.admin_headers, timeout=60
-        ) as http:
-            project = http.post("/v1/projects", json={"name": "schedule-waits"}).json()
-            schedules = f"/v1/projects/{project['id']}/schedules"
-            tasks = {"tasks": [{"key": key} for key in TASKS]}
-            assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
+        schedules = f"{_project_with_tasks(server, 'schedule-waits')}/schedules"
 
         def solve(_: int) -> tuple[int, float]:
             started = time.monotonic()
-            with httpx.Client(
-                base_url=server.base_url, headers=server.admin_headers, timeout=60
-            ) as client:
+            with _admin(server) as client:
                 answer = client.post(schedules, json={})
             return answer.status_code, time.monotonic() - started
 
         with ThreadPoolExecutor(WAITERS) as pool:
             waiting = pool.map(solve, range(WAITERS))
             time.sleep(1.0)  # every request is in its wait now
-            with httpx.Client(
-                base_url=server.base_url, headers=server.admin_headers, timeout=60
-            ) as http:
+            with _admin(server) as http:
                 started = time.monotonic()
                 answers = [http.get(schedules).status_code for _ in range(5)]
                 probe_s = time.monotonic() - started

@@ -13,20 +13,10 @@ from ordo_server.models import Project, Schedule, Task
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
 from ordo_server.solver.recommend import explore_order, plan_seed, recommend
-from tests.factories import ProjectKeys, create_project_with_keys
+from tests.factories import ProjectKeys, create_project_with_keys, four_task_utilities
 
 KINDS = {"math": "structured", "code": "structured", "poetry": "open_ended", "chat": "open_ended"}
 KEYS = tuple(KINDS)
-# A small additive world: what training the row task does to the column task's utility.
-EFFECT = np.array(
-    [
-        [0.00, 0.03, -0.04, -0.02],
-        [0.02, 0.00, -0.05, -0.01],
-        [-0.01, 0.00, 0.00, 0.03],
-        [0.00, -0.02, 0.02, 0.00],
-    ]
-)
-GAIN = np.array([0.30, 0.25, 0.20, 0.15])
 
 
 @pytest.fixture
@@ -48,8 +38,7 @@ def _runs(project: ProjectKeys) -> str:
 def _evaluation(trained: list[str]) -> list[dict[str, Any]]:
     """Every task's utility and the policy entropy after training ``trained`` in order."""
     index = [KEYS.index(key) for key in trained]
-    utility = 0.2 + EFFECT[index].sum(axis=0)
-    utility[index] += GAIN[index]
+    utility = four_task_utilities(index)
     entropy = 1.0 + 0.1 * sum(1 if KINDS[key] == "open_ended" else -1 for key in trained)
     return [
         {"task": key, "value": float(utility[j]), "entropy": entropy} for j, key in enumerate(KEYS)
