@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -270,6 +271,13 @@ def global_admin_key(session: Session) -> str:
 
 LiveServer = ServerProcess
 """A uvicorn subprocess serving the app (``base_url``, ``admin_token``, ``admin_headers``...)."""
+
+
+def worker_less_settings(database_url: str, **overrides: Any) -> Settings:
+    """The app's settings with jobs left to a worker the test plays (``job_runner`` external)."""
+    return Settings(
+        database_url=database_url, admin_token=ADMIN_TOKEN, job_runner="external", **overrides
+    )
 
 
 @contextmanager

@@ -38,7 +38,12 @@ from ordo_server.app.services import runs as run_service
 from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
-from tests.conftest import ADMIN_TOKEN, postgres_database, require_postgres, run_live_server
+from tests.conftest import (
+    postgres_database,
+    require_postgres,
+    run_live_server,
+    worker_less_settings,
+)
 from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
 TASKS = ("math", "code", "poetry", "chat")
@@ -48,12 +53,7 @@ PLAN_WAIT_S = 0.2
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """Jobs are left to a worker the test plays; waits are short."""
-    return Settings(
-        database_url=database_url,
-        admin_token=ADMIN_TOKEN,
-        job_runner="external",
-        plan_wait_s=PLAN_WAIT_S,
-    )
+    return worker_less_settings(database_url, plan_wait_s=PLAN_WAIT_S)
 
 
 @pytest.fixture

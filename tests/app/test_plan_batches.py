@@ -26,7 +26,7 @@ from ordo_server.app.services import runs as run_service
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.recommend import fit_order_posterior
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import worker_less_settings
 from tests.factories import ProjectKeys, create_project_with_keys, four_task_utilities
 
 TASKS = ("math", "code", "poetry", "chat")
@@ -37,13 +37,7 @@ PLAN_COLUMNS = ("order", "objective", "method", "predicted", "request", "parent_
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """Jobs are left to the worker the test plays; retries come back quickly."""
-    return Settings(
-        database_url=database_url,
-        admin_token=ADMIN_TOKEN,
-        job_runner="external",
-        plan_wait_s=0.05,
-        job_retry_backoff_s=0.05,
-    )
+    return worker_less_settings(database_url, plan_wait_s=0.05, job_retry_backoff_s=0.05)
 
 
 @pytest.fixture
