@@ -8,10 +8,12 @@ versions). A worker claims a job in a transaction of its own that holds no other
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, text, update
+from sqlalchemy import Select, String, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -108,6 +110,15 @@ def announce_done(session: Session, key: str) -> None:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(PLANS_CHANNEL, key)))
+
+
+def announce_many_done(session: Session, keys: Sequence[str]) -> None:
+    """:func:`announce_done` for several jobs, in one statement."""
+    if keys and session.get_bind().dialect.name == "postgresql":
+        statement = text("SELECT pg_notify(:channel, key) FROM unnest(:keys) AS key").bindparams(
+            bindparam("keys", type_=postgresql.ARRAY(String))
+        )
+        session.execute(statement, {"channel": PLANS_CHANNEL, "keys": list(keys)})
 
 
 def waiter_key(job_id: int) -> str:
@@ -208,6 +219,44 @@ def still_held(session: Session, job_id: int, attempts: int) -> bool:
         .with_for_update()
     )
     return session.scalar(query) is not None
+
+
+def lock_held(session: Session, claims: Mapping[int, int]) -> set[int]:
+    """Lock the jobs' rows (ids ascending); the ids whose claim (``claims``: job id -> the
+    attempt that fences it) still holds."""
+    query = (
+        select(Job.id, Job.attempts)
+        .where(Job.id.in_(sorted(claims)), Job.status == DOING)
+        .order_by(Job.id)
+        .with_for_update()
+    )
+    return {job_id for job_id, attempts in session.execute(query) if claims[job_id] == attempts}
+
+
+def finish_many(session: Session, ends: Sequence[tuple[int, int, str]], *, at: datetime) -> None:
+    """End jobs as done in one statement (``ends``: job id, fencing attempt, outcome), each only
+    if its claim still holds (lock them with :func:`lock_held` first)."""
+    if not ends:
+        return
+    table = Job.metadata.tables[Job.__tablename__]
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("job_id"),
+            table.c.status == DOING,
+            table.c.attempts == bindparam("fence"),
+        )
+        .values(
+            status=DONE,
+            outcome=bindparam("job_outcome"),
+            error=None,
+            result=None,
+            finished_at=at,
+            locked_until=None,
+        )
+    )
+    rows = [{"job_id": i, "fence": fence, "job_outcome": outcome} for i, fence, outcome in ends]
+    session.execute(statement, rows)
 
 
 def finish(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,6 +25,25 @@ def add_schedule(session: Session, project_id: str, values: dict[str, Any]) -> S
     session.add(schedule)
     session.flush()
     return schedule
+
+
+def add_schedules(session: Session, schedules: Sequence[Schedule]) -> None:
+    """Insert schedules (ids and versions set) in one flush."""
+    session.add_all(schedules)
+    session.flush()
+
+
+def planned_stages(
+    session: Session, project_id: str, run_ids: Collection[str]
+) -> set[tuple[str, int]]:
+    """The (run, plan stage) pairs that have a plan, of these runs."""
+    query = select(Schedule.run_id, Schedule.run_stage).where(
+        Schedule.project_id == project_id,
+        Schedule.run_id.in_(sorted(run_ids)),
+        Schedule.run_stage.is_not(None),
+    )
+    rows = session.execute(query)
+    return {(run, stage) for run, stage in rows if run is not None and stage is not None}
 
 
 def get_schedule(session: Session, project_id: str, schedule_id: str) -> Schedule | None:

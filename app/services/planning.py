@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -73,7 +74,7 @@ from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
 from ordo_server.app.services.job_events import async_plan_waiter, plan_done
 from ordo_server.app.services.recommendations import ProjectFits
-from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
+from ordo_server.app.services.schedules import SolvedSchedule, store_plans, store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.errors import SolverError
@@ -87,6 +88,8 @@ RECHECK_S = 0.25
 # route looks again only this often: each look is a transaction, and a fleet of waiters looking
 # four times a second took the CPU the job worker needed (fleet of 100: 400 looks/s).
 NOTIFIED_RECHECK_S = 1.0
+# A batch's solved plans are stored together once the oldest unstored one is this old (s).
+GROUP_WINDOW_S = 0.1
 
 
 # --- which plan a run needs ----------------------------------------------------------------------
@@ -284,18 +287,76 @@ def _run_plan_jobs(
         else:
             outcomes[claim.id] = _outcome(lambda: _store(database, claim, solved))
 
-    if len(claims) > 1:
-        logger.info(
-            "plan jobs %s of project %s: one snapshot, one fit",
-            [claim.id for claim in claims],
-            claims[0].project_id,
-        )
+    if len(claims) == 1:
+        try:
+            _read_and_solve(database, claims, settings, then=store)
+        except Exception as error:
+            outcomes.setdefault(claims[0].id, error)
+        return outcomes
+    logger.info(
+        "plan jobs %s of project %s: one snapshot, one fit",
+        [claim.id for claim in claims],
+        claims[0].project_id,
+    )
+    plan_store = _PlanStore(database, claims[0].project_id)
     try:
-        _read_and_solve(database, claims, settings, then=store)
+        _read_and_solve(database, claims, settings, then=plan_store.put)
     except Exception as error:
+        read_error: Exception | None = error
+    else:
+        read_error = None
+    plan_store.flush()
+    outcomes.update(plan_store.outcomes)
+    if read_error is not None:
         for claim in claims:
-            outcomes.setdefault(claim.id, error)
+            outcomes.setdefault(claim.id, read_error)
     return outcomes
+
+
+class _PlanStore:
+    """Step 3 of a batch: plans stored in groups as they are solved.
+
+    The first plan is stored at once; later ones wait until the oldest unstored plan is
+    ``GROUP_WINDOW_S`` old (or the batch ends), and each group is stored in one transaction
+    (:func:`_store_together`): a batch of many runs is stored in few transactions, and no
+    plan waits long for its store. A group whose transaction fails is stored again one run at
+    a time (:func:`_store`), so one run's error stays its own.
+    """
+
+    def __init__(self, database: Database, project_id: str) -> None:
+        self.outcomes: dict[int, _Outcome] = {}
+        self._database = database
+        self._project_id = project_id
+        self._group: list[tuple[_Claim, _Plan | None]] = []
+        self._since = 0.0
+        self._stored_any = False
+
+    def put(self, claim: _Claim, solved: _Solved) -> None:
+        """Take one job's solve (its plan, ``None``, or the error it raised)."""
+        if isinstance(solved, Exception):
+            self.outcomes[claim.id] = solved
+            return
+        if not self._group:
+            self._since = time.monotonic()
+        self._group.append((claim, solved))
+        if not self._stored_any or time.monotonic() - self._since >= GROUP_WINDOW_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store every plan taken and not stored yet."""
+        group, self._group = self._group, []
+        self._stored_any = self._stored_any or bool(group)
+        if len(group) > 1:
+            try:
+                self.outcomes.update(_store_together(self._database, self._project_id, group))
+                return
+            except Exception:
+                logger.warning("storing %d plans together failed; one at a time", len(group))
+        for claim, plan in group:
+            with _on_behalf_of(claim):
+                self.outcomes[claim.id] = _outcome(
+                    functools.partial(_store, self._database, claim, plan)
+                )
 
 
 class _Snapshot:
@@ -396,9 +457,57 @@ def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
         job_repo.finish(session, claim.id, claim.attempts, outcome=outcome, at=now)
         job_repo.announce_done(session, claim.run_id)
         after_commit(session, lambda: plan_done(claim.run_id or ""))
-        if plan is not None and plan.stage >= 1 and outcome in ("planned", "kept"):
-            after_commit(session, REPLANS.labels(outcome=_replan_label(outcome)).inc)
+        _count_replan(session, plan, outcome)
         return outcome
+
+
+def _count_replan(session: Session, plan: _Plan | None, outcome: str) -> None:
+    if plan is not None and plan.stage >= 1 and outcome in ("planned", "kept"):
+        after_commit(session, REPLANS.labels(outcome=_replan_label(outcome)).inc)
+
+
+def _store_together(
+    database: Database, project_id: str, plans: Sequence[tuple[_Claim, _Plan | None]]
+) -> dict[int, str]:
+    """Step 3 for several runs of one project in one short transaction: what :func:`_store`
+    does for each, with each statement made once for all of them (the runs' rows, then the
+    jobs' rows locked in id order; their schedules inserted together; the jobs ended and their
+    ends announced together). The outcome of each job."""
+    with unit_of_work(database.sessions) as session:
+        now = run_repo.db_now(session)
+        runs = run_repo.lock_runs(session, project_id, [claim.run_id or "" for claim, _ in plans])
+        held = job_repo.lock_held(session, {claim.id: claim.attempts for claim, _ in plans})
+        outcomes: dict[int, str] = {}
+        storing: list[tuple[_Claim, Run, _Plan, SolvedSchedule]] = []
+        for claim, plan in plans:
+            if claim.id not in held:
+                outcomes[claim.id] = "lost"  # another worker claimed it again; its answer counts
+                continue
+            run = runs.get(claim.run_id or "")
+            verdict = _verdict(session, run, plan)
+            if verdict is not None:
+                outcomes[claim.id] = verdict
+            else:
+                assert run is not None
+                assert plan is not None
+                assert plan.solved is not None
+                storing.append((claim, run, plan, plan.solved))
+        wanted = [(solved, plan.stage) for _, _, plan, solved in storing]
+        stored = store_plans(session, project_id, wanted) if wanted else []
+        for (claim, run, _, _), schedule_id in zip(storing, stored, strict=True):
+            outcomes[claim.id] = "duplicate" if schedule_id is None else "planned"
+            if schedule_id is not None:
+                run.schedule_id = schedule_id
+        session.flush()
+        ended = [(claim, plan) for claim, plan in plans if outcomes[claim.id] != "lost"]
+        job_repo.finish_many(
+            session, [(claim.id, claim.attempts, outcomes[claim.id]) for claim, _ in ended], at=now
+        )
+        job_repo.announce_many_done(session, [claim.run_id or "" for claim, _ in ended])
+        for claim, plan in ended:
+            after_commit(session, functools.partial(plan_done, claim.run_id or ""))
+            _count_replan(session, plan, outcomes[claim.id])
+        return outcomes
 
 
 def _moved_on(run: Run, plan: _Plan) -> bool:
@@ -417,7 +526,9 @@ def _replan_label(outcome: str) -> str:
     return "replanned" if outcome == "planned" else "kept"
 
 
-def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
+def _verdict(session: Session, run: Run | None, plan: _Plan | None) -> str | None:
+    """The outcome of a plan that is not to be stored (failing a run that cannot start), or
+    ``None`` for a plan to store."""
     if run is None or plan is None:
         return "noop"
     if _moved_on(run, plan) or run.status in run_service.FINISHED:
@@ -430,6 +541,16 @@ def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
             return "failed_run"
         logger.warning("run %s keeps its plan after stage %d: %s", run.id, plan.stage, plan.error)
         return "kept"
+    return None
+
+
+def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
+    verdict = _verdict(session, run, plan)
+    if verdict is not None:
+        return verdict
+    assert run is not None
+    assert plan is not None
+    assert plan.solved is not None
     try:
         with session.begin_nested():
             stored = store_schedule(session, plan.solved, run_stage=plan.stage)

@@ -52,6 +52,7 @@ from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.services.estimates import ProjectEstimates
 from ordo_server.app.settings import Settings, get_settings
 from ordo_server.models import Schedule
+from ordo_server.models.base import new_id
 from ordo_server.solver import solve_ordering
 from ordo_server.solver.errors import InfeasibleError
 from ordo_server.solver.estimation import EffectEstimates
@@ -676,6 +677,36 @@ def store_schedule(
     values["version"] = schedule_repo.next_version(session, solved.project_id)
     schedule = schedule_repo.add_schedule(session, solved.project_id, values)
     return _read(schedule)
+
+
+def store_plans(
+    session: Session, project_id: str, plans: Sequence[tuple[SolvedSchedule, int]]
+) -> list[str | None]:
+    """Store runs' plans (each: the solve and the run's plan stage) as the project's next
+    versions, in the given order: each new schedule's id, ``None`` where its (run, stage) has a
+    plan already.
+
+    Lock the runs' rows first (``runs.lock_runs``): no other writer then stores a plan for them
+    before this commits, so the look-up of the plans they have is not a race.
+    """
+    project_repo.lock_project(session, project_id)
+    run_ids = {str(solved.values["run_id"]) for solved, _ in plans}
+    taken = schedule_repo.planned_stages(session, project_id, run_ids)
+    version = schedule_repo.next_version(session, project_id)
+    ids: list[str | None] = []
+    schedules: list[Schedule] = []
+    for solved, stage in plans:
+        key = (str(solved.values["run_id"]), stage)
+        if key in taken:
+            ids.append(None)
+            continue
+        taken.add(key)
+        values = dict(solved.values, run_stage=stage, version=version, id=new_id())
+        schedules.append(Schedule(project_id=project_id, **values))
+        ids.append(values["id"])
+        version += 1
+    schedule_repo.add_schedules(session, schedules)
+    return ids
 
 
 def _solver_objective(objective: ScheduleObjective) -> Objective:

@@ -23,6 +23,7 @@ from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories.runs import db_now
 from ordo_server.app.services import planning, recommendations
 from ordo_server.app.services import runs as run_service
+from ordo_server.app.services.schedules import store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.recommend import fit_order_posterior
@@ -278,3 +279,99 @@ def test_a_batch_takes_at_most_job_batch_size_jobs(
     assert len(_waiting(session, trained)) == 3 - batch_size
     assert _work(database, bounded) == {1: 2, 2: 1}[batch_size]
     assert all(len(_plans(session, run_id)) == 2 for run_id in run_ids)
+
+
+def _claimed_batch(database: Database, settings: Settings) -> list[planning._Claim]:
+    """Every waiting plan job of the project, claimed as a worker claims a batch."""
+    claims = planning._claim(database, settings, run_id=None, job_id=None)
+    assert claims
+    return claims
+
+
+def test_a_group_of_plans_is_stored_in_one_transaction_each_job_keeping_its_own_outcome(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+) -> None:
+    run_ids = _waiting_replans(client, trained, database, settings, 4)
+    jobs = {job.run_id: job for job in _waiting(session, trained)}
+    solved = {run_id: _solved_alone(database, jobs[run_id], settings) for run_id in run_ids}
+    claims = {claim.run_id: claim for claim in _claimed_batch(database, settings)}
+    planned, duplicate, lost, moved = run_ids
+    with unit_of_work(database.sessions) as writer:
+        # Another worker stored this (run, stage)'s plan already ...
+        plan = solved[duplicate].solved
+        assert plan is not None
+        store_schedule(writer, plan, run_stage=1)
+        # ... claimed this job again after its lease ...
+        writer.execute(
+            update(Job).where(Job.id == claims[lost].id).values(attempts=Job.attempts + 1)
+        )
+    # ... and this run was completed while its re-plan was solved.
+    done = client.post(
+        f"{_runs(trained)}/{moved}/complete",
+        headers={**trained.trainer, "Ordo-Lease-Token": "1"},
+    )
+    assert done.status_code == 200, done.text
+    before = [
+        s.version
+        for s in session.scalars(select(Schedule).where(Schedule.project_id == trained.id))
+    ]
+
+    outcomes = planning._store_together(
+        database, trained.id, [(claims[r], solved[r]) for r in run_ids]
+    )
+
+    assert outcomes == {
+        claims[planned].id: "planned",
+        claims[duplicate].id: "duplicate",
+        claims[lost].id: "lost",
+        claims[moved].id: "superseded",
+    }
+    by_run = {job.run_id: job for job in _jobs(session, trained) if job.id in outcomes}
+    assert (by_run[lost].status, by_run[lost].outcome) == ("doing", None)  # the other's to end
+    for run_id in (planned, duplicate, moved):
+        assert (by_run[run_id].status, by_run[run_id].outcome) == (
+            "done",
+            outcomes[claims[run_id].id],
+        )
+    _, replan = _plans(session, planned)
+    assert replan.version == max(before) + 1  # the next version, as one store alone takes
+    assert replan.order == solved[planned].solved.values["order"]  # type: ignore[union-attr]
+    view = client.get(f"{_runs(trained)}/{planned}/next", headers=trained.trainer).json()
+    assert (view["stage"], view["task"]) == (2, replan.order[1])
+    assert len(_plans(session, duplicate)) == 2  # the other worker's plan, not a second one
+    assert len(_plans(session, moved)) == 1
+
+
+def test_a_group_whose_transaction_fails_is_stored_one_run_at_a_time(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_ids = _waiting_replans(client, trained, database, settings, 3)
+    # Every plan after the first waits for the batch's end: one group of two.
+    monkeypatch.setattr(planning, "GROUP_WINDOW_S", 3600.0)
+    jobs = {job.run_id: job for job in _waiting(session, trained)}
+    plan_store = planning._PlanStore(database, trained.id)
+    claims = {claim.run_id: claim for claim in _claimed_batch(database, settings)}
+    first, good, broken = run_ids
+    plans = {run_id: _solved_alone(database, jobs[run_id], settings) for run_id in run_ids}
+    bad = plans[broken].solved
+    assert bad is not None
+    # Its parent schedule does not exist: inserting it breaks the group's transaction.
+    bad.values["parent_id"] = "no-such-schedule"
+    for run_id in run_ids:
+        plan_store.put(claims[run_id], plans[run_id])
+    assert set(plan_store.outcomes) == {claims[first].id}  # stored at once, alone
+    plan_store.flush()
+
+    assert plan_store.outcomes[claims[good].id] == "planned"
+    assert plan_store.outcomes[claims[broken].id] != "planned"
+    assert len(_plans(session, first)) == len(_plans(session, good)) == 2
+    assert len(_plans(session, broken)) == 1
