@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, select
 from sqlalchemy.orm import Session
 
 from ordo_server.models import Run, StageEvaluation, StageReport
@@ -30,20 +30,17 @@ def get_report(session: Session, run_id: str, stage: int) -> StageReport | None:
     return session.scalar(query)
 
 
-def add_report(session: Session, report: StageReport) -> StageReport:
-    """Insert a report and flush it (its id is then known)."""
-    session.add(report)
-    session.flush()
-    return report
-
-
-def add_evaluations(session: Session, report_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert the evaluations of a report (each dict: task_id, value, utility, stderr, entropy).
-
-    One executemany, not the ORM unit of work: this is the hot path of every report.
-    """
-    table = StageEvaluation.metadata.tables["ordo_stage_evaluations"]
-    session.execute(insert(table), [{"report_id": report_id, **row} for row in rows])
+def add_report(
+    session: Session, report: dict[str, Any], evaluations: Sequence[dict[str, Any]]
+) -> None:
+    """Insert a report (``report``: its column values, ``id`` included) and its evaluations
+    (each dict: task_id, value, utility, stderr, entropy): two INSERT statements, the
+    evaluations' one multi-row VALUES, not the ORM unit of work: this is every report's path."""
+    reports = StageReport.metadata.tables[StageReport.__tablename__]
+    session.execute(insert(reports).values(report))
+    table = StageEvaluation.metadata.tables[StageEvaluation.__tablename__]
+    rows = [{"report_id": report["id"], **row} for row in evaluations]
+    session.execute(insert(table).values(rows))
 
 
 def list_reports(session: Session, run_id: str) -> Sequence[StageReport]:
@@ -77,14 +74,42 @@ def evaluations(
     ]
 
 
-def trained_task_ids(session: Session, run_id: str) -> list[str]:
-    """The task trained at each reported stage 1, 2, ... (the baseline trains none)."""
-    query = (
-        select(StageReport.task_id)
-        .where(StageReport.run_id == run_id, StageReport.stage >= 1)
-        .order_by(StageReport.stage)
+@dataclass(frozen=True, slots=True)
+class StageInputs:
+    """What a stage report needs of its run's earlier reports (:func:`stage_inputs`)."""
+
+    evaluations: list[StoredEvaluation]  # of the stages asked for, by stage then row order
+    trained_task_ids: list[str]  # the task trained at each reported stage 1, 2, ...
+
+
+def stage_inputs(session: Session, run_id: str, stages: Collection[int]) -> StageInputs:
+    """The evaluations of ``stages`` and the tasks trained so far, in one statement: every
+    report of the run, joined with its evaluations where its stage is one of ``stages``."""
+    wanted = and_(
+        StageEvaluation.report_id == StageReport.id, StageReport.stage.in_(sorted(stages))
     )
-    return [task_id for task_id in session.scalars(query).all() if task_id is not None]
+    query = (
+        select(
+            StageReport.stage,
+            StageReport.task_id,
+            StageEvaluation.task_id,
+            StageEvaluation.value,
+            StageEvaluation.utility,
+            StageEvaluation.stderr,
+            StageEvaluation.entropy,
+        )
+        .outerjoin(StageEvaluation, wanted)
+        .where(StageReport.run_id == run_id)
+        .order_by(StageReport.stage, StageEvaluation.id)
+    )
+    found: list[StoredEvaluation] = []
+    trained: dict[int, str] = {}
+    for stage, trained_id, task_id, value, utility, stderr, entropy in session.execute(query):
+        if stage >= 1 and trained_id is not None:
+            trained[stage] = trained_id
+        if task_id is not None:
+            found.append(StoredEvaluation(stage, task_id, value, utility, stderr, entropy))
+    return StageInputs(evaluations=found, trained_task_ids=[trained[k] for k in sorted(trained)])
 
 
 @dataclass(frozen=True, slots=True)

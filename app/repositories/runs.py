@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ordo_server.models import Run, Schedule
+from ordo_server.app.repositories.jobs import DOING, TODO
+from ordo_server.app.repositories.statistics import estimates_version_column
+from ordo_server.models import Job, Run, Schedule
 
 _SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
@@ -81,16 +83,39 @@ def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> di
     return {run.id: run for run in session.scalars(query)}
 
 
+class RunView(NamedTuple):
+    """A run as a trainer's request reads it, in one round trip (:func:`run_with_plan`)."""
+
+    run: Run
+    plan: list[str] | None  # the task keys of the plan it follows; None without one
+    now: datetime  # the database clock
+    plan_pending: bool | None  # a plan job of the run waits or runs (None: not asked)
+    estimates_version: int | None  # the project's estimates version (None: not asked)
+
+
 def run_with_plan(
-    session: Session, project_id: str, run_id: str, *, for_update: bool = False
-) -> tuple[Run, list[str] | None, datetime] | None:
-    """The run (``for_update``: its row locked, as :func:`get_run`), the task keys of the plan it
-    follows (``None`` without one) and the database clock, in one round trip; ``None`` when the
-    project has no such run. For what a trainer sends at every stage.
+    session: Session,
+    project_id: str,
+    run_id: str,
+    *,
+    for_update: bool = False,
+    plan_pending: bool = False,
+    estimates_version: bool = False,
+) -> RunView | None:
+    """The run (``for_update``: its row locked, as :func:`get_run`), its plan and the database
+    clock, and on request whether a plan job of it is pending and the project's estimates
+    version, in one round trip; ``None`` when the project has no such run. For what a trainer
+    sends at every stage.
     """
     plan = and_(Schedule.id == Run.schedule_id, Schedule.project_id == Run.project_id)
+    pending: ColumnElement[Any] = literal(None)
+    if plan_pending:
+        pending = exists().where(Job.run_id == Run.id, Job.status.in_((TODO, DOING)))
+    version: ColumnElement[Any] = literal(None)
+    if estimates_version:
+        version = estimates_version_column(project_id)
     query = (
-        select(Run, Schedule.order, _clock(session))
+        select(Run, Schedule.order, _clock(session), pending, version)
         .outerjoin(Schedule, plan)
         .where(Run.project_id == project_id, Run.id == run_id)
     )
@@ -99,8 +124,14 @@ def run_with_plan(
     row = session.execute(query).first()
     if row is None:
         return None
-    run, order, clock = row
-    return run, (None if order is None else list(order)), _utc(clock)
+    run, order, clock, is_pending, version_value = row
+    return RunView(
+        run=run,
+        plan=None if order is None else list(order),
+        now=_utc(clock),
+        plan_pending=None if is_pending is None else bool(is_pending),
+        estimates_version=None if version_value is None else int(version_value),
+    )
 
 
 def find_run_by_client(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import ColumnElement, ScalarSelect, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from ordo_server.app.db import READ_ONLY_OPTION
@@ -86,14 +86,19 @@ def count_deltas(session: Session, project_id: str) -> int:
 
 def estimates_version(session: Session, project_id: str) -> int:
     """The folded version plus the unfolded deltas, in one statement (one snapshot)."""
+    return int(session.scalar(select(estimates_version_column(project_id))) or 0)
+
+
+def estimates_version_column(project_id: ColumnElement[str] | str) -> ScalarSelect[Any]:
+    """What :func:`estimates_version` reads, as a column for another query to carry."""
     pending = (
         select(func.count())
         .select_from(_DELTAS)
         .where(_DELTAS.c.project_id == Project.id)
         .scalar_subquery()
     )
-    query = select(Project.estimates_version + pending).where(Project.id == project_id)
-    return int(session.scalar(query) or 0)
+    folded = select(Project.estimates_version + pending).where(Project.id == project_id)
+    return folded.scalar_subquery()
 
 
 def lock_statistics(session: Session, project_id: str, *, exclusive: bool) -> None:

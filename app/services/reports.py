@@ -41,7 +41,7 @@ from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.settings import Settings
-from ordo_server.models import Run, StageReport, Task
+from ordo_server.models import Run, Task
 from ordo_server.models.base import new_id
 from ordo_server.solver.estimation import (
     EffectKind,
@@ -205,7 +205,8 @@ def _observe(
 ) -> list[Observation]:
     """The observations of stage ``stage`` >= 1 (solver.estimation.stage_observations)."""
     stored: dict[int, dict[int, tuple[float, float | None]]] = {0: {}, stage - 1: {}}
-    for row in report_repo.evaluations(session, run.id, stages={0, stage - 1}):
+    inputs = report_repo.stage_inputs(session, run.id, stages={0, stage - 1})
+    for row in inputs.evaluations:
         stored[row.stage][index[row.task_id]] = (row.utility, row.entropy)
 
     def utilities(evals: Mapping[int, tuple[float, float | None]]) -> dict[int, float]:
@@ -214,7 +215,7 @@ def _observe(
     def entropies(evals: Mapping[int, tuple[float, float | None]]) -> dict[int, float]:
         return {t: h for t, (_, h) in evals.items() if h is not None}
 
-    trained = [index[t] for t in report_repo.trained_task_ids(session, run.id)] + [trained_now]
+    trained = [index[t] for t in inputs.trained_task_ids] + [trained_now]
     return stage_observations(
         stage=stage,
         trained=trained,
@@ -243,7 +244,9 @@ def put_report(
     replay included). Raises 409 for a different body of a stored stage, a stage out of turn
     (naming the expected one) or a finished run; 422 for unknown or repeated task keys.
     """
-    run, plan, now = run_service.run_with_plan(session, context, run_id, for_update=True)
+    run, plan, now, was_pending, folded = run_service.run_with_plan(
+        session, context, run_id, for_update=True, plan_pending=True, estimates_version=True
+    )
     run_service.check_lease(run, lease_token, context)
     digest = body_digest(body)
     # Reports are stored in turn (``next_stage`` only moves to stage + 1 when one is stored), so
@@ -283,10 +286,10 @@ def put_report(
         run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
         pending = True
     elif run.adaptive or plan is None:
-        pending = run_service.plan_pending(session, run)  # e.g. the first plan of the run
-    # The folded version plus the deltas this transaction sees, and its own delta (a baseline
-    # appends none, so it leaves the version alone).
-    version = stat_repo.estimates_version(session, context.id) + (1 if observations else 0)
+        pending = bool(was_pending)  # e.g. the first plan of the run
+    # The folded version plus the deltas committed when the run was read, and this report's own
+    # delta (a baseline appends none, so it leaves the version alone).
+    version = (folded or 0) + (1 if observations else 0)
     response = ReportAccepted(
         run_id=run.id,
         report=_report_read(body, evaluated, stage=stage, trained=trained, late=late, at=now),
@@ -298,24 +301,22 @@ def put_report(
         next=run_service.stage_assignment(order, run.next_stage, finished=False),
     )
     # The answer is stored with the report in one INSERT (a replay answers it again).
-    report = report_repo.add_report(
-        session,
-        StageReport(
-            id=new_id(),
-            project_id=context.id,
-            run_id=run.id,
-            stage=stage,
-            task_id=trained.id if trained else None,
-            body_hash=digest,
-            body=body.model_dump(mode="json"),
-            response=response.model_dump(mode="json"),
-            late=late,
-            steps=body.steps,
-            tokens=body.tokens,
-            wall_time_s=body.wall_time_s,
-            created_at=now,
-        ),
-    )
+    report_id = new_id()
+    report = {
+        "id": report_id,
+        "project_id": context.id,
+        "run_id": run.id,
+        "stage": stage,
+        "task_id": trained.id if trained else None,
+        "body_hash": digest,
+        "body": body.model_dump(mode="json"),
+        "response": response.model_dump(mode="json"),
+        "late": late,
+        "steps": body.steps,
+        "tokens": body.tokens,
+        "wall_time_s": body.wall_time_s,
+        "created_at": now,
+    }
     rows = [
         {
             "task_id": task.id,
@@ -326,9 +327,9 @@ def put_report(
         }
         for task, evaluation in zip(evaluated, body.evaluations, strict=True)
     ]
-    report_repo.add_evaluations(session, report.id, rows)
+    report_repo.add_report(session, report, rows)
     if observations:
-        _apply(session, context.id, run, report, observations, all_tasks, now=now)
+        _apply(session, context.id, run, report_id, observations, all_tasks, now=now)
     after_commit(session, REPORTS_STORED.inc)
     return response
 
@@ -368,7 +369,7 @@ def _apply(
     session: Session,
     project_id: str,
     run: Run,
-    report: StageReport,
+    report_id: str,
     observations: Sequence[Observation],
     tasks: Sequence[Task],
     *,
@@ -381,7 +382,7 @@ def _apply(
         project_id,
         observation_rows(observations, task_ids),
         run_id=run.id,
-        report_id=report.id,
+        report_id=report_id,
         at=now,
     )
     delta = stored_stats(increments(observations), task_ids)

@@ -474,12 +474,26 @@ def get_run_row(
 
 
 def run_with_plan(
-    session: Session, context: ProjectContext, run_id: str, *, for_update: bool = False
-) -> tuple[Run, list[str] | None, datetime]:
+    session: Session,
+    context: ProjectContext,
+    run_id: str,
+    *,
+    for_update: bool = False,
+    plan_pending: bool = False,
+    estimates_version: bool = False,
+) -> run_repo.RunView:
     """The project's run (``for_update``: locked until commit), its plan's task keys (``None``
-    without a plan) and the database clock, in one round trip; 404 for a run the project does
-    not have."""
-    found = run_repo.run_with_plan(session, context.id, run_id, for_update=for_update)
+    without a plan), the database clock and, when asked, whether a plan job of it is pending
+    and the project's estimates version, in one round trip; 404 for a run the project does not
+    have."""
+    found = run_repo.run_with_plan(
+        session,
+        context.id,
+        run_id,
+        for_update=for_update,
+        plan_pending=plan_pending,
+        estimates_version=estimates_version,
+    )
     if found is None:
         raise NotFoundError("Run not found.")
     return found
@@ -768,11 +782,11 @@ def next_stage(
     session: Session, context: ProjectContext, run_id: str, *, settings: Settings
 ) -> NextStage:
     """The stage to report now (0: the baseline), the task to train and the lease; or done."""
-    run, plan, now = run_with_plan(session, context, run_id)
+    run, plan, now, pending, _ = run_with_plan(session, context, run_id, plan_pending=True)
+    assert pending is not None
     status = effective_status(run, now)
     order = plan or []
     assignment = stage_assignment(order, run.next_stage, finished=run.status in FINISHED)
-    pending = plan_pending(session, run)
     if pending and not order and run.status not in FINISHED:
         # No plan yet: the baseline needs none; a later stage waits for the first plan.
         stage = run.next_stage if run.next_stage == 0 else None
@@ -812,7 +826,7 @@ def heartbeat(
                 errors=[FieldIssue("lease_token", f"Differs from the header ({lease_token})")],
             )
         token, field = body.lease_token, "lease_token"
-    run, _plan, now = run_with_plan(session, context, run_id, for_update=True)
+    run, _plan, now, _, _ = run_with_plan(session, context, run_id, for_update=True)
     check_lease(run, token, context, field=field)
     if run.status in FINISHED:
         raise RunFinishedError(f"The run is {run.status}; it keeps no lease.")
