@@ -237,9 +237,11 @@ class ProjectEstimates:
 
     task_ids: tuple[str, ...]
     keys: tuple[str, ...]
+    kinds: tuple[str, ...]  # each task's kind as stored (structured, open_ended, other)
     weights: FloatMatrix
     estimates: EffectEstimates
     imported: dict[EffectKey, PriorSpec]
+    version: int  # the estimates version these posteriors come from (folded + deltas)
 
 
 _TASK_KINDS = {"structured": TaskKind.STRUCTURED, "open_ended": TaskKind.OPEN_ENDED}
@@ -293,6 +295,8 @@ def project_estimates(session: Session, context: ProjectContext) -> ProjectEstim
     tasks = task_repo.list_tasks(session, context.id)
     index = {task.id: position for position, task in enumerate(tasks)}
     cells, levels = stat_service.current_statistics(session, context.id)
+    # Read after the statistics (under their lock or on their snapshot): the same version.
+    version = stat_repo.estimates_version(session, context.id)
     imported = _imported(cells, index)
     estimates = estimate_effects(
         stats_table(cells, levels, index),
@@ -303,9 +307,11 @@ def project_estimates(session: Session, context: ProjectContext) -> ProjectEstim
     return ProjectEstimates(
         task_ids=tuple(task.id for task in tasks),
         keys=tuple(task.key for task in tasks),
+        kinds=tuple(task.kind for task in tasks),
         weights=np.array([task.weight for task in tasks], dtype=np.float64),
         estimates=estimates,
         imported=imported,
+        version=version,
     )
 
 
@@ -322,7 +328,7 @@ def _as_cells(posterior: Posterior, count: FloatMatrix) -> _EffectPosterior:
 
 def _load(
     session: Session, context: ProjectContext
-) -> tuple[list[str], dict[Effect, _EffectPosterior]]:
+) -> tuple[list[str], dict[Effect, _EffectPosterior], int]:
     current = project_estimates(session, context)
     e = current.estimates
     posteriors = {
@@ -341,7 +347,7 @@ def _load(
         cell = cells[Effect(kind.value)]
         if cell.count[i, j] == 0:
             cell.mean[i, j], cell.std[i, j] = prior.mean, prior.std
-    return list(current.keys), cells
+    return list(current.keys), cells, current.version
 
 
 def _matrix(p: _EffectPosterior) -> MatrixEstimate:
@@ -368,9 +374,9 @@ def _vector(p: _EffectPosterior) -> VectorEstimate:
 
 def get_estimates(session: Session, context: ProjectContext) -> EstimatesRead:
     """Posterior mean, std and count of every effect, with the estimates version."""
-    keys, posteriors = _load(session, context)
+    keys, posteriors, version = _load(session, context)
     return EstimatesRead(
-        version=stat_repo.estimates_version(session, context.id),
+        version=version,
         tasks=keys,
         F=_matrix(posteriors[Effect.F]),
         B=_matrix(posteriors[Effect.B]),
@@ -382,7 +388,7 @@ def get_estimates(session: Session, context: ProjectContext) -> EstimatesRead:
 
 def estimates_csv(session: Session, context: ProjectContext) -> str:
     """The estimates in long form: ``effect,src,dst,mean,std,count`` (src empty per task)."""
-    keys, posteriors = _load(session, context)
+    keys, posteriors, _ = _load(session, context)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEADER)

@@ -27,7 +27,6 @@ from ordo_server.app.errors import (
 from ordo_server.app.metrics import solve_kind, timed_solve
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import schedules as schedule_repo
-from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.schemas.schedule import (
@@ -144,15 +143,14 @@ def load_planning_inputs(
         raise ValueError(f"model_override covers {model_override.n} tasks, not {len(current.keys)}")
     else:
         model = model_override
-    kinds = {task.key: task.kind for task in task_repo.list_tasks(session, context.id)}
     return PlanningInputs(
         keys=tuple(current.keys[i] for i in indexes),
-        kinds=tuple(kinds[current.keys[i]] for i in indexes),
+        kinds=tuple(current.kinds[i] for i in indexes),
         indexes=tuple(indexes),
         model=model.restricted(indexes),
         estimates=None if model_override is not None else current.estimates,
         weights=current.weights,
-        estimates_version=stat_repo.estimates_version(session, context.id),
+        estimates_version=current.version,
         project_keys=frozenset(current.keys),
     )
 
