@@ -152,7 +152,9 @@ async def get_session(
 
     Reads get a read-only session (a deferred BEGIN on SQLite), everything else a writing one
     (BEGIN IMMEDIATE on SQLite), after :func:`write_gate`. The session is made in the event loop
-    (no I/O: it connects on its first statement, on the route's worker thread); its end, commit
+    (no I/O: it connects on its first statement, on the route's worker thread). A plain
+    ``def`` endpoint commits it at the end of its own worker-thread trip
+    (``app.retry.commits_in_its_thread``), and it is only closed here; otherwise its end, commit
     or rollback, takes one worker thread.
     """
     database = database_of(request)
@@ -164,7 +166,11 @@ async def get_session(
     except BaseException:
         await run_in_threadpool(_end, session, commit=False)
         raise
-    await run_in_threadpool(_end, session, commit=True)
+    if session.in_transaction():
+        await run_in_threadpool(_end, session, commit=True)
+    else:
+        # Committed already (a plain endpoint commits on its own thread: app.retry): no I/O left.
+        session.close()
 
 
 def _end(session: Session, *, commit: bool) -> None:
