@@ -8,6 +8,7 @@ versions). A worker claims a job in a transaction of its own that holds no other
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,17 +60,25 @@ def enqueue_run_plan(
         "created_at": at,
     }
     dialect = session.get_bind().dialect.name
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    statement = (
-        insert(Job)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["run_id"], index_where=_TODO_WHERE)
-        .returning(Job.id)
-    )
-    queued = session.scalar(statement) is not None
+    queued = session.execute(_enqueue_statement(dialect), values).first() is not None
     if queued and dialect == "postgresql":
-        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, run_id)))
+        session.execute(_NOTIFY_JOBS, {"run_id": run_id})
     return queued
+
+
+@functools.cache
+def _enqueue_statement(dialect: str) -> Any:
+    """The coalescing INSERT of :func:`enqueue_run_plan`, built once per dialect."""
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    table = Job.metadata.tables[Job.__tablename__]
+    return (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["run_id"], index_where=_TODO_WHERE)
+        .returning(table.c.id)
+    )
+
+
+_NOTIFY_JOBS = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("run_id", type_=String)))
 
 
 def enqueue_schedule(

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ordo_server.models import Task
 
+# Built once (bound: project_id): read by every report and plan.
+_LIST_TASKS = select(Task).where(Task.project_id == bindparam("project_id")).order_by(Task.index)
+
 
 def list_tasks(session: Session, project_id: str) -> Sequence[Task]:
     """The project's tasks in index order."""
-    query = select(Task).where(Task.project_id == project_id).order_by(Task.index)
-    return session.scalars(query).all()
+    return session.scalars(_LIST_TASKS, {"project_id": project_id}).all()
 
 
 def count_tasks(session: Session, project_id: str) -> int:
