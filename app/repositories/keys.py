@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from ordo_server.models import ApiKey
@@ -37,9 +37,13 @@ def add_key(
     return key
 
 
+# Built once (bound: key_id): every request with a stored key reads it.
+_FIND_KEY = select(ApiKey).where(ApiKey.key_id == bindparam("key_id"))
+
+
 def find_key(session: Session, key_id: str) -> ApiKey | None:
     """The key with this public id, in any project."""
-    return session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    return session.scalars(_FIND_KEY, {"key_id": key_id}).first()
 
 
 def list_keys(session: Session, project_id: str) -> Sequence[ApiKey]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
@@ -26,6 +27,8 @@ class Principal:
     key_id: str
     role: Role
     project_id: str | None
+    # When the stored key's use was last recorded, as authentication read it (None: never).
+    last_used_at: datetime | None = None
 
     @property
     def is_global_admin(self) -> bool:
@@ -70,13 +73,26 @@ def authenticate(
         raise UnauthorizedError()
     if touch:
         key_repo.touch_key(session, key.key_id, now)
-    return Principal(key_id=key.key_id, role=Role(key.role), project_id=key.project_id)
+    return Principal(
+        key_id=key.key_id,
+        role=Role(key.role),
+        project_id=key.project_id,
+        last_used_at=key.last_used_at,
+    )
 
 
 def record_key_use(session: Session, principal: Principal) -> None:
-    """Record a use of the caller's stored key (at most once a minute; not for the env token)."""
-    if principal.key_id != ENV_ADMIN_KEY_ID:
-        key_repo.touch_key(session, principal.key_id, utcnow())
+    """Record a use of the caller's stored key (at most once a minute; not for the env token).
+
+    A use recorded less than ``TOUCH_RESOLUTION`` ago when the key was read costs no statement.
+    """
+    if principal.key_id == ENV_ADMIN_KEY_ID:
+        return
+    now = utcnow()
+    last = principal.last_used_at
+    if last is not None and now - last < key_repo.TOUCH_RESOLUTION:
+        return
+    key_repo.touch_key(session, principal.key_id, now)
 
 
 def authorize_project(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import Connection, event, select, update
 from sqlalchemy.orm import Session
 
 from ordo_server.models import ApiKey
@@ -112,3 +112,34 @@ def test_use_of_a_key_is_recorded_on_writes(
     session.expire_all()
     used = session.scalar(select(ApiKey.last_used_at).where(ApiKey.key_id == admin_key_id))
     assert used is not None
+
+
+def test_a_use_recorded_within_the_minute_costs_no_statement_and_an_older_one_is_renewed(
+    client: TestClient, project: ProjectKeys, session: Session, connection: Connection
+) -> None:
+    admin_key_id = project.admin_token.split("_")[1]
+    _create(client, project, role="trainer")  # a write: its use is recorded now
+    key_updates: list[str] = []
+
+    def watch(_conn: Connection, _cursor: object, statement: str, *_args: object) -> None:
+        # The recording of a use (the test's own UPDATE below sets the column plainly).
+        if statement.startswith("UPDATE ordo_api_keys") and "last_used_at IS NULL" in statement:
+            key_updates.append(statement)
+
+    event.listen(connection, "before_cursor_execute", watch)
+    try:
+        _create(client, project, role="trainer")
+        assert key_updates == []  # recorded a moment ago: nothing to write
+        two_minutes_ago = datetime.now(UTC) - timedelta(minutes=2)
+        session.execute(
+            update(ApiKey).where(ApiKey.key_id == admin_key_id).values(last_used_at=two_minutes_ago)
+        )
+        session.commit()
+        _create(client, project, role="trainer")
+        assert len(key_updates) == 1
+    finally:
+        event.remove(connection, "before_cursor_execute", watch)
+    session.expire_all()
+    used = session.scalar(select(ApiKey.last_used_at).where(ApiKey.key_id == admin_key_id))
+    assert used is not None
+    assert used > two_minutes_ago + timedelta(minutes=1)
