@@ -154,6 +154,20 @@ class RecommendConfig:
         Improving moves per local search.
     noise_sd : float
         Prior evaluation noise of one task (utility units); the baselines refine it.
+    calibration_prior_sd : float or None
+        Calibration of every member's predictive spread on the held-out finals
+        (:func:`_calibration_factors`): each member's objective variance (model plus residual,
+        not the reporting noise) is multiplied by ``c^2``, ``c`` the posterior mean of a
+        scale whose log has prior ``N(0, calibration_prior_sd^2)``, fitted to the member's
+        leave-one-run-out errors on the same folds as the weights (few folds: ``c`` stays near
+        1). It applies wherever the members' Gaussians are used: the mixture's moments and
+        intervals, the expected improvement that steers exploration, and the recommendation's
+        beat probability. ``None``: off (``c = 1``).
+    calibration_range : tuple of float
+        ``(low, high)`` bounds of ``c`` (a standard-deviation factor).
+    calibrated_stacking : bool
+        Whether the stacking weights score the held-out runs with the calibrated spreads
+        (the calibration and the weights then use the same folds) or with the raw ones.
     """
 
     kernel_decay: float = 3.0
@@ -169,6 +183,9 @@ class RecommendConfig:
     beat_probability: float | None = 0.9
     max_rounds: int = 60
     noise_sd: float = 0.02
+    calibration_prior_sd: float | None = None
+    calibration_range: tuple[float, float] = (0.25, 4.0)
+    calibrated_stacking: bool = False
     transition: TransitionConfig = field(default_factory=TransitionConfig)
     run_model: RunModelConfig = field(default_factory=RunModelConfig)
 
@@ -527,6 +544,7 @@ class _Member:
     predictor: _Predictor
     residual: _Residual
     name: str
+    calibration: float = 1.0  # factor of the member's objective variance (c^2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,6 +562,9 @@ class OrderPosterior:
     trust : float
         In [0, 1]: how far the held-out predictions ranked runs right (``RecommendConfig``
         ``trust_prior``); the recommendation discounts unobserved orders by ``1 - trust``.
+    calibration : dict of str to float
+        Every member's standard-deviation factor ``c`` (``RecommendConfig``
+        ``calibration_prior_sd``; 1 when off or without folds).
     """
 
     members: tuple[_Member, ...]
@@ -556,6 +577,7 @@ class OrderPosterior:
     prefix: Order
     n: int
     trust: float = 1.0
+    calibration: dict[str, float] = field(default_factory=dict)
 
     def given(self, current: RunRecord | None) -> OrderPosterior:
         """This posterior for the run ``current`` being re-planned: predictions start from the
@@ -575,7 +597,7 @@ class OrderPosterior:
             key = id(member.predictor)
             if key not in conditioned:
                 conditioned[key] = member.predictor.given(state)
-            members.append(_Member(conditioned[key], member.residual, member.name))
+            members.append(replace(member, predictor=conditioned[key]))
         return replace(self, members=tuple(members), prefix=state.prefix)
 
     def moments(
@@ -617,7 +639,7 @@ class OrderPosterior:
             mean, var = _combine(
                 model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
-            out.append((weight / total, mean, var))
+            out.append((weight / total, mean, member.calibration * var))
         return out
 
     def expected_improvement(
@@ -705,7 +727,8 @@ def _combine(
 def _member_moments(member: _Member, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:
     mean, var = member.predictor.moments(orders, conditioned=True)
     residual_mean, residual_var = member.residual.predict(orders)
-    return _combine(mean, var, residual_mean, residual_var, member.residual.prior_var)
+    mean, var = _combine(mean, var, residual_mean, residual_var, member.residual.prior_var)
+    return mean, member.calibration * var
 
 
 def _predictors(
@@ -746,20 +769,39 @@ def _held_out(data: _Data, config: RecommendConfig) -> list[int]:
     return [] if count < 2 else list(range(max(0, count - config.folds), count))
 
 
+@dataclass(frozen=True, slots=True)
+class _Folds:
+    """Leave-one-run-out predictions of every held-out final, shape (folds, members) each,
+    member order of :func:`fit_order_posterior` (objective units)."""
+
+    means: FloatMatrix  # predicted mean
+    variances: FloatMatrix  # predicted variance of the objective (without reporting noise)
+    errors: FloatMatrix  # observed final - predicted mean
+    noise_var: float  # variance of a reported final
+
+    def scores(self, calibration: FloatMatrix | None = None) -> FloatMatrix:
+        """Log predictive density of every held-out final (nats), shape (folds, members);
+        ``calibration``: variance factor of every member, shape (members,)."""
+        factor = np.ones(self.variances.shape[1]) if calibration is None else calibration
+        total = factor[None, :] * self.variances + self.noise_var
+        return np.asarray(
+            -0.5 * (np.log(2 * pi * total) + self.errors**2 / total), dtype=np.float64
+        )
+
+
 def _fold_scores(
     data: _Data,
     config: RecommendConfig,
     run_posteriors: Sequence[RunModelPosterior | None],
     decay: float,
     models: int,
-) -> tuple[FloatMatrix, FloatMatrix]:
-    """Leave-one-run-out log predictive density and predicted mean of every held-out final,
-    shape (folds, models x scales) each, member order of :func:`fit_order_posterior`;
+) -> _Folds:
+    """Leave-one-run-out predictions of every held-out final (:class:`_Folds`);
     ``run_posteriors``: the run model without each held-out run (``None`` entries: none)."""
     count = len(data.complete)
     scales = _scales(data, config)
     held = _held_out(data, config)
-    scores = np.zeros((len(held), models, len(scales)))
+    variances = np.zeros((len(held), models, len(scales)))
     means = np.zeros((len(held), models, len(scales)))
     none = _Current((), None, None)
     for fold, i in enumerate(held):
@@ -775,12 +817,41 @@ def _fold_scores(
                 )
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
                 m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, gp.prior_var)
-                total_var = float(v_i[0] + data.final_var)
-                error = float(data.finals[i] - m_i[0])
-                scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
+                variances[fold, m, s] = v_i[0]
                 means[fold, m, s] = m_i[0]
     shape = (len(held), models * len(scales))
-    return scores.reshape(shape), means.reshape(shape)
+    flat_means = means.reshape(shape)
+    return _Folds(
+        means=flat_means,
+        variances=variances.reshape(shape),
+        errors=data.finals[held][:, None] - flat_means,
+        noise_var=data.final_var,
+    )
+
+
+def _calibration_factors(folds: _Folds, config: RecommendConfig) -> FloatMatrix:
+    """Variance factor ``c^2`` of every member, shape (members,), from its held-out errors.
+
+    Per member, ``c`` has prior ``log c ~ N(0, calibration_prior_sd^2)`` on a grid of
+    ``calibration_range`` (61 points, log-spaced) and likelihood ``prod_f N(e_f; 0, c^2 v_f +
+    noise)``: the held-out error ``e_f`` of fold ``f``, the member's predicted objective
+    variance ``v_f`` and the variance of a reported final. ``c`` is the exponential of the
+    posterior mean of ``log c``: an overconfident member (errors larger than its spread)
+    widens, an overdispersed one narrows, and with few folds ``c`` stays near 1. All ones
+    when off or without folds. Cost ``O(61 x folds x members)``.
+    """
+    members = folds.variances.shape[1]
+    prior_sd = config.calibration_prior_sd
+    if prior_sd is None or folds.variances.shape[0] == 0:
+        return np.ones(members)
+    low, high = config.calibration_range
+    log_c = np.linspace(log(low), log(high), 61)  # (G,)
+    total = np.exp(2 * log_c)[:, None, None] * folds.variances[None] + folds.noise_var
+    loglik = -0.5 * np.sum(np.log(total) + folds.errors[None] ** 2 / total, axis=1)  # (G, M)
+    logpost = loglik - 0.5 * (log_c[:, None] / prior_sd) ** 2
+    posterior = np.exp(logpost - logpost.max(axis=0, keepdims=True))
+    mean_log_c = (log_c @ posterior) / posterior.sum(axis=0)
+    return np.asarray(np.exp(2 * mean_log_c), dtype=np.float64)
 
 
 def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> FloatMatrix:
@@ -873,7 +944,9 @@ def fit_order_posterior(
             config=config.run_model,
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
-    scores, held_means = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
+    held_out = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
+    calibration = _calibration_factors(held_out, config)
+    scores = held_out.scores(calibration if config.calibrated_stacking else None)
     everything = list(range(len(data.complete)))
     predictors = _predictors(data, everything, run_posterior, _current(None, n), config)
     members: list[_Member] = []
@@ -887,17 +960,19 @@ def fit_order_posterior(
                 data.orders, residuals, noise, scale, decay, config.residual_bias * scale
             )
             name = f"{predictor.name}@{c:g}"
-            members.append(_Member(predictor, gp, name))
+            factor = float(calibration[len(members)])
+            members.append(_Member(predictor, gp, name, factor))
             names.append(name)
     flat = scores.sum(axis=0).ravel()
     member_weights = _stacking_weights(scores)
-    trust = _trust(held_means @ member_weights, data.finals[held], data.final_var, config)
+    trust = _trust(held_out.means @ member_weights, data.finals[held], data.final_var, config)
     posterior = OrderPosterior(
         trust=trust,
         members=tuple(members),
         member_weights=member_weights,
         weights={name: float(w) for name, w in zip(names, member_weights, strict=True)},
         elpd={name: float(s) for name, s in zip(names, flat, strict=True)},
+        calibration={name: sqrt(float(c)) for name, c in zip(names, calibration, strict=True)},
         observed=[tuple(int(t) for t in order) for order in data.orders],
         finals=data.finals,
         final_var=data.final_var,
