@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from math import comb, log, pi, sqrt
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -165,9 +166,22 @@ class RecommendConfig:
         beat probability. ``None``: off (``c = 1``).
     calibration_range : tuple of float
         ``(low, high)`` bounds of ``c`` (a standard-deviation factor).
+    calibration_scope : {"all", "explore", "recommend"}
+        Where the calibrated spreads are used: everywhere, only in the expected improvement
+        (exploration), or only in the recommendation (its interval and beat probability).
     calibrated_stacking : bool
         Whether the stacking weights score the held-out runs with the calibrated spreads
         (the calibration and the weights then use the same folds) or with the raw ones.
+    stacking : {"flat", "by_model", "evidence"}
+        ``"flat"``: one stacking over every (model, residual scale) member
+        (:func:`_stacking_weights`); ``"by_model"``: first the residual scales within each
+        model, then the models on their scale mixtures (:func:`_stacking_by_model`), so that
+        the pseudo-counts dilute a model by the number of models, not of members;
+        ``"evidence"``: flat, with the members' pseudo-counts (their sum unchanged)
+        proportional to their held-out evidence ``exp(sum of held-out log scores)`` instead of
+        equal.
+    stacking_pseudo_count : float
+        Dirichlet pseudo-count per member of the stacking weights.
     """
 
     kernel_decay: float = 3.0
@@ -185,7 +199,10 @@ class RecommendConfig:
     noise_sd: float = 0.02
     calibration_prior_sd: float | None = None
     calibration_range: tuple[float, float] = (0.25, 4.0)
+    calibration_scope: Literal["all", "explore", "recommend"] = "all"
     calibrated_stacking: bool = False
+    stacking: Literal["flat", "by_model", "evidence"] = "flat"
+    stacking_pseudo_count: float = 0.1
     transition: TransitionConfig = field(default_factory=TransitionConfig)
     run_model: RunModelConfig = field(default_factory=RunModelConfig)
 
@@ -578,6 +595,7 @@ class OrderPosterior:
     n: int
     trust: float = 1.0
     calibration: dict[str, float] = field(default_factory=dict)
+    calibration_scope: Literal["all", "explore", "recommend"] = "all"
 
     def given(self, current: RunRecord | None) -> OrderPosterior:
         """This posterior for the run ``current`` being re-planned: predictions start from the
@@ -613,15 +631,22 @@ class OrderPosterior:
         return means, np.sqrt(np.maximum(second - means**2, 0.0))
 
     def member_moments(
-        self, orders: npt.ArrayLike, *, conditioned: bool = True, plug_in: bool = False
+        self,
+        orders: npt.ArrayLike,
+        *,
+        conditioned: bool = True,
+        plug_in: bool = False,
+        use: Literal["explore", "recommend"] = "recommend",
     ) -> list[tuple[float, FloatMatrix, FloatMatrix]]:
         """Every active member's normalized weight, mean and variance of the objective, shape
         (P,) each: the mixture is these Gaussians (``plug_in``: each model at its parameters'
         posterior mean, without its parameter variance: the cheap version a search climbs).
 
         Each model's prediction and the distances to the observed orders are computed once
-        and shared by the members (one per residual scale) built on them.
+        and shared by the members (one per residual scale) built on them. Each member's
+        variance carries its calibration factor where ``calibration_scope`` covers ``use``.
         """
+        calibrated = self.calibration_scope in ("all", use)
         array, distances = self._with_distances(orders)
         predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
         active = self._active()
@@ -639,7 +664,7 @@ class OrderPosterior:
             mean, var = _combine(
                 model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
-            out.append((weight / total, mean, member.calibration * var))
+            out.append((weight / total, mean, member.calibration * var if calibrated else var))
         return out
 
     def expected_improvement(
@@ -649,7 +674,7 @@ class OrderPosterior:
         mixture (the weighted sum of its Gaussian members' improvements); ``plug_in``: on
         :meth:`member_moments`' cheap version."""
         total: FloatMatrix = np.zeros(len(np.atleast_2d(np.asarray(orders))))
-        for weight, mean, var in self.member_moments(orders, plug_in=plug_in):
+        for weight, mean, var in self.member_moments(orders, plug_in=plug_in, use="explore"):
             total = total + weight * _gaussian_improvement(mean, np.sqrt(var), incumbent)
         return total
 
@@ -854,11 +879,14 @@ def _calibration_factors(folds: _Folds, config: RecommendConfig) -> FloatMatrix:
     return np.asarray(np.exp(2 * mean_log_c), dtype=np.float64)
 
 
-def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> FloatMatrix:
+def _stacking_weights(
+    scores: FloatMatrix, *, pseudo_count: float | FloatMatrix = 0.1
+) -> FloatMatrix:
     """Mixture weights maximizing the held-out log score of the mixture (stacking).
 
     ``scores``: log predictive density of every held-out run under every member, shape
-    (folds, members). EM on the simplex, with ``pseudo_count`` per member (a Dirichlet prior
+    (folds, members). EM on the simplex, with ``pseudo_count`` per member (a scalar, or one
+    per member, shape (members,): a Dirichlet prior
     that keeps every member alive while evidence is thin); uniform without folds.
     """
     folds, members = scores.shape
@@ -866,15 +894,42 @@ def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> Floa
     if folds == 0:
         return weights
     density = np.exp(scores - scores.max(axis=1, keepdims=True))
+    total_count = (
+        members * pseudo_count if isinstance(pseudo_count, float) else float(np.sum(pseudo_count))
+    )
     for _ in range(200):
         joint = density * weights[None, :]
         responsibility = joint / joint.sum(axis=1, keepdims=True)
-        updated = (responsibility.sum(axis=0) + pseudo_count) / (folds + members * pseudo_count)
+        updated = (responsibility.sum(axis=0) + pseudo_count) / (folds + total_count)
         if np.max(np.abs(updated - weights)) < 1e-9:
             weights = updated
             break
         weights = updated
     return np.asarray(weights, dtype=np.float64)
+
+
+def _stacking_by_model(
+    scores: FloatMatrix, models: int, *, pseudo_count: float = 0.1
+) -> FloatMatrix:
+    """Two-level stacking: weights of every member, shape (models x scales,), model-major.
+
+    ``scores``: held-out log densities, shape (folds, models x scales). Within each model its
+    residual scales are stacked (:func:`_stacking_weights`), then the models are stacked on
+    the densities of their scale mixtures; a member's weight is its model's weight times its
+    scale's weight within the model.
+    """
+    folds, members = scores.shape
+    scales = members // models
+    grouped = scores.reshape(folds, models, scales)
+    within = np.array(
+        [_stacking_weights(grouped[:, m, :], pseudo_count=pseudo_count) for m in range(models)]
+    )  # (models, scales)
+    if folds == 0:
+        return np.asarray((within / models).ravel(), dtype=np.float64)
+    top = grouped.max(axis=2, keepdims=True)
+    mixed = top[:, :, 0] + np.log(np.sum(np.exp(grouped - top) * within[None], axis=2))
+    between = _stacking_weights(mixed, pseudo_count=pseudo_count)
+    return np.asarray((between[:, None] * within).ravel(), dtype=np.float64)
 
 
 def _trust(
@@ -964,7 +1019,15 @@ def fit_order_posterior(
             members.append(_Member(predictor, gp, name, factor))
             names.append(name)
     flat = scores.sum(axis=0).ravel()
-    member_weights = _stacking_weights(scores)
+    count = config.stacking_pseudo_count
+    if config.stacking == "by_model":
+        member_weights = _stacking_by_model(scores, models=len(predictors), pseudo_count=count)
+    elif config.stacking == "evidence" and len(scores):
+        evidence = np.exp(flat - flat.max())
+        prior = count * len(flat) * evidence / evidence.sum()
+        member_weights = _stacking_weights(scores, pseudo_count=prior)
+    else:
+        member_weights = _stacking_weights(scores, pseudo_count=count)
     trust = _trust(held_out.means @ member_weights, data.finals[held], data.final_var, config)
     posterior = OrderPosterior(
         trust=trust,
@@ -973,6 +1036,7 @@ def fit_order_posterior(
         weights={name: float(w) for name, w in zip(names, member_weights, strict=True)},
         elpd={name: float(s) for name, s in zip(names, flat, strict=True)},
         calibration={name: sqrt(float(c)) for name, c in zip(names, calibration, strict=True)},
+        calibration_scope=config.calibration_scope,
         observed=[tuple(int(t) for t in order) for order in data.orders],
         finals=data.finals,
         final_var=data.final_var,
