@@ -166,6 +166,9 @@ class RecommendConfig:
         beat probability. ``None``: off (``c = 1``).
     calibration_range : tuple of float
         ``(low, high)`` bounds of ``c`` (a standard-deviation factor).
+    calibration_pooled : bool
+        One ``c`` per model, shared by its residual scales (their held-out likelihoods
+        multiplied), instead of one per member.
     calibration_scope : {"all", "explore", "recommend"}
         Where the calibrated spreads are used: everywhere, only in the expected improvement
         (exploration), or only in the recommendation (its interval and beat probability).
@@ -200,6 +203,7 @@ class RecommendConfig:
     calibration_prior_sd: float | None = None
     calibration_range: tuple[float, float] = (0.25, 4.0)
     calibration_scope: Literal["all", "explore", "recommend"] = "all"
+    calibration_pooled: bool = False
     calibrated_stacking: bool = False
     stacking: Literal["flat", "by_model", "evidence"] = "flat"
     stacking_pseudo_count: float = 0.1
@@ -863,7 +867,9 @@ def _calibration_factors(folds: _Folds, config: RecommendConfig) -> FloatMatrix:
     variance ``v_f`` and the variance of a reported final. ``c`` is the exponential of the
     posterior mean of ``log c``: an overconfident member (errors larger than its spread)
     widens, an overdispersed one narrows, and with few folds ``c`` stays near 1. All ones
-    when off or without folds. Cost ``O(61 x folds x members)``.
+    when off or without folds; with ``calibration_pooled`` the members of one model (its
+    ``len(residual_scales)`` consecutive members) share one ``c``. Cost ``O(61 x folds x
+    members)``.
     """
     members = folds.variances.shape[1]
     prior_sd = config.calibration_prior_sd
@@ -873,6 +879,10 @@ def _calibration_factors(folds: _Folds, config: RecommendConfig) -> FloatMatrix:
     log_c = np.linspace(log(low), log(high), 61)  # (G,)
     total = np.exp(2 * log_c)[:, None, None] * folds.variances[None] + folds.noise_var
     loglik = -0.5 * np.sum(np.log(total) + folds.errors[None] ** 2 / total, axis=1)  # (G, M)
+    if config.calibration_pooled:
+        scales = len(config.residual_scales)
+        pooled = loglik.reshape(len(log_c), members // scales, scales).sum(axis=2)
+        loglik = np.repeat(pooled, scales, axis=1)
     logpost = loglik - 0.5 * (log_c[:, None] / prior_sd) ** 2
     posterior = np.exp(logpost - logpost.max(axis=0, keepdims=True))
     mean_log_c = (log_c @ posterior) / posterior.sum(axis=0)
