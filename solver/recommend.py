@@ -46,7 +46,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from math import comb, log, pi, sqrt
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -155,36 +154,6 @@ class RecommendConfig:
         Improving moves per local search.
     noise_sd : float
         Prior evaluation noise of one task (utility units); the baselines refine it.
-    calibration_prior_sd : float or None
-        Calibration of every member's predictive spread on the held-out finals
-        (:func:`_calibration_factors`): each member's objective variance (model plus residual,
-        not the reporting noise) is multiplied by ``c^2``, ``c`` the posterior mean of a
-        scale whose log has prior ``N(0, calibration_prior_sd^2)``, fitted to the member's
-        leave-one-run-out errors on the same folds as the weights (few folds: ``c`` stays near
-        1). It applies wherever the members' Gaussians are used: the mixture's moments and
-        intervals, the expected improvement that steers exploration, and the recommendation's
-        beat probability. ``None``: off (``c = 1``).
-    calibration_range : tuple of float
-        ``(low, high)`` bounds of ``c`` (a standard-deviation factor).
-    calibration_pooled : bool
-        One ``c`` per model, shared by its residual scales (their held-out likelihoods
-        multiplied), instead of one per member.
-    calibration_scope : {"all", "explore", "recommend"}
-        Where the calibrated spreads are used: everywhere, only in the expected improvement
-        (exploration), or only in the recommendation (its interval and beat probability).
-    calibrated_stacking : bool
-        Whether the stacking weights score the held-out runs with the calibrated spreads
-        (the calibration and the weights then use the same folds) or with the raw ones.
-    stacking : {"flat", "by_model", "evidence"}
-        ``"flat"``: one stacking over every (model, residual scale) member
-        (:func:`_stacking_weights`); ``"by_model"``: first the residual scales within each
-        model, then the models on their scale mixtures (:func:`_stacking_by_model`), so that
-        the pseudo-counts dilute a model by the number of models, not of members;
-        ``"evidence"``: flat, with the members' pseudo-counts (their sum unchanged)
-        proportional to their held-out evidence ``exp(sum of held-out log scores)`` instead of
-        equal.
-    stacking_pseudo_count : float
-        Dirichlet pseudo-count per member of the stacking weights.
     """
 
     kernel_decay: float = 3.0
@@ -200,13 +169,6 @@ class RecommendConfig:
     beat_probability: float | None = 0.9
     max_rounds: int = 60
     noise_sd: float = 0.02
-    calibration_prior_sd: float | None = None
-    calibration_range: tuple[float, float] = (0.25, 4.0)
-    calibration_scope: Literal["all", "explore", "recommend"] = "all"
-    calibration_pooled: bool = False
-    calibrated_stacking: bool = False
-    stacking: Literal["flat", "by_model", "evidence"] = "flat"
-    stacking_pseudo_count: float = 0.1
     transition: TransitionConfig = field(default_factory=TransitionConfig)
     run_model: RunModelConfig = field(default_factory=RunModelConfig)
 
@@ -565,7 +527,6 @@ class _Member:
     predictor: _Predictor
     residual: _Residual
     name: str
-    calibration: float = 1.0  # factor of the member's objective variance (c^2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,9 +544,6 @@ class OrderPosterior:
     trust : float
         In [0, 1]: how far the held-out predictions ranked runs right (``RecommendConfig``
         ``trust_prior``); the recommendation discounts unobserved orders by ``1 - trust``.
-    calibration : dict of str to float
-        Every member's standard-deviation factor ``c`` (``RecommendConfig``
-        ``calibration_prior_sd``; 1 when off or without folds).
     """
 
     members: tuple[_Member, ...]
@@ -598,8 +556,6 @@ class OrderPosterior:
     prefix: Order
     n: int
     trust: float = 1.0
-    calibration: dict[str, float] = field(default_factory=dict)
-    calibration_scope: Literal["all", "explore", "recommend"] = "all"
 
     def given(self, current: RunRecord | None) -> OrderPosterior:
         """This posterior for the run ``current`` being re-planned: predictions start from the
@@ -619,7 +575,7 @@ class OrderPosterior:
             key = id(member.predictor)
             if key not in conditioned:
                 conditioned[key] = member.predictor.given(state)
-            members.append(replace(member, predictor=conditioned[key]))
+            members.append(_Member(conditioned[key], member.residual, member.name))
         return replace(self, members=tuple(members), prefix=state.prefix)
 
     def moments(
@@ -635,22 +591,15 @@ class OrderPosterior:
         return means, np.sqrt(np.maximum(second - means**2, 0.0))
 
     def member_moments(
-        self,
-        orders: npt.ArrayLike,
-        *,
-        conditioned: bool = True,
-        plug_in: bool = False,
-        use: Literal["explore", "recommend"] = "recommend",
+        self, orders: npt.ArrayLike, *, conditioned: bool = True, plug_in: bool = False
     ) -> list[tuple[float, FloatMatrix, FloatMatrix]]:
         """Every active member's normalized weight, mean and variance of the objective, shape
         (P,) each: the mixture is these Gaussians (``plug_in``: each model at its parameters'
         posterior mean, without its parameter variance: the cheap version a search climbs).
 
         Each model's prediction and the distances to the observed orders are computed once
-        and shared by the members (one per residual scale) built on them. Each member's
-        variance carries its calibration factor where ``calibration_scope`` covers ``use``.
+        and shared by the members (one per residual scale) built on them.
         """
-        calibrated = self.calibration_scope in ("all", use)
         array, distances = self._with_distances(orders)
         predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
         active = self._active()
@@ -668,7 +617,7 @@ class OrderPosterior:
             mean, var = _combine(
                 model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
-            out.append((weight / total, mean, member.calibration * var if calibrated else var))
+            out.append((weight / total, mean, var))
         return out
 
     def expected_improvement(
@@ -678,7 +627,7 @@ class OrderPosterior:
         mixture (the weighted sum of its Gaussian members' improvements); ``plug_in``: on
         :meth:`member_moments`' cheap version."""
         total: FloatMatrix = np.zeros(len(np.atleast_2d(np.asarray(orders))))
-        for weight, mean, var in self.member_moments(orders, plug_in=plug_in, use="explore"):
+        for weight, mean, var in self.member_moments(orders, plug_in=plug_in):
             total = total + weight * _gaussian_improvement(mean, np.sqrt(var), incumbent)
         return total
 
@@ -756,8 +705,7 @@ def _combine(
 def _member_moments(member: _Member, orders: IntArray) -> tuple[FloatMatrix, FloatMatrix]:
     mean, var = member.predictor.moments(orders, conditioned=True)
     residual_mean, residual_var = member.residual.predict(orders)
-    mean, var = _combine(mean, var, residual_mean, residual_var, member.residual.prior_var)
-    return mean, member.calibration * var
+    return _combine(mean, var, residual_mean, residual_var, member.residual.prior_var)
 
 
 def _predictors(
@@ -798,39 +746,20 @@ def _held_out(data: _Data, config: RecommendConfig) -> list[int]:
     return [] if count < 2 else list(range(max(0, count - config.folds), count))
 
 
-@dataclass(frozen=True, slots=True)
-class _Folds:
-    """Leave-one-run-out predictions of every held-out final, shape (folds, members) each,
-    member order of :func:`fit_order_posterior` (objective units)."""
-
-    means: FloatMatrix  # predicted mean
-    variances: FloatMatrix  # predicted variance of the objective (without reporting noise)
-    errors: FloatMatrix  # observed final - predicted mean
-    noise_var: float  # variance of a reported final
-
-    def scores(self, calibration: FloatMatrix | None = None) -> FloatMatrix:
-        """Log predictive density of every held-out final (nats), shape (folds, members);
-        ``calibration``: variance factor of every member, shape (members,)."""
-        factor = np.ones(self.variances.shape[1]) if calibration is None else calibration
-        total = factor[None, :] * self.variances + self.noise_var
-        return np.asarray(
-            -0.5 * (np.log(2 * pi * total) + self.errors**2 / total), dtype=np.float64
-        )
-
-
 def _fold_scores(
     data: _Data,
     config: RecommendConfig,
     run_posteriors: Sequence[RunModelPosterior | None],
     decay: float,
     models: int,
-) -> _Folds:
-    """Leave-one-run-out predictions of every held-out final (:class:`_Folds`);
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Leave-one-run-out log predictive density and predicted mean of every held-out final,
+    shape (folds, models x scales) each, member order of :func:`fit_order_posterior`;
     ``run_posteriors``: the run model without each held-out run (``None`` entries: none)."""
     count = len(data.complete)
     scales = _scales(data, config)
     held = _held_out(data, config)
-    variances = np.zeros((len(held), models, len(scales)))
+    scores = np.zeros((len(held), models, len(scales)))
     means = np.zeros((len(held), models, len(scales)))
     none = _Current((), None, None)
     for fold, i in enumerate(held):
@@ -846,57 +775,19 @@ def _fold_scores(
                 )
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
                 m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, gp.prior_var)
-                variances[fold, m, s] = v_i[0]
+                total_var = float(v_i[0] + data.final_var)
+                error = float(data.finals[i] - m_i[0])
+                scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
                 means[fold, m, s] = m_i[0]
     shape = (len(held), models * len(scales))
-    flat_means = means.reshape(shape)
-    return _Folds(
-        means=flat_means,
-        variances=variances.reshape(shape),
-        errors=data.finals[held][:, None] - flat_means,
-        noise_var=data.final_var,
-    )
+    return scores.reshape(shape), means.reshape(shape)
 
 
-def _calibration_factors(folds: _Folds, config: RecommendConfig) -> FloatMatrix:
-    """Variance factor ``c^2`` of every member, shape (members,), from its held-out errors.
-
-    Per member, ``c`` has prior ``log c ~ N(0, calibration_prior_sd^2)`` on a grid of
-    ``calibration_range`` (61 points, log-spaced) and likelihood ``prod_f N(e_f; 0, c^2 v_f +
-    noise)``: the held-out error ``e_f`` of fold ``f``, the member's predicted objective
-    variance ``v_f`` and the variance of a reported final. ``c`` is the exponential of the
-    posterior mean of ``log c``: an overconfident member (errors larger than its spread)
-    widens, an overdispersed one narrows, and with few folds ``c`` stays near 1. All ones
-    when off or without folds; with ``calibration_pooled`` the members of one model (its
-    ``len(residual_scales)`` consecutive members) share one ``c``. Cost ``O(61 x folds x
-    members)``.
-    """
-    members = folds.variances.shape[1]
-    prior_sd = config.calibration_prior_sd
-    if prior_sd is None or folds.variances.shape[0] == 0:
-        return np.ones(members)
-    low, high = config.calibration_range
-    log_c = np.linspace(log(low), log(high), 61)  # (G,)
-    total = np.exp(2 * log_c)[:, None, None] * folds.variances[None] + folds.noise_var
-    loglik = -0.5 * np.sum(np.log(total) + folds.errors[None] ** 2 / total, axis=1)  # (G, M)
-    if config.calibration_pooled:
-        scales = len(config.residual_scales)
-        pooled = loglik.reshape(len(log_c), members // scales, scales).sum(axis=2)
-        loglik = np.repeat(pooled, scales, axis=1)
-    logpost = loglik - 0.5 * (log_c[:, None] / prior_sd) ** 2
-    posterior = np.exp(logpost - logpost.max(axis=0, keepdims=True))
-    mean_log_c = (log_c @ posterior) / posterior.sum(axis=0)
-    return np.asarray(np.exp(2 * mean_log_c), dtype=np.float64)
-
-
-def _stacking_weights(
-    scores: FloatMatrix, *, pseudo_count: float | FloatMatrix = 0.1
-) -> FloatMatrix:
+def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> FloatMatrix:
     """Mixture weights maximizing the held-out log score of the mixture (stacking).
 
     ``scores``: log predictive density of every held-out run under every member, shape
-    (folds, members). EM on the simplex, with ``pseudo_count`` per member (a scalar, or one
-    per member, shape (members,): a Dirichlet prior
+    (folds, members). EM on the simplex, with ``pseudo_count`` per member (a Dirichlet prior
     that keeps every member alive while evidence is thin); uniform without folds.
     """
     folds, members = scores.shape
@@ -904,42 +795,15 @@ def _stacking_weights(
     if folds == 0:
         return weights
     density = np.exp(scores - scores.max(axis=1, keepdims=True))
-    total_count = (
-        members * pseudo_count if isinstance(pseudo_count, float) else float(np.sum(pseudo_count))
-    )
     for _ in range(200):
         joint = density * weights[None, :]
         responsibility = joint / joint.sum(axis=1, keepdims=True)
-        updated = (responsibility.sum(axis=0) + pseudo_count) / (folds + total_count)
+        updated = (responsibility.sum(axis=0) + pseudo_count) / (folds + members * pseudo_count)
         if np.max(np.abs(updated - weights)) < 1e-9:
             weights = updated
             break
         weights = updated
     return np.asarray(weights, dtype=np.float64)
-
-
-def _stacking_by_model(
-    scores: FloatMatrix, models: int, *, pseudo_count: float = 0.1
-) -> FloatMatrix:
-    """Two-level stacking: weights of every member, shape (models x scales,), model-major.
-
-    ``scores``: held-out log densities, shape (folds, models x scales). Within each model its
-    residual scales are stacked (:func:`_stacking_weights`), then the models are stacked on
-    the densities of their scale mixtures; a member's weight is its model's weight times its
-    scale's weight within the model.
-    """
-    folds, members = scores.shape
-    scales = members // models
-    grouped = scores.reshape(folds, models, scales)
-    within = np.array(
-        [_stacking_weights(grouped[:, m, :], pseudo_count=pseudo_count) for m in range(models)]
-    )  # (models, scales)
-    if folds == 0:
-        return np.asarray((within / models).ravel(), dtype=np.float64)
-    top = grouped.max(axis=2, keepdims=True)
-    mixed = top[:, :, 0] + np.log(np.sum(np.exp(grouped - top) * within[None], axis=2))
-    between = _stacking_weights(mixed, pseudo_count=pseudo_count)
-    return np.asarray((between[:, None] * within).ravel(), dtype=np.float64)
 
 
 def _trust(
@@ -1009,9 +873,7 @@ def fit_order_posterior(
             config=config.run_model,
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
-    held_out = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
-    calibration = _calibration_factors(held_out, config)
-    scores = held_out.scores(calibration if config.calibrated_stacking else None)
+    scores, held_means = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
     everything = list(range(len(data.complete)))
     predictors = _predictors(data, everything, run_posterior, _current(None, n), config)
     members: list[_Member] = []
@@ -1025,28 +887,17 @@ def fit_order_posterior(
                 data.orders, residuals, noise, scale, decay, config.residual_bias * scale
             )
             name = f"{predictor.name}@{c:g}"
-            factor = float(calibration[len(members)])
-            members.append(_Member(predictor, gp, name, factor))
+            members.append(_Member(predictor, gp, name))
             names.append(name)
     flat = scores.sum(axis=0).ravel()
-    count = config.stacking_pseudo_count
-    if config.stacking == "by_model":
-        member_weights = _stacking_by_model(scores, models=len(predictors), pseudo_count=count)
-    elif config.stacking == "evidence" and len(scores):
-        evidence = np.exp(flat - flat.max())
-        prior = count * len(flat) * evidence / evidence.sum()
-        member_weights = _stacking_weights(scores, pseudo_count=prior)
-    else:
-        member_weights = _stacking_weights(scores, pseudo_count=count)
-    trust = _trust(held_out.means @ member_weights, data.finals[held], data.final_var, config)
+    member_weights = _stacking_weights(scores)
+    trust = _trust(held_means @ member_weights, data.finals[held], data.final_var, config)
     posterior = OrderPosterior(
         trust=trust,
         members=tuple(members),
         member_weights=member_weights,
         weights={name: float(w) for name, w in zip(names, member_weights, strict=True)},
         elpd={name: float(s) for name, s in zip(names, flat, strict=True)},
-        calibration={name: sqrt(float(c)) for name, c in zip(names, calibration, strict=True)},
-        calibration_scope=config.calibration_scope,
         observed=[tuple(int(t) for t in order) for order in data.orders],
         finals=data.finals,
         final_var=data.final_var,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,8 +27,6 @@ from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord, insertion_moves
 from ordo_server.solver.recommend import (
     RecommendConfig,
-    _calibration_factors,
-    _Folds,
     explore_order,
     fit_order_posterior,
     improvement_order,
@@ -525,91 +522,3 @@ def test_on_noiseless_data_the_recommendation_is_the_best_observed_or_predicted_
         assert _objective(world, _additive_utility, rec.order) == pytest.approx(best)
     else:
         assert rec.mean >= best - 2e-3
-
-
-# --- 10. members' spreads calibrated on the held-out finals ---------------------------------
-
-CALIBRATED = RecommendConfig(calibration_prior_sd=0.5)
-
-
-def _folds(errors: np.ndarray, variances: np.ndarray, noise_var: float) -> _Folds:
-    """Held-out predictions with the given errors and variances, shape (folds, members)."""
-    return _Folds(
-        means=np.zeros(errors.shape), variances=variances, errors=errors, noise_var=noise_var
-    )
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    folds=st.integers(2, 8),
-    inflation=st.floats(1.5, 3.0),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_an_overconfident_member_widens_and_an_overdispersed_one_narrows(
-    folds: int, inflation: float, seed: int
-) -> None:
-    # Three members with the same errors: one claims the errors' own spread, one a spread
-    # `inflation` times too small, one `inflation` times too wide.
-    rng = np.random.default_rng(seed)
-    sd = 0.01
-    errors = np.repeat(rng.choice([-1.0, 1.0], (folds, 1)) * sd, 3, axis=1)
-    spread = np.array([sd, sd / inflation, sd * inflation]) ** 2
-    factors = _calibration_factors(_folds(errors, np.tile(spread, (folds, 1)), 0.0), CALIBRATED)
-    assert factors[1] > 1.0 > factors[2]
-    assert factors[1] > factors[0] > factors[2]
-    low, high = CALIBRATED.calibration_range
-    assert np.all((factors >= low**2 - 1e-12) & (factors <= high**2 + 1e-12))
-
-
-def test_the_calibration_factor_grows_with_the_errors_and_shrinks_to_one_with_few_folds() -> None:
-    variances = np.full((8, 1), 0.01**2)
-    factors = [
-        float(_calibration_factors(_folds(np.full((8, 1), e), variances, 0.0), CALIBRATED)[0])
-        for e in (0.005, 0.01, 0.02, 0.04)
-    ]
-    assert factors == sorted(factors)
-    assert factors[0] < 1.0 < factors[-1]
-    two = _calibration_factors(_folds(np.full((2, 1), 0.04), variances[:2], 0.0), CALIBRATED)
-    assert 1.0 < float(two[0]) < factors[-1]  # the prior holds two folds nearer to 1
-
-
-def test_without_folds_or_calibration_every_factor_is_one() -> None:
-    world = _additive_world(N, seed=4)
-    runs = _runs(world, _additive_utility, 6, seed=11, noise_sd=0.01)
-    off = fit_order_posterior(runs, kinds=KINDS, weights=ONES)
-    assert set(off.calibration.values()) == {1.0}
-    one = fit_order_posterior(runs[:1], kinds=KINDS, weights=ONES, config=CALIBRATED)
-    assert set(one.calibration.values()) == {1.0}
-    on = fit_order_posterior(runs, kinds=KINDS, weights=ONES, config=CALIBRATED)
-    assert set(on.calibration) == set(on.weights)
-    assert any(c != 1.0 for c in on.calibration.values())
-
-
-def test_calibration_scales_every_members_variance_and_keeps_the_means() -> None:
-    world = _last_task_world(N, seed=3)
-    runs = _runs(world, _last_task_utility, 6, seed=13, noise_sd=0.01)
-    off = fit_order_posterior(runs, kinds=KINDS, weights=ONES)
-    on = fit_order_posterior(runs, kinds=KINDS, weights=ONES, config=CALIBRATED)
-    assert on.weights == off.weights  # raw held-out scores weigh the members
-    orders = np.array(list(itertools.permutations(range(N)))[:40], dtype=np.int64)
-    pairs = zip(off.member_moments(orders), on.member_moments(orders), strict=True)
-    for (name, c), ((_, mean_off, var_off), (_, mean_on, var_on)) in zip(
-        on.calibration.items(), pairs, strict=True
-    ):
-        assert mean_on == pytest.approx(mean_off)
-        assert var_on == pytest.approx(c**2 * var_off), name
-
-
-def test_calibrated_plans_are_identical_for_identical_inputs() -> None:
-    world = _last_task_world(N, seed=6)
-    runs = _runs(world, _last_task_utility, 5, seed=17, noise_sd=0.01)
-    for config in (CALIBRATED, replace(CALIBRATED, calibrated_stacking=True)):
-        first = recommend(runs, kinds=KINDS, weights=ONES, config=config)
-        second = recommend(_fresh(runs), kinds=list(KINDS), weights=ONES.copy(), config=config)
-        assert (first.order, first.mean, first.std) == (second.order, second.mean, second.std)
-        assert first.posterior.calibration == second.posterior.calibration
-        a = explore_order(runs, kinds=KINDS, weights=ONES, seed=2, config=config)
-        b = explore_order(
-            _fresh(runs), kinds=list(KINDS), weights=ONES.copy(), seed=2, config=config
-        )
-        assert a == b
