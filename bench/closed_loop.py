@@ -1,7 +1,8 @@
 """Closed-loop benchmark over the world suite: Ordo learning the order from its runs' reports.
 
 Run ``python -m bench.closed_loop [--families ...] [--n 6 8] [--seeds 10] [--runs 8]
-[--repeats 8] [--transport http|in-process] [--jobs 2] [--json PATH]``.
+[--repeats 8] [--transport http|in-process] [--jobs 2] [--json PATH] [--methods ordo]
+[--ordo-config NAME=VALUE ...]``.
 
 For every family of :mod:`bench.worlds` (default all), every ``n`` and every seed, the world
 ``draw_world(family, n, seed)`` and its exhaustive oracle (:func:`bench.worlds.oracle.oracle`):
@@ -14,6 +15,11 @@ For every family of :mod:`bench.worlds` (default all), every ``n`` and every see
 - **Baselines** (:mod:`bench.baselines`): random order, best of ``R`` random (averaged over
   ``--repeats`` seeds), structured-first, the paper's protocol (sorted, and its LOP), the naive
   in-run pairwise estimator, joint training where the world defines it, the GP over orders.
+
+``--methods ordo`` runs Ordo alone (no baselines: the tables then show Ordo only and the
+targets that need a baseline are left out), e.g. to compare two versions of Ordo on the same
+worlds with :mod:`bench.paired`; ``--ordo-config NAME=VALUE`` overrides a field of
+:class:`solver.recommend.RecommendConfig` in process (``VALUE`` a Python literal).
 
 Output: per family and ``n`` the mean regret over seeds of every method after ``R = 1, 2, ...``
 runs (recommendation, then best run so far), the stages used at ``R = 4, 8``, the fixed
@@ -34,6 +40,7 @@ run)``, so the figures are deterministic for the arguments.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import multiprocessing
@@ -44,7 +51,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -439,6 +446,10 @@ class WorldSpec:
     seed: int
     runs: int
     repeats: int
+    baselines: bool = True
+    """Whether the baselines run too (``False``: Ordo alone)."""
+    ordo_config: tuple[tuple[str, Any], ...] = ()
+    """``RecommendConfig`` fields overridden in process, ``(name, value)`` pairs."""
 
     @property
     def project(self) -> str:
@@ -565,7 +576,8 @@ def evaluate_world(spec: WorldSpec, server: ServerProcess | None = None) -> Worl
     values = OrderValues(oracle(world))
     timings: dict[str, list[float]] = {}
     if server is None:
-        in_process = InProcessOrdo(spec.project, world.kinds)
+        config = replace(RecommendConfig(), **dict(spec.ordo_config))
+        in_process = InProcessOrdo(spec.project, world.kinds, config)
         ordo, ordo_detail = run_ordo(in_process, world, spec, values)
         timings = in_process.timings
     else:
@@ -574,7 +586,10 @@ def evaluate_world(spec: WorldSpec, server: ServerProcess | None = None) -> Worl
             ordo, ordo_detail = run_ordo(http, world, spec, values)
         finally:
             http.close()
-    sequential, fixed = run_baselines(world, spec, values)
+    sequential: dict[str, SequentialResult] = {}
+    fixed: dict[str, FixedResult] = {}
+    if spec.baselines:
+        sequential, fixed = run_baselines(world, spec, values)
     result = WorldResult(
         family=spec.family,
         n=spec.n,
@@ -638,16 +653,30 @@ def _coverage(results: Sequence[WorldResult]) -> float:
     return float(np.mean(covered)) if covered else math.nan
 
 
+def _sequential_methods(results: Sequence[WorldResult]) -> list[str]:
+    """The sequential methods every one of ``results`` ran (Ordo alone with ``--methods
+    ordo``), in :data:`SEQUENTIAL` order."""
+    return [m for m in SEQUENTIAL if all(m in r.sequential for r in results)]
+
+
+def _fixed_methods(results: Sequence[WorldResult]) -> list[str]:
+    """The fixed heuristics every one of ``results`` ran, in :data:`FIXED` order."""
+    return [m for m in FIXED if all(m in r.fixed for r in results)]
+
+
 def group_table(results: Sequence[WorldResult], runs: int) -> list[str]:
     """The table of one (family, n): regret % mean over seeds per method and R."""
-    stages = {m: list(results[0].sequential[m].stages) for m in SEQUENTIAL}
+    methods = _sequential_methods(results)
+    stages = {m: list(results[0].sequential[m].stages) for m in methods}
     lines = ["  regret %, mean over seeds: recommendation after R runs (st@R: stages used)"]
-    curves = {m: _mean_curve(results, m, "recommended_regret") for m in SEQUENTIAL}
+    curves = {m: _mean_curve(results, m, "recommended_regret") for m in methods}
     lines += _curve_block("recommendation", curves, stages, runs)
-    curves = {m: _mean_curve(results, m, "best_run_regret") for m in SEQUENTIAL}
+    curves = {m: _mean_curve(results, m, "best_run_regret") for m in methods}
     lines += _curve_block("best run so far", curves, stages, runs)
-    lines.append(f"  {'fixed heuristics':<24}{'regret':>7}{'stages':>7}")
-    for method in FIXED:
+    fixed = _fixed_methods(results)
+    if fixed:
+        lines.append(f"  {'fixed heuristics':<24}{'regret':>7}{'stages':>7}")
+    for method in fixed:
         lines.append(
             f"  {method:<24}{_fmt(_fixed_mean(results, method))}"
             f"{results[0].fixed[method].stages:>7d}"
@@ -666,7 +695,9 @@ def overall_table(
 ) -> list[str]:
     """Mean over families (each family's mean over seeds) at ``n``."""
     groups = [g for (_, size), g in grouped.items() if size == n]
-    stages = {m: list(groups[0][0].sequential[m].stages) for m in SEQUENTIAL}
+    every = [r for g in groups for r in g]
+    methods = _sequential_methods(every)
+    stages = {m: list(groups[0][0].sequential[m].stages) for m in methods}
     lines = [f"overall, n = {n}: mean over {len(groups)} families of the mean over seeds"]
     for key, title in (
         ("recommended_regret", "recommendation"),
@@ -674,10 +705,10 @@ def overall_table(
     ):
         curves = {
             m: [float(v) for v in np.mean([_mean_curve(g, m, key) for g in groups], axis=0)]
-            for m in SEQUENTIAL
+            for m in methods
         }
         lines += _curve_block(title, curves, stages, runs)
-    for method in FIXED:
+    for method in _fixed_methods(every):
         means = [_fixed_mean(g, method) for g in groups]
         known = [v for v in means if v is not None]
         value = float(np.mean(known)) if known else None
@@ -701,7 +732,9 @@ class Target:
 
 
 def group_targets(family: str, n: int, results: Sequence[WorldResult], runs: int) -> list[Target]:
-    """The per-(family, n) targets on the means over seeds."""
+    """The per-(family, n) targets on the means over seeds (none without the baselines)."""
+    if not {BEST_OF_RANDOM, GP} <= set(_sequential_methods(results)):
+        return []
     ordo = _mean_curve(results, ORDO, "recommended_regret")
     random = _mean_curve(results, BEST_OF_RANDOM, "recommended_regret")
     gp = _mean_curve(results, GP, "recommended_regret")
@@ -789,11 +822,14 @@ def world_specs(
     runs: int,
     repeats: int,
     first_seed: int = 0,
+    *,
+    baselines: bool = True,
+    ordo_config: Sequence[tuple[str, Any]] = (),
 ) -> list[WorldSpec]:
     """Every world of the benchmark, family by family: seeds ``first_seed ..
     first_seed + seeds - 1`` (0-9 are the evaluation worlds; tune on others)."""
     return [
-        WorldSpec(family, n, seed, runs, repeats)
+        WorldSpec(family, n, seed, runs, repeats, baselines, tuple(ordo_config))
         for family in families
         for n in sizes
         for seed in range(first_seed, first_seed + seeds)
@@ -909,7 +945,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     parser.add_argument("--quiet", action="store_true", help="no per-world progress lines")
+    parser.add_argument(
+        "--methods",
+        choices=["all", "ordo"],
+        default="all",
+        help="ordo: Ordo alone, no baselines (to pair two versions with bench.paired)",
+    )
+    parser.add_argument(
+        "--ordo-config",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="RecommendConfig fields for Ordo in process (VALUE: a Python literal)",
+    )
     return parser.parse_args(argv)
+
+
+def parse_ordo_config(items: Sequence[str]) -> list[tuple[str, Any]]:
+    """``NAME=VALUE`` overrides of :class:`RecommendConfig` (``VALUE`` a Python literal, e.g.
+    ``beat_probability=None``, ``residual_scales=(0.01,)``); unknown names are an error."""
+    known = {f.name for f in fields(RecommendConfig)}
+    out: list[tuple[str, Any]] = []
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(
+                f"--ordo-config {item!r}: expected NAME=VALUE, NAME one of {sorted(known)}"
+            )
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as error:
+            raise SystemExit(f"--ordo-config {item!r}: {text!r} is not a Python literal") from error
+        out.append((name, value))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> Benchmark:
@@ -919,8 +987,17 @@ def main(argv: Sequence[str] | None = None) -> Benchmark:
     unknown = sorted(set(families) - set(family_names()))
     if unknown:
         raise SystemExit(f"unknown families {unknown} (known: {', '.join(family_names())})")
+    if args.ordo_config and args.transport != "in-process":
+        raise SystemExit("--ordo-config needs --transport in-process")
     specs = world_specs(
-        families, args.n, args.seeds, args.runs, args.repeats, first_seed=args.first_seed
+        families,
+        args.n,
+        args.seeds,
+        args.runs,
+        args.repeats,
+        first_seed=args.first_seed,
+        baselines=args.methods == "all",
+        ordo_config=parse_ordo_config(args.ordo_config),
     )
 
     def progress(outcome: WorldOutcome) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,8 +22,10 @@ from bench.closed_loop import (
     OrderValues,
     WorldSpec,
     main,
+    parse_ordo_config,
     run_ordo,
 )
+from bench.paired import main as paired_main
 from bench.worlds import draw_world
 from bench.worlds.oracle import oracle
 from ordo_server.app.server_process import ServerProcess
@@ -127,3 +130,75 @@ def test_http_loop_completes(live_server: ServerProcess) -> None:
         assert sorted(order) == [0, 1, 2, 3]
     assert all(sorted(order) == [0, 1, 2, 3] for order in detail.runs)
     assert all(math.isfinite(v) for v in detail.predicted_mean)
+
+
+def test_ordo_alone_runs_no_baselines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = main([*ARGS, "--methods", "ordo", "--json", str(tmp_path / "alone.json")])
+    out = capsys.readouterr().out
+    assert "Ordo" in out
+    for method in (*SEQUENTIAL[1:], *FIXED):
+        assert method not in out
+    for outcome in bench.outcomes:
+        assert list(outcome.result.sequential) == ["Ordo"]
+        assert outcome.result.fixed == {}
+    full = _run(tmp_path, "full.json")
+    alone: dict[str, Any] = json.loads((tmp_path / "alone.json").read_text())
+    assert isinstance(full["worlds"], list)
+    assert [w["sequential"]["Ordo"] for w in alone["worlds"]] == [
+        w["sequential"]["Ordo"] for w in full["worlds"]
+    ]
+
+
+def test_ordo_config_overrides_reach_the_recommendation(tmp_path: Path) -> None:
+    default = _run(tmp_path, "default.json")
+    path = tmp_path / "same.json"
+    main([*ARGS, "--methods", "ordo", "--ordo-config", "folds=8", "--json", str(path)])
+    same: dict[str, Any] = json.loads(path.read_text())
+    assert isinstance(default["worlds"], list)
+    assert [w["sequential"]["Ordo"] for w in same["worlds"]] == [
+        w["sequential"]["Ordo"] for w in default["worlds"]
+    ]
+    assert same["specs"][0]["ordo_config"] == [["folds", 8]]
+
+
+@pytest.mark.parametrize("item", ["nope=1", "folds", "folds=not a literal"])
+def test_ordo_config_rejects_bad_items(item: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_ordo_config([item])
+
+
+def test_paired_differences_and_standard_errors(tmp_path: Path) -> None:
+    def world(family: str, seed: int, regrets: list[float]) -> dict[str, Any]:
+        return {
+            "family": family,
+            "n": 6,
+            "seed": seed,
+            "sequential": {"Ordo": {"recommended_regret": regrets}},
+        }
+
+    before = {
+        "worlds": [world("a", 1, [4.0, 2.0]), world("a", 2, [6.0, 2.0]), world("b", 1, [1.0, 1.0])]
+    }
+    after = {
+        "worlds": [world("a", 1, [3.0, 2.0]), world("a", 2, [3.0, 2.0]), world("b", 1, [1.0, 0.0])]
+    }
+    (tmp_path / "b.json").write_text(json.dumps(before))
+    (tmp_path / "a.json").write_text(json.dumps(after))
+    table = paired_main(
+        [
+            "--before",
+            str(tmp_path / "b.json"),
+            "--after",
+            str(tmp_path / "a.json"),
+            "--at",
+            "1",
+            "2",
+        ]
+    )
+    assert table["a"][1].difference == pytest.approx(-2.0)
+    assert table["a"][1].standard_error == pytest.approx(1.0)  # sd of (-1, -3) / sqrt 2
+    assert table["overall"][2].difference == pytest.approx(-1.0 / 3.0)
+    assert table["overall"][1].worlds == 3
+    (tmp_path / "short.json").write_text(json.dumps({"worlds": before["worlds"][:2]}))
+    with pytest.raises(SystemExit):
+        paired_main(["--before", str(tmp_path / "short.json"), "--after", str(tmp_path / "a.json")])
