@@ -2,7 +2,8 @@
 of a project's plan jobs), finish (fenced).
 
 Lock order (every writer takes locks in this order, so no two wait on each other in a cycle):
-the run row (``runs.get_run(for_update=True)``), then the job row, then the project row (schedule
+the run row (``runs.get_run(for_update=True)``; several: ``runs.lock_runs``, ids ascending), then
+the job row (several: :func:`lock_held`, ids ascending), then the project row (schedule
 versions). A worker claims a job in a transaction of its own that holds no other lock.
 """
 

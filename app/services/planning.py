@@ -30,8 +30,9 @@ Schedule jobs (``POST .../schedules``) take the same three steps: read the proje
 and estimates on one snapshot, solve, store the schedule as the project's next version with the
 job's result (:func:`run_next_job` runs both kinds; :func:`await_job_async` waits for one).
 
-Lock order: the run row, then the job row, then the project row (schedule versions). A claim
-takes only job rows (a batch's: SKIP LOCKED, never waiting), in a transaction of its own.
+Lock order: the run row, then the job row, then the project row (schedule versions); a group
+store (:func:`_store_together`) locks its runs' rows, then its jobs' rows, each in id order. A
+claim takes only job rows (a batch's: SKIP LOCKED, never waiting), in a transaction of its own.
 """
 
 from __future__ import annotations
