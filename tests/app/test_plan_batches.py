@@ -357,6 +357,7 @@ def test_a_group_whose_transaction_fails_is_stored_one_run_at_a_time(
     run_ids = _waiting_replans(client, trained, database, settings, 3)
     # Every plan after the first waits for the batch's end: one group of two.
     monkeypatch.setattr(planning, "GROUP_WINDOW_S", 3600.0)
+    monkeypatch.setattr(planning, "GROUP_MAX", 10)
     jobs = {job.run_id: job for job in _waiting(session, trained)}
     plan_store = planning._PlanStore(database, trained.id)
     claims = {claim.run_id: claim for claim in _claimed_batch(database, settings)}
