@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ordo_server.app.db import Database, is_sqlite
 from ordo_server.app.repositories.jobs import NOTIFY_CHANNEL, PLANS_CHANNEL
-from ordo_server.app.services.job_events import plan_done, wait_for_work
+from ordo_server.app.services.job_events import plan_done, set_relay_live, wait_for_work
 from ordo_server.app.services.planning import run_next_job
 from ordo_server.app.settings import Settings
 
@@ -122,9 +122,12 @@ def _relay_plans(database_url: str, stop: threading.Event) -> None:
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
                 connection.execute(f"LISTEN {PLANS_CHANNEL}")
+                set_relay_live(True)
                 while not stop.is_set():
                     for notification in connection.notifies(timeout=1.0):
                         plan_done(notification.payload)
         except psycopg.Error:
             logger.warning("plan listener: the database is unavailable; retrying")
             stop.wait(1.0)
+        finally:
+            set_relay_live(False)

@@ -4,8 +4,10 @@
 - A finished plan job wakes the requests of this process waiting for that run
   (:func:`plan_done`); on PostgreSQL it also NOTIFYs ``ordo_plans`` and each API process's
   listener thread (``app.worker.plan_listener``) relays it here, so a plan stored by an
-  ``ordo worker`` on another machine wakes the waiting request at once. Waiters still look at
-  the database now and then: a lost notification costs latency, never correctness.
+  ``ordo worker`` on another machine wakes the waiting request at once. While the listener
+  listens (:func:`relay_live`) a waiter looks at the database only when it starts; while it
+  does not (not started, reconnecting), waiters look every quarter second; each change wakes
+  every waiter to look once (a notification sent meanwhile was lost).
 
 A request waits in the event loop (:func:`async_plan_waiter`): a waiting request then holds
 neither a database connection nor one of the process's worker threads, which the requests that
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 _wake = threading.Event()
 _waiters: dict[str, set[Callable[[], None]]] = {}
 _lock = threading.Lock()
+_relay = threading.Event()
 
 
 def wake_workers() -> None:
@@ -72,5 +75,26 @@ def plan_done(run_id: str) -> None:
     """Wake every request of this process waiting for ``run_id``'s plan."""
     with _lock:
         wakers = list(_waiters.get(run_id, ()))
+    for wake in wakers:
+        wake()
+
+
+def relay_live() -> bool:
+    """Whether this process's listener relays every job's end now (PostgreSQL, listening)."""
+    return _relay.is_set()
+
+
+def set_relay_live(live: bool) -> None:
+    """The listener listens (``True``) or lost its connection (``False``). Either change wakes
+    every waiter of this process to look at the database once: a job that ended meanwhile sent
+    a notification nobody got, and while nothing relays, waiters look every quarter second."""
+    if live == _relay.is_set():
+        return
+    if live:
+        _relay.set()
+    else:
+        _relay.clear()
+    with _lock:
+        wakers = [wake for wakes in _waiters.values() for wake in wakes]
     for wake in wakers:
         wake()

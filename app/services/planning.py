@@ -73,7 +73,7 @@ from ordo_server.app.services import recommendations as recommendation_service
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
-from ordo_server.app.services.job_events import async_plan_waiter, plan_done
+from ordo_server.app.services.job_events import async_plan_waiter, plan_done, relay_live
 from ordo_server.app.services.recommendations import ProjectFits
 from ordo_server.app.services.schedules import SolvedSchedule, store_plans, store_schedule
 from ordo_server.app.settings import Settings
@@ -83,12 +83,11 @@ from ordo_server.solver.errors import SolverError
 logger = logging.getLogger(__name__)
 
 WORKER_KEY_ID = "ordo-worker"
-# A waiting request looks at the database at least this often (seconds).
+# A waiting request looks at the database at least this often (seconds) while no listener
+# relays job ends to it (SQLite; PostgreSQL while the listener reconnects). While one does, it
+# looks only when it starts: each look is a transaction, and a fleet of 100 waiters looking
+# four times a second (then once a second) took the CPU the job worker needed.
 RECHECK_S = 0.25
-# On PostgreSQL, where each API process's listener relays every job's end (NOTIFY), a waiting
-# route looks again only this often: each look is a transaction, and a fleet of waiters looking
-# four times a second took the CPU the job worker needed (fleet of 100: 400 looks/s).
-NOTIFIED_RECHECK_S = 1.0
 # A batch's solved plans are stored together once the oldest unstored one is this old (s) ...
 GROUP_WINDOW_S = 0.1
 # ... or once this many wait. A group's trainers are woken at once and report at once: groups of
@@ -723,13 +722,11 @@ async def _wait_async(
     instead would be kept from the requests that hold a pooled connection and need a thread to
     finish: with enough waiting requests they time out on the pool (503).
 
-    Woken by the job's end (``job_events``: this process, or NOTIFY from another); it looks at
-    the database again every ``RECHECK_S`` (``NOTIFIED_RECHECK_S`` on PostgreSQL) in case a
-    wake-up was lost.
+    Woken by the job's end (``job_events``: this process, or NOTIFY from another, relayed by
+    the listener); it looks at the database again every ``RECHECK_S`` while no listener relays
+    (a listener that listens again wakes every waiter to look once).
     """
     deadline = time.monotonic() + wait_s
-    notified = database.engine.dialect.name == "postgresql"
-    recheck_s = NOTIFIED_RECHECK_S if notified else RECHECK_S
     with async_plan_waiter(key) as finished:
         while True:
             current = await to_thread.run_sync(status)
@@ -741,6 +738,7 @@ async def _wait_async(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            recheck_s = remaining if relay_live() else RECHECK_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
             finished.clear()

@@ -10,12 +10,15 @@ connection could not finish: at 100 trainers they timed out on the pool (503).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from ordo_server.app.services import job_events
 from tests.conftest import LiveServer, live_server_on
 
 WAITERS = 60  # more than anyio's 40 worker threads
@@ -122,3 +125,29 @@ def test_waiting_schedule_requests_hold_no_thread_and_no_connection(
     assert probe_s < SCHEDULE_WAIT_S / 2, probe_s
     assert [status for status, _ in waited] == [202] * WAITERS
     assert all(seconds >= SCHEDULE_WAIT_S - 0.5 for _, seconds in waited)
+
+
+def test_a_change_of_the_relay_wakes_every_waiter_of_the_process_to_look_again() -> None:
+    """While the listener relays job ends a waiter looks only when it starts, so a lost relay
+    (or one listening again, which missed what ended meanwhile) must wake every waiter."""
+    previous = job_events.relay_live()
+
+    async def woken_by(change: bool) -> bool:
+        with (
+            job_events.async_plan_waiter("run-a") as first,
+            job_events.async_plan_waiter("job:7") as second,
+        ):
+            await asyncio.to_thread(job_events.set_relay_live, change)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(first.wait(), second.wait()), 2.0)
+            return first.is_set() and second.is_set()
+
+    try:
+        job_events.set_relay_live(False)
+        assert asyncio.run(woken_by(True))  # listening again
+        assert job_events.relay_live()
+        assert not asyncio.run(woken_by(True))  # no change, no wake-up
+        assert asyncio.run(woken_by(False))  # the relay is lost
+        assert not job_events.relay_live()
+    finally:
+        job_events.set_relay_live(previous)
