@@ -45,7 +45,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
@@ -90,8 +90,9 @@ WORKER_KEY_ID = "ordo-worker"
 RECHECK_S = 0.25
 # A batch's solved plans are stored together once the oldest unstored one is this old (s) ...
 GROUP_WINDOW_S = 0.1
-# ... or once this many wait. A group's trainers are woken at once and report at once: groups of
-# 10 cut the re-plan lag of a fleet of 100 (bench/load.py) but tripled its report latency.
+# ... or once this many wait, and only while the worker is behind (group_max). A group's
+# trainers are woken at once and report at once: groups of 10 cut the re-plan lag of a fleet of
+# 100 (bench/load.py) but tripled its report latency.
 GROUP_MAX = 2
 
 
@@ -135,10 +136,13 @@ class _Claim:
     run_id: str | None
     payload: dict[str, Any]
     request_id: str | None
+    waited_s: float = 0.0  # from the job's creation to its claim (database clock)
 
     @classmethod
-    def of(cls, job: Job) -> _Claim:
-        """The claim of ``job``, a row just claimed (its ``attempts`` already counted)."""
+    def of(cls, job: Job, claimed_at: datetime | None = None) -> _Claim:
+        """The claim of ``job``, a row just claimed (its ``attempts`` already counted) at
+        ``claimed_at``."""
+        waited = claimed_at - job.created_at if claimed_at is not None else timedelta()
         return cls(
             id=job.id,
             kind=job.kind,
@@ -147,6 +151,7 @@ class _Claim:
             run_id=job.run_id,
             payload=dict(job.payload or {}),
             request_id=job.request_id,
+            waited_s=max(0.0, waited.total_seconds()),
         )
 
 
@@ -261,7 +266,7 @@ def _claim(
                 limit=settings.job_batch_size - 1,
                 besides=frozenset({job.run_id}),
             )
-        return [_Claim.of(claimed) for claimed in jobs]
+        return [_Claim.of(claimed, now) for claimed in jobs]
 
 
 def _context(session: Session, project_id: str) -> ProjectContext | None:
@@ -301,7 +306,7 @@ def _run_plan_jobs(
         [claim.id for claim in claims],
         claims[0].project_id,
     )
-    plan_store = _PlanStore(database, claims[0].project_id)
+    plan_store = _PlanStore(database, claims[0].project_id, group_max=group_max(claims, settings))
     try:
         _read_and_solve(database, claims, settings, then=plan_store.put)
     except Exception as error:
@@ -316,18 +321,28 @@ def _run_plan_jobs(
     return outcomes
 
 
+def group_max(claims: Sequence[_Claim], settings: Settings) -> int:
+    """How many of a batch's plans may be stored together: ``GROUP_MAX`` once its oldest job
+    waited longer than a trainer's wait for a plan (``plan_wait_s``: the worker is behind, and
+    its throughput counts most), else one (each plan stored alone, its trainer woken at once)."""
+    behind = max((claim.waited_s for claim in claims), default=0.0) > settings.plan_wait_s
+    return GROUP_MAX if behind else 1
+
+
 class _PlanStore:
     """Step 3 of a batch: plans stored in groups as they are solved.
 
-    The first plan is stored at once; later ones wait until ``GROUP_MAX`` wait, the oldest is
-    ``GROUP_WINDOW_S`` old or the batch ends, and each group is stored in one transaction
-    (:func:`_store_together`): a batch of many runs is stored in fewer transactions, and no
-    plan waits long for its store. A group whose transaction fails is stored again one run at
-    a time (:func:`_store`), so one run's error stays its own.
+    The first plan is stored at once; later ones wait until ``group_max`` wait (one: none
+    waits; :func:`group_max`), the oldest is ``GROUP_WINDOW_S`` old or the batch ends, and each
+    group is stored in one transaction (:func:`_store_together`): a batch of many runs is
+    stored in fewer transactions, and no plan waits long for its store. A group whose
+    transaction fails is stored again one run at a time (:func:`_store`), so one run's error
+    stays its own.
     """
 
-    def __init__(self, database: Database, project_id: str) -> None:
+    def __init__(self, database: Database, project_id: str, *, group_max: int) -> None:
         self.outcomes: dict[int, _Outcome] = {}
+        self._group_max = group_max
         self._database = database
         self._project_id = project_id
         self._group: list[tuple[_Claim, _Plan | None]] = []
@@ -343,7 +358,8 @@ class _PlanStore:
             self._since = time.monotonic()
         self._group.append((claim, solved))
         waited = time.monotonic() - self._since
-        if not self._stored_any or waited >= GROUP_WINDOW_S or len(self._group) >= GROUP_MAX:
+        full = len(self._group) >= self._group_max
+        if not self._stored_any or waited >= GROUP_WINDOW_S or full:
             self.flush()
 
     def flush(self) -> None:

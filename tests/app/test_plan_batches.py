@@ -11,6 +11,7 @@ and claims, leases and re-runs behave as for a job alone.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -357,9 +358,8 @@ def test_a_group_whose_transaction_fails_is_stored_one_run_at_a_time(
     run_ids = _waiting_replans(client, trained, database, settings, 3)
     # Every plan after the first waits for the batch's end: one group of two.
     monkeypatch.setattr(planning, "GROUP_WINDOW_S", 3600.0)
-    monkeypatch.setattr(planning, "GROUP_MAX", 10)
     jobs = {job.run_id: job for job in _waiting(session, trained)}
-    plan_store = planning._PlanStore(database, trained.id)
+    plan_store = planning._PlanStore(database, trained.id, group_max=10)
     claims = {claim.run_id: claim for claim in _claimed_batch(database, settings)}
     first, good, broken = run_ids
     plans = {run_id: _solved_alone(database, jobs[run_id], settings) for run_id in run_ids}
@@ -376,3 +376,21 @@ def test_a_group_whose_transaction_fails_is_stored_one_run_at_a_time(
     assert plan_store.outcomes[claims[broken].id] != "planned"
     assert len(_plans(session, first)) == len(_plans(session, good)) == 2
     assert len(_plans(session, broken)) == 1
+
+
+def test_plans_are_grouped_only_while_the_worker_is_behind(
+    client: TestClient,
+    trained: ProjectKeys,
+    database: Database,
+    settings: Settings,
+    session: Session,
+) -> None:
+    _waiting_replans(client, trained, database, settings, 2)
+    trainers_wait = settings.model_copy(update={"plan_wait_s": 2.0})
+    # Just queued: each plan is stored alone, its trainer woken at once.
+    claims = _claimed_batch(database, trainers_wait)
+    assert 0 <= max(claim.waited_s for claim in claims) < trainers_wait.plan_wait_s
+    assert planning.group_max(claims, trainers_wait) == 1
+    # Queued longer ago than a trainer waits for its plan: the worker is behind.
+    late = [replace(claim, waited_s=trainers_wait.plan_wait_s + 0.5) for claim in claims]
+    assert planning.group_max(late, trainers_wait) == planning.GROUP_MAX > 1
