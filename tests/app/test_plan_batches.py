@@ -113,6 +113,14 @@ def _waiting_replans(
     return [run["id"] for run in runs]
 
 
+@pytest.fixture
+def three_waiting(
+    client: TestClient, trained: ProjectKeys, database: Database, settings: Settings
+) -> list[str]:
+    """Three adaptive runs of the trained project, each with its re-plan after stage 1 waiting."""
+    return _waiting_replans(client, trained, database, settings, 3)
+
+
 def _first(task: int) -> dict[str, Any]:
     """Solve options that train task ``task`` first."""
     return {"constraints": [{"type": "pinned", "task": TASKS[task], "position": "first"}]}
@@ -159,13 +167,14 @@ def _counting_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_one_worker_call_plans_every_waiting_run_of_the_project_with_one_fit(
     client: TestClient,
+    three_waiting: list[str],
     trained: ProjectKeys,
     database: Database,
     settings: Settings,
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run_ids = _waiting_replans(client, trained, database, settings, 3)
+    run_ids = three_waiting
     waiting = _waiting(session, trained)
     assert sorted(job.run_id or "" for job in waiting) == sorted(run_ids)
     # What each run's re-plan is when it is made alone, from the data the batch will read.
@@ -235,13 +244,13 @@ def test_one_runs_failure_in_a_batch_leaves_the_others_planned(
 
 
 def test_a_batch_skips_a_claim_held_elsewhere_and_a_batch_run_again_stores_nothing_new(
-    client: TestClient,
+    three_waiting: list[str],
     trained: ProjectKeys,
     database: Database,
     settings: Settings,
     session: Session,
 ) -> None:
-    held, *others = _waiting_replans(client, trained, database, settings, 3)
+    held, *others = three_waiting
     # Another worker claims one re-plan with a short lease and dies.
     with unit_of_work(database.sessions) as writer:
         assert job_repo.claim(writer, now=db_now(writer), lease_s=1.0, run_id=held) is not None
@@ -267,14 +276,14 @@ def test_a_batch_skips_a_claim_held_elsewhere_and_a_batch_run_again_stores_nothi
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_a_batch_takes_at_most_job_batch_size_jobs(
-    client: TestClient,
+    three_waiting: list[str],
     trained: ProjectKeys,
     database: Database,
     settings: Settings,
     session: Session,
     batch_size: int,
 ) -> None:
-    run_ids = _waiting_replans(client, trained, database, settings, 3)
+    run_ids = three_waiting
     bounded = settings.model_copy(update={"job_batch_size": batch_size})
     assert planning.run_next_job(database, bounded)
     assert len(_waiting(session, trained)) == 3 - batch_size
@@ -348,14 +357,14 @@ def test_a_group_of_plans_is_stored_in_one_transaction_each_job_keeping_its_own_
 
 
 def test_a_group_whose_transaction_fails_is_stored_one_run_at_a_time(
-    client: TestClient,
+    three_waiting: list[str],
     trained: ProjectKeys,
     database: Database,
     settings: Settings,
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run_ids = _waiting_replans(client, trained, database, settings, 3)
+    run_ids = three_waiting
     # Every plan after the first waits for the batch's end: one group of two.
     monkeypatch.setattr(planning, "GROUP_WINDOW_S", 3600.0)
     jobs = {job.run_id: job for job in _waiting(session, trained)}
@@ -383,7 +392,6 @@ def test_plans_are_grouped_only_while_the_worker_is_behind(
     trained: ProjectKeys,
     database: Database,
     settings: Settings,
-    session: Session,
 ) -> None:
     _waiting_replans(client, trained, database, settings, 2)
     trainers_wait = settings.model_copy(update={"plan_wait_s": 2.0})
