@@ -169,6 +169,23 @@ def create_project(server: ServerProcess, name: str, tasks: int) -> tuple[str, l
     return prefix, keys
 
 
+# How the trainers authenticate: a project key of role trainer (as a team's trainers do: one
+# indexed key lookup per request) or the configured admin token (no lookup; earlier rounds).
+TRAINER_KEY = "trainer-key"
+ADMIN_TOKEN = "admin-token"
+
+
+def reporting_token(server: ServerProcess, prefix: str, auth: str) -> str:
+    """The bearer token the trainers of project ``prefix`` send (``auth``: how they sign in)."""
+    if auth == ADMIN_TOKEN:
+        return server.admin_token
+    with _admin(server) as admin:
+        created = admin.post(f"{prefix}/keys", json={"role": "trainer", "name": "bench trainers"})
+        created.raise_for_status()
+        token: str = created.json()["key"]
+        return token
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -189,11 +206,14 @@ def check_reports(server: ServerProcess, prefix: str, tally: Tally) -> int:
     )
 
 
-def run_fleet(server: ServerProcess, trainers: int, tasks: int) -> list[str]:
+def run_fleet(
+    server: ServerProcess, trainers: int, tasks: int, *, auth: str = TRAINER_KEY
+) -> list[str]:
     """``trainers`` adaptive runs at once in one new project; the report lines."""
     prefix, keys = create_project(server, f"load-{trainers}-{os.urandom(4).hex()}", tasks)
+    token = reporting_token(server, prefix, auth)
     tally = Tally()
-    fleet = [Trainer(server.base_url, server.admin_token, prefix, keys) for _ in range(trainers)]
+    fleet = [Trainer(server.base_url, token, prefix, keys) for _ in range(trainers)]
     started = time.perf_counter()
 
     def one(index: int) -> None:
@@ -301,10 +321,18 @@ def _schedule_id(admin: httpx.Client, prefix: str) -> str:
 
 
 def plain_reports(
-    server: ServerProcess, bare_url: str, tasks: int, connections: int, duration: int, runs: int
+    server: ServerProcess,
+    bare_url: str,
+    tasks: int,
+    connections: int,
+    duration: int,
+    runs: int,
+    *,
+    auth: str = TRAINER_KEY,
 ) -> list[str]:
     """Report throughput against the bare route's, same body, same connections."""
     prefix, keys = create_project(server, f"plain-{os.urandom(4).hex()}", tasks)
+    token = reporting_token(server, prefix, auth)
     run_ids = fixed_runs(server, prefix, runs)
     body = json.dumps(
         {"evaluations": [{"task": k, "value": 0.5, "entropy": 1.0} for k in keys]},
@@ -313,7 +341,7 @@ def plain_reports(
     with tempfile.TemporaryDirectory() as folder:
         ordo_script, bare_script = Path(folder) / "ordo.lua", Path(folder) / "bare.lua"
         lua_runs = "{" + ",".join(f'"{r}"' for r in run_ids) + "}"
-        auth = f'wrk.headers["Authorization"] = "Bearer {server.admin_token}"'
+        auth = f'wrk.headers["Authorization"] = "Bearer {token}"'
         ordo_script.write_text(
             LUA.format(auth=auth, runs=lua_runs, stages=tasks + 1, prefix=prefix, body=body)
         )
@@ -331,17 +359,20 @@ def plain_reports(
     ]
 
 
-def single_reports(server: ServerProcess, tasks: int, count: int) -> list[str]:
+def single_reports(
+    server: ServerProcess, tasks: int, count: int, *, auth: str = TRAINER_KEY
+) -> list[str]:
     """``count`` sequential reports (stage 0 of fixed runs) from one client: p50."""
     prefix, keys = create_project(server, f"single-{os.urandom(4).hex()}", tasks)
+    token = reporting_token(server, prefix, auth)
     run_ids = fixed_runs(server, prefix, count)
     body = {"evaluations": [{"task": k, "value": 0.5, "entropy": 1.0} for k in keys]}
     timings = []
-    with _admin(server) as admin:
+    headers = {"Authorization": f"Bearer {token}", "Ordo-Lease-Token": "1"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=120.0) as trainer:
         for run_id in run_ids:
             started = time.perf_counter()
-            url = f"{prefix}/runs/{run_id}/reports/0"
-            admin.put(url, json=body, headers={"Ordo-Lease-Token": "1"}).raise_for_status()
+            trainer.put(f"{prefix}/runs/{run_id}/reports/0", json=body).raise_for_status()
             timings.append(time.perf_counter() - started)
     p50 = 1000 * statistics.median(timings)
     verdict = "PASS" if p50 <= 5.0 else "FAIL"
@@ -415,6 +446,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plain-runs", type=int, default=2000, help="fixed runs for wrk")
     parser.add_argument("--single", type=int, default=200, help="sequential reports")
     parser.add_argument("--no-wrk", action="store_true", help="skip the plain-report phase")
+    parser.add_argument(
+        "--auth",
+        choices=[TRAINER_KEY, ADMIN_TOKEN],
+        default=TRAINER_KEY,
+        help="trainers sign in with a project key of role trainer (default), or with the "
+        "configured admin token (no key lookup; the figures of earlier rounds)",
+    )
     return parser.parse_args(argv)
 
 
@@ -443,13 +481,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     database = "temporary SQLite" if args.database_url is None else args.database_url
     print(f"ordo serve --workers {args.workers} and {args.job_workers} ordo worker on {database}")
+    print(f"trainers authenticate with: {args.auth}")
     analyzed = refresh_statistics(args.database_url)
     if analyzed is not None:
         print(analyzed)
     with ordo_server(args.database_url, args.workers, args.job_workers) as server:
         for trainers in args.trainers:
-            print("\n".join(run_fleet(server, trainers, args.tasks)), flush=True)
-        print("\n".join(single_reports(server, args.tasks, args.single)), flush=True)
+            print("\n".join(run_fleet(server, trainers, args.tasks, auth=args.auth)), flush=True)
+        lines = single_reports(server, args.tasks, args.single, auth=args.auth)
+        print("\n".join(lines), flush=True)
         if not args.no_wrk:
             if shutil.which("wrk") is None:
                 print("plain reports: skipped (wrk is not installed: apt-get install wrk)")
@@ -457,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 with bare_server(args.workers) as bare_url:
                     lines = plain_reports(
                         server, bare_url, args.tasks, args.connections, args.duration,
-                        args.plain_runs,
+                        args.plain_runs, auth=args.auth,
                     )  # fmt: skip
                 print("\n".join(lines), flush=True)
 

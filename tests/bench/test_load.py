@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 
-from bench.load import ordo_server, run_fleet, single_reports
+import pytest
+
+from bench.load import ADMIN_TOKEN, TRAINER_KEY, ordo_server, run_fleet, single_reports
 
 
-def test_a_small_fleet_reports_every_stage_and_loses_nothing() -> None:
+@pytest.mark.parametrize("auth", [TRAINER_KEY, ADMIN_TOKEN])
+def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     with ordo_server(None, workers=1) as server:
-        lines = run_fleet(server, trainers=3, tasks=4)
-        single = single_reports(server, tasks=4, count=5)
+        lines = run_fleet(server, trainers=3, tasks=4, auth=auth)
+        single = single_reports(server, tasks=4, count=5, auth=auth)
     text = "\n".join(lines)
     assert "answers outside 2xx: 0; trainers that gave up: 0" in text
     # 3 runs x (baseline + 4 stages), every one read back unchanged.
