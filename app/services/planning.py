@@ -49,7 +49,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ordo_server.app.db import Database, unit_of_work
@@ -282,30 +281,18 @@ def _run_plan_jobs(
     database: Database, claims: Sequence[_Claim], settings: Settings
 ) -> dict[int, _Outcome]:
     """Steps 1 to 3 for plan jobs of one project: each run's plan is stored as soon as it is
-    solved, while the snapshot stays open for the next run.
+    solved (or in a small group: :class:`_PlanStore`), while the snapshot stays open for the
+    next run.
 
     Each job ends on its own: one run's solver error or unexpected error fails or retries that
     job only. An error of the shared read retries every job that had not ended yet.
     """
-    outcomes: dict[int, _Outcome] = {}
-
-    def store(claim: _Claim, solved: _Solved) -> None:
-        if isinstance(solved, Exception):
-            outcomes[claim.id] = solved
-        else:
-            outcomes[claim.id] = _outcome(lambda: _store(database, claim, solved))
-
-    if len(claims) == 1:
-        try:
-            _read_and_solve(database, claims, settings, then=store)
-        except Exception as error:
-            outcomes.setdefault(claims[0].id, error)
-        return outcomes
-    logger.info(
-        "plan jobs %s of project %s: one snapshot, one fit",
-        [claim.id for claim in claims],
-        claims[0].project_id,
-    )
+    if len(claims) > 1:
+        logger.info(
+            "plan jobs %s of project %s: one snapshot, one fit",
+            [claim.id for claim in claims],
+            claims[0].project_id,
+        )
     plan_store = _PlanStore(database, claims[0].project_id, group_max=group_max(claims, settings))
     try:
         _read_and_solve(database, claims, settings, then=plan_store.put)
@@ -314,7 +301,7 @@ def _run_plan_jobs(
     else:
         read_error = None
     plan_store.flush()
-    outcomes.update(plan_store.outcomes)
+    outcomes = plan_store.outcomes
     if read_error is not None:
         for claim in claims:
             outcomes.setdefault(claim.id, read_error)
@@ -467,18 +454,7 @@ def _solve_run(snapshot: _Snapshot, claim: _Claim, settings: Settings) -> _Plan 
 
 def _store(database: Database, claim: _Claim, plan: _Plan | None) -> str:
     """Step 3: store the plan if the run is still where the snapshot saw it; the outcome."""
-    assert claim.run_id is not None
-    with unit_of_work(database.sessions) as session:
-        now = run_repo.db_now(session)
-        run = run_repo.get_run(session, claim.project_id, claim.run_id, for_update=True)
-        if not job_repo.still_held(session, claim.id, claim.attempts):
-            return "lost"  # another worker claimed it again; its answer counts
-        outcome = _apply(session, run, plan)
-        job_repo.finish(session, claim.id, claim.attempts, outcome=outcome, at=now)
-        job_repo.announce_done(session, claim.run_id)
-        after_commit(session, lambda: plan_done(claim.run_id or ""))
-        _count_replan(session, plan, outcome)
-        return outcome
+    return _store_together(database, claim.project_id, [(claim, plan)])[claim.id]
 
 
 def _count_replan(session: Session, plan: _Plan | None, outcome: str) -> None:
@@ -489,10 +465,12 @@ def _count_replan(session: Session, plan: _Plan | None, outcome: str) -> None:
 def _store_together(
     database: Database, project_id: str, plans: Sequence[tuple[_Claim, _Plan | None]]
 ) -> dict[int, str]:
-    """Step 3 for several runs of one project in one short transaction: what :func:`_store`
-    does for each, with each statement made once for all of them (the runs' rows, then the
-    jobs' rows locked in id order; their schedules inserted together; the jobs ended and their
-    ends announced together). The outcome of each job."""
+    """Step 3 for one or several runs of one project in one short transaction, each statement
+    made once for all of them: the runs' rows, then the jobs' rows locked in id order; a job
+    whose claim another worker took is ``lost``; a run that moved on or needs no plan ends its
+    job without one; the (run, stage) pairs that have a plan already (looked up under the run
+    locks) are ``duplicate``; the other schedules are inserted together and the runs pointed at
+    them; the jobs are ended and their ends announced together. The outcome of each job."""
     with unit_of_work(database.sessions) as session:
         now = run_repo.db_now(session)
         runs = run_repo.lock_runs(session, project_id, [claim.run_id or "" for claim, _ in plans])
@@ -562,23 +540,6 @@ def _verdict(session: Session, run: Run | None, plan: _Plan | None) -> str | Non
         logger.warning("run %s keeps its plan after stage %d: %s", run.id, plan.stage, plan.error)
         return "kept"
     return None
-
-
-def _apply(session: Session, run: Run | None, plan: _Plan | None) -> str:
-    verdict = _verdict(session, run, plan)
-    if verdict is not None:
-        return verdict
-    assert run is not None
-    assert plan is not None
-    assert plan.solved is not None
-    try:
-        with session.begin_nested():
-            stored = store_schedule(session, plan.solved, run_stage=plan.stage)
-    except IntegrityError:
-        return "duplicate"  # this (run, stage) has its plan already
-    run.schedule_id = stored.id
-    session.flush()
-    return "planned"
 
 
 # --- schedule jobs --------------------------------------------------------------------------------

@@ -662,17 +662,14 @@ class SolvedSchedule:
         return list(self.values["order"])
 
 
-def store_schedule(
-    session: Session, solved: SolvedSchedule, *, run_stage: int | None = None
-) -> ScheduleRead:
-    """Store ``solved`` as the project's next version (``run_stage``: the run's plan stage).
+def store_schedule(session: Session, solved: SolvedSchedule) -> ScheduleRead:
+    """Store ``solved`` as the project's next version (a run's plans: :func:`store_plans`).
 
     The version is allocated under the project row lock, so concurrent stores get contiguous,
     distinct versions; the lock is held only from here to the commit, never while solving.
     """
     project_repo.lock_project(session, solved.project_id)
-    values = dict(solved.values, run_stage=run_stage)
-    values["version"] = schedule_repo.next_version(session, solved.project_id)
+    values = dict(solved.values, version=schedule_repo.next_version(session, solved.project_id))
     schedule = schedule_repo.add_schedule(session, solved.project_id, values)
     return _read(schedule)
 

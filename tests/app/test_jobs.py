@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session
 from ordo_server.app.db import Database, unit_of_work
 from ordo_server.app.logging_config import REQUEST_ID, JsonFormatter
 from ordo_server.app.repositories import jobs as job_repo
+from ordo_server.app.repositories import schedules as schedule_repo
 from ordo_server.app.repositories.runs import db_now
 from ordo_server.app.services import planning
 from ordo_server.app.services import runs as run_service
-from ordo_server.app.services.schedules import SolvedSchedule, store_schedule
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from tests.conftest import (
@@ -172,18 +172,17 @@ def test_a_job_run_again_stores_nothing_new(
     assert _jobs(session, run_id)[-1].outcome == "noop"
     # And the index behind it: one plan per (run, stage), whoever stores it.
     latest = before[-1]
-    twin = SolvedSchedule(
-        project_id=tasked.id,
-        values={
-            column: getattr(latest, column)
-            for column in (
-                "parent_id", "run_id", "estimates_version", "request", "order", "objective",
-                "bound", "gap", "status", "method", "wall_time_s", "predicted",
-            )
-        },
-    )  # fmt: skip
+    twin = {
+        column: getattr(latest, column)
+        for column in (
+            "parent_id", "run_id", "estimates_version", "request", "order", "objective",
+            "bound", "gap", "status", "method", "wall_time_s", "predicted", "run_stage",
+        )
+    }  # fmt: skip
+    # A free version: only the (run, stage) index can refuse it.
+    twin["version"] = schedule_repo.next_version(session, tasked.id)
     with pytest.raises(IntegrityError), unit_of_work(database.sessions) as writer:
-        store_schedule(writer, twin, run_stage=latest.run_stage)
+        schedule_repo.add_schedule(writer, tasked.id, twin)
 
 
 def test_a_claim_whose_worker_died_is_taken_again_and_the_dead_one_is_fenced(

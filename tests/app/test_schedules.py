@@ -284,8 +284,10 @@ def test_replanning_keeps_the_prefix_and_links_run_and_parent(
         parent_id=first["id"],
         prefix=["poetry"],
     )
-    replanned = schedule_service.store_schedule(session, solved_plan, run_stage=1)
+    [replanned_id] = schedule_service.store_plans(session, example.id, [(solved_plan, 1)])
     session.commit()
+    assert replanned_id is not None
+    replanned = schedule_service.get_schedule(session, _context(example), replanned_id)
     assert replanned.order == ["poetry", "math", "code"]
     assert replanned.objective == pytest.approx(1.35)
     assert (replanned.run_id, replanned.parent_id, replanned.version) == (run.id, first["id"], 2)
