@@ -148,9 +148,13 @@ def _send(
         sent.status(http.put(path, json=body, headers=lease))
         return
     answers: list[httpx.Response] = []
-    duplicate = threading.Thread(
-        target=lambda: answers.append(http.put(path, json=body, headers=lease))
-    )
+
+    def resend_on_another_connection() -> None:
+        # A client of its own: an httpx client is not shared between threads.
+        with httpx.Client(base_url=http.base_url, headers=http.headers, timeout=60) as other:
+            answers.append(other.put(path, json=body, headers=lease))
+
+    duplicate = threading.Thread(target=resend_on_another_connection)
     duplicate.start()
     first = http.put(path, json=body, headers=lease)
     duplicate.join()
