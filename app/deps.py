@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.db import Database, unit_of_work
 from ordo_server.app.errors import RateLimitedError, UnavailableError
 from ordo_server.app.retry import track_commits
@@ -22,6 +24,7 @@ from ordo_server.app.services.auth import (
     authorize_project,
     record_key_use,
 )
+from ordo_server.app.services.key_cache import KeyCache
 from ordo_server.app.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,12 +74,19 @@ async def get_principal(
 
     Runs before :func:`write_gate`, in a read-only unit of work of its own: a request with a bad
     token never waits for a write slot, takes one or opens a write transaction. A 401 counts as a
-    failed sign-in of the client's address (:class:`app.rate_limits.RateLimitMiddleware`).
+    failed sign-in of the client's address (:class:`app.rate_limits.RateLimitMiddleware`). A
+    token signed in less than ``ORDO_KEY_CACHE_TTL_S`` ago is taken from the process's
+    :class:`app.services.key_cache.KeyCache`, in the event loop, with no statement.
     """
     token = credentials.credentials if credentials is not None else None
-    settings = settings_of(request)
-    database = database_of(request)
-    principal = await run_in_threadpool(_authenticate, database, token, settings)
+    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+    principal = cache.get(token) if cache is not None and token else None
+    if principal is None:
+        settings = settings_of(request)
+        database = database_of(request)
+        principal = await run_in_threadpool(_authenticate, database, token, settings)
+        if cache is not None and token:
+            cache.put(token, principal)
     limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
     # A request run again after a lost race (app.retry) resolves this again: count it once.
     if limits is not None and not getattr(request.state, "key_rate_counted", False):
@@ -200,9 +210,18 @@ def current_principal(
 
     ``principal`` comes before ``session``: the key is checked before the write gate.
     """
-    if request.method not in READ_METHODS:
-        record_key_use(session, principal)
+    _record_use(request, session, principal)
     return principal
+
+
+def _record_use(request: Request, session: Session, principal: Principal) -> None:
+    """A write records the key's use (at most once a minute), and its cache entry learns it."""
+    if request.method in READ_METHODS:
+        return
+    recorded = record_key_use(session, principal)
+    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+    if recorded is not None and cache is not None:
+        after_commit(session, functools.partial(cache.used, principal.key_id, recorded))
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -231,8 +250,7 @@ def _project(
 ) -> ProjectContext:
     # One worker thread for both steps (what current_principal does, then the project):
     # ``principal`` comes before ``session``, so the key is checked before the write gate.
-    if request.method not in READ_METHODS:
-        record_key_use(session, principal)
+    _record_use(request, session, principal)
     return authorize_project(session, principal, project_id, admin=admin)
 
 

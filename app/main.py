@@ -38,8 +38,9 @@ from ordo_server.app.routes import (
     schedules,
     tasks,
 )
+from ordo_server.app.services.key_cache import KeyCache
 from ordo_server.app.settings import Settings, get_settings
-from ordo_server.app.worker import embedded_worker, plan_listener
+from ordo_server.app.worker import embedded_worker, notification_listener
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limits = build_rate_limits(settings)
     logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))
     with ExitStack() as stack:
-        stack.enter_context(plan_listener(settings.database_url))
+        stack.enter_context(notification_listener(settings.database_url))
         if settings.job_runner == "embedded" and settings.job_thread:
             stack.enter_context(embedded_worker(app.state.database, settings))
         try:
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.docs_enabled:
         install_redoc(app)
     app.state.settings = settings
+    app.state.key_cache = KeyCache(settings.key_cache_ttl_s)
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app, retry_after_s=settings.retry_after_s)

@@ -36,9 +36,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
-from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, SessionTransaction
 
 from ordo_server.app.db import unit_of_work
 from ordo_server.app.deps import bearer, database_of
@@ -119,31 +117,6 @@ def _preset_labels() -> None:
 
 
 _preset_labels()
-
-
-# --- recording after commit ----------------------------------------------------------------------
-
-_PENDING_KEY = "ordo_metrics_after_commit"
-
-
-def after_commit(session: Session, record: Callable[[], object]) -> None:
-    """Run ``record`` once the session's transaction commits; drop it on rollback.
-
-    A counter of stored things must not count what a failed commit never stored.
-    """
-    session.info.setdefault(_PENDING_KEY, []).append(record)
-
-
-@event.listens_for(Session, "after_commit")
-def _record_committed(session: Session) -> None:
-    for record in session.info.pop(_PENDING_KEY, []):
-        record()
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(_PENDING_KEY, None)
 
 
 def solve_kind(*, run_id: str | None, parent_id: str | None) -> str:

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
         ),
     )
 
+    key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long an API process remembers a signed-in key, skipping its lookup (seconds; 0: "
+            "never). A revocation reaches every process at once on PostgreSQL; on SQLite another "
+            "process's revocation (the CLI) within this time."
+        ),
+    )
+
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After sent with 503 answers.")
 
     # Rate limits (app/rate_limits.py), written as "1200/minute" or "5/second;1000/hour".

@@ -20,7 +20,9 @@ from sqlalchemy.exc import DBAPIError
 
 from ordo_server.app.db import Database, is_sqlite
 from ordo_server.app.repositories.jobs import NOTIFY_CHANNEL, PLANS_CHANNEL
+from ordo_server.app.repositories.keys import KEYS_CHANNEL
 from ordo_server.app.services.job_events import plan_done, set_relay_live, wait_for_work
+from ordo_server.app.services.key_cache import forget_all, forget_keys
 from ordo_server.app.services.planning import run_next_job
 from ordo_server.app.settings import Settings
 
@@ -96,17 +98,19 @@ def _listener(database_url: str) -> Iterator[Callable[[float], None]]:
 
 
 @contextmanager
-def plan_listener(database_url: str) -> Iterator[None]:
-    """PostgreSQL: relay ``NOTIFY ordo_plans`` to this process's waiting requests (a thread).
+def notification_listener(database_url: str) -> Iterator[None]:
+    """PostgreSQL: relay ``NOTIFY ordo_plans`` to this process's waiting requests and ``NOTIFY
+    ordo_keys`` (revocations) to its key caches, from a thread.
 
-    Nothing on SQLite: there, waiting requests look at the database every quarter second.
+    Nothing on SQLite: there, waiting requests look at the database every quarter second and a
+    cached key lives its time to live.
     """
     if is_sqlite(database_url):
         yield
         return
     stop = threading.Event()
     thread = threading.Thread(
-        target=_relay_plans, args=(database_url, stop), name="ordo-plans", daemon=True
+        target=_relay, args=(database_url, stop), name="ordo-notifications", daemon=True
     )
     thread.start()
     try:
@@ -116,18 +120,24 @@ def plan_listener(database_url: str) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-def _relay_plans(database_url: str, stop: threading.Event) -> None:
+def _relay(database_url: str, stop: threading.Event) -> None:
     conninfo = _conninfo(database_url)
     while not stop.is_set():
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
                 connection.execute(f"LISTEN {PLANS_CHANNEL}")
+                connection.execute(f"LISTEN {KEYS_CHANNEL}")
+                # A revocation sent while nobody listened was missed: sign every key in again.
+                forget_all()
                 set_relay_live(True)
                 while not stop.is_set():
                     for notification in connection.notifies(timeout=1.0):
-                        plan_done(notification.payload)
+                        if notification.channel == KEYS_CHANNEL:
+                            forget_keys([notification.payload])
+                        else:
+                            plan_done(notification.payload)
         except psycopg.Error:
-            logger.warning("plan listener: the database is unavailable; retrying")
+            logger.warning("notification listener: the database is unavailable; retrying")
             stop.wait(1.0)
         finally:
             set_relay_live(False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import String, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ordo_server.models import ApiKey
@@ -73,6 +73,19 @@ def revoke_key(session: Session, project_id: str, key_id: str, at: datetime) -> 
         )
         .values(revoked_at=at)
     )
+
+
+# PostgreSQL channel of revocations; each API process's listener forgets the keys it names.
+KEYS_CHANNEL = "ordo_keys"
+_NOTIFY_REVOKED = select(func.pg_notify(KEYS_CHANNEL, bindparam("key_id", type_=String)))
+
+
+def announce_revoked(session: Session, key_ids: Sequence[str]) -> None:
+    """PostgreSQL: NOTIFY ``ordo_keys`` with each key id (delivered at commit); SQLite: nothing."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for key_id in key_ids:
+        session.execute(_NOTIFY_REVOKED, {"key_id": key_id})
 
 
 # Uses are recorded to this resolution: an UPDATE on every request would lock the key's row

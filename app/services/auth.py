@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
+from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from ordo_server.app.repositories import keys as key_repo
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.security import Role, generate_key, parse_key, secret_matches, token_matches
+from ordo_server.app.services.key_cache import forget_keys
 from ordo_server.models.base import utcnow
 
 ENV_ADMIN_KEY_ID = "env-admin"
@@ -29,6 +33,8 @@ class Principal:
     project_id: str | None
     # When the stored key's use was last recorded, as authentication read it (None: never).
     last_used_at: datetime | None = None
+    # When the stored key expires (None: never).
+    expires_at: datetime | None = None
 
     @property
     def is_global_admin(self) -> bool:
@@ -78,21 +84,36 @@ def authenticate(
         role=Role(key.role),
         project_id=key.project_id,
         last_used_at=key.last_used_at,
+        expires_at=key.expires_at,
     )
 
 
-def record_key_use(session: Session, principal: Principal) -> None:
+def record_key_use(session: Session, principal: Principal) -> datetime | None:
     """Record a use of the caller's stored key (at most once a minute; not for the env token).
 
     A use recorded less than ``TOUCH_RESOLUTION`` ago when the key was read costs no statement.
+    Returns the time recorded, or ``None`` when nothing was written.
     """
     if principal.key_id == ENV_ADMIN_KEY_ID:
-        return
+        return None
     now = utcnow()
     last = principal.last_used_at
     if last is not None and now - last < key_repo.TOUCH_RESOLUTION:
-        return
+        return None
     key_repo.touch_key(session, principal.key_id, now)
+    return now
+
+
+def keys_revoked(session: Session, key_ids: Sequence[str]) -> None:
+    """Make every API process stop taking these keys once the revocation commits.
+
+    This process's caches forget them at the commit; on PostgreSQL the other processes' listeners
+    hear ``NOTIFY ordo_keys`` (``app.services.key_cache``).
+    """
+    if not key_ids:
+        return
+    key_repo.announce_revoked(session, key_ids)
+    after_commit(session, functools.partial(forget_keys, tuple(key_ids)))
 
 
 def authorize_project(
@@ -135,7 +156,9 @@ def rotate_global_admin(session: Session) -> RotatedAdmin:
 
 def revoke_generated_admins(session: Session) -> tuple[str, ...]:
     """Revoke every generated global admin key (``ORDO_ADMIN_TOKEN`` replaces them)."""
-    return tuple(key_repo.revoke_global_admins(session, utcnow()))
+    revoked = tuple(key_repo.revoke_global_admins(session, utcnow()))
+    keys_revoked(session, revoked)
+    return revoked
 
 
 def _issue_global_admin(session: Session, *, name: str) -> str:

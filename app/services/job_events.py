@@ -3,7 +3,7 @@
 - A committed job wakes this process's embedded worker (:func:`wake_workers`).
 - A finished plan job wakes the requests of this process waiting for that run
   (:func:`plan_done`); on PostgreSQL it also NOTIFYs ``ordo_plans`` and each API process's
-  listener thread (``app.worker.plan_listener``) relays it here, so a plan stored by an
+  listener thread (``app.worker.notification_listener``) relays it here, so a plan stored by an
   ``ordo worker`` on another machine wakes the waiting request at once. While the listener
   listens (:func:`relay_live`) a waiter looks at the database only when it starts; while it
   does not (not started, reconnecting), waiters look every quarter second; each change wakes

@@ -8,7 +8,7 @@ from ordo_server.app.errors import FieldIssue, InvalidInputError, NotFoundError
 from ordo_server.app.repositories import keys as key_repo
 from ordo_server.app.schemas.key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from ordo_server.app.security import generate_key
-from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.auth import ProjectContext, keys_revoked
 from ordo_server.models.base import utcnow
 
 
@@ -46,3 +46,4 @@ def revoke_key(session: Session, context: ProjectContext, key_id: str) -> None:
     if key_repo.get_project_key(session, context.id, key_id) is None:
         raise NotFoundError("API key not found.")
     key_repo.revoke_key(session, context.id, key_id, utcnow())
+    keys_revoked(session, [key_id])

@@ -51,6 +51,7 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy.orm import Session
 
+from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.db import Database, unit_of_work
 from ordo_server.app.errors import (
     NotFoundError,
@@ -59,7 +60,7 @@ from ordo_server.app.errors import (
     service_error_from_solver,
 )
 from ordo_server.app.logging_config import REQUEST_ID
-from ordo_server.app.metrics import REPLANS, after_commit
+from ordo_server.app.metrics import REPLANS
 from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import runs as run_repo

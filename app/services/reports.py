@@ -22,9 +22,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.errors import ConflictError, ErrorCode, FieldIssue, InvalidInputError
 from ordo_server.app.logging_config import REQUEST_ID
-from ordo_server.app.metrics import REPORTS_STORED, STALE_RUNS, after_commit
+from ordo_server.app.metrics import REPORTS_STORED, STALE_RUNS
 from ordo_server.app.repositories import estimates as estimate_repo
 from ordo_server.app.repositories import observations as observation_repo
 from ordo_server.app.repositories import projects as project_repo

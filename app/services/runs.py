@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.errors import (
     ConflictError,
     ErrorCode,
@@ -40,7 +41,7 @@ from ordo_server.app.errors import (
     ServiceError,
 )
 from ordo_server.app.logging_config import REQUEST_ID
-from ordo_server.app.metrics import STALE_RUNS, after_commit
+from ordo_server.app.metrics import STALE_RUNS
 from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import runs as run_repo

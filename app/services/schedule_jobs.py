@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.errors import ErrorCode, NotFoundError
 from ordo_server.app.logging_config import REQUEST_ID
-from ordo_server.app.metrics import after_commit
 from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories import runs as run_repo
 from ordo_server.app.schemas.schedule import (

@@ -17,7 +17,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ordo_server.app.cli import _multiprocess_metrics
-from ordo_server.app.metrics import MULTIPROC_ENV, after_commit
+from ordo_server.app.commit_hooks import after_commit
+from ordo_server.app.metrics import MULTIPROC_ENV
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run
 from tests.conftest import (
