@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Path, Request, Security
@@ -256,3 +257,31 @@ def _project(
 
 ProjectReader = Annotated[ProjectContext, Depends(project_reader)]
 ProjectAdmin = Annotated[ProjectContext, Depends(project_admin)]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectClaim:
+    """A signed-in caller and the project their path names, not yet checked in the database.
+
+    The trainers' hot write routes (a report, a heartbeat) check it on their own worker thread,
+    first thing (``claim.check(session)``): one trip to a worker thread less than
+    :data:`ProjectReader`, whose check is a dependency with a trip of its own.
+    """
+
+    request: Request
+    principal: Principal
+    project_id: str
+
+    def check(self, session: Session) -> ProjectContext:
+        """The project, for any key of it (as :func:`project_reader`); a write records the use."""
+        return _project(self.request, session, self.principal, self.project_id, admin=False)
+
+
+async def project_claim(
+    request: Request, project_id: ProjectIdPath, principal: AuthenticatedDep
+) -> ProjectClaim:
+    """The caller's claim on the project in the path (the key is checked, the project not yet)."""
+    return ProjectClaim(request, principal, project_id)
+
+
+ProjectClaimDep = Annotated[ProjectClaim, Depends(project_claim)]

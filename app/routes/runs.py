@@ -12,6 +12,7 @@ from ordo_server.app.deps import (
     PROJECT_ROUTE_ERRORS,
     AuthenticatedDep,
     DatabaseDep,
+    ProjectClaimDep,
     ProjectIdPath,
     ProjectReader,
     SessionDep,
@@ -202,7 +203,7 @@ async def get_next_stage(
     },
 )
 def heartbeat_run(
-    project: ProjectReader,
+    claim: ProjectClaimDep,
     session: SessionDep,
     settings: SettingsDep,
     run_id: RunIdPath,
@@ -210,6 +211,7 @@ def heartbeat_run(
     body: HeartbeatCreate | None = None,
 ) -> Lease:
     """Renew the holder's lease (a stale run becomes active again)."""
+    project = claim.check(session)
     return run_service.heartbeat(
         session,
         project,
@@ -230,13 +232,14 @@ def heartbeat_run(
     },
 )
 def complete_run(
-    project: ProjectReader,
+    claim: ProjectClaimDep,
     session: SessionDep,
     settings: SettingsDep,
     run_id: RunIdPath,
     lease_token: LeaseTokenHeader = None,
 ) -> RunRead:
     """End the run as completed (idempotent); an admin key may omit the lease token."""
+    project = claim.check(session)
     return run_service.complete_run(
         session, project, run_id, lease_token=lease_token, settings=settings
     )
@@ -253,13 +256,14 @@ def complete_run(
 )
 def fail_run(
     body: RunFail,
-    project: ProjectReader,
+    claim: ProjectClaimDep,
     session: SessionDep,
     settings: SettingsDep,
     run_id: RunIdPath,
     lease_token: LeaseTokenHeader = None,
 ) -> RunRead:
     """End the run as failed, with a reason (idempotent); an admin key may omit the token."""
+    project = claim.check(session)
     return run_service.fail_run(
         session, project, run_id, body, lease_token=lease_token, settings=settings
     )
@@ -279,7 +283,7 @@ def fail_run(
 )
 def put_report(
     body: ReportCreate,
-    project: ProjectReader,
+    claim: ProjectClaimDep,
     session: SessionDep,
     database: DatabaseDep,
     settings: SettingsDep,
@@ -293,6 +297,7 @@ def put_report(
     An adaptive run's re-plan is queued with the report (`plan_pending: true`); `GET .../next`
     waits for it.
     """
+    project = claim.check(session)
     answer = report_service.put_report(
         session, project, run_id, stage, body, lease_token=lease_token, settings=settings
     )
