@@ -37,6 +37,7 @@ from ordo_server.app.services import planning
 from ordo_server.app.services import reports as report_service
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services.auth import authorize_project
+from ordo_server.app.services.job_events import async_plan_waiter
 
 router = APIRouter(
     route_class=RetryingRoute, prefix="/v1/projects/{project_id}/runs", tags=["runs"]
@@ -186,9 +187,13 @@ async def get_next_stage(
             project = authorize_project(session, principal, project_id, admin=False)
             return run_service.next_stage(session, project, run_id, settings=settings)
 
-    answer = await run_in_threadpool(read)
-    if not answer.plan_pending or answer.stage == 0:
-        return answer
+    with async_plan_waiter(run_id) as planned:  # before the first read: no end goes unseen
+        answer = await run_in_threadpool(read)
+        if not answer.plan_pending or answer.stage == 0:
+            return answer
+        if settings.job_runner == "external":
+            return await planning.reread_until_planned(read, planned, wait_s=settings.plan_wait_s)
+    # The embedded runner's request may make the plan itself (a job no thread has claimed).
     await planning.await_plan_async(database, settings, run_id)
     return await run_in_threadpool(read)
 

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from anyio import to_thread
 from sqlalchemy.orm import Session
@@ -88,6 +88,8 @@ WORKER_KEY_ID = "ordo-worker"
 # looks only when it starts: each look is a transaction, and a fleet of 100 waiters looking
 # four times a second (then once a second) took the CPU the job worker needed.
 RECHECK_S = 0.25
+
+PendingT = TypeVar("PendingT", bound="PendingAnswer")
 # A batch's solved plans are stored together once the oldest unstored one is this old (s) ...
 GROUP_WINDOW_S = 0.1
 # ... or once this many wait, and only while the worker is behind (group_max). A group's
@@ -663,6 +665,38 @@ async def await_plan_async(database: Database, settings: Settings, run_id: str) 
         status=lambda: _plan_job_status(database, run_id),
         run_here=lambda: run_next_job(database, settings, run_id=run_id),
     )
+
+
+class PendingAnswer(Protocol):
+    """An answer that says whether a plan of its run is still being made."""
+
+    @property
+    def plan_pending(self) -> bool: ...
+
+
+async def reread_until_planned(
+    read: Callable[[], PendingT], planned: asyncio.Event, *, wait_s: float
+) -> PendingT:
+    """``read()`` again once the run's plan job ends, until its answer has no pending plan or
+    ``wait_s`` seconds pass (then one last read); external runners (``ordo worker``).
+
+    ``planned`` is the run's waiter (``job_events.async_plan_waiter``), registered before the
+    first read that found the plan pending, so a job that ended after that read has set it.
+    Each wake-up costs one read and nothing else: a waiting ``GET .../next`` is two trips to a
+    worker thread (its read and the read after the plan), not four (a job-status look before
+    and after the wait). While no listener relays, it reads every ``RECHECK_S``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            recheck_s = remaining if relay_live() else RECHECK_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(planned.wait(), min(remaining, recheck_s))
+            planned.clear()
+        answer = await to_thread.run_sync(read)
+        if not answer.plan_pending or time.monotonic() >= deadline:
+            return answer
 
 
 async def await_job_async(

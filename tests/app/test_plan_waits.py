@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from ordo_server.app.services import job_events
+from ordo_server.app.services import job_events, planning
 from tests.conftest import LiveServer, live_server_on
 
 WAITERS = 60  # more than anyio's 40 worker threads
@@ -149,5 +150,48 @@ def test_a_change_of_the_relay_wakes_every_waiter_of_the_process_to_look_again()
         assert not asyncio.run(woken_by(True))  # no change, no wake-up
         assert asyncio.run(woken_by(False))  # the relay is lost
         assert not job_events.relay_live()
+    finally:
+        job_events.set_relay_live(previous)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    plan_pending: bool
+
+
+def test_a_waiting_next_reads_once_per_wake_up_and_once_at_its_deadline() -> None:
+    """``planning.reread_until_planned`` (external runners): with the relay live, the wait is
+    one read after the plan's end, or one read at the deadline; without it, a read every
+    ``RECHECK_S``. The waiter is registered before the first read, so an end between that read
+    and the wait is not missed."""
+    previous = job_events.relay_live()
+    reads: list[float] = []
+
+    async def wait_for(ends_after_s: float | None, wait_s: float) -> tuple[_Answer, int]:
+        reads.clear()
+        ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if ends_after_s is not None:
+            loop.call_later(ends_after_s, ended.set)
+
+        def read() -> _Answer:
+            reads.append(time.monotonic())
+            return _Answer(plan_pending=not ended.is_set())
+
+        with job_events.async_plan_waiter("run-r") as planned:
+            if ends_after_s is not None:
+                loop.call_later(ends_after_s, job_events.plan_done, "run-r")
+            answer = await planning.reread_until_planned(read, planned, wait_s=wait_s)
+        return answer, len(reads)
+
+    try:
+        job_events.set_relay_live(True)
+        assert asyncio.run(wait_for(0.2, wait_s=5.0)) == (_Answer(False), 1)
+        assert asyncio.run(wait_for(None, wait_s=0.3)) == (_Answer(True), 1)
+        assert asyncio.run(wait_for(0.0, wait_s=5.0)) == (_Answer(False), 1)  # ended already
+        job_events.set_relay_live(False)
+        answer, count = asyncio.run(wait_for(None, wait_s=1.0))
+        assert answer == _Answer(True)
+        assert 3 <= count <= 5  # every RECHECK_S (0.25 s), then the deadline
     finally:
         job_events.set_relay_live(previous)
