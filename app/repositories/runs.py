@@ -84,6 +84,22 @@ def get_run(
     return session.scalar(query)
 
 
+def get_runs(session: Session, project_id: str, run_ids: Collection[str]) -> dict[str, Run]:
+    """The project's runs with these ids, by id (one statement; no lock)."""
+    query = select(Run).where(Run.project_id == project_id, Run.id.in_(sorted(run_ids)))
+    return {run.id: run for run in session.scalars(query)}
+
+
+def get_schedules(
+    session: Session, project_id: str, schedule_ids: Collection[str]
+) -> dict[str, Schedule]:
+    """The project's schedules with these ids, by id (one statement)."""
+    query = select(Schedule).where(
+        Schedule.project_id == project_id, Schedule.id.in_(sorted(schedule_ids))
+    )
+    return {schedule.id: schedule for schedule in session.scalars(query)}
+
+
 def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> dict[str, Run]:
     """The project's runs with these ids, by id, their rows locked until commit in id order.
 

@@ -57,6 +57,7 @@ class ProjectContext:
     id: str
     settings: ProjectSettings
     principal: Principal
+    name: str  # the project's name (run seeds derive from it)
 
 
 def authenticate(
@@ -131,7 +132,7 @@ def authorize_project(
     if admin and principal.role is not Role.ADMIN:
         raise ForbiddenError("This action needs an admin key.")
     settings = ProjectSettings.model_validate(project.settings)
-    return ProjectContext(id=project.id, settings=settings, principal=principal)
+    return ProjectContext(id=project.id, settings=settings, principal=principal, name=project.name)
 
 
 def require_global_admin(principal: Principal) -> None:

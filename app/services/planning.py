@@ -277,7 +277,7 @@ def _context(session: Session, project_id: str) -> ProjectContext | None:
         return None
     principal = Principal(key_id=WORKER_KEY_ID, role=Role.ADMIN, project_id=project_id)
     settings = ProjectSettings.model_validate(project.settings)
-    return ProjectContext(id=project_id, settings=settings, principal=principal)
+    return ProjectContext(id=project_id, settings=settings, principal=principal, name=project.name)
 
 
 def _run_plan_jobs(
@@ -370,15 +370,22 @@ class _PlanStore:
 
 
 class _Snapshot:
-    """One read of a project for plan jobs: its task keys, and its history, estimates and model
-    fits (``ProjectFits``), each read or fitted on first use and shared by every plan made on
-    the read (one fit per batch)."""
+    """One read of a project for plan jobs: the batch's runs and the plans they follow, its task
+    keys, and its history, estimates and model fits (``ProjectFits``), each read or fitted on
+    first use and shared by every plan made on the read (one fit per batch)."""
 
-    def __init__(self, session: Session, context: ProjectContext) -> None:
+    def __init__(self, session: Session, context: ProjectContext, run_ids: Sequence[str]) -> None:
         self.session = session
         self.context = context
         self.fits = ProjectFits(session, context)
         self._keys: list[str] | None = None
+        # The batch's runs and the plans they follow, read together (two statements, not two
+        # per run) and held here: the session's identity map keeps no object nobody holds.
+        self.runs = run_repo.get_runs(session, context.id, run_ids) if run_ids else {}
+        schedule_ids = {run.schedule_id for run in self.runs.values() if run.schedule_id}
+        self.schedules = (
+            run_repo.get_schedules(session, context.id, schedule_ids) if schedule_ids else {}
+        )
 
     def keys(self) -> list[str]:
         """The project's task keys in index order."""
@@ -400,7 +407,8 @@ def _read_and_solve(
     solving raised one the solver does not mean: that job retries, the others go on)."""
     with unit_of_work(database.read_sessions) as session:
         context = _context(session, claims[0].project_id)
-        snapshot = None if context is None else _Snapshot(session, context)
+        run_ids = [claim.run_id for claim in claims if claim.run_id is not None]
+        snapshot = None if context is None else _Snapshot(session, context, run_ids)
         for claim in claims:
             with _on_behalf_of(claim):
                 solved: _Solved = None
@@ -417,10 +425,10 @@ def _solve_run(snapshot: _Snapshot, claim: _Claim, settings: Settings) -> _Plan 
     is needed. A solver's refusal is the plan's ``error``."""
     assert claim.run_id is not None
     session = snapshot.session
-    run = run_repo.get_run(session, claim.project_id, claim.run_id)
+    run = snapshot.runs.get(claim.run_id)
     if run is None:
         return None
-    schedule = run_service.current_schedule(session, run)
+    schedule = snapshot.schedules.get(run.schedule_id) if run.schedule_id else None
     stage = wanted_stage(run, schedule)
     if stage is None:
         return None

@@ -28,7 +28,6 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import tasks as task_repo
 from ordo_server.app.schemas.run import RunStatus
@@ -211,8 +210,7 @@ class ProjectFits:
 
 def run_seed(session: Session, context: ProjectContext, run: Run) -> int:
     """The run's sampling seed: project name and ``client_id`` (else its sequence number)."""
-    project = project_repo.get_project(session, context.id)
-    name = project.name if project is not None else context.id
+    name = context.name
     if run.client_id is not None:
         return plan_seed(name, run.client_id)
     earlier = session.scalar(

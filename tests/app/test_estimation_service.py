@@ -63,7 +63,9 @@ def _estimates(client: TestClient, project: ProjectKeys) -> Any:
 
 def _context(project: ProjectKeys) -> ProjectContext:
     principal = Principal(key_id="test", role=Role.ADMIN, project_id=project.id)
-    return ProjectContext(id=project.id, settings=ProjectSettings(), principal=principal)
+    return ProjectContext(
+        id=project.id, settings=ProjectSettings(), principal=principal, name=project.name
+    )
 
 
 # --- priors and kinds ----------------------------------------------------------------------------

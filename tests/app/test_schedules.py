@@ -266,7 +266,9 @@ def test_a_task_subset_is_scheduled_alone(client: TestClient, example: ProjectKe
 
 def _context(project: ProjectKeys) -> ProjectContext:
     principal = Principal(key_id="test", role=Role.ADMIN, project_id=project.id)
-    return ProjectContext(id=project.id, settings=ProjectSettings(), principal=principal)
+    return ProjectContext(
+        id=project.id, settings=ProjectSettings(), principal=principal, name=project.name
+    )
 
 
 def test_replanning_keeps_the_prefix_and_links_run_and_parent(
