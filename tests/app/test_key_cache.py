@@ -23,13 +23,12 @@ from ordo_server.app.services.key_cache import MAX_ENTRIES, KeyCache, forget_all
 from ordo_server.models.base import utcnow
 from tests.conftest import (
     ADMIN_TOKEN,
-    ProjectKeys,
-    bearer,
     migrated_sqlite_url,
     postgres_database,
     require_postgres,
     run_live_server,
 )
+from tests.factories import ProjectKeys, bearer
 
 
 def _principal(key_id: str = "k1", *, expires_at: datetime | None = None) -> Principal:

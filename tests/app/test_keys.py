@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, event, select, update
 from sqlalchemy.orm import Session
@@ -115,7 +116,11 @@ def test_use_of_a_key_is_recorded_on_writes(
 
 
 def test_a_use_recorded_within_the_minute_costs_no_statement_and_an_older_one_is_renewed(
-    client: TestClient, project: ProjectKeys, session: Session, connection: Connection
+    client: TestClient,
+    app: FastAPI,
+    project: ProjectKeys,
+    session: Session,
+    connection: Connection,
 ) -> None:
     admin_key_id = project.admin_token.split("_")[1]
     _create(client, project, role="trainer")  # a write: its use is recorded now
@@ -136,7 +141,7 @@ def test_a_use_recorded_within_the_minute_costs_no_statement_and_an_older_one_is
         )
         session.commit()
         # The process's key cache remembers the use it recorded; a fresh sign-in reads the row.
-        client.app.state.key_cache.clear()
+        app.state.key_cache.clear()
         _create(client, project, role="trainer")
         assert len(key_updates) == 1
     finally:
