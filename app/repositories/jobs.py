@@ -122,13 +122,16 @@ def announce_done(session: Session, key: str) -> None:
         session.execute(select(func.pg_notify(PLANS_CHANNEL, key)))
 
 
+# Built once (bound: channel, keys).
+_ANNOUNCE_MANY = text("SELECT pg_notify(:channel, key) FROM unnest(:keys) AS key").bindparams(
+    bindparam("keys", type_=postgresql.ARRAY(String))
+)
+
+
 def announce_many_done(session: Session, keys: Sequence[str]) -> None:
     """:func:`announce_done` for several jobs, in one statement."""
     if keys and session.get_bind().dialect.name == "postgresql":
-        statement = text("SELECT pg_notify(:channel, key) FROM unnest(:keys) AS key").bindparams(
-            bindparam("keys", type_=postgresql.ARRAY(String))
-        )
-        session.execute(statement, {"channel": PLANS_CHANNEL, "keys": list(keys)})
+        session.execute(_ANNOUNCE_MANY, {"channel": PLANS_CHANNEL, "keys": list(keys)})
 
 
 def waiter_key(job_id: int) -> str:
@@ -231,16 +234,40 @@ def still_held(session: Session, job_id: int, attempts: int) -> bool:
     return session.scalar(query) is not None
 
 
+# Built once (bound: job_ids): every store of a plan group locks its jobs.
+_LOCK_HELD = (
+    select(Job.id, Job.attempts)
+    .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.status == DOING)
+    .order_by(Job.id)
+    .with_for_update()
+)
+
+
 def lock_held(session: Session, claims: Mapping[int, int]) -> set[int]:
     """Lock the jobs' rows (ids ascending); the ids whose claim (``claims``: job id -> the
     attempt that fences it) still holds."""
-    query = (
-        select(Job.id, Job.attempts)
-        .where(Job.id.in_(sorted(claims)), Job.status == DOING)
-        .order_by(Job.id)
-        .with_for_update()
+    rows = session.execute(_LOCK_HELD, {"job_ids": sorted(claims)})
+    return {job_id for job_id, attempts in rows if claims[job_id] == attempts}
+
+
+_JOBS_TABLE = Job.metadata.tables[Job.__tablename__]
+# Built once (bound per job: job_id, fence, job_outcome, finished).
+_FINISH_MANY = (
+    update(_JOBS_TABLE)
+    .where(
+        _JOBS_TABLE.c.id == bindparam("job_id"),
+        _JOBS_TABLE.c.status == DOING,
+        _JOBS_TABLE.c.attempts == bindparam("fence"),
     )
-    return {job_id for job_id, attempts in session.execute(query) if claims[job_id] == attempts}
+    .values(
+        status=DONE,
+        outcome=bindparam("job_outcome"),
+        error=None,
+        result=None,
+        finished_at=bindparam("finished"),
+        locked_until=None,
+    )
+)
 
 
 def finish_many(session: Session, ends: Sequence[tuple[int, int, str]], *, at: datetime) -> None:
@@ -248,25 +275,11 @@ def finish_many(session: Session, ends: Sequence[tuple[int, int, str]], *, at: d
     if its claim still holds (lock them with :func:`lock_held` first)."""
     if not ends:
         return
-    table = Job.metadata.tables[Job.__tablename__]
-    statement = (
-        update(table)
-        .where(
-            table.c.id == bindparam("job_id"),
-            table.c.status == DOING,
-            table.c.attempts == bindparam("fence"),
-        )
-        .values(
-            status=DONE,
-            outcome=bindparam("job_outcome"),
-            error=None,
-            result=None,
-            finished_at=at,
-            locked_until=None,
-        )
-    )
-    rows = [{"job_id": i, "fence": fence, "job_outcome": outcome} for i, fence, outcome in ends]
-    session.execute(statement, rows)
+    rows = [
+        {"job_id": i, "fence": fence, "job_outcome": outcome, "finished": at}
+        for i, fence, outcome in ends
+    ]
+    session.execute(_FINISH_MANY, rows)
 
 
 def finish(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from ordo_server.models import Project
@@ -71,6 +71,10 @@ def bump_estimates_version(session: Session, project_id: str, *, by: int = 1) ->
     return int(result.scalar_one())
 
 
+# Built once (bound: project_id): every store of a schedule or plan group takes it.
+_LOCK_PROJECT = select(Project.id).where(Project.id == bindparam("project_id")).with_for_update()
+
+
 def lock_project(session: Session, project_id: str) -> None:
     """Lock the project row until commit (PostgreSQL; SQLite's BEGIN IMMEDIATE already did)."""
-    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    session.execute(_LOCK_PROJECT, {"project_id": project_id})

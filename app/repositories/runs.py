@@ -100,19 +100,26 @@ def get_schedules(
     return {schedule.id: schedule for schedule in session.scalars(query)}
 
 
+# Built once (bound: project_id, run_ids): every store of a plan group locks its runs.
+_LOCK_RUNS = (
+    select(Run)
+    .where(
+        Run.project_id == bindparam("project_id"),
+        Run.id.in_(bindparam("run_ids", expanding=True)),
+    )
+    .order_by(Run.id)
+    .with_for_update()
+)
+
+
 def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> dict[str, Run]:
     """The project's runs with these ids, by id, their rows locked until commit in id order.
 
     Locking in one order (ids ascending) keeps two writers that lock several runs from waiting
     on each other in a cycle; every other writer locks one run.
     """
-    query = (
-        select(Run)
-        .where(Run.project_id == project_id, Run.id.in_(sorted(run_ids)))
-        .order_by(Run.id)
-        .with_for_update()
-    )
-    return {run.id: run for run in session.scalars(query)}
+    rows = session.scalars(_LOCK_RUNS, {"project_id": project_id, "run_ids": sorted(run_ids)})
+    return {run.id: run for run in rows}
 
 
 class RunView(NamedTuple):

@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ordo_server.models import Schedule
 
+# Built once (bound: project_id).
+_LAST_VERSION = select(func.coalesce(func.max(Schedule.version), 0)).where(
+    Schedule.project_id == bindparam("project_id")
+)
+
 
 def next_version(session: Session, project_id: str) -> int:
     """The next free schedule version of the project (lock the project row first)."""
-    query = select(func.coalesce(func.max(Schedule.version), 0)).where(
-        Schedule.project_id == project_id
-    )
-    return int(session.scalar(query) or 0) + 1
+    return int(session.scalar(_LAST_VERSION, {"project_id": project_id}) or 0) + 1
 
 
 def add_schedule(session: Session, project_id: str, values: dict[str, Any]) -> Schedule:
@@ -33,16 +35,19 @@ def add_schedules(session: Session, schedules: Sequence[Schedule]) -> None:
     session.flush()
 
 
+# Built once (bound: project_id, run_ids).
+_PLANNED = select(Schedule.run_id, Schedule.run_stage).where(
+    Schedule.project_id == bindparam("project_id"),
+    Schedule.run_id.in_(bindparam("run_ids", expanding=True)),
+    Schedule.run_stage.is_not(None),
+)
+
+
 def planned_stages(
     session: Session, project_id: str, run_ids: Collection[str]
 ) -> set[tuple[str, int]]:
     """The (run, plan stage) pairs that have a plan, of these runs."""
-    query = select(Schedule.run_id, Schedule.run_stage).where(
-        Schedule.project_id == project_id,
-        Schedule.run_id.in_(sorted(run_ids)),
-        Schedule.run_stage.is_not(None),
-    )
-    rows = session.execute(query)
+    rows = session.execute(_PLANNED, {"project_id": project_id, "run_ids": sorted(run_ids)})
     return {(run, stage) for run, stage in rows if run is not None and stage is not None}
 
 
