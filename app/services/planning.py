@@ -88,8 +88,6 @@ WORKER_KEY_ID = "ordo-worker"
 # looks only when it starts: each look is a transaction, and a fleet of 100 waiters looking
 # four times a second (then once a second) took the CPU the job worker needed.
 RECHECK_S = 0.25
-
-PendingT = TypeVar("PendingT", bound="PendingAnswer")
 # A batch's solved plans are stored together once the oldest unstored one is this old (s) ...
 GROUP_WINDOW_S = 0.1
 # ... or once this many wait, and only while the worker is behind (group_max). A group's
@@ -680,6 +678,9 @@ class PendingAnswer(Protocol):
 
     @property
     def plan_pending(self) -> bool: ...
+
+
+PendingT = TypeVar("PendingT", bound=PendingAnswer)
 
 
 async def reread_until_planned(
