@@ -255,7 +255,7 @@ def run_fleet(
 # Each request is the next (run, stage) in turn. wrk reports one non-2xx answer per run of this
 # phase: a 409 stage_out_of_turn for a stage 1 whose stage 0 wrk built but never sent (after the
 # run, exactly one of the 2,000 runs had no stage 0 report and the server had answered no other
-# error; wrk builds a request again when it reconnects). The server's answer is the right one.
+# error; likely a request wrk built when it reconnected). The server's answer is the right one.
 LUA = """
 wrk.headers["Content-Type"] = "application/json"
 -- Every run is fresh: its lease token is 1 (fixed_runs checks).
