@@ -37,15 +37,9 @@ def db_now(session: Session) -> datetime:
     return _utc(session.scalar(_SQLITE_NOW if sqlite_clock else _POSTGRES_NOW))
 
 
+# The database's clock as a column (what :func:`db_now` reads), for statements that read it.
 _SQLITE_CLOCK = func.strftime("%Y-%m-%d %H:%M:%f", "now")
 _POSTGRES_CLOCK = func.clock_timestamp()
-
-
-def _clock(session: Session) -> ColumnElement[Any]:
-    """The database's clock as a column (what :func:`db_now` reads)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return _SQLITE_CLOCK
-    return _POSTGRES_CLOCK
 
 
 def _utc(value: object) -> datetime:
@@ -84,32 +78,29 @@ def get_run(
     return session.scalar(query)
 
 
+# Built once (bound: project_id, run_ids): a plan batch reads its runs, a group store locks them.
+_RUNS = select(Run).where(
+    Run.project_id == bindparam("project_id"), Run.id.in_(bindparam("run_ids", expanding=True))
+)
+_LOCK_RUNS = _RUNS.order_by(Run.id).with_for_update()
+_SCHEDULES = select(Schedule).where(
+    Schedule.project_id == bindparam("project_id"),
+    Schedule.id.in_(bindparam("schedule_ids", expanding=True)),
+)
+
+
 def get_runs(session: Session, project_id: str, run_ids: Collection[str]) -> dict[str, Run]:
     """The project's runs with these ids, by id (one statement; no lock)."""
-    query = select(Run).where(Run.project_id == project_id, Run.id.in_(sorted(run_ids)))
-    return {run.id: run for run in session.scalars(query)}
+    rows = session.scalars(_RUNS, {"project_id": project_id, "run_ids": sorted(run_ids)})
+    return {run.id: run for run in rows}
 
 
 def get_schedules(
     session: Session, project_id: str, schedule_ids: Collection[str]
 ) -> dict[str, Schedule]:
     """The project's schedules with these ids, by id (one statement)."""
-    query = select(Schedule).where(
-        Schedule.project_id == project_id, Schedule.id.in_(sorted(schedule_ids))
-    )
-    return {schedule.id: schedule for schedule in session.scalars(query)}
-
-
-# Built once (bound: project_id, run_ids): every store of a plan group locks its runs.
-_LOCK_RUNS = (
-    select(Run)
-    .where(
-        Run.project_id == bindparam("project_id"),
-        Run.id.in_(bindparam("run_ids", expanding=True)),
-    )
-    .order_by(Run.id)
-    .with_for_update()
-)
+    bound = {"project_id": project_id, "schedule_ids": sorted(schedule_ids)}
+    return {schedule.id: schedule for schedule in session.scalars(_SCHEDULES, bound)}
 
 
 def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> dict[str, Run]:

@@ -673,6 +673,15 @@ async def await_plan_async(database: Database, settings: Settings, run_id: str) 
     )
 
 
+async def _wake_or_recheck(ended: asyncio.Event, remaining_s: float) -> None:
+    """Wait for the job's end (``ended``, then cleared), at most ``remaining_s`` seconds, and
+    at most ``RECHECK_S`` while no listener relays job ends to this process."""
+    recheck_s = remaining_s if relay_live() else RECHECK_S
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ended.wait(), min(remaining_s, recheck_s))
+    ended.clear()
+
+
 class PendingAnswer(Protocol):
     """An answer that says whether a plan of its run is still being made."""
 
@@ -699,10 +708,7 @@ async def reread_until_planned(
     while True:
         remaining = deadline - time.monotonic()
         if remaining > 0:
-            recheck_s = remaining if relay_live() else RECHECK_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(planned.wait(), min(remaining, recheck_s))
-            planned.clear()
+            await _wake_or_recheck(planned, remaining)
         answer = await to_thread.run_sync(read)
         if not answer.plan_pending or time.monotonic() >= deadline:
             return answer
@@ -759,7 +765,4 @@ async def _wait_async(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            recheck_s = remaining if relay_live() else RECHECK_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(remaining, recheck_s))
-            finished.clear()
+            await _wake_or_recheck(finished, remaining)
