@@ -90,6 +90,13 @@ RATE_LIMITED = Counter(
     "failed sign-ins from one address.",
     registry=None,
 )
+REPORT_BATCH_SIZE = Histogram(
+    "ordo_report_batch_size",
+    "Stage reports stored in one transaction by an API process (app.report_batches): 1 when "
+    "reports arrive one at a time, more under load.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=None,
+)
 QUEUE_DEPTH = Gauge(
     "ordo_queue_depth",
     "Plan jobs waiting or running (every project), read from the database at each scrape.",
@@ -103,6 +110,7 @@ DOMAIN_METRICS = (
     STALE_RUNS,
     RATE_LIMITED,
     DB_RETRIES,
+    REPORT_BATCH_SIZE,
     QUEUE_DEPTH,
 )
 

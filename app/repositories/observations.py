@@ -16,6 +16,7 @@ from sqlalchemy import Insert, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ordo_server.app.repositories.bulk import insert_rows
 from ordo_server.models import Observation
 from ordo_server.models.estimate import LevelStats
 
@@ -57,19 +58,16 @@ class LevelSums:
     sums: tuple[float, ...]
 
 
-def add_observations(
-    session: Session,
+def observation_values(
     project_id: str,
     rows: Sequence[ObservationRow],
     *,
     run_id: str,
     report_id: str,
     at: datetime,
-) -> None:
-    """Append raw observations of one report (one executemany: the hot path of every report)."""
-    if not rows:
-        return
-    values = [
+) -> list[dict[str, Any]]:
+    """One report's raw observations as rows of ``ordo_observations`` (:func:`add_observations`)."""
+    return [
         {
             "project_id": project_id,
             "run_id": run_id,
@@ -84,7 +82,12 @@ def add_observations(
         }
         for row in rows
     ]
-    session.execute(insert(_OBSERVATIONS), values)
+
+
+def add_observations(session: Session, values: Sequence[dict[str, Any]]) -> None:
+    """Append raw observations (rows of :func:`observation_values`, of any number of reports):
+    one INSERT, the hot path of every report."""
+    insert_rows(session, _OBSERVATIONS, values)
 
 
 def iter_observations(session: Session, project_id: str) -> Iterator[ObservationRow]:

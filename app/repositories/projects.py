@@ -71,10 +71,19 @@ def bump_estimates_version(session: Session, project_id: str, *, by: int = 1) ->
     return int(result.scalar_one())
 
 
-# Built once (bound: project_id): every store of a schedule or plan group takes it.
-_LOCK_PROJECT = select(Project.id).where(Project.id == bindparam("project_id")).with_for_update()
+# Built once (bound: project_id): every store of a schedule or plan group takes it. FOR NO KEY
+# UPDATE, not FOR UPDATE: it serializes the project's schedule versions and task changes, but
+# leaves alone the KEY SHARE lock each insert referencing the project takes (a report's rows):
+# with FOR UPDATE a plan store holding its runs waited for a batch of reports whose rows
+# referenced the project while that batch waited for one of those runs (a deadlock).
+_LOCK_PROJECT = (
+    select(Project.id).where(Project.id == bindparam("project_id")).with_for_update(key_share=True)
+)
 
 
 def lock_project(session: Session, project_id: str) -> None:
-    """Lock the project row until commit (PostgreSQL; SQLite's BEGIN IMMEDIATE already did)."""
+    """Lock the project row until commit (PostgreSQL; SQLite's BEGIN IMMEDIATE already did).
+
+    ``FOR NO KEY UPDATE``: lockers wait for each other, inserts referencing the project do not.
+    """
     session.execute(_LOCK_PROJECT, {"project_id": project_id})

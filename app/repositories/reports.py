@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from ordo_server.app.repositories.bulk import insert_rows
 from ordo_server.models import Run, StageEvaluation, StageReport
 
 
@@ -34,18 +35,18 @@ _REPORTS = StageReport.metadata.tables[StageReport.__tablename__]
 _EVALUATIONS = StageEvaluation.metadata.tables[StageEvaluation.__tablename__]
 # Built once: a statement built per call costs its cache key each time (0.5 ms a report).
 _INSERT_REPORT = insert(_REPORTS)
-_INSERT_EVALUATIONS = insert(_EVALUATIONS)
 
 
-def add_report(
-    session: Session, report: dict[str, Any], evaluations: Sequence[dict[str, Any]]
+def add_reports(
+    session: Session, reports: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]]
 ) -> None:
-    """Insert a report (``report``: its column values, ``id`` included) and its evaluations
-    (each dict: task_id, value, utility, stderr, entropy): one INSERT and one executemany, not
-    the ORM unit of work: this is every report's path."""
-    session.execute(_INSERT_REPORT, report)
-    rows = [{"report_id": report["id"], **row} for row in evaluations]
-    session.execute(_INSERT_EVALUATIONS, rows)
+    """Insert reports (each: its column values, ``id`` included) and their evaluations (each:
+    report_id, task_id, value, utility, stderr, entropy): two INSERT statements whatever their
+    number, not the ORM unit of work: this is every report's path."""
+    if reports:
+        # One row as a dict: a list is an executemany (psycopg's pipeline), needed for several.
+        session.execute(_INSERT_REPORT, reports[0] if len(reports) == 1 else list(reports))
+    insert_rows(session, _EVALUATIONS, evaluations)
 
 
 def list_reports(session: Session, run_id: str) -> Sequence[StageReport]:
@@ -87,9 +88,10 @@ class StageInputs:
     trained_task_ids: list[str]  # the task trained at each reported stage 1, 2, ...
 
 
-# Built once (bound: run_id, stages): every stage report reads it.
-_STAGE_INPUTS = (
+# Built once (bound: run_ids, stages): every stage report reads it.
+_STAGE_INPUTS_OF_RUNS = (
     select(
+        StageReport.run_id,
         StageReport.stage,
         StageReport.task_id,
         StageEvaluation.task_id,
@@ -105,23 +107,41 @@ _STAGE_INPUTS = (
             StageReport.stage.in_(bindparam("stages", expanding=True)),
         ),
     )
-    .where(StageReport.run_id == bindparam("run_id"))
-    .order_by(StageReport.stage, StageEvaluation.id)
+    .where(StageReport.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(StageReport.run_id, StageReport.stage, StageEvaluation.id)
 )
 
 
 def stage_inputs(session: Session, run_id: str, stages: Collection[int]) -> StageInputs:
     """The evaluations of ``stages`` and the tasks trained so far, in one statement: every
     report of the run, joined with its evaluations where its stage is one of ``stages``."""
-    rows = session.execute(_STAGE_INPUTS, {"run_id": run_id, "stages": sorted(stages)})
-    found: list[StoredEvaluation] = []
-    trained: dict[int, str] = {}
-    for stage, trained_id, task_id, value, utility, stderr, entropy in rows:
+    return stage_inputs_of_runs(session, {run_id: stages})[run_id]
+
+
+def stage_inputs_of_runs(
+    session: Session, wanted: Mapping[str, Collection[int]]
+) -> dict[str, StageInputs]:
+    """:func:`stage_inputs` of several runs (run id -> its stages) in one statement."""
+    if not wanted:
+        return {}
+    stages = sorted({stage for run_stages in wanted.values() for stage in run_stages})
+    bound = {"run_ids": sorted(wanted), "stages": stages}
+    found: dict[str, list[StoredEvaluation]] = {run_id: [] for run_id in wanted}
+    trained: dict[str, dict[int, str]] = {run_id: {} for run_id in wanted}
+    for run_id, stage, trained_id, task_id, value, utility, stderr, entropy in session.execute(
+        _STAGE_INPUTS_OF_RUNS, bound
+    ):
         if stage >= 1 and trained_id is not None:
-            trained[stage] = trained_id
-        if task_id is not None:
-            found.append(StoredEvaluation(stage, task_id, value, utility, stderr, entropy))
-    return StageInputs(evaluations=found, trained_task_ids=[trained[k] for k in sorted(trained)])
+            trained[run_id][stage] = trained_id
+        if task_id is not None and stage in wanted[run_id]:
+            found[run_id].append(StoredEvaluation(stage, task_id, value, utility, stderr, entropy))
+    return {
+        run_id: StageInputs(
+            evaluations=found[run_id],
+            trained_task_ids=[trained[run_id][k] for k in sorted(trained[run_id])],
+        )
+        for run_id in wanted
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,9 +125,10 @@ class RunView(NamedTuple):
 
 @functools.cache
 def _run_with_plan_query(
-    dialect: str, for_update: bool, plan_pending: bool, estimates_version: bool
+    dialect: str, for_update: bool, plan_pending: bool, estimates_version: bool, many: bool = False
 ) -> Select[Any]:
-    """:func:`run_with_plan`'s statement, built once per variant (bound: project_id, run_id).
+    """:func:`run_with_plan`'s statement, built once per variant (bound: project_id, run_id;
+    ``many``: run_ids, the rows in id order, as :func:`runs_with_plans` locks them).
 
     Built per call, a statement costs its construction and cache key each time: about 0.4 ms
     of this one, more than the database takes to answer it.
@@ -143,8 +144,12 @@ def _run_with_plan_query(
     query = (
         select(Run, Schedule.order, clock, pending, version)
         .outerjoin(Schedule, plan)
-        .where(Run.project_id == bindparam("project_id"), Run.id == bindparam("run_id"))
+        .where(Run.project_id == bindparam("project_id"))
     )
+    if many:
+        query = query.where(Run.id.in_(bindparam("run_ids", expanding=True))).order_by(Run.id)
+    else:
+        query = query.where(Run.id == bindparam("run_id"))
     return query.with_for_update(of=Run) if for_update else query
 
 
@@ -165,8 +170,28 @@ def run_with_plan(
     dialect = session.get_bind().dialect.name
     query = _run_with_plan_query(dialect, for_update, plan_pending, estimates_version)
     row = session.execute(query, {"project_id": project_id, "run_id": run_id}).first()
-    if row is None:
-        return None
+    return None if row is None else _run_view(row)
+
+
+def runs_with_plans(
+    session: Session,
+    project_id: str,
+    run_ids: Collection[str],
+    *,
+    for_update: bool = False,
+    plan_pending: bool = False,
+    estimates_version: bool = False,
+) -> dict[str, RunView]:
+    """:func:`run_with_plan` of several runs in one statement, by run id; ``for_update`` locks
+    their rows in id order (as :func:`lock_runs`). Runs the project does not have are absent."""
+    dialect = session.get_bind().dialect.name
+    query = _run_with_plan_query(dialect, for_update, plan_pending, estimates_version, True)
+    rows = session.execute(query, {"project_id": project_id, "run_ids": sorted(run_ids)})
+    views = [_run_view(row) for row in rows]
+    return {view.run.id: view for view in views}
+
+
+def _run_view(row: Any) -> RunView:
     run, order, clock, is_pending, version_value = row
     return RunView(
         run=run,

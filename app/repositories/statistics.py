@@ -20,6 +20,7 @@ from ordo_server.app.db import READ_ONLY_OPTION
 from ordo_server.models import Project, StatDelta
 
 _DELTAS = StatDelta.metadata.tables["ordo_stat_deltas"]
+_INSERT_DELTA = insert(_DELTAS)
 # Advisory-lock namespace of "the statistics of one project" (any constant of our own).
 _STATISTICS_LOCK_SPACE = 0x0D0
 
@@ -34,26 +35,28 @@ class Delta:
     levels: list[list[Any]]
 
 
-def add_delta(
-    session: Session,
+def delta_values(
     project_id: str,
     cells: Sequence[Sequence[Any]],
     levels: Sequence[Sequence[Any]],
     *,
     at: datetime,
-) -> None:
-    """Append one report's statistics (one INSERT, no row of anyone else touched)."""
-    session.execute(
-        insert(_DELTAS),
-        [
-            {
-                "project_id": project_id,
-                "cells": [list(cell) for cell in cells],
-                "levels": [list(level) for level in levels],
-                "created_at": at,
-            }
-        ],
-    )
+) -> dict[str, Any]:
+    """One report's statistics as a row of ``ordo_stat_deltas`` (:func:`add_deltas`)."""
+    return {
+        "project_id": project_id,
+        "cells": [list(cell) for cell in cells],
+        "levels": [list(level) for level in levels],
+        "created_at": at,
+    }
+
+
+def add_deltas(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Append reports' statistics (rows of :func:`delta_values`): one INSERT, no row of anyone
+    else touched; the deltas are read in id order, the order of ``rows``."""
+    if rows:
+        # One row as a dict: a list is an executemany (psycopg's pipeline), needed for several.
+        session.execute(_INSERT_DELTA, rows[0] if len(rows) == 1 else list(rows))
 
 
 def list_deltas(session: Session, project_id: str) -> list[Delta]:

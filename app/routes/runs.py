@@ -20,6 +20,8 @@ from ordo_server.app.deps import (
     release_write_gate,
 )
 from ordo_server.app.errors import error_responses, problem_content
+from ordo_server.app.logging_config import REQUEST_ID
+from ordo_server.app.report_batches import report_batches
 from ordo_server.app.retry import RetryingRoute
 from ordo_server.app.schemas.common import MAX_BATCH, MAX_LIST_LIMIT, StorableText
 from ordo_server.app.schemas.report import ReportAccepted, ReportCreate
@@ -286,10 +288,10 @@ def fail_run(
         409: {**LEASE_ERRORS[409], "content": problem_content(409, REPORT_CONFLICTS)},
     },
 )
-def put_report(
+async def put_report(
+    request: Request,
     body: ReportCreate,
     claim: ProjectClaimDep,
-    session: SessionDep,
     database: DatabaseDep,
     settings: SettingsDep,
     run_id: RunIdPath,
@@ -302,10 +304,18 @@ def put_report(
     An adaptive run's re-plan is queued with the report (`plan_pending: true`); `GET .../next`
     waits for it.
     """
-    project = claim.check(session)
-    answer = report_service.put_report(
-        session, project, run_id, stage, body, lease_token=lease_token, settings=settings
+    # Stored with the other reports this process is receiving, in one transaction
+    # (app.report_batches); the answer and the errors are this request's own.
+    report = report_service.ReportRequest(
+        principal=claim.principal,
+        project_id=claim.project_id,
+        run_id=run_id,
+        stage=stage,
+        body=body,
+        lease_token=lease_token,
+        request_id=REQUEST_ID.get(),
     )
+    answer = await report_batches(request).submit(report)
     if answer.plan_pending and settings.job_runner == "embedded":
         # Start on the re-plan as soon as the answer is sent (the worker thread may be first).
         background.add_task(planning.run_next_job, database, settings, run_id=answer.run_id)

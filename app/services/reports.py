@@ -17,13 +17,20 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from ordo_server.app.commit_hooks import after_commit
-from ordo_server.app.errors import ConflictError, ErrorCode, FieldIssue, InvalidInputError
+from ordo_server.app.errors import (
+    ConflictError,
+    ErrorCode,
+    FieldIssue,
+    InvalidInputError,
+    ServiceError,
+)
 from ordo_server.app.logging_config import REQUEST_ID
 from ordo_server.app.metrics import REPORTS_STORED, STALE_RUNS
 from ordo_server.app.repositories import estimates as estimate_repo
@@ -40,7 +47,12 @@ from ordo_server.app.schemas.report import EvaluationRead, ReportAccepted, Repor
 from ordo_server.app.schemas.run import RunStatus
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.services import statistics as stat_service
-from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.auth import (
+    Principal,
+    ProjectContext,
+    authorize_project,
+    record_key_use,
+)
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run, Task
 from ordo_server.models.base import new_id
@@ -197,16 +209,15 @@ def _tasks_of(body: ReportCreate, tasks: Mapping[str, Task]) -> list[Task]:
 
 
 def _observe(
-    session: Session,
-    run: Run,
+    inputs: report_repo.StageInputs,
     stage: int,
     current: Mapping[int, tuple[float, float | None]],
     trained_now: int,
     index: Mapping[str, int],
 ) -> list[Observation]:
-    """The observations of stage ``stage`` >= 1 (solver.estimation.stage_observations)."""
+    """The observations of stage ``stage`` >= 1 (solver.estimation.stage_observations), from
+    the run's baseline and previous-stage evaluations (``inputs``)."""
     stored: dict[int, dict[int, tuple[float, float | None]]] = {0: {}, stage - 1: {}}
-    inputs = report_repo.stage_inputs(session, run.id, stages={0, stage - 1})
     for row in inputs.evaluations:
         stored[row.stage][index[row.task_id]] = (row.utility, row.entropy)
 
@@ -229,6 +240,91 @@ def _observe(
     )
 
 
+@dataclass(slots=True)
+class BatchState:
+    """What the reports of one transaction share (:func:`put_reports`; one report alone too).
+
+    Reads made once for all of them: each project's tasks, the run rows (locked, in id order,
+    with their plans) and the stage reports' earlier evaluations, read ahead by
+    :meth:`read_ahead`; the statistics locks taken. Writes made once for all of them: the
+    reports, evaluations, observations and statistics deltas are held until :meth:`flush`
+    (one INSERT per table), which the transaction calls before it commits.
+    """
+
+    views: dict[str, run_repo.RunView] = field(default_factory=dict)
+    inputs: dict[str, report_repo.StageInputs] = field(default_factory=dict)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+    _tasks: dict[str, Sequence[Task]] = field(default_factory=dict)
+    _statistics_locked: set[str] = field(default_factory=set)
+
+    def tasks(self, session: Session, project_id: str) -> Sequence[Task]:
+        """The project's tasks in index order."""
+        if project_id not in self._tasks:
+            self._tasks[project_id] = task_repo.list_tasks(session, project_id)
+        return self._tasks[project_id]
+
+    def lock_statistics(self, session: Session, project_id: str) -> None:
+        """The project's statistics lock, shared, until the transaction ends."""
+        if project_id not in self._statistics_locked:
+            stat_repo.lock_statistics(session, project_id, exclusive=False)
+            self._statistics_locked.add(project_id)
+
+    def read_ahead(self, session: Session, project_id: str, stages: Mapping[str, int]) -> None:
+        """Lock and read the runs of ``stages`` (run id -> reported stage) in one statement, and
+        the earlier evaluations of those whose stage is the one they expect, in another."""
+        views = run_repo.runs_with_plans(
+            session,
+            project_id,
+            stages,
+            for_update=True,
+            plan_pending=True,
+            estimates_version=True,
+        )
+        self.views.update(views)
+        fresh = {
+            run_id: {0, stage - 1}
+            for run_id, stage in stages.items()
+            if run_id in views and stage >= 1 and stage == views[run_id].run.next_stage
+        }
+        self.inputs.update(report_repo.stage_inputs_of_runs(session, fresh))
+
+    def view(self, session: Session, context: ProjectContext, run_id: str) -> run_repo.RunView:
+        """The run as read ahead, or read (and locked) now; 404 for a run the project lacks."""
+        view = self.views.get(run_id)
+        if view is None or view.run.project_id != context.id:
+            return run_service.run_with_plan(
+                session,
+                context,
+                run_id,
+                for_update=True,
+                plan_pending=True,
+                estimates_version=True,
+            )
+        return view
+
+    def stage_inputs(self, session: Session, run_id: str, stage: int) -> report_repo.StageInputs:
+        """The run's baseline and stage - 1 evaluations and the tasks it trained so far."""
+        inputs = self.inputs.get(run_id)
+        if inputs is None:
+            inputs = report_repo.stage_inputs(session, run_id, stages={0, stage - 1})
+        return inputs
+
+    def forget(self, run_id: str) -> None:
+        """Read the run again next time (after this transaction wrote to it)."""
+        self.views.pop(run_id, None)
+        self.inputs.pop(run_id, None)
+
+    def flush(self, session: Session) -> None:
+        """Write what the reports held back: one INSERT per table, in the reports' order."""
+        report_repo.add_reports(session, self.reports, self.evaluations)
+        observation_repo.add_observations(session, self.observations)
+        stat_repo.add_deltas(session, self.deltas)
+        self.reports, self.evaluations, self.observations, self.deltas = [], [], [], []
+
+
 def put_report(
     session: Session,
     context: ProjectContext,
@@ -238,16 +334,31 @@ def put_report(
     *,
     lease_token: int | None,
     settings: Settings,
+    batch: BatchState | None = None,
 ) -> ReportAccepted:
     """Store stage ``stage``'s evaluations once; the same body again replays the answer.
 
     Fenced first (``lease_token``: 428 without one, 409 ``lease_lost`` for another holder's, a
     replay included). Raises 409 for a different body of a stored stage, a stage out of turn
     (naming the expected one) or a finished run; 422 for unknown or repeated task keys.
+    ``batch``: the state shared with the transaction's other reports (:func:`put_reports`),
+    which then writes this report's rows with theirs; alone, it writes them before returning.
     """
-    run, plan, now, was_pending, folded = run_service.run_with_plan(
-        session, context, run_id, for_update=True, plan_pending=True, estimates_version=True
-    )
+    if batch is None:
+        alone = BatchState()
+        answer = put_report(
+            session,
+            context,
+            run_id,
+            stage,
+            body,
+            lease_token=lease_token,
+            settings=settings,
+            batch=alone,
+        )
+        alone.flush(session)
+        return answer
+    run, plan, now, was_pending, folded = batch.view(session, context, run_id)
     run_service.check_lease(run, lease_token, context)
     digest = body_digest(body)
     # Reports are stored in turn (``next_stage`` only moves to stage + 1 when one is stored), so
@@ -262,7 +373,7 @@ def put_report(
         return ReportAccepted.model_validate(existing.response)
     order = plan or []
     _check_turn(run, stage, order)
-    all_tasks = task_repo.list_tasks(session, context.id)
+    all_tasks = batch.tasks(session, context.id)
     by_key = {task.key: task for task in all_tasks}
     evaluated = _tasks_of(body, by_key)
     late = run_service.effective_status(run, now) is RunStatus.STALE
@@ -276,9 +387,10 @@ def put_report(
             index[task.id]: (utility(task, evaluation.value), evaluation.entropy)
             for task, evaluation in zip(evaluated, body.evaluations, strict=True)
         }
-        observations = _observe(session, run, stage, current, index[trained.id], index)
+        inputs = batch.stage_inputs(session, run.id, stage)
+        observations = _observe(inputs, stage, current, index[trained.id], index)
         # Shared: reports never wait for each other here, only for a fold or a recomputation.
-        stat_repo.lock_statistics(session, context.id, exclusive=False)
+        batch.lock_statistics(session, context.id)
     run.next_stage = stage + 1
     run_service.renew_lease(run, now, settings)
     pending = False
@@ -328,11 +440,146 @@ def put_report(
         }
         for task, evaluation in zip(evaluated, body.evaluations, strict=True)
     ]
-    report_repo.add_report(session, report, rows)
+    batch.reports.append(report)
+    batch.evaluations.extend({"report_id": report_id, **row} for row in rows)
     if observations:
-        _apply(session, context.id, run, report_id, observations, all_tasks, now=now)
+        _hold_observations(batch, context.id, run, report_id, observations, all_tasks, now=now)
     after_commit(session, REPORTS_STORED.inc)
     return response
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """One trainer's ``PUT .../reports/{stage}``, signed in, its project not yet checked."""
+
+    principal: Principal
+    project_id: str
+    run_id: str
+    stage: int
+    body: ReportCreate
+    lease_token: int | None
+    request_id: str | None = None
+
+
+# What a report of a batch comes to: its answer, or the error its request answers.
+ReportOutcome = ReportAccepted | ServiceError
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUse:
+    """A key use recorded by a batch (``at``), for the process's key cache to learn."""
+
+    key_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBatch:
+    """What :func:`put_reports` did: an outcome per request (in their order), the key uses."""
+
+    outcomes: list[ReportOutcome]
+    key_uses: list[KeyUse]
+
+
+def put_reports(
+    session: Session, requests: Sequence[ReportRequest], *, settings: Settings
+) -> ReportBatch:
+    """Store several reports in the session's one transaction (group commit; one is a batch too).
+
+    Each report is :func:`put_report`, with the reads and writes of all of them made together
+    (:class:`BatchState`): their runs are read and locked in one statement per project, their
+    rows written in one INSERT per table. Lock order: the statistics locks of the stage
+    reports' projects (shared, project id order), the run rows (project then run id order, the
+    order of a plan store's too), then the signing keys' rows (key id order, one use each). A
+    request that answers an error (404, 409, 422, 428) raises it before it holds back any row
+    (put_report checks first, then writes), so it is returned as its outcome and the others
+    commit; any other exception is the whole batch's (the caller rolls it back). A second
+    report of one run in a batch (a resend) sees the first's rows, as if sent after it.
+    """
+    outcomes: list[ReportOutcome | None] = [None] * len(requests)
+    contexts: dict[tuple[Principal, str], ProjectContext] = {}
+    batch = BatchState()
+    signed_in: dict[str, Principal] = {}
+    # The statistics locks first (shared; for stage reports): a fold waiting for its exclusive
+    # lock queues every later shared request behind it, so a batch holding runs must not ask.
+    for project_id in sorted({r.project_id for r in requests if r.stage >= 1}):
+        batch.lock_statistics(session, project_id)
+    order = sorted(range(len(requests)), key=lambda i: (requests[i].project_id, requests[i].run_id))
+    first_stages: dict[str, dict[str, int]] = {}
+    for i in order:
+        request = requests[i]
+        try:
+            _context(session, request, contexts)
+        except ServiceError as error:
+            outcomes[i] = error
+            continue
+        signed_in.setdefault(request.principal.key_id, request.principal)
+        first_stages.setdefault(request.project_id, {}).setdefault(request.run_id, request.stage)
+    for project_id in sorted(first_stages):
+        batch.read_ahead(session, project_id, first_stages[project_id])
+    written: set[str] = set()
+    # The runs' own updates are flushed with the batch's rows, before the commit.
+    with session.no_autoflush:
+        for i in order:
+            request = requests[i]
+            if outcomes[i] is not None:
+                continue
+            if request.run_id in written:  # a second report of a run sees the first one's rows
+                batch.flush(session)
+                session.flush()
+                batch.forget(request.run_id)
+            context = _context(session, request, contexts)
+            outcomes[i] = _put_one(session, request, context, settings, batch)
+            written.add(request.run_id)
+        batch.flush(session)
+    key_uses = []
+    for key_id in sorted(signed_in):
+        at = record_key_use(session, signed_in[key_id])
+        if at is not None:
+            key_uses.append(KeyUse(key_id, at))
+    done = [outcome for outcome in outcomes if outcome is not None]
+    assert len(done) == len(requests), "every request has its outcome"
+    return ReportBatch(outcomes=done, key_uses=key_uses)
+
+
+def _context(
+    session: Session,
+    request: ReportRequest,
+    contexts: dict[tuple[Principal, str], ProjectContext],
+) -> ProjectContext:
+    """The request's project, checked once per key and project in a batch (404 otherwise)."""
+    scope = (request.principal, request.project_id)
+    if scope not in contexts:
+        contexts[scope] = authorize_project(
+            session, request.principal, request.project_id, admin=False
+        )
+    return contexts[scope]
+
+
+def _put_one(
+    session: Session,
+    request: ReportRequest,
+    context: ProjectContext,
+    settings: Settings,
+    batch: BatchState,
+) -> ReportOutcome:
+    """One report of a batch: its answer, or the error it answers (raised before any write)."""
+    request_id = REQUEST_ID.set(request.request_id)
+    try:
+        return put_report(
+            session,
+            context,
+            request.run_id,
+            request.stage,
+            request.body,
+            lease_token=request.lease_token,
+            settings=settings,
+            batch=batch,
+        )
+    except ServiceError as error:
+        return error
+    finally:
+        REQUEST_ID.reset(request_id)
 
 
 def _report_read(
@@ -366,8 +613,8 @@ def _report_read(
     )
 
 
-def _apply(
-    session: Session,
+def _hold_observations(
+    batch: BatchState,
     project_id: str,
     run: Run,
     report_id: str,
@@ -376,19 +623,21 @@ def _apply(
     *,
     now: datetime,
 ) -> None:
-    """Append the raw observations and one delta of their statistics (no shared row)."""
+    """The raw observations and one delta of their statistics, for the batch to write (no
+    shared row)."""
     task_ids = [task.id for task in tasks]
-    observation_repo.add_observations(
-        session,
-        project_id,
-        observation_rows(observations, task_ids),
-        run_id=run.id,
-        report_id=report_id,
-        at=now,
+    batch.observations.extend(
+        observation_repo.observation_values(
+            project_id,
+            observation_rows(observations, task_ids),
+            run_id=run.id,
+            report_id=report_id,
+            at=now,
+        )
     )
     delta = stored_stats(increments(observations), task_ids)
     cells, levels = stat_service.delta_rows(delta.cells, delta.levels)
-    stat_repo.add_delta(session, project_id, cells, levels, at=now)
+    batch.deltas.append(stat_repo.delta_values(project_id, cells, levels, at=now))
 
 
 # --- adaptive re-planning ------------------------------------------------------------------------
