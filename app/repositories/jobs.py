@@ -35,6 +35,27 @@ NOTIFY_CHANNEL = "ordo_jobs"
 PLANS_CHANNEL = "ordo_plans"
 
 
+def run_plan_values(
+    project_id: str,
+    run_id: str,
+    *,
+    at: datetime,
+    request_id: str | None,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The row of a run's plan request (:func:`enqueue_run_plans`)."""
+    return {
+        "project_id": project_id,
+        "run_id": run_id,
+        "kind": RUN_PLAN,
+        "status": TODO,
+        "attempts": 0,
+        "payload": payload or {},
+        "request_id": request_id,
+        "created_at": at,
+    }
+
+
 def enqueue_run_plan(
     session: Session,
     project_id: str,
@@ -50,20 +71,35 @@ def enqueue_run_plan(
     most one waiting job, which plans for the run's state when it runs. A job being worked on
     (``doing``) does not count: the state it read may already be old.
     """
-    values = {
-        "project_id": project_id,
-        "run_id": run_id,
-        "kind": RUN_PLAN,
-        "status": TODO,
-        "attempts": 0,
-        "payload": payload or {},
-        "request_id": request_id,
-        "created_at": at,
-    }
+    values = run_plan_values(project_id, run_id, at=at, request_id=request_id, payload=payload)
+    return bool(enqueue_run_plans(session, [values]))
+
+
+def enqueue_run_plans(session: Session, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Several runs' plan requests (rows of :func:`run_plan_values`, one per run) in one
+    coalescing INSERT, as :func:`enqueue_run_plan`; the ids of the runs newly queued, whose
+    idle workers are woken (one NOTIFY statement for all of them, delivered at commit)."""
+    if not rows:
+        return []
     dialect = session.get_bind().dialect.name
-    queued = session.execute(_enqueue_statement(dialect), values).first() is not None
+    if len(rows) == 1:
+        inserted = session.execute(_enqueue_statement(dialect), rows[0]).first() is not None
+        queued = [rows[0]["run_id"]] if inserted else []
+    else:
+        table = Job.metadata.tables[Job.__tablename__]
+        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        statement = (
+            insert(table)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["run_id"], index_where=_TODO_WHERE)
+            .returning(table.c.run_id)
+        )
+        queued = list(session.scalars(statement))
     if queued and dialect == "postgresql":
-        session.execute(_NOTIFY_JOBS, {"run_id": run_id})
+        if len(queued) == 1:
+            session.execute(_NOTIFY_JOBS, {"run_id": queued[0]})
+        else:
+            session.execute(_NOTIFY_EACH_JOB, {"run_ids": queued})
     return queued
 
 
@@ -80,6 +116,10 @@ def _enqueue_statement(dialect: str) -> Any:
 
 
 _NOTIFY_JOBS = select(func.pg_notify(NOTIFY_CHANNEL, bindparam("run_id", type_=String)))
+_NOTIFY_EACH_JOB = text(
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', run_id) "
+    "FROM unnest(CAST(:run_ids AS VARCHAR[])) AS run_id"
+)
 
 
 def enqueue_schedule(

@@ -34,6 +34,7 @@ from ordo_server.app.errors import (
 from ordo_server.app.logging_config import REQUEST_ID
 from ordo_server.app.metrics import REPORTS_STORED, STALE_RUNS
 from ordo_server.app.repositories import estimates as estimate_repo
+from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories import observations as observation_repo
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import reports as report_repo
@@ -53,6 +54,7 @@ from ordo_server.app.services.auth import (
     authorize_project,
     record_key_use,
 )
+from ordo_server.app.services.job_events import wake_workers
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run, Task
 from ordo_server.models.base import new_id
@@ -257,6 +259,7 @@ class BatchState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     observations: list[dict[str, Any]] = field(default_factory=list)
     deltas: list[dict[str, Any]] = field(default_factory=list)
+    plan_requests: list[dict[str, Any]] = field(default_factory=list)
     _tasks: dict[str, Sequence[Task]] = field(default_factory=dict)
     _statistics_locked: set[str] = field(default_factory=set)
 
@@ -312,6 +315,16 @@ class BatchState:
             inputs = report_repo.stage_inputs(session, run_id, stages={0, stage - 1})
         return inputs
 
+    def request_plan(
+        self, session: Session, run: Run, *, at: datetime, request_id: str | None
+    ) -> None:
+        """Queue a re-plan of ``run`` with the batch's rows (``run_service.request_plan``)."""
+        self.plan_requests.append(
+            job_repo.run_plan_values(run.project_id, run.id, at=at, request_id=request_id)
+        )
+        if len(self.plan_requests) == 1:
+            after_commit(session, wake_workers)
+
     def forget(self, run_id: str) -> None:
         """Read the run again next time (after this transaction wrote to it)."""
         self.views.pop(run_id, None)
@@ -322,7 +335,9 @@ class BatchState:
         report_repo.add_reports(session, self.reports, self.evaluations)
         observation_repo.add_observations(session, self.observations)
         stat_repo.add_deltas(session, self.deltas)
+        job_repo.enqueue_run_plans(session, self.plan_requests)
         self.reports, self.evaluations, self.observations, self.deltas = [], [], [], []
+        self.plan_requests = []
 
 
 def put_report(
@@ -396,7 +411,7 @@ def put_report(
     pending = False
     if plan is not None and run_service.replans_after(run, stage, len(order)):
         # The re-plan is a job (app.services.planning): this transaction solves nothing.
-        run_service.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
+        batch.request_plan(session, run, at=now, request_id=REQUEST_ID.get())
         pending = True
     elif run.adaptive or plan is None:
         pending = bool(was_pending)  # e.g. the first plan of the run

@@ -150,18 +150,31 @@ class Project:
     runs: list[str]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def project(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Project]:
-    if request.param == "sqlite":
-        with _made_project(migrated_sqlite_url(tmp_path / "ordo.sqlite")) as made:
-            yield made
-    else:
-        with postgres_database(require_postgres()) as url, _made_project(url) as made:
-            yield made
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @contextmanager
-def _made_project(url: str) -> Iterator[Project]:
+def _project_on(backend: str, tmp_path: Any, *, adaptive: bool = False) -> Iterator[Project]:
+    if backend == "sqlite":
+        url = migrated_sqlite_url(tmp_path / "ordo.sqlite")
+        with _made_project(url, adaptive=adaptive) as made:
+            yield made
+    else:
+        with (
+            postgres_database(require_postgres()) as url,
+            _made_project(url, adaptive=adaptive) as made,
+        ):
+            yield made
+
+
+@pytest.fixture(params=BACKENDS)
+def project(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Project]:
+    with _project_on(request.param, tmp_path) as made:
+        yield made
+
+
+@contextmanager
+def _made_project(url: str, *, adaptive: bool = False) -> Iterator[Project]:
     settings = Settings(
         database_url=url, admin_token=ADMIN_TOKEN, job_thread=False, rate_limit_enabled=False
     )
@@ -171,7 +184,7 @@ def _made_project(url: str) -> Iterator[Project]:
         tasks = {"tasks": [{"key": k} for k in KEYS]}
         client.post(f"{prefix}/tasks", json=tasks, headers=ADMIN).raise_for_status()
         schedule = client.post(f"{prefix}/schedules", json={}, headers=ADMIN).json()
-        body = {"schedule_id": schedule["id"], "adaptive": False}
+        body = {"schedule_id": schedule["id"], "adaptive": adaptive}
         runs = [
             client.post(f"{prefix}/runs", json=body, headers=ADMIN).json()["id"] for _ in range(4)
         ]
@@ -288,6 +301,34 @@ def test_a_batch_makes_as_many_statements_as_one_report(project: Project) -> Non
     outcomes = store_reports(project.database, project.settings, None, batch)
     assert all(isinstance(o, ReportAccepted) for o in outcomes)
     assert len(statements) == alone, statements
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adaptive_reports_of_a_batch_queue_their_replans_in_one_statement(
+    backend: str, tmp_path: Any
+) -> None:
+    with _project_on(backend, tmp_path, adaptive=True) as made:
+        baselines = [_request(made, r, 0) for r in range(4)]
+        store_reports(made.database, made.settings, None, baselines)
+        statements: list[str] = []
+
+        @event.listens_for(made.database.engine, "before_cursor_execute")
+        def _count(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        (alone,) = store_reports(made.database, made.settings, None, [_request(made, 0, 1)])
+        counted = len(statements)
+        statements.clear()
+        batch = [_request(made, r, 1) for r in (1, 2, 3)]
+        together = store_reports(made.database, made.settings, None, batch)
+        assert len(statements) == counted, statements
+        answers = [alone, *together]
+        assert all(isinstance(a, ReportAccepted) and a.plan_pending for a in answers)
+        with unit_of_work(made.database.read_sessions) as session:
+            queued = session.execute(
+                text("SELECT run_id FROM ordo_jobs WHERE status = 'todo' AND kind = 'run_plan'")
+            ).all()
+        assert sorted(row.run_id for row in queued) == sorted(made.runs)
 
 
 class Broken(ReportCreate):
