@@ -117,7 +117,8 @@ async def write_gate(request: Request) -> AsyncIterator[None]:
     answered before it queues here (``tests/app/test_rate_limits.py`` holds every slot and checks
     each write route).
 
-    SQLite: one at a time (one writer). PostgreSQL: the pool's size. Waiting anywhere else
+    SQLite: one at a time (one writer). PostgreSQL: the pool's size, less the connections the
+    report batches keep for themselves (``app.report_batches.write_gates``). Waiting anywhere else
     fails under a burst: a request parked in SQLite's busy handler holds a worker thread, and
     with enough writers every thread waits while the lock holder needs one to finish; a request
     waiting for a pooled connection gives up after ``db_pool_timeout_s`` (503) although the

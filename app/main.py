@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -14,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ordo_server import __version__
-from ordo_server.app.db import build_engine, is_sqlite, make_database
+from ordo_server.app.db import build_engine, make_database
 from ordo_server.app.docs import STATIC_URL, install_redoc
 from ordo_server.app.errors import (
     ERROR_DESCRIPTIONS,
@@ -27,6 +26,7 @@ from ordo_server.app.metrics import install_metrics
 from ordo_server.app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from ordo_server.app.problem_examples import problem_examples
 from ordo_server.app.rate_limits import UNLIMITED_PATHS, RateLimitMiddleware, build_rate_limits
+from ordo_server.app.report_batches import write_gates
 from ordo_server.app.routes import (
     calibration,
     dashboard,
@@ -79,10 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     engine = build_engine(settings)
     app.state.database = make_database(engine)
-    writers = (
-        1 if is_sqlite(settings.database_url) else settings.db_pool_size + settings.db_max_overflow
-    )
-    app.state.write_gate = asyncio.Semaphore(writers)
+    app.state.write_gate, app.state.report_gate = write_gates(settings)
     # Built here, in the server's event loop (the asyncio storage binds its locks to it).
     app.state.rate_limits = build_rate_limits(settings)
     logger.info("ordo started on %s", engine.url.render_as_string(hide_password=True))

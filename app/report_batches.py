@@ -6,7 +6,8 @@ COMMIT and its WAL flush, and, worst, up to the write gate's width of threads co
 the GIL with every statement's round trip. Here every report of a process goes through one
 queue (:class:`GroupCommit`): while a batch is being stored the next requests wait in the
 event loop, and the next batch takes them all (at most ``MAX_BATCH``), on one worker-thread
-trip, in one transaction (:func:`store_reports`), holding one slot of the write gate.
+trip, in one transaction (:func:`store_reports`), holding a connection of their own
+(:func:`write_gates`).
 
 A report alone waits for nobody: with nothing in flight its batch is itself, so a quiet
 server answers as before. Each request still gets its own answer or its own error: the
@@ -33,7 +34,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from ordo_server.app.commit_hooks import after_commit
-from ordo_server.app.db import Database, unit_of_work
+from ordo_server.app.db import Database, is_sqlite, unit_of_work
 from ordo_server.app.deps import WRITE_QUEUE_TIMEOUT_S
 from ordo_server.app.errors import DATABASE_UNAVAILABLE_ERRORS, UnavailableError
 from ordo_server.app.metrics import REPORT_BATCH_SIZE
@@ -64,7 +65,7 @@ class GroupCommit(Generic[ItemT, OutcomeT]):
     ``store`` gets a batch and returns one outcome per item, in order: a value, or an exception
     that item's submitter raises; an exception of ``store`` itself is every item's. At most
     ``in_flight`` batches are stored at once, each holding one slot of ``gate`` (the app's
-    write gate, waited for at most ``gate_timeout_s``: a 503 after that, as for any write).
+    report gate, waited for at most ``gate_timeout_s``: a 503 after that, as for any write).
     Bound to the event loop of its first use; a new loop (a test client's next portal) starts
     afresh.
     """
@@ -187,8 +188,28 @@ def _whole_batch(error: Exception) -> bool:
     return retry_reason(error) is not None or isinstance(error, DATABASE_UNAVAILABLE_ERRORS)
 
 
+def write_gates(settings: Settings) -> tuple[asyncio.Semaphore, asyncio.Semaphore]:
+    """The write gate of single writing requests and the report batches' own gate.
+
+    SQLite has one writer: both are the same one-slot gate. On PostgreSQL the batches get
+    ``IN_FLIGHT`` of the pool's connections to themselves and the other writers the rest: a
+    batch carries many reports, so it must not queue behind a burst of single writes (run
+    creations), each of which it would make all of its reports wait for. A pool too small to
+    share (a single connection) is one gate again.
+    """
+    if is_sqlite(settings.database_url):
+        gate = asyncio.Semaphore(1)
+        return gate, gate
+    connections = settings.db_pool_size + settings.db_max_overflow
+    reserved = min(IN_FLIGHT, connections - 1)
+    if reserved < 1:
+        gate = asyncio.Semaphore(connections)
+        return gate, gate
+    return asyncio.Semaphore(connections - reserved), asyncio.Semaphore(reserved)
+
+
 def report_batches(request: Request) -> GroupCommit[ReportRequest, ReportAccepted]:
-    """The app's report queue, made on first use (from its database, settings and write gate)."""
+    """The app's report queue, made on first use (from its database, settings and report gate)."""
     state = request.app.state
     batches: GroupCommit[ReportRequest, ReportAccepted] | None = getattr(
         state, "report_batches", None
@@ -198,7 +219,7 @@ def report_batches(request: Request) -> GroupCommit[ReportRequest, ReportAccepte
         store = functools.partial(store_reports, state.database, state.settings, cache)
         batches = GroupCommit(
             store,
-            gate=getattr(state, "write_gate", None),
+            gate=getattr(state, "report_gate", None),
             gate_timeout_s=WRITE_QUEUE_TIMEOUT_S,
         )
         state.report_batches = batches

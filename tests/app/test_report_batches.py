@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from ordo_server.app.db import Database, build_engine, make_database, unit_of_work
 from ordo_server.app.errors import ServiceError, UnavailableError
 from ordo_server.app.main import create_app
-from ordo_server.app.report_batches import GroupCommit, store_reports
+from ordo_server.app.report_batches import GroupCommit, store_reports, write_gates
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.schemas.report import ReportAccepted, ReportCreate
 from ordo_server.app.security import Role
@@ -135,6 +135,38 @@ def test_a_new_event_loop_starts_afresh() -> None:
     queue: GroupCommit[int, int] = GroupCommit(Recorder(), gate=None, gate_timeout_s=1)
     assert asyncio.run(queue.submit(1)) == 10
     assert asyncio.run(queue.submit(2)) == 20
+
+
+@pytest.mark.parametrize(
+    ("url", "pool", "overflow", "writers", "batches", "shared"),
+    [
+        ("sqlite:///ordo.sqlite", 5, 5, 1, 1, True),
+        ("postgresql+psycopg://db/ordo", 5, 5, 8, 2, False),
+        ("postgresql+psycopg://db/ordo", 2, 0, 1, 1, False),
+        ("postgresql+psycopg://db/ordo", 1, 0, 1, 1, True),
+    ],
+)
+def test_report_batches_keep_connections_of_their_own_on_postgresql(
+    url: str, pool: int, overflow: int, writers: int, batches: int, shared: bool
+) -> None:
+    settings = Settings(database_url=url, db_pool_size=pool, db_max_overflow=overflow)
+    write_gate, report_gate = write_gates(settings)
+    assert (write_gate is report_gate) is shared
+    if shared:
+        assert _slots(write_gate) == writers == batches
+    else:
+        assert (_slots(write_gate), _slots(report_gate)) == (writers, batches)
+
+
+def _slots(gate: asyncio.Semaphore) -> int:
+    async def count() -> int:
+        taken = 0
+        while not gate.locked():
+            await gate.acquire()
+            taken += 1
+        return taken
+
+    return asyncio.run(count())
 
 
 # --- batches on a database ---------------------------------------------------------------------
