@@ -17,14 +17,15 @@ database going away) is stored again one request at a time, so only the culprit 
 lost race (deadlock, serialization failure, SQLite busy) fails the whole batch, and each
 request is run again by :class:`app.retry.RetryingRoute`, in whatever batch it then joins.
 
-Lock order of a batch: the run rows in run id order (each with its report's own locks after
-it: the statistics lock shared, the plan job's row), then the signing keys' rows in key id
-order; see docs/jobs.md, "Locks".
+Lock order of a batch: the statistics locks of its stage reports' projects (shared), the run
+rows (project then run id order), then the signing keys' rows (key id order); see
+``reports.put_reports`` and docs/jobs.md, "Locks".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -96,7 +97,9 @@ class GroupCommit(Generic[ItemT, OutcomeT]):
         future: asyncio.Future[OutcomeT] = loop.create_future()
         self._waiting.append((item, future))
         if len(self._drainers) < self._in_flight:
-            drainer = loop.create_task(self._drain())
+            # A context of its own: a drainer serves many requests, it inherits none of their
+            # context variables (the request id of the one that started it).
+            drainer = loop.create_task(self._drain(), context=contextvars.Context())
             self._drainers.add(drainer)
             drainer.add_done_callback(self._drainers.discard)
         return await future
@@ -107,10 +110,12 @@ class GroupCommit(Generic[ItemT, OutcomeT]):
             del self._waiting[: self._max_batch]
             try:
                 outcomes = await self._store_batch([item for item, _ in batch])
-            except Exception as error:  # the whole batch's: every submitter raises it
+            except BaseException as error:  # the whole batch's: every submitter raises it
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(error)
+                        future.set_exception(_for_submitter(error))
+                if not isinstance(error, Exception):  # cancelled (shutdown): stop draining
+                    raise
                 continue
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # its request was cancelled; the item was stored all the same
@@ -131,6 +136,14 @@ class GroupCommit(Generic[ItemT, OutcomeT]):
             return await run_in_threadpool(self._store, items)
         finally:
             self._gate.release()
+
+
+def _for_submitter(error: BaseException) -> BaseException:
+    """What a submitter raises when its batch ended with ``error``: a cancelled drainer (the
+    server stopping) is a 503 to the request, not a cancellation of it."""
+    if isinstance(error, Exception):
+        return error
+    return UnavailableError("The server is stopping; retry later.")
 
 
 def store_reports(

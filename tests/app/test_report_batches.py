@@ -131,6 +131,21 @@ def test_a_batch_holds_one_write_slot_and_gives_up_after_the_gate_timeout() -> N
     asyncio.run(main())
 
 
+def test_a_drainer_stopped_mid_batch_answers_its_submitters_503() -> None:
+    store = Recorder(delay_s=0.3)
+    queue: GroupCommit[int, int] = GroupCommit(store, gate=None, gate_timeout_s=1)
+
+    async def main() -> None:
+        submitted = asyncio.ensure_future(queue.submit(1))
+        await asyncio.sleep(0.05)  # the batch is being stored
+        for drainer in list(queue._drainers):
+            drainer.cancel()  # as the server's shutdown does
+        with pytest.raises(UnavailableError):
+            await asyncio.wait_for(submitted, timeout=5)
+
+    asyncio.run(main())
+
+
 def test_a_new_event_loop_starts_afresh() -> None:
     queue: GroupCommit[int, int] = GroupCommit(Recorder(), gate=None, gate_timeout_s=1)
     assert asyncio.run(queue.submit(1)) == 10
