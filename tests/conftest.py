@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
-from ordo_server.app.db import Database, alembic_config, build_engine
+from ordo_server.app.db import Database, alembic_config, build_engine, make_database
 from ordo_server.app.main import create_app
 from ordo_server.app.server_process import ServerProcess, serve_subprocess
 from ordo_server.app.server_process import free_port as free_port
@@ -333,3 +333,47 @@ def live_server_pg() -> Iterator[LiveServer]:
     """A real server process on a fresh, migrated PostgreSQL database."""
     with postgres_database(require_postgres()) as url, run_live_server(url) as server:
         yield server
+
+
+# --- a project with runs, on a database of its own ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectWithRuns:
+    """A project on its own database, with runs that follow one schedule of its tasks."""
+
+    settings: Settings
+    database: Database
+    project_id: str
+    runs: list[str]
+    order: list[str]
+
+
+@contextmanager
+def project_with_runs(
+    url: str, task_keys: tuple[str, ...], *, runs: int = 4, adaptive: bool = False
+) -> Iterator[ProjectWithRuns]:
+    """Make the project, its tasks, a schedule and ``runs`` runs (lease token 1) through the API
+    on the migrated database ``url``; then yield it with an engine of its own."""
+    settings = Settings(
+        database_url=url, admin_token=ADMIN_TOKEN, job_thread=False, rate_limit_enabled=False
+    )
+    admin = bearer(ADMIN_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        made = client.post("/v1/projects", json={"name": "p"}, headers=admin).json()
+        prefix = f"/v1/projects/{made['id']}"
+        tasks = {"tasks": [{"key": k} for k in task_keys]}
+        client.post(f"{prefix}/tasks", json=tasks, headers=admin).raise_for_status()
+        schedule = client.post(f"{prefix}/schedules", json={}, headers=admin).json()
+        body = {"schedule_id": schedule["id"], "adaptive": adaptive}
+        run_ids = [
+            client.post(f"{prefix}/runs", json=body, headers=admin).json()["id"]
+            for _ in range(runs)
+        ]
+    engine = build_engine(settings)
+    try:
+        yield ProjectWithRuns(
+            settings, make_database(engine), made["id"], run_ids, schedule["order"]
+        )
+    finally:
+        engine.dispose()

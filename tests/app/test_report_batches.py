@@ -10,19 +10,16 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from ordo_server.app.db import Database, build_engine, make_database, unit_of_work
+from ordo_server.app.db import unit_of_work
 from ordo_server.app.errors import ServiceError, UnavailableError
-from ordo_server.app.main import create_app
 from ordo_server.app.report_batches import GroupCommit, store_reports, write_gates
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.schemas.report import ReportAccepted, ReportCreate
@@ -33,9 +30,11 @@ from ordo_server.app.services.reports import ReportRequest, put_reports
 from ordo_server.app.settings import Settings
 from tests.conftest import (
     ADMIN_TOKEN,
+    ProjectWithRuns,
     live_server_on,
     migrated_sqlite_url,
     postgres_database,
+    project_with_runs,
     require_postgres,
 )
 from tests.factories import create_key
@@ -187,14 +186,7 @@ def _slots(gate: asyncio.Semaphore) -> int:
 # --- batches on a database ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Project:
-    """A project with fixed runs that follow one schedule, on its own database."""
-
-    settings: Settings
-    database: Database
-    project_id: str
-    runs: list[str]
+Project = ProjectWithRuns
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -204,12 +196,12 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 def _project_on(backend: str, tmp_path: Any, *, adaptive: bool = False) -> Iterator[Project]:
     if backend == "sqlite":
         url = migrated_sqlite_url(tmp_path / "ordo.sqlite")
-        with _made_project(url, adaptive=adaptive) as made:
+        with project_with_runs(url, KEYS, adaptive=adaptive) as made:
             yield made
     else:
         with (
             postgres_database(require_postgres()) as url,
-            _made_project(url, adaptive=adaptive) as made,
+            project_with_runs(url, KEYS, adaptive=adaptive) as made,
         ):
             yield made
 
@@ -218,28 +210,6 @@ def _project_on(backend: str, tmp_path: Any, *, adaptive: bool = False) -> Itera
 def project(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Project]:
     with _project_on(request.param, tmp_path) as made:
         yield made
-
-
-@contextmanager
-def _made_project(url: str, *, adaptive: bool = False) -> Iterator[Project]:
-    settings = Settings(
-        database_url=url, admin_token=ADMIN_TOKEN, job_thread=False, rate_limit_enabled=False
-    )
-    with TestClient(create_app(settings)) as client:
-        made = client.post("/v1/projects", json={"name": "p"}, headers=ADMIN).json()
-        prefix = f"/v1/projects/{made['id']}"
-        tasks = {"tasks": [{"key": k} for k in KEYS]}
-        client.post(f"{prefix}/tasks", json=tasks, headers=ADMIN).raise_for_status()
-        schedule = client.post(f"{prefix}/schedules", json={}, headers=ADMIN).json()
-        body = {"schedule_id": schedule["id"], "adaptive": adaptive}
-        runs = [
-            client.post(f"{prefix}/runs", json=body, headers=ADMIN).json()["id"] for _ in range(4)
-        ]
-    engine = build_engine(settings)
-    try:
-        yield Project(settings, make_database(engine), made["id"], runs)
-    finally:
-        engine.dispose()
 
 
 def _body(stage: int, *, task: str = "math", value: float = 0.5) -> ReportCreate:
@@ -265,6 +235,17 @@ def _stored(project: Project) -> list[tuple[str, int]]:
     with unit_of_work(project.database.read_sessions) as session:
         rows = session.execute(text("SELECT run_id, stage FROM ordo_stage_reports")).all()
     return sorted((row.run_id, row.stage) for row in rows)
+
+
+def _statements(engine: Engine) -> list[str]:
+    """The SQL statements ``engine`` runs from now on (a list that grows)."""
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    return statements
 
 
 def _count_commits(engine: Engine) -> list[int]:
@@ -335,12 +316,7 @@ def test_stage_reports_in_a_batch_observe_what_one_alone_observes(project: Proje
 def test_a_batch_makes_as_many_statements_as_one_report(project: Project) -> None:
     baselines = [_request(project, r, 0) for r in range(4)]
     store_reports(project.database, project.settings, None, baselines)
-    statements: list[str] = []
-
-    @event.listens_for(project.database.engine, "before_cursor_execute")
-    def _count(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
+    statements = _statements(project.database.engine)
     store_reports(project.database, project.settings, None, [_request(project, 0, 1)])
     alone = len(statements)
     statements.clear()
@@ -357,12 +333,7 @@ def test_adaptive_reports_of_a_batch_queue_their_replans_in_one_statement(
     with _project_on(backend, tmp_path, adaptive=True) as made:
         baselines = [_request(made, r, 0) for r in range(4)]
         store_reports(made.database, made.settings, None, baselines)
-        statements: list[str] = []
-
-        @event.listens_for(made.database.engine, "before_cursor_execute")
-        def _count(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            statements.append(statement)
-
+        statements = _statements(made.database.engine)
         (alone,) = store_reports(made.database, made.settings, None, [_request(made, 0, 1)])
         counted = len(statements)
         statements.clear()
@@ -412,12 +383,7 @@ def test_a_batch_records_each_key_use_once_and_its_cache_learns_it(project: Proj
     requests = [
         ReportRequest(trainer, project.project_id, project.runs[r], 0, _body(0), 1) for r in (0, 1)
     ]
-    statements: list[str] = []
-
-    @event.listens_for(project.database.engine, "before_cursor_execute")
-    def _count(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
+    statements = _statements(project.database.engine)
     outcomes = store_reports(project.database, project.settings, cache, requests)
     assert all(isinstance(o, ReportAccepted) for o in outcomes)
     assert sum("UPDATE ordo_api_keys" in s for s in statements) == 1
@@ -433,7 +399,7 @@ def test_a_project_lock_leaves_inserts_referencing_the_project_alone() -> None:
     waited for the store while the store waited for a run the batch held: a deadlock)."""
     with (
         postgres_database(require_postgres()) as url,
-        _made_project(url) as made,
+        project_with_runs(url, KEYS) as made,
         unit_of_work(made.database.sessions) as holder,
     ):
         project_repo.lock_project(holder, made.project_id)

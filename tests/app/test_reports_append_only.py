@@ -4,62 +4,36 @@ version counts every observing report, and a fold or a recomputation agrees with
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ordo_server.app.db import Database, build_engine, make_database, unit_of_work
-from ordo_server.app.main import create_app
+from ordo_server.app.db import unit_of_work
 from ordo_server.app.repositories.statistics import count_deltas, estimates_version
 from ordo_server.app.schemas.report import ReportCreate
 from ordo_server.app.security import Role
 from ordo_server.app.services import reports as report_service
 from ordo_server.app.services.auth import Principal, authorize_project
 from ordo_server.app.services.statistics import current_statistics, fold_now
-from ordo_server.app.settings import Settings
-from tests.conftest import ADMIN_TOKEN, postgres_database, require_postgres
+from tests.conftest import (
+    ProjectWithRuns,
+    postgres_database,
+    project_with_runs,
+    require_postgres,
+)
 
 KEYS = ("math", "code", "poetry")
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-@dataclass(frozen=True)
-class Setup:
-    """A project on its own PostgreSQL database, with fixed runs that follow one schedule."""
-
-    settings: Settings
-    database: Database
-    project_id: str
-    runs: list[str]
-    order: list[str]
+Setup = ProjectWithRuns
 
 
 @pytest.fixture
 def setup() -> Iterator[Setup]:
-    with postgres_database(require_postgres()) as url:
-        settings = Settings(
-            database_url=url, admin_token=ADMIN_TOKEN, job_thread=False, rate_limit_enabled=False
-        )
-        engine = build_engine(settings)
-        try:
-            with TestClient(create_app(settings)) as client:
-                project = client.post("/v1/projects", json={"name": "p"}, headers=ADMIN).json()
-                prefix = f"/v1/projects/{project['id']}"
-                tasks = {"tasks": [{"key": k} for k in KEYS]}
-                client.post(f"{prefix}/tasks", json=tasks, headers=ADMIN).raise_for_status()
-                schedule = client.post(f"{prefix}/schedules", json={}, headers=ADMIN).json()
-                body = {"schedule_id": schedule["id"], "adaptive": False}
-                runs = [
-                    client.post(f"{prefix}/runs", json=body, headers=ADMIN).json()["id"]
-                    for _ in range(4)
-                ]
-            yield Setup(settings, make_database(engine), project["id"], runs, schedule["order"])
-        finally:
-            engine.dispose()
+    with postgres_database(require_postgres()) as url, project_with_runs(url, KEYS) as made:
+        yield made
 
 
 def _body(stage: int, run: int) -> ReportCreate:
