@@ -318,5 +318,5 @@ async def put_report(
     answer = await report_batches(request).submit(report)
     if answer.plan_pending and settings.job_runner == "embedded":
         # Start on the re-plan as soon as the answer is sent (the worker thread may be first).
-        background.add_task(planning.run_next_job, database, settings, run_id=answer.run_id)
+        background.add_task(planning.run_job_for_request, database, settings, run_id=answer.run_id)
     return answer

@@ -185,7 +185,7 @@ def get_schedule_job(
     job = schedule_jobs.get_job(session, project, job_id)
     if job.status is ScheduleJobStatus.QUEUED and schedule_jobs.runs_here(settings):
         session.close()
-        planning.run_next_job(database, settings, job_id=int(job.id))
+        planning.run_job_for_request(database, settings, job_id=int(job.id))
         with unit_of_work(database.read_sessions) as reader:
             job = schedule_jobs.get_job(reader, project, job_id)
     return job

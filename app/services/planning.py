@@ -42,6 +42,7 @@ import contextlib
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -170,6 +171,33 @@ class _Plan:
 _Outcome = str | Exception
 # What the solve step gives a plan job: the plan, ``None`` when none is needed, or the error.
 _Solved = _Plan | None | Exception
+
+
+# Jobs one process runs on behalf of requests at once (a report's early start, a wait for a
+# plan or a schedule that no worker has claimed). A plan job holds its snapshot's connection
+# while it stores on another, so with as many runners as the pool has connections every one of
+# them held a snapshot and waited for a second connection until the pool timed out (a fleet of
+# 40 trainers on SQLite, once a batch of reports started 20 of them at once).
+REQUEST_RUNNERS = 2
+_request_runners = threading.BoundedSemaphore(REQUEST_RUNNERS)
+
+
+def run_job_for_request(
+    database: Database,
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    job_id: int | None = None,
+) -> bool:
+    """:func:`run_next_job` in a request's stead, unless ``REQUEST_RUNNERS`` are running in this
+    process already: then ``False``, as when no job is free (the job stays queued for a worker,
+    a runner that frees up, or the request's next look)."""
+    if not _request_runners.acquire(blocking=False):
+        return False
+    try:
+        return run_next_job(database, settings, run_id=run_id, job_id=job_id)
+    finally:
+        _request_runners.release()
 
 
 def run_next_job(
@@ -669,7 +697,7 @@ async def await_plan_async(database: Database, settings: Settings, run_id: str) 
         key=run_id,
         wait_s=settings.plan_wait_s,
         status=lambda: _plan_job_status(database, run_id),
-        run_here=lambda: run_next_job(database, settings, run_id=run_id),
+        run_here=lambda: run_job_for_request(database, settings, run_id=run_id),
     )
 
 
@@ -727,7 +755,9 @@ async def await_job_async(
         key=job_repo.waiter_key(job_id),
         wait_s=wait_s,
         status=lambda: _job_status(database, job_id),
-        run_here=(lambda: run_next_job(database, settings, job_id=job_id)) if run_here else None,
+        run_here=(
+            (lambda: run_job_for_request(database, settings, job_id=job_id)) if run_here else None
+        ),
     )
 
 

@@ -39,6 +39,7 @@ from ordo_server.app.services import runs as run_service
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from tests.conftest import (
+    live_server_on,
     postgres_database,
     require_postgres,
     run_live_server,
@@ -395,3 +396,59 @@ def test_trainers_through_two_api_processes_and_two_workers_one_killed() -> None
         assert sorted(runs) == [("completed", len(TASKS) + 1)] * 8
         assert replans is not None
         assert replans >= 8  # adaptive runs were re-planned
+
+
+def test_a_process_runs_at_most_a_few_jobs_for_requests_at_once(
+    client: TestClient,
+    session: Session,
+    database: Database,
+    settings: Settings,
+    tasked: ProjectKeys,
+) -> None:
+    """Each plan job holds its snapshot's connection while it stores on another: a process
+    runs at most REQUEST_RUNNERS of them for requests, and one more finds "none free" (the job
+    stays queued) instead of taking connections until the pool has none left."""
+    run = client.post(_runs(tasked), json={"adaptive": True}, headers=tasked.trainer).json()
+    assert [job.status for job in _jobs(session, run["id"])] == ["todo"]
+    taken = 0
+    while planning._request_runners.acquire(blocking=False):  # as many as run jobs now
+        taken += 1
+    try:
+        assert taken == planning.REQUEST_RUNNERS
+        assert not planning.run_job_for_request(database, settings, run_id=run["id"])
+        assert [job.status for job in _jobs(session, run["id"])] == ["todo"]
+    finally:
+        for _ in range(taken):
+            planning._request_runners.release()
+    assert planning.run_job_for_request(database, settings, run_id=run["id"])
+    assert [job.status for job in _jobs(session, run["id"])] == ["done"]
+
+
+def test_a_fleet_on_sqlite_with_one_process_gets_every_answer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """40 adaptive trainers at once against one process on SQLite running its own jobs: reports
+    stored in batches start many re-plans at once, and none of them may take the pool down."""
+    with (
+        live_server_on("sqlite", tmp_path_factory) as server,
+        httpx.Client(base_url=server.base_url, headers=server.admin_headers) as http,
+    ):
+        project = http.post("/v1/projects", json={"name": "fleet"}).json()
+        tasks = {"tasks": [{"key": key} for key in TASKS]}
+        assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
+        token = http.post(
+            f"/v1/projects/{project['id']}/keys", json={"role": "trainer", "name": "t"}
+        ).json()["key"]
+        results: list[Any] = []
+        trainers = [
+            threading.Thread(target=_trainer, args=(server.base_url, token, project["id"], results))
+            for _ in range(40)
+        ]
+        for thread in trainers:
+            thread.start()
+        for thread in trainers:
+            thread.join(timeout=120)
+        runs = http.get(f"/v1/projects/{project['id']}/runs", params={"limit": 100}).json()
+    assert not any(thread.is_alive() for thread in trainers)
+    assert all(200 <= status < 300 for status in results), sorted(set(results))
+    assert sorted(run["status"] for run in runs["items"]) == ["completed"] * 40
