@@ -22,7 +22,12 @@ _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys: column names) into ``table``."""
+    """Insert ``rows`` (dicts with the same keys: column names) into ``table``.
+
+    For scalar columns (numbers, text, timestamps, booleans; ``None`` allowed): a JSON column's
+    values would need wrapping to travel as an array (the reports and deltas, with JSON, are
+    inserted as they are).
+    """
     if not rows:
         return
     if session.get_bind().dialect.name != "postgresql":
@@ -44,6 +49,6 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]) -> TextClause:
 
 
 def _array_type(table: Table, column: str) -> str:
-    """The PostgreSQL array type of ``column`` (``jsonb[]`` for a JSON column)."""
+    """The PostgreSQL array type of ``column`` (``DOUBLE PRECISION[]`` for a float column)."""
     column_type = table.c[column].type.compile(dialect=_POSTGRESQL)
     return f"{column_type}[]"
