@@ -324,6 +324,16 @@ def _worker(database_url: str, env: dict[str, str]) -> Iterator[subprocess.Popen
                 process.wait()
 
 
+def _trainers_project(http: httpx.Client, name: str) -> tuple[dict[str, Any], str]:
+    """A project with TASKS (``http`` signs in as an admin) and a trainer key's token."""
+    project: dict[str, Any] = http.post("/v1/projects", json={"name": name}).json()
+    tasks = {"tasks": [{"key": key} for key in TASKS]}
+    assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
+    key = http.post(f"/v1/projects/{project['id']}/keys", json={"role": "trainer", "name": "t"})
+    token: str = key.json()["key"]
+    return project, token
+
+
 def _trainer(base_url: str, token: str, project_id: str, results: list[Any]) -> None:
     """A trainer's whole run: create, then next -> report to the end; every answer recorded."""
     runs = f"/v1/projects/{project_id}/runs"
@@ -356,12 +366,7 @@ def test_trainers_through_two_api_processes_and_two_workers_one_killed() -> None
         victim = stack.enter_context(_worker(url, env))
         stack.enter_context(_worker(url, env))
         with httpx.Client(base_url=servers[0].base_url, headers=servers[0].admin_headers) as http:
-            project = http.post("/v1/projects", json={"name": "replicas"}).json()
-            tasks = {"tasks": [{"key": key} for key in TASKS]}
-            assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
-            token = http.post(
-                f"/v1/projects/{project['id']}/keys", json={"role": "trainer", "name": "t"}
-            ).json()["key"]
+            project, token = _trainers_project(http, "replicas")
         results: list[Any] = []
         trainers = [
             threading.Thread(
@@ -433,12 +438,7 @@ def test_a_fleet_on_sqlite_with_one_process_gets_every_answer(
         live_server_on("sqlite", tmp_path_factory) as server,
         httpx.Client(base_url=server.base_url, headers=server.admin_headers) as http,
     ):
-        project = http.post("/v1/projects", json={"name": "fleet"}).json()
-        tasks = {"tasks": [{"key": key} for key in TASKS]}
-        assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
-        token = http.post(
-            f"/v1/projects/{project['id']}/keys", json={"role": "trainer", "name": "t"}
-        ).json()["key"]
+        project, token = _trainers_project(http, "fleet")
         results: list[Any] = []
         trainers = [
             threading.Thread(target=_trainer, args=(server.base_url, token, project["id"], results))
