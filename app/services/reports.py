@@ -521,10 +521,11 @@ def put_reports(
         batch.lock_statistics(session, project_id)
     order = sorted(range(len(requests)), key=lambda i: (requests[i].project_id, requests[i].run_id))
     first_stages: dict[str, dict[str, int]] = {}
+    context_of: dict[int, ProjectContext] = {}
     for i in order:
         request = requests[i]
         try:
-            _context(session, request, contexts)
+            context_of[i] = _context(session, request, contexts)
         except ServiceError as error:
             outcomes[i] = error
             continue
@@ -543,8 +544,7 @@ def put_reports(
                 batch.flush(session)
                 session.flush()
                 batch.forget(request.run_id)
-            context = _context(session, request, contexts)
-            outcomes[i] = _put_one(session, request, context, settings, batch)
+            outcomes[i] = _put_one(session, request, context_of[i], settings, batch)
             written.add(request.run_id)
         batch.flush(session)
     key_uses = []

@@ -145,10 +145,27 @@ def test_a_drainer_stopped_mid_batch_answers_its_submitters_503() -> None:
     asyncio.run(main())
 
 
-def test_a_new_event_loop_starts_afresh() -> None:
-    queue: GroupCommit[int, int] = GroupCommit(Recorder(), gate=None, gate_timeout_s=1)
-    assert asyncio.run(queue.submit(1)) == 10
-    assert asyncio.run(queue.submit(2)) == 20
+def test_a_queue_left_busy_by_a_closed_event_loop_serves_the_next_loop() -> None:
+    """A test client's portal can end its event loop while a batch is being stored: the queue
+    must not wait on that loop's drainer (or answer its futures) in the next loop."""
+    store = Recorder(delay_s=0.3)
+    queue: GroupCommit[int, int] = GroupCommit(store, gate=None, gate_timeout_s=1, in_flight=1)
+    old = asyncio.new_event_loop()
+    left: list[asyncio.Future[int]] = []
+
+    async def leave_busy() -> None:
+        left.append(asyncio.ensure_future(queue.submit(1)))
+        await asyncio.sleep(0.05)  # its drainer is storing item 1
+
+    old.run_until_complete(leave_busy())
+    old.close()  # the drainer never finishes
+
+    async def serve() -> int:
+        return await asyncio.wait_for(queue.submit(2), timeout=5)
+
+    assert asyncio.run(serve()) == 20
+    assert store.batches[-1] == [2]
+    assert not left[0].done()  # item 1's request went with its loop
 
 
 @pytest.mark.parametrize(
