@@ -462,7 +462,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
     parser.add_argument("--plain-runs", type=int, default=2000, help="fixed runs for wrk")
-    parser.add_argument("--single", type=int, default=200, help="sequential reports")
+    parser.add_argument("--single", type=int, default=200, help="sequential reports (0: skip)")
     parser.add_argument("--no-wrk", action="store_true", help="skip the plain-report phase")
     parser.add_argument(
         "--auth",
@@ -506,8 +506,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with ordo_server(args.database_url, args.workers, args.job_workers) as server:
         for trainers in args.trainers:
             print("\n".join(run_fleet(server, trainers, args.tasks, auth=args.auth)), flush=True)
-        lines = single_reports(server, args.tasks, args.single, auth=args.auth)
-        print("\n".join(lines), flush=True)
+        if args.single > 0:
+            lines = single_reports(server, args.tasks, args.single, auth=args.auth)
+            print("\n".join(lines), flush=True)
         if not args.no_wrk:
             if shutil.which("wrk") is None:
                 print("plain reports: skipped (wrk is not installed: apt-get install wrk)")
