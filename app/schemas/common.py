@@ -103,6 +103,12 @@ class InputModel(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _refuse_unstorable(cls, value: Any) -> Any:
+        # Runs on every field of every body: the common answers need no walk.
+        kind = type(value)
+        if kind in _SCALARS or (kind is float and math.isfinite(value)):
+            return value
+        if kind is str and is_storable_text(value):
+            return value
         found = find_unstorable(value)
         if found is None:
             return value
