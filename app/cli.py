@@ -131,7 +131,7 @@ def serve(
     typer.echo(f"Ordo API docs: http://{host}:{port}/docs")
     with _multiprocess_metrics(workers):
         uvicorn.run(
-            "ordo_server.app.main:create_app",
+            "ordo_server.app.main:create_served_app",
             factory=True,
             host=host,
             port=port,
@@ -154,6 +154,7 @@ def worker() -> None:
 
     from ordo_server.app.db import build_engine, make_database
     from ordo_server.app.logging_config import logging_config
+    from ordo_server.app.runtime import settle_heap
     from ordo_server.app.worker import run_worker
 
     settings = _load_settings()
@@ -163,6 +164,7 @@ def worker() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     engine = build_engine(settings)
+    settle_heap()
     typer.echo("Ordo worker: waiting for jobs (Ctrl-C stops).")
     try:
         run_worker(make_database(engine), settings, stop=stop)

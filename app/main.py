@@ -22,7 +22,7 @@ from ordo_server.app.errors import (
     install_error_handlers,
     problem_content,
 )
-from ordo_server.app.metrics import install_metrics
+from ordo_server.app.metrics import fastapi_telemetry, install_metrics
 from ordo_server.app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from ordo_server.app.problem_examples import problem_examples
 from ordo_server.app.rate_limits import UNLIMITED_PATHS, RateLimitMiddleware, build_rate_limits
@@ -38,6 +38,7 @@ from ordo_server.app.routes import (
     schedules,
     tasks,
 )
+from ordo_server.app.runtime import settle_heap
 from ordo_server.app.services.key_cache import KeyCache
 from ordo_server.app.settings import Settings, get_settings
 from ordo_server.app.worker import embedded_worker, notification_listener
@@ -94,6 +95,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine.dispose()
 
 
+def create_served_app() -> FastAPI:
+    """The app of a serving process (``ordo serve``'s factory): :func:`create_app` from the
+    environment, with the process's heap settled (:func:`ordo_server.app.runtime.settle_heap`)."""
+    app = create_app()
+    settle_heap()
+    return app
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects to the database until the first request."""
     settings = settings or get_settings()
@@ -108,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=STATIC_URL,
         # Swagger UI would send the spec to validator.swagger.io otherwise.
         swagger_ui_parameters={"validatorUrl": None},
+        telemetry=fastapi_telemetry(),
     )
     if settings.docs_enabled:
         install_redoc(app)

@@ -102,7 +102,7 @@ def serve_subprocess(
         migrate_database(database_url, env=server_env)
     port = port or free_port()
     args = [
-        sys.executable, "-m", "uvicorn", "--factory", "ordo_server.app.main:create_app",
+        sys.executable, "-m", "uvicorn", "--factory", "ordo_server.app.main:create_served_app",
         "--host", LOOPBACK, "--port", str(port), "--workers", str(workers),
         "--log-level", log_level,
     ]  # fmt: skip
