@@ -107,9 +107,10 @@ async def create_schedule(
 ) -> ScheduleRead | JSONResponse:
     """Plan the best order and store it as a new schedule.
 
-    With the defaults this is the project's **recommendation**: the order with the highest
-    posterior mean objective under the ensemble fitted to every run of the project (see
-    `model`); `objective: thompson` draws once from the same posterior.
+    With the defaults this is the project's **recommendation**, chosen on the ensemble
+    posterior fitted to every run of the project (see `model`): the order of the best run so
+    far (highest reported final objective) unless another order beats it with posterior
+    probability 0.9; `objective: thompson` draws once from the same posterior.
 
     The solve is a job, run off the request: the answer waits up to the server's
     `schedule_wait_s` for it (201 with the schedule, or the solver's problem); a longer solve
