@@ -147,15 +147,16 @@ class RecommendConfig:
         8 3.27 -> 3.29 %) and took the share of (world, R) where the recommendation is within
         the noise of the best run so far from 92 % to 99 %. ``None``: the highest decision
         value, whatever its odds.
-    incumbent : str
+    incumbent : {"reported", "posterior"}
         The order the recommendation holds on to unless a candidate beats it:
         ``"reported"``, the order of the completed run with the highest reported objective
         (the best run so far, as its user sees it), or ``"posterior"``, the observed order of
         highest posterior mean. The posterior's order was worse than the best run by more than
         the noise of a reported final in 19 of 1,344 (world, R) on the tuning worlds (seeds
         100-111 and 200-211 of every family, n = 6; up to 2.3 noise sds, where the posterior
-        pulled the best run's final down as luck), ``"reported"`` in 1 (a tie of two finals to
-        the last bit); mean regret at R = 2 / 4 / 8 +0.07 / +0.02 / +0.06 (± 0.06 / 0.05 / 0.05).
+        pulled the best run's final down as luck), ``"reported"`` in 1 (two runs whose finals
+        agree to 15 digits); mean regret at R = 2 / 4 / 8 +0.07 / +0.02 / +0.06 (standard
+        errors 0.06 / 0.05 / 0.05).
     max_moves : int
         Neighbourhood size of one search round: above it (about 20 free tasks) a task moves
         at most ``max_moves // (2 * free)`` positions (at least 2) instead of anywhere.
@@ -1077,7 +1078,10 @@ def _beat_probability(posterior: OrderPosterior, orders: IntArray, incumbent: in
 
 
 def _incumbent(
-    posterior: OrderPosterior, candidates: Sequence[Order], values: FloatMatrix, rule: str
+    posterior: OrderPosterior,
+    candidates: Sequence[Order],
+    values: FloatMatrix,
+    rule: Literal["reported", "posterior"],
 ) -> int | None:
     """Index of the observed candidate the recommendation holds on to unless beaten
     (``RecommendConfig.incumbent``): the order of the best reported run among the candidates
