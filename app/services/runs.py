@@ -298,19 +298,19 @@ def solve_plan(
     ``run_model``: the ensemble of ``solver.recommend`` (``app.services.recommendations``):
     ``exploit`` follows the recommendation, ``thompson`` explores by expected improvement
     (``solver.recommend.explore_order``; seeded by the project's name and the run's
-    ``client_id``); before ``ENSEMBLE_MIN_RUNS`` completed runs
-    or over ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise estimates, as
-    ``POST .../schedules`` does; for a subset of the tasks ``exploit`` solves the run model
-    (:func:`solve_run_model_plan`) up to ``RUN_MODEL_MAX_TASKS`` project tasks (its dense
-    fit grows as ``n^6``), the pairwise estimates above.
+    ``client_id``); before ``RECOMMEND_MIN_RUNS`` (``exploit``) or ``ENSEMBLE_MIN_RUNS``
+    (``thompson``) completed runs or over ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise
+    estimates, as ``POST .../schedules`` does; for a subset of the tasks ``exploit`` solves
+    the run model (:func:`solve_run_model_plan`) up to ``RUN_MODEL_MAX_TASKS`` project tasks
+    (its dense fit grows as ``n^6``), the pairwise estimates above.
     """
     strategy = RunStrategy(run.strategy)
     ensemble_strategy = strategy in (RunStrategy.EXPLOIT, RunStrategy.THOMPSON)
     fits = fits or ProjectFits(session, context)
     history = fits.history
     run_model = run.level_model == LevelModel.RUN_MODEL.value
-    if run_model and ensemble_strategy and uses_ensemble(base, history):
-        mode = PlanMode.EXPLORE if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
+    mode = PlanMode.EXPLORE if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
+    if run_model and ensemble_strategy and uses_ensemble(base, history, mode):
         return solve_ensemble(
             session,
             context,
