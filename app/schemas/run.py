@@ -77,8 +77,9 @@ class RunCreate(InputModel):
     )
     strategy: RunStrategy | None = Field(
         default=None,
-        description="How the plans choose: `exploit` follows the recommendation (the highest "
-        "posterior mean), `thompson` exploration by value (under `run_model`: the order of "
+        description="How the plans choose: `exploit` follows the recommendation (the best run "
+        "so far unless another order beats it with posterior probability 0.9), `thompson` "
+        "exploration by value (under `run_model`: the order of "
         "highest expected improvement over the best order observed, one posterior draw before "
         "any run has completed; under the other level models one posterior draw per run), "
         "`mean_variance` trades mean for variance (`kappa`). Default: `thompson` for adaptive "

@@ -142,9 +142,12 @@ def populate(http: httpx.Client, admin_headers: dict[str, str]) -> PopulatedProj
     fixed_plan = {"model": "pairwise", "objective": "thompson", "time_limit_s": SOLVE_LIMIT_S}
     completed: list[str] = []
     for number, adaptive in enumerate((False, False, True)):
+        # Two fixed runs on the pairwise estimates, each one Thompson draw (the default level
+        # model would follow the ensemble's recommendation once a run has completed).
         body = {
             "schedule": {**fixed_plan, "seed": number, "label": f"run {number + 1}"},
             "adaptive": adaptive,
+            "level_model": "constant",
             "client_id": f"dashboard-run-{number + 1}",
         }
         if adaptive:
