@@ -67,11 +67,11 @@ reports so far)."""
 
 RECOMMEND_MIN_RUNS = 1
 """Completed runs over every task before the ensemble recommends (``exploit``: ``POST
-.../schedules`` with the defaults, exploit runs): one, because the recommendation holds on to
-the best run so far unless another order beats it with posterior probability 0.9 (one run's
-models are not trusted to). Over HTTP with the pairwise estimates recommending until two runs
-had completed, the recommendation after the first run was worse than that run by more than
-the noise in 6 of 12 worlds (``bench.closed_loop --transport http``, 3 seeds of 4 families)."""
+.../schedules`` with the defaults, exploit runs): one. The recommendation holds on to the best
+run so far unless another order beats it with posterior probability 0.9, which needs no
+held-out run. When the pairwise estimates recommended until two runs had completed, the
+recommendation after the first run was worse than that run by more than the noise in 6 of 12
+worlds (``bench.closed_loop --transport http``, 3 seeds of 4 families)."""
 
 RUN_MODEL_MAX_TASKS = RecommendConfig().run_model_max_tasks
 """Above this many project tasks no plan fits the whole-run model (its dense design has side
@@ -86,10 +86,11 @@ _KINDS = {"structured": TaskKind.STRUCTURED, "open_ended": TaskKind.OPEN_ENDED}
 
 
 class PlanMode(StrEnum):
-    """``exploit``: the recommendation (posterior mean); ``thompson``: one posterior draw (what
-    ``POST /schedules`` answers for objective ``thompson``); ``explore``: what an adaptive
-    ``thompson`` run follows, :func:`solver.recommend.explore_order` (expected improvement over
-    the best observed order; one posterior draw before any run has completed)."""
+    """``exploit``: the recommendation (``solver.recommend.recommend``); ``thompson``: one
+    posterior draw (what ``POST /schedules`` answers for objective ``thompson``); ``explore``:
+    what an adaptive ``thompson`` run follows, :func:`solver.recommend.explore_order`
+    (expected improvement over the best observed order; one posterior draw before any run has
+    completed)."""
 
     EXPLOIT = "exploit"
     THOMPSON = "thompson"
