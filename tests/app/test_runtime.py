@@ -30,12 +30,11 @@ class _Cycle:
 
 
 @pytest.mark.usefixtures("collector_restored")
-def test_a_settled_heap_is_frozen_and_its_young_generation_grows() -> None:
+def test_a_settled_heap_is_frozen_and_its_young_threshold_set() -> None:
     _, middle, old = gc.get_threshold()
     settle_heap()
     assert gc.get_freeze_count() > 10_000  # the modules and what they hold
     assert gc.get_threshold() == (YOUNG_THRESHOLD, middle, old)
-    assert YOUNG_THRESHOLD > 700  # CPython's default
 
 
 @pytest.mark.usefixtures("collector_restored")
