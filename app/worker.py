@@ -4,13 +4,16 @@ Any number of workers, in any number of processes on any machine with the databa
 jobs from ``ordo_jobs`` (``app.services.planning.run_next_job``: claims skip rows other
 workers hold, finishes are fenced by the claim). An idle worker sleeps until a job is committed:
 on PostgreSQL it LISTENs on ``ordo_jobs`` (every enqueue NOTIFYs); in the embedded thread, this
-process's enqueues wake it directly; either way it looks again every ``job_poll_s``.
+process's enqueues wake it directly; either way it looks again every ``job_poll_s``. At most
+once per ``job_poll_s`` a worker also folds the statistics deltas of the projects where enough
+wait (``statistics.fold_due``): those whose runs never ask for a plan have no job to do it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from ordo_server.app.db import Database, is_sqlite
 from ordo_server.app.repositories.jobs import NOTIFY_CHANNEL, PLANS_CHANNEL
 from ordo_server.app.repositories.keys import KEYS_CHANNEL
+from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.job_events import plan_done, set_relay_live, wait_for_work
 from ordo_server.app.services.key_cache import forget_all, forget_keys
 from ordo_server.app.services.planning import run_next_job
@@ -38,7 +42,11 @@ def work(
 ) -> None:
     """Run jobs until ``stop`` is set; sleep with ``wait`` (default: this process's wake-ups)."""
     idle_wait = wait or wait_for_work
+    next_sweep = time.monotonic()
     while not stop.is_set():
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + settings.job_poll_s
+            _fold_due(database)
         try:
             ran = run_next_job(database, settings)
         except DBAPIError:
@@ -48,6 +56,15 @@ def work(
             continue
         if not ran:
             idle_wait(settings.job_poll_s)
+
+
+def _fold_due(database: Database) -> None:
+    """Fold the projects' waiting statistics deltas; a failure is logged, the loop goes on (the
+    next sweep folds them)."""
+    try:
+        stat_service.fold_due(database)
+    except Exception:
+        logger.warning("worker: folding statistics deltas failed; retrying later", exc_info=True)
 
 
 @contextmanager

@@ -87,6 +87,17 @@ def count_deltas(session: Session, project_id: str) -> int:
     return int(session.scalar(query) or 0)
 
 
+def projects_with_deltas(session: Session, *, at_least: int) -> list[str]:
+    """The projects with at least ``at_least`` deltas waiting to be folded, in id order."""
+    query = (
+        select(_DELTAS.c.project_id)
+        .group_by(_DELTAS.c.project_id)
+        .having(func.count() >= at_least)
+        .order_by(_DELTAS.c.project_id)
+    )
+    return list(session.scalars(query))
+
+
 def estimates_version(session: Session, project_id: str) -> int:
     """The folded version plus the unfolded deltas, in one statement (one snapshot)."""
     return int(session.scalar(select(estimates_version_column(project_id))) or 0)

@@ -165,3 +165,16 @@ def fold_if_due(database: Database, project_id: str) -> int:
         folded = fold(session, project_id)
     logger.info("folded %d statistics deltas of project %s", folded, project_id)
     return folded
+
+
+def fold_due(database: Database) -> int:
+    """:func:`fold_if_due` for every project with :data:`FOLD_AFTER` deltas or more; how many
+    deltas were folded in all.
+
+    Jobs fold their own project before they read, but a project whose runs never ask for a
+    plan (fixed runs only) has no job: without this sweep (the workers' ``fold_sweep_s``) its
+    deltas would pile up, and every report, estimate and plan of it would add them all up.
+    """
+    with unit_of_work(database.read_sessions) as session:
+        due = stat_repo.projects_with_deltas(session, at_least=FOLD_AFTER)
+    return sum(fold_if_due(database, project_id) for project_id in due)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from ordo_server.app.db import Database
 from ordo_server.app.repositories.statistics import count_deltas, estimates_version
 from ordo_server.app.services import statistics
 from ordo_server.app.services.statistics import fold_now
+from ordo_server.app.settings import Settings
+from ordo_server.app.worker import work
 from ordo_server.models import Estimate, Observation, Project, StageReport, Task
 from ordo_server.models.estimate import LevelStats
 from tests.factories import ProjectKeys, create_project_with_keys
@@ -306,6 +309,29 @@ def _sorted_statistics(session: Session, project_id: str) -> tuple[list[str], li
     cells, levels = statistics.current_statistics(session, project_id)
     session.expire_all()
     return sorted(map(repr, cells)), sorted(map(repr, levels))
+
+
+def test_a_worker_folds_a_project_that_no_job_plans(
+    client: TestClient,
+    tasked: ProjectKeys,
+    run_id: str,
+    session: Session,
+    database: Database,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fixed run asks for no plan, so no job folds its project: the worker's sweep does."""
+    monkeypatch.setattr(statistics, "FOLD_AFTER", 2)
+    for stage in range(3):
+        _put(client, tasked, run_id, stage, _body(stage))
+    before = _sorted_statistics(session, tasked.id)
+    assert count_deltas(session, tasked.id) == 2
+    stop = threading.Event()
+    # One turn of the worker's loop: the sweep, no job to run, then its idle wait stops it.
+    work(database, settings, stop=stop, wait=lambda timeout_s: stop.set())
+    assert count_deltas(session, tasked.id) == 0
+    assert _sorted_statistics(session, tasked.id) == before
+    assert estimates_version(session, tasked.id) == 2
 
 
 def test_a_job_folds_the_deltas_once_enough_wait(
