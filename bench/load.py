@@ -488,7 +488,7 @@ def refresh_statistics(database_url: str | None) -> str | None:
     try:
         with engine.connect() as connection:
             autovacuum = connection.execute(text("SHOW autovacuum")).scalar()
-            connection.execute(text("ANALYZE"))
+            connection.execute(text("VACUUM ANALYZE"))
     finally:
         engine.dispose()
     return f"ANALYZE done (autovacuum is {autovacuum} on this server)"

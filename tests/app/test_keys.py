@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, event, select, update
+from sqlalchemy import Connection, delete, event, select, text, update
 from sqlalchemy.orm import Session
 
-from ordo_server.models import ApiKey
-from tests.factories import ProjectKeys, bearer
+from ordo_server.app.db import build_engine
+from ordo_server.app.repositories.keys import touch_key
+from ordo_server.app.settings import Settings
+from ordo_server.models import ApiKey, Project
+from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
 
 def _create(client: TestClient, project: ProjectKeys, **body: object) -> dict[str, object]:
@@ -150,3 +155,33 @@ def test_a_use_recorded_within_the_minute_costs_no_statement_and_an_older_one_is
     used = session.scalar(select(ApiKey.last_used_at).where(ApiKey.key_id == admin_key_id))
     assert used is not None
     assert used > two_minutes_ago + timedelta(minutes=1)
+
+
+@pytest.mark.postgres
+def test_recording_a_use_never_waits_for_another_transaction_on_the_key(
+    postgres_database_url: str,
+) -> None:
+    """Two transactions record a use of one key at once: the second skips the row the first
+    holds instead of waiting for its commit (without the skip it waits out the lock timeout)."""
+    engine = build_engine(Settings(database_url=postgres_database_url))
+    try:
+        with Session(engine) as setup:
+            project = create_project_with_keys(setup)
+            setup.commit()
+        key_id = project.trainer_token.split("_")[1]
+        first_at = datetime(2026, 1, 1, tzinfo=UTC)
+        with Session(engine) as first, Session(engine) as second:
+            touch_key(first, key_id, first_at)  # holds the key row until it commits
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            started = time.monotonic()
+            touch_key(second, key_id, first_at + timedelta(minutes=5))
+            assert time.monotonic() - started < 1.0
+            second.commit()
+            first.commit()
+        with Session(engine) as reader:
+            stored = reader.scalar(select(ApiKey.last_used_at).where(ApiKey.key_id == key_id))
+            assert stored == first_at
+            reader.execute(delete(Project).where(Project.id == project.id))
+            reader.commit()
+    finally:
+        engine.dispose()
