@@ -113,13 +113,7 @@ class RecommendConfig:
         ``lambda`` of the Mallows kernel: correlation ``exp(-lambda / C(n, 2))`` between orders one
         adjacent swap apart, ``exp(-lambda / 2)`` between unrelated orders.
     residual_scales : tuple of float
-        Residual process scales ``s`` tried (each is one member per model). 0.1 joined the
-        three smaller ones in December 2026: the real learners' orders differ by 5-15 % of
-        the objective, more than a residual of scale 0.03 can carry. On the tuning worlds
-        (seeds 100-111 and 200-211 of every family, n = 6; 168 worlds) the mean regret at
-        R = 2 / 3 / 4 / 6 / 8 moved -0.14 / -0.21 / -0.39 / -0.19 / -0.17 points (standard
-        errors 0.16 / 0.17 / 0.19 / 0.18 / 0.17), most in the policy and MLP families;
-        replacing 0.003 by 0.1 instead, or adding 0.3 as well, did not help.
+        Residual process scales ``s`` tried (each is one member per model).
     residual_bias : float
         Variance of a constant offset of the residual, per unit of ``s^2`` (a model's level
         error then costs it little in the held-out score: mostly its shape does). 4 brought
@@ -174,7 +168,7 @@ class RecommendConfig:
 
     kernel_decay: float = 3.0
     residual_bias: float = 4.0
-    residual_scales: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
+    residual_scales: tuple[float, ...] = (0.003, 0.01, 0.03)
     draws: int = 24
     folds: int = 8
     run_model_max_tasks: int = 12
