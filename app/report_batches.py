@@ -18,8 +18,9 @@ lost race (deadlock, serialization failure, SQLite busy) fails the whole batch, 
 request is run again by :class:`app.retry.RetryingRoute`, in whatever batch it then joins.
 
 Lock order of a batch: the statistics locks of its stage reports' projects (shared), the run
-rows (project then run id order), then the signing keys' rows (key id order); see
-``reports.put_reports`` and docs/jobs.md, "Locks".
+rows (project then run id order), then the signing keys' rows (key id order; skipped when
+another transaction holds one, never waited for); see ``reports.put_reports`` and
+docs/jobs.md, "Locks".
 """
 
 from __future__ import annotations
