@@ -172,8 +172,9 @@ def fold_due(database: Database) -> int:
     deltas were folded in all.
 
     Jobs fold their own project before they read, but a project whose runs never ask for a
-    plan (fixed runs only) has no job: without this sweep (the workers' ``fold_sweep_s``) its
-    deltas would pile up, and every report, estimate and plan of it would add them all up.
+    plan (fixed runs only) has no job: without this sweep (every worker, at most once per
+    ``job_poll_s``) its deltas would pile up, and every report, estimate and plan of it would
+    add them all up.
     """
     with unit_of_work(database.read_sessions) as session:
         due = stat_repo.projects_with_deltas(session, at_least=FOLD_AFTER)
