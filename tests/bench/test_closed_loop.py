@@ -15,12 +15,19 @@ import numpy as np
 import pytest
 
 from bench.closed_loop import (
+    BEST_OF_RANDOM,
     FIXED,
+    GP,
+    ORDO,
     SEQUENTIAL,
     HttpOrdo,
     InProcessOrdo,
     OrderValues,
+    OrdoDetail,
+    SequentialResult,
+    WorldResult,
     WorldSpec,
+    group_targets,
     main,
     parse_ordo_config,
     run_ordo,
@@ -202,3 +209,31 @@ def test_paired_differences_and_standard_errors(tmp_path: Path) -> None:
     (tmp_path / "short.json").write_text(json.dumps({"worlds": before["worlds"][:2]}))
     with pytest.raises(SystemExit):
         paired_main(["--before", str(tmp_path / "short.json"), "--after", str(tmp_path / "a.json")])
+
+
+def _world(seed: int, ordo: list[float], random: list[float], gp: list[float]) -> WorldResult:
+    """A world result with only the sequential regrets (per R) that the targets read."""
+
+    def curve(regrets: list[float]) -> SequentialResult:
+        return SequentialResult(regrets, regrets, [4 * (r + 1) for r in range(len(regrets))])
+
+    no_detail = OrdoDetail([], [], [], [], [], [], [], [])
+    sequential = {ORDO: curve(ordo), BEST_OF_RANDOM: curve(random), GP: curve(gp)}
+    return WorldResult("f", 4, seed, 1.0, 0.01, sequential, {}, no_detail)
+
+
+def test_targets_show_the_paired_margin_of_each_miss() -> None:
+    """Ordo against best-of-R at R = 2: 1 point ahead in one world, 5 behind in the other."""
+    ordo, random, gp = [5.0] * 8, [5.0] * 8, [9.0] * 8
+    worlds = [
+        _world(0, [5.0, 4.0, *ordo[2:]], random, gp),
+        _world(1, [5.0, 6.0, *ordo[2:]], [5.0, 1.0, *random[2:]], gp),
+    ]
+    every_r, half, versus_gp = group_targets("f", 4, worlds, 8)
+    assert not every_r.passed
+    # Differences -1 and +5: mean 2, standard deviation sqrt(18), s.e. sqrt(18) / sqrt(2) = 3.
+    assert every_r.detail.endswith("; R2 margin +2.00 +- 3.00")
+    assert not half.passed
+    assert "R4 5.00/2.50 (+2.50 +- 0.00)" in half.detail
+    assert versus_gp.passed
+    assert "R8 5.00/9.00 (-4.00 +- 0.00)" in versus_gp.detail
