@@ -6,9 +6,12 @@ the project's own runs decide how much each is believed:
 - **members**: a parametric mean ``mu_k(pi)`` of the objective ``sum_j w_j S_j(pi)`` of an order
   (``run``: the pairwise whole-run regression of :mod:`solver.learning`; ``transition``: the
   state-transition model of :mod:`solver.transition`; ``constant``: the mean observed final,
-  no structure at all), each with a *residual* Gaussian process over orders (Mallows kernel
-  ``s^2 exp(-lambda d_K(pi, pi') / C(n, 2))``, ``d_K`` the Kendall distance) fitted to the
-  observed finals, at a few residual scales ``s``. The residual carries what the parametric
+  no structure at all), each with a *residual* Gaussian process over orders fitted to the
+  observed finals, at a few residual scales ``s`` and with two kernels: the Mallows kernel
+  ``s^2 exp(-lambda d_K(pi, pi') / C(n, 2))`` (``d_K`` the Kendall distance: which task comes
+  before which) and a position kernel ``s^2 exp(-mu d_H(pi, pi') / n)`` (``d_H`` the Hamming
+  distance: which task sits where; real learners' orders are more positional than pairwise,
+  bench/README.md). The residual carries what the parametric
   part misses: at an observed order the posterior is pinned to the evidence (the model's own
   parameter variance shrinks by the residual's unexplained share there), away from the
   observed orders it falls back to the model with the model's doubt added;
@@ -74,9 +77,12 @@ from ordo_server.solver.transition import (
 from ordo_server.solver.types import FloatMatrix, Order
 
 IntArray = npt.NDArray[np.int64]
+# The residual processes' kernels (RecommendConfig.residual_kernels).
+Kernel = Literal["kendall", "position", "mixed"]
 Feasible = Callable[[Order], bool]
 
 __all__ = [
+    "Kernel",
     "OrderPosterior",
     "RecommendConfig",
     "Recommendation",
@@ -114,6 +120,15 @@ class RecommendConfig:
         adjacent swap apart, ``exp(-lambda / 2)`` between unrelated orders.
     residual_scales : tuple of float
         Residual process scales ``s`` tried (each is one member per model).
+    residual_kernels : tuple of {"kendall", "position", "mixed"}
+        Residual kernels tried (each is one member per model and scale): ``"kendall"``, the
+        Mallows kernel on the Kendall distance (what precedence explains), ``"position"``,
+        ``exp(-position_decay d_H / n)`` on the Hamming distance (which task sits where),
+        ``"mixed"``, the mean of the two correlations (both at once). The stacking weights
+        choose between them on the held-out runs.
+    position_decay : float
+        ``mu`` of the position kernel: correlation ``exp(-2 mu / n)`` between orders one swap
+        apart, about ``exp(-mu)`` between unrelated orders.
     residual_bias : float
         Variance of a constant offset of the residual, per unit of ``s^2`` (a model's level
         error then costs it little in the held-out score: mostly its shape does). 4 brought
@@ -169,6 +184,8 @@ class RecommendConfig:
     kernel_decay: float = 3.0
     residual_bias: float = 4.0
     residual_scales: tuple[float, ...] = (0.003, 0.01, 0.03)
+    residual_kernels: tuple[Kernel, ...] = ("kendall",)
+    position_decay: float = 3.0
     draws: int = 24
     folds: int = 8
     run_model_max_tasks: int = 12
@@ -471,15 +488,44 @@ def _kendall(a: IntArray, b: IntArray) -> FloatMatrix:
     return np.asarray(_before(a) @ before_b.T, dtype=np.float64)
 
 
+def _hamming(a: IntArray, b: IntArray) -> FloatMatrix:
+    """Hamming distances (positions holding different tasks), shape (len(a), len(b))."""
+    return np.asarray((a[:, None, :] != b[None, :, :]).sum(axis=2), dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Correlation:
+    """Prior correlation of the residual between two orders (RecommendConfig.residual_kernels):
+    ``exp(-kendall_decay d_K)``, ``exp(-position_decay d_H)`` or their mean (``"mixed"``)."""
+
+    kernel: Kernel
+    kendall_decay: float  # per discordant pair: lambda / C(n, 2)
+    position_decay: float  # per position holding different tasks: mu / n
+
+    def __call__(self, a: IntArray, b: IntArray) -> FloatMatrix:
+        """Correlations between ``a`` and ``b``, shape (len(a), len(b))."""
+        if self.kernel == "kendall":
+            return np.exp(-self.kendall_decay * _kendall(a, b))
+        if self.kernel == "position":
+            return np.exp(-self.position_decay * _hamming(a, b))
+        by_pairs = np.exp(-self.kendall_decay * _kendall(a, b))
+        return 0.5 * (by_pairs + np.exp(-self.position_decay * _hamming(a, b)))
+
+
+# Correlations of candidate orders with the observed ones, (P, R), per residual kernel.
+Correlations = dict[_Correlation, FloatMatrix]
+
+
 @dataclass(frozen=True, slots=True)
 class _Residual:
-    """GP posterior of the residual at the observed orders (Mallows kernel)."""
+    """GP posterior of the residual at the observed orders (kernel ``s^2 c(pi, pi') + bias``,
+    ``c`` the :class:`_Correlation`)."""
 
     orders: IntArray  # (R, n)
     alpha: FloatMatrix  # (R,) (K + D)^-1 r
     factor: FloatMatrix  # (R, R) inverse of (K + D)
     scale: float  # s^2
-    decay: float  # lambda / C(n, 2)
+    correlation: _Correlation
     bias: float  # variance of a constant offset of the whole residual (0: none)
 
     @property
@@ -487,30 +533,30 @@ class _Residual:
         """Prior variance of the residual at any order."""
         return self.scale + self.bias
 
-    def kernel(self, a: IntArray, b: IntArray) -> FloatMatrix:
-        kernel = self.scale * np.exp(-self.decay * _kendall(a, b)) + self.bias
-        return np.asarray(kernel, dtype=np.float64)
+    def gram(self, a: IntArray, b: IntArray) -> FloatMatrix:
+        """Prior covariance of the residual between ``a`` and ``b``, shape (len(a), len(b))."""
+        return np.asarray(self.scale * self.correlation(a, b) + self.bias, dtype=np.float64)
 
     def predict(
-        self, orders: IntArray, distances: FloatMatrix | None = None
+        self, orders: IntArray, correlations: Correlations | None = None
     ) -> tuple[FloatMatrix, FloatMatrix]:
-        """Residual mean and variance at ``orders``, shape (P,) each (``distances``: the
-        Kendall distances to the observed orders, (P, R), when already computed)."""
+        """Residual mean and variance at ``orders``, shape (P,) each (``correlations``: those
+        of ``orders`` with the observed orders, (P, R) per kernel, when already computed)."""
         if len(self.orders) == 0:
             return np.zeros(len(orders)), np.full(len(orders), self.prior_var)
-        if distances is None:
-            distances = _kendall(orders, self.orders)
-        cross = self.scale * np.exp(-self.decay * distances) + self.bias  # (P, R)
+        if correlations is None or self.correlation not in correlations:
+            correlations = {self.correlation: self.correlation(orders, self.orders)}
+        cross = self.scale * correlations[self.correlation] + self.bias  # (P, R)
         mean = cross @ self.alpha
         var = self.prior_var - np.einsum("pr,rs,ps->p", cross, self.factor, cross)
         return mean, np.maximum(var, 1e-18)
 
     def covariance(self, orders: IntArray) -> FloatMatrix:
         """Posterior covariance of the residual at ``orders``, shape (P, P)."""
-        prior = self.kernel(orders, orders)
+        prior = self.gram(orders, orders)
         if len(self.orders) == 0:
             return prior
-        cross = self.kernel(orders, self.orders)
+        cross = self.gram(orders, self.orders)
         return np.asarray(prior - cross @ self.factor @ cross.T, dtype=np.float64)
 
 
@@ -519,15 +565,15 @@ def _residual(
     residuals: FloatMatrix,
     noise: FloatMatrix,
     scale: float,
-    decay: float,
+    correlation: _Correlation,
     bias: float = 0.0,
 ) -> _Residual:
     if len(orders) == 0:
         empty = np.zeros((0, 0))
-        return _Residual(orders, np.zeros(0), empty, scale, decay, bias)
-    gram = scale * np.exp(-decay * _kendall(orders, orders)) + bias + np.diag(noise)
+        return _Residual(orders, np.zeros(0), empty, scale, correlation, bias)
+    gram = scale * correlation(orders, orders) + bias + np.diag(noise)
     factor = np.asarray(np.linalg.inv(gram), dtype=np.float64)
-    return _Residual(orders, factor @ residuals, factor, scale, decay, bias)
+    return _Residual(orders, factor @ residuals, factor, scale, correlation, bias)
 
 
 # --- the ensemble ----------------------------------------------------------------------------
@@ -647,12 +693,15 @@ class OrderPosterior:
         pairs = zip(self.members, self.member_weights, strict=True)
         return [(member, float(weight)) for member, weight in pairs if weight >= 1e-6]
 
-    def _with_distances(self, orders: npt.ArrayLike) -> tuple[IntArray, FloatMatrix | None]:
-        """``orders`` as an (P, n) array and their Kendall distances to the observed orders,
-        (P, R) (``None`` without observations)."""
+    def _with_distances(self, orders: npt.ArrayLike) -> tuple[IntArray, Correlations | None]:
+        """``orders`` as an (P, n) array and their correlations with the observed orders under
+        each active member's kernel, (P, R) each (``None`` without observations)."""
         array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
         observed = np.array(self.observed, dtype=np.int64).reshape(-1, self.n)
-        return array, _kendall(array, observed) if len(observed) else None
+        if not len(observed):
+            return array, None
+        kernels = dict.fromkeys(member.residual.correlation for member, _ in self._active())
+        return array, {kernel: kernel(array, observed) for kernel in kernels}
 
     def plug_in_mean(self, orders: npt.ArrayLike) -> FloatMatrix:
         """Mixture mean of the objective with every model at its parameters' posterior mean,
@@ -750,6 +799,30 @@ def _scales(data: _Data, config: RecommendConfig) -> list[float]:
     return [(c * total) ** 2 for c in config.residual_scales]
 
 
+@dataclass(frozen=True, slots=True)
+class _ResidualSpec:
+    """One residual process of every model: its correlation and scale ``s^2`` (objective units
+    squared); ``label`` names it in the members' names."""
+
+    correlation: _Correlation
+    scale: float
+    label: str
+
+
+def _residual_specs(data: _Data, config: RecommendConfig, n: int) -> list[_ResidualSpec]:
+    """The residual processes every model is paired with, in member order (kernel, then
+    scale). The Kendall members keep their names ``@scale``; the others add ``/kernel``."""
+    kendall_decay = config.kernel_decay / max(comb(n, 2), 1)
+    position_decay = config.position_decay / max(n, 1)
+    specs = []
+    for kernel in config.residual_kernels:
+        correlation = _Correlation(kernel, kendall_decay, position_decay)
+        suffix = "" if kernel == "kendall" else f"/{kernel}"
+        for c, scale in zip(config.residual_scales, _scales(data, config), strict=True):
+            specs.append(_ResidualSpec(correlation, scale, f"{c:g}{suffix}"))
+    return specs
+
+
 def _held_out(data: _Data, config: RecommendConfig) -> list[int]:
     """Completed runs held out in turn (indexes into ``data.complete``): the most recent
     ``folds``, none with fewer than two."""
@@ -761,17 +834,16 @@ def _fold_scores(
     data: _Data,
     config: RecommendConfig,
     run_posteriors: Sequence[RunModelPosterior | None],
-    decay: float,
+    specs: Sequence[_ResidualSpec],
     models: int,
 ) -> tuple[FloatMatrix, FloatMatrix]:
     """Leave-one-run-out log predictive density and predicted mean of every held-out final,
-    shape (folds, models x scales) each, member order of :func:`fit_order_posterior`;
+    shape (folds, models x residuals) each, member order of :func:`fit_order_posterior`;
     ``run_posteriors``: the run model without each held-out run (``None`` entries: none)."""
     count = len(data.complete)
-    scales = _scales(data, config)
     held = _held_out(data, config)
-    scores = np.zeros((len(held), models, len(scales)))
-    means = np.zeros((len(held), models, len(scales)))
+    scores = np.zeros((len(held), models, len(specs)))
+    means = np.zeros((len(held), models, len(specs)))
     none = _Current((), None, None)
     for fold, i in enumerate(held):
         kept = [k for k in range(count) if k != i]
@@ -780,9 +852,14 @@ def _fold_scores(
             mean, var = predictor.moments(data.orders, conditioned=False)
             residuals = data.finals[kept] - mean[kept]
             noise = np.full(len(kept), data.final_var)
-            for s, scale in enumerate(scales):
+            for s, spec in enumerate(specs):
                 gp = _residual(
-                    data.orders[kept], residuals, noise, scale, decay, config.residual_bias * scale
+                    data.orders[kept],
+                    residuals,
+                    noise,
+                    spec.scale,
+                    spec.correlation,
+                    config.residual_bias * spec.scale,
                 )
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
                 m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, gp.prior_var)
@@ -790,7 +867,7 @@ def _fold_scores(
                 error = float(data.finals[i] - m_i[0])
                 scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
                 means[fold, m, s] = m_i[0]
-    shape = (len(held), models * len(scales))
+    shape = (len(held), models * len(specs))
     return scores.reshape(shape), means.reshape(shape)
 
 
@@ -870,7 +947,7 @@ def fit_order_posterior(
     config = config or RecommendConfig()
     n = len(kinds)
     data = _data(runs, kinds, weights, config.noise_sd)
-    decay = config.kernel_decay / max(comb(n, 2), 1)
+    specs = _residual_specs(data, config, n)
     use_run_model = n <= config.run_model_max_tasks
     held = _held_out(data, config)
     run_posterior: RunModelPosterior | None = None
@@ -884,7 +961,7 @@ def fit_order_posterior(
             config=config.run_model,
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
-    scores, held_means = _fold_scores(data, config, folds, decay, models=3 if use_run_model else 2)
+    scores, held_means = _fold_scores(data, config, folds, specs, models=3 if use_run_model else 2)
     everything = list(range(len(data.complete)))
     predictors = _predictors(data, everything, run_posterior, _current(None, n), config)
     members: list[_Member] = []
@@ -893,11 +970,16 @@ def fit_order_posterior(
         mean, _ = predictor.moments(data.orders, conditioned=False)
         residuals = data.finals - mean
         noise = np.full(len(residuals), data.final_var)
-        for c, scale in zip(config.residual_scales, _scales(data, config), strict=True):
+        for spec in specs:
             gp = _residual(
-                data.orders, residuals, noise, scale, decay, config.residual_bias * scale
+                data.orders,
+                residuals,
+                noise,
+                spec.scale,
+                spec.correlation,
+                config.residual_bias * spec.scale,
             )
-            name = f"{predictor.name}@{c:g}"
+            name = f"{predictor.name}@{spec.label}"
             members.append(_Member(predictor, gp, name))
             names.append(name)
     flat = scores.sum(axis=0).ravel()
@@ -1210,7 +1292,7 @@ def thompson_order(
         posterior.finals - mean_obs,
         np.full(len(observed), posterior.final_var),
         member.residual.scale,
-        member.residual.decay,
+        member.residual.correlation,
         member.residual.bias,
     )
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord, insertion_moves
 from ordo_server.solver.recommend import (
+    Kernel,
     RecommendConfig,
     explore_order,
     fit_order_posterior,
@@ -79,6 +80,19 @@ def _last_task_utility(world: World, trained: Order, task: int) -> float:
     if not trained:
         return float(world["base"][task])
     return float(world["base"][task] + world["G"][trained[-1], task])
+
+
+def _slot_world(n: int, seed: int) -> World:
+    """``P[j, p]``: what task ``j`` is worth when trained at position ``p`` (no pair structure:
+    each task has its own slots, not a linear trend in its position)."""
+    rng = np.random.default_rng(seed)
+    return {"base": rng.uniform(0.1, 0.3, n), "P": rng.uniform(0.3, 0.7, (n, n))}
+
+
+def _slot_utility(world: World, trained: Order, task: int) -> float:
+    if task not in trained:
+        return float(world["base"][task])
+    return float(world["P"][task, trained.index(task)])
 
 
 def _run(
@@ -176,6 +190,46 @@ def test_the_pairwise_model_wins_in_the_additive_world(seed: int) -> None:
     assert sum(weights.values()) == pytest.approx(1.0)
     assert _model_weight(weights, "run") > _model_weight(weights, "constant")
     assert _model_weight(weights, "run") > 1.0 / 3.0
+
+
+def _kernel_weight(weights: dict[str, float], kernel: str) -> float:
+    positional = {name: w for name, w in weights.items() if name.endswith("/position")}
+    if kernel == "position":
+        return sum(positional.values())
+    return sum(w for name, w in weights.items() if name not in positional)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_residual_kernel_follows_what_the_world_is_made_of(seed: int) -> None:
+    """Twenty runs, both kernels offered: the position kernel takes most of the weight where
+    each task has its own best slot, the Kendall (precedence) kernel where pairs add up."""
+    slots = _runs(_slot_world(N, seed), _slot_utility, 20, seed=200 + seed, noise_sd=0.005)
+    pairs = _runs(_additive_world(N, seed), _additive_utility, 20, seed=200 + seed, noise_sd=0.005)
+    both = RecommendConfig(residual_kernels=("kendall", "position"))
+    on_slots = fit_order_posterior(slots, kinds=KINDS, weights=ONES, config=both).weights
+    on_pairs = fit_order_posterior(pairs, kinds=KINDS, weights=ONES, config=both).weights
+    assert _kernel_weight(on_slots, "position") > 0.6
+    assert _kernel_weight(on_pairs, "kendall") > 0.6
+
+
+def test_one_kernel_alone_leaves_the_others_out() -> None:
+    world = _additive_world(N, 0)
+    runs = _runs(world, _additive_utility, 4, seed=3)
+    assert RecommendConfig().residual_kernels == ("kendall",)
+    kernels: list[tuple[Kernel, str]] = [
+        ("kendall", ""),
+        ("position", "/position"),
+        ("mixed", "/mixed"),
+    ]
+    for kernel, suffix in kernels:
+        config = RecommendConfig(residual_kernels=(kernel,))
+        posterior = fit_order_posterior(runs, kinds=KINDS, weights=ONES, config=config)
+        assert len(posterior.weights) == 3 * len(config.residual_scales)
+        scales = {f"@{scale:g}{suffix}" for scale in config.residual_scales}
+        assert {name[name.index("@") :] for name in posterior.weights} == scales
+        mean, std = posterior.moments(runs[0].trained)
+        assert np.isfinite(mean).all()
+        assert (std > 0).all()
 
 
 # --- 2. never below the best observed order -------------------------------------------------
