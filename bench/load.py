@@ -15,7 +15,10 @@ then prints:
    ``--duration`` seconds: baseline and stage reports of fixed runs that follow one stored
    schedule (the Lua script walks run-major within a stage, stage after stage, so no report is
    out of turn), against a bare FastAPI route parsing the same body in a server with the same
-   workers (:mod:`bench.bare_app`). Requests/s of both and their ratio (target >= 0.3).
+   workers (:mod:`bench.bare_app`). Requests/s of both and their ratio (target >= 0.3), and
+   the CPU each request cost the server's processes and PostgreSQL (``/proc``, Linux): on a
+   shared machine requests/s move with the other tenants' load, CPU a request much less, so
+   compare versions on it.
 3. **One report alone**: ``--single`` sequential reports from one client, p50 (target <= 5 ms).
 
 Targets of issue 12 (PostgreSQL, 2 API workers, n = 6): fleets of 40 and 100 with 0 answers
@@ -289,20 +292,88 @@ end
 """
 
 
-def _wrk(url: str, script: Path, connections: int, duration: int) -> tuple[float, str]:
-    """Requests/s and wrk's latency lines for ``script`` against ``url``."""
+def _cpu_seconds() -> dict[int, tuple[int, str, float]]:
+    """Every process of this machine: pid -> (parent pid, name, user + system CPU seconds).
+
+    From ``/proc/<pid>/stat`` (Linux); empty elsewhere. A process that ends while it is read is
+    left out.
+    """
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    table: dict[int, tuple[int, str, float]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return table
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / ticks)
+    return table
+
+
+def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
+    """``root`` and its descendants in ``table``."""
+    members, grew = {root}, True
+    while grew:
+        more = {pid for pid, (parent, _, _) in table.items() if parent in members}
+        grew = bool(more - members)
+        members |= more
+    return members & table.keys()
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent between :meth:`start` and :meth:`stop` by a server's process tree
+    (``root``: its pid) and by the PostgreSQL processes (all of them: this machine's database)."""
+
+    root: int
+    server_s: float = 0.0
+    postgres_s: float = 0.0
+    _before: dict[int, tuple[int, str, float]] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._before = _cpu_seconds()
+
+    def stop(self) -> None:
+        after = _cpu_seconds()
+        spent = {
+            pid: cpu - self._before.get(pid, (0, "", 0.0))[2] for pid, (_, _, cpu) in after.items()
+        }
+        self.server_s = sum(spent[pid] for pid in _tree(after, self.root))
+        self.postgres_s = sum(
+            spent[pid] for pid, (_, name, _) in after.items() if name.startswith("postgres")
+        )
+
+    def per_request_ms(self, requests: int) -> str:
+        """Server and PostgreSQL CPU milliseconds a request."""
+        if not requests:
+            return "no requests"
+        server = 1000 * self.server_s / requests
+        postgres = 1000 * self.postgres_s / requests
+        return f"CPU a request: server {server:.2f} ms, PostgreSQL {postgres:.2f} ms"
+
+
+def _wrk(url: str, script: Path, connections: int, duration: int) -> tuple[float, int, str]:
+    """Requests/s, requests answered and wrk's latency lines for ``script`` against ``url``."""
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url,
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
     latency = [line.strip() for line in output.splitlines() if re.match(r"\s+(50|99)%", line)]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     extra = f"non-2xx {non_2xx.group(1)}" if non_2xx else "non-2xx 0"
     answers = Counter(re.findall(r'^NON2XX (\d+) .*?"code":"(\w+)"', output, re.MULTILINE))
     if answers:
         extra += " (" + ", ".join(f"{n} x {s} {c}" for (s, c), n in sorted(answers.items())) + ")"
-    return (float(match.group(1)) if match else 0.0), "; ".join([*latency, extra])
+    rps = float(match.group(1)) if match else 0.0
+    return rps, int(total.group(1)) if total else 0, "; ".join([*latency, extra])
 
 
 def fixed_runs(server: ServerProcess, prefix: str, count: int) -> list[str]:
@@ -340,7 +411,7 @@ def _schedule_id(admin: httpx.Client, prefix: str) -> str:
 
 def plain_reports(
     server: ServerProcess,
-    bare_url: str,
+    bare: BareServer,
     tasks: int,
     connections: int,
     duration: int,
@@ -348,7 +419,9 @@ def plain_reports(
     *,
     auth: str = TRAINER_KEY,
 ) -> list[str]:
-    """Report throughput against the bare route's, same body, same connections."""
+    """Report throughput against the bare route's, same body, same connections; and the CPU
+    each request cost the server's processes and PostgreSQL (robust to the machine's load,
+    where requests/s are not)."""
     prefix, keys = create_project(server, f"plain-{os.urandom(4).hex()}", tasks)
     token = reporting_token(server, prefix, auth)
     run_ids = fixed_runs(server, prefix, runs)
@@ -367,13 +440,22 @@ def plain_reports(
         bare_script.write_text(
             LUA.format(auth="", runs=lua_runs, stages=tasks + 1, prefix="/bare", body=body)
         )
-        ordo_rps, ordo_latency = _wrk(server.base_url, ordo_script, connections, duration)
-        bare_rps, bare_latency = _wrk(bare_url, bare_script, connections, duration)
+        ordo_cpu, bare_cpu = CpuMeter(server.process.pid), CpuMeter(bare.pid)
+        ordo_cpu.start()
+        ordo_rps, ordo_count, ordo_latency = _wrk(
+            server.base_url, ordo_script, connections, duration
+        )
+        ordo_cpu.stop()
+        bare_cpu.start()
+        bare_rps, bare_count, bare_latency = _wrk(bare.url, bare_script, connections, duration)
+        bare_cpu.stop()
     ratio = ordo_rps / bare_rps if bare_rps else float("nan")
     return [
         f"plain reports, {connections} connections, {duration} s (wrk, {runs} fixed runs):",
         f"  Ordo {ordo_rps:.0f} requests/s ({ordo_latency})",
+        f"    {ordo_cpu.per_request_ms(ordo_count)}",
         f"  bare FastAPI route {bare_rps:.0f} requests/s ({bare_latency})",
+        f"    {bare_cpu.per_request_ms(bare_count)}",
         f"  ratio {ratio:.3f}  {'PASS' if ratio >= 0.3 else 'FAIL'}: >= 0.3",
     ]
 
@@ -398,9 +480,17 @@ def single_reports(
     return [f"one report alone: p50 {p50:.1f} ms over {count}  {verdict}: <= 5 ms"]
 
 
+@dataclass(frozen=True)
+class BareServer:
+    """The bare route's server: its base URL and the pid of its process tree's root."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
-def bare_server(workers: int) -> Iterator[str]:
-    """:mod:`bench.bare_app` under uvicorn with ``workers`` processes; its base URL."""
+def bare_server(workers: int) -> Iterator[BareServer]:
+    """:mod:`bench.bare_app` under uvicorn with ``workers`` processes."""
     port = free_port()
     args = [
         sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", LOOPBACK,
@@ -416,7 +506,7 @@ def bare_server(workers: int) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        yield url
+        yield BareServer(url, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -520,9 +610,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if shutil.which("wrk") is None:
                 print("plain reports: skipped (wrk is not installed: apt-get install wrk)")
             else:
-                with bare_server(args.workers) as bare_url:
+                with bare_server(args.workers) as bare:
                     lines = plain_reports(
-                        server, bare_url, args.tasks, args.connections, args.duration,
+                        server, bare, args.tasks, args.connections, args.duration,
                         args.plain_runs, auth=args.auth,
                     )  # fmt: skip
                 print("\n".join(lines), flush=True)

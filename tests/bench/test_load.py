@@ -3,11 +3,23 @@ live server over a temporary SQLite database (the wrk phase is left to the bench
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from bench.load import ADMIN_TOKEN, TRAINER_KEY, ordo_server, run_fleet, single_reports
+from bench.load import (
+    ADMIN_TOKEN,
+    TRAINER_KEY,
+    CpuMeter,
+    ordo_server,
+    run_fleet,
+    single_reports,
+)
 
 
 @pytest.mark.parametrize("auth", [TRAINER_KEY, ADMIN_TOKEN])
@@ -21,3 +33,42 @@ def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     assert "reports acknowledged: 15; lost or altered: 0" in text
     assert re.search(r"re-plan lag p50 [\d.]+ ms, p99 [\d.]+ ms over \d+ re-plans", text)
     assert re.match(r"one report alone: p50 [\d.]+ ms over 5", single[0])
+
+
+BURN_THEN_WAIT = (
+    "import time\n"
+    "end = time.process_time() + 0.4\n"
+    "while time.process_time() < end: pass\n"
+    "time.sleep(30)\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_cpu_meter_counts_the_process_tree_of_its_root() -> None:
+    # A child and a grandchild of this process burn 0.4 s of CPU each, then wait (a process
+    # that has ended leaves the table); a meter rooted at an idle process counts none of it.
+    nested = (
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {BURN_THEN_WAIT!r}])\n"
+        + BURN_THEN_WAIT
+    )
+    idle = subprocess.Popen(["sleep", "30"])
+    ours, elsewhere = CpuMeter(root=os.getpid()), CpuMeter(root=idle.pid)
+    ours.start()
+    elsewhere.start()
+    burner = subprocess.Popen([sys.executable, "-c", nested], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while ours.server_s < 0.75 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            ours.stop()
+        elsewhere.stop()
+    finally:
+        os.killpg(burner.pid, signal.SIGKILL)
+        idle.kill()
+        burner.wait()
+        idle.wait()
+    assert ours.server_s >= 0.75
+    assert elsewhere.server_s < 0.05
+    assert ours.per_request_ms(1000) == (
+        f"CPU a request: server {ours.server_s:.2f} ms, PostgreSQL {ours.postgres_s:.2f} ms"
+    )
