@@ -51,7 +51,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -576,7 +576,7 @@ def evaluate_world(spec: WorldSpec, server: ServerProcess | None = None) -> Worl
     values = OrderValues(oracle(world))
     timings: dict[str, list[float]] = {}
     if server is None:
-        config = replace(RecommendConfig(), **dict(spec.ordo_config))
+        config = recommend_config(spec.ordo_config)
         in_process = InProcessOrdo(spec.project, world.kinds, config)
         ordo, ordo_detail = run_ordo(in_process, world, spec, values)
         timings = in_process.timings
@@ -984,10 +984,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _config_names() -> list[str]:
+    """The fields of :class:`RecommendConfig`, and ``outer.inner`` for those of its nested
+    settings (``transition.cell_prior_std``, ``run_model.noise_sd``, ...)."""
+    default = RecommendConfig()
+    names = []
+    for outer in fields(RecommendConfig):
+        names.append(outer.name)
+        nested = getattr(default, outer.name)
+        if is_dataclass(nested):
+            names += [f"{outer.name}.{inner.name}" for inner in fields(nested)]
+    return names
+
+
 def parse_ordo_config(items: Sequence[str]) -> list[tuple[str, Any]]:
     """``NAME=VALUE`` overrides of :class:`RecommendConfig` (``VALUE`` a Python literal, e.g.
-    ``beat_probability=None``, ``residual_scales=(0.01,)``); unknown names are an error."""
-    known = {f.name for f in fields(RecommendConfig)}
+    ``beat_probability=None``, ``residual_scales=(0.01,)``, ``transition.noise_sd=0.03``);
+    unknown names are an error."""
+    known = _config_names()
     out: list[tuple[str, Any]] = []
     for item in items:
         name, sep, text = item.partition("=")
@@ -1001,6 +1015,18 @@ def parse_ordo_config(items: Sequence[str]) -> list[tuple[str, Any]]:
             raise SystemExit(f"--ordo-config {item!r}: {text!r} is not a Python literal") from error
         out.append((name, value))
     return out
+
+
+def recommend_config(overrides: Sequence[tuple[str, Any]]) -> RecommendConfig:
+    """The default :class:`RecommendConfig` with ``overrides`` (:func:`parse_ordo_config`)
+    applied in turn; ``outer.inner`` replaces one field of a nested setting."""
+    config = RecommendConfig()
+    for name, value in overrides:
+        outer, _, inner = name.partition(".")
+        if inner:
+            value = replace(getattr(config, outer), **{inner: value})
+        config = replace(config, **{outer: value})
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> Benchmark:

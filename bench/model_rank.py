@@ -4,7 +4,8 @@ The closed loop measures what the loop finds; this measures what it has to go on
 world (exhaustive oracle, cached like the closed loop's), ``R`` runs of uniformly random orders
 are trained and reported in full (baseline and every stage, as a trainer reports them), the
 order posterior is fitted to them (:func:`solver.recommend.fit_order_posterior`, the default
-configuration), and every one of the ``n!`` orders is scored from the start by:
+configuration, or ``--ordo-config`` overrides as in ``bench.closed_loop``), and every one of
+the ``n!`` orders is scored from the start by:
 
 - each parametric model (``transition``, ``run``: its posterior mean, no residual process);
 - the mixture (every member's mean, residual included, weighted by the stacking weights).
@@ -26,11 +27,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
 
+from bench.closed_loop import parse_ordo_config, recommend_config
 from bench.worlds import draw_world, family_names
 from bench.worlds.base import World
 from bench.worlds.oracle import oracle
 from ordo_server.solver.learning import RunRecord
-from ordo_server.solver.recommend import fit_order_posterior
+from ordo_server.solver.recommend import RecommendConfig, fit_order_posterior
 
 FloatArray = npt.NDArray[np.float64]
 MODELS = ("transition", "run")
@@ -76,13 +78,16 @@ def _spearman(scores: FloatArray, values: FloatArray) -> float:
     return float(spearmanr(scores, values).statistic)
 
 
-def rank_score(world: World, runs: int, seed: int) -> RankScore:
-    """Fit the posterior to ``runs`` random runs of ``world`` and score every order."""
+def rank_score(
+    world: World, runs: int, seed: int, config: RecommendConfig | None = None
+) -> RankScore:
+    """Fit the posterior (``config``: the default's) to ``runs`` random runs of ``world`` and
+    score every order."""
     result = oracle(world)
     values = np.asarray(result.utilities)
     weights = np.full(world.n, 1.0 / world.n)
     posterior = fit_order_posterior(
-        random_runs(world, runs, seed), kinds=world.kinds, weights=weights
+        random_runs(world, runs, seed), kinds=world.kinds, weights=weights, config=config
     )
     mixture = sum(
         w * mean for w, mean, _ in posterior.member_moments(result.orders, conditioned=False)
@@ -106,9 +111,15 @@ def rank_score(world: World, runs: int, seed: int) -> RankScore:
     )
 
 
-def family_row(family: str, n: int, runs: int, seeds: Sequence[int]) -> str:
+def family_row(
+    family: str,
+    n: int,
+    runs: int,
+    seeds: Sequence[int],
+    config: RecommendConfig | None = None,
+) -> str:
     """The family's mean scores over ``seeds`` after ``runs`` random runs."""
-    scores = [rank_score(draw_world(family, n, seed), runs, seed) for seed in seeds]
+    scores = [rank_score(draw_world(family, n, seed), runs, seed, config) for seed in seeds]
     cells = [f"{family:<14}{runs:>3}", f"{np.mean([s.mixture for s in scores]):>8.2f}"]
     for model in MODELS:
         rho = [s.models[model] for s in scores if model in s.models]
@@ -125,7 +136,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, nargs="+", default=[4, 8], help="random runs R")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--ordo-config",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="RecommendConfig fields (as bench.closed_loop's; e.g. transition.noise_sd=0.03)",
+    )
     args = parser.parse_args(argv)
+    config = recommend_config(parse_ordo_config(args.ordo_config))
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(
         f"rank correlation with the true order values over all {args.n}! orders, after R random"
@@ -136,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(header + f"{'regret %':>9}")
     for family in args.families:
         for runs in args.runs:
-            print(family_row(family, args.n, runs, seeds), flush=True)
+            print(family_row(family, args.n, runs, seeds, config), flush=True)
 
 
 if __name__ == "__main__":

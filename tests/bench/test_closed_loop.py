@@ -30,12 +30,14 @@ from bench.closed_loop import (
     group_targets,
     main,
     parse_ordo_config,
+    recommend_config,
     run_ordo,
 )
 from bench.paired import main as paired_main
 from bench.worlds import draw_world
 from bench.worlds.oracle import oracle
 from ordo_server.app.server_process import ServerProcess
+from ordo_server.solver.recommend import RecommendConfig
 
 ARGS = [
     "--transport",
@@ -168,10 +170,24 @@ def test_ordo_config_overrides_reach_the_recommendation(tmp_path: Path) -> None:
     assert same["specs"][0]["ordo_config"] == [["folds", 8]]
 
 
-@pytest.mark.parametrize("item", ["nope=1", "folds", "folds=not a literal"])
+@pytest.mark.parametrize(
+    "item",
+    ["nope=1", "folds", "folds=not a literal", "transition.nope=1", "folds.inner=1"],
+)
 def test_ordo_config_rejects_bad_items(item: str) -> None:
     with pytest.raises(SystemExit):
         parse_ordo_config([item])
+
+
+def test_ordo_config_reaches_nested_settings() -> None:
+    overrides = parse_ordo_config(
+        ["transition.cell_prior_std=(0.08, 0.2, 0.2, 0.08)", "folds=4", "transition.noise_sd=0.03"]
+    )
+    config = recommend_config(overrides)
+    assert config.transition.cell_prior_std == (0.08, 0.2, 0.2, 0.08)
+    assert config.transition.noise_sd == 0.03  # the second override of a setting keeps the first
+    assert config.folds == 4
+    assert config.run_model == RecommendConfig().run_model
 
 
 def test_paired_differences_and_standard_errors(tmp_path: Path) -> None:

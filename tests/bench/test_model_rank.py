@@ -35,3 +35,15 @@ def test_the_table_has_a_row_per_family_and_r(capsys: pytest.CaptureFixture[str]
     main(["--families", "additive", "--n", "4", "--runs", "2", "3", "--seeds", "1"])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[2:]] == [["additive", "2"], ["additive", "3"]]
+
+
+def test_overrides_reach_the_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    # Without the run model (it only enters up to run_model_max_tasks tasks) its column is empty.
+    args = ["--families", "additive", "--n", "4", "--runs", "3", "--seeds", "1"]
+    main(args)
+    default = capsys.readouterr().out.splitlines()[-1].split()
+    main([*args, "--ordo-config", "run_model_max_tasks=0"])
+    without = capsys.readouterr().out.splitlines()[-1].split()
+    assert len(default) == 8
+    assert len(without) == 7
+    assert without[-2] == "-"
