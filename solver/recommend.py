@@ -7,10 +7,11 @@ the project's own runs decide how much each is believed:
   (``run``: the pairwise whole-run regression of :mod:`solver.learning`; ``transition``: the
   state-transition model of :mod:`solver.transition`; ``constant``: the mean observed final,
   no structure at all), each with a *residual* Gaussian process over orders fitted to the
-  observed finals, at a few residual scales ``s`` and with two kernels: the Mallows kernel
+  observed finals, at a few residual scales ``s``: by default on the Mallows kernel
   ``s^2 exp(-lambda d_K(pi, pi') / C(n, 2))`` (``d_K`` the Kendall distance: which task comes
-  before which) and a position kernel ``s^2 exp(-mu d_H(pi, pi') / n)`` (``d_H`` the Hamming
-  distance: which task sits where; real learners' orders are more positional than pairwise,
+  before which); ``RecommendConfig.residual_kernels`` may add or put instead a position kernel
+  ``s^2 exp(-mu d_H(pi, pi') / n)`` (``d_H`` the Hamming distance: which task sits where) or
+  the mean of the two, each one more member per model and scale (measured, not the default:
   bench/README.md). The residual carries what the parametric
   part misses: at an observed order the posterior is pinned to the evidence (the model's own
   parameter variance shrinks by the residual's unexplained share there), away from the
@@ -654,10 +655,10 @@ class OrderPosterior:
         (P,) each: the mixture is these Gaussians (``plug_in``: each model at its parameters'
         posterior mean, without its parameter variance: the cheap version a search climbs).
 
-        Each model's prediction and the distances to the observed orders are computed once
+        Each model's prediction and the correlations with the observed orders are computed once
         and shared by the members (one per residual scale) built on them.
         """
-        array, distances = self._with_distances(orders)
+        array, correlations = self._with_correlations(orders)
         predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
         active = self._active()
         total = sum(weight for _, weight in active)
@@ -670,7 +671,7 @@ class OrderPosterior:
             elif key not in predicted:
                 predicted[key] = member.predictor.moments(array, conditioned=conditioned)
             model_mean, model_var = predicted[key]
-            residual_mean, residual_var = member.residual.predict(array, distances)
+            residual_mean, residual_var = member.residual.predict(array, correlations)
             mean, var = _combine(
                 model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
@@ -693,7 +694,7 @@ class OrderPosterior:
         pairs = zip(self.members, self.member_weights, strict=True)
         return [(member, float(weight)) for member, weight in pairs if weight >= 1e-6]
 
-    def _with_distances(self, orders: npt.ArrayLike) -> tuple[IntArray, Correlations | None]:
+    def _with_correlations(self, orders: npt.ArrayLike) -> tuple[IntArray, Correlations | None]:
         """``orders`` as an (P, n) array and their correlations with the observed orders under
         each active member's kernel, (P, R) each (``None`` without observations)."""
         array = np.atleast_2d(np.asarray(orders, dtype=np.int64))
@@ -707,14 +708,14 @@ class OrderPosterior:
         """Mixture mean of the objective with every model at its parameters' posterior mean,
         shape (P,): what the search climbs on (one rollout per order instead of one per draw;
         candidates are then compared on :meth:`moments`)."""
-        array, distances = self._with_distances(orders)
+        array, correlations = self._with_correlations(orders)
         means = np.zeros(len(array))
         predicted: dict[int, FloatMatrix] = {}
         for member, weight in self._active():
             key = id(member.predictor)
             if key not in predicted:
                 predicted[key] = member.predictor.point(array, conditioned=True)
-            means += weight * (predicted[key] + member.residual.predict(array, distances)[0])
+            means += weight * (predicted[key] + member.residual.predict(array, correlations)[0])
         return means / sum(weight for _, weight in self._active())
 
     def utilities(self, orders: npt.ArrayLike) -> FloatMatrix:
