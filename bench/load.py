@@ -16,7 +16,7 @@ then prints:
    schedule (the Lua script walks run-major within a stage, stage after stage, so no report is
    out of turn), against a bare FastAPI route parsing the same body in a server with the same
    workers (:mod:`bench.bare_app`). Requests/s of both and their ratio (target >= 0.3), and
-   the CPU each request cost the server's processes and PostgreSQL (``/proc``, Linux): on a
+   the CPU each request cost the API processes and PostgreSQL (``/proc``, Linux): on a
    shared machine requests/s move with the other tenants' load, CPU a request much less, so
    compare versions on it.
 3. **One report alone**: ``--single`` sequential reports from one client, p50 (target <= 5 ms).
@@ -329,7 +329,9 @@ def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
 @dataclass
 class CpuMeter:
     """CPU seconds spent between :meth:`start` and :meth:`stop` by a server's process tree
-    (``root``: its pid) and by the PostgreSQL processes (all of them: this machine's database)."""
+    (``root``: its pid; the API processes, not the ``ordo worker`` processes, whose share of a
+    plain report is the periodic fold) and by the PostgreSQL processes (all of them: this
+    machine's database)."""
 
     root: int
     server_s: float = 0.0
@@ -355,7 +357,7 @@ class CpuMeter:
             return "no requests"
         server = 1000 * self.server_s / requests
         postgres = 1000 * self.postgres_s / requests
-        return f"CPU a request: server {server:.2f} ms, PostgreSQL {postgres:.2f} ms"
+        return f"CPU a request: API processes {server:.2f} ms, PostgreSQL {postgres:.2f} ms"
 
 
 def _wrk(url: str, script: Path, connections: int, duration: int) -> tuple[float, int, str]:

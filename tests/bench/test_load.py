@@ -70,5 +70,5 @@ def test_the_cpu_meter_counts_the_process_tree_of_its_root() -> None:
     assert ours.server_s >= 0.75
     assert elsewhere.server_s < 0.05
     assert ours.per_request_ms(1000) == (
-        f"CPU a request: server {ours.server_s:.2f} ms, PostgreSQL {ours.postgres_s:.2f} ms"
+        f"CPU a request: API processes {ours.server_s:.2f} ms, PostgreSQL {ours.postgres_s:.2f} ms"
     )
