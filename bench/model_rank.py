@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import spearmanr
 
+from bench.baselines import run_order
 from bench.closed_loop import parse_ordo_config, recommend_config
 from bench.worlds import draw_world, family_names
 from bench.worlds.base import World
@@ -56,11 +57,7 @@ def random_runs(world: World, count: int, seed: int) -> list[RunRecord]:
     runs = []
     for r in range(count):
         order = tuple(int(t) for t in rng.permutation(world.n))
-        job = world.start(seed * 1_000 + r)
-        evaluations = [job.evaluate()]
-        for task in order:
-            job.train(task)
-            evaluations.append(job.evaluate())
+        _, evaluations = run_order(world, order, seed=seed * 1_000 + r)
         runs.append(
             RunRecord(
                 trained=order,
@@ -130,7 +127,7 @@ def family_row(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--families", nargs="+", default=list(family_names()))
     parser.add_argument("--n", type=int, default=6, help="tasks (exhaustive oracle: <= 8)")
     parser.add_argument("--runs", type=int, nargs="+", default=[4, 8], help="random runs R")
