@@ -41,7 +41,7 @@ simulated together.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -187,13 +187,10 @@ def kind_first_orders(params: WorldParams, first: str = STRUCTURED) -> IntArray:
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """One evaluation of every task: utilities and the policy entropy measured on each, and the
-    standard error of each utility where the measurement gives one (``stderrs``; a world whose
-    trainers would not know it leaves it empty)."""
+    """One evaluation of every task: utilities and the policy entropy measured on each."""
 
     values: dict[int, float]
     entropies: dict[int, float]
-    stderrs: dict[int, float] = field(default_factory=dict)
 
 
 class Simulator:

@@ -145,14 +145,11 @@ class _Run:
     trained: list[int] = field(default_factory=list)
     utilities: list[dict[int, float]] = field(default_factory=list)
     entropies: list[dict[int, float]] = field(default_factory=list)
-    stderrs: list[dict[int, float]] = field(default_factory=list)
     done: bool = False
 
     def record(self) -> RunRecord:
         """What the run has reported so far."""
-        return RunRecord(
-            tuple(self.trained), list(self.utilities), list(self.entropies), list(self.stderrs)
-        )
+        return RunRecord(tuple(self.trained), list(self.utilities), list(self.entropies))
 
 
 class InProcessOrdo:
@@ -222,7 +219,6 @@ class InProcessOrdo:
             raise ValueError(f"expected stage {len(run.utilities)}, got {stage}")
         run.utilities.append(dict(evaluation.values))
         run.entropies.append(dict(evaluation.entropies))
-        run.stderrs.append(dict(evaluation.stderrs))
         if stage >= 1 and len(run.plan) - stage >= 2:
             plan = self._explore(run, run.record())
             if plan[:stage] != tuple(run.trained):
@@ -334,7 +330,6 @@ class HttpOrdo:
                 {
                     "task": self.keys[j],
                     "value": value,
-                    "stderr": evaluation.stderrs.get(j),
                     "entropy": None if entropy is None else max(entropy, 0.0),
                 }
             )

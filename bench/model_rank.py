@@ -63,7 +63,6 @@ def random_runs(world: World, count: int, seed: int) -> list[RunRecord]:
                 trained=order,
                 utilities=[dict(e.values) for e in evaluations],
                 entropies=[dict(e.entropies) for e in evaluations],
-                stderrs=[dict(e.stderrs) for e in evaluations],
             )
         )
     return runs

@@ -84,17 +84,11 @@ class RunRecord:
     entropies : sequence of mapping task -> entropy, optional
         Same indexing; the mean over the reported tasks is the state ``H``. Shorter or empty
         mappings mean "not reported".
-    stderrs : sequence of mapping task -> standard error, optional
-        Same indexing: the standard error the trainer reported with an evaluation (utility
-        units, e.g. ``sqrt(p (1 - p) / m)`` for an accuracy over ``m`` test items). Where the
-        final evaluations carry one, it is the noise of that run's reported objective
-        (:mod:`solver.recommend`); shorter or empty mappings mean "not reported".
     """
 
     trained: Order
     utilities: Sequence[Mapping[int, float]]
     entropies: Sequence[Mapping[int, float]] = ()
-    stderrs: Sequence[Mapping[int, float]] = ()
 
 
 @dataclass(frozen=True, slots=True)

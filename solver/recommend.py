@@ -215,7 +215,7 @@ class _Data:
     complete: list[int]  # indexes into runs
     orders: IntArray  # (R, n) orders of the complete runs
     finals: FloatMatrix  # (R,) reported objective of each
-    final_vars: FloatMatrix  # (R,) noise variance of each reported objective
+    final_var: float  # noise variance of a reported objective
 
     @property
     def n(self) -> int:
@@ -233,21 +233,6 @@ def _objective_of(run: RunRecord, weights: FloatMatrix) -> float:
     return float(sum(weights[j] * final[j] for j in range(len(weights)) if weights[j] > 0))
 
 
-# Floor of a reported standard error (utility units): an accuracy of 100 % on the test items
-# reports 0, and a residual process with noiseless repeats of one order is singular.
-MIN_STDERR = 1e-3
-
-
-def _final_var(run: RunRecord, weights: FloatMatrix, noise: FloatMatrix) -> float:
-    """Noise variance of a complete run's reported objective ``sum_j w_j u_j``: each task's
-    reported standard error of its final evaluation where given (floored at ``MIN_STDERR``),
-    else the task's noise sd from the baselines (``noise``, shape (n,))."""
-    n = len(weights)
-    reported = run.stderrs[n] if len(run.stderrs) > n else {}
-    sd = np.array([max(reported[j], MIN_STDERR) if j in reported else noise[j] for j in range(n)])
-    return float(np.sum(weights**2 * sd**2))
-
-
 def _data(
     runs: Sequence[RunRecord],
     kinds: Sequence[TaskKind | None],
@@ -262,7 +247,6 @@ def _data(
     orders = np.array([runs[i].trained for i in complete], dtype=np.int64).reshape(-1, n)
     finals = np.array([_objective_of(runs[i], w) for i in complete], dtype=np.float64)
     noise = baseline_noise(runs, n, noise_sd)
-    final_vars = np.array([_final_var(runs[i], w, noise) for i in complete], dtype=np.float64)
     return _Data(
         runs=runs,
         kinds=kinds,
@@ -270,7 +254,7 @@ def _data(
         complete=complete,
         orders=orders,
         finals=finals,
-        final_vars=final_vars,
+        final_var=float(np.sum(w**2 * noise**2)),
     )
 
 
@@ -615,9 +599,6 @@ class OrderPosterior:
         Leave-one-run-out log predictive density of every member (nats; 0 without folds).
     observed : list of Order
         Completed runs' orders, oldest first, and ``finals`` their reported objectives.
-    final_vars : FloatMatrix, shape (R,)
-        Noise variance of each reported objective: from the stderrs its run reported with the
-        final evaluations, or from the baselines' scatter (``RunRecord``).
     trust : float
         In [0, 1]: how far the held-out predictions ranked runs right (``RecommendConfig``
         ``trust_prior``); the recommendation discounts unobserved orders by ``1 - trust``.
@@ -629,7 +610,7 @@ class OrderPosterior:
     elpd: dict[str, float]
     observed: list[Order]
     finals: FloatMatrix
-    final_vars: FloatMatrix
+    final_var: float
     prefix: Order
     n: int
     trust: float = 1.0
@@ -871,7 +852,7 @@ def _fold_scores(
         for m, predictor in enumerate(predictors):
             mean, var = predictor.moments(data.orders, conditioned=False)
             residuals = data.finals[kept] - mean[kept]
-            noise = data.final_vars[kept]
+            noise = np.full(len(kept), data.final_var)
             for s, spec in enumerate(specs):
                 gp = _residual(
                     data.orders[kept],
@@ -883,7 +864,7 @@ def _fold_scores(
                 )
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
                 m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, gp.prior_var)
-                total_var = float(v_i[0] + data.final_vars[i])
+                total_var = float(v_i[0] + data.final_var)
                 error = float(data.finals[i] - m_i[0])
                 scores[fold, m, s] = -0.5 * (log(2 * pi * total_var) + error**2 / total_var)
                 means[fold, m, s] = m_i[0]
@@ -915,20 +896,19 @@ def _stacking_weights(scores: FloatMatrix, *, pseudo_count: float = 0.1) -> Floa
 
 
 def _trust(
-    predicted: FloatMatrix, observed: FloatMatrix, final_vars: FloatMatrix, config: RecommendConfig
+    predicted: FloatMatrix, observed: FloatMatrix, final_var: float, config: RecommendConfig
 ) -> float:
     """How far the held-out predictions rank runs right: the posterior slope ``b`` of the
     observed finals on their leave-one-run-out predicted means (both centred), prior
-    ``N(trust_prior)``, noise the larger of the finals' (the median of ``final_vars``, the
-    held-out runs' noise variances) and the fit's residual variance; clipped to [0, 1]. 1 when
-    off or without folds."""
+    ``N(trust_prior)``, noise the larger of the finals' and the fit's residual variance;
+    clipped to [0, 1]. 1 when off or without folds."""
     if config.trust_prior is None or len(predicted) < 2:
         return 1.0
     x, y = predicted - predicted.mean(), observed - observed.mean()
     sxx = float(x @ x)
     slope = float(x @ y) / sxx if sxx > 0 else 0.0
     residual = float(np.mean((y - slope * x) ** 2)) if sxx > 0 else float(np.mean(y**2))
-    noise = max(float(np.median(final_vars)), residual)
+    noise = max(final_var, residual)
     prior_mean, prior_sd = config.trust_prior
     precision = 1.0 / prior_sd**2 + sxx / noise
     posterior = (prior_mean / prior_sd**2 + float(x @ y) / noise) / precision
@@ -990,7 +970,7 @@ def fit_order_posterior(
     for predictor in predictors:
         mean, _ = predictor.moments(data.orders, conditioned=False)
         residuals = data.finals - mean
-        noise = data.final_vars
+        noise = np.full(len(residuals), data.final_var)
         for spec in specs:
             gp = _residual(
                 data.orders,
@@ -1005,7 +985,7 @@ def fit_order_posterior(
             names.append(name)
     flat = scores.sum(axis=0).ravel()
     member_weights = _stacking_weights(scores)
-    trust = _trust(held_means @ member_weights, data.finals[held], data.final_vars[held], config)
+    trust = _trust(held_means @ member_weights, data.finals[held], data.final_var, config)
     posterior = OrderPosterior(
         trust=trust,
         members=tuple(members),
@@ -1014,7 +994,7 @@ def fit_order_posterior(
         elpd={name: float(s) for name, s in zip(names, flat, strict=True)},
         observed=[tuple(int(t) for t in order) for order in data.orders],
         finals=data.finals,
-        final_vars=data.final_vars,
+        final_var=data.final_var,
         prefix=(),
         n=n,
     )
@@ -1311,7 +1291,7 @@ def thompson_order(
     residual = _residual(
         observed,
         posterior.finals - mean_obs,
-        posterior.final_vars,
+        np.full(len(observed), posterior.final_var),
         member.residual.scale,
         member.residual.correlation,
         member.residual.bias,

@@ -163,7 +163,6 @@ class ProjectEvaluation:
     task_id: str
     utility: float
     entropy: float | None
-    stderr: float | None  # in the task's value units, as reported
 
 
 def project_stages(session: Session, project_id: str) -> list[ProjectStage]:
@@ -178,7 +177,7 @@ def project_stages(session: Session, project_id: str) -> list[ProjectStage]:
 
 
 def project_evaluations(session: Session, project_id: str) -> list[ProjectEvaluation]:
-    """Every evaluation of every report of the project's runs (utility, entropy, stderr)."""
+    """Every evaluation of every report of the project's runs (utility and entropy only)."""
     query = (
         select(
             StageReport.run_id,
@@ -186,7 +185,6 @@ def project_evaluations(session: Session, project_id: str) -> list[ProjectEvalua
             StageEvaluation.task_id,
             StageEvaluation.utility,
             StageEvaluation.entropy,
-            StageEvaluation.stderr,
         )
         .join(StageEvaluation, StageEvaluation.report_id == StageReport.id)
         # The report's own indexed project_id: a join through the runs read every report of

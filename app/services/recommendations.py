@@ -149,9 +149,6 @@ def load_history(session: Session, project_id: str) -> ProjectHistory:
     entropies: dict[str, list[dict[int, float]]] = {
         run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
     }
-    stderrs: dict[str, list[dict[int, float]]] = {
-        run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
-    }
     for evaluation in report_repo.project_evaluations(session, project_id):
         if evaluation.run_id not in utilities or evaluation.stage > stages[evaluation.run_id]:
             continue  # a report stored after the stages were read: not in this history
@@ -159,14 +156,8 @@ def load_history(session: Session, project_id: str) -> ProjectHistory:
         utilities[evaluation.run_id][evaluation.stage][task] = evaluation.utility
         if evaluation.entropy is not None:
             entropies[evaluation.run_id][evaluation.stage][task] = evaluation.entropy
-        if evaluation.stderr is not None:  # value units -> utility units
-            stderrs[evaluation.run_id][evaluation.stage][task] = (
-                evaluation.stderr / tasks[task].scale
-            )
     records = {
-        run_id: RunRecord(
-            tuple(trained.get(run_id, ())), utilities[run_id], entropies[run_id], stderrs[run_id]
-        )
+        run_id: RunRecord(tuple(trained.get(run_id, ())), utilities[run_id], entropies[run_id])
         for run_id in stages
     }
     completed = [

@@ -458,13 +458,11 @@ class DigitsJob:
         return out
 
     def evaluate(self) -> Evaluation:
-        """Accuracy and mean predictive entropy (nats) of each task on a bootstrap subsample, and
-        the accuracy's binomial standard error ``sqrt(a (1 - a) / m)`` over its ``m`` items."""
-        values, entropies, stderrs = {}, {}, {}
+        """Accuracy and mean predictive entropy (nats) of each task on a bootstrap subsample."""
+        values, entropies = {}, {}
         for j in range(self.world.n):
             values[j], entropies[j] = self.world.measure(self._nets, j, self._rng)
-            stderrs[j] = float(np.sqrt(values[j] * (1.0 - values[j]) / self.world.eval_size))
-        return Evaluation(values=values, entropies=entropies, stderrs=stderrs)
+        return Evaluation(values=values, entropies=entropies)
 
 
 def _pick_heads(seed: int, heads: Heads | None) -> Heads:

@@ -274,25 +274,20 @@ class PolicyJob:
         return now
 
     def evaluate(self) -> Evaluation:
-        """Scores of ``EVAL_SAMPLES`` sampled prompts and answers per task, their standard
-        errors (the samples' spread over ``sqrt(EVAL_SAMPLES)``), and their entropy."""
+        """Scores of ``EVAL_SAMPLES`` sampled prompts and answers per task, and their entropy."""
         w = self.world
         idx = self._rng.integers(0, EVAL_PROMPTS, size=(w.n, EVAL_SAMPLES))
         rows = np.arange(w.n)[:, None]
         phi, table = w.held_out.phi[rows, idx], w.held_out.table[rows, idx]
         probs = softmax_probs(self._theta, phi)[0]
         answers = sample_answers(probs, self._rng.random((w.n, EVAL_SAMPLES, 1)))[..., 0]
-        sampled = np.take_along_axis(table, answers[..., None], axis=-1)[..., 0]
-        rewards = sampled.mean(axis=-1)
-        spread = sampled.std(axis=-1, ddof=1) / np.sqrt(EVAL_SAMPLES)
+        rewards = np.take_along_axis(table, answers[..., None], axis=-1)[..., 0].mean(axis=-1)
         entropy = prompt_entropy(probs).mean(axis=-1)
         factor = np.minimum(1.0, entropy / (TARGET_ENTROPY_SHARE * np.log(N_ANSWERS)))
         values = np.clip(np.where(w.open_ended, rewards * factor, rewards), 0.0, 1.0)
-        stderrs = np.where(w.open_ended, spread * factor, spread)
         return Evaluation(
             values={t: float(values[t]) for t in range(w.n)},
             entropies={t: float(entropy[t]) for t in range(w.n)},
-            stderrs={t: float(stderrs[t]) for t in range(w.n)},
         )
 
 

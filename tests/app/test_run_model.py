@@ -9,7 +9,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from ordo_server.app.services import recommendations
 from ordo_server.models import Project, Schedule, Task
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
@@ -271,22 +270,3 @@ def test_a_subset_plan_fits_the_run_model_only_up_to_its_size_limit(
     schedule = session.get(Schedule, response.json()["schedule_id"])
     assert schedule is not None
     assert schedule.request["rho"] == rho
-
-
-def test_the_models_get_the_reported_stderrs_in_utility_units(
-    client: TestClient, project: ProjectKeys, session: Session
-) -> None:
-    chat = session.query(Task).filter_by(project_id=project.id, key="chat").one()
-    chat.scale = 2.0  # utility = value / 2, so a stderr of 0.04 is 0.02 in utility units
-    session.commit()
-    run = client.post(_runs(project), json={}, headers=project.trainer).json()
-    body = {"evaluations": _evaluation([])}
-    for evaluation in body["evaluations"]:
-        evaluation["stderr"] = 0.04
-    body["evaluations"][0].pop("stderr")  # math reports none
-    response = client.put(
-        f"{_runs(project)}/{run['id']}/reports/0", json=body, headers=_holder(project, run)
-    )
-    assert response.status_code == 200, response.text
-    record = recommendations.load_history(session, project.id).records[run["id"]]
-    assert record.stderrs == [{1: pytest.approx(0.04), 2: pytest.approx(0.04), 3: 0.02}]

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord, insertion_moves
 from ordo_server.solver.recommend import (
-    MIN_STDERR,
     Kernel,
     RecommendConfig,
     explore_order,
@@ -36,7 +35,6 @@ from ordo_server.solver.recommend import (
     recommend,
     thompson_order,
 )
-from ordo_server.solver.transition import baseline_noise
 from ordo_server.solver.types import Order
 
 S, OE = TaskKind.STRUCTURED, TaskKind.OPEN_ENDED
@@ -419,61 +417,6 @@ def test_the_90_percent_interval_covers_the_truth_mostly() -> None:
         low, high = rec.interval
         hits.append(low <= _objective(world, _additive_utility, rec.order) <= high)
     assert np.mean(hits) >= 0.7
-
-
-def _precise_finals(
-    world: World, order: Order, rng: np.random.Generator, *, report_stderrs: bool
-) -> RunRecord:
-    """A run whose evaluations are noisy (sd 0.05) until its final one (sd 0.005), as an accuracy
-    near 100 % is: the baselines' scatter overstates the finals' noise ten times."""
-    n = len(order)
-    sds = [0.05] * n + [0.005]
-    utilities = [
-        {
-            j: _additive_utility(world, order[:k], j) + sd * float(rng.standard_normal())
-            for j in range(n)
-        }
-        for k, sd in enumerate(sds)
-    ]
-    stderrs = [dict.fromkeys(range(n), sd) for sd in sds] if report_stderrs else []
-    return RunRecord(trained=order, utilities=utilities, stderrs=stderrs)
-
-
-def test_reported_stderrs_narrow_the_intervals_where_the_baselines_overstate_the_noise() -> None:
-    widths: dict[bool, list[float]] = {False: [], True: []}
-    hits: dict[bool, list[bool]] = {False: [], True: []}
-    for seed in range(20):
-        world = _additive_world(4, seed)
-        for report in (False, True):
-            rng = np.random.default_rng(2000 + seed)
-            orders = [tuple(int(t) for t in rng.permutation(4)) for _ in range(5)]
-            runs = [_precise_finals(world, order, rng, report_stderrs=report) for order in orders]
-            rec = recommend(runs, kinds=[S, S, OE, OE], weights=np.ones(4))
-            low, high = rec.interval
-            widths[report].append(high - low)
-            hits[report].append(low <= _objective(world, _additive_utility, rec.order) <= high)
-    assert np.median(widths[True]) < 0.5 * np.median(widths[False])
-    assert np.mean(hits[True]) >= 0.7
-
-
-def test_each_final_has_the_noise_of_its_reported_stderrs_or_else_of_the_baselines() -> None:
-    world = _additive_world(4, seed=3)
-    rng = np.random.default_rng(5)
-    plain = [_run(world, _additive_utility, (0, 1, 2, 3), noise_sd=0.02, rng=rng) for _ in range(3)]
-    sds = [0.01, 0.0, 0.03, 0.02]  # a stderr of 0 (an accuracy of 100 %) is floored
-    reported = RunRecord(
-        trained=(3, 2, 1, 0),
-        utilities=_run(world, _additive_utility, (3, 2, 1, 0)).utilities,
-        stderrs=[{}, {}, {}, {}, dict(enumerate(sds))],
-    )
-    weights = np.array([1.0, 2.0, 1.0, 0.5])
-    posterior = fit_order_posterior([*plain, reported], kinds=[S, S, OE, OE], weights=weights)
-    floored = np.maximum(sds, MIN_STDERR)
-    assert posterior.final_vars[3] == pytest.approx(float(np.sum(weights**2 * floored**2)))
-    # The other runs' finals have the noise of the baselines' scatter (every run's baseline).
-    noise = baseline_noise([*plain, reported], 4, RecommendConfig().noise_sd)
-    expected = float(np.sum(weights**2 * noise**2))
-    assert posterior.final_vars[:3] == pytest.approx([expected] * 3)
 
 
 # --- 7. input validation ---------------------------------------------------------------------
