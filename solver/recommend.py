@@ -48,7 +48,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from hashlib import sha256
-from math import comb, log, pi, sqrt
+from itertools import permutations
+from math import comb, factorial, log, pi, sqrt
 from typing import Literal
 
 import numpy as np
@@ -178,6 +179,12 @@ class RecommendConfig:
         at most ``max_moves // (2 * free)`` positions (at least 2) instead of anywhere.
     max_rounds : int
         Improving moves per local search.
+    exhaustive_completions : int
+        Exploration (:func:`improvement_order`) scores every completion of the prefix when
+        there are at most this many (``(n - k)!`` after ``k`` trained tasks: every re-plan at
+        n = 6), instead of climbing from a few starts: the exact argmax of the expected
+        improvement, at a fifth of the cost (1.5 against 5-6 ms for 120 completions on one
+        core). 0: always the local search.
     noise_sd : float
         Prior evaluation noise of one task (utility units); the baselines refine it.
     """
@@ -197,6 +204,7 @@ class RecommendConfig:
     beat_probability: float | None = 0.9
     incumbent: Literal["reported", "posterior"] = "reported"
     max_rounds: int = 60
+    exhaustive_completions: int = 120
     noise_sd: float = 0.02
     transition: TransitionConfig = field(default_factory=TransitionConfig)
     run_model: RunModelConfig = field(default_factory=RunModelConfig)
@@ -1320,6 +1328,21 @@ def thompson_order(
     return chosen
 
 
+def _completions(
+    posterior: OrderPosterior, is_feasible: Feasible | None, limit: int
+) -> IntArray | None:
+    """Every feasible completion of the posterior's prefix, shape (P, n), in lexicographic
+    order of the free tasks; ``None`` when there are more than ``limit`` or none is feasible."""
+    prefix = posterior.prefix
+    free = [t for t in range(posterior.n) if t not in set(prefix)]
+    if factorial(len(free)) > limit:
+        return None
+    orders = [(*prefix, *rest) for rest in permutations(free)]
+    if is_feasible is not None:
+        orders = [order for order in orders if is_feasible(order)]
+    return np.array(orders, dtype=np.int64) if orders else None
+
+
 def improvement_order(
     runs: Sequence[RunRecord],
     *,
@@ -1336,10 +1359,12 @@ def improvement_order(
 
     The incumbent is the best posterior mean among the observed orders (from the start, not
     conditioned on ``current``); the improvement of the mixture is exact (its Gaussian
-    members' improvements, weighted). Candidates: the start orders, a random one (``seed``),
-    and the local optima, from the best of them and the random one, of the improvement with
-    every model at its parameters' posterior mean (one rollout per order; the candidates are
-    then compared on the full improvement). Deterministic for its inputs.
+    members' improvements, weighted). Up to ``config.exhaustive_completions`` completions of
+    the prefix, every feasible one is scored (the first of equal improvements wins). Above,
+    candidates: the start orders, a random one (``seed``), and the local optima, from the best
+    of them and the random one, of the improvement with every model at its parameters'
+    posterior mean (one rollout per order; the candidates are then compared on the full
+    improvement). Deterministic for its inputs.
     """
     config = config or RecommendConfig()
     w = np.asarray(weights, dtype=np.float64)
@@ -1358,6 +1383,9 @@ def improvement_order(
     def climb(orders: IntArray) -> FloatMatrix:
         return posterior.expected_improvement(orders, incumbent, plug_in=True)
 
+    completions = _completions(posterior, is_feasible, config.exhaustive_completions)
+    if completions is not None:
+        return tuple(int(t) for t in completions[int(np.argmax(score(completions)))])
     rng = np.random.default_rng(seed)
     fixed = len(posterior.prefix)
     candidates = _start_orders(posterior, w, starts, is_feasible)

@@ -549,6 +549,52 @@ def test_explore_plans_are_identical_for_identical_inputs_and_keep_prefix_and_co
     assert feasible(explore_order(runs, kinds=KINDS, weights=ONES, seed=3, is_feasible=feasible))
 
 
+def _every_completion(prefix: Order, feasible: Callable[[Order], bool]) -> np.ndarray:
+    rest = [t for t in range(N) if t not in prefix]
+    orders = [(*prefix, *tail) for tail in itertools.permutations(rest)]
+    return np.array([order for order in orders if feasible(order)], dtype=np.int64)
+
+
+@pytest.mark.parametrize(("stages", "constrained"), [(0, False), (1, False), (1, True), (2, True)])
+def test_exploration_takes_the_best_completion_when_every_one_is_scored(
+    stages: int, constrained: bool
+) -> None:
+    # A world and runs where the local search from a few starts stops short of the best
+    # completion (5! = 120 from the start, 4! = 24 after one stage: both scored in full).
+    world = _last_task_world(N, seed=28)
+    runs = _runs(world, _last_task_utility, 4, seed=128, noise_sd=0.01)
+    current = _run(world, _last_task_utility, (3, 1, 4, 0, 2), stages=stages)
+    history = [*runs, current]
+
+    def feasible(order: Order) -> bool:
+        return not constrained or order.index(0) > order.index(2)
+
+    posterior = fit_order_posterior(history, kinds=KINDS, weights=ONES, current=current)
+    incumbent = float(np.max(posterior.moments(posterior.observed, conditioned=False)[0]))
+    every = _every_completion(current.trained, feasible)
+    best = float(posterior.expected_improvement(every, incumbent).max())
+
+    def improvement(limit: int) -> float:
+        order = explore_order(
+            history,
+            kinds=KINDS,
+            weights=ONES,
+            seed=7,
+            current=current,
+            is_feasible=feasible if constrained else None,
+            # A feasible start where there are constraints, as the constrained solver's order is.
+            starts=[tuple(int(t) for t in every[-1])] if constrained else (),
+            config=RecommendConfig(exhaustive_completions=limit),
+            posterior=posterior,
+        )
+        assert order[:stages] == current.trained
+        assert feasible(order)
+        return float(posterior.expected_improvement(np.array([order]), incumbent)[0])
+
+    assert improvement(120) == pytest.approx(best, rel=1e-12)
+    assert improvement(0) <= best + 1e-12
+
+
 def test_the_mixture_improvement_is_exact() -> None:
     # The improvement of the mixture is the weighted sum of its Gaussian members' ones: check
     # it against sampling the mixture.
