@@ -1334,7 +1334,8 @@ def _completions(
     """Every feasible completion of the posterior's prefix, shape (P, n), in lexicographic
     order of the free tasks; ``None`` when there are more than ``limit`` or none is feasible."""
     prefix = posterior.prefix
-    free = [t for t in range(posterior.n) if t not in set(prefix)]
+    trained = set(prefix)
+    free = [t for t in range(posterior.n) if t not in trained]
     if factorial(len(free)) > limit:
         return None
     orders = [(*prefix, *rest) for rest in permutations(free)]
