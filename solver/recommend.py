@@ -1021,9 +1021,12 @@ def _local_search(
     max_rounds: int,
     max_moves: int,
 ) -> tuple[Order, float]:
-    """Best-improvement insertion search; never worse than ``start``."""
+    """Best-improvement insertion search; never worse than ``start`` when ``start`` is
+    feasible. From an infeasible start it first moves to the best feasible neighbour, whatever
+    its score (so a search whose starts are all infeasible still answers a feasible order)."""
     current = start
     value = float(score(np.array([start], dtype=np.int64))[0])
+    feasible = is_feasible is None or is_feasible(start)
     free = len(start) - fixed
     window = None if free * (free - 1) <= max_moves else max(2, max_moves // (2 * free))
     for _ in range(max_rounds):
@@ -1035,9 +1038,10 @@ def _local_search(
             break
         values = score(moves)
         best = int(np.argmax(values))
-        if values[best] <= value + 1e-12 * max(1.0, abs(value)):
+        if feasible and values[best] <= value + 1e-12 * max(1.0, abs(value)):
             break
         current, value = tuple(int(t) for t in moves[best]), float(values[best])
+        feasible = True
     return current, value
 
 
@@ -1079,6 +1083,14 @@ def _lop_start(posterior: OrderPosterior, weights: FloatMatrix, prefix: Order) -
     matrix = (carry + backward)[np.ix_(free, free)]
     solution = solve_lop(matrix, time_limit_s=1.0, seed=0, num_workers=1)
     return (*prefix, *(free[int(k)] for k in solution.order))
+
+
+def _distinct_feasible(candidates: Sequence[Order], is_feasible: Feasible | None) -> list[Order]:
+    """The distinct candidates in order, the infeasible ones left out unless none is feasible
+    (a start of last resort: :func:`_start_orders` falls back to one when no start is)."""
+    unique = list(dict.fromkeys(candidates))
+    feasible = [order for order in unique if is_feasible is None or is_feasible(order)]
+    return feasible or unique
 
 
 def _start_orders(
@@ -1248,7 +1260,7 @@ def recommend(
     ranked = [candidates[i] for i in np.argsort(-values, kind="stable")[: config.starts]]
     fixed = len(posterior.prefix)
     candidates += _climbed(score, ranked, fixed, is_feasible, config)
-    unique = list(dict.fromkeys(candidates))
+    unique = _distinct_feasible(candidates, is_feasible)
     array = np.array(unique, dtype=np.int64)
     mean, std = posterior.moments(array)
     values = _decision_values(posterior, unique, mean - config.risk * std)
@@ -1318,7 +1330,7 @@ def thompson_order(
         shuffled.append(random_start)
     candidates = list(shuffled)
     candidates += _climbed(score, shuffled[: config.starts + 1], fixed, is_feasible, config)
-    unique = list(dict.fromkeys(candidates))
+    unique = _distinct_feasible(candidates, is_feasible)
     array = np.array(unique, dtype=np.int64)
     mean, _ = drawn.moments(array, conditioned=True)
     cov = residual.covariance(array)
@@ -1399,7 +1411,7 @@ def improvement_order(
     if random_start in candidates and random_start not in ranked:
         ranked.append(random_start)
     candidates += _climbed(climb, ranked, fixed, is_feasible, config)
-    unique = list(dict.fromkeys(candidates))
+    unique = _distinct_feasible(candidates, is_feasible)
     chosen: Order = unique[int(np.argmax(score(np.array(unique, dtype=np.int64))))]
     return chosen
 

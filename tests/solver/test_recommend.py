@@ -595,6 +595,34 @@ def test_exploration_takes_the_best_completion_when_every_one_is_scored(
     assert improvement(0) <= best + 1e-12
 
 
+def test_without_a_feasible_start_the_search_still_answers_a_feasible_order() -> None:
+    # No start given and none of the posterior's own (observed orders, the pairwise optimum)
+    # feasible: the search starts from an infeasible order, which must not be the answer.
+    world = _last_task_world(N, seed=4)
+    runs = _runs(world, _last_task_utility, 4, seed=41, noise_sd=0.01)
+    current = _run(world, _last_task_utility, (3, 1, 4, 0, 2), stages=2)
+    history = [*runs, current]
+    local = RecommendConfig(exhaustive_completions=0)
+
+    def feasible(order: Order) -> bool:
+        return order.index(0) > order.index(2)
+
+    explored = explore_order(
+        history, kinds=KINDS, weights=ONES, seed=7, current=current, is_feasible=feasible,
+        config=local,
+    )  # fmt: skip
+    drawn = thompson_order(
+        history, kinds=KINDS, weights=ONES, seed=7, current=current, is_feasible=feasible,
+        config=local,
+    )  # fmt: skip
+    recommended = recommend(
+        history, kinds=KINDS, weights=ONES, current=current, is_feasible=feasible, config=local
+    ).order
+    for order in (explored, drawn, recommended):
+        assert order[:2] == (3, 1)
+        assert feasible(order)
+
+
 def test_the_mixture_improvement_is_exact() -> None:
     # The improvement of the mixture is the weighted sum of its Gaussian members' ones: check
     # it against sampling the mixture.
