@@ -1087,7 +1087,7 @@ def _lop_start(posterior: OrderPosterior, weights: FloatMatrix, prefix: Order) -
 
 def _distinct_feasible(candidates: Sequence[Order], is_feasible: Feasible | None) -> list[Order]:
     """The distinct candidates in order, the infeasible ones left out unless none is feasible
-    (a start of last resort: :func:`_start_orders` falls back to one when no start is)."""
+    (then all of them: a search may start from an infeasible order and leave it)."""
     unique = list(dict.fromkeys(candidates))
     feasible = [order for order in unique if is_feasible is None or is_feasible(order)]
     return feasible or unique
@@ -1108,9 +1108,8 @@ def _start_orders(
     if not candidates:
         free = [t for t in range(posterior.n) if t not in set(prefix)]
         candidates.append((*prefix, *free))
-    unique = list(dict.fromkeys(candidates))
-    ok = [o for o in unique if is_feasible is None or is_feasible(o)]
-    return ok or unique[:1]
+    distinct = _distinct_feasible(candidates, is_feasible)
+    return distinct if is_feasible is None or is_feasible(distinct[0]) else distinct[:1]
 
 
 # --- recommendation and exploration ---------------------------------------------------------
