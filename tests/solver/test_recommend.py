@@ -592,7 +592,11 @@ def test_exploration_takes_the_best_completion_when_every_one_is_scored(
         return float(posterior.expected_improvement(np.array([order]), incumbent)[0])
 
     assert improvement(120) == pytest.approx(best, rel=1e-12)
-    assert improvement(0) <= best + 1e-12
+    # The local search (limit 0) keeps the prefix and the constraint too (checked inside);
+    # without the constraint it stops short here, which is why this world was chosen.
+    local = improvement(0)
+    if not constrained:
+        assert local < best - 1e-9
 
 
 def test_without_a_feasible_start_the_search_still_answers_a_feasible_order() -> None:
