@@ -1,16 +1,23 @@
-"""Several rows in one INSERT statement: ``unnest`` of one array per column on PostgreSQL.
+"""Several rows in one INSERT statement: one JSON parameter read by ``json_to_recordset`` on
+PostgreSQL.
 
 An executemany in psycopg 3 runs in pipeline mode, which polls the socket with the GIL held
 until the server answers: cheap alone, but under load it burnt the API process's CPU while
 PostgreSQL, on the same cores, had yet to answer (the reports' evaluations and observations
-were a fifth of an API process's time). One statement with one array parameter per column is
-one round trip whatever the row count, and its SQL is built once per table and column set.
-SQLite keeps the executemany (in-process, no round trip to save).
+were a fifth of an API process's time). One statement with one parameter is one round trip
+whatever the row count, and its SQL is built once per table and column set. The parameter is
+the rows as one JSON text (the standard library's C encoder): arrays, one per column, cost
+psycopg's pure-Python list dumper a tenth of an API process's time under load
+(``py-spy --gil``; docs/jobs.md). SQLite keeps the executemany (in-process, no round trip to
+save).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -25,8 +32,8 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     """Insert ``rows`` (dicts with the same keys: column names) into ``table``.
 
     For scalar columns (numbers, text, timestamps, booleans; ``None`` allowed): a JSON column's
-    values would need wrapping to travel as an array (the reports and deltas, with JSON, are
-    inserted as they are).
+    values would travel as nested JSON and need their own handling (the reports and deltas,
+    with JSON, are inserted as they are).
     """
     if not rows:
         return
@@ -34,21 +41,43 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         session.execute(insert(table), list(rows))
         return
     columns = tuple(rows[0])
-    parameters = {f"c{i}": [row[name] for row in rows] for i, name in enumerate(columns)}
-    session.execute(_unnest_insert(table, columns), parameters)
+    session.execute(_recordset_insert(table, columns), {"rows": rows_json(rows)})
+
+
+def rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``rows`` as one JSON array of objects: timestamps in ISO 8601, non-finite floats as the
+    strings PostgreSQL reads them from (``'NaN'``, ``'Infinity'``, ``'-Infinity'``)."""
+    try:
+        return json.dumps(rows, default=_iso, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # a non-finite float: rare, so the common path does not look for one
+        spelled = [{name: _spelled(value) for name, value in row.items()} for row in rows]
+        return json.dumps(spelled, default=_iso, separators=(",", ":"))
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a scalar column value")
+
+
+def _spelled(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 @cache
-def _unnest_insert(table: Table, columns: tuple[str, ...]) -> TextClause:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(CAST(:c0 AS type[]), ...)``."""
-    arrays = ", ".join(
-        f"CAST(:c{i} AS {_array_type(table, name)})" for i, name in enumerate(columns)
-    )
+def _recordset_insert(table: Table, columns: tuple[str, ...]) -> TextClause:
+    """``INSERT INTO table (columns) SELECT columns FROM json_to_recordset(:rows) AS r(column
+    type, ...)``."""
     names = ", ".join(f'"{name}"' for name in columns)
-    return text(f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({arrays})')
+    record = ", ".join(f'"{name}" {_column_type(table, name)}' for name in columns)
+    return text(
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({record})"
+    )
 
 
-def _array_type(table: Table, column: str) -> str:
-    """The PostgreSQL array type of ``column`` (``DOUBLE PRECISION[]`` for a float column)."""
-    column_type = table.c[column].type.compile(dialect=_POSTGRESQL)
-    return f"{column_type}[]"
+def _column_type(table: Table, column: str) -> str:
+    """The PostgreSQL type of ``column`` (``DOUBLE PRECISION`` for a float column)."""
+    return str(table.c[column].type.compile(dialect=_POSTGRESQL))

@@ -1,0 +1,95 @@
+"""Several rows in one INSERT (``app.repositories.bulk``): every value comes back as it went in,
+on SQLite (executemany) and PostgreSQL (one JSON parameter read by ``json_to_recordset``)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from ordo_server.app.repositories.bulk import insert_rows, rows_json
+
+_METADATA = MetaData()
+_ROWS = Table(
+    "test_bulk_rows",
+    _METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("label", String(64)),
+    Column("value", Float),
+    Column("flag", Boolean),
+    Column("at", DateTime(timezone=True)),
+)
+
+AWKWARD_TEXT = ['quote " and \\ backslash', "tab\tnew\nline", "accents é ß 漢字", "{1,2}", ""]
+
+
+def _rows() -> list[dict[str, object]]:
+    at = datetime(2026, 12, 6, 18, 30, 1, 123456, tzinfo=UTC)
+    values = [0.1 + 0.2, -1e-300, 1e308, 2.0**-1074, -0.0]
+    return [
+        {
+            "label": label,
+            "value": value,
+            "flag": i % 2 == 0,
+            "at": at + timedelta(microseconds=i),
+        }
+        for i, (label, value) in enumerate(zip(AWKWARD_TEXT, values, strict=True))
+    ] + [{"label": None, "value": None, "flag": None, "at": None}]
+
+
+def _read_back(session: Session) -> list[tuple[object, ...]]:
+    query = select(_ROWS.c.label, _ROWS.c.value, _ROWS.c.flag, _ROWS.c.at).order_by(_ROWS.c.id)
+    return [tuple(row) for row in session.execute(query)]
+
+
+def test_rows_come_back_exactly(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    rows = _rows()
+
+    insert_rows(session, _ROWS, rows)
+
+    stored = _read_back(session)
+    assert [row[:3] for row in stored] == [(r["label"], r["value"], r["flag"]) for r in rows]
+    # SQLite keeps no zone: compare instants.
+    assert [_instant(row[3]) for row in stored] == [r["at"] for r in rows]
+
+
+def _instant(value: object) -> datetime | None:
+    """A stored timestamp as an aware datetime (SQLite keeps no zone: its values are UTC)."""
+    if value is None:
+        return None
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def test_non_finite_floats_are_stored(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    rows = [{"value": math.inf}, {"value": -math.inf}, {"value": math.nan}, {"value": 1.5}]
+
+    insert_rows(session, _ROWS, rows)
+
+    values = session.scalars(select(_ROWS.c.value).order_by(_ROWS.c.id)).all()
+    assert values[:2] == [math.inf, -math.inf]
+    if session.get_bind().dialect.name == "postgresql":
+        assert math.isnan(values[2])
+    else:  # SQLite stores a NaN as NULL, whatever writes it
+        assert values[2] is None
+    assert values[3] == 1.5
+
+
+def test_json_spells_timestamps_with_their_offset() -> None:
+    at = datetime(2026, 12, 6, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+
+    assert rows_json([{"at": at}]) == '[{"at":"2026-12-06T12:00:00+02:00"}]'
