@@ -31,9 +31,9 @@ _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys: column names) into ``table``.
 
-    For scalar columns (numbers, text, timestamps, booleans; ``None`` allowed): a JSON column's
-    values would travel as nested JSON and need their own handling (the reports and deltas,
-    with JSON, are inserted as they are).
+    Values: numbers, text, timestamps, booleans, ``None``, and for a JSON column what
+    ``json.dumps`` takes. Rows are inserted in the order given (an identity column numbers
+    them so).
     """
     if not rows:
         return
@@ -69,12 +69,13 @@ def _spelled(value: Any) -> Any:
 @cache
 def _recordset_insert(table: Table, columns: tuple[str, ...]) -> TextClause:
     """``INSERT INTO table (columns) SELECT columns FROM json_to_recordset(:rows) AS r(column
-    type, ...)``."""
+    type, ...)``, in the rows' order."""
     names = ", ".join(f'"{name}"' for name in columns)
     record = ", ".join(f'"{name}" {_column_type(table, name)}' for name in columns)
     return text(
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({record})"
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM ROWS FROM '
+        f"(json_to_recordset(CAST(:rows AS json)) AS ({record})) "
+        f"WITH ORDINALITY AS r({names}, position) ORDER BY r.position"
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from ordo_server.app.repositories.bulk import insert_rows
@@ -33,8 +33,6 @@ def get_report(session: Session, run_id: str, stage: int) -> StageReport | None:
 
 _REPORTS = StageReport.metadata.tables[StageReport.__tablename__]
 _EVALUATIONS = StageEvaluation.metadata.tables[StageEvaluation.__tablename__]
-# Built once: a statement built per call costs its cache key each time (0.5 ms a report).
-_INSERT_REPORT = insert(_REPORTS)
 
 
 def add_reports(
@@ -43,9 +41,7 @@ def add_reports(
     """Insert reports (each: its column values, ``id`` included) and their evaluations (each:
     report_id, task_id, value, utility, stderr, entropy): two INSERT statements whatever their
     number, not the ORM unit of work: this is every report's path."""
-    if reports:
-        # One row as a dict: a list is an executemany (psycopg's pipeline), needed for several.
-        session.execute(_INSERT_REPORT, reports[0] if len(reports) == 1 else list(reports))
+    insert_rows(session, _REPORTS, reports)
     insert_rows(session, _EVALUATIONS, evaluations)
 
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, delete, func, insert, select, text
+from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from ordo_server.app.db import READ_ONLY_OPTION
+from ordo_server.app.repositories.bulk import insert_rows
 from ordo_server.models import Project, StatDelta
 
 _DELTAS = StatDelta.metadata.tables["ordo_stat_deltas"]
-_INSERT_DELTA = insert(_DELTAS)
 # Advisory-lock namespace of "the statistics of one project" (any constant of our own).
 _STATISTICS_LOCK_SPACE = 0x0D0
 
@@ -54,9 +54,7 @@ def delta_values(
 def add_deltas(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Append reports' statistics (rows of :func:`delta_values`): one INSERT, no row of anyone
     else touched; the deltas are read in id order, the order of ``rows``."""
-    if rows:
-        # One row as a dict: a list is an executemany (psycopg's pipeline), needed for several.
-        session.execute(_INSERT_DELTA, rows[0] if len(rows) == 1 else list(rows))
+    insert_rows(session, _DELTAS, rows)
 
 
 def list_deltas(session: Session, project_id: str) -> list[Delta]:

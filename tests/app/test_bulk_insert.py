@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     DateTime,
@@ -30,6 +31,7 @@ _ROWS = Table(
     Column("value", Float),
     Column("flag", Boolean),
     Column("at", DateTime(timezone=True)),
+    Column("doc", JSON),
 )
 
 AWKWARD_TEXT = ['quote " and \\ backslash', "tab\tnew\nline", "accents é ß 漢字", "{1,2}", ""]
@@ -44,17 +46,19 @@ def _rows() -> list[dict[str, object]]:
             "value": value,
             "flag": i % 2 == 0,
             "at": at + timedelta(microseconds=i),
+            "doc": {"label": label, "values": [value, i], "nested": {"ok": True}},
         }
         for i, (label, value) in enumerate(zip(AWKWARD_TEXT, values, strict=True))
-    ] + [{"label": None, "value": None, "flag": None, "at": None}]
+    ] + [{"label": None, "value": None, "flag": None, "at": None, "doc": [1, "two"]}]
 
 
 def _read_back(session: Session) -> list[tuple[object, ...]]:
-    query = select(_ROWS.c.label, _ROWS.c.value, _ROWS.c.flag, _ROWS.c.at).order_by(_ROWS.c.id)
+    columns = (_ROWS.c.label, _ROWS.c.value, _ROWS.c.flag, _ROWS.c.at, _ROWS.c.doc)
+    query = select(*columns).order_by(_ROWS.c.id)
     return [tuple(row) for row in session.execute(query)]
 
 
-def test_rows_come_back_exactly(session: Session) -> None:
+def test_rows_come_back_exactly_and_in_order(session: Session) -> None:
     _METADATA.create_all(session.connection())
     rows = _rows()
 
@@ -64,6 +68,7 @@ def test_rows_come_back_exactly(session: Session) -> None:
     assert [row[:3] for row in stored] == [(r["label"], r["value"], r["flag"]) for r in rows]
     # SQLite keeps no zone: compare instants.
     assert [_instant(row[3]) for row in stored] == [r["at"] for r in rows]
+    assert [row[4] for row in stored] == [r["doc"] for r in rows]
 
 
 def _instant(value: object) -> datetime | None:
