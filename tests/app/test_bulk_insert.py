@@ -34,7 +34,7 @@ _ROWS = Table(
     Column("doc", JSON),
 )
 
-AWKWARD_TEXT = ['quote " and \\ backslash', "tab\tnew\nline", "accents é ß 漢字", "{1,2}", ""]
+AWKWARD_TEXT = ['quote " and \\ backslash', "tab\tnew\nline", "accents é ß 漢字 😀", "{1,2}", ""]
 
 
 def _rows() -> list[dict[str, object]]:
