@@ -16,7 +16,7 @@ from sqlalchemy import Insert, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import insert_rows
+from ordo_server.app.repositories.bulk import Insertion
 from ordo_server.models import Observation
 from ordo_server.models.estimate import LevelStats
 
@@ -66,7 +66,8 @@ def observation_values(
     report_id: str,
     at: datetime,
 ) -> list[dict[str, Any]]:
-    """One report's raw observations as rows of ``ordo_observations`` (:func:`add_observations`)."""
+    """One report's raw observations as rows of ``ordo_observations``
+    (:func:`observation_insertion`)."""
     return [
         {
             "project_id": project_id,
@@ -84,10 +85,10 @@ def observation_values(
     ]
 
 
-def add_observations(session: Session, values: Sequence[dict[str, Any]]) -> None:
-    """Append raw observations (rows of :func:`observation_values`, of any number of reports):
-    one INSERT, the hot path of every report."""
-    insert_rows(session, _OBSERVATIONS, values)
+def observation_insertion(values: Sequence[dict[str, Any]]) -> Insertion:
+    """Raw observations to append (rows of :func:`observation_values`, of any number of
+    reports), for :func:`bulk.insert_together`: the hot path of every report."""
+    return Insertion(_OBSERVATIONS, values)
 
 
 def iter_observations(session: Session, project_id: str) -> Iterator[ObservationRow]:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import insert_rows
+from ordo_server.app.repositories.bulk import Insertion
 from ordo_server.models import Run, StageEvaluation, StageReport
 
 
@@ -35,14 +35,13 @@ _REPORTS = StageReport.metadata.tables[StageReport.__tablename__]
 _EVALUATIONS = StageEvaluation.metadata.tables[StageEvaluation.__tablename__]
 
 
-def add_reports(
-    session: Session, reports: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]]
-) -> None:
-    """Insert reports (each: its column values, ``id`` included) and their evaluations (each:
-    report_id, task_id, value, utility, stderr, entropy): two INSERT statements whatever their
-    number, not the ORM unit of work: this is every report's path."""
-    insert_rows(session, _REPORTS, reports)
-    insert_rows(session, _EVALUATIONS, evaluations)
+def report_insertions(
+    reports: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]]
+) -> list[Insertion]:
+    """Reports (each: its column values, ``id`` included) and their evaluations (each:
+    report_id, task_id, value, utility, stderr, entropy) for :func:`bulk.insert_together`
+    (not the ORM unit of work: this is every report's path)."""
+    return [Insertion(_REPORTS, reports), Insertion(_EVALUATIONS, evaluations)]
 
 
 def list_reports(session: Session, run_id: str) -> Sequence[StageReport]:

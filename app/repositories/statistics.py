@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, ScalarSelect, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from ordo_server.app.db import READ_ONLY_OPTION
-from ordo_server.app.repositories.bulk import insert_rows
+from ordo_server.app.repositories.bulk import Insertion
 from ordo_server.models import Project, StatDelta
 
 _DELTAS = StatDelta.metadata.tables["ordo_stat_deltas"]
@@ -42,7 +42,7 @@ def delta_values(
     *,
     at: datetime,
 ) -> dict[str, Any]:
-    """One report's statistics as a row of ``ordo_stat_deltas`` (:func:`add_deltas`)."""
+    """One report's statistics as a row of ``ordo_stat_deltas`` (:func:`delta_insertion`)."""
     return {
         "project_id": project_id,
         "cells": [list(cell) for cell in cells],
@@ -51,10 +51,11 @@ def delta_values(
     }
 
 
-def add_deltas(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Append reports' statistics (rows of :func:`delta_values`): one INSERT, no row of anyone
-    else touched; the deltas are read in id order, the order of ``rows``."""
-    insert_rows(session, _DELTAS, rows)
+def delta_insertion(rows: Sequence[dict[str, Any]]) -> Insertion:
+    """Reports' statistics to append (rows of :func:`delta_values`), for
+    :func:`bulk.insert_together`: no row of anyone else touched; the deltas are read in id
+    order, the order of ``rows``."""
+    return Insertion(_DELTAS, rows)
 
 
 def list_deltas(session: Session, project_id: str) -> list[Delta]:

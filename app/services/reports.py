@@ -41,6 +41,7 @@ from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import runs as run_repo
 from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.repositories.bulk import insert_together
 from ordo_server.app.repositories.estimates import StatIncrement
 from ordo_server.app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
 from ordo_server.app.schemas.calibration import RecomputeRead
@@ -332,9 +333,14 @@ class BatchState:
 
     def flush(self, session: Session) -> None:
         """Write what the reports held back: one INSERT per table, in the reports' order."""
-        report_repo.add_reports(session, self.reports, self.evaluations)
-        observation_repo.add_observations(session, self.observations)
-        stat_repo.add_deltas(session, self.deltas)
+        insert_together(
+            session,
+            [
+                *report_repo.report_insertions(self.reports, self.evaluations),
+                observation_repo.observation_insertion(self.observations),
+                stat_repo.delta_insertion(self.deltas),
+            ],
+        )
         job_repo.enqueue_run_plans(session, self.plan_requests)
         self.reports, self.evaluations, self.observations, self.deltas = [], [], [], []
         self.plan_requests = []

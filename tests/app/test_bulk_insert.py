@@ -6,21 +6,25 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import (
     JSON,
     Boolean,
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Integer,
     MetaData,
     String,
     Table,
+    func,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import insert_rows, rows_json
+from ordo_server.app.repositories.bulk import Insertion, insert_rows, insert_together, rows_json
 
 _METADATA = MetaData()
 _ROWS = Table(
@@ -32,6 +36,17 @@ _ROWS = Table(
     Column("flag", Boolean),
     Column("at", DateTime(timezone=True)),
     Column("doc", JSON),
+)
+
+_PARENTS = Table(
+    "test_bulk_parents", _METADATA, Column("id", String(36), primary_key=True), Column("n", Integer)
+)
+_CHILDREN = Table(
+    "test_bulk_children",
+    _METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("parent_id", String(36), ForeignKey("test_bulk_parents.id"), nullable=False),
+    Column("value", Float),
 )
 
 AWKWARD_TEXT = ['quote " and \\ backslash', "tab\tnew\nline", "accents é ß 漢字 😀", "{1,2}", ""]
@@ -98,3 +113,33 @@ def test_json_spells_timestamps_with_their_offset() -> None:
     at = datetime(2026, 12, 6, 12, 0, tzinfo=timezone(timedelta(hours=2)))
 
     assert rows_json([{"at": at}]) == '[{"at":"2026-12-06T12:00:00+02:00"}]'
+
+
+def test_several_tables_in_one_call_children_after_parents(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    parents = [{"id": f"p{i}", "n": i} for i in range(3)]
+    children = [{"parent_id": f"p{i % 3}", "value": float(i)} for i in range(7, 0, -1)]
+
+    insert_together(
+        session,
+        [Insertion(_PARENTS, parents), Insertion(_ROWS, []), Insertion(_CHILDREN, children)],
+    )
+
+    stored = session.execute(
+        select(_CHILDREN.c.parent_id, _CHILDREN.c.value).order_by(_CHILDREN.c.id)
+    ).all()
+    assert [tuple(row) for row in stored] == [(c["parent_id"], c["value"]) for c in children]
+    assert session.scalars(select(_PARENTS.c.n).order_by(_PARENTS.c.id)).all() == [0, 1, 2]
+    assert session.scalar(select(func.count()).select_from(_ROWS)) == 0
+
+
+def test_a_child_without_its_parent_is_refused(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    with pytest.raises(IntegrityError):
+        insert_together(
+            session,
+            [
+                Insertion(_PARENTS, [{"id": "q0", "n": 0}]),
+                Insertion(_CHILDREN, [{"parent_id": "missing", "value": 1.0}]),
+            ],
+        )
