@@ -251,7 +251,8 @@ class BatchState:
     with their plans) and the stage reports' earlier evaluations, read ahead by
     :meth:`read_ahead`; the statistics locks taken. Writes made once for all of them: the
     reports, evaluations, observations and statistics deltas are held until :meth:`flush`
-    (one INSERT per table), which the transaction calls before it commits.
+    (one INSERT statement for every table on PostgreSQL), which the transaction calls before
+    it commits.
     """
 
     views: dict[str, run_repo.RunView] = field(default_factory=dict)
@@ -332,7 +333,8 @@ class BatchState:
         self.inputs.pop(run_id, None)
 
     def flush(self, session: Session) -> None:
-        """Write what the reports held back: one INSERT per table, in the reports' order."""
+        """Write what the reports held back, in the reports' order: one INSERT statement for
+        every table on PostgreSQL."""
         insert_together(
             session,
             [
@@ -509,7 +511,7 @@ def put_reports(
 
     Each report is :func:`put_report`, with the reads and writes of all of them made together
     (:class:`BatchState`): their runs are read and locked in one statement per project, their
-    rows written in one INSERT per table. Lock order: the statistics locks of the stage
+    rows written in one INSERT statement. Lock order: the statistics locks of the stage
     reports' projects (shared, project id order), the run rows (project then run id order, the
     order of a plan store's too), then the signing keys' rows (key id order, one use each). A
     request that answers an error (404, 409, 422, 428) raises it before it holds back any row
