@@ -22,7 +22,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, TextClause, insert, text
+from sqlalchemy import Insert, Table, TextClause, insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -34,11 +34,6 @@ class Insertion(NamedTuple):
 
     table: Table
     rows: Sequence[Mapping[str, Any]]
-
-
-def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` into ``table`` (:func:`insert_together` of one table)."""
-    insert_together(session, [Insertion(table, rows)])
 
 
 def insert_together(session: Session, insertions: Sequence[Insertion]) -> None:
@@ -55,7 +50,7 @@ def insert_together(session: Session, insertions: Sequence[Insertion]) -> None:
         return
     if session.get_bind().dialect.name != "postgresql":
         for table, rows in present:
-            session.execute(insert(table), list(rows))
+            session.execute(_insert(table), list(rows))
         return
     shape = tuple((table, tuple(rows[0])) for table, rows in present)
     parameters = {f"rows{i}": rows_json(rows) for i, (_, rows) in enumerate(present)}
@@ -82,6 +77,13 @@ def _spelled(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
+
+
+@cache
+def _insert(table: Table) -> Insert:
+    """``INSERT INTO table``, built once: a statement built per call costs its cache key each
+    time."""
+    return insert(table)
 
 
 @cache

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import Insertion, insert_rows, insert_together, rows_json
+from ordo_server.app.repositories.bulk import Insertion, insert_together, rows_json
 
 _METADATA = MetaData()
 _ROWS = Table(
@@ -77,7 +77,7 @@ def test_rows_come_back_exactly_and_in_order(session: Session) -> None:
     _METADATA.create_all(session.connection())
     rows = _rows()
 
-    insert_rows(session, _ROWS, rows)
+    insert_together(session, [Insertion(_ROWS, rows)])
 
     stored = _read_back(session)
     assert [row[:3] for row in stored] == [(r["label"], r["value"], r["flag"]) for r in rows]
@@ -98,7 +98,7 @@ def test_non_finite_floats_are_stored(session: Session) -> None:
     _METADATA.create_all(session.connection())
     rows = [{"value": math.inf}, {"value": -math.inf}, {"value": math.nan}, {"value": 1.5}]
 
-    insert_rows(session, _ROWS, rows)
+    insert_together(session, [Insertion(_ROWS, rows)])
 
     values = session.scalars(select(_ROWS.c.value).order_by(_ROWS.c.id)).all()
     assert values[:2] == [math.inf, -math.inf]
