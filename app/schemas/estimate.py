@@ -14,8 +14,12 @@ MAX_PRIOR_ENTRIES = 100_000
 # Priors and effects are utility differences; anything beyond this is a unit mistake.
 MAX_ABS_EFFECT = 1e6
 
+# A smaller std is a unit mistake too, and a harmful one: its square (a variance) underflows to
+# zero or its inverse (a precision) overflows, and the posterior's arithmetic fails.
+MIN_STD = 1e-6
+
 Mean = Annotated[float, Field(ge=-MAX_ABS_EFFECT, le=MAX_ABS_EFFECT)]
-Std = Annotated[float, Field(gt=0, le=MAX_ABS_EFFECT)]
+Std = Annotated[float, Field(ge=MIN_STD, le=MAX_ABS_EFFECT)]
 
 
 class Effect(StrEnum):

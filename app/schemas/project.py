@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, JsonValue, StringConstraints
 
 from ordo_server.app.schemas.common import MAX_BATCH, InputModel, OutputModel
+from ordo_server.app.schemas.estimate import MAX_ABS_EFFECT, MIN_STD
 from ordo_server.app.schemas.schedule import MAX_CONSTRAINTS, MAX_TIME_LIMIT_S
 
 ProjectName = Annotated[
@@ -29,10 +30,16 @@ class ProjectSettings(InputModel):
     """
 
     default_prior_std: float = Field(
-        default=0.1, gt=0, le=1e6, description="Prior std of an effect nobody imported (utility)."
+        default=0.1,
+        ge=MIN_STD,
+        le=MAX_ABS_EFFECT,
+        description="Prior std of an effect nobody imported (utility).",
     )
     default_noise_std: float = Field(
-        default=0.05, gt=0, le=1e6, description="Observation noise std per evaluation (utility)."
+        default=0.05,
+        ge=MIN_STD,
+        le=MAX_ABS_EFFECT,
+        description="Observation noise std per evaluation (utility).",
     )
     rho: float = Field(default=0.0, ge=0, le=1, description="Forward-transfer retention.")
     max_time_limit_s: float = Field(

@@ -197,7 +197,7 @@ def test_non_finite_and_non_positive_values(client: TestClient, tasked: ProjectK
     )
     errors = _errors(response)
     assert errors["[0].mean"] == "Input should be a finite number"
-    assert errors["[1].std"] == "Input should be greater than 0"
+    assert errors["[1].std"] == "Input should be greater than or equal to 0.000001"
     assert errors["[2].std"] == "Input should be a finite number"
     assert errors["[2].note"] == "Extra inputs are not permitted"
     assert "[2].effect" in errors

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ordo_server.app.schemas.common import MAX_JSON_DEPTH, MAX_OFFSET, UNSTORABLE_TEXT
+from ordo_server.app.schemas.estimate import MIN_STD
 from ordo_server.models.base import Base
 from tests.app.route_cases import ROUTE_CASES, SUBJECT_TASKS, Subject, create_subject_run
 from tests.factories import create_project_with_keys
@@ -350,3 +351,52 @@ def test_non_finite_numbers_in_task_metadata_are_422(
         {"field": "tasks[0].metadata.a[1]", "reason": "Numbers must be finite"}
     ]
     assert _rows(session) == before
+
+
+@pytest.mark.parametrize("field", ["default_prior_std", "default_noise_std"])
+def test_a_std_whose_square_underflows_is_422_for_project_settings(
+    client: TestClient, admin_headers: dict[str, str], field: str
+) -> None:
+    """A denormal std once passed ``> 0``: its variance underflowed to zero, every schedule job
+    of the project crashed and its predictions answered 500 (found by schemathesis)."""
+    body = {"name": f"tiny-{uuid.uuid4().hex[:8]}", "settings": {field: 5e-324}}
+
+    response = client.post("/v1/projects", json=body, headers=admin_headers)
+
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == [f"settings.{field}"]
+
+
+def test_a_prior_std_whose_square_underflows_is_422(client: TestClient, subject: Subject) -> None:
+    prior = {"effect": "L", "dst": "math", "mean": 0.5, "std": 5e-324}
+
+    response = client.post(
+        f"{_project(subject)}/priors", json=[prior], headers=subject.project.admin
+    )
+
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["[0].std"]
+
+
+def test_the_smallest_stds_still_schedule_and_predict(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    settings = {"default_prior_std": MIN_STD, "default_noise_std": MIN_STD}
+    name = f"smallest-{uuid.uuid4().hex[:8]}"
+    created = client.post(
+        "/v1/projects", json={"name": name, "settings": settings}, headers=admin_headers
+    )
+    assert created.status_code == 201, created.text
+    base = f"/v1/projects/{created.json()['id']}"
+    keys = ["math", "code", "poetry"]
+    tasks = {"tasks": [{"key": key} for key in keys]}
+    assert client.post(f"{base}/tasks", json=tasks, headers=admin_headers).status_code == 201
+    prior = [{"effect": "F", "src": "math", "dst": "code", "mean": 0.2, "std": MIN_STD}]
+    assert client.post(f"{base}/priors", json=prior, headers=admin_headers).status_code == 200
+
+    schedule = client.post(f"{base}/schedules", json={}, headers=admin_headers)
+    predicted = client.post(f"{base}/predictions", json={"orders": [keys]}, headers=admin_headers)
+
+    assert schedule.status_code == 201, schedule.text
+    assert predicted.status_code == 200, predicted.text
+    assert sorted(schedule.json()["order"]) == sorted(keys)
