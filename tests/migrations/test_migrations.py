@@ -21,6 +21,8 @@ from ordo_server.app.db import (
     head_revisions,
     schema_status,
 )
+from ordo_server.app.schemas.estimate import MIN_STD
+from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.settings import Settings
 from ordo_server.models import Base
 from tests.conftest import postgres_database, require_postgres, sqlite_url
@@ -147,3 +149,60 @@ def test_downgrade_from_0007_folds_the_statistics_deltas(empty_database_url: str
     assert [tuple(row) for row in stats] == [("F", 2, 1.0, 0.5), ("G", 2, 0.5, 0.125)]
     assert tuple(level) == (2, 0.0, 16.0)
     assert version == 5
+
+
+def test_upgrade_to_0008_raises_stored_stds_to_the_floor(empty_database_url: str) -> None:
+    """Settings stored before the floor would fail validation on every request of their
+    project, and a denormal prior variance every solve: 0008 raises them, and leaves the rest."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0007")
+    engine = build_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    tiny = {"default_prior_std": 5e-324, "default_noise_std": 1e-7, "rho": 0.5}
+    fine = {"default_prior_std": 0.2}
+    try:
+        with engine.begin() as connection:
+            for project_id, settings in (("tiny", tiny), ("fine", fine)):
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_projects (id, name, description, created_at,"
+                        " estimates_version, settings) VALUES (:p, :p, '', :now, 0, :settings)"
+                    ),
+                    {"p": project_id, "now": now, "settings": json.dumps(settings)},
+                )
+            connection.execute(
+                text(
+                    'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind, reward,'
+                    " goal, scale, weight, metadata, created_at, updated_at) VALUES ('t',"
+                    " 'tiny', 't', 0, 't', 'structured', 'other', 'maximize', 1.0, 1.0, '{}',"
+                    " :now, :now)"
+                ),
+                {"now": now},
+            )
+            for effect, prior_var in (("L", 1e-320), ("G", 0.01)):
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_estimates (project_id, effect, src_task_id,"
+                        " dst_task_id, count, sum_x, sum_x2, prior_mean, prior_var,"
+                        " prior_source, updated_at) VALUES ('tiny', :e, 't', 't', 0, 0.0, 0.0,"
+                        " 0.5, :v, 'imported', :now)"
+                    ),
+                    {"e": effect, "v": prior_var, "now": now},
+                )
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, settings FROM ordo_projects")).all()
+            variances = connection.execute(
+                text("SELECT effect, prior_var FROM ordo_estimates ORDER BY effect")
+            ).all()
+    finally:
+        engine.dispose()
+    stored = {key: json.loads(value) if isinstance(value, str) else value for key, value in rows}
+    assert stored["tiny"] == {
+        "default_prior_std": MIN_STD,
+        "default_noise_std": MIN_STD,
+        "rho": 0.5,
+    }
+    assert stored["fine"] == fine
+    ProjectSettings.model_validate(stored["tiny"])  # what every request of the project reads
+    assert [tuple(row) for row in variances] == [("G", 0.01), ("L", MIN_STD**2)]
