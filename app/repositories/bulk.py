@@ -40,10 +40,12 @@ def insert_together(session: Session, insertions: Sequence[Insertion]) -> None:
     """Insert every insertion's rows, in one statement on PostgreSQL.
 
     Values: numbers, text, timestamps, booleans, ``None``, and for a JSON column what
-    ``json.dumps`` takes. Rows are inserted in the order given (an identity column numbers
-    them so). On PostgreSQL the tables before the last are written by data-modifying ``WITH``
-    clauses of the last one's ``INSERT``: one round trip whatever the tables; a foreign key
-    from a later table to an earlier one is checked at the statement's end, when both are in.
+    ``json.dumps`` takes with finite numbers only (PostgreSQL's ``json`` has no NaN, as before:
+    SQLAlchemy's JSON type wrote the same text). Rows are inserted in the order given (an
+    identity column numbers them so). On PostgreSQL the tables before the last are written by
+    data-modifying ``WITH`` clauses of the last one's ``INSERT``: one round trip whatever the
+    tables; a foreign key from a later table to an earlier one is checked at the statement's
+    end, when both are in.
     """
     present = [insertion for insertion in insertions if insertion.rows]
     if not present:
@@ -58,8 +60,9 @@ def insert_together(session: Session, insertions: Sequence[Insertion]) -> None:
 
 
 def rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``rows`` as one JSON array of objects: timestamps in ISO 8601, non-finite floats as the
-    strings PostgreSQL reads them from (``'NaN'``, ``'Infinity'``, ``'-Infinity'``)."""
+    """``rows`` as one JSON array of objects: timestamps in ISO 8601, a scalar column's
+    non-finite floats as the strings PostgreSQL reads them from (``'NaN'``, ``'Infinity'``,
+    ``'-Infinity'``)."""
     try:
         return json.dumps(rows, default=_iso, allow_nan=False, separators=(",", ":"))
     except ValueError:  # a non-finite float: rare, so the common path does not look for one
