@@ -154,10 +154,11 @@ def worker() -> None:
 
     from ordo_server.app.db import build_engine, make_database
     from ordo_server.app.logging_config import logging_config
-    from ordo_server.app.runtime import settle_heap
+    from ordo_server.app.runtime import lower_priority, settle_heap
     from ordo_server.app.worker import run_worker
 
     settings = _load_settings()
+    niceness = lower_priority(settings.worker_nice)  # before any thread: threads inherit it
     _check_schema(settings)
     logging.config.dictConfig(logging_config(settings.log_level))
     stop = threading.Event()
@@ -165,7 +166,7 @@ def worker() -> None:
         signal.signal(signum, lambda *_: stop.set())
     engine = build_engine(settings)
     settle_heap()
-    typer.echo("Ordo worker: waiting for jobs (Ctrl-C stops).")
+    typer.echo(f"Ordo worker (niceness {niceness}): waiting for jobs (Ctrl-C stops).")
     try:
         run_worker(make_database(engine), settings, stop=stop)
     finally:

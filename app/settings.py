@@ -147,6 +147,16 @@ class Settings(BaseSettings):
             "each run's plan stored on its own. The lease must cover the whole batch."
         ),
     )
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description=(
+            "How much `ordo worker` lowers its CPU priority (Unix niceness added at start; 0 "
+            "keeps it): where workers share cores with `ordo serve`, requests go first and "
+            "solves take what is left."
+        ),
+    )
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     job_retry_backoff_s: float = Field(default=1.0, gt=0)
     job_poll_s: float = Field(

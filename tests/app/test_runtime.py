@@ -1,16 +1,27 @@
-"""The set-up of serving processes: a settled heap, and FastAPI's telemetry hooks."""
+"""The set-up of serving processes: a settled heap, FastAPI's telemetry hooks, and the job
+worker's lower CPU priority (a real ``ordo worker`` process)."""
 
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import subprocess
+import sys
+import time
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
+from pydantic import ValidationError
 
 from ordo_server.app.metrics import fastapi_telemetry
 from ordo_server.app.runtime import YOUNG_THRESHOLD, settle_heap
+from ordo_server.app.settings import Settings
+from tests.conftest import migrated_sqlite_url
 
 
 @pytest.fixture
@@ -62,3 +73,63 @@ def test_fastapi_telemetry_is_on_with_an_installed_tracer_provider(
 ) -> None:
     monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
     assert fastapi_telemetry() == {"tracing": True, "metrics": True, "logs": True}
+
+
+# --- the job worker's CPU priority ----------------------------------------------------------------
+
+PROC = Path("/proc")
+
+
+def _niceness_of_threads(pid: int) -> set[int]:
+    """The niceness of each thread of process ``pid`` (``/proc/<pid>/task/*/stat``, field 19)."""
+    values = set()
+    for task in (PROC / str(pid) / "task").iterdir():
+        stat = (task / "stat").read_text()
+        values.add(int(stat[stat.rindex(")") + 2 :].split()[16]))
+    return values
+
+
+@contextmanager
+def _worker(database_url: str, nice: str) -> Iterator[subprocess.Popen[str]]:
+    """``ordo worker`` on ``database_url`` with ``ORDO_WORKER_NICE=nice``, once it waits for jobs."""
+    env = {**os.environ, "ORDO_DATABASE_URL": database_url, "ORDO_WORKER_NICE": nice}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ordo_server.app.cli", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # printed once set up, before the job loop starts
+        assert "waiting for jobs" in first, first
+        time.sleep(0.3)  # its threads started
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.mark.skipif(not (PROC / "self" / "task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("nice", [0, 7])
+def test_a_job_worker_runs_every_thread_at_the_configured_lower_priority(
+    tmp_path: Path, nice: int
+) -> None:
+    url = migrated_sqlite_url(tmp_path / "worker.sqlite")
+    own = os.nice(0)  # this process's niceness: the worker starts at it
+    with _worker(url, str(nice)) as worker:
+        threads = _niceness_of_threads(worker.pid)
+    assert threads == {min(own + nice, 19)}
+
+
+def test_a_niceness_outside_0_to_19_is_refused() -> None:
+    for wrong in (-1, 20):
+        with pytest.raises(ValidationError, match="worker_nice"):
+            Settings(worker_nice=wrong)
