@@ -91,7 +91,7 @@ def _niceness_of_threads(pid: int) -> set[int]:
 
 @contextmanager
 def _worker(database_url: str, nice: str) -> Iterator[subprocess.Popen[str]]:
-    """``ordo worker`` on ``database_url`` with ``ORDO_WORKER_NICE=nice``, once it waits for jobs."""
+    """``ordo worker`` on ``database_url`` with ``ORDO_WORKER_NICE=nice``, waiting for jobs."""
     env = {**os.environ, "ORDO_DATABASE_URL": database_url, "ORDO_WORKER_NICE": nice}
     process = subprocess.Popen(
         [sys.executable, "-m", "ordo_server.app.cli", "worker"],
