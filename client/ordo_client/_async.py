@@ -48,7 +48,7 @@ from ordo_client._lease import (
     silence_reason,
 )
 from ordo_client._retry import RetryPolicy
-from ordo_client._run import RunHandle, awaits_plan, report_body
+from ordo_client._run import RunHandle, awaits_plan, report_body, stage_after
 from ordo_client.errors import LeaseLostError, OrdoConnectionError, OrdoError
 from ordo_client.models import (
     ApiKey,
@@ -453,17 +453,24 @@ class AsyncRun(RunHandle["AsyncClient"]):
     async def stages(self) -> AsyncIterator[NextStage]:
         """Yield the next stage until the run is done; report each before asking again.
 
+        The stage after a report comes from the report's answer where no re-plan is pending,
+        from ``next()`` otherwise (see ``Run.stages``).
+
         Raises
         ------
         RuntimeError
             When the same stage comes back twice: it was not reported in the loop body.
         """
         previous: int | None = None
-        while not (stage := await self.next()).done:
+        while not (stage := await self._stage_after(previous)).done:
             if stage.stage == previous:
                 raise RuntimeError(f"stage {stage.stage} was not reported; call run.report(...)")
             previous = stage.stage
             yield stage
+
+    async def _stage_after(self, previous: int | None) -> NextStage:
+        known = stage_after(self.last_report, previous)
+        return known if known is not None else await self.next()
 
     async def report(
         self,

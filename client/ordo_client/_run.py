@@ -105,6 +105,20 @@ class RunHandle(Generic[ClientT]):
         return stage
 
 
+def stage_after(report: ReportAccepted | None, stage: int | None) -> NextStage | None:
+    """The next stage as the answer to the report of ``stage`` gave it, where that answer is
+    final: ``report`` is that stage's and no re-plan is pending (a fixed run's stages, an
+    adaptive run's baseline and last stages). ``None``: ask the server (``next``).
+
+    The report's answer is made in the transaction that stored it, and only this holder's next
+    report moves the run on, so asking again would only repeat it.
+    """
+    if report is None or stage is None or report.report.stage != stage or report.plan_pending:
+        return None
+    step = report.next
+    return NextStage(done=step.done, stage=step.stage, task=step.task)
+
+
 def awaits_plan(stage: NextStage) -> bool:
     """No stage yet because the run's plan is still being made: ask ``next`` again."""
     return stage.plan_pending and not stage.done and stage.stage is None
@@ -143,17 +157,25 @@ class Run(RunHandle["Client"]):
     def stages(self) -> Iterator[NextStage]:
         """Yield the next stage until the run is done; report each before asking again.
 
+        The stage after a report comes from the report's answer where no re-plan is pending
+        (then the yielded stage has no ``lease``), from ``next()`` otherwise: a fixed run asks
+        the server once, an adaptive run once more per re-plan.
+
         Raises
         ------
         RuntimeError
             When the same stage comes back twice: it was not reported in the loop body.
         """
         previous: int | None = None
-        while not (stage := self.next()).done:
+        while not (stage := self._stage_after(previous)).done:
             if stage.stage == previous:
                 raise RuntimeError(f"stage {stage.stage} was not reported; call run.report(...)")
             previous = stage.stage
             yield stage
+
+    def _stage_after(self, previous: int | None) -> NextStage:
+        known = stage_after(self.last_report, previous)
+        return known if known is not None else self.next()
 
     def report(
         self,

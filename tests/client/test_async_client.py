@@ -7,6 +7,7 @@ with ``asyncio.run``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -16,6 +17,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from ordo_client import (
@@ -180,6 +182,50 @@ def test_a_run_from_start_to_finish(server: LiveServer) -> None:
             assert [r.id for r in (await client.list_runs(project_id)).items] == [run_.id]
             attached = await client.run(project_id, run_.id)
             assert attached.info.status == "completed"
+
+    run(scenario())
+
+
+class _CountingTransport(httpx.AsyncBaseTransport):
+    """The client's real transport, counting ``GET .../next`` and its answers with no stage."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.asked_next = 0
+        self.no_stage_yet = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "GET" and request.url.path.endswith("/next"):
+            self.asked_next += 1
+            answer = json.loads(await response.aread())
+            self.no_stage_yet += answer["plan_pending"] and answer["stage"] is None
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_stages_take_the_next_stage_from_a_report_with_no_replan_pending(
+    server: LiveServer,
+) -> None:
+    async def scenario() -> None:
+        project_id, _, trainer_key = await new_project(server)
+        transport = _CountingTransport()
+        async with AsyncClient(server.base_url, trainer_key, transport=transport) as client:
+            run_ = await client.start_run(project_id)  # fixed: no re-plan
+            trained: list[str] = []
+            pending = 0
+            async for stage in run_.stages():
+                if stage.task is not None:
+                    trained.append(stage.task)
+                accepted = await run_.report(len(trained), values_at(len(trained)))
+                pending += accepted.plan_pending
+            info = await run_.refresh()
+        assert [s.task for s in info.stages] == trained
+        assert sorted(trained) == sorted(KEYS)
+        assert transport.asked_next == 1 + pending + transport.no_stage_yet
+        assert pending <= 1  # the first plan, if still being made at the baseline
 
     run(scenario())
 

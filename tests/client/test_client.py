@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
+import httpx
 import pytest
 
 from ordo_client import (
@@ -228,6 +230,65 @@ def test_a_run_from_start_to_finish(access: ProjectAccess) -> None:
         assert all(s.run_id == run.id for s in history)
         estimates = client.get_estimates(access.id)
         assert estimates.B.count[0][1] is not None
+
+
+class _CountingTransport(httpx.BaseTransport):
+    """The client's real transport, counting the ``GET .../next`` requests, and those answered
+    with no stage yet (a first plan still being made: ``Run.next`` asks again)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.asked_next = 0
+        self.no_stage_yet = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "GET" and request.url.path.endswith("/next"):
+            self.asked_next += 1
+            answer = json.loads(response.read())
+            self.no_stage_yet += answer["plan_pending"] and answer["stage"] is None
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_stages_ask_the_server_only_where_the_report_leaves_the_next_stage_open(
+    access: ProjectAccess, adaptive: bool
+) -> None:
+    keys = _project_with_tasks(access)
+    transport = _CountingTransport()
+    with Client(access.base_url, access.trainer_token, transport=transport) as client:
+        run = client.start_run(access.id, adaptive=adaptive)
+        trained: list[str] = []
+        pending = 0
+        for stage in run.stages():
+            if stage.task is not None:
+                trained.append(stage.task)
+            assert stage.stage == len(trained)
+            accepted = run.report(len(trained), _values(keys, len(trained)))
+            pending += accepted.plan_pending
+        info = run.refresh()
+    assert sorted(trained) == sorted(keys)
+    assert [s.task for s in info.stages] == trained  # the stages the server planned, in turn
+    assert [r.stage for r in info.reports] == list(range(len(keys) + 1))
+    # Once at the start, then once per plan the server was still making.
+    assert transport.asked_next == 1 + pending + transport.no_stage_yet
+    # A re-plan after every training stage that leaves a choice (and maybe the first plan).
+    assert pending >= len(keys) - 2 if adaptive else pending <= 1
+
+
+def test_stages_refuse_to_go_on_when_a_stage_was_not_reported(access: ProjectAccess) -> None:
+    keys = _project_with_tasks(access)
+    with access.trainer() as client:
+        run = client.start_run(access.id)
+        stages = run.stages()
+        assert next(stages).stage == 0
+        run.report(0, _values(keys, 0))
+        assert next(stages).stage == 1
+        with pytest.raises(RuntimeError, match="stage 1 was not reported"):
+            next(stages)
 
 
 def test_failing_a_run_keeps_the_reason(access: ProjectAccess) -> None:
