@@ -106,26 +106,26 @@ async def create_run(
     waits for it again). Constraints that admit no order fail the run, with the reason.
     """
 
-    def create() -> tuple[RunRead, bool]:
-        run, created = run_service.create_run(session, project, body, settings=settings)
-        if run.plan_pending:
+    def create() -> run_service.CreatedRun:
+        made = run_service.create_run(session, project, body, settings=settings)
+        if made.view is None or made.view.plan_pending:
             session.commit()
             session.close()  # no connection is held while waiting
-        return run, created
+        return made
 
     # Database work runs on worker threads; the wait for the plan runs in the event loop, so a
     # waiting request holds no thread and no connection (planning.await_plan_async).
-    run, created = await run_in_threadpool(create)
-    if not created:
+    made = await run_in_threadpool(create)
+    if not made.created:
         response.status_code = status.HTTP_200_OK
-    if not run.plan_pending:
-        return run
+    if made.view is not None and not made.view.plan_pending:
+        return made.view
     release_write_gate(request)
-    await planning.await_plan_async(database, settings, run.id)
+    await planning.await_plan_async(database, settings, made.run_id)
 
     def read() -> RunRead:
         with unit_of_work(database.read_sessions) as reader:
-            return run_service.get_run(reader, project, run.id, settings=settings)
+            return run_service.get_run(reader, project, made.run_id, settings=settings)
 
     return await run_in_threadpool(read)
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -516,10 +517,21 @@ def current_order(session: Session, run: Run) -> list[str]:
 # --- creation ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CreatedRun:
+    """What :func:`create_run` did: the run's id, whether it made it, and its view, or ``None``
+    for a new run whose first plan is a job queued in this transaction (read the run once the
+    plan is made: a view now would only say ``plan_pending``)."""
+
+    run_id: str
+    created: bool
+    view: RunRead | None
+
+
 def create_run(
     session: Session, context: ProjectContext, body: RunCreate, *, settings: Settings
-) -> tuple[RunRead, bool]:
-    """Start a run, or return the one ``client_id`` already made; ``True`` when created.
+) -> CreatedRun:
+    """Start a run, or return the one ``client_id`` already made.
 
     The same ``client_id`` with a different request is a 409 (:func:`check_same_request`).
     """
@@ -527,7 +539,7 @@ def create_run(
     if body.client_id is not None:
         existing = _claim_existing(session, context, body.client_id, asked, settings=settings)
         if existing is not None:
-            return existing, False
+            return CreatedRun(existing.id, False, existing)
     if body.schedule_id is None:
         check_policy(session, context, body.schedule or ScheduleCreate(), field_prefix="schedule.")
     schedule_id = None
@@ -558,15 +570,16 @@ def create_run(
         created = run_repo.find_run_by_client(session, context.id, body.client_id or "")
         assert created is not None
         check_same_request(created, asked)
-        return read_run(session, context, created, settings=settings), False
-    stored = run_repo.get_run(session, context.id, run.id)
-    assert stored is not None
+        return CreatedRun(created.id, False, read_run(session, context, created, settings=settings))
     if schedule_id is None:
         # The plan is a job (app.services.planning): this transaction solves nothing.
         base = body.schedule or ScheduleCreate()
         validate_request(session, context, base, settings=settings, field_prefix="schedule.")
-        request_plan(session, stored, base, at=now, request_id=REQUEST_ID.get())
-    return read_run(session, context, stored, settings=settings), True
+        request_plan(session, run, base, at=now, request_id=REQUEST_ID.get())
+        return CreatedRun(run.id, True, None)
+    stored = run_repo.get_run(session, context.id, run.id)
+    assert stored is not None
+    return CreatedRun(run.id, True, read_run(session, context, stored, settings=settings))
 
 
 def _claim_existing(
@@ -654,6 +667,8 @@ def report_reads(
     session: Session, run: Run, reports: Sequence[StageReport], keys: dict[str, str]
 ) -> list[ReportRead]:
     """The run's reports with their evaluations (task ids shown as keys)."""
+    if not reports:
+        return []
     by_stage: dict[int, list[EvaluationRead]] = {}
     stages = {report.stage for report in reports}
     for row in report_repo.evaluations(session, run.id, stages):
@@ -706,7 +721,8 @@ def read_run(
         if run.schedule_id
         else []
     )
-    reports = report_repo.list_reports(session, run.id)
+    # Reports are stored in turn: a run that expects its baseline has none.
+    reports = report_repo.list_reports(session, run.id) if run.next_stage > 0 else []
     return RunRead.model_validate(
         {
             **_summary_fields(run, order, now),

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Connection, event, func, select
 from sqlalchemy.orm import Session
 
 from ordo_server.app.settings import Settings
@@ -94,6 +94,45 @@ def test_create_solves_and_starts_the_lease(client: TestClient, tasked: ProjectK
     assert run["reports"] == []
     assert run["lease"]["token"] == 1
     assert run["lease"]["heartbeat_interval_s"] == GRACE_S / 2
+
+
+def _statements(connection: Connection) -> list[str]:
+    """The SQL statements run on ``connection``'s engine from now on (a list that grows)."""
+    statements: list[str] = []
+
+    @event.listens_for(connection.engine, "before_cursor_execute")
+    def _record(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    return statements
+
+
+def _reading_reports_of_a_run(statements: list[str]) -> list[str]:
+    """The reads of one run's reports (by ``run_id``; a plan job reads the project's history)."""
+    return [s for s in statements if "WHERE ordo_stage_reports.run_id = " in s]
+
+
+def test_a_run_is_read_once_with_only_what_it_has(
+    client: TestClient, tasked: ProjectKeys, connection: Connection
+) -> None:
+    """The creation answers the run as read after its plan (not also before), a run before its
+    baseline reads no reports, and a view reads its current plan once."""
+    statements = _statements(connection)
+    created = _create(client, tasked, {"adaptive": True}).json()
+    assert created["plan_pending"] is False
+    assert _reading_reports_of_a_run(statements) == []
+    statements.clear()
+    run_url = f"{_runs(tasked)}/{created['id']}"
+    assert client.get(run_url, headers=tasked.trainer).json() == created
+    assert _reading_reports_of_a_run(statements) == []
+    schedule_reads = [s for s in statements if "FROM ordo_schedules" in s]
+    assert len(schedule_reads) == 2  # the current plan, then the plans made for the run
+    assert _report(client, tasked, created["id"], 0).status_code == 200
+    statements.clear()
+    viewed = client.get(run_url, headers=tasked.trainer).json()
+    assert [report["stage"] for report in viewed["reports"]] == [0]
+    assert len(viewed["reports"][0]["evaluations"]) == len(TASKS)
+    assert len(_reading_reports_of_a_run(statements)) == 2  # the reports, their evaluations
 
 
 def test_create_from_a_stored_schedule(
