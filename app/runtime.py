@@ -16,17 +16,17 @@ collections (what dies by reference counting first, most of a request's objects,
 visited). Cycles made later (requests, jobs) are still collected. The collector's share fell to
 5 % with the default young threshold (700) and to none seen at 10,000.
 
-**The CPU priority of job workers.** A worker's jobs (re-plans, schedule solves) are throughput
-work, a trainer's requests are latency: where both share cores (one machine, the
-docker-compose file), the requests should run first. :func:`lower_priority` raises the
-worker's niceness (``ORDO_WORKER_NICE``, default 10) before it starts its own threads; on
+**The CPU priority of job workers.** :func:`lower_priority` raises an ``ordo worker``'s
+niceness by ``ORDO_WORKER_NICE`` (default 0: unchanged) before it starts its own threads; on
 Linux niceness is per thread, so the threads already running (OpenBLAS's) are lowered with it,
-and the listener, the job loop and the solver's threads inherit it. The API processes keep
-theirs. Under the load benchmark's fleets (2 cores shared by 2 API processes, 1 worker and
-PostgreSQL) the trainers' report p50 fell by a third to a half, the re-plan lag within its
-spread (docs/jobs.md, "Who runs jobs"). The embedded runner's job thread (``ordo serve`` on
-SQLite) is not lowered: it shares the GIL with the requests, and a thread the kernel holds
-back while it holds the GIL would hold them back too.
+and the listener, the job loop and the solver's threads inherit it. Where workers share cores
+with the API processes, the requests then run first and the re-plans take what is left: under
+the load benchmark's fleets (2 cores shared by 2 API processes, 1 worker and PostgreSQL) a
+niceness of 10 cut the trainers' report latency by a third to a half and lengthened the
+re-plan lag's tail (docs/jobs.md, "Who runs jobs"). A trainer waits for both, so neither is
+the default. The embedded runner's job thread (``ordo serve`` on SQLite) is never lowered: it
+shares the GIL with the requests, and a thread the kernel holds back while it holds the GIL
+would hold them back too.
 """
 
 from __future__ import annotations

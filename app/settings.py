@@ -148,13 +148,13 @@ class Settings(BaseSettings):
         ),
     )
     worker_nice: int = Field(
-        default=10,
+        default=0,
         ge=0,
         le=19,
         description=(
             "How much `ordo worker` lowers its CPU priority (Unix niceness added at start; 0 "
             "keeps it): where workers share cores with `ordo serve`, requests go first and "
-            "solves take what is left."
+            "re-plans take what is left (faster reports, later plans)."
         ),
     )
     job_max_attempts: int = Field(default=3, ge=1, le=100)
