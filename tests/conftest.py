@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -278,6 +281,37 @@ def worker_less_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(
         database_url=database_url, admin_token=ADMIN_TOKEN, job_runner="external", **overrides
     )
+
+
+@contextmanager
+def worker_process(
+    database_url: str, env: dict[str, str] | None = None, *, ready: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    """An ``ordo worker`` process on ``database_url`` (``env`` added to this process's) until
+    the block ends (SIGTERM, SIGKILL if it lingers). ``ready``: entered once the worker printed
+    that it waits for jobs (its set-up done); otherwise its output is discarded."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ordo_server.app.cli", "worker"],
+        env={**os.environ, **(env or {}), "ORDO_DATABASE_URL": database_url},
+        stdout=subprocess.PIPE if ready else subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if process.stdout is not None:
+            first = process.stdout.readline()
+            assert "waiting for jobs" in first, first
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @contextmanager

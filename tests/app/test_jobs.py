@@ -12,14 +12,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -44,6 +40,7 @@ from tests.conftest import (
     require_postgres,
     run_live_server,
     worker_less_settings,
+    worker_process,
 )
 from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
@@ -303,27 +300,6 @@ def test_a_jobs_log_lines_carry_the_request_id_that_queued_it(
 # --- replicas and workers in their own processes -------------------------------------------------
 
 
-@contextmanager
-def _worker(database_url: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    worker_env = {**os.environ, **env, "ORDO_DATABASE_URL": database_url}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ordo_server.app.cli", "worker"],
-        env=worker_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def _trainers_project(http: httpx.Client, name: str) -> tuple[dict[str, Any], str]:
     """A project with TASKS (``http`` signs in as an admin) and a trainer key's token."""
     project: dict[str, Any] = http.post("/v1/projects", json={"name": name}).json()
@@ -363,8 +339,8 @@ def test_trainers_through_two_api_processes_and_two_workers_one_killed() -> None
     with ExitStack() as stack:
         url = stack.enter_context(postgres_database(require_postgres()))
         servers = [stack.enter_context(run_live_server(url, env=env)) for _ in range(2)]
-        victim = stack.enter_context(_worker(url, env))
-        stack.enter_context(_worker(url, env))
+        victim = stack.enter_context(worker_process(url, env))
+        stack.enter_context(worker_process(url, env))
         with httpx.Client(base_url=servers[0].base_url, headers=servers[0].admin_headers) as http:
             project, token = _trainers_project(http, "replicas")
         results: list[Any] = []

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
-import subprocess
-import sys
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +17,7 @@ from pydantic import ValidationError
 from ordo_server.app.metrics import fastapi_telemetry
 from ordo_server.app.runtime import YOUNG_THRESHOLD, settle_heap
 from ordo_server.app.settings import Settings
-from tests.conftest import migrated_sqlite_url
+from tests.conftest import migrated_sqlite_url, worker_process
 
 
 @pytest.fixture
@@ -89,34 +85,6 @@ def _niceness_of_threads(pid: int) -> set[int]:
     return values
 
 
-@contextmanager
-def _worker(database_url: str, nice: str) -> Iterator[subprocess.Popen[str]]:
-    """``ordo worker`` on ``database_url`` with ``ORDO_WORKER_NICE=nice``, waiting for jobs."""
-    env = {**os.environ, "ORDO_DATABASE_URL": database_url, "ORDO_WORKER_NICE": nice}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ordo_server.app.cli", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()  # printed once set up, before the job loop starts
-        assert "waiting for jobs" in first, first
-        time.sleep(0.3)  # its threads started
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
 @pytest.mark.skipif(not (PROC / "self" / "task").is_dir(), reason="reads /proc (Linux)")
 @pytest.mark.parametrize("nice", [0, 7])
 def test_a_job_worker_runs_every_thread_at_the_configured_lower_priority(
@@ -124,7 +92,8 @@ def test_a_job_worker_runs_every_thread_at_the_configured_lower_priority(
 ) -> None:
     url = migrated_sqlite_url(tmp_path / "worker.sqlite")
     own = os.nice(0)  # this process's niceness: the worker starts at it
-    with _worker(url, str(nice)) as worker:
+    with worker_process(url, {"ORDO_WORKER_NICE": str(nice)}, ready=True) as worker:
+        time.sleep(0.3)  # its threads started
         threads = _niceness_of_threads(worker.pid)
     assert threads == {min(own + nice, 19)}
 

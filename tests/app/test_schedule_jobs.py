@@ -21,8 +21,13 @@ from ordo_server.app.db import Database
 from ordo_server.app.services.planning import run_next_job
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job
-from tests.app.test_jobs import _worker
-from tests.conftest import ADMIN_TOKEN, postgres_database, require_postgres, run_live_server
+from tests.conftest import (
+    ADMIN_TOKEN,
+    postgres_database,
+    require_postgres,
+    run_live_server,
+    worker_process,
+)
 from tests.factories import ProjectKeys, bearer, create_project_with_keys
 
 TASKS = ("math", "code", "poetry", "chat")
@@ -169,7 +174,7 @@ def replicas() -> Iterator[tuple[str, dict[str, str]]]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_database(require_postgres()))
         server = stack.enter_context(run_live_server(url, env=env))
-        stack.enter_context(_worker(url, env))
+        stack.enter_context(worker_process(url, env))
         yield server.base_url, server.admin_headers
 
 
