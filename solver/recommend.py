@@ -1187,8 +1187,9 @@ def _incumbent(
 ) -> int | None:
     """Index of the observed candidate the recommendation holds on to unless beaten
     (``RecommendConfig.incumbent``): the order of the best reported run among the candidates
-    (``"reported"``), or the observed candidate of highest decision value (``"posterior"``);
-    ``None`` when no candidate was observed."""
+    (``"reported"``; runs that reported the same final told apart by their decision value, so
+    the candidates' order never decides), or the observed candidate of highest decision value
+    (``"posterior"``); ``None`` when no candidate was observed."""
     seen = set(posterior.observed)
     known = [i for i, c in enumerate(candidates) if c in seen]
     if not known:
@@ -1198,7 +1199,7 @@ def _incumbent(
     best_final: dict[Order, float] = {}
     for order, final in zip(posterior.observed, posterior.finals, strict=True):
         best_final[order] = max(float(final), best_final.get(order, -np.inf))
-    return max(known, key=lambda i: best_final[candidates[i]])
+    return max(known, key=lambda i: (best_final[candidates[i]], float(values[i])))
 
 
 def _chosen(

@@ -21,8 +21,13 @@ KEYS = tuple(KINDS)
 
 @pytest.fixture
 def project(session: Session) -> ProjectKeys:
-    """A project with two structured and two open-ended tasks."""
-    keys = create_project_with_keys(session)
+    """A project with two structured and two open-ended tasks.
+
+    Named, so that its runs' seeds (from the project's name) and so its plans are the same in
+    every run of the suite. This name's plans train two runs that report the same final: the
+    exploit re-plan's incumbent then has to be told apart by the posterior (a random name met
+    that case in CI once in about thirty)."""
+    keys = create_project_with_keys(session, name="project-68-801e9e")
     session.add_all(
         Task(project_id=keys.id, key=key, index=i, name=key, meta={}, kind=kind)
         for i, (key, kind) in enumerate(KINDS.items())

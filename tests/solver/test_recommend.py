@@ -292,6 +292,29 @@ def test_the_incumbent_is_the_best_reported_run_not_the_highest_posterior_mean()
     assert by_posterior.order == observed[int(np.argmax(means))]
 
 
+def test_runs_reported_alike_are_told_apart_by_the_posterior_whatever_the_candidates_order() -> (
+    None
+):
+    """Two runs report the same final objective (a tie, as with rounded reports): the incumbent
+    is the one the posterior puts higher, not whichever the candidates list first (the service
+    lists the constrained solver's order first, a caller may list others)."""
+    world = _additive_world(N, seed=0)
+    runs = _runs(world, _additive_utility, 5, seed=1, noise_sd=0.03)
+    ranked = sorted(range(len(runs)), key=lambda i: _reported_final(runs[i]), reverse=True)
+    best, second = runs[ranked[0]], runs[ranked[1]]
+    runs[ranked[1]] = RunRecord(
+        trained=second.trained, utilities=[*second.utilities[:-1], dict(best.utilities[-1])]
+    )
+    tied = [best.trained, second.trained]
+    chosen = []
+    for starts in (tied, tied[::-1]):
+        rec = recommend(runs, kinds=KINDS, weights=ONES, starts=starts)
+        means, _ = rec.posterior.moments(tied)
+        assert rec.best_observed == tied[int(np.argmax(means))]
+        chosen.append(rec.order)
+    assert chosen[0] == chosen[1]
+
+
 # --- 3. plans are reproducible ----------------------------------------------------------------
 
 
