@@ -16,6 +16,8 @@ from bench.load import (
     ADMIN_TOKEN,
     TRAINER_KEY,
     CpuMeter,
+    FleetResult,
+    fleet_summary,
     ordo_server,
     run_fleet,
     single_reports,
@@ -25,14 +27,32 @@ from bench.load import (
 @pytest.mark.parametrize("auth", [TRAINER_KEY, ADMIN_TOKEN])
 def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     with ordo_server(None, workers=1) as server:
-        lines = run_fleet(server, trainers=3, tasks=4, auth=auth)
+        result = run_fleet(server, trainers=3, tasks=4, auth=auth)
         single = single_reports(server, tasks=4, count=5, auth=auth)
-    text = "\n".join(lines)
+    text = "\n".join(result.lines)
     assert "answers outside 2xx: 0; trainers that gave up: 0" in text
     # 3 runs x (baseline + 4 stages), every one read back unchanged.
     assert "reports acknowledged: 15; lost or altered: 0" in text
     assert re.search(r"re-plan lag p50 [\d.]+ ms, p99 [\d.]+ ms over \d+ re-plans", text)
     assert re.match(r"one report alone: p50 [\d.]+ ms over 5", single[0])
+    assert result.report_p99_s > 0
+    assert result.lag_p99_s is not None  # adaptive runs of 4 tasks re-plan
+
+
+def test_repeats_of_a_fleet_are_summed_up_by_their_medians() -> None:
+    runs = [
+        FleetResult([], 0.188, 2.6, False),
+        FleetResult([], 0.538, 1.9, False),
+        FleetResult([], 0.240, 1.5, True),
+    ]
+    assert fleet_summary(100, runs) == (
+        "fleet of 100, 3 runs: report p99 median 240 ms (188-538), "
+        "lag p99 median 1.90 s (1.50-2.60); 1 of 3 runs PASS"
+    )
+    fixed = [FleetResult([], 0.1, None, True), FleetResult([], 0.3, None, False)]
+    assert fleet_summary(40, fixed) == (
+        "fleet of 40, 2 runs: report p99 median 200 ms (100-300), no re-plans; 1 of 2 runs PASS"
+    )
 
 
 BURN_THEN_WAIT = (
