@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from alembic import command
 from fastapi import FastAPI
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
@@ -281,6 +281,18 @@ def worker_less_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(
         database_url=database_url, admin_token=ADMIN_TOKEN, job_runner="external", **overrides
     )
+
+
+def recorded_statements(engine: Engine) -> list[str]:
+    """The SQL statements ``engine`` runs from now on (a list that grows; clear it between
+    steps to count a step's own)."""
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    return statements
 
 
 @contextmanager

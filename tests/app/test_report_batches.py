@@ -35,6 +35,7 @@ from tests.conftest import (
     migrated_sqlite_url,
     postgres_database,
     project_with_runs,
+    recorded_statements,
     require_postgres,
 )
 from tests.factories import create_key
@@ -254,17 +255,6 @@ def _stored(project: Project) -> list[tuple[str, int]]:
     return sorted((row.run_id, row.stage) for row in rows)
 
 
-def _statements(engine: Engine) -> list[str]:
-    """The SQL statements ``engine`` runs from now on (a list that grows)."""
-    statements: list[str] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _record(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    return statements
-
-
 def _count_commits(engine: Engine) -> list[int]:
     commits = [0]
 
@@ -333,7 +323,7 @@ def test_stage_reports_in_a_batch_observe_what_one_alone_observes(project: Proje
 def test_a_batch_makes_as_many_statements_as_one_report(project: Project) -> None:
     baselines = [_request(project, r, 0) for r in range(4)]
     store_reports(project.database, project.settings, None, baselines)
-    statements = _statements(project.database.engine)
+    statements = recorded_statements(project.database.engine)
     store_reports(project.database, project.settings, None, [_request(project, 0, 1)])
     alone = len(statements)
     statements.clear()
@@ -350,7 +340,7 @@ def test_adaptive_reports_of_a_batch_queue_their_replans_in_one_statement(
     with _project_on(backend, tmp_path, adaptive=True) as made:
         baselines = [_request(made, r, 0) for r in range(4)]
         store_reports(made.database, made.settings, None, baselines)
-        statements = _statements(made.database.engine)
+        statements = recorded_statements(made.database.engine)
         (alone,) = store_reports(made.database, made.settings, None, [_request(made, 0, 1)])
         counted = len(statements)
         statements.clear()
@@ -400,7 +390,7 @@ def test_a_batch_records_each_key_use_once_and_its_cache_learns_it(project: Proj
     requests = [
         ReportRequest(trainer, project.project_id, project.runs[r], 0, _body(0), 1) for r in (0, 1)
     ]
-    statements = _statements(project.database.engine)
+    statements = recorded_statements(project.database.engine)
     outcomes = store_reports(project.database, project.settings, cache, requests)
     assert all(isinstance(o, ReportAccepted) for o in outcomes)
     assert sum("UPDATE ordo_api_keys" in s for s in statements) == 1

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from ordo_server.app.settings import Settings
 from ordo_server.models import Project, Run, Schedule
 from ordo_server.solver.recommend import plan_seed
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, recorded_statements
 from tests.factories import ProjectKeys, create_project_with_keys
 
 TASKS = ("math", "code", "poetry")
@@ -96,17 +96,6 @@ def test_create_solves_and_starts_the_lease(client: TestClient, tasked: ProjectK
     assert run["lease"]["heartbeat_interval_s"] == GRACE_S / 2
 
 
-def _statements(connection: Connection) -> list[str]:
-    """The SQL statements run on ``connection``'s engine from now on (a list that grows)."""
-    statements: list[str] = []
-
-    @event.listens_for(connection.engine, "before_cursor_execute")
-    def _record(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    return statements
-
-
 def _reading_reports_of_a_run(statements: list[str]) -> list[str]:
     """The reads of one run's reports (by ``run_id``; a plan job reads the project's history)."""
     return [s for s in statements if "WHERE ordo_stage_reports.run_id = " in s]
@@ -117,7 +106,7 @@ def test_a_run_is_read_once_with_only_what_it_has(
 ) -> None:
     """The creation answers the run as read after its plan (not also before), a run before its
     baseline reads no reports, and a view reads its current plan once."""
-    statements = _statements(connection)
+    statements = recorded_statements(connection.engine)
     created = _create(client, tasked, {"adaptive": True}).json()
     assert created["plan_pending"] is False
     assert _reading_reports_of_a_run(statements) == []
