@@ -1,0 +1,202 @@
+"""A trainer's requests read the tables that grow with history by index, whatever their size.
+
+A statement planned as a full scan costs nothing on a test's few rows and grows with every run
+the database keeps: asking whether a run had a plan job pending read every row of
+``ordo_jobs`` (2-3 ms of a report with 3,400 jobs). Each statement of a trainer's requests
+(run creation, reports, ``GET .../next``, heartbeat, completion) is explained as the database
+would run it with full scans made a last resort (PostgreSQL: ``enable_seqscan`` off, so a scan
+remains only where no index serves; SQLite: its query plan names a ``SCAN`` of the table).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+from sqlalchemy import Connection, event
+from sqlalchemy.orm import Session
+
+from tests.factories import ProjectKeys, create_project_with_keys
+
+TASKS = ("math", "code", "poetry")
+GROWING = (
+    "ordo_runs",
+    "ordo_jobs",
+    "ordo_schedules",
+    "ordo_stage_reports",
+    "ordo_stage_evaluations",
+    "ordo_observations",
+    "ordo_stat_deltas",
+)
+"""Tables with rows for every run or report the database keeps."""
+
+Recorded = list[tuple[str, Any]]
+
+
+@pytest.fixture
+def tasked(session: Session) -> ProjectKeys:
+    keys = create_project_with_keys(session, task_keys=TASKS)
+    session.commit()
+    return keys
+
+
+@pytest.fixture
+def recorded(connection: Connection) -> Iterator[Recorded]:
+    """Every single statement the test's connection runs from now on, with its parameters."""
+    statements: Recorded = []
+
+    def record(*args: Any) -> None:
+        _, _, statement, parameters, _, many = args
+        if not many and re.match(r"\s*(SELECT|WITH|INSERT|UPDATE|DELETE)\b", statement):
+            statements.append((statement, parameters))
+
+    event.listen(connection.engine, "before_cursor_execute", record)
+    yield statements
+    event.remove(connection.engine, "before_cursor_execute", record)
+
+
+def _scanned(connection: Connection, statement: str, parameters: Any) -> set[str]:
+    """The growing tables ``statement`` reads in full in its plan."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        plan = "\n".join(str(row[-1]) for row in rows)
+        pattern = r"\bSCAN (\w+)"
+    else:
+        rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+        plan = "\n".join(str(row[0]) for row in rows)
+        pattern = r"Seq Scan on (\w+)"
+    return {table for table in re.findall(pattern, plan) if table in GROWING}
+
+
+def _full_scans(connection: Connection, statements: Recorded) -> dict[str, set[str]]:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    found = {}
+    for statement, parameters in statements:
+        tables = _scanned(connection, statement, parameters)
+        if tables:
+            found[" ".join(statement.split())[:160]] = tables
+    return found
+
+
+def _trainer_requests(client: TestClient, project: ProjectKeys, *, adaptive: bool) -> None:
+    runs = f"/v1/projects/{project.id}/runs"
+    created = client.post(runs, json={"adaptive": adaptive}, headers=project.trainer)
+    assert created.status_code == 201, created.text
+    run = f"{runs}/{created.json()['id']}"
+    holder = {**project.trainer, "Ordo-Lease-Token": "1"}
+    stage: int | None = 0
+    while stage is not None:
+        body = {"evaluations": [{"task": key, "value": 0.5 + 0.01 * stage} for key in TASKS]}
+        answer = client.put(f"{run}/reports/{stage}", json=body, headers=holder)
+        assert answer.status_code == 200, answer.text
+        assert client.post(f"{run}/heartbeat", headers=holder).status_code == 200
+        following = client.get(f"{run}/next", headers=project.trainer)
+        assert following.status_code == 200, following.text
+        stage = None if following.json()["done"] else int(following.json()["stage"])
+    assert client.post(f"{run}/complete", headers=holder).status_code == 200
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed", "adaptive"])
+def test_a_trainers_requests_read_growing_tables_by_index(
+    client: TestClient,
+    tasked: ProjectKeys,
+    connection: Connection,
+    recorded: Recorded,
+    adaptive: bool,
+) -> None:
+    _trainer_requests(client, tasked, adaptive=adaptive)
+    assert len(recorded) > 10
+    assert _full_scans(connection, list(recorded)) == {}
+
+
+def test_a_full_scan_is_found(connection: Connection, tasked: ProjectKeys) -> None:
+    """The check itself: a read by a column no index leads with is reported."""
+    statement = "SELECT id FROM ordo_jobs WHERE outcome = {}".format(
+        "?" if connection.dialect.name == "sqlite" else "%(outcome)s"
+    )
+    parameters: Sequence[Any] | Mapping[str, Any] = (
+        ("planned",) if connection.dialect.name == "sqlite" else {"outcome": "planned"}
+    )
+    assert _full_scans(connection, [(statement, parameters)]) == {
+        "SELECT id FROM ordo_jobs WHERE outcome = " + statement.rsplit(" ", 1)[-1]: {"ordo_jobs"}
+    }
+
+
+JOBS = 3000
+"""Finished jobs of other runs in the table ..."""
+JOBS_A_RUN = 4
+"""... of so many jobs each (an adaptive run of ``n`` tasks leaves about ``n + 1``)."""
+
+
+def _generic_plan(connection: Connection, statement: str, parameters: Mapping[str, Any]) -> str:
+    """PostgreSQL's generic plan of ``statement`` (what a statement the driver prepared runs
+    once its custom plans cost no less), for ``parameters``."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    prepared = re.sub(r"%\((\w+)\)s", number, statement)
+    driver = connection.connection.dbapi_connection
+    assert isinstance(driver, psycopg.Connection)
+    literals = ", ".join(sql.Literal(parameters[name]).as_string(driver) for name in names)
+    connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    connection.exec_driver_sql(f"PREPARE ordo_probe AS {prepared}")
+    try:
+        rows = connection.exec_driver_sql(f"EXPLAIN EXECUTE ordo_probe({literals})")
+        return "\n".join(str(row[0]) for row in rows)
+    finally:
+        connection.exec_driver_sql("DEALLOCATE ordo_probe")
+
+
+def _plan(connection: Connection, statement: str, parameters: Any) -> str:
+    """The plan the server runs ``statement`` on: PostgreSQL's generic plan, SQLite's plan."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        return "\n".join(str(row[-1]) for row in rows)
+    return _generic_plan(connection, statement, parameters)
+
+
+def test_asking_for_a_pending_plan_reads_the_runs_jobs_only(
+    client: TestClient, tasked: ProjectKeys, connection: Connection, recorded: Recorded
+) -> None:
+    """With thousands of jobs in the table, the plans of a report and of ``GET .../next`` (on
+    PostgreSQL the generic plans of the statements the driver has prepared) read a run's jobs
+    through the run's index, not the whole table."""
+    runs = f"/v1/projects/{tasked.id}/runs"
+    created = client.post(runs, json={"adaptive": True}, headers=tasked.trainer).json()
+    numbers = (
+        f"WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {JOBS})"
+    )
+    connection.exec_driver_sql(
+        f"INSERT INTO ordo_runs (id, project_id, adaptive, strategy, status, next_stage, "
+        f"lease_token, created_at, level_model) {numbers} "
+        f"SELECT 'finished-' || i, '{tasked.id}', TRUE, 'thompson', 'completed', 4, 1, "
+        f"CURRENT_TIMESTAMP, 'constant' FROM seq WHERE i <= {JOBS // JOBS_A_RUN}"
+    )
+    connection.exec_driver_sql(
+        f"INSERT INTO ordo_jobs (project_id, run_id, kind, status, attempts, payload, "
+        f"created_at) {numbers} SELECT '{tasked.id}', 'finished-' || ((i - 1) / {JOBS_A_RUN} + 1), "
+        f"'run_plan', 'done', 1, '{{}}', CURRENT_TIMESTAMP FROM seq"
+    )
+    connection.exec_driver_sql("ANALYZE ordo_runs")
+    connection.exec_driver_sql("ANALYZE ordo_jobs")
+    recorded.clear()
+    body = {"evaluations": [{"task": key, "value": 0.5} for key in TASKS]}
+    holder = {**tasked.trainer, "Ordo-Lease-Token": "1"}
+    assert client.put(f"{runs}/{created['id']}/reports/0", json=body, headers=holder).is_success
+    assert client.get(f"{runs}/{created['id']}/next", headers=tasked.trainer).is_success
+    asking = [(s, p) for s, p in recorded if "FROM ordo_jobs" in s and s.startswith("SELECT")]
+    assert len(asking) >= 2  # the report's read of its run, GET next's
+    full_scan = re.compile(r"Seq Scan on ordo_jobs|\bSCAN ordo_jobs\b")
+    for statement, parameters in asking:
+        plan = _plan(connection, statement, parameters)
+        assert not full_scan.search(plan), plan
