@@ -231,6 +231,8 @@ def run_fleet(
     token = reporting_token(server, prefix, auth)
     tally = Tally()
     fleet = [Trainer(server.base_url, token, prefix, keys) for _ in range(trainers)]
+    cpu = FleetCpu(server.process.pid)
+    cpu.start()
     started = time.perf_counter()
 
     def one(index: int) -> None:
@@ -243,6 +245,7 @@ def run_fleet(
     with ThreadPoolExecutor(trainers) as pool:
         list(pool.map(one, range(trainers)))
     wall = time.perf_counter() - started
+    cpu.stop()
     for trainer in fleet:
         trainer.close()
     lost = check_reports(server, prefix, tally)
@@ -256,6 +259,7 @@ def run_fleet(
         f"p99 {1000 * _percentile(tally.report_s, 99):.1f} ms",
         f"  re-plan lag p50 {1000 * _percentile(tally.lag_s, 50):.1f} ms, "
         f"p99 {1000 * _percentile(tally.lag_s, 99):.1f} ms over {len(tally.lag_s)} re-plans",
+        cpu.line(wall, requests=sum(tally.statuses.values()), jobs=_jobs(server, prefix)),
     ]
     lines += [f"  gave up: {message}" for message in tally.failures[:3]]
     report_p99 = _percentile(tally.report_s, 99)
@@ -266,6 +270,18 @@ def run_fleet(
         f"  {'PASS' if verdict else 'FAIL'}: 0 outside 2xx, 0 lost, p99 < 250 ms, lag < 2 s"
     )
     return FleetResult(lines, report_p99, lag_p99, verdict)
+
+
+def _jobs(server: ServerProcess, prefix: str) -> int:
+    """How many jobs the project of ``prefix`` queued (plans of its runs)."""
+    project_id = prefix.rsplit("/", 1)[-1]
+    engine = create_engine(server.database_url)
+    try:
+        with engine.connect() as connection:
+            query = text("SELECT count(*) FROM ordo_jobs WHERE project_id = :project")
+            return int(connection.execute(query, {"project": project_id}).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def fleet_summary(trainers: int, results: Sequence[FleetResult]) -> str:
@@ -392,6 +408,52 @@ class CpuMeter:
         server = 1000 * self.server_s / requests
         postgres = 1000 * self.postgres_s / requests
         return f"CPU a request: API processes {server:.2f} ms, PostgreSQL {postgres:.2f} ms"
+
+
+@dataclass
+class FleetCpu:
+    """Where a fleet's CPU went (Linux ``/proc``): the API processes (the tree of ``root``, the
+    server's pid), the job workers (this process's other children), PostgreSQL, and the
+    trainers themselves (this process: its threads share the machine's cores with the service
+    they measure, so a busy trainer process lengthens the latencies it records)."""
+
+    root: int
+    _before: dict[int, tuple[int, str, float]] = field(default_factory=dict)
+    _spent: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._before = _cpu_seconds()
+
+    def stop(self) -> None:
+        after = _cpu_seconds()
+        spent = {
+            pid: cpu - self._before.get(pid, (0, "", 0.0))[2] for pid, (_, _, cpu) in after.items()
+        }
+        api = _tree(after, self.root)
+        ours = _tree(after, os.getpid())
+        self._spent = {
+            "api": sum(spent[pid] for pid in api),
+            "workers": sum(spent[pid] for pid in ours - api - {os.getpid()}),
+            "postgres": sum(
+                spent[pid] for pid, (_, name, _) in after.items() if name.startswith("postgres")
+            ),
+            "trainers": spent.get(os.getpid(), 0.0),
+        }
+
+    def line(self, wall_s: float, *, requests: int, jobs: int) -> str:
+        """The CPU seconds of each part, per request (API), per job (workers), and the share
+        of the machine's cores the four took over ``wall_s``."""
+        spent = self._spent
+        cores = os.cpu_count() or 1
+        busy = sum(spent.values()) / (wall_s * cores) if wall_s > 0 else float("nan")
+        per_request = 1000 * spent["api"] / requests if requests else float("nan")
+        per_job = 1000 * spent["workers"] / jobs if jobs else float("nan")
+        return (
+            f"  CPU: API processes {spent['api']:.1f} s ({per_request:.2f} ms a request), "
+            f"job workers {spent['workers']:.1f} s ({per_job:.1f} ms a job, {jobs} jobs), "
+            f"PostgreSQL {spent['postgres']:.1f} s, trainers {spent['trainers']:.1f} s; "
+            f"{busy:.0%} of {cores} cores"
+        )
 
 
 def _wrk(url: str, script: Path, connections: int, duration: int) -> tuple[float, int, str]:
