@@ -34,6 +34,16 @@ def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     # 3 runs x (baseline + 4 stages), every one read back unchanged.
     assert "reports acknowledged: 15; lost or altered: 0" in text
     assert re.search(r"re-plan lag p50 [\d.]+ ms, p99 [\d.]+ ms over \d+ re-plans", text)
+    # Embedded jobs (no `ordo worker`): the API processes' CPU holds them; each run's plans
+    # are jobs of the project (the first plan and the re-plans).
+    cpu = re.search(
+        r"CPU: API processes ([\d.]+) s \([\d.]+ ms a request\), job workers 0.0 s "
+        r"\([\d.]+ ms a job, (\d+) jobs\), PostgreSQL [\d.]+ s, trainers ([\d.]+) s; "
+        r"\d+% of \d+ cores",
+        text,
+    )
+    assert cpu is not None, text
+    assert float(cpu.group(1)) > 0 and int(cpu.group(2)) >= 3
     assert re.match(r"one report alone: p50 [\d.]+ ms over 5", single[0])
     assert result.report_p99_s > 0
     assert result.lag_p99_s is not None  # adaptive runs of 4 tasks re-plan
