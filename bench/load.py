@@ -376,6 +376,22 @@ def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
     return members & table.keys()
 
 
+CpuTable = dict[int, tuple[int, str, float]]
+
+
+def _spent_since(before: CpuTable) -> tuple[CpuTable, dict[int, float]]:
+    """Every process now, and the CPU seconds each spent since ``before`` (all of its own for a
+    process started since)."""
+    after = _cpu_seconds()
+    spent = {pid: cpu - before.get(pid, (0, "", 0.0))[2] for pid, (_, _, cpu) in after.items()}
+    return after, spent
+
+
+def _postgres_s(after: CpuTable, spent: dict[int, float]) -> float:
+    """What PostgreSQL's processes (all of them: this machine's database) spent."""
+    return sum(spent[pid] for pid, (_, name, _) in after.items() if name.startswith("postgres"))
+
+
 @dataclass
 class CpuMeter:
     """CPU seconds spent between :meth:`start` and :meth:`stop` by a server's process tree
@@ -392,14 +408,9 @@ class CpuMeter:
         self._before = _cpu_seconds()
 
     def stop(self) -> None:
-        after = _cpu_seconds()
-        spent = {
-            pid: cpu - self._before.get(pid, (0, "", 0.0))[2] for pid, (_, _, cpu) in after.items()
-        }
+        after, spent = _spent_since(self._before)
         self.server_s = sum(spent[pid] for pid in _tree(after, self.root))
-        self.postgres_s = sum(
-            spent[pid] for pid, (_, name, _) in after.items() if name.startswith("postgres")
-        )
+        self.postgres_s = _postgres_s(after, spent)
 
     def per_request_ms(self, requests: int) -> str:
         """Server and PostgreSQL CPU milliseconds a request."""
@@ -425,18 +436,13 @@ class FleetCpu:
         self._before = _cpu_seconds()
 
     def stop(self) -> None:
-        after = _cpu_seconds()
-        spent = {
-            pid: cpu - self._before.get(pid, (0, "", 0.0))[2] for pid, (_, _, cpu) in after.items()
-        }
+        after, spent = _spent_since(self._before)
         api = _tree(after, self.root)
         ours = _tree(after, os.getpid())
         self._spent = {
             "api": sum(spent[pid] for pid in api),
             "workers": sum(spent[pid] for pid in ours - api - {os.getpid()}),
-            "postgres": sum(
-                spent[pid] for pid, (_, name, _) in after.items() if name.startswith("postgres")
-            ),
+            "postgres": _postgres_s(after, spent),
             "trainers": spent.get(os.getpid(), 0.0),
         }
 
