@@ -10,7 +10,9 @@ then prints:
    non-2xx counts; a trainer retries a 503 or a 500 up to three times, as the client does),
    report latency p50 / p99, re-plan lag (report acknowledged with ``plan_pending`` ->
    ``GET next`` answers without it), and
-   acknowledged reports lost or altered (every 2xx report read back and compared). With
+   acknowledged reports lost or altered (every 2xx report read back and compared), and where
+   the fleet's CPU went (the API processes, the job workers, PostgreSQL and the trainers'
+   own process, and the share of the machine's cores they took: :class:`FleetCpu`). With
    ``--repeats N`` each fleet runs N times, then one line sums them up: the medians and
    ranges of the runs' report and lag p99s, and how many met every target (one run's p99
    moves by a factor of two between repeats of the same code on a shared machine).
