@@ -11,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ordo_server.models.base import Base, BigIntPK, UTCDateTime, utcnow
 
 JOB_STATUSES = ("todo", "doing", "done", "failed")
+OPEN = "status IN ('todo', 'doing')"
+"""SQL: a job that has not ended (waiting, or claimed and perhaps stalled)."""
 
 
 class Job(Base):
@@ -40,6 +42,15 @@ class Job(Base):
         # A run's jobs: whether one is pending (every report and ``GET .../next`` asks), and
         # the cascade when a run is deleted. Without it each of those read every job row.
         Index("ix_ordo_jobs_run_id", "run_id"),
+        # The open jobs in id order: a claim walks these, not every job ever run (a job stays
+        # in the table when it ends). Claims name the predicate literally (``OPEN``), so that
+        # a prepared statement's generic plan can use the index too.
+        Index(
+            "ix_ordo_jobs_open",
+            "id",
+            sqlite_where=text(OPEN),
+            postgresql_where=text(OPEN),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

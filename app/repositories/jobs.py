@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ordo_server.models import Job
+from ordo_server.models.job import OPEN
 
 RUN_PLAN = "run_plan"
 SCHEDULE = "schedule"
@@ -250,6 +251,10 @@ def _claimable(now: datetime) -> Select[Job]:
     """
     return (
         select(Job)
+        # Literal, as the open jobs' partial index states it: the claim walks that index in id
+        # order, also in a prepared statement's generic plan (with bound statuses, that plan
+        # walked the primary key through every job that ever ended: 8 ms at 7,000 jobs).
+        .where(text(OPEN))
         .where(or_(Job.status == TODO, (Job.status == DOING) & (Job.locked_until < now)))
         .order_by(Job.id)
         .with_for_update(skip_locked=True)

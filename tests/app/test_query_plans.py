@@ -21,6 +21,10 @@ from psycopg import sql
 from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session
 
+from ordo_server.app.db import Database
+from ordo_server.app.main import create_app
+from ordo_server.app.services import planning
+from tests.conftest import worker_less_settings
 from tests.factories import ProjectKeys, create_project_with_keys
 
 TASKS = ("math", "code", "poetry")
@@ -165,14 +169,9 @@ def _plan(connection: Connection, statement: str, parameters: Any) -> str:
     return _generic_plan(connection, statement, parameters)
 
 
-def test_asking_for_a_pending_plan_reads_the_runs_jobs_only(
-    client: TestClient, tasked: ProjectKeys, connection: Connection, recorded: Recorded
-) -> None:
-    """With thousands of jobs in the table, the plans of a report and of ``GET .../next`` (on
-    PostgreSQL the generic plans of the statements the driver has prepared) read a run's jobs
-    through the run's index, not the whole table."""
-    runs = f"/v1/projects/{tasked.id}/runs"
-    created = client.post(runs, json={"adaptive": True}, headers=tasked.trainer).json()
+@pytest.fixture
+def ended_jobs(tasked: ProjectKeys, connection: Connection) -> None:
+    """``JOBS`` jobs that have ended, of ``JOBS / JOBS_A_RUN`` completed runs, with statistics."""
     numbers = (
         f"WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {JOBS})"
     )
@@ -189,6 +188,26 @@ def test_asking_for_a_pending_plan_reads_the_runs_jobs_only(
     )
     connection.exec_driver_sql("ANALYZE ordo_runs")
     connection.exec_driver_sql("ANALYZE ordo_jobs")
+
+
+FULL_SCAN = re.compile(
+    r"Seq Scan on ordo_jobs|\bSCAN ordo_jobs\b(?! USING INDEX ix_ordo_jobs_open)"
+)
+"""A plan that reads every job (SQLite's scan of the open jobs' partial index reads those only)."""
+
+
+def test_asking_for_a_pending_plan_reads_the_runs_jobs_only(
+    client: TestClient,
+    tasked: ProjectKeys,
+    connection: Connection,
+    recorded: Recorded,
+    ended_jobs: None,
+) -> None:
+    """With thousands of jobs in the table, the plans of a report and of ``GET .../next`` (on
+    PostgreSQL the generic plans of the statements the driver has prepared) read a run's jobs
+    through the run's index, not the whole table."""
+    runs = f"/v1/projects/{tasked.id}/runs"
+    created = client.post(runs, json={"adaptive": True}, headers=tasked.trainer).json()
     recorded.clear()
     body = {"evaluations": [{"task": key, "value": 0.5} for key in TASKS]}
     holder = {**tasked.trainer, "Ordo-Lease-Token": "1"}
@@ -196,7 +215,40 @@ def test_asking_for_a_pending_plan_reads_the_runs_jobs_only(
     assert client.get(f"{runs}/{created['id']}/next", headers=tasked.trainer).is_success
     asking = [(s, p) for s, p in recorded if "FROM ordo_jobs" in s and s.startswith("SELECT")]
     assert len(asking) >= 2  # the report's read of its run, GET next's
-    full_scan = re.compile(r"Seq Scan on ordo_jobs|\bSCAN ordo_jobs\b")
     for statement, parameters in asking:
         plan = _plan(connection, statement, parameters)
-        assert not full_scan.search(plan), plan
+        assert not FULL_SCAN.search(plan), plan
+
+
+def test_a_workers_claims_read_the_open_jobs_only(
+    tasked: ProjectKeys,
+    connection: Connection,
+    recorded: Recorded,
+    ended_jobs: None,
+    database: Database,
+    database_url: str,
+) -> None:
+    """With thousands of ended jobs in the table, a worker's claims (its first job, then the
+    rest of its batch) walk the open jobs, not the primary key through every job that ended."""
+    settings = worker_less_settings(database_url, plan_wait_s=0.0, rate_limit_enabled=False)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        app.state.database = database
+        for client_id in ("a", "b"):
+            body = {"adaptive": True, "client_id": client_id}
+            created = client.post(
+                f"/v1/projects/{tasked.id}/runs", json=body, headers=tasked.trainer
+            )
+            assert created.status_code == 201, created.text
+    recorded.clear()
+    assert planning.run_next_job(database, settings)
+    claims = [
+        (s, p)
+        for s, p in recorded
+        if re.search(r"FROM ordo_jobs\s.*ORDER BY ordo_jobs.id\s+LIMIT", s, re.S)
+    ]
+    assert len(claims) == 2, claims  # the first job, the rest of the batch
+    for statement, parameters in claims:
+        plan = _plan(connection, statement, parameters)
+        assert not FULL_SCAN.search(plan), plan
+        assert "pk_ordo_jobs" not in plan, plan
