@@ -86,6 +86,9 @@ class StageEvaluation(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     report_id: Mapped[str] = mapped_column(ForeignKey("ordo_stage_reports.id", ondelete="CASCADE"))
+    # The report's project, repeated (no key of its own: the report's cascade deletes the row),
+    # so that a project's history reads its own evaluations by index, not every project's.
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("ordo_tasks.id", ondelete="CASCADE"))
     value: Mapped[float] = mapped_column(Double)
     utility: Mapped[float] = mapped_column(Double)

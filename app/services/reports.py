@@ -464,7 +464,9 @@ def put_report(
         for task, evaluation in zip(evaluated, body.evaluations, strict=True)
     ]
     batch.reports.append(report)
-    batch.evaluations.extend({"report_id": report_id, **row} for row in rows)
+    batch.evaluations.extend(
+        {"report_id": report_id, "project_id": context.id, **row} for row in rows
+    )
     if observations:
         _hold_observations(batch, context.id, run, report_id, observations, all_tasks, now=now)
     after_commit(session, REPORTS_STORED.inc)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from ordo_server.app.db import Database
 from ordo_server.app.main import create_app
 from ordo_server.app.services import planning
+from ordo_server.app.services.recommendations import load_history
 from tests.conftest import worker_less_settings
 from tests.factories import ProjectKeys, create_project_with_keys
 
@@ -254,3 +255,62 @@ def test_a_workers_claims_read_the_open_jobs_only(
         plan = _plan(connection, statement, parameters)
         assert not FULL_SCAN.search(plan), plan
         assert "pk_ordo_jobs" not in plan, plan
+
+
+OTHER_PROJECTS = 30
+"""Other projects in the table, each with ..."""
+OTHER_REPORTS = 50
+"""... so many reports of one run, each with every task's evaluation."""
+
+
+def _other_projects(connection: Connection) -> None:
+    """``OTHER_PROJECTS`` projects of 3 tasks, each with one run of ``OTHER_REPORTS`` reports
+    and their evaluations, with statistics."""
+    count = OTHER_PROJECTS * OTHER_REPORTS
+    numbers = (
+        f"WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {count})"
+    )
+    projects = f"{numbers} SELECT 'p-' || i AS p FROM seq WHERE i <= {OTHER_PROJECTS}"
+    connection.exec_driver_sql(
+        "INSERT INTO ordo_projects (id, name, description, created_at, estimates_version, "
+        f"settings) SELECT p, p, '', CURRENT_TIMESTAMP, 0, '{{}}' FROM ({projects}) AS projects"
+    )
+    for index in range(3):
+        connection.exec_driver_sql(
+            'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind, reward, goal, '
+            f"scale, weight, metadata, created_at, updated_at) SELECT p || '-t{index}', p, "
+            f"'t{index}', {index}, 't', 'structured', 'other', 'maximize', 1.0, 1.0, '{{}}', "
+            f"CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM ({projects}) AS projects"
+        )
+    connection.exec_driver_sql(
+        "INSERT INTO ordo_runs (id, project_id, adaptive, strategy, status, next_stage, "
+        "lease_token, created_at, level_model) SELECT p || '-run', p, TRUE, 'thompson', "
+        f"'completed', 4, 1, CURRENT_TIMESTAMP, 'constant' FROM ({projects}) AS projects"
+    )
+    connection.exec_driver_sql(
+        "INSERT INTO ordo_stage_reports (id, project_id, run_id, stage, body_hash, body, "
+        f"response, late, created_at) {numbers} SELECT 'r-' || i, 'p-' || ((i - 1) / "
+        f"{OTHER_REPORTS} + 1), 'p-' || ((i - 1) / {OTHER_REPORTS} + 1) || '-run', i, 'h', "
+        "'{}', '{}', FALSE, CURRENT_TIMESTAMP FROM seq"
+    )
+    connection.exec_driver_sql(
+        "INSERT INTO ordo_stage_evaluations (report_id, project_id, task_id, value, utility) "
+        "SELECT r.id, r.project_id, t.id, 0.5, 0.5 FROM ordo_stage_reports r "
+        "JOIN ordo_tasks t ON t.project_id = r.project_id WHERE substr(r.project_id, 1, 2) = 'p-'"
+    )
+    for table in ("ordo_projects", "ordo_runs", "ordo_stage_reports", "ordo_stage_evaluations"):
+        connection.exec_driver_sql(f"ANALYZE {table}")
+
+
+def test_a_projects_history_reads_its_own_evaluations_only(
+    tasked: ProjectKeys, session: Session, connection: Connection, recorded: Recorded
+) -> None:
+    """With other projects' evaluations in the table, the read of a project's history (each
+    plan job's) reads the project's own, not the whole table."""
+    _other_projects(connection)
+    recorded.clear()
+    load_history(session, "p-1")
+    [read] = [(s, p) for s, p in recorded if "JOIN ordo_stage_evaluations" in s]
+    plan = _plan(connection, *read)
+    whole = re.compile(r"Seq Scan on ordo_stage_evaluations|\bSCAN ordo_stage_evaluations\b")
+    assert not whole.search(plan), plan

@@ -206,3 +206,70 @@ def test_upgrade_to_0008_raises_stored_stds_to_the_floor(empty_database_url: str
     assert stored["fine"] == fine
     ProjectSettings.model_validate(stored["tiny"])  # what every request of the project reads
     assert [tuple(row) for row in variances] == [("G", 0.01), ("L", MIN_STD**2)]
+
+
+def test_upgrade_to_0010_gives_every_evaluation_its_reports_project(
+    empty_database_url: str,
+) -> None:
+    """Evaluations stored before 0010 take their report's project; the downgrade drops it."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0009")
+    engine = build_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as connection:
+            for project in ("p1", "p2"):
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_projects (id, name, description, created_at,"
+                        " estimates_version, settings) VALUES (:p, :p, '', :now, 0, '{}')"
+                    ),
+                    {"p": project, "now": now},
+                )
+                connection.execute(
+                    text(
+                        'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind,'
+                        " reward, goal, scale, weight, metadata, created_at, updated_at) VALUES"
+                        " (:t, :p, 't', 0, 't', 'structured', 'other', 'maximize', 1.0, 1.0,"
+                        " '{}', :now, :now)"
+                    ),
+                    {"t": f"task-{project}", "p": project, "now": now},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_runs (id, project_id, adaptive, strategy, status,"
+                        " next_stage, lease_token, created_at, level_model) VALUES (:r, :p,"
+                        " FALSE, 'exploit', 'active', 1, 1, :now, 'constant')"
+                    ),
+                    {"r": f"run-{project}", "p": project, "now": now},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_stage_reports (id, project_id, run_id, stage,"
+                        " body_hash, body, response, late, created_at) VALUES (:rep, :p, :r, 0,"
+                        " 'h', '{}', '{}', FALSE, :now)"
+                    ),
+                    {"rep": f"report-{project}", "p": project, "r": f"run-{project}", "now": now},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO ordo_stage_evaluations (report_id, task_id, value, utility)"
+                        " VALUES (:rep, :t, 0.5, 0.5)"
+                    ),
+                    {"rep": f"report-{project}", "t": f"task-{project}"},
+                )
+        command.upgrade(config, "0010")
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT report_id, project_id FROM ordo_stage_evaluations ORDER BY report_id")
+            ).all()
+        assert [tuple(row) for row in rows] == [("report-p1", "p1"), ("report-p2", "p2")]
+        assert _drift(empty_database_url) == []
+        command.downgrade(config, "0009")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("ordo_stage_evaluations")}
+            count = connection.execute(text("SELECT count(*) FROM ordo_stage_evaluations")).scalar()
+        assert "project_id" not in columns
+        assert count == 2
+    finally:
+        engine.dispose()
