@@ -38,7 +38,6 @@ class Job(Base):
             sqlite_where=text("status = 'todo'"),
             postgresql_where=text("status = 'todo'"),
         ),
-        Index("ix_ordo_jobs_claimable", "status", "locked_until"),
         # A run's jobs: whether one is pending (every report and ``GET .../next`` asks), and
         # the cascade when a run is deleted. Without it each of those read every job row.
         Index("ix_ordo_jobs_run_id", "run_id"),
