@@ -174,7 +174,7 @@ def replicas() -> Iterator[tuple[str, dict[str, str]]]:
     with ExitStack() as stack:
         url = stack.enter_context(postgres_database(require_postgres()))
         server = stack.enter_context(run_live_server(url, env=env))
-        stack.enter_context(worker_process(url, env))
+        stack.enter_context(worker_process(url, env, ready=True))
         yield server.base_url, server.admin_headers
 
 
@@ -189,7 +189,8 @@ def test_a_worker_process_solves_and_wakes_the_waiting_request(
         assert http.post(f"/v1/projects/{project['id']}/tasks", json=tasks).is_success
         schedules = f"/v1/projects/{project['id']}/schedules"
         # The worker sleeps on LISTEN (its poll is 5 s): NOTIFY wakes it, and the worker's
-        # NOTIFY wakes the request, well within the 10 s wait.
+        # NOTIFY wakes the request, well within the 10 s wait. (The fixture waits until the
+        # worker is set up: on a slow machine its imports alone took longer than 5 s.)
         started = time.monotonic()
         created = http.post(schedules, json={"time_limit_s": 5})
         assert created.status_code == 201, created.text
