@@ -344,14 +344,18 @@ end
 """
 
 
-def _cpu_seconds() -> dict[int, tuple[int, str, float]]:
+CpuTable = dict[int, tuple[int, str, float]]
+"""Processes by pid: (parent pid, name, user + system CPU seconds)."""
+
+
+def _cpu_seconds() -> CpuTable:
     """Every process of this machine: pid -> (parent pid, name, user + system CPU seconds).
 
     From ``/proc/<pid>/stat`` (Linux); empty elsewhere. A process that ends while it is read is
     left out.
     """
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    table: dict[int, tuple[int, str, float]] = {}
+    table: CpuTable = {}
     proc = Path("/proc")
     if not proc.is_dir():
         return table
@@ -368,7 +372,7 @@ def _cpu_seconds() -> dict[int, tuple[int, str, float]]:
     return table
 
 
-def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
+def _tree(table: CpuTable, root: int) -> set[int]:
     """``root`` and its descendants in ``table``."""
     members, grew = {root}, True
     while grew:
@@ -376,9 +380,6 @@ def _tree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
         grew = bool(more - members)
         members |= more
     return members & table.keys()
-
-
-CpuTable = dict[int, tuple[int, str, float]]
 
 
 def _spent_since(before: CpuTable) -> tuple[CpuTable, dict[int, float]]:
@@ -404,7 +405,7 @@ class CpuMeter:
     root: int
     server_s: float = 0.0
     postgres_s: float = 0.0
-    _before: dict[int, tuple[int, str, float]] = field(default_factory=dict)
+    _before: CpuTable = field(default_factory=dict)
 
     def start(self) -> None:
         self._before = _cpu_seconds()
@@ -431,7 +432,7 @@ class FleetCpu:
     they measure, so a busy trainer process lengthens the latencies it records)."""
 
     root: int
-    _before: dict[int, tuple[int, str, float]] = field(default_factory=dict)
+    _before: CpuTable = field(default_factory=dict)
     _spent: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:

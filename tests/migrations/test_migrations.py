@@ -6,13 +6,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from ordo_server.app.db import (
     VERSION_TABLE,
@@ -36,6 +37,29 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         return
     with postgres_database(require_postgres(), migrate=False) as url:
         yield url
+
+
+def _insert_project(connection: Connection, project_id: str, settings: dict[str, Any]) -> None:
+    """A project row as every revision since 0001 stores it (raw SQL: no model of the day)."""
+    connection.execute(
+        text(
+            "INSERT INTO ordo_projects (id, name, description, created_at, estimates_version,"
+            " settings) VALUES (:p, :p, '', :now, 0, :settings)"
+        ),
+        {"p": project_id, "now": datetime.now(UTC), "settings": json.dumps(settings)},
+    )
+
+
+def _insert_task(connection: Connection, task_id: str, project_id: str) -> None:
+    """A task row (key ``t``, index 0) of ``project_id``, as every revision since 0001 stores it."""
+    connection.execute(
+        text(
+            'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind, reward, goal,'
+            " scale, weight, metadata, created_at, updated_at) VALUES (:t, :p, 't', 0, 't',"
+            " 'structured', 'other', 'maximize', 1.0, 1.0, '{}', :now, :now)"
+        ),
+        {"t": task_id, "p": project_id, "now": datetime.now(UTC)},
+    )
 
 
 def test_single_head() -> None:
@@ -163,22 +187,8 @@ def test_upgrade_to_0008_raises_stored_stds_to_the_floor(empty_database_url: str
     try:
         with engine.begin() as connection:
             for project_id, settings in (("tiny", tiny), ("fine", fine)):
-                connection.execute(
-                    text(
-                        "INSERT INTO ordo_projects (id, name, description, created_at,"
-                        " estimates_version, settings) VALUES (:p, :p, '', :now, 0, :settings)"
-                    ),
-                    {"p": project_id, "now": now, "settings": json.dumps(settings)},
-                )
-            connection.execute(
-                text(
-                    'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind, reward,'
-                    " goal, scale, weight, metadata, created_at, updated_at) VALUES ('t',"
-                    " 'tiny', 't', 0, 't', 'structured', 'other', 'maximize', 1.0, 1.0, '{}',"
-                    " :now, :now)"
-                ),
-                {"now": now},
-            )
+                _insert_project(connection, project_id, settings)
+            _insert_task(connection, "t", "tiny")
             for effect, prior_var in (("L", 1e-320), ("G", 0.01)):
                 connection.execute(
                     text(
@@ -219,22 +229,8 @@ def test_upgrade_to_0010_gives_every_evaluation_its_reports_project(
     try:
         with engine.begin() as connection:
             for project in ("p1", "p2"):
-                connection.execute(
-                    text(
-                        "INSERT INTO ordo_projects (id, name, description, created_at,"
-                        " estimates_version, settings) VALUES (:p, :p, '', :now, 0, '{}')"
-                    ),
-                    {"p": project, "now": now},
-                )
-                connection.execute(
-                    text(
-                        'INSERT INTO ordo_tasks (id, project_id, key, "index", name, kind,'
-                        " reward, goal, scale, weight, metadata, created_at, updated_at) VALUES"
-                        " (:t, :p, 't', 0, 't', 'structured', 'other', 'maximize', 1.0, 1.0,"
-                        " '{}', :now, :now)"
-                    ),
-                    {"t": f"task-{project}", "p": project, "now": now},
-                )
+                _insert_project(connection, project, {})
+                _insert_task(connection, f"task-{project}", project)
                 connection.execute(
                     text(
                         "INSERT INTO ordo_runs (id, project_id, adaptive, strategy, status,"
