@@ -1,5 +1,5 @@
-"""Several rows, of one table or several, in one INSERT statement: one JSON parameter a table,
-read by ``json_to_recordset`` on PostgreSQL.
+"""Several rows, of one table or several, in one statement: one JSON parameter a table, read by
+``json_to_recordset`` on PostgreSQL; new rows and new values of existing ones alike.
 
 An executemany in psycopg 3 runs in pipeline mode, which polls the socket with the GIL held
 until the server answers: cheap alone, but under load it burnt the API process's CPU while
@@ -9,7 +9,9 @@ whatever the row count (and the table count: the report's rows of four tables go
 and its SQL is built once per set of tables and columns. The parameter is
 the rows as one JSON text (the standard library's C encoder): arrays, one per column, cost
 psycopg's pure-Python list dumper a tenth of an API process's time under load
-(``py-spy --gil``; docs/jobs.md). SQLite keeps the executemany (in-process, no round trip to
+(``py-spy --gil``; docs/jobs.md). Updates of rows by key go into the same statement (a report's
+run row): the ORM's unit of work spent as much Python on flushing one run's three columns as
+the rest of the statement cost. SQLite keeps the executemany (in-process, no round trip to
 save).
 """
 
@@ -22,7 +24,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Insert, Table, TextClause, insert, text
+from sqlalchemy import Insert, Table, TextClause, Update, bindparam, insert, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -36,27 +38,55 @@ class Insertion(NamedTuple):
     rows: Sequence[Mapping[str, Any]]
 
 
-def insert_together(session: Session, insertions: Sequence[Insertion]) -> None:
-    """Insert every insertion's rows, in one statement on PostgreSQL.
+class Change(NamedTuple):
+    """New values for rows of one table (dicts with the same keys: ``key``, the column that
+    finds each row, and the columns to set)."""
+
+    table: Table
+    key: str
+    rows: Sequence[Mapping[str, Any]]
+
+
+def write_together(
+    session: Session, insertions: Sequence[Insertion], changes: Sequence[Change] = ()
+) -> None:
+    """Insert every insertion's rows and make every change, in one statement on PostgreSQL.
 
     Values: numbers, text, timestamps, booleans, ``None``, and for a JSON column what
     ``json.dumps`` takes with finite numbers only (PostgreSQL's ``json`` has no NaN, as before:
     SQLAlchemy's JSON type wrote the same text). Rows are inserted in the order given (an
-    identity column numbers them so). On PostgreSQL the tables before the last are written by
-    data-modifying ``WITH`` clauses of the last one's ``INSERT``: one round trip whatever the
-    tables; a foreign key from a later table to an earlier one is checked at the statement's
-    end, when both are in.
+    identity column numbers them so). On PostgreSQL every table's writes but the last are
+    data-modifying ``WITH`` clauses of the last one's: one round trip whatever the tables; a
+    foreign key from a later table to an earlier one is checked at the statement's end, when
+    both are in. The clauses share one snapshot: a change must not touch rows inserted here,
+    and no two writes may touch one row.
     """
     present = [insertion for insertion in insertions if insertion.rows]
-    if not present:
+    changed = [change for change in changes if change.rows]
+    if not present and not changed:
         return
     if session.get_bind().dialect.name != "postgresql":
         for table, rows in present:
             session.execute(_insert(table), list(rows))
+        for table, key, rows in changed:
+            _apply_change(session, table, key, rows)
         return
-    shape = tuple((table, tuple(rows[0])) for table, rows in present)
-    parameters = {f"rows{i}": rows_json(rows) for i, (_, rows) in enumerate(present)}
-    session.execute(_combined_insert(shape), parameters)
+    shape = (
+        tuple((table, tuple(rows[0])) for table, rows in present),
+        tuple((table, key, tuple(rows[0])) for table, key, rows in changed),
+    )
+    rows_of = [rows for _, rows in present] + [rows for _, _, rows in changed]
+    parameters = {f"rows{i}": rows_json(rows) for i, rows in enumerate(rows_of)}
+    session.execute(_combined_write(*shape), parameters)
+
+
+def _apply_change(
+    session: Session, table: Table, key: str, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """SQLite's executemany of one change (a bind parameter may not be named as a column)."""
+    columns = [name for name in rows[0] if name != key]
+    bound = [{f"new_{name}": value for name, value in row.items()} for row in rows]
+    session.execute(_update(table, key, tuple(columns)), bound)
 
 
 def rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -90,24 +120,53 @@ def _insert(table: Table) -> Insert:
 
 
 @cache
-def _combined_insert(shape: tuple[tuple[Table, tuple[str, ...]], ...]) -> TextClause:
-    """The INSERT of :func:`insert_together` for tables and column sets ``shape``; parameter
-    ``rows{i}`` holds the rows of the ``i``-th."""
-    inserts = [
-        _recordset_insert(table, columns, f"rows{i}") for i, (table, columns) in enumerate(shape)
+def _update(table: Table, key: str, columns: tuple[str, ...]) -> Update:
+    """``UPDATE table SET column = :new_column ... WHERE key = :new_key``, built once."""
+    values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in columns}
+    return update(table).where(table.c[key] == bindparam(f"new_{key}")).values(values)
+
+
+@cache
+def _combined_write(
+    inserts: tuple[tuple[Table, tuple[str, ...]], ...],
+    changes: tuple[tuple[Table, str, tuple[str, ...]], ...],
+) -> TextClause:
+    """The statement of :func:`write_together` for tables and column sets ``inserts`` and
+    ``changes``; parameter ``rows{i}`` holds the rows of the ``i``-th of them (inserts first)."""
+    writes = [
+        _recordset_insert(table, columns, f"rows{i}") for i, (table, columns) in enumerate(inserts)
     ]
-    clauses = ", ".join(f"written_{i} AS ({sql})" for i, sql in enumerate(inserts[:-1]))
-    return text(f"WITH {clauses} {inserts[-1]}" if clauses else inserts[-1])
+    writes += [
+        _recordset_update(table, key, columns, f"rows{len(inserts) + i}")
+        for i, (table, key, columns) in enumerate(changes)
+    ]
+    clauses = ", ".join(f"written_{i} AS ({sql})" for i, sql in enumerate(writes[:-1]))
+    return text(f"WITH {clauses} {writes[-1]}" if clauses else writes[-1])
+
+
+def _recordset(table: Table, columns: tuple[str, ...], parameter: str) -> str:
+    """``json_to_recordset(:parameter) AS (column type, ...)``: the rows of ``parameter``."""
+    record = ", ".join(f'"{name}" {_column_type(table, name)}' for name in columns)
+    return f"json_to_recordset(CAST(:{parameter} AS json)) AS ({record})"
+
+
+def _recordset_update(table: Table, key: str, columns: tuple[str, ...], parameter: str) -> str:
+    """``UPDATE table SET column = r.column ... FROM json_to_recordset(:parameter) AS r(...)
+    WHERE table.key = r.key``."""
+    assignments = ", ".join(f'"{name}" = r."{name}"' for name in columns if name != key)
+    return (
+        f'UPDATE "{table.name}" SET {assignments} FROM ROWS FROM '
+        f'({_recordset(table, columns, parameter)}) AS r WHERE "{table.name}"."{key}" = r."{key}"'
+    )
 
 
 def _recordset_insert(table: Table, columns: tuple[str, ...], parameter: str) -> str:
     """``INSERT INTO table (columns) SELECT columns FROM json_to_recordset(:parameter) AS
     r(column type, ...)``, in the rows' order."""
     names = ", ".join(f'"{name}"' for name in columns)
-    record = ", ".join(f'"{name}" {_column_type(table, name)}' for name in columns)
     return (
         f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM ROWS FROM '
-        f"(json_to_recordset(CAST(:{parameter} AS json)) AS ({record})) "
+        f"({_recordset(table, columns, parameter)}) "
         f"WITH ORDINALITY AS r({names}, position) ORDER BY r.position"
     )
 

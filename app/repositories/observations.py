@@ -87,7 +87,7 @@ def observation_values(
 
 def observation_insertion(values: Sequence[dict[str, Any]]) -> Insertion:
     """Raw observations to append (rows of :func:`observation_values`, of any number of
-    reports), for :func:`bulk.insert_together`: the hot path of every report."""
+    reports), for :func:`bulk.write_together`: the hot path of every report."""
     return Insertion(_OBSERVATIONS, values)
 
 

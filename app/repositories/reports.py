@@ -39,7 +39,7 @@ def report_insertions(
     reports: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]]
 ) -> list[Insertion]:
     """Reports (each: its column values, ``id`` included) and their evaluations (each:
-    report_id, task_id, value, utility, stderr, entropy) for :func:`bulk.insert_together`
+    report_id, task_id, value, utility, stderr, entropy) for :func:`bulk.write_together`
     (not the ORM unit of work: this is every report's path)."""
     return [Insertion(_REPORTS, reports), Insertion(_EVALUATIONS, evaluations)]
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ordo_server.app.repositories.bulk import Change
 from ordo_server.app.repositories.jobs import DOING, TODO
 from ordo_server.app.repositories.statistics import estimates_version_column
 from ordo_server.models import Job, Run, Schedule
@@ -79,6 +80,15 @@ def get_run(
 
 
 # Built once (bound: project_id, run_ids): a plan batch reads its runs, a group store locks them.
+_RUN_ROWS = Run.metadata.tables[Run.__tablename__]
+
+
+def run_changes(rows: Sequence[dict[str, Any]]) -> Change:
+    """New values of run rows (each: ``id`` and the columns to set, the same in every row) for
+    :func:`bulk.write_together`."""
+    return Change(_RUN_ROWS, "id", rows)
+
+
 _RUNS = select(Run).where(
     Run.project_id == bindparam("project_id"), Run.id.in_(bindparam("run_ids", expanding=True))
 )

@@ -53,7 +53,7 @@ def delta_values(
 
 def delta_insertion(rows: Sequence[dict[str, Any]]) -> Insertion:
     """Reports' statistics to append (rows of :func:`delta_values`), for
-    :func:`bulk.insert_together`: no row of anyone else touched; the deltas are read in id
+    :func:`bulk.write_together`: no row of anyone else touched; the deltas are read in id
     order, the order of ``rows``."""
     return Insertion(_DELTAS, rows)
 

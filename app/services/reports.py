@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.errors import (
@@ -41,7 +42,7 @@ from ordo_server.app.repositories import reports as report_repo
 from ordo_server.app.repositories import runs as run_repo
 from ordo_server.app.repositories import statistics as stat_repo
 from ordo_server.app.repositories import tasks as task_repo
-from ordo_server.app.repositories.bulk import insert_together
+from ordo_server.app.repositories.bulk import write_together
 from ordo_server.app.repositories.estimates import StatIncrement
 from ordo_server.app.repositories.observations import LEVEL_SUMS, LevelSums, ObservationRow
 from ordo_server.app.schemas.calibration import RecomputeRead
@@ -261,6 +262,7 @@ class BatchState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     observations: list[dict[str, Any]] = field(default_factory=list)
     deltas: list[dict[str, Any]] = field(default_factory=list)
+    run_changes: list[dict[str, Any]] = field(default_factory=list)
     plan_requests: list[dict[str, Any]] = field(default_factory=list)
     _tasks: dict[str, Sequence[Task]] = field(default_factory=dict)
     _statistics_locked: set[str] = field(default_factory=set)
@@ -327,25 +329,33 @@ class BatchState:
         if len(self.plan_requests) == 1:
             after_commit(session, wake_workers)
 
+    def change_run(self, run: Run, values: Mapping[str, Any]) -> None:
+        """Give ``run`` ``values`` (column names), written with the batch's rows: the unit of
+        work does not see them (its flush of a run row cost as much as the batch's INSERT)."""
+        for name, value in values.items():
+            set_committed_value(run, name, value)
+        self.run_changes.append({"id": run.id, **values})
+
     def forget(self, run_id: str) -> None:
         """Read the run again next time (after this transaction wrote to it)."""
         self.views.pop(run_id, None)
         self.inputs.pop(run_id, None)
 
     def flush(self, session: Session) -> None:
-        """Write what the reports held back, in the reports' order: one INSERT statement for
-        every table on PostgreSQL."""
-        insert_together(
+        """Write what the reports held back, in the reports' order, and the runs' new values:
+        one statement for every table on PostgreSQL."""
+        write_together(
             session,
             [
                 *report_repo.report_insertions(self.reports, self.evaluations),
                 observation_repo.observation_insertion(self.observations),
                 stat_repo.delta_insertion(self.deltas),
             ],
+            [run_repo.run_changes(self.run_changes)],
         )
         job_repo.enqueue_run_plans(session, self.plan_requests)
         self.reports, self.evaluations, self.observations, self.deltas = [], [], [], []
-        self.plan_requests = []
+        self.run_changes, self.plan_requests = [], []
 
 
 def put_report(
@@ -414,8 +424,7 @@ def put_report(
         observations = _observe(inputs, stage, current, index[trained.id], index)
         # Shared: reports never wait for each other here, only for a fold or a recomputation.
         batch.lock_statistics(session, context.id)
-    run.next_stage = stage + 1
-    run_service.renew_lease(run, now, settings)
+    batch.change_run(run, {"next_stage": stage + 1, **run_service.lease_renewal(now, settings)})
     pending = False
     if plan is not None and run_service.replans_after(run, stage, len(order)):
         # The re-plan is a job (app.services.planning): this transaction solves nothing.

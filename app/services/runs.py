@@ -242,9 +242,17 @@ def effective_status(run: Run, now: datetime) -> RunStatus:
 
 def renew_lease(run: Run, now: datetime, settings: Settings) -> None:
     """Proof of life: the run is active until ``now + heartbeat_grace_s``."""
-    run.status = RunStatus.ACTIVE.value
-    run.last_heartbeat_at = now
-    run.lease_expires_at = now + timedelta(seconds=settings.heartbeat_grace_s)
+    for name, value in lease_renewal(now, settings).items():
+        setattr(run, name, value)
+
+
+def lease_renewal(now: datetime, settings: Settings) -> dict[str, Any]:
+    """The run columns a proof of life at ``now`` sets (:func:`renew_lease`)."""
+    return {
+        "status": RunStatus.ACTIVE.value,
+        "last_heartbeat_at": now,
+        "lease_expires_at": now + timedelta(seconds=settings.heartbeat_grace_s),
+    }
 
 
 def lease_of(run: Run, settings: Settings) -> Lease:

@@ -1,5 +1,6 @@
-"""Several rows in one INSERT (``app.repositories.bulk``): every value comes back as it went in,
-on SQLite (executemany) and PostgreSQL (one JSON parameter read by ``json_to_recordset``)."""
+"""Several rows in one statement (``app.repositories.bulk``): every value comes back as it went
+in, inserted or changed, on SQLite (executemany) and PostgreSQL (one JSON parameter a table,
+read by ``json_to_recordset``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import Insertion, insert_together, rows_json
+from ordo_server.app.repositories.bulk import Change, Insertion, rows_json, write_together
 
 _METADATA = MetaData()
 _ROWS = Table(
@@ -77,7 +78,7 @@ def test_rows_come_back_exactly_and_in_order(session: Session) -> None:
     _METADATA.create_all(session.connection())
     rows = _rows()
 
-    insert_together(session, [Insertion(_ROWS, rows)])
+    write_together(session, [Insertion(_ROWS, rows)])
 
     stored = _read_back(session)
     assert [row[:3] for row in stored] == [(r["label"], r["value"], r["flag"]) for r in rows]
@@ -98,7 +99,7 @@ def test_non_finite_floats_are_stored(session: Session) -> None:
     _METADATA.create_all(session.connection())
     rows = [{"value": math.inf}, {"value": -math.inf}, {"value": math.nan}, {"value": 1.5}]
 
-    insert_together(session, [Insertion(_ROWS, rows)])
+    write_together(session, [Insertion(_ROWS, rows)])
 
     values = session.scalars(select(_ROWS.c.value).order_by(_ROWS.c.id)).all()
     assert values[:2] == [math.inf, -math.inf]
@@ -120,7 +121,7 @@ def test_several_tables_in_one_call_children_after_parents(session: Session) -> 
     parents = [{"id": f"p{i}", "n": i} for i in range(3)]
     children = [{"parent_id": f"p{i % 3}", "value": float(i)} for i in range(7, 0, -1)]
 
-    insert_together(
+    write_together(
         session,
         [Insertion(_PARENTS, parents), Insertion(_ROWS, []), Insertion(_CHILDREN, children)],
     )
@@ -136,10 +137,47 @@ def test_several_tables_in_one_call_children_after_parents(session: Session) -> 
 def test_a_child_without_its_parent_is_refused(session: Session) -> None:
     _METADATA.create_all(session.connection())
     with pytest.raises(IntegrityError):
-        insert_together(
+        write_together(
             session,
             [
                 Insertion(_PARENTS, [{"id": "q0", "n": 0}]),
                 Insertion(_CHILDREN, [{"parent_id": "missing", "value": 1.0}]),
             ],
         )
+
+
+def test_changes_set_their_columns_on_their_rows_only(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    write_together(session, [Insertion(_ROWS, _rows())])
+    ids = session.scalars(select(_ROWS.c.id).order_by(_ROWS.c.id)).all()
+    before = _read_back(session)
+    later = datetime(2027, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    changes = [
+        {"id": ids[4], "label": 'changed "4"\n', "value": -2.5, "at": later},
+        {"id": ids[1], "label": None, "value": 1e308, "at": None},
+    ]
+
+    write_together(session, [], [Change(_ROWS, "id", changes)])
+
+    after = _read_back(session)
+    assert after[1][:2] == (None, 1e308)
+    assert after[1][3] is None
+    assert after[4][:2] == ('changed "4"\n', -2.5)
+    assert _instant(after[4][3]) == later
+    # The columns not named and the rows not changed are as they were.
+    assert [row[2:5:2] for row in after] == [row[2:5:2] for row in before]
+    assert [after[i] for i in (0, 2, 3, 5)] == [before[i] for i in (0, 2, 3, 5)]
+
+
+def test_inserts_and_changes_in_one_call(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    write_together(session, [Insertion(_PARENTS, [{"id": "p0", "n": 0}, {"id": "p1", "n": 1}])])
+
+    write_together(
+        session,
+        [Insertion(_CHILDREN, [{"parent_id": "p1", "value": 2.0}])],
+        [Change(_PARENTS, "id", [{"id": "p1", "n": 11}])],
+    )
+
+    assert session.scalars(select(_PARENTS.c.n).order_by(_PARENTS.c.id)).all() == [0, 11]
+    assert session.execute(select(_CHILDREN.c.parent_id, _CHILDREN.c.value)).all() == [("p1", 2.0)]

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -28,6 +29,7 @@ from ordo_server.app.services.auth import Principal, authenticate
 from ordo_server.app.services.key_cache import KeyCache
 from ordo_server.app.services.reports import ReportRequest, put_reports
 from ordo_server.app.settings import Settings
+from ordo_server.models import Run
 from tests.conftest import (
     ADMIN_TOKEN,
     ProjectWithRuns,
@@ -331,6 +333,34 @@ def test_a_batch_makes_as_many_statements_as_one_report(project: Project) -> Non
     outcomes = store_reports(project.database, project.settings, None, batch)
     assert all(isinstance(o, ReportAccepted) for o in outcomes)
     assert len(statements) == alone, statements
+
+
+def test_the_runs_rows_are_written_with_the_reports(project: Project) -> None:
+    baselines = [_request(project, r, 0) for r in range(3)]
+    store_reports(project.database, project.settings, None, baselines)
+    with unit_of_work(project.database.sessions) as session:  # run 2's lease ran out long ago
+        session.execute(
+            text("UPDATE ordo_runs SET status = 'stale', lease_expires_at = :at WHERE id = :id"),
+            {"at": datetime(2026, 1, 1, tzinfo=UTC), "id": project.runs[2]},
+        )
+    statements = recorded_statements(project.database.engine)
+    before = datetime.now(UTC)
+    outcomes = store_reports(
+        project.database, project.settings, None, [_request(project, r, 1) for r in range(3)]
+    )
+    assert all(isinstance(o, ReportAccepted) for o in outcomes)
+    if project.database.engine.dialect.name == "postgresql":
+        # The runs' new values go in the reports' one statement (SQLite: an executemany).
+        assert not any(s.startswith("UPDATE ordo_runs") for s in statements), statements
+        assert sum("INSERT INTO" in s and "UPDATE" in s for s in statements) == 1, statements
+    with unit_of_work(project.database.read_sessions) as session:
+        columns = (Run.id, Run.status, Run.next_stage, Run.lease_expires_at)
+        rows = session.execute(select(*columns).where(Run.id.in_(project.runs[:3]))).all()
+    assert len(rows) == 3
+    grace = timedelta(seconds=project.settings.heartbeat_grace_s)
+    for run_id, status, next_stage, expires in rows:
+        assert (status, next_stage) == ("active", 2), run_id
+        assert before + grace <= expires <= datetime.now(UTC) + grace
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
