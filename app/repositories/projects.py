@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from ordo_server.models import Project
+from ordo_server.models import Project, Task
 
 
 def add_project(
@@ -24,6 +24,25 @@ def add_project(
 def get_project(session: Session, project_id: str) -> Project | None:
     """The project with this id, or ``None``."""
     return session.get(Project, project_id)
+
+
+# Built once (bound: project_id): read by every batch of reports.
+_PROJECT_WITH_TASKS = (
+    select(Project, Task)
+    .outerjoin(Task, Task.project_id == Project.id)
+    .where(Project.id == bindparam("project_id"))
+    .order_by(Task.index)
+)
+
+
+def get_project_with_tasks(session: Session, project_id: str) -> tuple[Project | None, list[Task]]:
+    """The project with this id and its tasks in index order, in one statement (``None`` and
+    no tasks for a project that does not exist). The project stays in the session's identity
+    map: a :func:`get_project` of it after this reads nothing."""
+    rows = session.execute(_PROJECT_WITH_TASKS, {"project_id": project_id}).all()
+    if not rows:
+        return None, []
+    return rows[0][0], [task for _, task in rows if task is not None]
 
 
 def update_project(

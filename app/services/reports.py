@@ -58,7 +58,7 @@ from ordo_server.app.services.auth import (
 )
 from ordo_server.app.services.job_events import wake_workers
 from ordo_server.app.settings import Settings
-from ordo_server.models import Run, Task
+from ordo_server.models import Project, Run, Task
 from ordo_server.models.base import new_id
 from ordo_server.solver.estimation import (
     EffectKind,
@@ -265,6 +265,7 @@ class BatchState:
     run_changes: list[dict[str, Any]] = field(default_factory=list)
     plan_requests: list[dict[str, Any]] = field(default_factory=list)
     _tasks: dict[str, Sequence[Task]] = field(default_factory=dict)
+    _projects: dict[str, Project | None] = field(default_factory=dict)
     _statistics_locked: set[str] = field(default_factory=set)
 
     def tasks(self, session: Session, project_id: str) -> Sequence[Task]:
@@ -272,6 +273,15 @@ class BatchState:
         if project_id not in self._tasks:
             self._tasks[project_id] = task_repo.list_tasks(session, project_id)
         return self._tasks[project_id]
+
+    def read_project(self, session: Session, project_id: str) -> None:
+        """Read the project with its tasks in one statement: its authorization then finds it
+        in the session, and :meth:`tasks` has them."""
+        if project_id not in self._tasks:
+            # Held here: the session's identity map keeps no object nobody holds.
+            self._projects[project_id], self._tasks[project_id] = (
+                project_repo.get_project_with_tasks(session, project_id)
+            )
 
     def lock_statistics(self, session: Session, project_id: str) -> None:
         """The project's statistics lock, shared, until the transaction ends."""
@@ -544,7 +554,7 @@ def put_reports(
     for i in order:
         request = requests[i]
         try:
-            context_of[i] = _context(session, request, contexts)
+            context_of[i] = _context(session, request, contexts, batch)
         except ServiceError as error:
             outcomes[i] = error
             continue
@@ -580,10 +590,13 @@ def _context(
     session: Session,
     request: ReportRequest,
     contexts: dict[tuple[Principal, str], ProjectContext],
+    batch: BatchState,
 ) -> ProjectContext:
     """The request's project, checked once per key and project in a batch (404 otherwise)."""
     scope = (request.principal, request.project_id)
     if scope not in contexts:
+        if request.principal.project_id in (None, request.project_id):
+            batch.read_project(session, request.project_id)
         contexts[scope] = authorize_project(
             session, request.principal, request.project_id, admin=False
         )

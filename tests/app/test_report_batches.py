@@ -335,6 +335,29 @@ def test_a_batch_makes_as_many_statements_as_one_report(project: Project) -> Non
     assert len(statements) == alone, statements
 
 
+def test_a_batch_reads_its_project_with_the_tasks_in_one_statement(project: Project) -> None:
+    statements = recorded_statements(project.database.engine)
+    outcomes = store_reports(
+        project.database, project.settings, None, [_request(project, r, 0) for r in range(2)]
+    )
+    assert all(isinstance(o, ReportAccepted) for o in outcomes)
+    reads = [s for s in statements if s.startswith(("SELECT ordo_projects.", "SELECT ordo_tasks."))]
+    assert len(reads) == 1, statements
+    assert "JOIN ordo_tasks" in reads[0]
+
+
+def test_another_projects_key_reads_nothing_of_the_project(project: Project) -> None:
+    outsider = Principal(key_id="other", role=Role.TRAINER, project_id="another-project")
+    request = ReportRequest(outsider, project.project_id, project.runs[0], 0, _body(0), 1)
+    statements = recorded_statements(project.database.engine)
+    (outcome,) = store_reports(project.database, project.settings, None, [request])
+    assert isinstance(outcome, ServiceError)
+    assert outcome.status == 404
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert not any("ordo_projects" in s or "ordo_tasks" in s for s in reads), statements
+    assert _stored(project) == []
+
+
 def test_the_runs_rows_are_written_with_the_reports(project: Project) -> None:
     baselines = [_request(project, r, 0) for r in range(3)]
     store_reports(project.database, project.settings, None, baselines)
@@ -360,6 +383,7 @@ def test_the_runs_rows_are_written_with_the_reports(project: Project) -> None:
     grace = timedelta(seconds=project.settings.heartbeat_grace_s)
     for run_id, status, next_stage, expires in rows:
         assert (status, next_stage) == ("active", 2), run_id
+        assert expires is not None
         assert before + grace <= expires <= datetime.now(UTC) + grace
 
 
