@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Insert, Table, TextClause, Update, bindparam, insert, text, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 _POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -47,8 +48,25 @@ class Change(NamedTuple):
     rows: Sequence[Mapping[str, Any]]
 
 
+class Queueing(NamedTuple):
+    """Rows inserted unless one conflicts on the partial unique index ``index`` (its columns)
+    where ``index_where`` (SQL): an existing row stands for the new one (a coalesced job).
+    PostgreSQL: each inserted row's ``announce`` column is sent on ``channel`` (NOTIFY,
+    delivered at commit)."""
+
+    table: Table
+    rows: Sequence[Mapping[str, Any]]
+    index: tuple[str, ...]
+    index_where: str
+    channel: str
+    announce: str
+
+
 def write_together(
-    session: Session, insertions: Sequence[Insertion], changes: Sequence[Change] = ()
+    session: Session,
+    insertions: Sequence[Insertion],
+    changes: Sequence[Change] = (),
+    queueing: Queueing | None = None,
 ) -> None:
     """Insert every insertion's rows and make every change, in one statement on PostgreSQL.
 
@@ -59,25 +77,51 @@ def write_together(
     data-modifying ``WITH`` clauses of the last one's: one round trip whatever the tables; a
     foreign key from a later table to an earlier one is checked at the statement's end, when
     both are in. The clauses share one snapshot: a change must not touch rows inserted here,
-    and no two writes may touch one row.
+    and no two writes may touch one row. ``queueing``'s rows go last (the statement's own
+    ``SELECT pg_notify(...)`` of what it inserted on PostgreSQL).
     """
     present = [insertion for insertion in insertions if insertion.rows]
     changed = [change for change in changes if change.rows]
-    if not present and not changed:
+    queued = queueing if queueing is not None and queueing.rows else None
+    if not present and not changed and queued is None:
         return
     if session.get_bind().dialect.name != "postgresql":
         for table, rows in present:
             session.execute(_insert(table), list(rows))
         for table, key, rows in changed:
             _apply_change(session, table, key, rows)
+        if queued is not None:
+            _queue_on_sqlite(session, queued)
         return
     shape = (
         tuple((table, tuple(rows[0])) for table, rows in present),
         tuple((table, key, tuple(rows[0])) for table, key, rows in changed),
+        None if queued is None else _QueueShape(tuple(queued.rows[0]), *queued[2:], queued.table),
     )
     rows_of = [rows for _, rows in present] + [rows for _, _, rows in changed]
+    if queued is not None:
+        rows_of.append(queued.rows)
     parameters = {f"rows{i}": rows_json(rows) for i, rows in enumerate(rows_of)}
     session.execute(_combined_write(*shape), parameters)
+
+
+class _QueueShape(NamedTuple):
+    """A queueing's statement without its rows (hashable: the statement is built once)."""
+
+    columns: tuple[str, ...]
+    index: tuple[str, ...]
+    index_where: str
+    channel: str
+    announce: str
+    table: Table
+
+
+def _queue_on_sqlite(session: Session, queueing: Queueing) -> None:
+    """SQLite's insert of ``queueing``'s rows, a conflicting one skipped (no NOTIFY there)."""
+    statement = sqlite_insert(queueing.table).on_conflict_do_nothing(
+        index_elements=list(queueing.index), index_where=text(queueing.index_where)
+    )
+    session.execute(statement, list(queueing.rows))
 
 
 def _apply_change(
@@ -130,9 +174,11 @@ def _update(table: Table, key: str, columns: tuple[str, ...]) -> Update:
 def _combined_write(
     inserts: tuple[tuple[Table, tuple[str, ...]], ...],
     changes: tuple[tuple[Table, str, tuple[str, ...]], ...],
+    queueing: _QueueShape | None,
 ) -> TextClause:
     """The statement of :func:`write_together` for tables and column sets ``inserts`` and
-    ``changes``; parameter ``rows{i}`` holds the rows of the ``i``-th of them (inserts first)."""
+    ``changes`` and a queueing shaped as ``queueing``; parameter ``rows{i}`` holds the rows of
+    the ``i``-th of them (inserts, changes, the queueing)."""
     writes = [
         _recordset_insert(table, columns, f"rows{i}") for i, (table, columns) in enumerate(inserts)
     ]
@@ -140,6 +186,17 @@ def _combined_write(
         _recordset_update(table, key, columns, f"rows{len(inserts) + i}")
         for i, (table, key, columns) in enumerate(changes)
     ]
+    if queueing is not None:
+        index = ", ".join(f'"{name}"' for name in queueing.index)
+        writes.append(
+            f"{_recordset_insert(queueing.table, queueing.columns, f'rows{len(writes)}')} "
+            f"ON CONFLICT ({index}) WHERE {queueing.index_where} DO NOTHING "
+            f'RETURNING "{queueing.announce}"'
+        )
+        writes.append(
+            f"SELECT pg_notify('{queueing.channel}', \"{queueing.announce}\") "
+            f"FROM written_{len(writes) - 1}"
+        )
     clauses = ", ".join(f"written_{i} AS ({sql})" for i, sql in enumerate(writes[:-1]))
     return text(f"WITH {clauses} {writes[-1]}" if clauses else writes[-1])
 

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from ordo_server.app.repositories.bulk import Queueing
 from ordo_server.models import Job
 from ordo_server.models.job import OPEN
 
@@ -102,6 +103,14 @@ def enqueue_run_plans(session: Session, rows: Sequence[dict[str, Any]]) -> list[
         else:
             session.execute(_NOTIFY_EACH_JOB, {"run_ids": queued})
     return queued
+
+
+def run_plans_queueing(rows: Sequence[dict[str, Any]]) -> Queueing:
+    """Several runs' plan requests (rows of :func:`run_plan_values`, one per run) for
+    :func:`bulk.write_together`: coalesced and announced as :func:`enqueue_run_plans` does,
+    in the statement of the rows that asked for them."""
+    table = Job.metadata.tables[Job.__tablename__]
+    return Queueing(table, rows, ("run_id",), str(_TODO_WHERE), NOTIFY_CHANNEL, "run_id")
 
 
 @functools.cache

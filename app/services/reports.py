@@ -362,8 +362,8 @@ class BatchState:
                 stat_repo.delta_insertion(self.deltas),
             ],
             [run_repo.run_changes(self.run_changes)],
+            job_repo.run_plans_queueing(self.plan_requests),
         )
-        job_repo.enqueue_run_plans(session, self.plan_requests)
         self.reports, self.evaluations, self.observations, self.deltas = [], [], [], []
         self.run_changes, self.plan_requests = [], []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from sqlalchemy import (
     JSON,
@@ -15,17 +16,28 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
+    create_engine,
     func,
     select,
+    text,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import Change, Insertion, rows_json, write_together
+from ordo_server.app.repositories.bulk import (
+    Change,
+    Insertion,
+    Queueing,
+    rows_json,
+    write_together,
+)
+from tests.conftest import postgres_database, require_postgres
 
 _METADATA = MetaData()
 _ROWS = Table(
@@ -42,6 +54,23 @@ _ROWS = Table(
 _PARENTS = Table(
     "test_bulk_parents", _METADATA, Column("id", String(36), primary_key=True), Column("n", Integer)
 )
+_QUEUE = Table(
+    "test_bulk_queue",
+    _METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(36), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("doc", JSON),
+    Index(
+        "uq_test_bulk_queue_waiting",
+        "key",
+        unique=True,
+        postgresql_where=text("status = 'todo'"),
+        sqlite_where=text("status = 'todo'"),
+    ),
+)
+_CHANNEL = "test_bulk_queue"
+
 _CHILDREN = Table(
     "test_bulk_children",
     _METADATA,
@@ -181,3 +210,51 @@ def test_inserts_and_changes_in_one_call(session: Session) -> None:
 
     assert session.scalars(select(_PARENTS.c.n).order_by(_PARENTS.c.id)).all() == [0, 11]
     assert session.execute(select(_CHILDREN.c.parent_id, _CHILDREN.c.value)).all() == [("p1", 2.0)]
+
+
+def _queueing(keys: list[str]) -> Queueing:
+    rows = [{"key": k, "status": "todo", "doc": {"asked": k}} for k in keys]
+    return Queueing(_QUEUE, rows, ("key",), "status = 'todo'", _CHANNEL, "key")
+
+
+def test_queued_rows_that_conflict_with_a_waiting_one_are_skipped(session: Session) -> None:
+    _METADATA.create_all(session.connection())
+    session.execute(
+        _QUEUE.insert(), [{"key": "a", "status": "todo"}, {"key": "b", "status": "done"}]
+    )
+
+    write_together(
+        session,
+        [Insertion(_PARENTS, [{"id": "p0", "n": 0}])],
+        [],
+        _queueing(["a", "b", "c"]),
+    )
+
+    stored = session.execute(select(_QUEUE.c.key, _QUEUE.c.status, _QUEUE.c.doc)).all()
+    assert sorted(stored, key=str) == sorted(
+        [("a", "todo", None), ("b", "done", None), ("b", "todo", {"asked": "b"}),
+         ("c", "todo", {"asked": "c"})],
+        key=str,
+    )  # fmt: skip
+    assert session.scalars(select(_PARENTS.c.id)).all() == ["p0"]
+
+
+@pytest.mark.postgres
+def test_queued_rows_are_announced_at_commit_each_once() -> None:
+    with postgres_database(require_postgres(), migrate=False) as url:
+        engine = create_engine(url)
+        listener = psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(
+            hide_password=False
+        ), autocommit=True)  # fmt: skip
+        try:
+            listener.execute(f"LISTEN {_CHANNEL}")
+            with Session(engine) as session, session.begin():
+                _METADATA.create_all(session.connection())
+                session.execute(_QUEUE.insert(), [{"key": "a", "status": "todo"}])
+            with Session(engine) as session, session.begin():
+                write_together(session, [], [], _queueing(["a", "b", "c"]))
+            heard = [note.payload for note in listener.notifies(timeout=2.0, stop_after=2)]
+        finally:
+            listener.close()
+            engine.dispose()
+    assert sorted(heard) == ["b", "c"]
