@@ -49,14 +49,14 @@ class Change(NamedTuple):
 
 
 class Queueing(NamedTuple):
-    """Rows inserted unless one conflicts on the partial unique index ``index`` (its columns)
+    """Rows inserted unless one conflicts on the partial unique index of ``index_columns``
     where ``index_where`` (SQL): an existing row stands for the new one (a coalesced job).
     PostgreSQL: each inserted row's ``announce`` column is sent on ``channel`` (NOTIFY,
     delivered at commit)."""
 
     table: Table
     rows: Sequence[Mapping[str, Any]]
-    index: tuple[str, ...]
+    index_columns: tuple[str, ...]
     index_where: str
     channel: str
     announce: str
@@ -96,7 +96,7 @@ def write_together(
     shape = (
         tuple((table, tuple(rows[0])) for table, rows in present),
         tuple((table, key, tuple(rows[0])) for table, key, rows in changed),
-        None if queued is None else _QueueShape(tuple(queued.rows[0]), *queued[2:], queued.table),
+        None if queued is None else _queue_shape(queued),
     )
     rows_of = [rows for _, rows in present] + [rows for _, _, rows in changed]
     if queued is not None:
@@ -109,17 +109,28 @@ class _QueueShape(NamedTuple):
     """A queueing's statement without its rows (hashable: the statement is built once)."""
 
     columns: tuple[str, ...]
-    index: tuple[str, ...]
+    index_columns: tuple[str, ...]
     index_where: str
     channel: str
     announce: str
     table: Table
 
 
+def _queue_shape(queueing: Queueing) -> _QueueShape:
+    return _QueueShape(
+        columns=tuple(queueing.rows[0]),
+        index_columns=queueing.index_columns,
+        index_where=queueing.index_where,
+        channel=queueing.channel,
+        announce=queueing.announce,
+        table=queueing.table,
+    )
+
+
 def _queue_on_sqlite(session: Session, queueing: Queueing) -> None:
     """SQLite's insert of ``queueing``'s rows, a conflicting one skipped (no NOTIFY there)."""
     statement = sqlite_insert(queueing.table).on_conflict_do_nothing(
-        index_elements=list(queueing.index), index_where=text(queueing.index_where)
+        index_elements=list(queueing.index_columns), index_where=text(queueing.index_where)
     )
     session.execute(statement, list(queueing.rows))
 
@@ -187,7 +198,7 @@ def _combined_write(
         for i, (table, key, columns) in enumerate(changes)
     ]
     if queueing is not None:
-        index = ", ".join(f'"{name}"' for name in queueing.index)
+        index = ", ".join(f'"{name}"' for name in queueing.index_columns)
         writes.append(
             f"{_recordset_insert(queueing.table, queueing.columns, f'rows{len(writes)}')} "
             f"ON CONFLICT ({index}) WHERE {queueing.index_where} DO NOTHING "
