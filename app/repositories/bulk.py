@@ -62,11 +62,20 @@ class Queueing(NamedTuple):
     announce: str
 
 
+class Announcement(NamedTuple):
+    """Payloads sent on PostgreSQL channel ``channel`` (NOTIFY, delivered at commit; nothing
+    on SQLite)."""
+
+    channel: str
+    payloads: Sequence[str]
+
+
 def write_together(
     session: Session,
     insertions: Sequence[Insertion],
     changes: Sequence[Change] = (),
     queueing: Queueing | None = None,
+    announcement: Announcement | None = None,
 ) -> None:
     """Insert every insertion's rows and make every change, in one statement on PostgreSQL.
 
@@ -78,12 +87,16 @@ def write_together(
     foreign key from a later table to an earlier one is checked at the statement's end, when
     both are in. The clauses share one snapshot: a change must not touch rows inserted here,
     and no two writes may touch one row. ``queueing``'s rows go last (the statement's own
-    ``SELECT pg_notify(...)`` of what it inserted on PostgreSQL).
+    ``SELECT pg_notify(...)`` of what it inserted on PostgreSQL), or ``announcement``'s
+    payloads (not both).
     """
     present = [insertion for insertion in insertions if insertion.rows]
     changed = [change for change in changes if change.rows]
     queued = queueing if queueing is not None and queueing.rows else None
-    if not present and not changed and queued is None:
+    announced = announcement if announcement is not None and announcement.payloads else None
+    if queued is not None and announced is not None:
+        raise ValueError("a queueing or an announcement, not both")
+    if not present and not changed and queued is None and announced is None:
         return
     if session.get_bind().dialect.name != "postgresql":
         for table, rows in present:
@@ -97,11 +110,14 @@ def write_together(
         tuple((table, tuple(rows[0])) for table, rows in present),
         tuple((table, key, tuple(rows[0])) for table, key, rows in changed),
         None if queued is None else _queue_shape(queued),
+        None if announced is None else announced.channel,
     )
     rows_of = [rows for _, rows in present] + [rows for _, _, rows in changed]
     if queued is not None:
         rows_of.append(queued.rows)
     parameters = {f"rows{i}": rows_json(rows) for i, rows in enumerate(rows_of)}
+    if announced is not None:
+        parameters[f"rows{len(rows_of)}"] = json.dumps(list(announced.payloads))
     session.execute(_combined_write(*shape), parameters)
 
 
@@ -186,10 +202,12 @@ def _combined_write(
     inserts: tuple[tuple[Table, tuple[str, ...]], ...],
     changes: tuple[tuple[Table, str, tuple[str, ...]], ...],
     queueing: _QueueShape | None,
+    channel: str | None,
 ) -> TextClause:
     """The statement of :func:`write_together` for tables and column sets ``inserts`` and
-    ``changes`` and a queueing shaped as ``queueing``; parameter ``rows{i}`` holds the rows of
-    the ``i``-th of them (inserts, changes, the queueing)."""
+    ``changes``, a queueing shaped as ``queueing`` and an announcement on ``channel``;
+    parameter ``rows{i}`` holds the rows of the ``i``-th of them (inserts, changes, the
+    queueing or the announcement's payloads)."""
     writes = [
         _recordset_insert(table, columns, f"rows{i}") for i, (table, columns) in enumerate(inserts)
     ]
@@ -207,6 +225,11 @@ def _combined_write(
         writes.append(
             f"SELECT pg_notify('{queueing.channel}', \"{queueing.announce}\") "
             f"FROM written_{len(writes) - 1}"
+        )
+    if channel is not None:
+        writes.append(
+            f"SELECT pg_notify('{channel}', payload) "
+            f"FROM json_array_elements_text(CAST(:rows{len(writes)} AS json)) AS payload"
         )
     clauses = ", ".join(f"written_{i} AS ({sql})" for i, sql in enumerate(writes[:-1]))
     return text(f"WITH {clauses} {writes[-1]}" if clauses else writes[-1])

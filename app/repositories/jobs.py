@@ -15,12 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, String, bindparam, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from ordo_server.app.repositories.bulk import Queueing
+from ordo_server.app.repositories.bulk import Announcement, Change, Queueing
 from ordo_server.models import Job
 from ordo_server.models.job import OPEN
 
@@ -173,17 +172,6 @@ def announce_done(session: Session, key: str) -> None:
 
 
 # Built once (bound: channel, keys).
-_ANNOUNCE_MANY = text("SELECT pg_notify(:channel, key) FROM unnest(:keys) AS key").bindparams(
-    bindparam("keys", type_=postgresql.ARRAY(String))
-)
-
-
-def announce_many_done(session: Session, keys: Sequence[str]) -> None:
-    """:func:`announce_done` for several jobs, in one statement."""
-    if keys and session.get_bind().dialect.name == "postgresql":
-        session.execute(_ANNOUNCE_MANY, {"channel": PLANS_CHANNEL, "keys": list(keys)})
-
-
 def waiter_key(job_id: int) -> str:
     """What requests waiting for job ``job_id`` wait on (run plans: the run's id)."""
     return f"job:{job_id}"
@@ -305,35 +293,30 @@ def lock_held(session: Session, claims: Mapping[int, int]) -> set[int]:
 
 
 _JOBS_TABLE = Job.metadata.tables[Job.__tablename__]
-# Built once (bound per job: job_id, fence, job_outcome, finished).
-_FINISH_MANY = (
-    update(_JOBS_TABLE)
-    .where(
-        _JOBS_TABLE.c.id == bindparam("job_id"),
-        _JOBS_TABLE.c.status == DOING,
-        _JOBS_TABLE.c.attempts == bindparam("fence"),
-    )
-    .values(
-        status=DONE,
-        outcome=bindparam("job_outcome"),
-        error=None,
-        result=None,
-        finished_at=bindparam("finished"),
-        locked_until=None,
-    )
-)
 
 
-def finish_many(session: Session, ends: Sequence[tuple[int, int, str]], *, at: datetime) -> None:
-    """End jobs as done in one statement (``ends``: job id, fencing attempt, outcome), each only
-    if its claim still holds (lock them with :func:`lock_held` first)."""
-    if not ends:
-        return
+def job_ends(ends: Sequence[tuple[int, str]], *, at: datetime) -> Change:
+    """Jobs ended as done (``ends``: job id, outcome) for :func:`bulk.write_together`; lock
+    them with :func:`lock_held` first (the lock, not the statement, fences them)."""
     rows = [
-        {"job_id": i, "fence": fence, "job_outcome": outcome, "finished": at}
-        for i, fence, outcome in ends
+        {
+            "id": job_id,
+            "status": DONE,
+            "outcome": outcome,
+            "error": None,
+            "result": None,
+            "finished_at": at,
+            "locked_until": None,
+        }
+        for job_id, outcome in ends
     ]
-    session.execute(_FINISH_MANY, rows)
+    return Change(_JOBS_TABLE, "id", rows)
+
+
+def plans_announcement(run_ids: Sequence[str]) -> Announcement:
+    """Announce that these runs' plan jobs ended (channel ``PLANS_CHANNEL``, payload: the run
+    id; :func:`announce_done` for one), for :func:`bulk.write_together`."""
+    return Announcement(PLANS_CHANNEL, run_ids)
 
 
 def finish(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from ordo_server.app.repositories.bulk import Insertion
 from ordo_server.models import Schedule
 
 # Built once (bound: project_id).
@@ -29,10 +30,13 @@ def add_schedule(session: Session, project_id: str, values: dict[str, Any]) -> S
     return schedule
 
 
-def add_schedules(session: Session, schedules: Sequence[Schedule]) -> None:
-    """Insert schedules (ids and versions set) in one flush."""
-    session.add_all(schedules)
-    session.flush()
+_SCHEDULE_ROWS = Schedule.metadata.tables[Schedule.__tablename__]
+
+
+def schedule_insertion(rows: Sequence[dict[str, Any]]) -> Insertion:
+    """Schedules (each: every column's value, ``id`` and ``version`` included) for
+    :func:`bulk.write_together`."""
+    return Insertion(_SCHEDULE_ROWS, rows)
 
 
 # Built once (bound: project_id, run_ids).

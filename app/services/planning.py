@@ -51,6 +51,7 @@ from typing import Any, Protocol, TypeVar
 
 from anyio import to_thread
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ordo_server.app.commit_hooks import after_commit
 from ordo_server.app.db import Database, unit_of_work
@@ -65,7 +66,9 @@ from ordo_server.app.metrics import REPLANS
 from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import runs as run_repo
+from ordo_server.app.repositories import schedules as schedule_repo
 from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.repositories.bulk import write_together
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.schemas.run import RunStatus
 from ordo_server.app.schemas.schedule import ScheduleCreate
@@ -76,7 +79,12 @@ from ordo_server.app.services import statistics as stat_service
 from ordo_server.app.services.auth import Principal, ProjectContext
 from ordo_server.app.services.job_events import async_plan_waiter, plan_done, relay_live
 from ordo_server.app.services.recommendations import ProjectFits
-from ordo_server.app.services.schedules import SolvedSchedule, store_plans, store_schedule
+from ordo_server.app.services.schedules import (
+    NewPlans,
+    SolvedSchedule,
+    new_plans,
+    store_schedule,
+)
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.errors import SolverError
@@ -528,17 +536,25 @@ def _store_together(
                 assert plan.solved is not None
                 storing.append((claim, run, plan, plan.solved))
         wanted = [(solved, plan.stage) for _, _, plan, solved in storing]
-        stored = store_plans(session, project_id, wanted) if wanted else []
-        for (claim, run, _, _), schedule_id in zip(storing, stored, strict=True):
+        made = new_plans(session, project_id, wanted, at=now) if wanted else NewPlans([], [])
+        pointed: list[dict[str, Any]] = []
+        for (claim, run, _, _), schedule_id in zip(storing, made.ids, strict=True):
             outcomes[claim.id] = "duplicate" if schedule_id is None else "planned"
             if schedule_id is not None:
-                run.schedule_id = schedule_id
-        session.flush()
+                set_committed_value(run, "schedule_id", schedule_id)
+                pointed.append({"id": run.id, "schedule_id": schedule_id})
         ended = [(claim, plan) for claim, plan in plans if outcomes[claim.id] != "lost"]
-        job_repo.finish_many(
-            session, [(claim.id, claim.attempts, outcomes[claim.id]) for claim, _ in ended], at=now
+        # The schedules, the runs pointed at them, the jobs' ends and their announcement: one
+        # statement on PostgreSQL (the jobs are locked and their claims checked above).
+        write_together(
+            session,
+            [schedule_repo.schedule_insertion(made.rows)],
+            [
+                run_repo.run_changes(pointed),
+                job_repo.job_ends([(claim.id, outcomes[claim.id]) for claim, _ in ended], at=now),
+            ],
+            announcement=job_repo.plans_announcement([claim.run_id or "" for claim, _ in ended]),
         )
-        job_repo.announce_many_done(session, [claim.run_id or "" for claim, _ in ended])
         for claim, plan in ended:
             after_commit(session, functools.partial(plan_done, claim.run_id or ""))
             _count_replan(session, plan, outcomes[claim.id])

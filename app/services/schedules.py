@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from ordo_server.app.metrics import solve_kind, timed_solve
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import schedules as schedule_repo
 from ordo_server.app.repositories import tasks as task_repo
+from ordo_server.app.repositories.bulk import write_together
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.schemas.schedule import (
     ConstraintSpec,
@@ -51,7 +53,7 @@ from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.services.estimates import ProjectEstimates
 from ordo_server.app.settings import Settings, get_settings
 from ordo_server.models import Schedule
-from ordo_server.models.base import new_id
+from ordo_server.models.base import new_id, utcnow
 from ordo_server.solver import solve_ordering
 from ordo_server.solver.errors import InfeasibleError
 from ordo_server.solver.estimation import EffectEstimates
@@ -663,7 +665,7 @@ class SolvedSchedule:
 
 
 def store_schedule(session: Session, solved: SolvedSchedule) -> ScheduleRead:
-    """Store ``solved`` as the project's next version (a run's plans: :func:`store_plans`).
+    """Store ``solved`` as the project's next version (a run's plans: :func:`new_plans`).
 
     The version is allocated under the project row lock, so concurrent stores get contiguous,
     distinct versions; the lock is held only from here to the commit, never while solving.
@@ -674,34 +676,74 @@ def store_schedule(session: Session, solved: SolvedSchedule) -> ScheduleRead:
     return _read(schedule)
 
 
-def store_plans(
-    session: Session, project_id: str, plans: Sequence[tuple[SolvedSchedule, int]]
-) -> list[str | None]:
-    """Store runs' plans (each: the solve and the run's plan stage) as the project's next
-    versions, in the given order: each new schedule's id, ``None`` where its (run, stage) has a
-    plan already.
+@dataclass(frozen=True, slots=True)
+class NewPlans:
+    """Runs' plans as the project's next versions (:func:`new_plans`): each plan's schedule id
+    (``None`` where its (run, stage) has a plan already) and the rows to insert."""
+
+    ids: list[str | None]
+    rows: list[dict[str, Any]]
+
+
+def new_plans(
+    session: Session,
+    project_id: str,
+    plans: Sequence[tuple[SolvedSchedule, int]],
+    *,
+    at: datetime,
+) -> NewPlans:
+    """Runs' plans (each: the solve and the run's plan stage) as the project's next versions,
+    in the given order, made at ``at``: the caller inserts the rows (``bulk.write_together``,
+    ``schedules.schedule_insertion``) in this transaction.
 
     Lock the runs' rows first (``runs.lock_runs``): no other writer then stores a plan for them
-    before this commits, so the look-up of the plans they have is not a race.
+    before this commits, so the look-up of the plans they have is not a race. The project row
+    is locked here, until the commit (versions are allocated under it).
     """
     project_repo.lock_project(session, project_id)
     run_ids = {str(solved.values["run_id"]) for solved, _ in plans}
     taken = schedule_repo.planned_stages(session, project_id, run_ids)
     version = schedule_repo.next_version(session, project_id)
-    ids: list[str | None] = []
-    schedules: list[Schedule] = []
+    made = NewPlans(ids=[], rows=[])
     for solved, stage in plans:
         key = (str(solved.values["run_id"]), stage)
         if key in taken:
-            ids.append(None)
+            made.ids.append(None)
             continue
         taken.add(key)
-        values = dict(solved.values, run_stage=stage, version=version, id=new_id())
-        schedules.append(Schedule(project_id=project_id, **values))
-        ids.append(values["id"])
+        row = {
+            **_SCHEDULE_DEFAULTS,
+            **solved.values,
+            "id": new_id(),
+            "project_id": project_id,
+            "version": version,
+            "run_stage": stage,
+            "created_at": at,
+        }
+        made.rows.append(row)
+        made.ids.append(row["id"])
         version += 1
-    schedule_repo.add_schedules(session, schedules)
-    return ids
+    return made
+
+
+def store_plans(
+    session: Session, project_id: str, plans: Sequence[tuple[SolvedSchedule, int]]
+) -> list[str | None]:
+    """:func:`new_plans` made now and inserted at once: each new schedule's id, ``None`` where
+    its (run, stage) has a plan already (the runs' rows locked first, as there)."""
+    made = new_plans(session, project_id, plans, at=utcnow())
+    write_together(session, [schedule_repo.schedule_insertion(made.rows)])
+    return made.ids
+
+
+# The columns a solve may leave out, as the model's defaults would fill them.
+_SCHEDULE_DEFAULTS: dict[str, Any] = {
+    "parent_id": None,
+    "run_id": None,
+    "bound": None,
+    "gap": None,
+    "predicted": {},
+}
 
 
 def _solver_objective(objective: ScheduleObjective) -> Objective:

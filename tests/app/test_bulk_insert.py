@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ordo_server.app.repositories.bulk import (
+    Announcement,
     Change,
     Insertion,
     Queueing,
@@ -254,7 +255,17 @@ def test_queued_rows_are_announced_at_commit_each_once() -> None:
             with Session(engine) as session, session.begin():
                 write_together(session, [], [], _queueing(["a", "b", "c"]))
             heard = [note.payload for note in listener.notifies(timeout=2.0, stop_after=2)]
+            with Session(engine) as session, session.begin():
+                said = Announcement(_CHANNEL, ["x", 'y "quoted"'])
+                write_together(session, [Insertion(_PARENTS, [])], [], announcement=said)
+            announced = [note.payload for note in listener.notifies(timeout=2.0, stop_after=2)]
         finally:
             listener.close()
             engine.dispose()
     assert sorted(heard) == ["b", "c"]
+    assert announced == ["x", 'y "quoted"']
+
+
+def test_a_queueing_and_an_announcement_do_not_go_together(session: Session) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        write_together(session, [], [], _queueing(["a"]), Announcement(_CHANNEL, ["a"]))

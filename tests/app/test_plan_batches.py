@@ -29,7 +29,7 @@ from ordo_server.app.services.schedules import store_plans
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.recommend import fit_order_posterior
-from tests.conftest import worker_less_settings
+from tests.conftest import recorded_statements, worker_less_settings
 from tests.factories import ProjectKeys, create_project_with_keys, four_task_utilities
 
 TASKS = ("math", "code", "poetry", "chat")
@@ -331,9 +331,15 @@ def test_a_group_of_plans_is_stored_in_one_transaction_each_job_keeping_its_own_
         for s in session.scalars(select(Schedule).where(Schedule.project_id == trained.id))
     ]
 
+    statements = recorded_statements(database.engine)
     outcomes = planning._store_together(
         database, trained.id, [(claims[r], solved[r]) for r in run_ids]
     )
+    if database.engine.dialect.name == "postgresql":
+        # The plan, its run's pointer, the jobs' ends and their announcement: one statement.
+        writes = [s for s in statements if s.startswith(("INSERT", "UPDATE", "WITH", "SELECT pg"))]
+        assert len(writes) == 1, writes
+        assert all(w in writes[0] for w in ('"ordo_runs"', '"ordo_jobs"', "pg_notify"))
 
     assert outcomes == {
         claims[planned].id: "planned",
