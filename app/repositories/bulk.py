@@ -10,7 +10,7 @@ and its SQL is built once per set of tables and columns. The parameter is
 the rows as one JSON text (the standard library's C encoder): arrays, one per column, cost
 psycopg's pure-Python list dumper a tenth of an API process's time under load
 (``py-spy --gil``; docs/jobs.md). Updates of rows by key go into the same statement (a report's
-run row): the ORM's unit of work spent as much Python on flushing one run's three columns as
+run row): the ORM's unit of work spent as much Python on flushing one run's four columns as
 the rest of the statement cost. SQLite keeps the executemany (in-process, no round trip to
 save).
 """

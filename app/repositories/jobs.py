@@ -171,7 +171,6 @@ def announce_done(session: Session, key: str) -> None:
         session.execute(select(func.pg_notify(PLANS_CHANNEL, key)))
 
 
-# Built once (bound: channel, keys).
 def waiter_key(job_id: int) -> str:
     """What requests waiting for job ``job_id`` wait on (run plans: the run's id)."""
     return f"job:{job_id}"
