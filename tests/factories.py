@@ -12,8 +12,11 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from ordo_server.app.repositories import keys as key_repo
+from ordo_server.app.repositories import schedules as schedule_repo
+from ordo_server.app.repositories.bulk import write_together
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.security import Role, generate_key
+from ordo_server.app.services.schedules import SolvedSchedule, new_plans
 from ordo_server.models import Project, Task
 from ordo_server.models.base import utcnow
 
@@ -134,3 +137,13 @@ def four_task_utilities(trained: Sequence[int]) -> np.ndarray:
     utility: np.ndarray = 0.2 + FOUR_TASK_EFFECT[index].sum(axis=0)
     utility[index] += FOUR_TASK_GAIN[index]
     return utility
+
+
+def store_plans(
+    session: Session, project_id: str, plans: Sequence[tuple[SolvedSchedule, int]]
+) -> list[str | None]:
+    """Runs' plans stored now as a worker's plan store stores them (``schedules.new_plans``,
+    then the rows' insert): each new schedule's id, ``None`` where its (run, stage) has one."""
+    made = new_plans(session, project_id, plans, at=utcnow())
+    write_together(session, [schedule_repo.schedule_insertion(made.rows)])
+    return made.ids

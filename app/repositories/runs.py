@@ -79,7 +79,6 @@ def get_run(
     return session.scalar(query)
 
 
-# Built once (bound: project_id, run_ids): a plan batch reads its runs, a group store locks them.
 _RUN_ROWS = Run.metadata.tables[Run.__tablename__]
 
 
@@ -89,6 +88,7 @@ def run_changes(rows: Sequence[dict[str, Any]]) -> Change:
     return Change(_RUN_ROWS, "id", rows)
 
 
+# Built once (bound: project_id, run_ids): a plan batch reads its runs, a group store locks them.
 _RUNS = select(Run).where(
     Run.project_id == bindparam("project_id"), Run.id.in_(bindparam("run_ids", expanding=True))
 )

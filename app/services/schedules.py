@@ -29,7 +29,6 @@ from ordo_server.app.metrics import solve_kind, timed_solve
 from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.repositories import schedules as schedule_repo
 from ordo_server.app.repositories import tasks as task_repo
-from ordo_server.app.repositories.bulk import write_together
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.schemas.schedule import (
     ConstraintSpec,
@@ -53,7 +52,7 @@ from ordo_server.app.services.auth import ProjectContext
 from ordo_server.app.services.estimates import ProjectEstimates
 from ordo_server.app.settings import Settings, get_settings
 from ordo_server.models import Schedule
-from ordo_server.models.base import new_id, utcnow
+from ordo_server.models.base import new_id
 from ordo_server.solver import solve_ordering
 from ordo_server.solver.errors import InfeasibleError
 from ordo_server.solver.estimation import EffectEstimates
@@ -712,7 +711,6 @@ def new_plans(
             continue
         taken.add(key)
         row = {
-            **_SCHEDULE_DEFAULTS,
             **solved.values,
             "id": new_id(),
             "project_id": project_id,
@@ -724,26 +722,6 @@ def new_plans(
         made.ids.append(row["id"])
         version += 1
     return made
-
-
-def store_plans(
-    session: Session, project_id: str, plans: Sequence[tuple[SolvedSchedule, int]]
-) -> list[str | None]:
-    """:func:`new_plans` made now and inserted at once: each new schedule's id, ``None`` where
-    its (run, stage) has a plan already (the runs' rows locked first, as there)."""
-    made = new_plans(session, project_id, plans, at=utcnow())
-    write_together(session, [schedule_repo.schedule_insertion(made.rows)])
-    return made.ids
-
-
-# The columns a solve may leave out, as the model's defaults would fill them.
-_SCHEDULE_DEFAULTS: dict[str, Any] = {
-    "parent_id": None,
-    "run_id": None,
-    "bound": None,
-    "gap": None,
-    "predicted": {},
-}
 
 
 def _solver_objective(objective: ScheduleObjective) -> Objective:

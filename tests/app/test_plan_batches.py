@@ -25,12 +25,16 @@ from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.repositories.runs import db_now
 from ordo_server.app.services import planning, recommendations
 from ordo_server.app.services import runs as run_service
-from ordo_server.app.services.schedules import store_plans
 from ordo_server.app.settings import Settings
 from ordo_server.models import Job, Run, Schedule
 from ordo_server.solver.recommend import fit_order_posterior
 from tests.conftest import recorded_statements, worker_less_settings
-from tests.factories import ProjectKeys, create_project_with_keys, four_task_utilities
+from tests.factories import (
+    ProjectKeys,
+    create_project_with_keys,
+    four_task_utilities,
+    store_plans,
+)
 
 TASKS = ("math", "code", "poetry", "chat")
 # The columns of a stored plan that the same data must reproduce (not its wall time).

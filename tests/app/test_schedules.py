@@ -25,7 +25,7 @@ from ordo_server.app.services import schedules as schedule_service
 from ordo_server.app.services.auth import Principal, ProjectContext
 from ordo_server.models import Run, Schedule
 from tests.conftest import LiveServer
-from tests.factories import ProjectKeys, bearer
+from tests.factories import ProjectKeys, bearer, store_plans
 
 TASKS = [
     {"key": "math", "kind": "structured"},
@@ -286,7 +286,7 @@ def test_replanning_keeps_the_prefix_and_links_run_and_parent(
         parent_id=first["id"],
         prefix=["poetry"],
     )
-    [replanned_id] = schedule_service.store_plans(session, example.id, [(solved_plan, 1)])
+    [replanned_id] = store_plans(session, example.id, [(solved_plan, 1)])
     session.commit()
     assert replanned_id is not None
     replanned = schedule_service.get_schedule(session, _context(example), replanned_id)
