@@ -7,15 +7,32 @@ precedences (``C(n, 2)``: what the run model and the Mallows kernel see), and po
 precedences together. Printed per family: the mean over seeds, and the spread of the orders'
 values (standard deviation, % of the best). A family whose values precedence explains is one a
 pairwise model can learn; the rest of the spread is structure no pairwise model sees.
+
+A second table gives the *ceiling* of each feature set: the true regret (% of the best order's
+value) of the order that its least-squares fit to all ``n!`` noise-free values ranks first.
+That fit knows more than any loop ever will (every order, no noise), so no model whose
+prediction is a function of those features alone can recommend better on average; beside it,
+the exact expected regret of the best of R uniformly random orders (picked on their true
+values) and half of it, the issue's "0.5 x best-of-R" bar.
+
+A third table asks how far a flexible model gets once it has seen far more than a loop ever
+does: a Gaussian process over orders (the product of a Mallows kernel on the Kendall distance
+and a kernel on the Hamming distance of positions, both decays and the noise chosen by the
+marginal likelihood on a grid) fitted to the noise-free values of ``--train`` orders drawn at
+random, then asked for the best of the orders it has not seen: the true regret of that order,
+the regret of the best unseen order (what a perfect ranking would pick), and the Spearman
+correlation of its predictions with the unseen orders' values.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from bench.worlds import draw_world, family_names
 from bench.worlds.oracle import oracle
@@ -23,6 +40,12 @@ from bench.worlds.oracle import oracle
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 FEATURE_SETS = ("last task", "task x position", "precedence", "both")
+KENDALL_DECAYS = (1.0, 3.0, 10.0, 30.0)
+"""Grid of the Mallows kernel's decay per unit of normalized Kendall distance."""
+POSITION_DECAYS = (0.0, 1.0, 3.0, 10.0)
+"""Grid of the position kernel's decay per unit of normalized Hamming distance."""
+NOISE_SHARES = (1e-4, 1e-2, 1e-1)
+"""Grid of the noise variance, per unit of the standardized values' variance."""
 
 
 def features(orders: IntArray) -> dict[str, FloatArray]:
@@ -51,6 +74,106 @@ def explained(design: FloatArray, values: FloatArray) -> float:
     return float(1.0 - np.var(residual) / np.var(values))
 
 
+def fit_regret(design: FloatArray, values: FloatArray) -> float:
+    """True regret, % of ``max(values)``, of the order whose least-squares fit is highest.
+
+    ``design`` (P, k) and ``values`` (P,) over the same ``P`` orders; ties in the fit go to
+    the first order.
+    """
+    full = np.column_stack([np.ones(len(values)), design])
+    beta, *_ = np.linalg.lstsq(full, values, rcond=None)
+    best = float(np.max(values))
+    return 100.0 * (best - float(values[int(np.argmax(full @ beta))])) / best
+
+
+def best_of_random(values: FloatArray, runs: int) -> float:
+    """Expected regret, % of ``max(values)``, of the best of ``runs`` uniform draws of ``values``.
+
+    Exact: draws with replacement, chosen on their true values; the k-th smallest of ``P``
+    values is the maximum with probability ``(k / P)^runs - ((k - 1) / P)^runs``.
+    """
+    ranked = np.sort(values)
+    share = np.arange(len(ranked) + 1) / len(ranked)
+    chance = share[1:] ** runs - share[:-1] ** runs
+    best = float(ranked[-1])
+    return 100.0 * (best - float(chance @ ranked)) / best
+
+
+def ceiling_row(family: str, n: int, seeds: Sequence[int], runs: Sequence[int]) -> str:
+    """Per feature set, the mean fit-argmax regret; per R, best-of-R random and its half."""
+    rows = []
+    for seed in seeds:
+        result = oracle(draw_world(family, n, seed))
+        designs = features(result.orders)
+        cells = [fit_regret(designs[name], result.utilities) for name in FEATURE_SETS]
+        rows.append(cells + [best_of_random(result.utilities, r) for r in runs])
+    mean = np.mean(rows, axis=0)
+    fits = "  ".join(f"{value:5.2f}" for value in mean[: len(FEATURE_SETS)])
+    randoms = "  ".join(f"{value:5.2f} / {value / 2:4.2f}" for value in mean[len(FEATURE_SETS) :])
+    return f"  {family:<14}{fits}  {randoms}"
+
+
+def order_distances(left: IntArray, right: IntArray) -> tuple[FloatArray, FloatArray]:
+    """Kendall and Hamming distances (L, R) between orders ``left`` (L, n) and ``right`` (R, n).
+
+    Both normalized to [0, 1]: discordant pairs over ``C(n, 2)``, differing positions over
+    ``n``. Computed as inner products of the precedence and position indicators.
+    """
+    a, b = features(left), features(right)
+    prec_a, prec_b = a["precedence"], b["precedence"]
+    discordant = prec_a.sum(1)[:, None] + prec_b.sum(1)[None, :] - 2.0 * prec_a @ prec_b.T
+    same_place = a["task x position"] @ b["task x position"].T
+    n = left.shape[1]
+    return discordant / prec_a.shape[1], (n - same_place) / n
+
+
+def unseen_pick(
+    orders: IntArray, values: FloatArray, train: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
+    """Fit the order GP to ``train`` random orders; judge it on the rest.
+
+    Returns the true regret (% of ``max(values)``) of the unseen order it predicts best, the
+    regret of the best unseen order, and the Spearman correlation over the unseen orders.
+    """
+    if not 0 < train < len(values):
+        raise ValueError(f"train must leave orders unseen: 0 < train < {len(values)}, got {train}")
+    shuffled = rng.permutation(len(values))
+    seen, unseen = shuffled[:train], shuffled[train:]
+    kendall_seen, hamming_seen = order_distances(orders[seen], orders[seen])
+    y = (values[seen] - values[seen].mean()) / max(float(values[seen].std()), 1e-12)
+    best_fit: tuple[float, float, float, FloatArray] | None = None
+    best_evidence = -np.inf
+    for lk in KENDALL_DECAYS:
+        for lh in POSITION_DECAYS:
+            gram = np.exp(-lk * kendall_seen - lh * hamming_seen)
+            for noise in NOISE_SHARES:
+                chol = np.linalg.cholesky(gram + noise * np.eye(train))
+                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+                evidence = -0.5 * float(y @ alpha) - float(np.log(np.diag(chol)).sum())
+                if evidence > best_evidence:
+                    best_evidence, best_fit = evidence, (lk, lh, noise, alpha)
+    assert best_fit is not None
+    lk, lh, _, alpha = best_fit
+    kendall, hamming = order_distances(orders[unseen], orders[seen])
+    predicted = np.exp(-lk * kendall - lh * hamming) @ alpha
+    best = float(values.max())
+    picked = float(values[unseen[int(np.argmax(predicted))]])
+    rho = float(stats.spearmanr(predicted, values[unseen]).statistic)
+    top_unseen = float(values[unseen].max())
+    return 100.0 * (best - picked) / best, 100.0 * (best - top_unseen) / best, rho
+
+
+def unseen_row(family: str, n: int, seeds: Sequence[int], train: int) -> str:
+    """The family's mean of :func:`unseen_pick` over ``seeds`` (the draw seeded by the world)."""
+    rows = []
+    for seed in seeds:
+        result = oracle(draw_world(family, n, seed))
+        rng = np.random.default_rng([seed, n, train])
+        rows.append(unseen_pick(result.orders, result.utilities, train, rng))
+    picked, top, rho = np.mean(rows, axis=0)
+    return f"  {family:<14}{picked:8.2f}  {top:8.2f}  {rho:8.2f}"
+
+
 def family_row(family: str, n: int, seeds: Sequence[int]) -> str:
     """The family's mean R^2 per feature set and the spread of its orders' values."""
     shares, spreads = [], []
@@ -70,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=6, help="tasks (<= 8; n! orders each)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, nargs="+", default=[4, 8], help="R of best-of-R")
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=360,
+        help="orders the GP sees, at most half of all (0: no third table)",
+    )
     args = parser.parse_args(argv)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     print(
@@ -79,6 +209,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  {'family':<14}{'last':>5}  {'pos.':>5}  {'prec.':>5}  {'both':>5}  {'sd % best':>8}")
     for family in args.families:
         print(family_row(family, args.n, seeds), flush=True)
+    print(
+        "\nceiling: true regret % of the order each all-orders fit ranks first; "
+        "best-of-R random (true values) / half of it"
+    )
+    randoms = "  ".join(f"{'best-of-' + str(r):>12}" for r in args.runs)
+    print(f"  {'family':<14}{'last':>5}  {'pos.':>5}  {'prec.':>5}  {'both':>5}  {randoms}")
+    for family in args.families:
+        print(ceiling_row(family, args.n, seeds, args.runs), flush=True)
+    train = min(args.train, math.factorial(args.n) // 2)
+    if train > 0:
+        print(
+            f"\na GP over orders fitted to {train} orders' true values, asked for the best "
+            "order it has not seen: true regret %, the best unseen order's, Spearman (unseen)"
+        )
+        print(f"  {'family':<14}{'picked':>8}  {'best':>8}  {'rank':>8}")
+        for family in args.families:
+            print(unseen_row(family, args.n, seeds, train), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.order_structure import explained, family_row, features, main
+from bench.order_structure import (
+    best_of_random,
+    ceiling_row,
+    explained,
+    family_row,
+    features,
+    fit_regret,
+    main,
+    order_distances,
+    unseen_pick,
+    unseen_row,
+)
 from bench.worlds.oracle import all_orders
 
 
@@ -35,5 +46,66 @@ def test_additive_worlds_are_pairwise(capsys: pytest.CaptureFixture[str]) -> Non
     row = family_row("additive", 4, [0, 1])
     shares = [float(v) for v in row.split()[1:5]]
     assert shares[2] == pytest.approx(1.0, abs=1e-6)  # precedence: the world's own model
-    main(["--families", "additive", "--n", "4", "--seeds", "1"])
+    main(["--families", "additive", "--n", "4", "--seeds", "1", "--train", "0"])
     assert "additive" in capsys.readouterr().out
+
+
+def test_best_of_random_is_the_exact_expectation_of_the_best_draw() -> None:
+    values = np.array([1.0, 2.0, 4.0])
+    assert best_of_random(values, 1) == pytest.approx(100.0 * (4.0 - 7.0 / 3.0) / 4.0)
+    # two draws: the best is 4 unless neither is (4/9), then 2 unless both are 1 (1/9)
+    expected = 4.0 * 5 / 9 + 2.0 * 3 / 9 + 1.0 * 1 / 9
+    assert best_of_random(values, 2) == pytest.approx(100.0 * (4.0 - expected) / 4.0)
+    rng = np.random.default_rng(3)
+    many = rng.normal(10.0, 1.0, 50)
+    draws = many[rng.integers(0, 50, (200_000, 4))].max(axis=1)
+    simulated = 100.0 * (many.max() - draws.mean()) / many.max()
+    assert best_of_random(many, 4) == pytest.approx(simulated, abs=0.05)
+
+
+def test_a_fit_of_the_worlds_own_form_finds_its_best_order() -> None:
+    orders = all_orders(5)
+    designs = features(orders)
+    rng = np.random.default_rng(1)
+    values = 10.0 + designs["precedence"] @ rng.normal(size=designs["precedence"].shape[1])
+    assert fit_regret(designs["precedence"], values) == 0.0
+    # the last task alone misses a best order made of precedences
+    assert fit_regret(designs["last task"], values) > 0.0
+
+
+def test_the_ceiling_table_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    row = ceiling_row("additive", 4, [0], [4])
+    cells = row.split()
+    assert cells[0] == "additive"
+    assert float(cells[3]) == pytest.approx(0.0, abs=1e-9)  # precedence: exact for additive
+    assert float(cells[5]) == pytest.approx(2.0 * float(cells[7]), abs=0.011)
+    main(["--families", "additive", "--n", "4", "--seeds", "1", "--runs", "2", "--train", "12"])
+    out = capsys.readouterr().out
+    assert "ceiling" in out
+    assert "best-of-2" in out
+
+
+def test_order_distances_count_discordant_pairs_and_moved_tasks() -> None:
+    left = np.array([[0, 1, 2, 3]], dtype=np.int64)
+    right = np.array([[0, 1, 2, 3], [1, 0, 2, 3], [3, 2, 1, 0]], dtype=np.int64)
+    kendall, hamming = order_distances(left, right)
+    assert kendall.tolist() == [[0.0, 1 / 6, 1.0]]
+    assert hamming.tolist() == [[0.0, 0.5, 1.0]]
+
+
+def test_a_gp_fitted_to_a_pairwise_world_finds_its_unseen_best_orders() -> None:
+    orders = all_orders(5)
+    designs = features(orders)
+    rng = np.random.default_rng(2)
+    values = 10.0 + designs["precedence"] @ rng.normal(size=designs["precedence"].shape[1])
+    picked, top, rho = unseen_pick(orders, values, 60, np.random.default_rng(0))
+    assert rho > 0.9
+    assert picked <= top + 1.0
+    # values that are noise: nothing to learn from 60 orders
+    noise = 10.0 + rng.normal(size=len(orders))
+    assert abs(unseen_pick(orders, noise, 60, np.random.default_rng(0))[2]) < 0.3
+    row = unseen_row("additive", 4, [0], 12)
+    assert row.split()[0] == "additive"
+    assert len(row.split()) == 4
+    with pytest.raises(ValueError, match="train"):
+        unseen_pick(orders, values, len(orders), np.random.default_rng(0))
