@@ -29,14 +29,6 @@ suite-wide, the recommendation within one reported-final noise sd of the best ru
 every (world, R) case, coverage of the 90 % interval within 85-95 %); wall time per family and
 the median time of the in-process planning calls.
 
-With the baselines, each (family, n) also prints a *reference* for what its worlds let any order
-model learn: a Gaussian process over orders fitted to the noise-free values of
-:data:`REFERENCE_ORDERS` orders (at most half of all; far more than a loop ever sees, and
-without noise), the true regret of the best order it has not seen
-(:func:`bench.order_structure.unseen_pick`). Where that pick is worse than half of best-of-R
-random, the "0.5 x best-of-R" target asks a loop to rank unseen orders better than a model with
-~45 times its data does; the reference is context, not part of any target.
-
 Objective: final *mean* utility over tasks (utility units); regret in % of the oracle's best
 (:func:`bench.baselines.regret_percent`). Ordo is reached through :class:`OrdoTransport`:
 :class:`InProcessOrdo` calls :func:`solver.recommend.explore_order` and
@@ -78,7 +70,6 @@ from bench.baselines import (
     regret_percent,
     structured_first_value,
 )
-from bench.order_structure import unseen_pick
 from bench.worlds import draw_world, family_names
 from bench.worlds.base import Evaluation, World
 from bench.worlds.oracle import OracleResult, oracle
@@ -94,8 +85,6 @@ _KEY_UNSAFE = re.compile(r"[^\w.-]")
 Z_90 = 1.6448536269514722
 """Standard normal quantile of a two-sided 90 % interval."""
 CHECKPOINTS = (4, 8)
-REFERENCE_ORDERS = 360
-"""Orders whose true values the reference GP sees (at most half of all ``n!``)."""
 """Runs at which stages are shown and the 0.5 x best-of-R and GP targets are checked."""
 COVERAGE_TARGET = (0.85, 0.95)
 SEED_MODULUS = 2**31
@@ -437,9 +426,6 @@ class WorldResult:
     sequential: dict[str, SequentialResult]
     fixed: dict[str, FixedResult]
     ordo: OrdoDetail
-    reference: float | None = None
-    """True regret (%) of the best unseen order of a GP over orders fitted to
-    :data:`REFERENCE_ORDERS` orders' true values (``None`` without the baselines)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,10 +588,8 @@ def evaluate_world(spec: WorldSpec, server: ServerProcess | None = None) -> Worl
             http.close()
     sequential: dict[str, SequentialResult] = {}
     fixed: dict[str, FixedResult] = {}
-    reference = None
     if spec.baselines:
         sequential, fixed = run_baselines(world, spec, values)
-        reference = reference_regret(values.truth, spec)
     result = WorldResult(
         family=spec.family,
         n=spec.n,
@@ -615,20 +599,8 @@ def evaluate_world(spec: WorldSpec, server: ServerProcess | None = None) -> Worl
         sequential={ORDO: ordo, **sequential},
         fixed=fixed,
         ordo=ordo_detail,
-        reference=reference,
     )
     return WorldOutcome(result, timings, time.perf_counter() - started)
-
-
-def reference_regret(truth: OracleResult, spec: WorldSpec) -> float:
-    """The reference of the world: :func:`bench.order_structure.unseen_pick`'s regret (%).
-
-    The GP sees :data:`REFERENCE_ORDERS` orders (at most half of all) drawn by a seed of the
-    world, so the reference is deterministic for it.
-    """
-    train = min(REFERENCE_ORDERS, len(truth.utilities) // 2)
-    rng = np.random.default_rng(spec.seed_of("reference"))
-    return unseen_pick(truth.orders, truth.utilities, train, rng)[0]
 
 
 def _evaluate_in_process(spec: WorldSpec) -> WorldOutcome:
@@ -722,13 +694,6 @@ def group_table(results: Sequence[WorldResult], runs: int) -> list[str]:
             f"  {method:<24}{_fmt(_fixed_mean(results, method))}"
             f"{results[0].fixed[method].stages:>7d}"
         )
-    references = [r.reference for r in results if r.reference is not None]
-    if len(references) == len(results):
-        train = min(REFERENCE_ORDERS, math.factorial(results[0].n) // 2)
-        lines.append(
-            f"  {'reference':<24}{_fmt(float(np.mean(references)))}"
-            f"  (a GP over orders fitted to {train} orders' true values: its best unseen order)"
-        )
     per_r = np.mean([r.ordo.covered for r in results], axis=0)
     lines.append(
         f"  Ordo 90 % coverage {100 * _coverage(results):5.1f} % (per R: "
@@ -811,8 +776,7 @@ def group_targets(family: str, n: int, results: Sequence[WorldResult], runs: int
                 f"R{r} {ordo[r - 1]:.2f}/{0.5 * random[r - 1]:.2f}"
                 f" ({_margin(results, BEST_OF_RANDOM, r, 0.5)})"
                 for r in marks
-            )
-            + _reference_note(results),
+            ),
         ),
         Target(
             f"{where} Ordo <= GP over orders at R = 4, 8",
@@ -822,14 +786,6 @@ def group_targets(family: str, n: int, results: Sequence[WorldResult], runs: int
             ),
         ),
     ]
-
-
-def _reference_note(results: Sequence[WorldResult]) -> str:
-    """``; reference X.XX`` (the mean of the worlds' references), or nothing without them."""
-    references = [r.reference for r in results if r.reference is not None]
-    if not references or len(references) < len(results):
-        return ""
-    return f"; reference {float(np.mean(references)):.2f}"
 
 
 def suite_targets(results: Sequence[WorldResult]) -> list[Target]:

@@ -6,7 +6,6 @@ module, migrated in process, so that the test itself times only the trainer loop
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -32,7 +31,6 @@ from bench.closed_loop import (
     main,
     parse_ordo_config,
     recommend_config,
-    reference_regret,
     run_ordo,
 )
 from bench.paired import main as paired_main
@@ -97,11 +95,6 @@ def test_in_process_tables_and_results(tmp_path: Path, capsys: pytest.CaptureFix
         assert all(sorted(order) == [0, 1, 2, 3] for order in detail.runs)
     covered = [c for o in bench.outcomes for c in o.result.ordo.covered]
     assert 0.0 <= sum(covered) / len(covered) <= 1.0
-    # the reference: a GP fitted to 12 of the 24 orders' true values, its best unseen order
-    references = [o.result.reference for o in bench.outcomes]
-    assert all(r is not None and 0.0 <= r <= 100.0 for r in references)
-    assert "reference" in out
-    assert "fitted to 12 orders' true values" in out
 
 
 def test_in_process_is_deterministic(tmp_path: Path) -> None:
@@ -260,22 +253,3 @@ def test_targets_show_the_paired_margin_of_each_miss() -> None:
     assert "R4 5.00/2.50 (+2.50 +- 0.00)" in half.detail
     assert versus_gp.passed
     assert "R8 5.00/9.00 (-4.00 +- 0.00)" in versus_gp.detail
-    assert "reference" not in half.detail  # the worlds have none
-
-
-def test_the_reference_is_the_gp_pick_on_true_values_and_shows_in_the_targets() -> None:
-    world = draw_world("additive", 5, 0)
-    truth = oracle(world)
-    spec = WorldSpec("additive", 5, 0, runs=1, repeats=1)
-    reference = reference_regret(truth, spec)
-    assert reference == reference_regret(truth, spec)  # deterministic for the world
-    # the additive world is pairwise: a GP on 60 of its 120 orders picks far better than a
-    # random order does (its best unseen order, unless the best ones are among the seen)
-    average = 100.0 * (truth.best_value - float(np.mean(truth.utilities))) / truth.best_value
-    assert reference < 0.5 * average
-    worlds = [
-        dataclasses.replace(_world(seed, [5.0] * 8, [5.0] * 8, [9.0] * 8), reference=value)
-        for seed, value in ((0, 1.0), (1, 2.0))
-    ]
-    half = group_targets("f", 4, worlds, 8)[1]
-    assert half.detail.endswith("; reference 1.50")
