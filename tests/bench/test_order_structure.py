@@ -14,7 +14,7 @@ from bench.order_structure import (
     fit_regret,
     main,
     order_distances,
-    unseen_pick,
+    unseen_picks,
     unseen_row,
 )
 from bench.worlds.oracle import all_orders
@@ -79,10 +79,14 @@ def test_the_ceiling_table_is_printed(capsys: pytest.CaptureFixture[str]) -> Non
     assert cells[0] == "additive"
     assert float(cells[3]) == pytest.approx(0.0, abs=1e-9)  # precedence: exact for additive
     assert float(cells[5]) == pytest.approx(2.0 * float(cells[7]), abs=0.011)
-    main(["--families", "additive", "--n", "4", "--seeds", "1", "--runs", "2", "--train", "12"])
+    main(
+        ["--families", "additive", "--n", "4", "--seeds", "1", "--runs", "2", "--train", "5", "99"]
+    )
     out = capsys.readouterr().out
     assert "ceiling" in out
     assert "best-of-2" in out
+    assert "fitted to 5 orders' true values" in out
+    assert "fitted to 12 orders' true values" in out  # 99 asked: half of the 24 orders
 
 
 def test_order_distances_count_discordant_pairs_and_moved_tasks() -> None:
@@ -98,14 +102,26 @@ def test_a_gp_fitted_to_a_pairwise_world_finds_its_unseen_best_orders() -> None:
     designs = features(orders)
     rng = np.random.default_rng(2)
     values = 10.0 + designs["precedence"] @ rng.normal(size=designs["precedence"].shape[1])
-    picked, top, rho = unseen_pick(orders, values, 60, np.random.default_rng(0))
-    assert rho > 0.9
-    assert picked <= top + 1.0
+    found = unseen_picks(orders, values, 60, np.random.default_rng(0), picks=(1, 4))
+    assert found.rank > 0.9
+    assert found.picked[1] <= found.best_unseen + 1.0
+    # more picks keep a better best, never worse, and never better than the best unseen order
+    assert found.best_unseen <= found.picked[4] <= found.picked[1]
     # values that are noise: nothing to learn from 60 orders
     noise = 10.0 + rng.normal(size=len(orders))
-    assert abs(unseen_pick(orders, noise, 60, np.random.default_rng(0))[2]) < 0.3
+    assert abs(unseen_picks(orders, noise, 60, np.random.default_rng(0)).rank) < 0.3
     row = unseen_row("additive", 4, [0], 12)
     assert row.split()[0] == "additive"
-    assert len(row.split()) == 4
+    assert len(row.split()) == 6  # top 1, 4, 8, the best unseen, the rank
     with pytest.raises(ValueError, match="train"):
-        unseen_pick(orders, values, len(orders), np.random.default_rng(0))
+        unseen_picks(orders, values, len(orders), np.random.default_rng(0))
+
+
+def test_the_best_of_the_top_picks_is_read_off_the_ranking() -> None:
+    """Six orders of three tasks: the GP sees three; running all three others keeps the best."""
+    orders = all_orders(3)
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    found = unseen_picks(orders, values, 3, np.random.default_rng(5), picks=(1, 3))
+    unseen_best = found.best_unseen
+    assert found.picked[3] == pytest.approx(unseen_best)  # all three unseen orders run
+    assert found.picked[1] >= unseen_best
