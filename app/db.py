@@ -100,22 +100,32 @@ def _postgresql_engine(settings: Settings) -> Engine:
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """An engine with its two session factories.
+    """An engine with its session factories.
 
     ``sessions`` may write (``BEGIN IMMEDIATE`` on SQLite); ``read_sessions`` must not.
+    ``statement_reads`` are for reads made of one statement (one statement sees one snapshot
+    whatever the isolation level): on PostgreSQL no transaction at all (autocommit: no
+    ``BEGIN`` and no ``COMMIT``, two round trips fewer), on SQLite the read sessions.
     """
 
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    statement_reads: sessionmaker[Session]
 
 
 def make_database(engine: Engine) -> Database:
     """Session factories over ``engine``."""
+    read_sessions = sessionmaker(bind=_read_only(engine), expire_on_commit=False)
+    statement_reads = read_sessions
+    if engine.dialect.name == "postgresql":
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        statement_reads = sessionmaker(bind=autocommit, expire_on_commit=False)
     return Database(
         engine=engine,
         sessions=sessionmaker(bind=engine, expire_on_commit=False),
-        read_sessions=sessionmaker(bind=_read_only(engine), expire_on_commit=False),
+        read_sessions=read_sessions,
+        statement_reads=statement_reads,
     )
 
 

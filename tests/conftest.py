@@ -195,7 +195,12 @@ def database(connection: Connection) -> Database:
     factory = sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
-    return Database(engine=connection.engine, sessions=factory, read_sessions=factory)
+    return Database(
+        engine=connection.engine,
+        sessions=factory,
+        read_sessions=factory,
+        statement_reads=factory,
+    )
 
 
 @pytest.fixture

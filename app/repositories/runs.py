@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from ordo_server.app.repositories.bulk import Change
 from ordo_server.app.repositories.jobs import DOING, TODO
 from ordo_server.app.repositories.statistics import estimates_version_column
-from ordo_server.models import Job, Run, Schedule
+from ordo_server.models import Job, Project, Run, Schedule
 
 _SQLITE_NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
@@ -181,6 +181,42 @@ def run_with_plan(
     query = _run_with_plan_query(dialect, for_update, plan_pending, estimates_version)
     row = session.execute(query, {"project_id": project_id, "run_id": run_id}).first()
     return None if row is None else _run_view(row)
+
+
+@functools.cache
+def _project_run_query(dialect: str) -> Select[Any]:
+    """:func:`project_and_run`'s statement (bound: project_id, run_id), built once per dialect:
+    the project, outer-joined to its run with that id, the run's plan, the database clock and
+    whether a plan job of the run is pending."""
+    on_run = and_(Run.project_id == Project.id, Run.id == bindparam("run_id"))
+    plan = and_(Schedule.id == Run.schedule_id, Schedule.project_id == Run.project_id)
+    pending = exists().where(Job.run_id == Run.id, Job.status.in_((TODO, DOING)))
+    clock = _SQLITE_CLOCK if dialect == "sqlite" else _POSTGRES_CLOCK
+    return (
+        select(Project, Run, Schedule.order, clock, pending)
+        .select_from(Project)
+        .outerjoin(Run, on_run)
+        .outerjoin(Schedule, plan)
+        .where(Project.id == bindparam("project_id"))
+    )
+
+
+def project_and_run(
+    session: Session, project_id: str, run_id: str
+) -> tuple[Project | None, RunView | None]:
+    """The project, and its run with that id as :func:`run_with_plan` reads it with
+    ``plan_pending``, in one statement (what ``GET .../next`` needs: a single-statement read
+    runs outside any transaction on PostgreSQL). ``(None, None)``: no such project;
+    ``(project, None)``: the project has no such run."""
+    query = _project_run_query(session.get_bind().dialect.name)
+    row = session.execute(query, {"project_id": project_id, "run_id": run_id}).first()
+    if row is None:
+        return None, None
+    project, run, order, clock, is_pending = row
+    if run is None:
+        return project, None
+    plan = None if order is None else list(order)
+    return project, RunView(run, plan, _utc(clock), bool(is_pending), None)
 
 
 def runs_with_plans(

@@ -38,7 +38,6 @@ from ordo_server.app.schemas.run import (
 from ordo_server.app.services import planning
 from ordo_server.app.services import reports as report_service
 from ordo_server.app.services import runs as run_service
-from ordo_server.app.services.auth import authorize_project
 from ordo_server.app.services.job_events import async_plan_waiter
 
 router = APIRouter(
@@ -181,13 +180,13 @@ async def get_next_stage(
     answers with the current plan and `plan_pending: true`.
     """
 
-    # Each read is one short unit of work on one worker thread (the key's project check with
-    # it), and the wait runs in the event loop: a waiting request holds no connection and no
-    # thread, so waiting trainers never starve the requests that hold a pooled connection.
+    # Each read is one statement on one worker thread (the key's project check with it; on
+    # PostgreSQL outside any transaction), and the wait runs in the event loop: a waiting
+    # request holds no connection and no thread, so waiting trainers never starve the requests
+    # that hold a pooled connection.
     def read() -> NextStage:
-        with unit_of_work(database.read_sessions) as session:
-            project = authorize_project(session, principal, project_id, admin=False)
-            return run_service.next_stage(session, project, run_id, settings=settings)
+        with unit_of_work(database.statement_reads) as session:
+            return run_service.next_stage(session, principal, project_id, run_id, settings=settings)
 
     with async_plan_waiter(run_id) as planned:  # before the first read: no end goes unseen
         answer = await run_in_threadpool(read)

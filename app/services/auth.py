@@ -17,6 +17,7 @@ from ordo_server.app.repositories import projects as project_repo
 from ordo_server.app.schemas.project import ProjectSettings
 from ordo_server.app.security import Role, generate_key, parse_key, secret_matches, token_matches
 from ordo_server.app.services.key_cache import forget_keys
+from ordo_server.models import Project
 from ordo_server.models.base import utcnow
 
 ENV_ADMIN_KEY_ID = "env-admin"
@@ -124,9 +125,21 @@ def authorize_project(
 
     Another project's id answers exactly like an id that does not exist.
     """
+    check_project_scope(principal, project_id)
+    return authorize_loaded(principal, project_repo.get_project(session, project_id), admin=admin)
+
+
+def check_project_scope(principal: Principal, project_id: str) -> None:
+    """404 for a key of another project, before anything is read."""
     if principal.project_id is not None and principal.project_id != project_id:
         raise NotFoundError("Project not found.")
-    project = project_repo.get_project(session, project_id)
+
+
+def authorize_loaded(
+    principal: Principal, project: Project | None, *, admin: bool
+) -> ProjectContext:
+    """:func:`authorize_project` once the project has been read (``None``: there is none) and
+    :func:`check_project_scope` has passed: 404, then 403 for roles."""
     if project is None:
         raise NotFoundError("Project not found.")
     if admin and principal.role is not Role.ADMIN:

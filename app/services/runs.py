@@ -66,7 +66,12 @@ from ordo_server.app.schemas.run import (
 )
 from ordo_server.app.schemas.schedule import ScheduleCreate, ScheduleObjective
 from ordo_server.app.security import Role
-from ordo_server.app.services.auth import ProjectContext
+from ordo_server.app.services.auth import (
+    Principal,
+    ProjectContext,
+    authorize_loaded,
+    check_project_scope,
+)
 from ordo_server.app.services.job_events import wake_workers
 from ordo_server.app.services.recommendations import (
     RUN_MODEL_MAX_TASKS,
@@ -804,10 +809,21 @@ def list_runs(
 
 
 def next_stage(
-    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
+    session: Session, principal: Principal, project_id: str, run_id: str, *, settings: Settings
 ) -> NextStage:
-    """The stage to report now (0: the baseline), the task to train and the lease; or done."""
-    run, plan, now, pending, _ = run_with_plan(session, context, run_id, plan_pending=True)
+    """The stage to report now (0: the baseline), the task to train and the lease; or done.
+
+    The caller's authorization for the project, the run, its plan and the clock in one
+    statement (``run_repo.project_and_run``), so that the read needs no transaction: 404
+    "Project not found." (another project's key, before anything is read), 404 "Run not
+    found.", as from :func:`authorize_project` and then :func:`run_with_plan`.
+    """
+    check_project_scope(principal, project_id)
+    project, found = run_repo.project_and_run(session, project_id, run_id)
+    authorize_loaded(principal, project, admin=False)
+    if found is None:
+        raise NotFoundError("Run not found.")
+    run, plan, now, pending, _ = found
     assert pending is not None
     status = effective_status(run, now)
     order = plan or []

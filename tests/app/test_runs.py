@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, event, func, select
 from sqlalchemy.orm import Session
 
+from ordo_server.app.main import create_app
 from ordo_server.app.settings import Settings
 from ordo_server.models import Project, Run, Schedule
 from ordo_server.solver.recommend import plan_seed
-from tests.conftest import ADMIN_TOKEN, recorded_statements
+from tests.conftest import (
+    ADMIN_TOKEN,
+    migrated_sqlite_url,
+    postgres_database,
+    recorded_statements,
+    require_postgres,
+)
 from tests.factories import ProjectKeys, create_project_with_keys
 
 TASKS = ("math", "code", "poetry")
@@ -169,6 +178,68 @@ def test_another_projects_run_is_404(
     response = client.get(f"{_runs(other_project)}/{run_id}", headers=other_project.admin)
     _problem(response, 404, "not_found")
     _problem(client.get(f"{_runs(tasked)}/missing", headers=tasked.admin), 404, "not_found")
+
+
+def test_next_of_a_missing_project_or_run_says_which(
+    client: TestClient, tasked: ProjectKeys, other_project: ProjectKeys
+) -> None:
+    """``GET .../next`` reads the project and the run in one statement and still answers as
+    the other routes do: the project first, then the run."""
+    run_id = _create(client, tasked).json()["id"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    cases = [
+        (f"{_runs(tasked)}/missing/next", tasked.trainer, "Run not found."),
+        (f"{_runs(other_project)}/{run_id}/next", other_project.trainer, "Run not found."),
+        (f"{_runs(tasked)}/{run_id}/next", other_project.trainer, "Project not found."),
+        (f"/v1/projects/missing/runs/{run_id}/next", admin, "Project not found."),
+    ]
+    for url, headers, detail in cases:
+        assert _problem(client.get(url, headers=headers), 404, "not_found")["detail"] == detail
+    # the global admin token and the project's admin key read it too
+    for headers in (admin, tasked.admin):
+        answer = client.get(f"{_runs(tasked)}/{run_id}/next", headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stage"] == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_next_is_one_statement_outside_a_transaction_on_postgresql(
+    backend: str, tmp_path: Path
+) -> None:
+    """A trainer's ``GET .../next`` is one statement; on PostgreSQL it runs in autocommit (no
+    ``BEGIN``, no ``COMMIT``), on SQLite in the read sessions' transaction."""
+    with ExitStack() as stack:
+        if backend == "postgresql":
+            url = stack.enter_context(postgres_database(require_postgres()))
+        else:
+            url = migrated_sqlite_url(tmp_path / "next.db")
+        settings = Settings(database_url=url, admin_token=ADMIN_TOKEN, job_thread=False)
+        client = stack.enter_context(TestClient(create_app(settings)))
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        project = client.post("/v1/projects", json={"name": "next"}, headers=admin).json()
+        runs = f"/v1/projects/{project['id']}/runs"
+        tasks = {"tasks": [{"key": key} for key in TASKS]}
+        client.post(f"/v1/projects/{project['id']}/tasks", json=tasks, headers=admin)
+        run_id = client.post(runs, json={}, headers=admin).json()["id"]
+        engine = client.app.state.database.engine  # type: ignore[attr-defined]
+        seen: list[tuple[str, bool | None]] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            dbapi = conn.connection.dbapi_connection
+            seen.append((statement, getattr(dbapi, "autocommit", None)))
+
+        answer = client.get(f"{runs}/{run_id}/next", headers=admin)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stage"] == 0
+        reads = [(sql, autocommit) for sql, autocommit in seen if sql.lstrip().startswith("SELECT")]
+        assert len(reads) == 1, seen
+        assert "ordo_projects" in reads[0][0]
+        assert "ordo_runs" in reads[0][0]
+        if backend == "postgresql":
+            assert reads[0][1] is True
+        else:
+            assert [sql for sql, _ in seen if sql.startswith("BEGIN")] == ["BEGIN"]
 
 
 # --- stages --------------------------------------------------------------------------------------
