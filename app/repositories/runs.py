@@ -133,6 +133,16 @@ class RunView(NamedTuple):
     estimates_version: int | None  # the project's estimates version (None: not asked)
 
 
+def _plan_of_run() -> ColumnElement[bool]:
+    """The join condition of a run's current plan (its schedule, in the same project)."""
+    return and_(Schedule.id == Run.schedule_id, Schedule.project_id == Run.project_id)
+
+
+def _plan_pending() -> ColumnElement[bool]:
+    """Whether a plan job of the run waits or runs (the open jobs' index serves it)."""
+    return exists().where(Job.run_id == Run.id, Job.status.in_((TODO, DOING)))
+
+
 @functools.cache
 def _run_with_plan_query(
     dialect: str, for_update: bool, plan_pending: bool, estimates_version: bool, many: bool = False
@@ -143,17 +153,16 @@ def _run_with_plan_query(
     Built per call, a statement costs its construction and cache key each time: about 0.4 ms
     of this one, more than the database takes to answer it.
     """
-    plan = and_(Schedule.id == Run.schedule_id, Schedule.project_id == Run.project_id)
     pending: ColumnElement[Any] = literal(None)
     if plan_pending:
-        pending = exists().where(Job.run_id == Run.id, Job.status.in_((TODO, DOING)))
+        pending = _plan_pending()
     version: ColumnElement[Any] = literal(None)
     if estimates_version:
         version = estimates_version_column(bindparam("project_id"))
     clock = _SQLITE_CLOCK if dialect == "sqlite" else _POSTGRES_CLOCK
     query = (
         select(Run, Schedule.order, clock, pending, version)
-        .outerjoin(Schedule, plan)
+        .outerjoin(Schedule, _plan_of_run())
         .where(Run.project_id == bindparam("project_id"))
     )
     if many:
@@ -189,14 +198,12 @@ def _project_run_query(dialect: str) -> Select[Any]:
     the project, outer-joined to its run with that id, the run's plan, the database clock and
     whether a plan job of the run is pending."""
     on_run = and_(Run.project_id == Project.id, Run.id == bindparam("run_id"))
-    plan = and_(Schedule.id == Run.schedule_id, Schedule.project_id == Run.project_id)
-    pending = exists().where(Job.run_id == Run.id, Job.status.in_((TODO, DOING)))
     clock = _SQLITE_CLOCK if dialect == "sqlite" else _POSTGRES_CLOCK
     return (
-        select(Project, Run, Schedule.order, clock, pending)
+        select(Project, Run, Schedule.order, clock, _plan_pending())
         .select_from(Project)
         .outerjoin(Run, on_run)
-        .outerjoin(Schedule, plan)
+        .outerjoin(Schedule, _plan_of_run())
         .where(Project.id == bindparam("project_id"))
     )
 
