@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from bench.baselines import before_indicators, kendall_distance
 from bench.worlds import draw_world, family_names
 from bench.worlds.oracle import oracle
 
@@ -86,7 +87,7 @@ def fit_regret(design: FloatArray, values: FloatArray) -> float:
     return 100.0 * (best - float(values[int(np.argmax(full @ beta))])) / best
 
 
-def best_of_random(values: FloatArray, runs: int) -> float:
+def expected_best_of_random(values: FloatArray, runs: int) -> float:
     """Expected regret, % of ``max(values)``, of the best of ``runs`` uniform draws of ``values``.
 
     Exact: draws with replacement, chosen on their true values; the k-th smallest of ``P``
@@ -106,7 +107,7 @@ def ceiling_row(family: str, n: int, seeds: Sequence[int], runs: Sequence[int]) 
         result = oracle(draw_world(family, n, seed))
         designs = features(result.orders)
         cells = [fit_regret(designs[name], result.utilities) for name in FEATURE_SETS]
-        rows.append(cells + [best_of_random(result.utilities, r) for r in runs])
+        rows.append(cells + [expected_best_of_random(result.utilities, r) for r in runs])
     mean = np.mean(rows, axis=0)
     fits = "  ".join(f"{value:5.2f}" for value in mean[: len(FEATURE_SETS)])
     randoms = "  ".join(f"{value:5.2f} / {value / 2:4.2f}" for value in mean[len(FEATURE_SETS) :])
@@ -116,15 +117,14 @@ def ceiling_row(family: str, n: int, seeds: Sequence[int], runs: Sequence[int]) 
 def order_distances(left: IntArray, right: IntArray) -> tuple[FloatArray, FloatArray]:
     """Kendall and Hamming distances (L, R) between orders ``left`` (L, n) and ``right`` (R, n).
 
-    Both normalized to [0, 1]: discordant pairs over ``C(n, 2)``, differing positions over
-    ``n``. Computed as inner products of the precedence and position indicators.
+    Both normalized to [0, 1]: discordant pairs over ``C(n, 2)``
+    (:func:`bench.baselines.kendall_distance`), differing positions over ``n`` (an inner
+    product of the position indicators).
     """
-    a, b = features(left), features(right)
-    prec_a, prec_b = a["precedence"], b["precedence"]
-    discordant = prec_a.sum(1)[:, None] + prec_b.sum(1)[None, :] - 2.0 * prec_a @ prec_b.T
-    same_place = a["task x position"] @ b["task x position"].T
     n = left.shape[1]
-    return discordant / prec_a.shape[1], (n - same_place) / n
+    discordant = kendall_distance(before_indicators(left), before_indicators(right))
+    same_place = features(left)["task x position"] @ features(right)["task x position"].T
+    return discordant / (n * (n - 1) / 2), (n - same_place) / n
 
 
 PICKS = (1, 4, 8)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bench.order_structure import (
-    best_of_random,
     ceiling_row,
+    expected_best_of_random,
     explained,
     family_row,
     features,
@@ -50,17 +50,17 @@ def test_additive_worlds_are_pairwise(capsys: pytest.CaptureFixture[str]) -> Non
     assert "additive" in capsys.readouterr().out
 
 
-def test_best_of_random_is_the_exact_expectation_of_the_best_draw() -> None:
+def test_expected_best_of_random_is_the_exact_expectation_of_the_best_draw() -> None:
     values = np.array([1.0, 2.0, 4.0])
-    assert best_of_random(values, 1) == pytest.approx(100.0 * (4.0 - 7.0 / 3.0) / 4.0)
+    assert expected_best_of_random(values, 1) == pytest.approx(100.0 * (4.0 - 7.0 / 3.0) / 4.0)
     # two draws: the best is 4 unless neither is (4/9), then 2 unless both are 1 (1/9)
     expected = 4.0 * 5 / 9 + 2.0 * 3 / 9 + 1.0 * 1 / 9
-    assert best_of_random(values, 2) == pytest.approx(100.0 * (4.0 - expected) / 4.0)
+    assert expected_best_of_random(values, 2) == pytest.approx(100.0 * (4.0 - expected) / 4.0)
     rng = np.random.default_rng(3)
     many = rng.normal(10.0, 1.0, 50)
     draws = many[rng.integers(0, 50, (200_000, 4))].max(axis=1)
     simulated = 100.0 * (many.max() - draws.mean()) / many.max()
-    assert best_of_random(many, 4) == pytest.approx(simulated, abs=0.05)
+    assert expected_best_of_random(many, 4) == pytest.approx(simulated, abs=0.05)
 
 
 def test_a_fit_of_the_worlds_own_form_finds_its_best_order() -> None:
