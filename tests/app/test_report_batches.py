@@ -367,7 +367,10 @@ def test_the_runs_rows_are_written_with_the_reports(project: Project) -> None:
             {"at": datetime(2026, 1, 1, tzinfo=UTC), "id": project.runs[2]},
         )
     statements = recorded_statements(project.database.engine)
-    before = datetime.now(UTC)
+    # SQLite's clock counts whole milliseconds (strftime's %f): a lease it sets a moment after
+    # this instant may read up to 1 ms before it, so the bound is this instant in milliseconds.
+    now = datetime.now(UTC)
+    before = now.replace(microsecond=now.microsecond // 1000 * 1000)
     outcomes = store_reports(
         project.database, project.settings, None, [_request(project, r, 1) for r in range(3)]
     )
