@@ -52,6 +52,7 @@ from ordo_server.solver.types import EffectModel, FloatMatrix, Order
 IntArray = npt.NDArray[np.int64]
 
 __all__ = [
+    "EntropySteps",
     "RunModel",
     "RunModelConfig",
     "RunModelPosterior",
@@ -232,30 +233,6 @@ def _prior(layout: _Layout, config: RunModelConfig) -> tuple[FloatMatrix, FloatM
     return mean, var
 
 
-def _add_pair(row: FloatMatrix, layout: _Layout, effect: int, i: int, j: int) -> None:
-    row[layout.cells(effect) + i * layout.n + j] += 1.0
-    row[layout.group(effect) + layout.groups[i, j]] += 1.0
-
-
-def _design_row(
-    layout: _Layout, trained: Sequence[int], task: int, entropy_shift: float
-) -> FloatMatrix:
-    """Regression row of task ``task`` evaluated after the stages ``trained`` (module formula)."""
-    row = np.zeros(layout.size)
-    if task in trained:
-        own = list(trained).index(task)
-        row[layout.level + task] = 1.0
-        for position, i in enumerate(trained):
-            if i != task:
-                _add_pair(row, layout, _CARRY if position < own else _BACKWARD, i, task)
-    else:
-        row[layout.base + task] = 1.0
-        for i in trained:
-            _add_pair(row, layout, _FORWARD, i, task)
-    row[layout.slope + task] = entropy_shift
-    return row
-
-
 def mean_entropy(entropies: Sequence[Mapping[int, float]], k: int) -> float | None:
     """Mean entropy reported at stage ``k`` (``None``: not reported)."""
     if k >= len(entropies) or not entropies[k]:
@@ -289,37 +266,128 @@ def _validate_runs(runs: Sequence[RunRecord], n: int) -> None:
 def _regression_data(
     runs: Sequence[RunRecord], layout: _Layout, entropy_ref: float
 ) -> tuple[FloatMatrix, FloatMatrix]:
-    """Design matrix (N, p) and utilities (N,) of every evaluation of every run."""
-    rows: list[FloatMatrix] = []
-    targets: list[float] = []
-    for run in runs:
-        for k, evaluation in enumerate(run.utilities):
-            entropy = mean_entropy(run.entropies, k)
-            shift = 0.0 if entropy is None else entropy - entropy_ref
-            for task, value in sorted(evaluation.items()):
-                rows.append(_design_row(layout, run.trained[:k], task, shift))
-                targets.append(float(value))
-    if not rows:
+    """Design matrix (N, p) and utilities (N,) of every evaluation of every run (rows in run,
+    stage and task order)."""
+    parts = [_run_design(run, layout, entropy_ref) for run in runs]
+    if not parts:
         return np.zeros((0, layout.size)), np.zeros(0)
-    return np.array(rows), np.array(targets)
+    return np.concatenate([d for d, _ in parts]), np.concatenate([u for _, u in parts])
 
 
-def entropy_maps(runs: Sequence[RunRecord], n: int, config: RunModelConfig) -> FloatMatrix:
-    """Posterior mean ``(alpha_t, beta_t)`` of every task's entropy map, shape (n, 2)."""
+def _run_design(
+    run: RunRecord, layout: _Layout, entropy_ref: float
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """One run's rows of the design (module formula): the row of task ``j`` evaluated after
+    stage ``k`` counts ``base_j`` or ``L_j``, one per trained pair (its cell and its kind pair's
+    mean) and the entropy shift on ``j``'s slope. Shape (N, p) and (N,)."""
+    stages: list[int] = []
+    tasks: list[int] = []
+    targets: list[float] = []
+    shifts: list[float] = []
+    for k, evaluation in enumerate(run.utilities):
+        entropy = mean_entropy(run.entropies, k)
+        shift = 0.0 if entropy is None else entropy - entropy_ref
+        for task, value in sorted(evaluation.items()):
+            stages.append(k)
+            tasks.append(task)
+            targets.append(float(value))
+            shifts.append(shift)
+    n = layout.n
+    stage, j = np.array(stages, dtype=np.int64), np.array(tasks, dtype=np.int64)
+    position = np.full(n, n + 1, dtype=np.int64)  # stage index at which each task was trained
+    position[list(run.trained)] = np.arange(len(run.trained))
+    own = position[j]  # (N,)
+    trained = own < stage  # the evaluated task was trained before its evaluation
+    earlier = position[None, :] < stage[:, None]  # [row, i]: i trained before the evaluation
+    earlier[np.arange(len(j)), j] = False
+    pairs = {
+        _FORWARD: earlier & ~trained[:, None],
+        _CARRY: earlier & trained[:, None] & (position[None, :] < own[:, None]),
+        _BACKWARD: earlier & trained[:, None] & (position[None, :] > own[:, None]),
+    }
+    design = np.zeros((len(j), layout.size))
+    rows = np.arange(len(j))
+    design[rows, np.where(trained, layout.level, layout.base) + j] = 1.0
+    for effect, mask in pairs.items():
+        row, i = np.nonzero(mask)
+        col = j[row]
+        design[row, layout.cells(effect) + i * n + col] += 1.0
+        np.add.at(design, (row, layout.group(effect) + layout.groups[i, col]), 1.0)
+    design[rows, layout.slope + j] = shifts
+    return design, np.array(targets, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class EntropySteps:
+    """Every stage of every run whose mean entropy was reported before and after it, flat.
+
+    Built once from the runs (:meth:`of`); a fit on some of the runs selects its rows by run
+    index, so held-out fits do not walk the reports again.
+
+    Attributes
+    ----------
+    run : IntArray, shape (N,)
+        Index of the step's run in the runs it was built from.
+    task : IntArray, shape (N,)
+        The task the stage trained.
+    before, after : FloatMatrix, shape (N,)
+        Mean entropy before and after the stage (entropy units).
+    """
+
+    run: IntArray
+    task: IntArray
+    before: FloatMatrix
+    after: FloatMatrix
+
+    @classmethod
+    def of(cls, runs: Sequence[RunRecord]) -> EntropySteps:
+        """The steps of ``runs``, in run order then stage order."""
+        run_of: list[int] = []
+        tasks: list[int] = []
+        befores: list[float] = []
+        afters: list[float] = []
+        for index, run in enumerate(runs):
+            means = [mean_entropy(run.entropies, k) for k in range(len(run.entropies))]
+            for k in range(1, min(len(means), len(run.trained) + 1)):
+                before, after = means[k - 1], means[k]
+                if before is None or after is None:
+                    continue
+                run_of.append(index)
+                tasks.append(run.trained[k - 1])
+                befores.append(before)
+                afters.append(after)
+        return cls(
+            run=np.array(run_of, dtype=np.int64),
+            task=np.array(tasks, dtype=np.int64),
+            before=np.array(befores, dtype=np.float64),
+            after=np.array(afters, dtype=np.float64),
+        )
+
+
+def entropy_maps(
+    runs: Sequence[RunRecord],
+    n: int,
+    config: RunModelConfig,
+    *,
+    steps: EntropySteps | None = None,
+    kept: npt.NDArray[np.bool_] | None = None,
+) -> FloatMatrix:
+    """Posterior mean ``(alpha_t, beta_t)`` of every task's entropy map, shape (n, 2).
+
+    ``steps``: ``EntropySteps.of(runs)`` already built; ``kept``: which of ``runs`` to fit on,
+    shape (len(runs),) (default all). Each step adds its terms in run and stage order.
+    """
+    steps = steps or EntropySteps.of(runs)
+    rows = np.ones(len(steps.run), dtype=bool) if kept is None else kept[steps.run]
+    tasks, before, after = steps.task[rows], steps.before[rows], steps.after[rows]
     prior_precision = np.diag([1.0 / config.map_slope_std**2, 1.0 / config.map_offset_std**2])
     prior_mean = np.array([1.0, 0.0])
     gram = np.repeat(prior_precision[None], n, axis=0)
     moment = np.repeat((prior_precision @ prior_mean)[None], n, axis=0)
     noise_var = config.entropy_noise_sd**2
-    for run in runs:
-        for k in range(1, len(run.entropies)):
-            before, after = mean_entropy(run.entropies, k - 1), mean_entropy(run.entropies, k)
-            if before is None or after is None or k > len(run.trained):
-                continue
-            t = run.trained[k - 1]
-            x = np.array([before, 1.0])
-            gram[t] += np.outer(x, x) / noise_var
-            moment[t] += x * after / noise_var
+    x = np.stack([before, np.ones(len(before))], axis=1)  # (N, 2): the step's regressors
+    np.add.at(gram, tasks, x[:, :, None] * x[:, None, :] / noise_var)
+    np.add.at(moment, tasks, x * after[:, None] / noise_var)
     return np.asarray(np.linalg.solve(gram, moment[:, :, None])[:, :, 0], dtype=np.float64)
 
 
@@ -486,6 +554,7 @@ def fit_run_model_posteriors(
     entropy_ref = _entropy_reference(runs)
     noise_var = config.noise_sd**2
     prior_mean, prior_var = _prior(layout, config)
+    steps = EntropySteps.of(runs)
     grams, moments = [], []
     for run in runs:
         design, utilities = _regression_data([run], layout, entropy_ref)
@@ -495,7 +564,9 @@ def fit_run_model_posteriors(
     moment_all = prior_mean / prior_var + np.sum(moments, axis=0)
     fits: list[RunModelPosterior] = []
     for holdout in holdouts:
-        kept = [r for i, r in enumerate(runs) if i != holdout]
+        kept = np.ones(len(runs), dtype=bool)
+        if holdout is not None:
+            kept[holdout] = False
         precision, moment = gram_all, moment_all
         if holdout is not None:
             precision = gram_all - grams[holdout]
@@ -507,7 +578,7 @@ def fit_run_model_posteriors(
                 layout=layout,
                 mean=covariance @ moment,
                 covariance=covariance,
-                entropy_map=entropy_maps(kept, n, config),
+                entropy_map=entropy_maps(runs, n, config, steps=steps, kept=kept),
                 entropy_ref=entropy_ref,
             )
         )

@@ -34,12 +34,19 @@ import numpy as np
 import numpy.typing as npt
 
 from ordo_server.solver.estimation import TaskKind
-from ordo_server.solver.learning import RunModelConfig, RunRecord, entropy_maps, mean_entropy
+from ordo_server.solver.learning import (
+    EntropySteps,
+    RunModelConfig,
+    RunRecord,
+    entropy_maps,
+    mean_entropy,
+)
 from ordo_server.solver.types import FloatMatrix
 
 IntArray = npt.NDArray[np.int64]
 
 __all__ = [
+    "StageTable",
     "TransitionConfig",
     "TransitionModel",
     "TransitionState",
@@ -140,56 +147,148 @@ def _groups(kinds: Sequence[TaskKind | None]) -> tuple[IntArray, int]:
     return groups, len(ids)
 
 
+@dataclass(frozen=True, slots=True)
+class StageTable:
+    """Every run's reports as flat arrays, built once (:meth:`of`): a fit on some of the runs
+    (a held-out fit) selects its rows by run index instead of walking the reports again. Rows
+    keep run order, then stage order, then each evaluation's order, so a fit adds its terms in
+    the order a walk over the runs would.
+
+    Attributes
+    ----------
+    runs : int
+        Number of runs ``R``.
+    base_run, base_task : IntArray, shape (B,)
+        Run and task of every baseline evaluation; ``base_value`` (B,) its utility.
+    base_entropy : FloatMatrix, shape (R,)
+        Mean baseline entropy of every run (NaN: not reported).
+    run, trained, task : IntArray, shape (N,)
+        Every observed stage change: its run, the task the stage trained, the task evaluated.
+    before, entropy, done, change : FloatMatrix, shape (N,)
+        The task's utility before the stage, the mean entropy before it (NaN: not reported),
+        1 when the task was trained at an earlier stage, and the change of its utility.
+    low, high : FloatMatrix, shape (R,)
+        Smallest and largest utility each run reported (NaN: none).
+    steps : EntropySteps
+        The entropy before and after every stage.
+    """
+
+    runs: int
+    base_run: IntArray
+    base_task: IntArray
+    base_value: FloatMatrix
+    base_entropy: FloatMatrix
+    run: IntArray
+    trained: IntArray
+    task: IntArray
+    before: FloatMatrix
+    entropy: FloatMatrix
+    done: FloatMatrix
+    change: FloatMatrix
+    low: FloatMatrix
+    high: FloatMatrix
+    steps: EntropySteps
+
+    @classmethod
+    def of(cls, runs: Sequence[RunRecord]) -> StageTable:
+        """The table of ``runs``."""
+        base: list[tuple[int, int, float]] = []
+        rows: list[tuple[int, int, int, float, float, float, float]] = []
+        low, high = np.full(len(runs), np.nan), np.full(len(runs), np.nan)
+        for r, run in enumerate(runs):
+            if run.utilities:
+                base += [(r, j, value) for j, value in run.utilities[0].items()]
+            values = [v for stage in run.utilities for v in stage.values()]
+            if values:
+                low[r], high[r] = min(values), max(values)
+            rows += _changes(r, run)
+        base_entropy = [mean_entropy(run.entropies, 0) for run in runs]
+        base_columns = list(zip(*base, strict=True)) or [(), (), ()]
+        columns = list(zip(*rows, strict=True)) or [()] * 7
+        ints = [np.array(c, dtype=np.int64) for c in (*base_columns[:2], *columns[:3])]
+        floats = [np.array(c, dtype=np.float64) for c in (base_columns[2], *columns[3:])]
+        return cls(
+            runs=len(runs),
+            base_run=ints[0],
+            base_task=ints[1],
+            base_value=floats[0],
+            base_entropy=np.array(
+                [np.nan if h is None else h for h in base_entropy], dtype=np.float64
+            ),
+            run=ints[2],
+            trained=ints[3],
+            task=ints[4],
+            before=floats[1],
+            entropy=floats[2],
+            done=floats[3],
+            change=floats[4],
+            low=low,
+            high=high,
+            steps=EntropySteps.of(runs),
+        )
+
+
+def _changes(r: int, run: RunRecord) -> list[tuple[int, int, int, float, float, float, float]]:
+    """Run ``r``'s stage changes: (run, trained task, task, utility before, entropy before or
+    NaN, trained-before flag, change)."""
+    out = []
+    done: set[int] = set()
+    for k in range(1, min(len(run.utilities), len(run.trained) + 1)):
+        t = run.trained[k - 1]
+        before, after = run.utilities[k - 1], run.utilities[k]
+        entropy = mean_entropy(run.entropies, k - 1)
+        h = np.nan if entropy is None else entropy
+        for j, value in before.items():
+            if j in after:
+                out.append((r, t, j, value, h, 1.0 if j in done else 0.0, after[j] - value))
+        done.add(t)
+    return out
+
+
+def _entropy_reference(table: StageTable, kept: npt.NDArray[np.bool_]) -> float:
+    """Mean baseline entropy of the kept runs that reported one (0 when none did)."""
+    baselines = table.base_entropy[kept & ~np.isnan(table.base_entropy)]
+    return float(np.mean(baselines)) if len(baselines) else 0.0
+
+
 def _stage_data(
-    runs: Sequence[RunRecord], entropy_ref: float
+    table: StageTable, kept: npt.NDArray[np.bool_], entropy_ref: float
 ) -> tuple[IntArray, IntArray, FloatMatrix, FloatMatrix]:
-    """Every observed stage change: trained task (N,), task (N,), features (N, 4), change (N,)."""
-    ts: list[int] = []
-    js: list[int] = []
-    rows: list[tuple[float, float, float, float]] = []
-    ys: list[float] = []
-    for run in runs:
-        done: set[int] = set()
-        for k in range(1, min(len(run.utilities), len(run.trained) + 1)):
-            t = run.trained[k - 1]
-            before, after = run.utilities[k - 1], run.utilities[k]
-            entropy = mean_entropy(run.entropies, k - 1)
-            shift = 0.0 if entropy is None else entropy - entropy_ref
-            for j, value in before.items():
-                if j in after:
-                    ts.append(t)
-                    js.append(j)
-                    rows.append((1.0, value - 0.5, shift, 1.0 if j in done else 0.0))
-                    ys.append(after[j] - value)
-            done.add(t)
-    if not rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros((0, FEATURES)), np.zeros(0)
-    return (
-        np.array(ts, dtype=np.int64),
-        np.array(js, dtype=np.int64),
-        np.array(rows, dtype=np.float64),
-        np.array(ys, dtype=np.float64),
-    )
+    """The kept runs' stage changes: trained task (N,), task (N,), features (N, 4), change
+    (N,)."""
+    rows = kept[table.run]
+    entropy = table.entropy[rows]
+    shift = np.where(np.isnan(entropy), 0.0, entropy - entropy_ref)
+    x = np.stack(
+        [np.ones(len(shift)), table.before[rows] - 0.5, shift, table.done[rows]], axis=1
+    ).reshape(-1, FEATURES)
+    return table.trained[rows], table.task[rows], x, table.change[rows]
 
 
-def baseline_noise(runs: Sequence[RunRecord], n: int, prior_sd: float) -> FloatMatrix:
+def baseline_noise(
+    runs: Sequence[RunRecord],
+    n: int,
+    prior_sd: float,
+    *,
+    table: StageTable | None = None,
+    kept: npt.NDArray[np.bool_] | None = None,
+) -> FloatMatrix:
     """Per-task evaluation noise sd, shape (n,), from the spread of the runs' baselines.
 
     Every run starts from the same untrained state, so its baseline evaluations are repeated
     measurements of one value: their sample variance is the noise. Pooled with the prior as
-    four pseudo-observations of ``prior_sd^2``.
+    four pseudo-observations of ``prior_sd^2``. ``table``: ``StageTable.of(runs)`` already
+    built; ``kept``: which runs count, shape (R,) (default all).
     """
+    table = table or StageTable.of(runs)
+    tasks, values = _baselines(table, kept)
     prior_weight = 4.0
     sums = np.zeros(n)
     squares = np.zeros(n)
     counts = np.zeros(n)
-    for run in runs:
-        if run.utilities:
-            for j, value in run.utilities[0].items():
-                sums[j] += value
-                squares[j] += value * value
-                counts[j] += 1
+    np.add.at(sums, tasks, values)
+    np.add.at(squares, tasks, values * values)
+    np.add.at(counts, tasks, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
         scatter = np.maximum(squares - counts * means**2, 0.0)
@@ -198,17 +297,29 @@ def baseline_noise(runs: Sequence[RunRecord], n: int, prior_sd: float) -> FloatM
     return np.asarray(np.sqrt(variance), dtype=np.float64)
 
 
+def _baselines(
+    table: StageTable, kept: npt.NDArray[np.bool_] | None
+) -> tuple[IntArray, FloatMatrix]:
+    """Task (B,) and utility (B,) of the kept runs' baseline evaluations."""
+    if kept is None:
+        return table.base_task, table.base_value
+    rows = kept[table.base_run]
+    return table.base_task[rows], table.base_value[rows]
+
+
 def _baseline(
-    runs: Sequence[RunRecord], n: int, noise: FloatMatrix, prior: tuple[float, float]
+    table: StageTable,
+    kept: npt.NDArray[np.bool_],
+    n: int,
+    noise: FloatMatrix,
+    prior: tuple[float, float],
 ) -> tuple[FloatMatrix, FloatMatrix]:
     """Posterior mean and variance of every task's untrained utility, shape (n,) each."""
+    tasks, values = _baselines(table, kept)
     precision = np.full(n, 1.0 / prior[1] ** 2)
     moment = precision * prior[0]
-    for run in runs:
-        if run.utilities:
-            for j, value in run.utilities[0].items():
-                precision[j] += 1.0 / noise[j] ** 2
-                moment[j] += value / noise[j] ** 2
+    np.add.at(precision, tasks, 1.0 / noise[tasks] ** 2)
+    np.add.at(moment, tasks, values / noise[tasks] ** 2)
     return moment / precision, 1.0 / precision
 
 
@@ -231,6 +342,8 @@ def fit_transition_model(
     *,
     kinds: Sequence[TaskKind | None],
     config: TransitionConfig | None = None,
+    table: StageTable | None = None,
+    kept: npt.NDArray[np.bool_] | None = None,
 ) -> TransitionModel:
     """Posterior of the transition model from every stage of every run (module docstring).
 
@@ -243,6 +356,10 @@ def fit_transition_model(
         Task kinds (they define the groups).
     config : TransitionConfig, optional
         Priors and noise.
+    table : StageTable, optional
+        ``StageTable.of(runs)`` already built (held-out fits share one).
+    kept : array of bool, shape (len(runs),), optional
+        Fit on these runs only (default all): the fit on the kept runs, to the last bit.
 
     Returns
     -------
@@ -250,12 +367,13 @@ def fit_transition_model(
         Deterministic. ``O(N + n^2)``.
     """
     config = config or TransitionConfig()
+    table = table or StageTable.of(runs)
+    kept = np.ones(table.runs, dtype=bool) if kept is None else kept
     n = len(kinds)
-    noise = baseline_noise(runs, n, config.noise_sd)
-    baseline_mean, baseline_var = _baseline(runs, n, noise, config.baseline_prior)
-    baselines = [h for run in runs if (h := mean_entropy(run.entropies, 0)) is not None]
-    entropy_ref = float(np.mean(baselines)) if baselines else 0.0
-    ts, js, x, y = _stage_data(runs, entropy_ref)
+    noise = baseline_noise(runs, n, config.noise_sd, table=table, kept=kept)
+    baseline_mean, baseline_var = _baseline(table, kept, n, noise, config.baseline_prior)
+    entropy_ref = _entropy_reference(table, kept)
+    ts, js, x, y = _stage_data(table, kept, entropy_ref)
     # A change is a difference of two evaluations: variance 2 sd^2 of the task's noise.
     inv_var = 1.0 / (2.0 * np.maximum(noise, config.noise_sd) ** 2)
     weight = inv_var[js] if len(js) else np.zeros(0)
@@ -290,20 +408,20 @@ def fit_transition_model(
         chol=chol,
         baseline_mean=baseline_mean,
         baseline_var=baseline_var,
-        entropy_map=entropy_maps(runs, n, map_config),
+        entropy_map=entropy_maps(runs, n, map_config, steps=table.steps, kept=kept),
         entropy_ref=entropy_ref,
-        entropy0=float(np.mean(baselines)) if baselines else 0.0,
+        entropy0=entropy_ref,
         noise_sd=noise,
         observations=len(y),
-        bounds=_bounds(runs),
+        bounds=_bounds(table, kept),
     )
 
 
-def _bounds(runs: Sequence[RunRecord]) -> tuple[float, float]:
-    values = [v for run in runs for stage in run.utilities for v in stage.values()]
-    if not values:
+def _bounds(table: StageTable, kept: npt.NDArray[np.bool_]) -> tuple[float, float]:
+    reported = kept & ~np.isnan(table.low)
+    if not reported.any():
         return (-np.inf, np.inf)
-    low, high = min(values), max(values)
+    low, high = float(table.low[reported].min()), float(table.high[reported].max())
     margin = 0.1 * max(high - low, 1e-6)
     return (low - margin, high + margin)
 

@@ -15,6 +15,7 @@ from ordo_server.solver.learning import (
     RunRecord,
     exploration_order,
     fit_run_model,
+    fit_run_model_posteriors,
     predict_final_utilities,
     predicted_objective,
     refine_order,
@@ -253,3 +254,26 @@ def test_a_restricted_model_predicts_the_subset_as_the_full_model_does() -> None
         restrict_run_model(model, (1, 1))
     with pytest.raises(ValueError, match="distinct"):
         restrict_run_model(model, (4,))
+
+
+def test_held_out_posteriors_are_the_fits_without_each_run() -> None:
+    """One design serves every held-out fit (its run's terms subtracted): the posterior of
+    fitting the other runs alone, partial runs and entropies included."""
+    n = 4
+    truth = _truth(n, seed=5)
+    rng = np.random.default_rng(2)
+    runs = []
+    for index, order in enumerate(itertools.permutations(range(n))):
+        stages = n + 1 if index % 5 else 3
+        # Every baseline entropy is 1, so H_ref (from all runs) is the same with or without one.
+        entropies = [{0: 1.0}] + [{0: float(rng.uniform(0.5, 1.5))} for _ in range(stages - 1)]
+        runs.append(RunRecord(order, _run(truth, order).utilities[:stages], entropies))
+    kinds = [S, S, OE, OE]
+    full, *held = fit_run_model_posteriors(runs, kinds=kinds, holdouts=[None, 0, 5])
+    for posterior, dropped in zip(held, (0, 5), strict=True):
+        kept = [run for index, run in enumerate(runs) if index != dropped]
+        (alone,) = fit_run_model_posteriors(kept, kinds=kinds)
+        assert np.array_equal(posterior.entropy_map, alone.entropy_map)
+        assert not np.array_equal(posterior.entropy_map, full.entropy_map)
+        assert posterior.mean == pytest.approx(alone.mean, abs=1e-9)
+        assert posterior.covariance == pytest.approx(alone.covariance, abs=1e-9)

@@ -17,6 +17,7 @@ from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
 from ordo_server.solver.recommend import RecommendConfig, recommend
 from ordo_server.solver.transition import (
+    StageTable,
     TransitionConfig,
     TransitionState,
     baseline_noise,
@@ -166,3 +167,36 @@ def test_the_ensemble_recommends_the_best_order_of_an_increment_world() -> None:
     rec = recommend(runs, kinds=[S] * 4, weights=np.ones(4), config=RecommendConfig(noise_sd=1e-4))
     finals = {order: float(_trajectory(world, order)[-1].sum()) for order in orders}
     assert finals[rec.order] == pytest.approx(max(finals.values()), abs=1e-6)
+
+
+def _partial_runs_with_entropy(count: int, seed: int) -> list[RunRecord]:
+    """Noisy runs of random orders, some stopped early, with entropies (and a gap in them)."""
+    rng = np.random.default_rng(seed)
+    world = _world(N, seed)
+    runs = []
+    for index in range(count):
+        run = _run(world, tuple(int(t) for t in rng.permutation(N)), rng=rng, noise_sd=0.02)
+        stages = N + 1 if index % 3 else int(rng.integers(1, N + 1))
+        entropies = [{j: float(rng.uniform(0.5, 1.5)) for j in range(N)} for _ in range(stages)]
+        if index % 4 == 0:
+            entropies[stages // 2] = {}
+        runs.append(RunRecord(run.trained, run.utilities[:stages], entropies))
+    return runs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_fit_on_kept_runs_of_a_shared_table_is_the_fit_on_those_runs(seed: int) -> None:
+    runs = _partial_runs_with_entropy(12, seed)
+    table = StageTable.of(runs)
+    for dropped in ([0], [3, 7], list(range(12))):
+        kept = np.ones(len(runs), dtype=bool)
+        kept[dropped] = False
+        shared = fit_transition_model(runs, kinds=KINDS, table=table, kept=kept)
+        alone = fit_transition_model([r for r, k in zip(runs, kept, strict=True) if k], kinds=KINDS)
+        for field in ("mean", "chol", "baseline_mean", "baseline_var", "entropy_map", "noise_sd"):
+            assert np.array_equal(getattr(shared, field), getattr(alone, field)), field
+        assert (shared.entropy_ref, shared.observations, shared.bounds) == (
+            alone.entropy_ref,
+            alone.observations,
+            alone.bounds,
+        )
