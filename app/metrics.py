@@ -73,8 +73,9 @@ REPLANS = Counter(
 )
 SOLVE_DURATION = Histogram(
     "ordo_solve_duration_seconds",
-    "Wall time of successful solves, by the solver's method and kind: schedule (POST "
-    ".../schedules), run (a run's first plan) or replan.",
+    "Wall time of successful solves, by the plan's method (the solver's path, or the planner "
+    "over it, e.g. ensemble:explore) and kind: schedule (POST .../schedules), run (a run's "
+    "first plan) or replan.",
     ["method", "kind"],
     buckets=SOLVE_BUCKETS_S,
     registry=None,

@@ -83,12 +83,17 @@ IntArray = npt.NDArray[np.int64]
 # The residual processes' kernels (RecommendConfig.residual_kernels).
 Kernel = Literal["kendall", "position", "mixed"]
 Feasible = Callable[[Order], bool]
+Starts = Sequence[Order] | Callable[[], Sequence[Order]]
+"""Start orders of a search, or a function that makes them (called only if a search runs: e.g.
+the constrained solver's order, which exploration does not need where it scores every
+completion)."""
 
 __all__ = [
     "Kernel",
     "OrderPosterior",
     "RecommendConfig",
     "Recommendation",
+    "Starts",
     "explore_order",
     "fit_order_posterior",
     "improvement_order",
@@ -1142,11 +1147,12 @@ def _distinct_feasible(candidates: Sequence[Order], is_feasible: Feasible | None
 def _start_orders(
     posterior: OrderPosterior,
     weights: FloatMatrix,
-    starts: Sequence[Order],
+    starts: Starts,
     is_feasible: Feasible | None,
 ) -> list[Order]:
     prefix = posterior.prefix
-    candidates: list[Order] = [tuple(int(t) for t in s) for s in starts]
+    given = starts() if callable(starts) else starts
+    candidates: list[Order] = [tuple(int(t) for t in s) for s in given]
     candidates += [o for o in posterior.observed if o[: len(prefix)] == prefix]
     lop = _lop_start(posterior, weights, prefix)
     if lop is not None:
@@ -1277,7 +1283,7 @@ def recommend(
     weights: npt.ArrayLike,
     current: RunRecord | None = None,
     is_feasible: Feasible | None = None,
-    starts: Sequence[Order] = (),
+    starts: Starts = (),
     config: RecommendConfig | None = None,
     posterior: OrderPosterior | None = None,
 ) -> Recommendation:
@@ -1333,7 +1339,7 @@ def thompson_order(
     seed: int,
     current: RunRecord | None = None,
     is_feasible: Feasible | None = None,
-    starts: Sequence[Order] = (),
+    starts: Starts = (),
     config: RecommendConfig | None = None,
     posterior: OrderPosterior | None = None,
 ) -> Order:
@@ -1410,7 +1416,7 @@ def improvement_order(
     weights: npt.ArrayLike,
     current: RunRecord | None = None,
     is_feasible: Feasible | None = None,
-    starts: Sequence[Order] = (),
+    starts: Starts = (),
     config: RecommendConfig | None = None,
     posterior: OrderPosterior | None = None,
     seed: int = 0,
@@ -1420,8 +1426,9 @@ def improvement_order(
     The incumbent is the best posterior mean among the observed orders (from the start, not
     conditioned on ``current``); the improvement of the mixture is exact (its Gaussian
     members' improvements, weighted). Up to ``config.exhaustive_completions`` completions of
-    the prefix, every feasible one is scored (the first of equal improvements wins). Above,
-    candidates: the start orders, a random one (``seed``), and the local optima, from the best
+    the prefix, every feasible one is scored (the first of equal improvements wins; a callable
+    ``starts`` is not called). Above, or when none is feasible, candidates: the start orders, a
+    random one (``seed``), and the local optima, from the best
     of them and the random one, of the improvement with every model at its parameters'
     posterior mean (one rollout per order; the candidates are then compared on the full
     improvement). Deterministic for its inputs.
@@ -1471,7 +1478,7 @@ def explore_order(
     seed: int,
     current: RunRecord | None = None,
     is_feasible: Feasible | None = None,
-    starts: Sequence[Order] = (),
+    starts: Starts = (),
     config: RecommendConfig | None = None,
     posterior: OrderPosterior | None = None,
 ) -> Order:

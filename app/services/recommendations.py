@@ -21,7 +21,7 @@ in a batch is the plan made alone on the same snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -267,7 +267,7 @@ def ensemble_refiner(
     history = fits.history
 
     def refine(
-        problem: OrderingProblem, result: OrderingResult, indexes: tuple[int, ...]
+        problem: OrderingProblem, solved: Callable[[], OrderingResult], indexes: tuple[int, ...]
     ) -> RefinedOrder:
         assert list(indexes) == list(range(len(history.tasks))), "the ensemble plans every task"
         runs = history.fit_records()
@@ -276,7 +276,10 @@ def ensemble_refiner(
         def feasible(order: tuple[int, ...]) -> bool:
             return not check_order(problem, order)
 
-        start = tuple(int(t) for t in result.order)
+        def start() -> list[tuple[int, ...]]:
+            # Solved only when a search needs it: not where exploration scores every completion.
+            return [tuple(int(t) for t in solved().order)]
+
         if mode in (PlanMode.THOMPSON, PlanMode.EXPLORE):
             plan = thompson_order if mode is PlanMode.THOMPSON else explore_order
             order = plan(
@@ -286,7 +289,7 @@ def ensemble_refiner(
                 seed=seed,
                 current=current,
                 is_feasible=feasible,
-                starts=[start],
+                starts=start,
                 posterior=posterior,
             )
         else:
@@ -296,7 +299,7 @@ def ensemble_refiner(
                 weights=history.weights,
                 current=current,
                 is_feasible=feasible,
-                starts=[start],
+                starts=start,
                 posterior=posterior,
             ).order
         prediction = _prediction(posterior, order)

@@ -25,7 +25,7 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -403,8 +403,9 @@ def _run_model_refiner(
     """``solver.learning.refine_order`` as the schedules service's refine hook."""
 
     def refine(
-        problem: OrderingProblem, result: OrderingResult, indexes: tuple[int, ...]
+        problem: OrderingProblem, solved: Callable[[], OrderingResult], indexes: tuple[int, ...]
     ) -> RefinedOrder:
+        result = solved()
         sub = restrict_run_model(model, indexes)
         w = weights[list(indexes)]
         trained = len(problem.prefix)

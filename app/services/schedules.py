@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
+import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -433,7 +435,12 @@ class RefinedOrder:
     prediction: Prediction | None = None
 
 
-OrderRefiner = Callable[[OrderingProblem, OrderingResult, tuple[int, ...]], RefinedOrder]
+OrderRefiner = Callable[
+    [OrderingProblem, Callable[[], OrderingResult], tuple[int, ...]], RefinedOrder
+]
+"""A planner over the solver: the problem, the solver's answer *on demand* (solved on the first
+call, once; a planner that does not need the solver's order as a start never pays for it, and
+a conflict between the constraints surfaces only if it asks), the scheduled tasks' indexes."""
 """``(problem, solver result, project indexes of the scheduled tasks) -> refined order``."""
 
 
@@ -566,8 +573,10 @@ def solve_schedule(
         An effect model over every project task in index order, used instead of the estimates
         (e.g. a state-aware model); the stored estimates version is still the project's current.
     refine
-        Replaces the solver's order with the planner's; stored as ``feasible`` with no bound or
-        gap (the bound holds for the solved model only) and the planner's objective and method.
+        Replaces the solver's order with the planner's (:data:`OrderRefiner`: it asks for the
+        solve only if it needs it); stored as ``feasible`` with no bound or gap (the bound holds
+        for the solved model only), the planner's objective and method, and the time of the
+        solve and the planner together.
     settings
         Server settings for the solver's time limit cap and workers; default the process's.
     estimates
@@ -610,22 +619,29 @@ def solve_schedule(
     params = SolveParams(
         time_limit_s=time_limit_s, num_workers=settings.solver_workers, seed=request.seed
     )
-    with timed_solve(kind=solve_kind(run_id=run_id, parent_id=parent_id)) as solved_by:
-        result = _solve(problem, params, request.constraints, converted, inputs)
-        solved_by(result.method)
     planned: Prediction | None = None
-    if refine is not None:
-        refined = refine(problem, result, inputs.indexes)
-        planned = refined.prediction
-        result = replace(
-            result,
-            order=refined.order,
-            objective=refined.objective,
-            bound=math.inf,
-            gap=math.inf,
-            status="feasible",
-            method=refined.method,
+    with timed_solve(kind=solve_kind(run_id=run_id, parent_id=parent_id)) as solved_by:
+        started = time.perf_counter()
+        solve_once = functools.cache(
+            lambda: _solve(problem, params, request.constraints, converted, inputs)
         )
+        if refine is None:
+            result = solve_once()
+        else:
+            refined = refine(problem, solve_once, inputs.indexes)
+            planned = refined.prediction
+            # The planner's order: its bound is unknown (the solver's holds for the solved
+            # model only), its time the solve's (if it asked for one) and its own.
+            result = OrderingResult(
+                order=refined.order,
+                objective=refined.objective,
+                bound=math.inf,
+                gap=math.inf,
+                status="feasible",
+                wall_time_s=time.perf_counter() - started,
+                method=refined.method,
+            )
+        solved_by(result.method)
     prediction = planned or predict_order(inputs.model, result.order, rho=rho)
     solved = request.model_dump(mode="json")
     solved.update(rho=rho, time_limit_s=time_limit_s, prefix=list(prefix))

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from ordo_server.app.metrics import SOLVE_DURATION
 from ordo_server.models import Project, Schedule, Task
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
@@ -184,6 +185,36 @@ def test_a_thompson_run_explores_seeded_by_project_name_and_client_id(
     seed = plan_seed(stored.name, "job-3")
     order = explore_order(records, kinds=_kinds(), weights=np.ones(4), seed=seed, starts=[start])
     assert _order(run) == [KEYS[t] for t in order]
+
+
+def _solves(kind: str) -> dict[str, float]:
+    """How many plans of ``kind`` ``ordo_solve_duration_seconds`` counted, by method."""
+    return {
+        sample.labels["method"]: sample.value
+        for metric in SOLVE_DURATION.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_count") and sample.labels["kind"] == kind
+    }
+
+
+def test_an_exploration_that_scores_every_completion_solves_no_estimates(
+    client: TestClient, project: ProjectKeys, session: Session
+) -> None:
+    """Four tasks: exploration scores all 24 orders, so the pairwise solve that would only seed
+    its search is never run; the plan's time and its metric are the planner's."""
+    _train(client, project, {"adaptive": True})
+    _train(client, project, {"adaptive": True})
+    before = _solves("run")
+    run = client.post(_runs(project), json={"adaptive": True}, headers=project.trainer).json()
+    after = _solves("run")
+    schedule = session.get(Schedule, run["schedule_id"])
+    assert schedule is not None
+    assert schedule.method == "ensemble:explore"
+    assert schedule.wall_time_s > 0.0
+    assert after.get("ensemble:explore", 0.0) - before.get("ensemble:explore", 0.0) == 1.0
+    assert {m: c for m, c in after.items() if m != "ensemble:explore"} == {
+        m: c for m, c in before.items() if m != "ensemble:explore"
+    }
 
 
 def test_the_schedule_default_is_the_recommendation_once_a_run_completed(

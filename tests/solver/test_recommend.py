@@ -622,6 +622,41 @@ def test_exploration_takes_the_best_completion_when_every_one_is_scored(
         assert local < best - 1e-9
 
 
+def test_exploration_makes_its_starts_only_when_it_searches() -> None:
+    # Starts given as a function (the service's: a solve of the pairwise estimates) are made
+    # only where a search needs them: not where every completion is scored, and once where
+    # none is feasible or there are too many.
+    world = _last_task_world(N, seed=4)
+    runs = _runs(world, _last_task_utility, 4, seed=41, noise_sd=0.01)
+    current = _run(world, _last_task_utility, (3, 1, 4, 0, 2), stages=2)
+    history = [*runs, current]
+    calls: list[int] = []
+
+    def starts() -> list[Order]:
+        calls.append(1)
+        return [(3, 1, 2, 0, 4)]
+
+    def explore(config: RecommendConfig, feasible: Callable[[Order], bool] | None) -> Order:
+        kept = explore_order(
+            history, kinds=KINDS, weights=ONES, seed=7, current=current, is_feasible=feasible,
+            starts=starts, config=config,
+        )  # fmt: skip
+        eager = explore_order(
+            history, kinds=KINDS, weights=ONES, seed=7, current=current, is_feasible=feasible,
+            starts=starts(), config=config,
+        )  # fmt: skip
+        calls.pop()  # the eager call's own
+        assert kept == eager  # a function of the starts plans as the starts themselves
+        return kept
+
+    explore(RecommendConfig(), None)
+    assert calls == []
+    explore(RecommendConfig(), lambda order: order[-1] == 9)  # no completion is feasible
+    assert calls == [1]
+    explore(RecommendConfig(exhaustive_completions=0), None)
+    assert calls == [1, 1]
+
+
 def test_without_a_feasible_start_the_search_still_answers_a_feasible_order() -> None:
     # No start given and none of the posterior's own (observed orders, the pairwise optimum)
     # feasible: the search starts from an infeasible order, which must not be the answer.
