@@ -39,12 +39,14 @@ LEASE = {"Ordo-Lease-Token": "1"}
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of a /metrics text (0 when absent)."""
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
-                return float(found.value)
-    return 0.0
+    """The sum of the samples of a /metrics text named ``name`` whose labels include ``labels``
+    (0 when none): e.g. the solves of one kind, whatever their method."""
+    return sum(
+        float(found.value)
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == name and all(found.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 @pytest.fixture
