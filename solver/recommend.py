@@ -879,6 +879,17 @@ def _residual_factors(
     ]
 
 
+def _inverse_without(inverse: FloatMatrix, i: int) -> FloatMatrix:
+    """The inverse of a symmetric positive definite matrix without its row and column ``i``,
+    from the inverse ``B`` of the whole one, shape (R - 1, R - 1): ``B[-i, -i] - B[-i, i]
+    B[i, -i] / B[i, i]`` (O(R^2) instead of a fresh O(R^3) inverse)."""
+    kept = np.arange(len(inverse)) != i
+    column = inverse[kept, i]
+    return np.asarray(
+        inverse[np.ix_(kept, kept)] - np.outer(column, column) / inverse[i, i], dtype=np.float64
+    )
+
+
 def _held_out(data: _Data, config: RecommendConfig) -> list[int]:
     """Completed runs held out in turn (indexes into ``data.complete``): the most recent
     ``folds``, none with fewer than two."""
@@ -892,10 +903,13 @@ def _fold_scores(
     run_posteriors: Sequence[RunModelPosterior | None],
     specs: Sequence[_ResidualSpec],
     models: int,
+    factors: Sequence[FloatMatrix],
 ) -> tuple[FloatMatrix, FloatMatrix]:
     """Leave-one-run-out log predictive density and predicted mean of every held-out final,
     shape (folds, models x residuals) each, member order of :func:`fit_order_posterior`;
-    ``run_posteriors``: the run model without each held-out run (``None`` entries: none)."""
+    ``run_posteriors``: the run model without each held-out run (``None`` entries: none);
+    ``factors``: every spec's residual factor on all completed runs (:func:`_residual_factors`),
+    from which each fold's is downdated."""
     count = len(data.complete)
     held = _held_out(data, config)
     scores = np.zeros((len(held), models, len(specs)))
@@ -905,7 +919,7 @@ def _fold_scores(
         kept = [k for k in range(count) if k != i]
         predictors = _predictors(data, kept, run_posteriors[fold], none, config)
         noise = np.full(len(kept), data.final_var)
-        factors = _residual_factors(data.orders[kept], noise, specs, config)
+        fold_factors = [_inverse_without(factor, i) for factor in factors]
         for m, predictor in enumerate(predictors):
             mean, var = predictor.moments(data.orders, conditioned=False)
             residuals = data.finals[kept] - mean[kept]
@@ -917,7 +931,7 @@ def _fold_scores(
                     spec.scale,
                     spec.correlation,
                     config.residual_bias * spec.scale,
-                    factors[s],
+                    fold_factors[s],
                 )
                 r_mean, r_var = gp.predict(data.orders[i : i + 1])
                 m_i, v_i = _combine(mean[i : i + 1], var[i : i + 1], r_mean, r_var, gp.prior_var)
@@ -1019,13 +1033,14 @@ def fit_order_posterior(
             config=config.run_model,
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
-    scores, held_means = _fold_scores(data, config, folds, specs, models=3 if use_run_model else 2)
+    noise = np.full(len(data.finals), data.final_var)
+    factors = _residual_factors(data.orders, noise, specs, config)
+    models = 3 if use_run_model else 2
+    scores, held_means = _fold_scores(data, config, folds, specs, models, factors)
     everything = list(range(len(data.complete)))
     predictors = _predictors(data, everything, run_posterior, _current(None, n), config)
     members: list[_Member] = []
     names: list[str] = []
-    noise = np.full(len(data.finals), data.final_var)
-    factors = _residual_factors(data.orders, noise, specs, config)
     for predictor in predictors:
         mean, _ = predictor.moments(data.orders, conditioned=False)
         residuals = data.finals - mean

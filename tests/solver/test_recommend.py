@@ -748,3 +748,17 @@ def test_on_noiseless_data_the_recommendation_is_the_best_observed_or_predicted_
         assert _objective(world, _additive_utility, rec.order) == pytest.approx(best)
     else:
         assert rec.mean >= best - 2e-3
+
+
+def test_a_held_out_residual_inverse_is_downdated_from_the_full_one() -> None:
+    from ordo_server.solver.recommend import _inverse_without
+
+    rng = np.random.default_rng(3)
+    points = rng.standard_normal((9, 4))
+    # A kernel matrix plus noise, as the residual's: symmetric positive definite.
+    gram = np.exp(-0.5 * ((points[:, None] - points[None]) ** 2).sum(axis=2)) + 0.01 * np.eye(9)
+    inverse = np.linalg.inv(gram)
+    for i in (0, 4, 8):
+        kept = np.arange(9) != i
+        fresh = np.linalg.inv(gram[np.ix_(kept, kept)])
+        assert _inverse_without(inverse, i) == pytest.approx(fresh, rel=1e-9, abs=1e-9)
