@@ -540,12 +540,14 @@ def fit_run_model_posteriors(
     kinds: Sequence[TaskKind | None],
     holdouts: Sequence[int | None] = (None,),
     config: RunModelConfig | None = None,
+    steps: EntropySteps | None = None,
 ) -> list[RunModelPosterior]:
     """The run model's posterior on all runs (``None``) and without each run in ``holdouts``.
 
     The design of every run is built once; a held-out fit subtracts its run's terms from the
     normal equations, so ``k`` folds cost ``k`` dense ``p x p`` inversions and one design.
-    Same model and priors as :func:`fit_run_model` (``H_ref`` from all runs).
+    Same model and priors as :func:`fit_run_model` (``H_ref`` from all runs). ``steps``:
+    ``EntropySteps.of(runs)`` already built (e.g. a ``StageTable``'s).
     """
     config = config or RunModelConfig()
     n = len(kinds)
@@ -554,7 +556,7 @@ def fit_run_model_posteriors(
     entropy_ref = _entropy_reference(runs)
     noise_var = config.noise_sd**2
     prior_mean, prior_var = _prior(layout, config)
-    steps = EntropySteps.of(runs)
+    steps = steps or EntropySteps.of(runs)
     grams, moments = [], []
     for run in runs:
         design, utilities = _regression_data([run], layout, entropy_ref)

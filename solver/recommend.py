@@ -1031,6 +1031,7 @@ def fit_order_posterior(
             kinds=kinds,
             holdouts=[None, *(data.complete[i] for i in held)],
             config=config.run_model,
+            steps=data.table.steps,
         )
         run_posterior, folds = fitted[0], list(fitted[1:])
     noise = np.full(len(data.finals), data.final_var)
