@@ -140,6 +140,23 @@ def test_non_finite_floats_are_stored(session: Session) -> None:
     assert values[3] == 1.5
 
 
+def test_text_that_spells_a_non_finite_float_is_stored_as_text(session: Session) -> None:
+    # The encoder's non-finite floats are bare words: text holding them takes the careful path.
+    _METADATA.create_all(session.connection())
+    labels = ["NaN", "-Infinity", "not a NaN"]
+    rows = [
+        {"label": label, "value": 1.0, "flag": True, "at": None, "doc": {"say": label}}
+        for label in labels
+    ]
+
+    write_together(session, [Insertion(_ROWS, rows)])
+
+    stored = _read_back(session)
+    assert [(row[0], row[1], row[4]) for row in stored] == [
+        (label, 1.0, {"say": label}) for label in labels
+    ]
+
+
 def test_json_spells_timestamps_with_their_offset() -> None:
     at = datetime(2026, 12, 6, 12, 0, tzinfo=timezone(timedelta(hours=2)))
 
