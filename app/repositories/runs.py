@@ -92,7 +92,6 @@ def run_changes(rows: Sequence[dict[str, Any]]) -> Change:
 _RUNS = select(Run).where(
     Run.project_id == bindparam("project_id"), Run.id.in_(bindparam("run_ids", expanding=True))
 )
-_LOCK_RUNS = _RUNS.order_by(Run.id).with_for_update()
 _SCHEDULES = select(Schedule).where(
     Schedule.project_id == bindparam("project_id"),
     Schedule.id.in_(bindparam("schedule_ids", expanding=True)),
@@ -113,14 +112,39 @@ def get_schedules(
     return {schedule.id: schedule for schedule in session.scalars(_SCHEDULES, bound)}
 
 
-def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> dict[str, Run]:
-    """The project's runs with these ids, by id, their rows locked until commit in id order.
+class LockedRuns(NamedTuple):
+    """What :func:`lock_runs` read: the runs by id and the database clock."""
+
+    runs: dict[str, Run]
+    now: datetime  # read by the statement that locked them (or by its own when none was found)
+
+
+@functools.cache
+def _lock_runs_query(dialect: str) -> Select[Any]:
+    """:func:`lock_runs`'s statement (bound: project_id, run_ids), built once per dialect."""
+    clock = _SQLITE_CLOCK if dialect == "sqlite" else _POSTGRES_CLOCK
+    return (
+        select(Run, clock)
+        .where(
+            Run.project_id == bindparam("project_id"),
+            Run.id.in_(bindparam("run_ids", expanding=True)),
+        )
+        .order_by(Run.id)
+        .with_for_update(of=Run)
+    )
+
+
+def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> LockedRuns:
+    """The project's runs with these ids, by id, their rows locked until commit in id order,
+    and the database clock, in one round trip (a plan group's store reads both).
 
     Locking in one order (ids ascending) keeps two writers that lock several runs from waiting
     on each other in a cycle; every other writer locks one run.
     """
-    rows = session.scalars(_LOCK_RUNS, {"project_id": project_id, "run_ids": sorted(run_ids)})
-    return {run.id: run for run in rows}
+    query = _lock_runs_query(session.get_bind().dialect.name)
+    rows = session.execute(query, {"project_id": project_id, "run_ids": sorted(run_ids)}).all()
+    now = _utc(rows[0][1]) if rows else db_now(session)
+    return LockedRuns({run.id: run for run, _ in rows}, now)
 
 
 class RunView(NamedTuple):

@@ -517,8 +517,10 @@ def _store_together(
     locks) are ``duplicate``; the other schedules are inserted together and the runs pointed at
     them; the jobs are ended and their ends announced together. The outcome of each job."""
     with unit_of_work(database.sessions) as session:
-        now = run_repo.db_now(session)
-        runs = run_repo.lock_runs(session, project_id, [claim.run_id or "" for claim, _ in plans])
+        # The clock comes with the run locks (one round trip fewer for every group).
+        runs, now = run_repo.lock_runs(
+            session, project_id, [claim.run_id or "" for claim, _ in plans]
+        )
         held = job_repo.lock_held(session, {claim.id: claim.attempts for claim, _ in plans})
         outcomes: dict[int, str] = {}
         storing: list[tuple[_Claim, Run, _Plan, SolvedSchedule]] = []

@@ -344,6 +344,8 @@ def test_a_group_of_plans_is_stored_in_one_transaction_each_job_keeping_its_own_
         writes = [s for s in statements if s.startswith(("INSERT", "UPDATE", "WITH", "SELECT pg"))]
         assert len(writes) == 1, writes
         assert all(w in writes[0] for w in ('"ordo_runs"', '"ordo_jobs"', "pg_notify"))
+        # The clock is read by the statement that locks the runs, not by one of its own.
+        assert not [s for s in statements if s.strip() == "SELECT clock_timestamp()"], statements
 
     assert outcomes == {
         claims[planned].id: "planned",
