@@ -15,7 +15,12 @@ then prints:
    own process, and the share of the machine's cores they took: :class:`FleetCpu`). With
    ``--repeats N`` each fleet runs N times, then one line sums them up: the medians and
    ranges of the runs' report and lag p99s, and how many met every target (one run's p99
-   moves by a factor of two between repeats of the same code on a shared machine).
+   moves by a factor of two between repeats of the same code on a shared machine). With
+   ``--history K`` the project first has K runs, trained one after the other and completed,
+   outside the fleet's figures: from two completed runs on, every plan of an adaptive run is
+   the ensemble's (a fit of the project's runs, then expected improvement over the orders:
+   the steady state of a project in use), where a fresh project's fleet is planned from the
+   pairwise estimates until its first runs complete, at its end.
 2. **Plain reports** with ``wrk`` (Debian's package), ``--connections`` connections for
    ``--duration`` seconds: baseline and stage reports of fixed runs that follow one stored
    schedule (the Lua script walks run-major within a stage, stage after stage, so no report is
@@ -226,11 +231,19 @@ class FleetResult:
 
 
 def run_fleet(
-    server: ServerProcess, trainers: int, tasks: int, *, auth: str = TRAINER_KEY
+    server: ServerProcess,
+    trainers: int,
+    tasks: int,
+    *,
+    auth: str = TRAINER_KEY,
+    history: int = 0,
 ) -> FleetResult:
-    """``trainers`` adaptive runs at once in one new project."""
+    """``trainers`` adaptive runs at once in one new project (after ``history`` completed
+    runs of its own, trained one at a time and left out of the figures)."""
     prefix, keys = create_project(server, f"load-{trainers}-{os.urandom(4).hex()}", tasks)
     token = reporting_token(server, prefix, auth)
+    _train_history(server, token, prefix, keys, history)
+    jobs_before = _jobs(server, prefix)
     tally = Tally()
     fleet = [Trainer(server.base_url, token, prefix, keys) for _ in range(trainers)]
     cpu = FleetCpu(server.process.pid)
@@ -252,8 +265,9 @@ def run_fleet(
         trainer.close()
     lost = check_reports(server, prefix, tally)
     outside = sum(count for status, count in tally.statuses.items() if not 200 <= status < 300)
+    after = f", after {history} completed runs" if history else ""
     lines = [
-        f"fleet of {trainers} adaptive trainers, n = {tasks}: {wall:.1f} s",
+        f"fleet of {trainers} adaptive trainers, n = {tasks}{after}: {wall:.1f} s",
         "  answers by status: " + ", ".join(f"{s}: {c}" for s, c in sorted(tally.statuses.items())),
         f"  answers outside 2xx: {outside}; trainers that gave up: {len(tally.failures)}",
         f"  reports acknowledged: {len(tally.acknowledged)}; lost or altered: {lost}",
@@ -261,7 +275,9 @@ def run_fleet(
         f"p99 {1000 * _percentile(tally.report_s, 99):.1f} ms",
         f"  re-plan lag p50 {1000 * _percentile(tally.lag_s, 50):.1f} ms, "
         f"p99 {1000 * _percentile(tally.lag_s, 99):.1f} ms over {len(tally.lag_s)} re-plans",
-        cpu.line(wall, requests=sum(tally.statuses.values()), jobs=_jobs(server, prefix)),
+        cpu.line(
+            wall, requests=sum(tally.statuses.values()), jobs=_jobs(server, prefix) - jobs_before
+        ),
     ]
     lines += [f"  gave up: {message}" for message in tally.failures[:3]]
     report_p99 = _percentile(tally.report_s, 99)
@@ -272,6 +288,19 @@ def run_fleet(
         f"  {'PASS' if verdict else 'FAIL'}: 0 outside 2xx, 0 lost, p99 < 250 ms, lag < 2 s"
     )
     return FleetResult(lines, report_p99, lag_p99, verdict)
+
+
+def _train_history(
+    server: ServerProcess, token: str, prefix: str, keys: Sequence[str], runs: int
+) -> None:
+    """``runs`` adaptive runs of project ``prefix``, one after the other, each completed."""
+    tally = Tally()
+    trainer = Trainer(server.base_url, token, prefix, keys)
+    try:
+        for index in range(runs):
+            trainer.train(tally, f"history-{index}", seed=10_000 + index)
+    finally:
+        trainer.close()
 
 
 def _jobs(server: ServerProcess, prefix: str) -> int:
@@ -658,6 +687,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=6)
     parser.add_argument("--trainers", type=int, nargs="*", default=[40, 100])
     parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="completed runs in each fleet's project before it starts (2 or more: the "
+        "ensemble plans every run of the fleet)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each fleet (more than one: a summary)"
     )
     parser.add_argument("--connections", type=int, default=100)
@@ -714,7 +750,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for trainers in args.trainers:
             results = []
             for _ in range(args.repeats):
-                results.append(run_fleet(server, trainers, args.tasks, auth=args.auth))
+                results.append(
+                    run_fleet(server, trainers, args.tasks, auth=args.auth, history=args.history)
+                )
                 print("\n".join(results[-1].lines), flush=True)
             if len(results) > 1:
                 print(fleet_summary(trainers, results), flush=True)

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from bench.load import (
     ADMIN_TOKEN,
@@ -48,6 +49,35 @@ def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     assert re.match(r"one report alone: p50 [\d.]+ ms over 5", single[0])
     assert result.report_p99_s > 0
     assert result.lag_p99_s is not None  # adaptive runs of 4 tasks re-plan
+
+
+def test_a_fleet_after_completed_runs_is_planned_by_the_ensemble_and_counted_alone() -> None:
+    with ordo_server(None, workers=1) as server:
+        result = run_fleet(server, trainers=2, tasks=4, history=2)
+        engine = create_engine(server.database_url)
+        try:
+            with engine.connect() as connection:
+                methods = connection.execute(
+                    text(
+                        "SELECT r.client_id, s.method FROM ordo_schedules s "
+                        "JOIN ordo_runs r ON r.id = s.run_id"
+                    )
+                ).all()
+                jobs = connection.execute(text("SELECT count(*) FROM ordo_jobs")).scalar_one()
+        finally:
+            engine.dispose()
+    printed = "\n".join(result.lines)
+    assert "n = 4, after 2 completed runs" in printed
+    # The fleet's own reports only: 2 runs x (baseline + 4 stages).
+    assert "reports acknowledged: 10; lost or altered: 0" in printed
+    fleet = [method for client_id, method in methods if client_id.startswith("trainer-")]
+    history = [method for client_id, method in methods if client_id.startswith("history-")]
+    assert history
+    assert fleet
+    assert all(method.startswith("ensemble") for method in fleet), fleet
+    counted = re.search(r"\(([\d.]+) ms a job, (\d+) jobs\)", printed)
+    assert counted is not None, printed
+    assert 0 < int(counted.group(2)) < jobs  # the history's jobs are left out
 
 
 def test_repeats_of_a_fleet_are_summed_up_by_their_medians() -> None:
