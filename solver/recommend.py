@@ -619,6 +619,14 @@ class _Member:
     name: str
 
 
+@dataclass(slots=True)
+class _Shared:
+    """What a posterior and every copy :meth:`OrderPosterior.given` makes of it compute once:
+    values that do not depend on the run being re-planned."""
+
+    best_observed_mean: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class OrderPosterior:
     """The mixture posterior of the objective of any order.
@@ -646,6 +654,7 @@ class OrderPosterior:
     prefix: Order
     n: int
     trust: float = 1.0
+    shared: _Shared = field(default_factory=_Shared, compare=False, repr=False)
 
     def given(self, current: RunRecord | None) -> OrderPosterior:
         """This posterior for the run ``current`` being re-planned: predictions start from the
@@ -667,6 +676,18 @@ class OrderPosterior:
                 conditioned[key] = member.predictor.given(state)
             members.append(_Member(conditioned[key], member.residual, member.name))
         return replace(self, members=tuple(members), prefix=state.prefix)
+
+    def best_observed_mean(self) -> float:
+        """The highest mixture mean objective among the observed orders, from the start (``-inf``
+        without any): computed once for this posterior and every copy :meth:`given` makes of it
+        (the same value to the bit: from the start, the run being re-planned does not count), so
+        the runs of a plan batch share it."""
+        if self.shared.best_observed_mean is None:
+            best = -np.inf
+            if self.observed:
+                best = float(np.max(self.moments(self.observed, conditioned=False)[0]))
+            self.shared.best_observed_mean = best
+        return self.shared.best_observed_mean
 
     def moments(
         self, orders: npt.ArrayLike, *, conditioned: bool = True
@@ -1454,9 +1475,7 @@ def improvement_order(
     posterior = posterior or fit_order_posterior(
         runs, kinds=kinds, weights=w, current=current, config=config
     )
-    incumbent = -np.inf
-    if posterior.observed:
-        incumbent = float(np.max(posterior.moments(posterior.observed, conditioned=False)[0]))
+    incumbent = posterior.best_observed_mean()
     if not np.isfinite(incumbent):
         incumbent = float(np.max(posterior.finals)) if len(posterior.finals) else 0.0
 

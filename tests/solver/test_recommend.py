@@ -346,6 +346,9 @@ def test_one_fit_conditioned_on_each_run_plans_as_a_fit_for_that_run_alone() -> 
         alone = fit_order_posterior(_fresh(data), kinds=list(KINDS), weights=ONES, current=current)
         given = shared.given(current)
         assert given.prefix == alone.prefix == current.trained
+        # The best observed mean is computed once for the fit and every run conditioned on it.
+        assert given.shared is shared.shared
+        assert given.best_observed_mean() == alone.best_observed_mean() > -np.inf
         for conditioned in (True, False):
             expected = alone.moments(orders, conditioned=conditioned)
             actual = given.moments(orders, conditioned=conditioned)
