@@ -343,11 +343,27 @@ class _TransitionPredictor(_Predictor):
         current: _Current,
     ) -> None:
         self.model, self.params, self.weights, self.current = model, params, weights, current
+        # The last rollout of the predictor's own draws: a plan's prediction asks for the
+        # objective's moments, then the utilities' of the same order (one tuple, replaced whole).
+        self._last: tuple[tuple[object, ...], FloatMatrix] | None = None
 
     def _finals(
         self, orders: IntArray, conditioned: bool, params: FloatMatrix | None = None
     ) -> FloatMatrix:
-        params = self.params if params is None else params
+        """Final utilities of ``orders`` (P, n) under each parameter row of ``params`` (K, ...;
+        default the predictor's draws): shape (K, P, n)."""
+        if params is not None:
+            return self._rollout(orders, conditioned, params)
+        key = (orders.shape, orders.dtype.str, conditioned, np.ascontiguousarray(orders).tobytes())
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
+        finals = self._rollout(orders, conditioned, self.params)
+        finals.flags.writeable = False  # shared with the next caller of the same orders
+        self._last = (key, finals)
+        return finals
+
+    def _rollout(self, orders: IntArray, conditioned: bool, params: FloatMatrix) -> FloatMatrix:
         current = self.current
         if conditioned and current.prefix and current.utilities is not None:
             trained = np.zeros(self.model.n, dtype=bool)

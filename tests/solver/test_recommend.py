@@ -360,6 +360,34 @@ def test_one_fit_conditioned_on_each_run_plans_as_a_fit_for_that_run_alone() -> 
     assert shared.prefix == ()
 
 
+def test_a_posterior_asked_in_any_order_answers_as_a_fresh_one() -> None:
+    # Predictors keep their last rollout for the next question about the same orders.
+    world = _additive_world(N, seed=3)
+    runs = _runs(world, _additive_utility, 4, seed=2, noise_sd=0.01)
+    current = _run(world, _additive_utility, (2, 0, 4, 1, 3), stages=2)
+    data = [*runs, current]
+    asked = fit_order_posterior(data, kinds=KINDS, weights=ONES).given(current)
+    a = np.array([(2, 0, 1, 3, 4)], dtype=np.int64)
+    b = np.array([(2, 0, 4, 3, 1), (2, 0, 3, 1, 4)], dtype=np.int64)
+    questions = [
+        ("moments", a, True),
+        ("utility_moments", a, True),
+        ("moments", a, False),
+        ("utility_moments", b, True),
+        ("moments", b, True),
+        ("moments", a, True),
+        ("utility_moments", np.vstack([a, b]), True),  # the same first order, and more
+    ]
+    for name, orders, conditioned in questions:
+        fresh = fit_order_posterior(_fresh(data), kinds=list(KINDS), weights=ONES).given(current)
+        if name == "moments":
+            expected = fresh.moments(orders, conditioned=conditioned)
+            actual = asked.moments(orders, conditioned=conditioned)
+        else:
+            expected, actual = fresh.utility_moments(orders), asked.utility_moments(orders)
+        assert all(np.array_equal(x, y) for x, y in zip(actual, expected, strict=True)), name
+
+
 def test_thompson_explores_while_the_posterior_is_uncertain() -> None:
     world = _additive_world(N, seed=4)
     runs = _runs(world, _additive_utility, 2, seed=9, noise_sd=0.01)
