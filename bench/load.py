@@ -20,7 +20,9 @@ then prints:
    outside the fleet's figures: from two completed runs on, every plan of an adaptive run is
    the ensemble's (a fit of the project's runs, then expected improvement over the orders:
    the steady state of a project in use), where a fresh project's fleet is planned from the
-   pairwise estimates until its first runs complete, at its end.
+   pairwise estimates until its first runs complete, at its end. Where the lag goes, from the
+   fleet's job rows: how long a job waited for its claim, and from its claim to its end (a
+   worker's batch solves its runs in turn: :func:`job_delays`).
 2. **Plain reports** with ``wrk`` (Debian's package), ``--connections`` connections for
    ``--duration`` seconds: baseline and stage reports of fixed runs that follow one stored
    schedule (the Lua script walks run-major within a stage, stage after stage, so no report is
@@ -54,14 +56,17 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
 
 from ordo_server.app.server_process import LOOPBACK, ServerProcess, free_port, serve_subprocess
+from ordo_server.models import Job
 
 RETRIED = (500, 502, 503, 504)
 ATTEMPTS = 3
@@ -243,7 +248,7 @@ def run_fleet(
     prefix, keys = create_project(server, f"load-{trainers}-{os.urandom(4).hex()}", tasks)
     token = reporting_token(server, prefix, auth)
     _train_history(server, token, prefix, keys, history)
-    jobs_before = _jobs(server, prefix)
+    known = {job.id for job in _jobs(server, prefix)}  # the history's
     tally = Tally()
     fleet = [Trainer(server.base_url, token, prefix, keys) for _ in range(trainers)]
     cpu = FleetCpu(server.process.pid)
@@ -264,6 +269,7 @@ def run_fleet(
     for trainer in fleet:
         trainer.close()
     lost = check_reports(server, prefix, tally)
+    jobs = [job for job in _jobs(server, prefix) if job.id not in known]
     outside = sum(count for status, count in tally.statuses.items() if not 200 <= status < 300)
     after = f", after {history} completed runs" if history else ""
     lines = [
@@ -275,9 +281,8 @@ def run_fleet(
         f"p99 {1000 * _percentile(tally.report_s, 99):.1f} ms",
         f"  re-plan lag p50 {1000 * _percentile(tally.lag_s, 50):.1f} ms, "
         f"p99 {1000 * _percentile(tally.lag_s, 99):.1f} ms over {len(tally.lag_s)} re-plans",
-        cpu.line(
-            wall, requests=sum(tally.statuses.values()), jobs=_jobs(server, prefix) - jobs_before
-        ),
+        cpu.line(wall, requests=sum(tally.statuses.values()), jobs=len(jobs)),
+        job_delays(jobs),
     ]
     lines += [f"  gave up: {message}" for message in tally.failures[:3]]
     report_p99 = _percentile(tally.report_s, 99)
@@ -303,16 +308,48 @@ def _train_history(
         trainer.close()
 
 
-def _jobs(server: ServerProcess, prefix: str) -> int:
-    """How many jobs the project of ``prefix`` queued (plans of its runs)."""
+@dataclass(frozen=True)
+class JobTimes:
+    """A job of a fleet's project: its id and when it was queued, last claimed and ended (the
+    last two ``None`` while it has not)."""
+
+    id: int
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+
+
+def _jobs(server: ServerProcess, prefix: str) -> list[JobTimes]:
+    """The jobs the project of ``prefix`` queued (plans of its runs), oldest first."""
     project_id = prefix.rsplit("/", 1)[-1]
     engine = create_engine(server.database_url)
+    query = (
+        select(Job.id, Job.created_at, Job.started_at, Job.finished_at)
+        .where(Job.project_id == project_id)
+        .order_by(Job.id)
+    )
     try:
-        with engine.connect() as connection:
-            query = text("SELECT count(*) FROM ordo_jobs WHERE project_id = :project")
-            return int(connection.execute(query, {"project": project_id}).scalar_one())
+        with Session(engine) as session:
+            return [JobTimes(*row) for row in session.execute(query)]
     finally:
         engine.dispose()
+
+
+def job_delays(jobs: Sequence[JobTimes]) -> str:
+    """Where the re-plan lag goes, from the job rows: how long the ended jobs waited for their
+    (last) claim, and how long from the claim to the end (a batch solves its runs in turn)."""
+    waited: list[float] = []
+    ran: list[float] = []
+    for job in jobs:
+        if job.started is not None and job.finished is not None:
+            waited.append((job.started - job.created).total_seconds())
+            ran.append((job.finished - job.started).total_seconds())
+    return (
+        f"  jobs: waited for a claim p50 {1000 * _percentile(waited, 50):.0f} ms, "
+        f"p99 {1000 * _percentile(waited, 99):.0f} ms; claim to end p50 "
+        f"{1000 * _percentile(ran, 50):.0f} ms, p99 {1000 * _percentile(ran, 99):.0f} ms "
+        f"({len(ran)} ended)"
+    )
 
 
 def fleet_summary(trainers: int, results: Sequence[FleetResult]) -> str:

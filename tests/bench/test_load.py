@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -18,7 +19,9 @@ from bench.load import (
     TRAINER_KEY,
     CpuMeter,
     FleetResult,
+    JobTimes,
     fleet_summary,
+    job_delays,
     ordo_server,
     run_fleet,
     single_reports,
@@ -46,6 +49,13 @@ def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     assert cpu is not None, text
     assert float(cpu.group(1)) > 0
     assert int(cpu.group(2)) >= 3
+    delays = re.search(
+        r"jobs: waited for a claim p50 \d+ ms, p99 \d+ ms; claim to end p50 \d+ ms, "
+        r"p99 \d+ ms \((\d+) ended\)",
+        text,
+    )
+    assert delays is not None, text
+    assert 1 <= int(delays.group(1)) <= int(cpu.group(2))
     assert re.match(r"one report alone: p50 [\d.]+ ms over 5", single[0])
     assert result.report_p99_s > 0
     assert result.lag_p99_s is not None  # adaptive runs of 4 tasks re-plan
@@ -78,6 +88,21 @@ def test_a_fleet_after_completed_runs_is_planned_by_the_ensemble_and_counted_alo
     counted = re.search(r"\(([\d.]+) ms a job, (\d+) jobs\)", printed)
     assert counted is not None, printed
     assert 0 < int(counted.group(2)) < jobs  # the history's jobs are left out
+
+
+def test_job_delays_are_the_claim_waits_and_the_claim_to_end_times_of_ended_jobs() -> None:
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    jobs = [
+        JobTimes(1, at, at + timedelta(seconds=0.1), at + timedelta(seconds=0.3)),
+        JobTimes(2, at, at + timedelta(seconds=0.5), at + timedelta(seconds=0.6)),
+        JobTimes(3, at, at + timedelta(seconds=0.2), None),  # claimed, not ended: left out
+        JobTimes(4, at, None, None),
+    ]
+
+    line = job_delays(jobs)
+
+    assert "waited for a claim p50 300 ms, p99 496 ms" in line
+    assert "claim to end p50 150 ms, p99 199 ms (2 ended)" in line
 
 
 def test_repeats_of_a_fleet_are_summed_up_by_their_medians() -> None:
