@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import String, bindparam, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from ordo_server.app.repositories.bulk import Insertion
@@ -39,7 +39,7 @@ def schedule_insertion(rows: Sequence[dict[str, Any]]) -> Insertion:
     return Insertion(_SCHEDULE_ROWS, rows)
 
 
-# Built once (bound: project_id, run_ids).
+# Built once (bound: project_id, run_ids): the (run, plan stage) pairs that have a plan.
 _PLANNED = select(Schedule.run_id, Schedule.run_stage).where(
     Schedule.project_id == bindparam("project_id"),
     Schedule.run_id.in_(bindparam("run_ids", expanding=True)),
@@ -47,12 +47,33 @@ _PLANNED = select(Schedule.run_id, Schedule.run_stage).where(
 )
 
 
-def planned_stages(
-    session: Session, project_id: str, run_ids: Collection[str]
-) -> set[tuple[str, int]]:
-    """The (run, plan stage) pairs that have a plan, of these runs."""
-    rows = session.execute(_PLANNED, {"project_id": project_id, "run_ids": sorted(run_ids)})
-    return {(run, stage) for run, stage in rows if run is not None and stage is not None}
+# The same, and one more row: no run, the project's last version (bound: project_id, run_ids).
+_PLANNED_AND_LAST = union_all(
+    _PLANNED, select(literal(None, String), _LAST_VERSION.scalar_subquery())
+)
+
+
+class PlanSlots(NamedTuple):
+    """What :func:`plan_slots` read: the (run, plan stage) pairs that have a plan, of the runs
+    asked about, and the project's next free schedule version."""
+
+    taken: set[tuple[str, int]]
+    next_version: int
+
+
+def plan_slots(session: Session, project_id: str, run_ids: Collection[str]) -> PlanSlots:
+    """The (run, plan stage) pairs that have a plan, of these runs, and the project's next
+    free version (:func:`next_version`), in one round trip. Lock the project row first: the
+    statement then reads both after the lock, on one snapshot."""
+    bound = {"project_id": project_id, "run_ids": sorted(run_ids)}
+    taken: set[tuple[str, int]] = set()
+    last = 0
+    for run, value in session.execute(_PLANNED_AND_LAST, bound):
+        if run is None:
+            last = int(value or 0)
+        elif value is not None:
+            taken.add((run, value))
+    return PlanSlots(taken, last + 1)
 
 
 def get_schedule(session: Session, project_id: str, schedule_id: str) -> Schedule | None:

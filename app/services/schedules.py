@@ -717,8 +717,7 @@ def new_plans(
     """
     project_repo.lock_project(session, project_id)
     run_ids = {str(solved.values["run_id"]) for solved, _ in plans}
-    taken = schedule_repo.planned_stages(session, project_id, run_ids)
-    version = schedule_repo.next_version(session, project_id)
+    taken, version = schedule_repo.plan_slots(session, project_id, run_ids)
     made = NewPlans(ids=[], rows=[])
     for solved, stage in plans:
         key = (str(solved.values["run_id"]), stage)

@@ -346,6 +346,10 @@ def test_a_group_of_plans_is_stored_in_one_transaction_each_job_keeping_its_own_
         assert all(w in writes[0] for w in ('"ordo_runs"', '"ordo_jobs"', "pg_notify"))
         # The clock is read by the statement that locks the runs, not by one of its own.
         assert not [s for s in statements if s.strip() == "SELECT clock_timestamp()"], statements
+        # The runs' locks with the clock, the jobs' locks, the project's lock, the plans the
+        # runs have with the next version, the write: five statements for the group.
+        made = [s for s in statements if not s.startswith(("SAVEPOINT", "RELEASE"))]
+        assert len(made) == 5, made
 
     assert outcomes == {
         claims[planned].id: "planned",
