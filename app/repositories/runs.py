@@ -123,15 +123,7 @@ class LockedRuns(NamedTuple):
 def _lock_runs_query(dialect: str) -> Select[Any]:
     """:func:`lock_runs`'s statement (bound: project_id, run_ids), built once per dialect."""
     clock = _SQLITE_CLOCK if dialect == "sqlite" else _POSTGRES_CLOCK
-    return (
-        select(Run, clock)
-        .where(
-            Run.project_id == bindparam("project_id"),
-            Run.id.in_(bindparam("run_ids", expanding=True)),
-        )
-        .order_by(Run.id)
-        .with_for_update(of=Run)
-    )
+    return _RUNS.add_columns(clock).order_by(Run.id).with_for_update(of=Run)
 
 
 def lock_runs(session: Session, project_id: str, run_ids: Collection[str]) -> LockedRuns:
