@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from ordo_server.app.db import Database, unit_of_work
 from ordo_server.app.repositories import jobs as job_repo
-from ordo_server.app.repositories.runs import db_now
+from ordo_server.app.repositories.runs import db_now, lock_runs
 from ordo_server.app.services import planning, recommendations
 from ordo_server.app.services import runs as run_service
 from ordo_server.app.settings import Settings
@@ -371,6 +371,21 @@ def test_a_group_of_plans_is_stored_in_one_transaction_each_job_keeping_its_own_
     assert (view["stage"], view["task"]) == (2, replan.order[1])
     assert len(_plans(session, duplicate)) == 2  # the other worker's plan, not a second one
     assert len(_plans(session, moved)) == 1
+
+
+def test_the_run_locks_read_the_clock_with_the_runs_or_alone_when_none_is_found(
+    three_waiting: list[str], trained: ProjectKeys, database: Database
+) -> None:
+    with unit_of_work(database.sessions) as writer:
+        before = db_now(writer)
+        found = lock_runs(writer, trained.id, [*three_waiting, "missing"])
+        none = lock_runs(writer, trained.id, ["missing"])
+        after = db_now(writer)
+    assert sorted(found.runs) == sorted(three_waiting)
+    assert none.runs == {}
+    for clock in (found.now, none.now):
+        assert clock.tzinfo is not None
+        assert before <= clock <= after
 
 
 def test_a_group_whose_transaction_fails_is_stored_one_run_at_a_time(
