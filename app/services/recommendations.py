@@ -276,6 +276,9 @@ def ensemble_refiner(
         def feasible(order: tuple[int, ...]) -> bool:
             return not check_order(problem, order)
 
+        # Without constraints every order is feasible: no check per candidate.
+        is_feasible = feasible if problem.constraints else None
+
         def start() -> list[tuple[int, ...]]:
             # Solved only when a search needs it: not where exploration scores every completion.
             return [tuple(int(t) for t in solved().order)]
@@ -288,7 +291,7 @@ def ensemble_refiner(
                 weights=history.weights,
                 seed=seed,
                 current=current,
-                is_feasible=feasible,
+                is_feasible=is_feasible,
                 starts=start,
                 posterior=posterior,
             )
@@ -298,7 +301,7 @@ def ensemble_refiner(
                 kinds=history.kinds,
                 weights=history.weights,
                 current=current,
-                is_feasible=feasible,
+                is_feasible=is_feasible,
                 starts=start,
                 posterior=posterior,
             ).order
