@@ -40,7 +40,7 @@ orientation only, an effect is extrapolated from its kind group.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -439,7 +439,7 @@ def fit_run_model(
         entropy_map=entropy_maps(runs, n, config),
         entropy_ref=entropy_ref,
     )
-    return replace(posterior.summary(), observations=len(utilities))
+    return replace(posterior.summary_of(posterior.mean), observations=len(utilities))
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +463,7 @@ class RunModelPosterior:
     covariance: FloatMatrix
     entropy_map: FloatMatrix
     entropy_ref: float
+    _mean_summary: list[RunModel] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -515,9 +516,22 @@ class RunModelPosterior:
 
     def summary(self, mean: FloatMatrix | None = None) -> RunModel:
         """Means (``mean`` instead of the posterior mean when given, e.g. a draw) and marginal
-        variances as a :class:`RunModel`."""
+        variances as a :class:`RunModel`. The posterior mean's is made once and kept (its
+        arrays read-only: every plan of a batch predicts with it)."""
+        if mean is not None and mean is not self.mean:
+            return self.summary_of(mean)
+        if not self._mean_summary:
+            summary = self.summary_of(self.mean)
+            for item in fields(summary):
+                value = getattr(summary, item.name)
+                if isinstance(value, np.ndarray) and value is not self.entropy_map:
+                    value.flags.writeable = False
+            self._mean_summary.append(summary)
+        return self._mean_summary[0]
+
+    def summary_of(self, theta: FloatMatrix) -> RunModel:
+        """:meth:`summary` with the means ``theta``, made anew (arrays of its own)."""
         layout, n = self.layout, self.n
-        theta = self.mean if mean is None else mean
         covariance = self.covariance
         return RunModel(
             level_mean=theta[layout.level : layout.level + n].copy(),

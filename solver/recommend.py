@@ -344,24 +344,39 @@ class _TransitionPredictor(_Predictor):
     ) -> None:
         self.model, self.params, self.weights, self.current = model, params, weights, current
         # The last rollout of the predictor's own draws: a plan's prediction asks for the
-        # objective's moments, then the utilities' of the same order (one tuple, replaced whole).
-        self._last: tuple[tuple[object, ...], FloatMatrix] | None = None
+        # utilities' moments of an order its search rolled out with others (one tuple, replaced
+        # whole: the orders, the conditioning, the finals).
+        self._last: tuple[IntArray, bool, FloatMatrix] | None = None
 
     def _finals(
         self, orders: IntArray, conditioned: bool, params: FloatMatrix | None = None
     ) -> FloatMatrix:
         """Final utilities of ``orders`` (P, n) under each parameter row of ``params`` (K, ...;
-        default the predictor's draws): shape (K, P, n)."""
+        default the predictor's draws): shape (K, P, n). The same orders as the last rollout of
+        the draws, or one of them alone, are read from it: a rollout is elementwise in the
+        orders, so the rows are those a rollout of their own gives, to the bit."""
         if params is not None:
             return self._rollout(orders, conditioned, params)
-        key = (orders.shape, orders.dtype.str, conditioned, np.ascontiguousarray(orders).tobytes())
-        last = self._last
-        if last is not None and last[0] == key:
-            return last[1]
+        kept = self._kept_finals(orders, conditioned)
+        if kept is not None:
+            return kept
         finals = self._rollout(orders, conditioned, self.params)
         finals.flags.writeable = False  # shared with the next caller of the same orders
-        self._last = (key, finals)
+        self._last = (np.array(orders, dtype=np.int64), conditioned, finals)
         return finals
+
+    def _kept_finals(self, orders: IntArray, conditioned: bool) -> FloatMatrix | None:
+        if self._last is None:
+            return None
+        last_orders, last_conditioned, finals = self._last
+        if last_conditioned != conditioned or last_orders.shape[1:] != orders.shape[1:]:
+            return None
+        if last_orders.shape == orders.shape and np.array_equal(last_orders, orders):
+            return finals
+        if len(orders) != 1:
+            return None
+        hits = np.flatnonzero(np.all(last_orders == orders[0], axis=1))
+        return finals[:, int(hits[0]) : int(hits[0]) + 1] if len(hits) else None
 
     def _rollout(self, orders: IntArray, conditioned: bool, params: FloatMatrix) -> FloatMatrix:
         current = self.current
@@ -572,20 +587,34 @@ class _Residual:
         return np.asarray(self.scale * self.correlation(a, b) + self.bias, dtype=np.float64)
 
     def predict(
-        self, orders: IntArray, correlations: Correlations | None = None
+        self,
+        orders: IntArray,
+        correlations: Correlations | None = None,
+        shared: dict[tuple[object, ...], tuple[FloatMatrix, FloatMatrix]] | None = None,
     ) -> tuple[FloatMatrix, FloatMatrix]:
         """Residual mean and variance at ``orders``, shape (P,) each (``correlations``: those
-        of ``orders`` with the observed orders, (P, R) per kernel, when already computed)."""
+        of ``orders`` with the observed orders, (P, R) per kernel, when already computed).
+
+        ``shared``: where the residual processes of one question about the same ``orders``
+        keep what depends on the process but not on the residuals (the cross covariance and
+        the variance): the models' processes of one kernel and scale share their factor, so
+        they compute it once between them (the same values, to the bit).
+        """
         if len(self.orders) == 0:
             return np.zeros(len(orders)), np.full(len(orders), self.prior_var)
+        key = (id(self.factor), self.correlation, self.scale, self.bias)
+        if shared is not None and key in shared:
+            cross, var = shared[key]
+            return cross @ self.alpha, var
         if correlations is None or self.correlation not in correlations:
             correlations = {self.correlation: self.correlation(orders, self.orders)}
         cross = self.scale * correlations[self.correlation] + self.bias  # (P, R)
-        mean = cross @ self.alpha
         # (cross @ factor) . cross row by row: a matrix product, not einsum's unblocked triple
         # loop (0.6 of a second's 1.0 in a recommendation over 300 runs).
-        var = self.prior_var - np.sum((cross @ self.factor) * cross, axis=1)
-        return mean, np.maximum(var, 1e-18)
+        var = np.maximum(self.prior_var - np.sum((cross @ self.factor) * cross, axis=1), 1e-18)
+        if shared is not None:
+            shared[key] = cross, var
+        return cross @ self.alpha, var
 
     def covariance(self, orders: IntArray) -> FloatMatrix:
         """Posterior covariance of the residual at ``orders``, shape (P, P)."""
@@ -643,6 +672,32 @@ class _Shared:
     best_observed_mean: float | None = None
 
 
+MemberMoments = list[tuple[float, FloatMatrix, FloatMatrix]]
+
+
+@dataclass(slots=True)
+class _Scored:
+    """The last orders a posterior scored on its full member moments (conditioned), shape
+    (P, n), and those moments: a plan's prediction asks again for the order its search chose
+    among them."""
+
+    orders: IntArray | None = None
+    moments: MemberMoments | None = None
+
+    def row(self, orders: IntArray) -> MemberMoments | None:
+        """The kept moments of ``orders`` when it is one order (shape (1, n)) among the kept
+        ones, shape (1,) each; ``None`` otherwise."""
+        if self.orders is None or self.moments is None or len(orders) != 1:
+            return None
+        if self.orders.shape[1:] != orders.shape[1:]:
+            return None
+        hits = np.flatnonzero(np.all(self.orders == orders[0], axis=1))
+        if not len(hits):
+            return None
+        at = slice(int(hits[0]), int(hits[0]) + 1)
+        return [(weight, mean[at], var[at]) for weight, mean, var in self.moments]
+
+
 @dataclass(frozen=True, slots=True)
 class OrderPosterior:
     """The mixture posterior of the objective of any order.
@@ -671,6 +726,7 @@ class OrderPosterior:
     n: int
     trust: float = 1.0
     shared: _Shared = field(default_factory=_Shared, compare=False, repr=False)
+    scored: _Scored = field(default_factory=_Scored, compare=False, repr=False)
 
     def given(self, current: RunRecord | None) -> OrderPosterior:
         """This posterior for the run ``current`` being re-planned: predictions start from the
@@ -691,7 +747,7 @@ class OrderPosterior:
             if key not in conditioned:
                 conditioned[key] = member.predictor.given(state)
             members.append(_Member(conditioned[key], member.residual, member.name))
-        return replace(self, members=tuple(members), prefix=state.prefix)
+        return replace(self, members=tuple(members), prefix=state.prefix, scored=_Scored())
 
     def best_observed_mean(self) -> float:
         """The highest mixture mean objective among the observed orders, from the start (``-inf``
@@ -719,19 +775,37 @@ class OrderPosterior:
 
     def member_moments(
         self, orders: npt.ArrayLike, *, conditioned: bool = True, plug_in: bool = False
-    ) -> list[tuple[float, FloatMatrix, FloatMatrix]]:
+    ) -> MemberMoments:
         """Every active member's normalized weight, mean and variance of the objective, shape
         (P,) each: the mixture is these Gaussians (``plug_in``: each model at its parameters'
         posterior mean, without its parameter variance: the cheap version a search climbs).
 
         Each model's prediction and the correlations with the observed orders are computed once
-        and shared by the members (one per residual scale) built on them.
+        and shared by the members (one per residual scale) built on them. The last orders scored
+        in full (conditioned, not ``plug_in``) are kept with their moments: one of them asked
+        alone again (a plan's prediction of the order its search chose) is their row, equal to
+        its own computation up to the last bits of the sums over observed runs.
         """
+        full = conditioned and not plug_in
+        if full:
+            kept = self.scored.row(np.atleast_2d(np.asarray(orders, dtype=np.int64)))
+            if kept is not None:
+                return kept
+        out = self._member_moments(orders, conditioned=conditioned, plug_in=plug_in)
+        if full:
+            self.scored.orders = np.array(orders, dtype=np.int64, ndmin=2)  # a copy
+            self.scored.moments = out
+        return out
+
+    def _member_moments(
+        self, orders: npt.ArrayLike, *, conditioned: bool, plug_in: bool
+    ) -> MemberMoments:
         array, correlations = self._with_correlations(orders)
         predicted: dict[int, tuple[FloatMatrix, FloatMatrix]] = {}
+        shared: dict[tuple[object, ...], tuple[FloatMatrix, FloatMatrix]] = {}
         active = self._active()
         total = sum(weight for _, weight in active)
-        out: list[tuple[float, FloatMatrix, FloatMatrix]] = []
+        out: MemberMoments = []
         for member, weight in active:
             key = id(member.predictor)
             if key not in predicted and plug_in:
@@ -740,7 +814,7 @@ class OrderPosterior:
             elif key not in predicted:
                 predicted[key] = member.predictor.moments(array, conditioned=conditioned)
             model_mean, model_var = predicted[key]
-            residual_mean, residual_var = member.residual.predict(array, correlations)
+            residual_mean, residual_var = member.residual.predict(array, correlations, shared)
             mean, var = _combine(
                 model_mean, model_var, residual_mean, residual_var, member.residual.prior_var
             )
@@ -780,11 +854,13 @@ class OrderPosterior:
         array, correlations = self._with_correlations(orders)
         means = np.zeros(len(array))
         predicted: dict[int, FloatMatrix] = {}
+        shared: dict[tuple[object, ...], tuple[FloatMatrix, FloatMatrix]] = {}
         for member, weight in self._active():
             key = id(member.predictor)
             if key not in predicted:
                 predicted[key] = member.predictor.point(array, conditioned=True)
-            means += weight * (predicted[key] + member.residual.predict(array, correlations)[0])
+            residual = member.residual.predict(array, correlations, shared)[0]
+            means += weight * (predicted[key] + residual)
         return means / sum(weight for _, weight in self._active())
 
     def utilities(self, orders: npt.ArrayLike) -> FloatMatrix:

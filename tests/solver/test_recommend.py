@@ -24,10 +24,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordo_server.solver.estimation import TaskKind
-from ordo_server.solver.learning import RunRecord, insertion_moves
+from ordo_server.solver.learning import (
+    RunRecord,
+    fit_run_model,
+    fit_run_model_posteriors,
+    insertion_moves,
+)
 from ordo_server.solver.recommend import (
     Kernel,
     RecommendConfig,
+    _member_moments,
     explore_order,
     fit_order_posterior,
     improvement_order,
@@ -377,6 +383,8 @@ def test_a_posterior_asked_in_any_order_answers_as_a_fresh_one() -> None:
         ("moments", b, True),
         ("moments", a, True),
         ("utility_moments", np.vstack([a, b]), True),  # the same first order, and more
+        ("moments", b, True),
+        ("utility_moments", b[1:], True),  # one of the orders just rolled out, alone
     ]
     for name, orders, conditioned in questions:
         fresh = fit_order_posterior(_fresh(data), kinds=list(KINDS), weights=ONES).given(current)
@@ -386,6 +394,64 @@ def test_a_posterior_asked_in_any_order_answers_as_a_fresh_one() -> None:
         else:
             expected, actual = fresh.utility_moments(orders), asked.utility_moments(orders)
         assert all(np.array_equal(x, y) for x, y in zip(actual, expected, strict=True)), name
+
+
+def test_an_order_scored_with_others_is_predicted_alone_as_their_row() -> None:
+    # A plan's prediction asks again for the order its search chose among the scored ones.
+    world = _additive_world(N, seed=5)
+    runs = _runs(world, _additive_utility, 4, seed=6, noise_sd=0.01)
+    current = _run(world, _additive_utility, (1, 3, 0, 2, 4), stages=2)
+    data = [*runs, current]
+    asked = fit_order_posterior(data, kinds=KINDS, weights=ONES).given(current)
+    scored = np.array([(1, 3, *rest) for rest in itertools.permutations((0, 2, 4))])
+    batch = asked.moments(scored)
+    fresh = fit_order_posterior(_fresh(data), kinds=list(KINDS), weights=ONES).given(current)
+    for row in (4, 0):
+        alone = asked.moments(scored[row : row + 1])
+        assert all(np.array_equal(x, y[row : row + 1]) for x, y in zip(alone, batch, strict=True))
+        own = fresh.moments(scored[row : row + 1])
+        assert all(np.allclose(x, y, rtol=1e-12, atol=0) for x, y in zip(alone, own, strict=True))
+    # Other questions are their own computations: several orders, or from the start.
+    other = scored[[1, 3]]
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(asked.moments(other), fresh.moments(other), strict=True)
+    )
+    start = scored[2:3]
+    unconditioned = asked.moments(start, conditioned=False)
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(unconditioned, fresh.moments(start, conditioned=False), strict=True)
+    )
+
+
+def test_the_members_of_one_residual_process_share_its_variance_to_the_bit() -> None:
+    # Models paired with the same kernel and scale compute its cross covariance once.
+    world = _additive_world(N, seed=7)
+    runs = _runs(world, _additive_utility, 5, seed=8, noise_sd=0.01)
+    posterior = fit_order_posterior(runs, kinds=KINDS, weights=ONES)
+    orders = np.array(list(itertools.permutations(range(N)))[::7])
+    members = [member for member, _ in posterior._active()]
+    assert len({id(member.residual.factor) for member in members}) < len(members)
+    together = posterior.member_moments(orders)
+    for member, (_, mean, var) in zip(members, together, strict=True):
+        own_mean, own_var = _member_moments(member, orders)
+        assert np.array_equal(mean, own_mean) and np.array_equal(var, own_var), member.name
+
+
+def test_the_run_models_summary_at_its_mean_is_made_once_and_read_only() -> None:
+    world = _additive_world(N, seed=9)
+    runs = _runs(world, _additive_utility, 4, seed=10, noise_sd=0.01)
+    fitted = fit_run_model_posteriors(runs, kinds=KINDS)[0]
+    summary = fitted.summary()
+    assert fitted.summary() is summary and fitted.summary(fitted.mean) is summary
+    with pytest.raises(ValueError, match="read-only"):
+        summary.carry_mean[0, 1] = 1.0
+    made = fitted.summary_of(fitted.mean)
+    assert made is not summary and np.array_equal(made.carry_var, summary.carry_var)
+    shifted = fitted.summary(fitted.mean + 0.01)
+    assert not np.array_equal(shifted.level_mean, summary.level_mean)
+    assert fit_run_model(runs, kinds=KINDS).carry_mean.flags.writeable
 
 
 def test_thompson_explores_while_the_posterior_is_uncertain() -> None:
