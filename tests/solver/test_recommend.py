@@ -436,7 +436,8 @@ def test_the_members_of_one_residual_process_share_its_variance_to_the_bit() -> 
     together = posterior.member_moments(orders)
     for member, (_, mean, var) in zip(members, together, strict=True):
         own_mean, own_var = _member_moments(member, orders)
-        assert np.array_equal(mean, own_mean) and np.array_equal(var, own_var), member.name
+        assert np.array_equal(mean, own_mean), member.name
+        assert np.array_equal(var, own_var), member.name
 
 
 def test_the_run_models_summary_at_its_mean_is_made_once_and_read_only() -> None:
@@ -444,11 +445,13 @@ def test_the_run_models_summary_at_its_mean_is_made_once_and_read_only() -> None
     runs = _runs(world, _additive_utility, 4, seed=10, noise_sd=0.01)
     fitted = fit_run_model_posteriors(runs, kinds=KINDS)[0]
     summary = fitted.summary()
-    assert fitted.summary() is summary and fitted.summary(fitted.mean) is summary
+    assert fitted.summary() is summary
+    assert fitted.summary(fitted.mean) is summary
     with pytest.raises(ValueError, match="read-only"):
         summary.carry_mean[0, 1] = 1.0
     made = fitted.summary_of(fitted.mean)
-    assert made is not summary and np.array_equal(made.carry_var, summary.carry_var)
+    assert made is not summary
+    assert np.array_equal(made.carry_var, summary.carry_var)
     shifted = fitted.summary(fitted.mean + 0.01)
     assert not np.array_equal(shifted.level_mean, summary.level_mean)
     assert fit_run_model(runs, kinds=KINDS).carry_mean.flags.writeable
