@@ -670,6 +670,12 @@ class _Shared:
     values that do not depend on the run being re-planned."""
 
     best_observed_mean: float | None = None
+    # Local optima of the exploration's climbs from the start, by incumbent, limits and start
+    # order: a copy with no trained prefix predicts as the fit itself, so the first plans of a
+    # batch climb from their shared starts once (only their random starts differ).
+    climbs: dict[tuple[object, ...], Order] = field(default_factory=dict)
+    # The run model's pairwise optimum (:func:`_lop_start`), by prefix and objective weights.
+    lop_starts: dict[tuple[object, ...], Order | None] = field(default_factory=dict)
 
 
 MemberMoments = list[tuple[float, FloatMatrix, FloatMatrix]]
@@ -1231,23 +1237,40 @@ def _climbed(
     fixed: int,
     is_feasible: Feasible | None,
     config: RecommendConfig,
+    kept: tuple[dict[tuple[object, ...], Order], tuple[object, ...]] | None = None,
 ) -> list[Order]:
-    """The local optimum of ``score`` reached from each start."""
-    return [
-        _local_search(
-            score,
-            start,
-            fixed=fixed,
-            is_feasible=is_feasible,
-            max_rounds=config.max_rounds,
-            max_moves=config.max_moves,
-        )[0]
-        for start in starts
-    ]
+    """The local optimum of ``score`` reached from each start (``kept``: where the optima of
+    this very ``score`` are kept, and what tells it from another, for the next caller)."""
+    climbs, known = kept if kept is not None else ({}, ())
+    out = []
+    for start in starts:
+        key = (*known, config.max_rounds, config.max_moves, start)
+        if key not in climbs:
+            climbs[key] = _local_search(
+                score,
+                start,
+                fixed=fixed,
+                is_feasible=is_feasible,
+                max_rounds=config.max_rounds,
+                max_moves=config.max_moves,
+            )[0]
+        out.append(climbs[key])
+    return out
 
 
 def _lop_start(posterior: OrderPosterior, weights: FloatMatrix, prefix: Order) -> Order | None:
-    """The run model's pairwise optimum over the free tasks (``None`` without the run model)."""
+    """The run model's pairwise optimum over the free tasks (``None`` without the run model):
+    solved once per fit, prefix and weights (it reads the fit alone, never the conditioning)."""
+    key = (prefix, np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+    kept = posterior.shared.lop_starts
+    if key not in kept:
+        kept[key] = _solved_lop_start(posterior, weights, prefix)
+    return kept[key]
+
+
+def _solved_lop_start(
+    posterior: OrderPosterior, weights: FloatMatrix, prefix: Order
+) -> Order | None:
     predictor = next(
         (m.predictor for m in posterior.members if isinstance(m.predictor, _RunModelPredictor)),
         None,
@@ -1591,7 +1614,10 @@ def improvement_order(
     ranked = [candidates[i] for i in np.argsort(-values, kind="stable")[: config.starts]]
     if random_start in candidates and random_start not in ranked:
         ranked.append(random_start)
-    candidates += _climbed(climb, ranked, fixed, is_feasible, config)
+    # From the start (no prefix) every copy of the fit climbs the same improvement.
+    shared = not posterior.prefix and is_feasible is None
+    kept = (posterior.shared.climbs, ("improvement", incumbent)) if shared else None
+    candidates += _climbed(climb, ranked, fixed, is_feasible, config, kept)
     unique = _distinct_feasible(candidates, is_feasible)
     chosen: Order = unique[int(np.argmax(score(np.array(unique, dtype=np.int64))))]
     return chosen

@@ -138,7 +138,8 @@ def load_history(session: Session, project_id: str) -> ProjectHistory:
     trained: dict[str, list[int]] = {}
     status: dict[str, str] = {}
     stages: dict[str, int] = {}
-    for row in report_repo.project_stages(session, project_id):
+    reported = report_repo.project_stages(session, project_id)
+    for row in reported:
         status[row.run_id] = row.run_status
         stages[row.run_id] = row.stage
         if row.trained_task_id is not None:
@@ -149,7 +150,7 @@ def load_history(session: Session, project_id: str) -> ProjectHistory:
     entropies: dict[str, list[dict[int, float]]] = {
         run_id: [{} for _ in range(last + 1)] for run_id, last in stages.items()
     }
-    for evaluation in report_repo.project_evaluations(session, project_id):
+    for evaluation in report_repo.project_evaluations(session, project_id, reported):
         if evaluation.run_id not in utilities or evaluation.stage > stages[evaluation.run_id]:
             continue  # a report stored after the stages were read: not in this history
         task = index[evaluation.task_id]

@@ -309,10 +309,20 @@ def test_a_projects_history_reads_its_own_evaluations_only(
     session: Session, connection: Connection, recorded: Recorded
 ) -> None:
     """With other projects' evaluations in the table, the read of a project's history (each
-    plan job's) reads the project's own, not the whole table."""
+    plan job's) reads the project's own, not the whole table, and joins them to nothing: a join
+    to the reports was planned, on statistics older than the project's rows, as a nested loop
+    comparing every evaluation of the project with every report of it (458 ms at 4,368
+    evaluations); the reports are matched in Python instead."""
     _other_projects(connection)
     recorded.clear()
-    load_history(session, "p-1")
-    [read] = [(s, p) for s, p in recorded if "JOIN ordo_stage_evaluations" in s]
+    history = load_history(session, "p-1")
+    [read] = [(s, p) for s, p in recorded if "FROM ordo_stage_evaluations" in s]
+    assert "JOIN" not in read[0].upper(), read[0]
     plan = _explain(connection, *read, generic=True)
     assert not _reads_all(plan, "ordo_stage_evaluations"), plan
+    # Every report's evaluations reached its run and stage.
+    stored = connection.exec_driver_sql(
+        "SELECT count(*) FROM ordo_stage_evaluations WHERE project_id = 'p-1'"
+    ).scalar_one()
+    found = sum(len(stage) for run in history.records.values() for stage in run.utilities)
+    assert found == stored > 0

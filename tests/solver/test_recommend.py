@@ -366,6 +366,46 @@ def test_one_fit_conditioned_on_each_run_plans_as_a_fit_for_that_run_alone() -> 
     assert shared.prefix == ()
 
 
+def test_the_first_plans_of_one_fit_share_their_climbs_and_plan_as_fits_of_their_own() -> None:
+    # First plans (no prefix) of a batch: the same posterior, different seeds. Scoring every
+    # completion is off, so each plan climbs from the shared starts and its random one.
+    world = _additive_world(N, seed=11)
+    runs = _runs(world, _additive_utility, 4, seed=12, noise_sd=0.01)
+    searching = RecommendConfig(exhaustive_completions=0)
+    fit = fit_order_posterior(runs, kinds=KINDS, weights=ONES, config=searching)
+    planned = []
+    for seed in range(6):
+        given = fit.given(None)
+        order = explore_order(
+            runs, kinds=KINDS, weights=ONES, seed=seed, posterior=given, config=searching
+        )
+        alone = explore_order(
+            _fresh(runs), kinds=list(KINDS), weights=ONES, seed=seed, config=searching
+        )
+        assert order == alone
+        planned.append(len(fit.shared.climbs))
+    # The shared starts were climbed by the first plan; later ones add their random start.
+    assert planned[0] >= 2
+    assert all(b - a <= 1 for a, b in itertools.pairwise(planned))
+    assert len(fit.shared.lop_starts) == 1
+    # With a prefix, or with constraints, nothing is shared.
+    current = _run(world, _additive_utility, (3, 1, 0, 2, 4), stages=1)
+    before = dict(fit.shared.climbs)
+    explore_order(
+        runs, kinds=KINDS, weights=ONES, seed=0, posterior=fit.given(current), config=searching
+    )
+    explore_order(
+        runs,
+        kinds=KINDS,
+        weights=ONES,
+        seed=0,
+        posterior=fit.given(None),
+        config=searching,
+        is_feasible=lambda order: order[0] != 4,
+    )
+    assert fit.shared.climbs == before
+
+
 def test_a_posterior_asked_in_any_order_answers_as_a_fresh_one() -> None:
     # Predictors keep their last rollout for the next question about the same orders.
     world = _additive_world(N, seed=3)
