@@ -32,6 +32,7 @@ from ordo_server.solver.learning import (
 )
 from ordo_server.solver.recommend import (
     Kernel,
+    OrderPosterior,
     RecommendConfig,
     _member_moments,
     explore_order,
@@ -406,13 +407,21 @@ def test_the_first_plans_of_one_fit_share_their_climbs_and_plan_as_fits_of_their
     assert fit.shared.climbs == before
 
 
+def _conditioned_fit(
+    seed: int, partial: Order
+) -> tuple[list[RunRecord], RunRecord, OrderPosterior]:
+    """Four additive runs and one two stages into ``partial``: the data, that run, and the
+    data's fit conditioned on it."""
+    world = _additive_world(N, seed=seed)
+    runs = _runs(world, _additive_utility, 4, seed=seed + 1, noise_sd=0.01)
+    current = _run(world, _additive_utility, partial, stages=2)
+    data = [*runs, current]
+    return data, current, fit_order_posterior(data, kinds=KINDS, weights=ONES).given(current)
+
+
 def test_a_posterior_asked_in_any_order_answers_as_a_fresh_one() -> None:
     # Predictors keep their last rollout for the next question about the same orders.
-    world = _additive_world(N, seed=3)
-    runs = _runs(world, _additive_utility, 4, seed=2, noise_sd=0.01)
-    current = _run(world, _additive_utility, (2, 0, 4, 1, 3), stages=2)
-    data = [*runs, current]
-    asked = fit_order_posterior(data, kinds=KINDS, weights=ONES).given(current)
+    data, current, asked = _conditioned_fit(3, (2, 0, 4, 1, 3))
     a = np.array([(2, 0, 1, 3, 4)], dtype=np.int64)
     b = np.array([(2, 0, 4, 3, 1), (2, 0, 3, 1, 4)], dtype=np.int64)
     questions = [
@@ -438,11 +447,7 @@ def test_a_posterior_asked_in_any_order_answers_as_a_fresh_one() -> None:
 
 def test_an_order_scored_with_others_is_predicted_alone_as_their_row() -> None:
     # A plan's prediction asks again for the order its search chose among the scored ones.
-    world = _additive_world(N, seed=5)
-    runs = _runs(world, _additive_utility, 4, seed=6, noise_sd=0.01)
-    current = _run(world, _additive_utility, (1, 3, 0, 2, 4), stages=2)
-    data = [*runs, current]
-    asked = fit_order_posterior(data, kinds=KINDS, weights=ONES).given(current)
+    data, current, asked = _conditioned_fit(5, (1, 3, 0, 2, 4))
     scored = np.array([(1, 3, *rest) for rest in itertools.permutations((0, 2, 4))])
     batch = asked.moments(scored)
     fresh = fit_order_posterior(_fresh(data), kinds=list(KINDS), weights=ONES).given(current)
