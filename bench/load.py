@@ -22,7 +22,9 @@ then prints:
    the steady state of a project in use), where a fresh project's fleet is planned from the
    pairwise estimates until its first runs complete, at its end. Where the lag goes, from the
    fleet's job rows: how long a job waited for its claim, and from its claim to its end (a
-   worker's batch solves its runs in turn: :func:`job_delays`).
+   worker's batch solves its runs in turn: :func:`job_delays`), and how the worker's batches
+   went: their sizes, the time to each batch's first plan (its snapshot and fit) and the time
+   a job of it then took (:func:`batch_times`).
 2. **Plain reports** with ``wrk`` (Debian's package), ``--connections`` connections for
    ``--duration`` seconds: baseline and stage reports of fixed runs that follow one stored
    schedule (the Lua script walks run-major within a stage, stage after stage, so no report is
@@ -283,6 +285,7 @@ def run_fleet(
         f"p99 {1000 * _percentile(tally.lag_s, 99):.1f} ms over {len(tally.lag_s)} re-plans",
         cpu.line(wall, requests=sum(tally.statuses.values()), jobs=len(jobs)),
         job_delays(jobs),
+        batch_times(jobs),
     ]
     lines += [f"  gave up: {message}" for message in tally.failures[:3]]
     report_p99 = _percentile(tally.report_s, 99)
@@ -349,6 +352,35 @@ def job_delays(jobs: Sequence[JobTimes]) -> str:
         f"p99 {1000 * _percentile(waited, 99):.0f} ms; claim to end p50 "
         f"{1000 * _percentile(ran, 50):.0f} ms, p99 {1000 * _percentile(ran, 99):.0f} ms "
         f"({len(ran)} ended)"
+    )
+
+
+def batch_times(jobs: Sequence[JobTimes]) -> str:
+    """How the worker's batches went, from the ended jobs' rows: a batch's jobs share their
+    claim time. For each batch of two jobs or more: its size, the time from its claim to its
+    first job's end (the snapshot, the fit and the first plan) and the time each of its other
+    jobs then took (the rest of the batch over their number); the medians and the largest."""
+    batches: dict[datetime, list[datetime]] = {}
+    for job in jobs:
+        if job.started is not None and job.finished is not None:
+            batches.setdefault(job.started, []).append(job.finished)
+    sizes: list[float] = []
+    firsts: list[float] = []
+    each: list[float] = []
+    for claimed, ends in batches.items():
+        if len(ends) < 2:
+            continue
+        sizes.append(len(ends))
+        firsts.append((min(ends) - claimed).total_seconds())
+        each.append((max(ends) - min(ends)).total_seconds() / (len(ends) - 1))
+    if not sizes:
+        return "  batches: none of two jobs or more"
+    return (
+        f"  batches: {len(sizes)} of {min(sizes):.0f}-{max(sizes):.0f} jobs (median "
+        f"{statistics.median(sizes):g}); claim to first plan median "
+        f"{1000 * statistics.median(firsts):.0f} ms, max {1000 * max(firsts):.0f} ms; "
+        f"then a job median {1000 * statistics.median(each):.1f} ms, max "
+        f"{1000 * max(each):.1f} ms"
     )
 
 

@@ -20,6 +20,7 @@ from bench.load import (
     CpuMeter,
     FleetResult,
     JobTimes,
+    batch_times,
     fleet_summary,
     job_delays,
     ordo_server,
@@ -103,6 +104,34 @@ def test_job_delays_are_the_claim_waits_and_the_claim_to_end_times_of_ended_jobs
 
     assert "waited for a claim p50 300 ms, p99 496 ms" in line
     assert "claim to end p50 150 ms, p99 199 ms (2 ended)" in line
+
+
+def test_batches_are_the_ended_jobs_claimed_together() -> None:
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+    def job(number: int, claimed: float | None, ended: float | None) -> JobTimes:
+        started = None if claimed is None else at + timedelta(seconds=claimed)
+        finished = None if ended is None else at + timedelta(seconds=ended)
+        return JobTimes(number, at, started, finished)
+
+    jobs = [
+        job(1, 1.0, 1.1),  # a batch of three: first plan after 100 ms, then 20 ms a job
+        job(2, 1.0, 1.12),
+        job(3, 1.0, 1.14),
+        job(4, 2.0, 2.3),  # a batch of two: 300 ms, then 50 ms
+        job(5, 2.0, 2.35),
+        job(6, 3.0, 3.05),  # alone: not a batch
+        job(7, 2.0, None),  # claimed with the second batch, not ended: left out
+        job(8, None, None),
+    ]
+
+    line = batch_times(jobs)
+
+    assert line == (
+        "  batches: 2 of 2-3 jobs (median 2.5); claim to first plan median 200 ms, max 300 ms; "
+        "then a job median 35.0 ms, max 50.0 ms"
+    )
+    assert batch_times(jobs[5:]) == "  batches: none of two jobs or more"
 
 
 def test_repeats_of_a_fleet_are_summed_up_by_their_medians() -> None:
