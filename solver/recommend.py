@@ -332,6 +332,15 @@ class _Predictor:
         return self
 
 
+def _row_of(kept: IntArray, orders: IntArray) -> int | None:
+    """The row of ``kept`` (P, n) that is ``orders`` when it is one order (shape (1, n));
+    ``None`` otherwise."""
+    if len(orders) != 1 or kept.shape[1:] != orders.shape[1:]:
+        return None
+    hits = np.flatnonzero(np.all(kept == orders[0], axis=1))
+    return int(hits[0]) if len(hits) else None
+
+
 class _TransitionPredictor(_Predictor):
     name = "transition"
 
@@ -373,10 +382,8 @@ class _TransitionPredictor(_Predictor):
             return None
         if last_orders.shape == orders.shape and np.array_equal(last_orders, orders):
             return finals
-        if len(orders) != 1:
-            return None
-        hits = np.flatnonzero(np.all(last_orders == orders[0], axis=1))
-        return finals[:, int(hits[0]) : int(hits[0]) + 1] if len(hits) else None
+        row = _row_of(last_orders, orders)
+        return None if row is None else finals[:, row : row + 1]
 
     def _rollout(self, orders: IntArray, conditioned: bool, params: FloatMatrix) -> FloatMatrix:
         current = self.current
@@ -693,15 +700,14 @@ class _Scored:
     def row(self, orders: IntArray) -> MemberMoments | None:
         """The kept moments of ``orders`` when it is one order (shape (1, n)) among the kept
         ones, shape (1,) each; ``None`` otherwise."""
-        if self.orders is None or self.moments is None or len(orders) != 1:
+        if self.orders is None or self.moments is None:
             return None
-        if self.orders.shape[1:] != orders.shape[1:]:
+        row = _row_of(self.orders, orders)
+        if row is None:
             return None
-        hits = np.flatnonzero(np.all(self.orders == orders[0], axis=1))
-        if not len(hits):
-            return None
-        at = slice(int(hits[0]), int(hits[0]) + 1)
-        return [(weight, mean[at], var[at]) for weight, mean, var in self.moments]
+        return [
+            (weight, mean[row : row + 1], var[row : row + 1]) for weight, mean, var in self.moments
+        ]
 
 
 @dataclass(frozen=True, slots=True)
