@@ -254,11 +254,24 @@ def _recordset(table: Table, columns: tuple[str, ...], parameter: str) -> str:
 
 def _recordset_update(table: Table, key: str, columns: tuple[str, ...], parameter: str) -> str:
     """``UPDATE table SET column = r.column ... FROM json_to_recordset(:parameter) AS r(...)
-    WHERE table.key = r.key``."""
+    WHERE table.key = r.key AND table.key = ANY(the keys of :parameter)``.
+
+    The second condition finds the rows by the key's index: PostgreSQL takes any
+    ``json_to_recordset`` for 100 rows, and a join of 100 rows with the table was planned as a
+    full scan of it once the table held a few hundred rows (a report's update of its one run
+    read all of ``ordo_runs``: 4.5 ms at 11,000 runs, growing with every run kept). The keys as
+    an array whose length the planner cannot know are taken for 10, found by index whatever
+    the table's size.
+    """
     assignments = ", ".join(f'"{name}" = r."{name}"' for name in columns if name != key)
+    keys = (
+        f"ARRAY(SELECT CAST(element ->> '{key}' AS {_column_type(table, key)}) "
+        f"FROM json_array_elements(CAST(:{parameter} AS json)) AS element)"
+    )
     return (
         f'UPDATE "{table.name}" SET {assignments} FROM ROWS FROM '
-        f'({_recordset(table, columns, parameter)}) AS r WHERE "{table.name}"."{key}" = r."{key}"'
+        f'({_recordset(table, columns, parameter)}) AS r WHERE "{table.name}"."{key}" = r."{key}" '
+        f'AND "{table.name}"."{key}" = ANY({keys})'
     )
 
 
