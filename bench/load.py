@@ -64,7 +64,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Connection, create_engine, select, text
 from sqlalchemy.orm import Session
 
 from ordo_server.app.server_process import LOOPBACK, ServerProcess, free_port, serve_subprocess
@@ -780,6 +780,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+SIZED_TABLES = (
+    ("ordo_runs", "runs"),
+    ("ordo_jobs", "jobs"),
+    ("ordo_stage_evaluations", "evaluations"),
+)
+"""The tables whose sizes :func:`refresh_statistics` prints, with their names in its line."""
+
+
 def refresh_statistics(database_url: str | None, *, vacuum: bool = True) -> str | None:
     """``VACUUM ANALYZE`` the database (PostgreSQL; ``vacuum=False``: ``ANALYZE`` alone), so the
     planner does not work from stale row counts, nor scans the dead rows of deleted ones.
@@ -792,6 +800,11 @@ def refresh_statistics(database_url: str | None, *, vacuum: bool = True) -> str 
     rows; the plain-report phase analyzes again after creating its runs, as it would (before,
     the planner took the 2,000 new runs of one project for one and read a batch's runs through
     the wrong index: 0.6 ms of PostgreSQL CPU a report instead of 0.47).
+
+    The line also says how many rows the growing tables hold (every project's): the planner's
+    choices change with them, and a figure is comparable only to another taken on a database
+    of about the same size (a report's update of its run read every run from a few hundred
+    runs up to some 20,000, and by the primary key past that: docs/jobs.md).
     """
     if database_url is None or not database_url.startswith("postgresql"):
         return None
@@ -800,10 +813,15 @@ def refresh_statistics(database_url: str | None, *, vacuum: bool = True) -> str 
         with engine.connect() as connection:
             autovacuum = connection.execute(text("SHOW autovacuum")).scalar()
             connection.execute(text("VACUUM ANALYZE" if vacuum else "ANALYZE"))
+            held = [f"{_row_count(connection, table):,} {name}" for table, name in SIZED_TABLES]
     finally:
         engine.dispose()
     done = "VACUUM ANALYZE" if vacuum else "ANALYZE"
-    return f"{done} done (autovacuum is {autovacuum} on this server)"
+    return f"{done} done (autovacuum is {autovacuum} on this server); it holds {', '.join(held)}"
+
+
+def _row_count(connection: Connection, table: str) -> int:
+    return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from bench.load import (
     ADMIN_TOKEN,
+    SIZED_TABLES,
     TRAINER_KEY,
     CpuMeter,
     FleetResult,
@@ -24,6 +25,7 @@ from bench.load import (
     fleet_summary,
     job_delays,
     ordo_server,
+    refresh_statistics,
     run_fleet,
     single_reports,
 )
@@ -187,3 +189,31 @@ def test_the_cpu_meter_counts_the_process_tree_of_its_root() -> None:
     assert ours.per_request_ms(1000) == (
         f"CPU a request: API processes {ours.server_s:.2f} ms, PostgreSQL {ours.postgres_s:.2f} ms"
     )
+
+
+@pytest.mark.postgres
+def test_refreshing_the_statistics_says_how_many_rows_the_growing_tables_hold(
+    postgres_database_url: str,
+) -> None:
+    engine = create_engine(postgres_database_url)
+    try:
+        with engine.begin() as connection:
+            counts = [
+                connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table, _ in SIZED_TABLES
+            ]
+    finally:
+        engine.dispose()
+
+    line = refresh_statistics(postgres_database_url)
+
+    assert line is not None
+    assert re.fullmatch(
+        r"VACUUM ANALYZE done \(autovacuum is (on|off) on this server\); it holds "
+        r"[\d,]+ runs, [\d,]+ jobs, [\d,]+ evaluations",
+        line,
+    ), line
+    numbers = re.findall(r"(\d[\d,]*) (?:runs|jobs|evaluations)", line)
+    held = [int(number.replace(",", "")) for number in numbers]
+    assert held == counts
+    assert refresh_statistics(None) is None
