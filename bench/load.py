@@ -821,6 +821,10 @@ def refresh_statistics(database_url: str | None, *, vacuum: bool = True) -> str 
 
 
 def _row_count(connection: Connection, table: str) -> int:
+    """The rows of ``table``; 0 where it does not exist yet (a database the server will
+    migrate when it starts, after this line is printed)."""
+    if connection.execute(text("SELECT to_regclass(:table)"), {"table": table}).scalar() is None:
+        return 0
     return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 

@@ -29,6 +29,7 @@ from bench.load import (
     run_fleet,
     single_reports,
 )
+from tests.conftest import postgres_database, require_postgres
 
 
 @pytest.mark.parametrize("auth", [TRAINER_KEY, ADMIN_TOKEN])
@@ -217,3 +218,13 @@ def test_refreshing_the_statistics_says_how_many_rows_the_growing_tables_hold(
     held = [int(number.replace(",", "")) for number in numbers]
     assert held == counts
     assert refresh_statistics(None) is None
+
+
+@pytest.mark.postgres
+def test_refreshing_the_statistics_of_a_database_not_yet_migrated_counts_no_rows() -> None:
+    # The benchmark refreshes them before its server starts, and the server migrates.
+    with postgres_database(require_postgres(), migrate=False) as url:
+        line = refresh_statistics(url)
+
+    assert line is not None
+    assert line.endswith("it holds 0 runs, 0 jobs, 0 evaluations"), line
