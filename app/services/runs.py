@@ -313,8 +313,9 @@ def solve_plan(
     ``exploit`` follows the recommendation, ``thompson`` explores by expected improvement
     (``solver.recommend.explore_order``; seeded by the project's name and the run's
     ``client_id``); before ``RECOMMEND_MIN_RUNS`` (``exploit``) or ``ENSEMBLE_MIN_RUNS``
-    (``thompson``) completed runs or over ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise
-    estimates, as ``POST .../schedules`` does; for a subset of the tasks ``exploit`` solves
+    (``thompson``; ``IMPORTED_PRIORS_MIN_RUNS`` with imported priors) completed runs or over
+    ``ENSEMBLE_MAX_TASKS`` tasks, both use the pairwise estimates, as ``POST .../schedules``
+    does; for a subset of the tasks ``exploit`` solves
     the run model (:func:`solve_run_model_plan`) up to ``RUN_MODEL_MAX_TASKS`` project tasks
     (its dense fit grows as ``n^6``), the pairwise estimates above.
     """
@@ -324,7 +325,7 @@ def solve_plan(
     history = fits.history
     run_model = run.level_model == LevelModel.RUN_MODEL.value
     mode = PlanMode.EXPLORE if strategy is RunStrategy.THOMPSON else PlanMode.EXPLOIT
-    if run_model and ensemble_strategy and uses_ensemble(base, history, mode):
+    if run_model and ensemble_strategy and uses_ensemble(base, fits, mode):
         return solve_ensemble(
             session,
             context,

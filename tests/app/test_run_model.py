@@ -73,6 +73,11 @@ def _report(client: TestClient, project: ProjectKeys, run: dict[str, Any], stage
 def _train(client: TestClient, project: ProjectKeys, body: dict[str, Any]) -> dict[str, Any]:
     """Create a run, report every stage, complete it; the final view."""
     run = client.post(_runs(project), json=body, headers=project.trainer).json()
+    return _finish(client, project, run)
+
+
+def _finish(client: TestClient, project: ProjectKeys, run: dict[str, Any]) -> dict[str, Any]:
+    """Report every stage of a created run and complete it; the final view."""
     for stage in range(len(KEYS) + 1):
         _report(client, project, run, stage)
     done = client.post(f"{_runs(project)}/{run['id']}/complete", headers=_holder(project, run))
@@ -187,6 +192,58 @@ def test_a_thompson_run_explores_seeded_by_project_name_and_client_id(
     assert _order(run) == [KEYS[t] for t in order]
 
 
+def test_a_first_run_explores_on_the_ensemble_fitted_to_its_own_reports(
+    client: TestClient, project: ProjectKeys, session: Session
+) -> None:
+    """No run has completed: the first plan is one draw of the ensemble on its priors, and each
+    re-plan is the ensemble's fitted to the run's own reports so far (what
+    ``bench.closed_loop`` measures in process)."""
+    stored = session.get(Project, project.id)
+    assert stored is not None
+    body = {"adaptive": True, "client_id": "job-1"}
+    run = client.post(_runs(project), json=body, headers=project.trainer).json()
+    first = session.get(Schedule, run["schedule_id"])
+    assert first is not None
+    assert first.method == "ensemble:explore"
+    seed = plan_seed(stored.name, "job-1")
+    assert _order(run) == [
+        KEYS[t] for t in explore_order([], kinds=_kinds(), weights=np.ones(4), seed=seed)
+    ]
+    _report(client, project, run, 0)
+    assert _report(client, project, run, 1)["plan_pending"] is True
+    following = client.get(f"{_runs(project)}/{run['id']}/next", headers=project.trainer).json()
+    assert following["plan_pending"] is False
+    view = client.get(f"{_runs(project)}/{run['id']}", headers=project.trainer).json()
+    replan = session.get(Schedule, view["schedule_id"])
+    assert replan is not None
+    assert (replan.run_stage, replan.method) == (1, "ensemble:explore")
+    (record,) = _records(client, project)
+    expected = explore_order(
+        [record], kinds=_kinds(), weights=np.ones(4), seed=seed, current=record
+    )
+    assert replan.order == [KEYS[t] for t in expected]
+
+
+def test_with_imported_priors_the_first_two_runs_explore_on_the_pairwise_estimates(
+    client: TestClient, project: ProjectKeys, session: Session
+) -> None:
+    """The ensemble's models do not read imported priors: the pairwise estimates, which do,
+    plan exploration and draws until two runs have completed."""
+    priors = [{"effect": "F", "src": "poetry", "dst": "math", "mean": 0.3, "std": 0.05}]
+    imported = client.post(f"/v1/projects/{project.id}/priors", json=priors, headers=project.admin)
+    assert imported.status_code == 200, imported.text
+    schedules = f"/v1/projects/{project.id}/schedules"
+    for completed in (0, 1, 2):
+        run = client.post(_runs(project), json={"adaptive": True}, headers=project.trainer)
+        plan = session.get(Schedule, run.json()["schedule_id"])
+        assert plan is not None
+        assert plan.method.startswith("ensemble") is (completed >= 2), (completed, plan.method)
+        draw = client.post(schedules, json={"objective": "thompson"}, headers=project.admin)
+        assert draw.json()["method"].startswith("ensemble") is (completed >= 2)
+        if completed < 2:
+            _finish(client, project, run.json())
+
+
 def _solves(kind: str) -> dict[str, float]:
     """How many plans of ``kind`` ``ordo_solve_duration_seconds`` counted, by method."""
     return {
@@ -221,10 +278,12 @@ def test_the_schedule_default_is_the_recommendation_once_a_run_completed(
     client: TestClient, project: ProjectKeys
 ) -> None:
     """The recommendation needs one completed run (it holds on to the best run so far); a
-    posterior draw (objective ``thompson``) still needs two to weigh the models with."""
+    posterior draw (objective ``thompson``) is the ensemble's from the start."""
     schedules = f"/v1/projects/{project.id}/schedules"
     before = client.post(schedules, json={}, headers=project.admin).json()
     assert not before["method"].startswith("ensemble")  # pairwise estimates until then
+    first_draw = client.post(schedules, json={"objective": "thompson"}, headers=project.admin)
+    assert first_draw.json()["method"] == "ensemble:thompson"
     for completed in (1, 2):
         _train(client, project, {"adaptive": True})
         after = client.post(schedules, json={}, headers=project.admin)
@@ -250,7 +309,7 @@ def test_the_schedule_default_is_the_recommendation_once_a_run_completed(
             assert expected.best_observed_mean is not None
             assert expected.mean > expected.best_observed_mean
         draw = client.post(schedules, json={"objective": "thompson"}, headers=project.admin)
-        assert draw.json()["method"].startswith("ensemble") is (completed >= 2)
+        assert draw.json()["method"] == "ensemble:thompson"
 
 
 def _final_objective(record: RunRecord) -> float:

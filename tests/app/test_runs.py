@@ -409,7 +409,9 @@ def _first_run_seed(session: Session, project: ProjectKeys) -> int:
 def test_adaptive_run_replans_into_a_linked_chain(
     client: TestClient, tasked: ProjectKeys, session: Session
 ) -> None:
-    run = _create(client, tasked, {"adaptive": True, "strategy": "thompson"}).json()
+    # The pairwise estimates' Thompson draws (the ensemble's: tests/app/test_run_model.py).
+    body = {"adaptive": True, "strategy": "thompson", "level_model": "constant"}
+    run = _create(client, tasked, body).json()
     initial = run["schedule_id"]
     first_task = run["stages"][0]["task"]
     assert _report(client, tasked, run["id"], 0).json()["plan_pending"] is False

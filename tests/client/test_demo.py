@@ -156,5 +156,8 @@ def test_the_readme_quotes_the_default_demo(
     best_mean = final_scores(demo_world(0), all_orders(6)).mean(axis=1).max()
     demo_section = " ".join(readme[readme.index("### Demo") :].split())
     assert f"the best of all 720 orders reaches {best_mean:.3f}." in demo_section
+    # The README says so of the default demo: its exploiting run trains the best order.
+    assert "Ordo's last run trains that order." in demo_section
+    assert means["ordo"] == pytest.approx(best_mean, abs=1e-6)  # the file holds 6 decimals
     assert f"It wins in this simulator ({means['joint']:.3f}, above every order)" in demo_section
     assert means["joint"] > best_mean
