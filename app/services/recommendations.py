@@ -261,11 +261,10 @@ def uses_ensemble(request: ScheduleCreate, fits: ProjectFits, mode: PlanMode) ->
     completed = len(history.completed)
     if mode is PlanMode.EXPLOIT:
         return completed >= RECOMMEND_MIN_RUNS
-    if completed >= max(ENSEMBLE_MIN_RUNS, IMPORTED_PRIORS_MIN_RUNS):
-        return True
-    # Read only here: the estimates are read for every plan anyway (its feasible start).
-    needed = IMPORTED_PRIORS_MIN_RUNS if fits.estimates().imported else ENSEMBLE_MIN_RUNS
-    return completed >= needed
+    if completed < ENSEMBLE_MIN_RUNS:
+        return False
+    # The estimates are read only where the count leaves it open (a plan reads them anyway).
+    return completed >= IMPORTED_PRIORS_MIN_RUNS or not fits.estimates().imported
 
 
 def _prediction(posterior: OrderPosterior, order: tuple[int, ...]) -> Prediction:
