@@ -385,4 +385,7 @@ def solve_requested(
             return solve_ensemble(
                 session, context, request, fits, mode=mode, seed=request.seed, settings=settings
             )
+        # The estimates uses_ensemble may have read (imported priors): read once a request.
+        estimates = fits.estimates()
+        return solve_schedule(session, context, request, settings=settings, estimates=estimates)
     return solve_schedule(session, context, request, settings=settings)
