@@ -34,6 +34,10 @@ then prints:
    shared machine requests/s move with the other tenants' load, CPU a request much less, so
    compare versions on it.
 3. **One report alone**: ``--single`` sequential reports from one client, p50 (target <= 5 ms).
+4. **CPU a request by endpoint** (``--endpoints``, sequential, one client): ``/healthz`` (the
+   framework's floor), ``GET next``, a baseline report and ``GET`` a run, the API processes'
+   and PostgreSQL's CPU each and its p50 (:func:`endpoint_costs`): where a request's cost is
+   the route's own work and where the framework's, robust to the machine's load.
 
 Targets of issue 12 (PostgreSQL, 2 API workers, n = 6): fleets of 40 and 100 with 0 answers
 outside 2xx, 0 reports lost or altered, report p99 < 250 ms, re-plan lag p99 < 2 s.
@@ -54,7 +58,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -685,6 +689,46 @@ def single_reports(
     return [f"one report alone: p50 {p50:.1f} ms over {count}  {verdict}: <= 5 ms"]
 
 
+ENDPOINTS = ("GET /healthz", "GET .../next", "PUT .../reports/0", "GET .../runs/{id}")
+"""The requests :func:`endpoint_costs` measures, in its order: the framework's floor (no
+database, no metrics), a trainer's most frequent request, a baseline report, a run's detail."""
+
+
+def endpoint_costs(
+    server: ServerProcess, tasks: int, count: int, *, auth: str = TRAINER_KEY
+) -> list[str]:
+    """The CPU each of :data:`ENDPOINTS` costs the API processes and PostgreSQL, ``count``
+    sequential requests of each from one client (fixed runs), with their p50 latency.
+
+    One client keeps the figures apart from queueing: what a request costs, not what it waits.
+    The floor (``/healthz``) against a database route says how much of a request is the
+    framework and how much the route's own work."""
+    prefix, keys = create_project(server, f"endpoints-{os.urandom(4).hex()}", tasks)
+    token = reporting_token(server, prefix, auth)
+    run_ids = fixed_runs(server, prefix, count)
+    body = {"evaluations": [{"task": k, "value": 0.5, "entropy": 1.0} for k in keys]}
+    headers = {"Authorization": f"Bearer {token}", "Ordo-Lease-Token": "1"}
+    requests: dict[str, Callable[[httpx.Client, str], httpx.Response]] = {
+        ENDPOINTS[0]: lambda client, _: client.get("/healthz"),
+        ENDPOINTS[1]: lambda client, run: client.get(f"{prefix}/runs/{run}/next"),
+        ENDPOINTS[2]: lambda client, run: client.put(f"{prefix}/runs/{run}/reports/0", json=body),
+        ENDPOINTS[3]: lambda client, run: client.get(f"{prefix}/runs/{run}"),
+    }
+    lines = [f"CPU a request by endpoint, one client, {count} sequential requests each:"]
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=120.0) as client:
+        for name, request in requests.items():
+            meter, timings = CpuMeter(server.process.pid), []
+            meter.start()
+            for run_id in run_ids:
+                started = time.perf_counter()
+                request(client, run_id).raise_for_status()
+                timings.append(time.perf_counter() - started)
+            meter.stop()
+            p50 = 1000 * statistics.median(timings)
+            lines.append(f"  {name:<20} {meter.per_request_ms(count)}; p50 {p50:.2f} ms")
+    return lines
+
+
 @dataclass(frozen=True)
 class BareServer:
     """The bare route's server: its base URL and the pid of its process tree's root."""
@@ -771,6 +815,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single", type=int, default=200, help="sequential reports (0: skip)")
     parser.add_argument("--no-wrk", action="store_true", help="skip the plain-report phase")
     parser.add_argument(
+        "--endpoints",
+        type=int,
+        default=200,
+        help="sequential requests of each endpoint for the CPU a request (0: skip)",
+    )
+    parser.add_argument(
         "--auth",
         choices=[TRAINER_KEY, ADMIN_TOKEN],
         default=TRAINER_KEY,
@@ -849,6 +899,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(fleet_summary(trainers, results), flush=True)
         if args.single > 0:
             lines = single_reports(server, args.tasks, args.single, auth=args.auth)
+            print("\n".join(lines), flush=True)
+        if args.endpoints > 0:
+            lines = endpoint_costs(server, args.tasks, args.endpoints, auth=args.auth)
             print("\n".join(lines), flush=True)
         if not args.no_wrk:
             if shutil.which("wrk") is None:

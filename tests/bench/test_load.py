@@ -16,12 +16,14 @@ from sqlalchemy import create_engine, text
 
 from bench.load import (
     ADMIN_TOKEN,
+    ENDPOINTS,
     SIZED_TABLES,
     TRAINER_KEY,
     CpuMeter,
     FleetResult,
     JobTimes,
     batch_times,
+    endpoint_costs,
     fleet_summary,
     job_delays,
     ordo_server,
@@ -63,6 +65,22 @@ def test_a_small_fleet_reports_every_stage_and_loses_nothing(auth: str) -> None:
     assert re.match(r"one report alone: p50 [\d.]+ ms over 5", single[0])
     assert result.report_p99_s > 0
     assert result.lag_p99_s is not None  # adaptive runs of 4 tasks re-plan
+
+
+def test_the_cost_of_each_endpoint_is_measured_on_requests_that_succeed() -> None:
+    with ordo_server(None, workers=1) as server:
+        lines = endpoint_costs(server, tasks=3, count=4)
+    assert lines[0] == "CPU a request by endpoint, one client, 4 sequential requests each:"
+    figure = re.compile(
+        r"  (.+?) +CPU a request: API processes ([\d.]+) ms, PostgreSQL [\d.]+ ms; "
+        r"p50 ([\d.]+) ms"
+    )
+    measured = [figure.fullmatch(line) for line in lines[1:]]
+    assert all(measured), lines
+    assert [m.group(1) for m in measured if m] == list(ENDPOINTS)
+    # Every request was answered (raise_for_status) and took time of the server's processes.
+    assert all(float(m.group(3)) > 0 for m in measured if m)
+    assert sum(float(m.group(2)) for m in measured if m) > 0
 
 
 def test_a_fleet_after_completed_runs_is_planned_by_the_ensemble_and_counted_alone() -> None:
