@@ -314,7 +314,7 @@ def finished_runs(session: Session, project_id: str, *, limit: int) -> Sequence[
 
 def get_schedule(session: Session, project_id: str, schedule_id: str) -> Schedule | None:
     """The project's schedule with this id, or ``None``; one the session already holds is not
-    read again (a run's view reads its current plan first, then the chain that ends in it)."""
+    read again."""
     schedule = session.get(Schedule, schedule_id)
     return schedule if schedule is not None and schedule.project_id == project_id else None
 

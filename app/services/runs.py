@@ -516,16 +516,10 @@ def run_with_plan(
     return found
 
 
-def current_schedule(session: Session, run: Run) -> Schedule | None:
-    """The plan the run follows now."""
-    if run.schedule_id is None:
-        return None
-    return run_repo.get_schedule(session, run.project_id, run.schedule_id)
-
-
-def current_order(session: Session, run: Run) -> list[str]:
-    """Task keys of the run's current plan (empty if its schedule is gone)."""
-    schedule = current_schedule(session, run)
+def _order_in(schedules: Mapping[str, Schedule], run: Run) -> list[str]:
+    """Task keys of the run's current plan, found among ``schedules`` (by id); empty if its
+    schedule is gone."""
+    schedule = schedules.get(run.schedule_id) if run.schedule_id else None
     return list(schedule.order) if schedule is not None else []
 
 
@@ -642,11 +636,6 @@ def _summary_fields(run: Run, order: Sequence[str], now: datetime) -> dict[str, 
     }
 
 
-def plan_pending(session: Session, run: Run) -> bool:
-    """Whether a plan job of the run is waiting or being worked on."""
-    return job_repo.pending_for_run(session, run.id) is not None
-
-
 def request_plan(
     session: Session,
     run: Run,
@@ -727,9 +716,33 @@ def read_run(
     settings: Settings,
     now: datetime | None = None,
 ) -> RunRead:
-    """The full view of a run."""
-    now = now or run_repo.db_now(session)
-    order = current_order(session, run)
+    """The full view of ``run``, a row this session holds (its values as the session has them;
+    ``now``: the clock the caller read, default the view's own)."""
+    view = run_with_plan(session, context, run.id, plan_pending=True)
+    return _run_read(session, context, view, settings=settings, now=now)
+
+
+def get_run(
+    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
+) -> RunRead:
+    """One run with its stages, schedule versions, reports and lease (404 if the project has
+    no such run)."""
+    view = run_with_plan(session, context, run_id, plan_pending=True)
+    return _run_read(session, context, view, settings=settings)
+
+
+def _run_read(
+    session: Session,
+    context: ProjectContext,
+    view: run_repo.RunView,
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+) -> RunRead:
+    """A run's view from its row, plan, clock and pending job (one statement:
+    :func:`run_with_plan`), with the project's task keys, the schedules it followed and its
+    reports read here."""
+    run, order = view.run, view.plan or []
     keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
     chain = (
         run_repo.schedule_chain(session, context.id, run.id, run.schedule_id)
@@ -740,7 +753,7 @@ def read_run(
     reports = report_repo.list_reports(session, run.id) if run.next_stage > 0 else []
     return RunRead.model_validate(
         {
-            **_summary_fields(run, order, now),
+            **_summary_fields(run, order, now or view.now),
             "stages": _stages(order, run.next_stage),
             "schedules": [
                 ScheduleVersion(
@@ -750,16 +763,9 @@ def read_run(
             ],
             "reports": report_reads(session, run, reports, keys),
             "lease": lease_of(run, settings),
-            "plan_pending": plan_pending(session, run),
+            "plan_pending": bool(view.plan_pending),
         }
     )
-
-
-def get_run(
-    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
-) -> RunRead:
-    """One run with its stages, schedule versions, reports and lease."""
-    return read_run(session, context, get_run_row(session, context, run_id), settings=settings)
 
 
 def encode_page_token(run: Run) -> str:
@@ -802,9 +808,12 @@ def list_runs(
     )
     now = run_repo.db_now(session)
     page = rows[:page_size]
+    # The page's plans in one statement, not one per run.
+    plans = run_repo.get_schedules(
+        session, context.id, {run.schedule_id for run in page if run.schedule_id}
+    )
     items = [
-        RunSummary.model_validate(_summary_fields(run, current_order(session, run), now))
-        for run in page
+        RunSummary.model_validate(_summary_fields(run, _order_in(plans, run), now)) for run in page
     ]
     token = encode_page_token(page[-1]) if len(rows) > page_size else None
     return RunList(items=items, next_page_token=token)

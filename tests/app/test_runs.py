@@ -114,7 +114,8 @@ def test_a_run_is_read_once_with_only_what_it_has(
     client: TestClient, tasked: ProjectKeys, connection: Connection
 ) -> None:
     """The creation answers the run as read after its plan (not also before), a run before its
-    baseline reads no reports, and a view reads its current plan once."""
+    baseline reads no reports, and a view reads the run with its plan, the clock and whether a
+    plan job is pending in one statement."""
     statements = recorded_statements(connection.engine)
     created = _create(client, tasked, {"adaptive": True}).json()
     assert created["plan_pending"] is False
@@ -123,8 +124,13 @@ def test_a_run_is_read_once_with_only_what_it_has(
     run_url = f"{_runs(tasked)}/{created['id']}"
     assert client.get(run_url, headers=tasked.trainer).json() == created
     assert _reading_reports_of_a_run(statements) == []
-    schedule_reads = [s for s in statements if "FROM ordo_schedules" in s]
-    assert len(schedule_reads) == 2  # the current plan, then the plans made for the run
+    reads = [s for s in statements if s.startswith("SELECT")]
+    # The project (the key's check), the run with its plan, the clock and its pending job,
+    # the project's tasks, the plans made for the run: 7 statements before.
+    assert len(reads) == 4, reads
+    [run_read] = [s for s in reads if "FROM ordo_runs" in s]
+    assert "JOIN ordo_schedules" in run_read
+    assert "ordo_jobs" in run_read
     assert _report(client, tasked, created["id"], 0).status_code == 200
     statements.clear()
     viewed = client.get(run_url, headers=tasked.trainer).json()
@@ -394,6 +400,18 @@ def test_list_pages_newest_first(client: TestClient, tasked: ProjectKeys) -> Non
     assert [run["id"] for run in completed.json()["items"]] == [created[0]]
     bad = client.get(_runs(tasked), params={"page_token": "%%%"}, headers=tasked.trainer)
     assert _problem(bad, 422, "validation_failed")["errors"][0]["field"] == "page_token"
+
+
+def test_a_page_of_runs_reads_their_plans_in_one_statement(
+    client: TestClient, tasked: ProjectKeys, connection: Connection
+) -> None:
+    # Adaptive runs follow plans of their own: one read a run before (an N + 1 query).
+    created = [_create(client, tasked, {"adaptive": True}).json() for _ in range(4)]
+    statements = recorded_statements(connection.engine)
+    listed = client.get(_runs(tasked), headers=tasked.trainer).json()["items"]
+    assert [run["id"] for run in listed] == [run["id"] for run in created[::-1]]
+    assert all(run["stage_count"] == len(TASKS) for run in listed)
+    assert len([s for s in statements if "FROM ordo_schedules" in s]) == 1
 
 
 # --- adaptive re-planning ------------------------------------------------------------------------
