@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ordo_server.app.repositories.bulk import Insertion
@@ -73,6 +73,41 @@ def evaluations(
         )
         for stage, row in session.execute(query).all()
     ]
+
+
+def final_evaluations(
+    session: Session, run_ids: Collection[str]
+) -> dict[str, list[StoredEvaluation]]:
+    """The evaluations of each run's last report, by run id (row order; a run without reports
+    is absent), in one statement."""
+    if not run_ids:
+        return {}
+    ids = sorted(run_ids)
+    last = (
+        select(StageReport.run_id, func.max(StageReport.stage).label("stage"))
+        .where(StageReport.run_id.in_(ids))
+        .group_by(StageReport.run_id)
+        .subquery()
+    )
+    query = (
+        select(StageReport.run_id, StageReport.stage, StageEvaluation)
+        .join(last, and_(last.c.run_id == StageReport.run_id, last.c.stage == StageReport.stage))
+        .join(StageEvaluation, StageEvaluation.report_id == StageReport.id)
+        .order_by(StageReport.run_id, StageEvaluation.id)
+    )
+    found: dict[str, list[StoredEvaluation]] = {}
+    for run_id, stage, row in session.execute(query):
+        found.setdefault(run_id, []).append(
+            StoredEvaluation(
+                stage=stage,
+                task_id=row.task_id,
+                value=row.value,
+                utility=row.utility,
+                stderr=row.stderr,
+                entropy=row.entropy,
+            )
+        )
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -322,23 +322,45 @@ def get_schedule(session: Session, project_id: str, schedule_id: str) -> Schedul
 def schedule_chain(
     session: Session, project_id: str, run_id: str, current_id: str
 ) -> list[Schedule]:
-    """The schedules a run followed, oldest first: its first plan, then every re-plan.
+    """The schedules a run followed, oldest first: its first plan, then every re-plan
+    (:func:`schedule_chains` of one run)."""
+    return schedule_chains(session, project_id, {run_id: current_id})[run_id]
 
-    Walks ``parent_id`` back from the current plan while the schedule was made for this run;
+
+def schedule_chains(
+    session: Session, project_id: str, currents: Mapping[str, str]
+) -> dict[str, list[Schedule]]:
+    """The schedules each run followed, oldest first, by run id (``currents``: each run's
+    current schedule id): one statement, two where a run started from a stored schedule.
+
+    Walks ``parent_id`` back from the current plan while the schedule was made for the run;
     the first plan is the one reached last (a stored schedule the run started from, or the
     run's own first solve, which has no parent).
     """
-    made_for_run = session.scalars(
-        select(Schedule).where(Schedule.project_id == project_id, Schedule.run_id == run_id)
+    if not currents:
+        return {}
+    made = session.scalars(
+        select(Schedule).where(
+            Schedule.project_id == project_id, Schedule.run_id.in_(sorted(currents))
+        )
     ).all()
-    by_id = {schedule.id: schedule for schedule in made_for_run}
+    by_id = {schedule.id: schedule for schedule in made}
+    # What a walk reaches that no run of these made: a stored schedule a run started from.
+    wanted = {*currents.values(), *(s.parent_id for s in made if s.parent_id is not None)}
+    missing = wanted - by_id.keys()
+    if missing:
+        by_id.update(get_schedules(session, project_id, missing))
+    return {run_id: _chain(by_id, run_id, current) for run_id, current in currents.items()}
+
+
+def _chain(by_id: Mapping[str, Schedule], run_id: str, current_id: str) -> list[Schedule]:
+    """One run's walk of :func:`schedule_chains` over the schedules read."""
     chain: list[Schedule] = []
-    schedule = by_id.get(current_id) or get_schedule(session, project_id, current_id)
+    schedule = by_id.get(current_id)
     while schedule is not None:
         chain.append(schedule)
         if schedule.run_id != run_id or schedule.parent_id is None:
             break
-        parent_id = schedule.parent_id
-        schedule = by_id.get(parent_id) or get_schedule(session, project_id, parent_id)
+        schedule = by_id.get(schedule.parent_id)
     chain.reverse()
     return chain

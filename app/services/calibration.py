@@ -55,26 +55,17 @@ def _mae(errors: Sequence[float]) -> float | None:
     return sum(errors) / len(errors) if errors else None
 
 
-def _run_calibration(session: Session, context: ProjectContext, run: Run) -> RunCalibration:
-    chain = (
-        run_repo.schedule_chain(session, context.id, run.id, run.schedule_id)
-        if run.schedule_id
-        else []
-    )
+def _run_calibration(
+    run: Run,
+    chain: Sequence[Schedule],
+    last_report: Sequence[report_repo.StoredEvaluation],
+    keys: Mapping[str, str],
+) -> RunCalibration:
+    """One run's figures: ``chain``, the schedules it followed (oldest first); ``last_report``,
+    the evaluations of its last report; ``keys``, task keys by task id."""
     first = chain[0] if chain else None
     last = chain[-1] if chain else None
-    keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
-    reports = report_repo.list_reports(session, run.id)
-    final_stage = reports[-1].stage if reports else None
-    observed = (
-        {
-            keys[row.task_id]: row.utility
-            for row in report_repo.evaluations(session, run.id, [final_stage])
-            if row.task_id in keys
-        }
-        if final_stage is not None
-        else {}
-    )
+    observed = {keys[row.task_id]: row.utility for row in last_report if row.task_id in keys}
     initial, final = predicted_means(first), predicted_means(last)
     initial_box, final_box = predicted_intervals(first), predicted_intervals(last)
     tasks = [
@@ -119,9 +110,16 @@ def calibration(session: Session, context: ProjectContext, *, limit: int) -> Cal
     utility; the observed value also carries the evaluation's noise, so coverage a little
     under 95 % is what a calibrated model shows with noisy evaluations.
     """
+    finished = run_repo.finished_runs(session, context.id, limit=limit)
+    # Four statements whatever the number of runs (four a run before).
+    keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
+    chains = run_repo.schedule_chains(
+        session, context.id, {run.id: run.schedule_id for run in finished if run.schedule_id}
+    )
+    finals = report_repo.final_evaluations(session, [run.id for run in finished])
     runs = [
-        _run_calibration(session, context, run)
-        for run in run_repo.finished_runs(session, context.id, limit=limit)
+        _run_calibration(run, chains.get(run.id, []), finals.get(run.id, []), keys)
+        for run in finished
     ]
     tasks = [task for run in runs for task in run.tasks]
     initial = _errors(tasks, initial=True)

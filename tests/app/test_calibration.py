@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from tests.conftest import recorded_statements
 from tests.factories import ProjectKeys, create_project_with_keys
 
 TASKS = ("math", "code", "poetry")
@@ -141,3 +143,51 @@ def test_mean_over_runs(client: TestClient, tasked: ProjectKeys) -> None:
         f"/v1/projects/{tasked.id}/calibration", params={"limit": 1}, headers=tasked.trainer
     )
     assert len(limited.json()["runs"]) == 1
+
+
+def test_the_runs_are_read_together_whatever_their_number(
+    client: TestClient, tasked: ProjectKeys, connection: Connection
+) -> None:
+    """Four statements (the runs, the tasks, the plans, the last reports' evaluations) for one
+    run or five; four a run before. Each run's first and last plan are its view's, a run that
+    started from another's stored plan included."""
+    runs = [_run(client, tasked, adaptive=True, end="complete")]
+    statements = recorded_statements(connection.engine)
+    _calibration(client, tasked)
+    one = len([s for s in statements if s.startswith("SELECT")])
+    runs.append(_run(client, tasked, adaptive=False, end="complete"))
+    for _ in range(2):
+        runs.append(_run(client, tasked, adaptive=True, end="complete"))
+    started_from = runs[0]["schedules"][0]["id"]
+    runs.append(_started_from(client, tasked, started_from))
+    statements.clear()
+    body = _calibration(client, tasked)
+    assert len([s for s in statements if s.startswith("SELECT")]) == one
+    by_run = {item["run_id"]: item for item in body["runs"]}
+    assert len(by_run) == len(runs)
+    for run in runs:
+        item = by_run[run["id"]]
+        chain = run["schedules"]
+        assert (item["initial_schedule_id"], item["final_schedule_id"]) == (
+            chain[0]["id"],
+            chain[-1]["id"],
+        )
+        assert {task["task"]: task["observed"] for task in item["tasks"]} == FINAL
+    assert by_run[runs[-1]["id"]]["initial_schedule_id"] == started_from
+
+
+def _started_from(client: TestClient, project: ProjectKeys, schedule_id: str) -> Any:
+    """An adaptive run from a stored schedule (its first plan), completed with FINAL."""
+    runs = f"/v1/projects/{project.id}/runs"
+    body = {"schedule_id": schedule_id, "adaptive": True}
+    run = client.post(runs, json=body, headers=project.trainer).json()
+    holder = {**project.trainer, "Ordo-Lease-Token": str(run["lease"]["token"])}
+    for stage in range(4):
+        values = FINAL if stage == 3 else dict.fromkeys(TASKS, 0.3 + 0.1 * stage)
+        evaluations = [{"task": k, "value": v} for k, v in values.items()]
+        response = client.put(
+            f"{runs}/{run['id']}/reports/{stage}", json={"evaluations": evaluations}, headers=holder
+        )
+        assert response.status_code == 200, response.text
+    client.post(f"{runs}/{run['id']}/complete", headers=holder)
+    return client.get(f"{runs}/{run['id']}", headers=project.trainer).json()
