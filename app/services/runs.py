@@ -480,16 +480,6 @@ def stage_assignment(order: Sequence[str], next_stage: int, *, finished: bool) -
 # --- loading -------------------------------------------------------------------------------------
 
 
-def get_run_row(
-    session: Session, context: ProjectContext, run_id: str, *, for_update: bool = False
-) -> Run:
-    """The project's run, or 404 (also for another project's run)."""
-    run = run_repo.get_run(session, context.id, run_id, for_update=for_update)
-    if run is None:
-        raise NotFoundError("Run not found.")
-    return run
-
-
 def run_with_plan(
     session: Session,
     context: ProjectContext,
@@ -586,9 +576,8 @@ def create_run(
         validate_request(session, context, base, settings=settings, field_prefix="schedule.")
         request_plan(session, run, base, at=now, request_id=REQUEST_ID.get())
         return CreatedRun(run.id, True, None)
-    stored = run_repo.get_run(session, context.id, run.id)
-    assert stored is not None
-    return CreatedRun(run.id, True, read_run(session, context, stored, settings=settings))
+    # The row as stored (inserted by a statement, not by the session): its view reads it.
+    return CreatedRun(run.id, True, get_run(session, context, run.id, settings=settings))
 
 
 def _claim_existing(
@@ -899,19 +888,20 @@ def _finish(
     settings: Settings,
     reason: str | None = None,
 ) -> RunRead:
-    run = get_run_row(session, context, run_id, for_update=True)
+    # The run locked with its plan, the clock and its pending job: what its view shows.
+    view = run_with_plan(session, context, run_id, for_update=True, plan_pending=True)
+    run = view.run
     check_lease(run, lease_token, context, admin_may_omit=True)
     if run.status == status.value:
         # Idempotent: ending a run the same way again changes nothing.
-        return read_run(session, context, run, settings=settings)
+        return _run_read(session, context, view, settings=settings)
     if run.status in FINISHED:
         raise RunFinishedError(f"The run already {run.status}.")
-    now = run_repo.db_now(session)
     run.status = status.value
-    run.finished_at = now
+    run.finished_at = view.now
     run.fail_reason = reason
     session.flush()
-    return read_run(session, context, run, settings=settings, now=now)
+    return _run_read(session, context, view, settings=settings)
 
 
 def complete_run(

@@ -556,3 +556,27 @@ def test_run_schedule_past_the_project_policy_is_422(
     within = {"schedule": {"tasks": ["math", "code"], "time_limit_s": 2}}
     created = _create(client, tasked, within)
     assert created.status_code == 201, created.text
+
+
+def test_ending_a_run_reads_it_once_with_its_plan_and_the_clock(
+    client: TestClient, tasked: ProjectKeys, connection: Connection
+) -> None:
+    run = _create(client, tasked).json()
+    statements = recorded_statements(connection.engine)
+    ended = _end(client, tasked, run["id"], "complete").json()
+    assert ended["status"] == "completed"
+    assert ended["finished_at"] is not None
+    run_reads = [s for s in statements if s.startswith("SELECT") and "FROM ordo_runs" in s]
+    # The run locked with its plan, the clock and its pending job; then its view reads nothing
+    # of it again (three reads before: the run, the clock, the run with its plan).
+    assert len(run_reads) == 1, run_reads
+    assert "JOIN ordo_schedules" in run_reads[0]
+    assert not [
+        s
+        for s in statements
+        if s.startswith("SELECT")
+        and "FROM ordo_runs" not in s
+        and ("now" in s or "clock_timestamp" in s)
+    ]
+    statements.clear()
+    assert _end(client, tasked, run["id"], "complete").json() == ended
