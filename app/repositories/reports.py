@@ -62,17 +62,19 @@ def evaluations(
     )
     if stages is not None:
         query = query.where(StageReport.stage.in_(list(stages)))
-    return [
-        StoredEvaluation(
-            stage=stage,
-            task_id=row.task_id,
-            value=row.value,
-            utility=row.utility,
-            stderr=row.stderr,
-            entropy=row.entropy,
-        )
-        for stage, row in session.execute(query).all()
-    ]
+    return [_stored(stage, row) for stage, row in session.execute(query).all()]
+
+
+def _stored(stage: int, row: StageEvaluation) -> StoredEvaluation:
+    """A stored evaluation row of ``stage`` as :class:`StoredEvaluation`."""
+    return StoredEvaluation(
+        stage=stage,
+        task_id=row.task_id,
+        value=row.value,
+        utility=row.utility,
+        stderr=row.stderr,
+        entropy=row.entropy,
+    )
 
 
 def final_evaluations(
@@ -97,16 +99,7 @@ def final_evaluations(
     )
     found: dict[str, list[StoredEvaluation]] = {}
     for run_id, stage, row in session.execute(query):
-        found.setdefault(run_id, []).append(
-            StoredEvaluation(
-                stage=stage,
-                task_id=row.task_id,
-                value=row.value,
-                utility=row.utility,
-                stderr=row.stderr,
-                entropy=row.entropy,
-            )
-        )
+        found.setdefault(run_id, []).append(_stored(stage, row))
     return found
 
 

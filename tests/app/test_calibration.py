@@ -43,10 +43,14 @@ def _run(
     adaptive: bool,
     end: str | None,
     level_model: str | None = None,
+    schedule_id: str | None = None,
 ) -> Any:
-    """A run over TASKS in order whose last report is FINAL."""
+    """A run over TASKS in order (``schedule_id``: from that stored schedule) whose last report
+    is FINAL."""
     runs = f"/v1/projects/{project.id}/runs"
     body: dict[str, Any] = {"schedule": {"constraints": PINNED}, "adaptive": adaptive}
+    if schedule_id is not None:
+        body = {"schedule_id": schedule_id, "adaptive": adaptive}
     if level_model is not None:
         body["level_model"] = level_model
     run = client.post(runs, json=body, headers=project.trainer).json()
@@ -159,7 +163,7 @@ def test_the_runs_are_read_together_whatever_their_number(
     for _ in range(2):
         runs.append(_run(client, tasked, adaptive=True, end="complete"))
     started_from = runs[0]["schedules"][0]["id"]
-    runs.append(_started_from(client, tasked, started_from))
+    runs.append(_run(client, tasked, adaptive=True, end="complete", schedule_id=started_from))
     statements.clear()
     body = _calibration(client, tasked)
     assert len([s for s in statements if s.startswith("SELECT")]) == one
@@ -174,20 +178,3 @@ def test_the_runs_are_read_together_whatever_their_number(
         )
         assert {task["task"]: task["observed"] for task in item["tasks"]} == FINAL
     assert by_run[runs[-1]["id"]]["initial_schedule_id"] == started_from
-
-
-def _started_from(client: TestClient, project: ProjectKeys, schedule_id: str) -> Any:
-    """An adaptive run from a stored schedule (its first plan), completed with FINAL."""
-    runs = f"/v1/projects/{project.id}/runs"
-    body = {"schedule_id": schedule_id, "adaptive": True}
-    run = client.post(runs, json=body, headers=project.trainer).json()
-    holder = {**project.trainer, "Ordo-Lease-Token": str(run["lease"]["token"])}
-    for stage in range(4):
-        values = FINAL if stage == 3 else dict.fromkeys(TASKS, 0.3 + 0.1 * stage)
-        evaluations = [{"task": k, "value": v} for k, v in values.items()]
-        response = client.put(
-            f"{runs}/{run['id']}/reports/{stage}", json={"evaluations": evaluations}, headers=holder
-        )
-        assert response.status_code == 200, response.text
-    client.post(f"{runs}/{run['id']}/complete", headers=holder)
-    return client.get(f"{runs}/{run['id']}", headers=project.trainer).json()
