@@ -111,7 +111,7 @@ def calibration(session: Session, context: ProjectContext, *, limit: int) -> Cal
     under 95 % is what a calibrated model shows with noisy evaluations.
     """
     finished = run_repo.finished_runs(session, context.id, limit=limit)
-    # Four statements whatever the number of runs (four a run before).
+    # The same statements for one run or a hundred (four a run before).
     keys = {task.id: task.key for task in task_repo.list_tasks(session, context.id)}
     chains = run_repo.schedule_chains(
         session, context.id, {run.id: run.schedule_id for run in finished if run.schedule_id}
