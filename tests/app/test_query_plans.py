@@ -377,3 +377,22 @@ def test_a_reports_and_a_plans_writes_find_their_rows_by_key(
         plan = _explain(connection, statement, parameters, generic=True)
         for table in ("ordo_runs", "ordo_jobs"):
             assert not _reads_all(plan, table), plan
+
+
+def test_the_views_of_runs_read_growing_tables_by_index(
+    client: TestClient, tasked: ProjectKeys, connection: Connection, recorded: Recorded
+) -> None:
+    """A run's view, the runs list and calibration (every completed run's plans and last
+    reports read together) find their rows by index too."""
+    _trainer_requests(client, tasked, adaptive=True)
+    _trainer_requests(client, tasked, adaptive=False)
+    runs = f"/v1/projects/{tasked.id}/runs"
+    recorded.clear()
+    listed = client.get(runs, headers=tasked.trainer).json()["items"]
+    assert len(listed) == 2
+    for run in listed:
+        assert client.get(f"{runs}/{run['id']}", headers=tasked.trainer).status_code == 200
+    calibration = client.get(f"/v1/projects/{tasked.id}/calibration", headers=tasked.trainer)
+    assert len(calibration.json()["runs"]) == 2
+    assert any("max(ordo_stage_reports.stage)" in statement for statement, _ in recorded)
+    assert _full_scans(connection, list(recorded)) == {}
