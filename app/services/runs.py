@@ -569,7 +569,8 @@ def create_run(
         created = run_repo.find_run_by_client(session, context.id, body.client_id or "")
         assert created is not None
         check_same_request(created, asked)
-        return CreatedRun(created.id, False, read_run(session, context, created, settings=settings))
+        view = get_run(session, context, created.id, settings=settings)
+        return CreatedRun(created.id, False, view)
     if schedule_id is None:
         # The plan is a job (app.services.planning): this transaction solves nothing.
         base = body.schedule or ScheduleCreate()
@@ -602,7 +603,7 @@ def _claim_existing(
         run.lease_token += 1
         renew_lease(run, now, settings)
         session.flush()
-    return read_run(session, context, run, settings=settings, now=now)
+    return get_run(session, context, run.id, settings=settings, now=now)
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -697,27 +698,19 @@ def _stages(order: Sequence[str], next_stage: int) -> list[StageRead]:
     return stages
 
 
-def read_run(
+def get_run(
     session: Session,
     context: ProjectContext,
-    run: Run,
+    run_id: str,
     *,
     settings: Settings,
     now: datetime | None = None,
 ) -> RunRead:
-    """The full view of ``run``, a row this session holds (its values as the session has them;
-    ``now``: the clock the caller read, default the view's own)."""
-    view = run_with_plan(session, context, run.id, plan_pending=True)
-    return _run_read(session, context, view, settings=settings, now=now)
-
-
-def get_run(
-    session: Session, context: ProjectContext, run_id: str, *, settings: Settings
-) -> RunRead:
     """One run with its stages, schedule versions, reports and lease (404 if the project has
-    no such run)."""
+    no such run); a run this session changed is shown as the session has it. ``now``: the
+    clock the caller read, default the one read with the run."""
     view = run_with_plan(session, context, run_id, plan_pending=True)
-    return _run_read(session, context, view, settings=settings)
+    return _run_read(session, context, view, settings=settings, now=now)
 
 
 def _run_read(
