@@ -37,8 +37,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from sqlalchemy.exc import DBAPIError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordo_server.app.db import unit_of_work
 from ordo_server.app.deps import bearer, database_of
@@ -52,7 +52,7 @@ from ordo_server.app.settings import Settings
 logger = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
-UNMEASURED_PATHS = ["/healthz", "/readyz", METRICS_PATH]
+UNMEASURED_PATHS = frozenset({"/healthz", "/readyz", METRICS_PATH})
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SOLVE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -175,14 +175,8 @@ def fastapi_telemetry() -> TelemetryConfig:
 def install_metrics(app: FastAPI) -> AppMetrics:
     """Instrument ``app`` and serve ``/metrics`` (token or global admin key; not in the spec)."""
     registry = CollectorRegistry()
-    instrumentator = Instrumentator(
-        should_group_status_codes=True,
-        should_ignore_untemplated=True,
-        excluded_handlers=UNMEASURED_PATHS,
-        registry=registry,
-    )
-    instrumentator.add(metrics.default(latency_lowr_buckets=LATENCY_BUCKETS_S, registry=registry))
-    instrumentator.instrument(app)
+    requests, latency = http_metrics(registry)
+    app.add_middleware(HttpMetricsMiddleware, requests=requests, latency=latency)
     db_unavailable = Counter(
         "ordo_db_unavailable_total",
         "Requests answered 503 because the database was unreachable.",
@@ -193,6 +187,64 @@ def install_metrics(app: FastAPI) -> AppMetrics:
     app_metrics = AppMetrics(registry=registry, db_unavailable=db_unavailable)
     app.add_api_route(METRICS_PATH, _metrics_endpoint, methods=["GET"], include_in_schema=False)
     return app_metrics
+
+
+def http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """The HTTP metrics, in ``registry``: the requests and the latency that
+    :class:`HttpMetricsMiddleware` records."""
+    return (
+        Counter(
+            "http_requests_total",
+            "Requests by method, status class (2xx, 4xx, ...) and route template.",
+            ["method", "status", "handler"],
+            registry=registry,
+        ),
+        Histogram(
+            "http_request_duration_seconds",
+            "Seconds from a request's arrival to its answer's end, by method and route template.",
+            ["method", "handler"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        ),
+    )
+
+
+class HttpMetricsMiddleware:
+    """Count and time each HTTP request under the template of the route that answered it.
+
+    The template is the route the router chose (``scope["route"]``, set while routing), read
+    once the app has answered: no second match of the path against every route. A request no
+    route took (a 404 of an unknown path) and :data:`UNMEASURED_PATHS` are not recorded, so
+    the labels stay as few as the routes. A request whose app raised counts as a 500, the
+    answer :class:`starlette.middleware.errors.ServerErrorMiddleware` then sends.
+    """
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            handler = getattr(scope.get("route"), "path", None)
+            if handler is not None and handler not in UNMEASURED_PATHS:
+                method = scope["method"]
+                self.requests.labels(method, f"{status // 100}xx", handler).inc()
+                self.latency.labels(method, handler).observe(time.perf_counter() - start)
 
 
 async def _metrics_endpoint(

@@ -11,14 +11,19 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from ordo_server.app.cli import _multiprocess_metrics
 from ordo_server.app.commit_hooks import after_commit
-from ordo_server.app.metrics import MULTIPROC_ENV
+from ordo_server.app.metrics import MULTIPROC_ENV, HttpMetricsMiddleware, http_metrics
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run
 from tests.conftest import (
@@ -58,6 +63,50 @@ def settings(database_url: str) -> Settings:
         metrics_token=METRICS_TOKEN,
         job_thread=False,
     )
+
+
+# --- HTTP metrics by route template --------------------------------------------------------------
+
+
+def _failing(request: Request) -> PlainTextResponse:
+    raise RuntimeError("the route failed")
+
+
+def _item(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.path_params.get("item_id", "ok"))
+
+
+def test_http_metrics_name_the_route_that_answered() -> None:
+    """Labels are route templates (never raw paths), an error is a 5xx, a path no route took
+    and the probes are not recorded."""
+    registry = CollectorRegistry()
+    requests, latency = http_metrics(registry)
+    routes = [
+        Route("/items/{item_id}", _item),
+        Route("/fails", _failing),
+        Route("/healthz", _item),
+    ]
+    app = HttpMetricsMiddleware(Starlette(routes=routes), requests=requests, latency=latency)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for item in ("a", "b", "c"):
+            assert client.get(f"/items/{item}").status_code == 200
+        assert client.post("/items/a").status_code == 405  # the route matched its path only
+        assert client.get("/fails").status_code == 500
+        assert client.get("/nowhere").status_code == 404
+        assert client.get("/healthz").status_code == 200
+    text = generate_latest(registry).decode()
+    handlers = {
+        found.labels["handler"]
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+    }
+    assert handlers == {"/items/{item_id}", "/fails"}
+    item = "/items/{item_id}"
+    assert sample(text, "http_requests_total", handler=item, method="GET", status="2xx") == 3.0
+    assert sample(text, "http_requests_total", handler=item, method="POST", status="4xx") == 1.0
+    assert sample(text, "http_requests_total", handler="/fails", status="5xx") == 1.0
+    assert sample(text, "http_request_duration_seconds_count", handler=item, method="GET") == 3.0
+    assert sample(text, "http_request_duration_seconds_sum", handler=item, method="GET") > 0.0
 
 
 # --- /metrics needs a token ----------------------------------------------------------------------
