@@ -45,3 +45,7 @@ def test_metrics_count_requests_by_route_template(
     assert 'handler="/healthz"' not in text
     assert "http_request_duration_seconds_bucket" in text
     assert 'le="0.005"' in text
+    # The instrumentator's default series, same names (dashboards built on them keep working).
+    for name in ("http_request_size_bytes", "http_response_size_bytes"):
+        assert f'{name}_count{{handler="/v1/projects/{{project_id}}"}} 3.0' in text
+    assert "http_request_duration_highr_seconds_bucket" in text

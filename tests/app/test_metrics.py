@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from ordo_server.app.cli import _multiprocess_metrics
 from ordo_server.app.commit_hooks import after_commit
-from ordo_server.app.metrics import MULTIPROC_ENV, HttpMetricsMiddleware, http_metrics
+from ordo_server.app.metrics import MULTIPROC_ENV, HttpMetrics, HttpMetricsMiddleware
 from ordo_server.app.settings import Settings
 from ordo_server.models import Run
 from tests.conftest import (
@@ -80,17 +80,17 @@ def test_http_metrics_name_the_route_that_answered() -> None:
     """Labels are route templates (never raw paths), an error is a 5xx, a path no route took
     and the probes are not recorded."""
     registry = CollectorRegistry()
-    requests, latency = http_metrics(registry)
     routes = [
         Route("/items/{item_id}", _item),
         Route("/fails", _failing),
         Route("/healthz", _item),
     ]
-    app = HttpMetricsMiddleware(Starlette(routes=routes), requests=requests, latency=latency)
+    metrics = HttpMetrics.in_registry(registry)
+    app = HttpMetricsMiddleware(Starlette(routes=routes), metrics=metrics)
     with TestClient(app, raise_server_exceptions=False) as client:
         for item in ("a", "b", "c"):
             assert client.get(f"/items/{item}").status_code == 200
-        assert client.post("/items/a").status_code == 405  # the route matched its path only
+        assert client.post("/items/a", content=b"12345").status_code == 405  # path matched only
         assert client.get("/fails").status_code == 500
         assert client.get("/nowhere").status_code == 404
         assert client.get("/healthz").status_code == 200
@@ -99,6 +99,7 @@ def test_http_metrics_name_the_route_that_answered() -> None:
         found.labels["handler"]
         for family in text_string_to_metric_families(text)
         for found in family.samples
+        if "handler" in found.labels
     }
     assert handlers == {"/items/{item_id}", "/fails"}
     item = "/items/{item_id}"
@@ -107,6 +108,12 @@ def test_http_metrics_name_the_route_that_answered() -> None:
     assert sample(text, "http_requests_total", handler="/fails", status="5xx") == 1.0
     assert sample(text, "http_request_duration_seconds_count", handler=item, method="GET") == 3.0
     assert sample(text, "http_request_duration_seconds_sum", handler=item, method="GET") > 0.0
+    assert sample(text, "http_request_duration_highr_seconds_count") == 5.0
+    # Sizes are the Content-Length headers: the POST's 5 bytes in; "a", "b", "c" out, and the
+    # answers of the 405 and the 500.
+    assert sample(text, "http_request_size_bytes_sum", handler=item) == 5.0
+    assert sample(text, "http_request_size_bytes_count", handler=item) == 4.0
+    assert sample(text, "http_response_size_bytes_sum", handler=item) >= 3.0
 
 
 # --- /metrics needs a token ----------------------------------------------------------------------
