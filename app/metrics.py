@@ -1,8 +1,9 @@
 """Prometheus metrics: HTTP metrics, Ordo's domain metrics, and ``/metrics`` behind a token.
 
-HTTP metrics (the instrumentator's) and ``ordo_db_unavailable_total`` live in one registry per
-app, so that several apps in one process (tests) do not collide. The domain metrics are
-process-wide (services record them without an app at hand); every app's registry includes them.
+HTTP metrics (:class:`HttpMetricsMiddleware`'s) and ``ordo_db_unavailable_total`` live in one
+registry per app, so that several apps in one process (tests) do not collide. The domain
+metrics are process-wide (services record them without an app at hand); every app's registry
+includes them.
 
 Several worker processes: with ``PROMETHEUS_MULTIPROC_DIR`` set (``ordo serve --workers N``
 sets a temporary one), every process writes its values to files there and ``/metrics`` sums
