@@ -282,7 +282,8 @@ def _prediction(posterior: OrderPosterior, order: tuple[int, ...]) -> Prediction
 def ensemble_refiner(
     fits: ProjectFits, *, mode: PlanMode, seed: int, current: RunRecord | None
 ) -> OrderRefiner:
-    """The ensemble as the schedules service's refine hook (the solver's order is one start)."""
+    """The ensemble as the schedules service's refine hook (the solver's order is one start of
+    a recommendation's search, and of a run's where the problem has constraints)."""
     history = fits.history
 
     def refine(
@@ -311,7 +312,10 @@ def ensemble_refiner(
                 seed=seed,
                 current=current,
                 is_feasible=is_feasible,
-                starts=start,
+                # A run's searches start from the constrained solver's order only where there
+                # are constraints (a feasible start); otherwise they start where the measured
+                # loop's do (bench/closed_loop.py): the observed orders and the run model's.
+                starts=start if problem.constraints else (),
                 posterior=posterior,
             )
         else:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from ordo_server.app.metrics import SOLVE_DURATION
+from ordo_server.app.services import schedules as schedule_service
 from ordo_server.models import Project, Schedule, Task
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
@@ -175,10 +176,6 @@ def test_a_thompson_run_explores_seeded_by_project_name_and_client_id(
 ) -> None:
     _train(client, project, {"adaptive": True})
     _train(client, project, {"adaptive": True})
-    # The plan's search also starts from the constrained solver's order on the estimates.
-    schedules = f"/v1/projects/{project.id}/schedules"
-    pairwise = client.post(schedules, json={"model": "pairwise"}, headers=project.admin).json()
-    start = tuple(KEYS.index(key) for key in pairwise["order"])
     body = {"adaptive": True, "client_id": "job-3"}
     run = client.post(_runs(project), json=body, headers=project.trainer).json()
     schedule = session.get(Schedule, run["schedule_id"])
@@ -188,8 +185,34 @@ def test_a_thompson_run_explores_seeded_by_project_name_and_client_id(
     assert stored is not None
     records = _records(client, project)[:2]
     seed = plan_seed(stored.name, "job-3")
-    order = explore_order(records, kinds=_kinds(), weights=np.ones(4), seed=seed, starts=[start])
+    # What the measured loop plans (no constraints: no start from the constrained solver).
+    order = explore_order(records, kinds=_kinds(), weights=np.ones(4), seed=seed)
     assert _order(run) == [KEYS[t] for t in order]
+
+
+def test_a_runs_searches_start_from_the_constrained_solver_only_under_constraints(
+    client: TestClient, project: ProjectKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adaptive run's plans search from where the measured loop's do (``bench.closed_loop``
+    passes no start); the constrained solver's order joins them only as a feasible start where
+    the run has constraints. The solver is the real one, counted."""
+    solved: list[object] = []
+    solve = schedule_service.solve_ordering
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        solved.append(args[0])
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(schedule_service, "solve_ordering", counted)
+    free = {"adaptive": True, "client_id": "free"}
+    # The first plan of a project is a Thompson draw, which climbs from its start orders.
+    assert client.post(_runs(project), json=free, headers=project.trainer).status_code == 201
+    assert solved == []
+    pinned = [{"type": "pinned", "task": "poetry", "position": "first"}]
+    held = {"adaptive": True, "client_id": "held", "schedule": {"constraints": pinned}}
+    run = client.post(_runs(project), json=held, headers=project.trainer).json()
+    assert len(solved) == 1
+    assert _order(run)[0] == "poetry"
 
 
 def test_a_first_run_explores_on_the_ensemble_fitted_to_its_own_reports(
