@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from ordo_server.app.metrics import SOLVE_DURATION
 from ordo_server.app.services import schedules as schedule_service
 from ordo_server.models import Project, Schedule, Task
+from ordo_server.solver import solve_ordering
 from ordo_server.solver.estimation import TaskKind
 from ordo_server.solver.learning import RunRecord
 from ordo_server.solver.recommend import explore_order, plan_seed, recommend
@@ -197,11 +198,10 @@ def test_a_runs_searches_start_from_the_constrained_solver_only_under_constraint
     passes no start); the constrained solver's order joins them only as a feasible start where
     the run has constraints. The solver is the real one, counted."""
     solved: list[object] = []
-    solve = schedule_service.solve_ordering
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         solved.append(args[0])
-        return solve(*args, **kwargs)
+        return solve_ordering(*args, **kwargs)
 
     monkeypatch.setattr(schedule_service, "solve_ordering", counted)
     free = {"adaptive": True, "client_id": "free"}
