@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ordo_server.app.db import unit_of_work
 from ordo_server.app.deps import bearer, database_of
 from ordo_server.app.errors import UnauthorizedError
+from ordo_server.app.middleware import content_length
 from ordo_server.app.repositories import jobs as job_repo
 from ordo_server.app.retry import DB_RETRIES
 from ordo_server.app.security import token_matches
@@ -250,18 +251,10 @@ class HttpMetrics:
             return
         method = scope["method"]
         self.requests.labels(method, f"{status // 100}xx", handler).inc()
-        self.request_size.labels(handler).observe(_content_length(scope["headers"]))
+        self.request_size.labels(handler).observe(content_length(scope["headers"]))
         self.response_size.labels(handler).observe(response_bytes)
         self.latency_highr.observe(duration_s)
         self.latency.labels(method, handler).observe(duration_s)
-
-
-def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
-    """The ``Content-Length`` of raw ASGI headers; 0 where absent or not a number."""
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
 
 
 class HttpMetricsMiddleware:
@@ -291,7 +284,7 @@ class HttpMetricsMiddleware:
             nonlocal status, response_bytes
             if message["type"] == "http.response.start":
                 status = message["status"]
-                response_bytes = _content_length(message.get("headers", ()))
+                response_bytes = content_length(message.get("headers", ()))
             await send(message)
 
         try:

@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
@@ -21,6 +22,15 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[!-~]{1,64}")
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
+
+
+def content_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The ``Content-Length`` of raw ASGI headers (a request's or an answer's); 0 where absent
+    or not a number."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def request_id_of(headers: Headers) -> str:
@@ -99,8 +109,7 @@ class BodyLimitMiddleware:
         await self.app(scope, receive, send)
 
     def _declared_too_large(self, scope: Scope) -> bool:
-        declared = Headers(scope=scope).get("content-length")
-        return declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes
+        return content_length(scope["headers"]) > self.max_body_bytes
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
